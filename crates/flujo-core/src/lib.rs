@@ -1,0 +1,37 @@
+//! Flujo core: the domain types, traits and errors every other Flujo crate shares.
+//!
+//! Architecture invariant: this crate knows nothing about tokio, SQL, HTTP or YAML. It defines *what* a
+//! pipeline, a step, a run, a journal record and a store are; the engine, stores and loaders implement them.
+//!
+//! ```
+//! use flujo_core::{Pipeline, Step};
+//! use serde_json::json;
+//! let p = Pipeline::new("demo", vec![
+//!     Step::skill("inc", "flujo.builtins.transform", json!({"expr": "previous_step + 1"})),
+//! ]);
+//! assert_eq!(p.steps[0].kind.name(), "step");
+//! ```
+
+pub mod context;
+pub mod error;
+pub mod journal;
+pub mod patch;
+pub mod result;
+pub mod runtime;
+pub mod skill;
+pub mod step;
+pub mod store;
+
+pub use context::{Context, ContextError, ContextSnapshot};
+pub use error::{FlujoError, Interrupt, StoreError};
+pub use journal::{verify_chain, ChainError, JournalRecord};
+pub use patch::PatchOp;
+pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepStatus, TokenUsage};
+pub use runtime::{
+    Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent,
+    SystemClock, Telemetry, Usage,
+};
+pub use serde_json::{Map, Value};
+pub use skill::{ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry};
+pub use step::*;
+pub use store::{BlobStore, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store};

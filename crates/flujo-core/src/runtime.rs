@@ -1,0 +1,227 @@
+//! Injectable runtime parts: clock, id generator, quota, governance and telemetry. The engine's runtime
+//! builder takes any implementation, so tests can use fakes (a fixed clock, sequential ids, …).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::result::{PendingPause, RunStatus, StepResult, TokenUsage};
+use crate::step::UsageLimits;
+
+/// Wall-clock time source.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that returns a fixed, manually advanced time (tests).
+#[derive(Debug, Default)]
+pub struct FixedClock(pub AtomicU64);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Relaxed) as i64
+    }
+}
+
+/// Run id source.
+pub trait IdGen: Send + Sync {
+    fn new_run_id(&self) -> String;
+}
+
+/// Sequential ids `run-1`, `run-2`, … (tests).
+#[derive(Debug, Default)]
+pub struct SequentialIds(AtomicU64);
+
+impl IdGen for SequentialIds {
+    fn new_run_id(&self) -> String {
+        format!("run-{}", self.0.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+/// Usage of a call, planned or actual.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub cost_usd: f64,
+    pub tokens: u64,
+}
+
+/// A reservation that did not fit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{what} limit {limit} would be exceeded: spent {spent} + reserved {reserved} + requested {requested}")]
+pub struct QuotaExceeded {
+    pub what: &'static str,
+    pub limit: f64,
+    pub spent: f64,
+    pub reserved: f64,
+    pub requested: f64,
+}
+
+/// Held budget for one call; give it back to [`Quota::reconcile`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use = "a reservation must be reconciled"]
+pub struct Reservation {
+    pub planned: Usage,
+}
+
+#[derive(Debug, Default)]
+struct QuotaState {
+    spent: Usage,
+    reserved: Usage,
+}
+
+/// A run's budget, shared atomically by concurrent branches: Reserve → Execute → Reconcile (SPEC §8).
+#[derive(Debug)]
+pub struct Quota {
+    limits: UsageLimits,
+    state: Mutex<QuotaState>,
+}
+
+impl Quota {
+    pub fn new(limits: UsageLimits) -> Self {
+        Quota { limits, state: Mutex::new(QuotaState::default()) }
+    }
+
+    pub fn unlimited() -> Self {
+        Quota::new(UsageLimits::default())
+    }
+
+    pub fn limits(&self) -> UsageLimits {
+        self.limits
+    }
+
+    /// Reserves `planned` if spent + reserved + planned fits every limit.
+    pub fn reserve(&self, planned: Usage) -> Result<Reservation, QuotaExceeded> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(limit) = self.limits.total_cost_usd_limit {
+            if st.spent.cost_usd + st.reserved.cost_usd + planned.cost_usd > limit + 1e-12 {
+                return Err(QuotaExceeded {
+                    what: "cost",
+                    limit,
+                    spent: st.spent.cost_usd,
+                    reserved: st.reserved.cost_usd,
+                    requested: planned.cost_usd,
+                });
+            }
+        }
+        if let Some(limit) = self.limits.total_tokens_limit {
+            if st.spent.tokens + st.reserved.tokens + planned.tokens > limit {
+                return Err(QuotaExceeded {
+                    what: "token",
+                    limit: limit as f64,
+                    spent: st.spent.tokens as f64,
+                    reserved: st.reserved.tokens as f64,
+                    requested: planned.tokens as f64,
+                });
+            }
+        }
+        st.reserved.cost_usd += planned.cost_usd;
+        st.reserved.tokens += planned.tokens;
+        Ok(Reservation { planned })
+    }
+
+    /// Releases the reservation and records the actual usage.
+    pub fn reconcile(&self, reservation: Reservation, actual: Usage) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.reserved.cost_usd = (st.reserved.cost_usd - reservation.planned.cost_usd).max(0.0);
+        st.reserved.tokens = st.reserved.tokens.saturating_sub(reservation.planned.tokens);
+        st.spent.cost_usd += actual.cost_usd;
+        st.spent.tokens += actual.tokens;
+    }
+
+    /// Records usage that was not reserved (e.g. replayed from the journal).
+    pub fn record(&self, actual: Usage) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.spent.cost_usd += actual.cost_usd;
+        st.spent.tokens += actual.tokens;
+    }
+
+    pub fn spent(&self) -> Usage {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).spent
+    }
+
+    /// True when spending has reached a limit.
+    pub fn exhausted(&self) -> Option<String> {
+        let spent = self.spent();
+        if let Some(l) = self.limits.total_cost_usd_limit {
+            if spent.cost_usd > l + 1e-12 {
+                return Some(format!("cost {:.6} USD exceeds limit {l}", spent.cost_usd));
+            }
+        }
+        if let Some(l) = self.limits.total_tokens_limit {
+            if spent.tokens > l {
+                return Some(format!("{} tokens exceed limit {l}", spent.tokens));
+            }
+        }
+        None
+    }
+}
+
+/// Creates the quota of each run.
+pub trait QuotaManager: Send + Sync {
+    fn quota_for_run(&self, run_id: &str, limits: UsageLimits) -> Arc<Quota>;
+}
+
+/// One independent quota per run with the given limits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PerRunQuotas;
+
+impl QuotaManager for PerRunQuotas {
+    fn quota_for_run(&self, _run_id: &str, limits: UsageLimits) -> Arc<Quota> {
+        Arc::new(Quota::new(limits))
+    }
+}
+
+/// What a governance policy is asked about (before every agent and skill call).
+#[derive(Debug, Clone)]
+pub struct GovernanceRequest<'a> {
+    pub run_id: &'a str,
+    pub path: &'a str,
+    pub step: &'a str,
+    /// The skill id or model being called.
+    pub target: &'a str,
+    pub input: &'a Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GovernanceDecision {
+    Allow,
+    Deny(String),
+    /// Allow, with the input replaced (e.g. PII scrubbed).
+    Replace(Value),
+}
+
+#[async_trait]
+pub trait GovernancePolicy: Send + Sync {
+    fn name(&self) -> &str;
+    async fn evaluate(&self, request: &GovernanceRequest<'_>) -> GovernanceDecision;
+}
+
+/// Events of a run, in the order they happen (streamed to `--live`, telemetry, tests).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RunEvent {
+    RunStarted { run_id: String, pipeline: String, resumed: bool },
+    StepStarted { run_id: String, path: String, step: String, kind: String },
+    StepFinished { run_id: String, result: StepResult, replayed: bool },
+    Paused { run_id: String, pending: Vec<PendingPause> },
+    RunFinished { run_id: String, status: RunStatus, tokens: TokenUsage, cost_usd: f64 },
+}
+
+/// Receives run events. Must be cheap: it is called on the step hot path.
+pub trait Telemetry: Send + Sync {
+    fn on_event(&self, event: &RunEvent);
+}

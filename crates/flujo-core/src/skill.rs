@@ -1,0 +1,98 @@
+//! Skills: registered tools with an id, schemas and a `side_effects` flag (SPEC §7), and the registry trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::context::ContextSnapshot;
+use crate::patch::PatchOp;
+use crate::result::TokenUsage;
+
+/// Descriptive facts about a skill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkillInfo {
+    pub id: String,
+    pub description: String,
+    pub input_schema: Option<Value>,
+    pub output_schema: Option<Value>,
+    pub side_effects: bool,
+}
+
+/// Everything a skill invocation may read.
+#[derive(Debug, Clone)]
+pub struct SkillCall {
+    pub input: Value,
+    pub run_id: Arc<str>,
+    pub path: Arc<str>,
+    pub step: Arc<str>,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// Stable across re-runs of the same step execution (derived from run id and path).
+    pub idempotency_key: Arc<str>,
+    pub context: ContextSnapshot,
+}
+
+/// What a skill returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SkillOutput {
+    pub output: Value,
+    /// Context writes requested by the skill (e.g. `context_set`), applied with the step's other updates.
+    pub context_ops: Vec<PatchOp>,
+    pub tokens: TokenUsage,
+    pub cost_usd: f64,
+}
+
+impl SkillOutput {
+    pub fn value(output: Value) -> Self {
+        SkillOutput { output, ..Default::default() }
+    }
+}
+
+/// A skill failure (a step failure; retried per the step's config).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct SkillError {
+    pub message: String,
+    /// When false, retrying cannot help (e.g. bad input); the engine skips remaining attempts.
+    pub retryable: bool,
+}
+
+impl SkillError {
+    pub fn new(message: impl Into<String>) -> Self {
+        SkillError { message: message.into(), retryable: true }
+    }
+    pub fn fatal(message: impl Into<String>) -> Self {
+        SkillError { message: message.into(), retryable: false }
+    }
+}
+
+/// A callable skill instance (params already bound).
+#[async_trait]
+pub trait Skill: Send + Sync {
+    async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError>;
+    fn info(&self) -> SkillInfo;
+}
+
+/// Resolution failure.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("unknown skill '{id}'{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
+    Unknown { id: String, suggestion: Option<String> },
+    #[error("invalid params for skill '{id}': {message}")]
+    BadParams { id: String, message: String },
+    #[error("'{id}' looks like a Python import path; Flujo (Rust) runs Python code as a `command` skill declared in skills.yaml")]
+    PythonPath { id: String },
+}
+
+/// Maps skill ids (+ params) to instances. Resolution happens once, when a runner is built.
+pub trait SkillRegistry: Send + Sync {
+    fn resolve(&self, id: &str, params: &Value) -> Result<Arc<dyn Skill>, ResolveError>;
+    fn list(&self) -> Vec<SkillInfo>;
+}
+
+/// Resolves `provider:model` ids to callable agents (models behave like skills that report usage).
+pub trait ModelRegistry: Send + Sync {
+    fn resolve(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError>;
+}
