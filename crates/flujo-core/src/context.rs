@@ -88,9 +88,7 @@ impl Context {
         fields.insert("run_id".to_owned(), Arc::new(Value::String(run_id.to_owned())));
         fields.insert("initial_prompt".to_owned(), Arc::new(initial_prompt));
         fields.insert("hitl_history".to_owned(), Arc::new(Value::Array(Vec::new())));
-        fields
-            .entry("import_artifacts".to_owned())
-            .or_insert_with(|| Arc::new(Value::Object(Map::new())));
+        fields.entry("import_artifacts".to_owned()).or_insert_with(|| Arc::new(Value::Object(Map::new())));
         fields.insert("status".to_owned(), Arc::new(Value::String("running".to_owned())));
         Context { fields, steps: OrdMap::new(), log: Vec::new(), compact_at: MIN_COMPACT }
     }
@@ -257,8 +255,8 @@ impl Context {
         &self.log
     }
 
-    /// Replaces data (not the log) with `other`'s: used to roll back to a snapshot.
-    pub fn restore_data(&mut self, snapshot: &Context) {
+    /// Replaces data (not the log) with a snapshot's: used to roll back a rejected update.
+    pub fn restore_data(&mut self, snapshot: &ContextSnapshot) {
         self.fields = snapshot.fields.clone();
         self.steps = snapshot.steps.clone();
     }

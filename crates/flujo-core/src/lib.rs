@@ -28,8 +28,8 @@ pub use journal::{verify_chain, ChainError, JournalRecord};
 pub use patch::PatchOp;
 pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepStatus, TokenUsage};
 pub use runtime::{
-    Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent,
-    SystemClock, Telemetry, Usage,
+    Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent, SystemClock,
+    Telemetry, Usage,
 };
 pub use serde_json::{Map, Value};
 pub use skill::{ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry};

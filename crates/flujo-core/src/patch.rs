@@ -87,11 +87,8 @@ mod tests {
 
     #[test]
     fn compact_keeps_last_set_per_path() {
-        let mut ops = vec![
-            PatchOp::set(p("a"), json!(1)),
-            PatchOp::set(p("b"), json!(1)),
-            PatchOp::set(p("a"), json!(2)),
-        ];
+        let mut ops =
+            vec![PatchOp::set(p("a"), json!(1)), PatchOp::set(p("b"), json!(1)), PatchOp::set(p("a"), json!(2))];
         compact(&mut ops);
         assert_eq!(ops, vec![PatchOp::set(p("b"), json!(1)), PatchOp::set(p("a"), json!(2))]);
     }

@@ -1,0 +1,779 @@
+//! The executor core: walks the step tree, replays committed records, runs live steps through their
+//! policies, applies context effects, handles fallbacks and journals one record per finished execution.
+//!
+//! Replay model (SPEC §2): a step whose path has a replayable record is not executed — its patch and output
+//! are applied and the walk moves on. A record is replayable when it completed, or when it failed in the
+//! current resume generation (resuming a *failed* run bumps the generation, so the failed step runs again).
+//! A failed record marked `fallback_pending` means the primary already failed: replay re-applies it and
+//! continues with the fallback, so the primary never runs twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use flujo_core::journal::{GENESIS_HASH, META_FALLBACK_PENDING};
+use flujo_core::{
+    Clock, Context, Fallback, GovernanceDecision, GovernancePolicy, GovernanceRequest, Interrupt, JournalRecord,
+    PatchOp, Quota, RunEvent, Skill, SkillCall, SkillOutput, Step, StepResult, StepStatus, Store, StoreError,
+    Telemetry, TokenUsage, Usage, Value,
+};
+use flujo_template::{Scope, UndefinedMode};
+use futures::future::BoxFuture;
+
+use crate::cache::CacheBackend;
+use crate::policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome};
+use crate::prepare::Prepared;
+
+/// Maximum length of a fallback chain before it is reported as `InfiniteFallback`.
+pub const MAX_FALLBACK_DEPTH: usize = 16;
+
+/// Framework fields steps may not write through `sink_to` / `updates_context` / skills.
+const READ_ONLY_FIELDS: &[&str] = &["run_id", "initial_prompt", "steps", "hitl_history", "status"];
+
+/// Lexical scope of a step execution.
+#[derive(Clone, Copy)]
+pub struct Lexical<'a> {
+    /// The current map item (`this` in templates).
+    pub this: Option<&'a Value>,
+    /// The context schema of the pipeline this step belongs to.
+    pub schema: Option<&'a jsonschema::Validator>,
+    /// The sequence this step is part of (for sibling fallbacks).
+    pub siblings: &'a [Step],
+}
+
+impl<'a> Lexical<'a> {
+    pub fn root(schema: Option<&'a jsonschema::Validator>) -> Self {
+        Lexical { this: None, schema, siblings: &[] }
+    }
+}
+
+struct Tail {
+    next_seq: u64,
+    last_hash: String,
+}
+
+/// Appends hash-chained records for one run, one at a time, in commit order.
+pub(crate) struct JournalWriter {
+    store: Arc<dyn Store>,
+    tail: tokio::sync::Mutex<Tail>,
+}
+
+impl JournalWriter {
+    pub(crate) fn new(store: Arc<dyn Store>, next_seq: u64, last_hash: String) -> Self {
+        JournalWriter { store, tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash }) }
+    }
+
+    /// Seals and durably appends `record`; returns it sealed.
+    async fn commit(&self, mut record: JournalRecord) -> Result<JournalRecord, StoreError> {
+        let mut tail = self.tail.lock().await;
+        record.seq = tail.next_seq;
+        record.seal(&tail.last_hash);
+        self.store.append(&record).await?;
+        tail.next_seq += 1;
+        tail.last_hash.clone_from(&record.hash);
+        Ok(record)
+    }
+}
+
+/// Per-run state shared by every frame of the run.
+pub struct RunState {
+    pub run_id: Arc<str>,
+    pub(crate) journal: Option<JournalWriter>,
+    replay: HashMap<String, Arc<JournalRecord>>,
+    generation: u32,
+    answers: Mutex<HashMap<String, Value>>,
+    pub quota: Arc<Quota>,
+    telemetry: Option<Arc<dyn Telemetry>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RunState {
+    pub(crate) fn new(
+        run_id: Arc<str>,
+        journal: Option<JournalWriter>,
+        records: Vec<JournalRecord>,
+        generation: u32,
+        answers: HashMap<String, Value>,
+        quota: Arc<Quota>,
+        telemetry: Option<Arc<dyn Telemetry>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let mut replay = HashMap::with_capacity(records.len());
+        for r in records {
+            replay.insert(r.path.clone(), Arc::new(r));
+        }
+        RunState { run_id, journal, replay, generation, answers: Mutex::new(answers), quota, telemetry, clock }
+    }
+
+    /// The record to replay at `path`, if any.
+    fn replayable(&self, path: &str) -> Option<&Arc<JournalRecord>> {
+        if self.replay.is_empty() {
+            return None;
+        }
+        let rec = self.replay.get(path)?;
+        (rec.status == StepStatus::Completed || rec.generation >= self.generation).then_some(rec)
+    }
+
+    /// True when `path` has a record that replay will use: live decisions (such as a cache lookup) must then
+    /// defer to the journal.
+    pub fn has_record(&self, path: &str) -> bool {
+        self.replayable(path).is_some()
+    }
+
+    /// Takes the resume answer addressed to `pause_id`, if one was given.
+    pub fn take_answer(&self, pause_id: &str) -> Option<Value> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner()).remove(pause_id)
+    }
+
+    pub fn emit(&self, event: impl FnOnce() -> RunEvent) {
+        if let Some(t) = &self.telemetry {
+            t.on_event(&event());
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Journals a finished execution (no-op without a store). Returns the patch back for absorption.
+    async fn journal(&self, record: impl FnOnce() -> JournalRecord) -> Result<Vec<PatchOp>, Interrupt> {
+        match &self.journal {
+            None => Ok(Vec::new()),
+            Some(j) => {
+                let mut rec = j.commit(record()).await?;
+                Ok(std::mem::take(&mut rec.patch))
+            }
+        }
+    }
+}
+
+/// The outcome of running a list of steps.
+#[derive(Debug, Clone)]
+pub struct SeqOutcome {
+    pub status: StepStatus,
+    pub output: Value,
+    pub feedback: Option<String>,
+    pub tokens: TokenUsage,
+    pub cost_usd: f64,
+}
+
+impl SeqOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.status == StepStatus::Completed
+    }
+}
+
+/// The executor: built once per pipeline by the runtime builder, shared by all its runs.
+pub struct ExecutorCore {
+    pub(crate) dispatcher: ExecutionDispatcher,
+    pub(crate) prepared: Prepared,
+    pub(crate) governance: Vec<Arc<dyn GovernancePolicy>>,
+    pub(crate) cache: Arc<dyn CacheBackend>,
+    pub(crate) undefined: UndefinedMode,
+}
+
+pub(crate) fn child_path(base: &str, seg: impl std::fmt::Display) -> String {
+    if base.is_empty() {
+        seg.to_string()
+    } else {
+        format!("{base}/{seg}")
+    }
+}
+
+fn into_owned(v: Arc<Value>) -> Value {
+    Arc::try_unwrap(v).unwrap_or_else(|a| (*a).clone())
+}
+
+/// The value of the last hitl answer in the context (`resume_input` in templates).
+pub(crate) fn last_answer(ctx: &flujo_core::ContextSnapshot) -> Option<Value> {
+    ctx.field("hitl_history")?.as_array()?.last()?.get("answer").cloned()
+}
+
+impl ExecutorCore {
+    pub fn undefined_mode(&self) -> UndefinedMode {
+        self.undefined
+    }
+
+    /// Runs `steps` in order; the first step gets `input`, each next step the previous output. Stops at the
+    /// first failed step. `history` collects the results of these steps (used for the top level).
+    pub fn run_sequence<'a>(
+        &'a self,
+        steps: &'a [Step],
+        input: Value,
+        ctx: &'a mut Context,
+        base: &'a str,
+        lex: &'a Lexical<'a>,
+        run: &'a RunState,
+        mut history: Option<&'a mut Vec<StepResult>>,
+    ) -> BoxFuture<'a, Result<SeqOutcome, Interrupt>> {
+        Box::pin(async move {
+            let seq_lex = Lexical { siblings: steps, ..*lex };
+            let mut prev = input;
+            let mut tokens = TokenUsage::default();
+            let mut cost = 0.0;
+            for (i, step) in steps.iter().enumerate() {
+                let path = child_path(base, i);
+                let result = self.execute_step(step, prev, ctx, path, &seq_lex, run).await?;
+                tokens.add(result.tokens);
+                cost += result.cost_usd;
+                let failed = !result.succeeded();
+                let feedback = result.feedback.clone();
+                let output = match &mut history {
+                    Some(h) => {
+                        let o = (*result.output).clone();
+                        h.push(result);
+                        o
+                    }
+                    None => into_owned(result.output),
+                };
+                if failed {
+                    return Ok(SeqOutcome {
+                        status: StepStatus::Failed,
+                        output,
+                        feedback: Some(format!("step '{}' failed: {}", step.name, feedback.unwrap_or_default())),
+                        tokens,
+                        cost_usd: cost,
+                    });
+                }
+                prev = output;
+            }
+            Ok(SeqOutcome { status: StepStatus::Completed, output: prev, feedback: None, tokens, cost_usd: cost })
+        })
+    }
+
+    /// Executes (or replays) one step at `path`.
+    pub fn execute_step<'a>(
+        &'a self,
+        step: &'a Step,
+        input: Value,
+        ctx: &'a mut Context,
+        path: String,
+        lex: &'a Lexical<'a>,
+        run: &'a RunState,
+    ) -> BoxFuture<'a, Result<StepResult, Interrupt>> {
+        Box::pin(self.execute_step_inner(step, input, ctx, path, lex, run, Vec::new()))
+    }
+
+    async fn execute_step_inner<'a>(
+        &'a self,
+        step: &'a Step,
+        input: Value,
+        ctx: &'a mut Context,
+        path: String,
+        lex: &'a Lexical<'a>,
+        run: &'a RunState,
+        chain: Vec<String>,
+    ) -> Result<StepResult, Interrupt> {
+        let mut pending_fallback = None;
+        if let Some(rec) = run.replayable(&path) {
+            if rec.is_fallback_pending() && step.fallback.is_some() {
+                pending_fallback = Some(rec.clone());
+            } else {
+                return Ok(apply_record(step, rec, ctx, run));
+            }
+        }
+        let kind = step.kind.name();
+        run.emit(|| RunEvent::StepStarted {
+            run_id: run.run_id.to_string(),
+            path: path.clone(),
+            step: step.name.clone(),
+            kind: kind.to_owned(),
+        });
+        let started_ms = run.now_ms();
+        let t0 = Instant::now();
+        let scope = ctx.open_scope();
+        let fallback_input = step.fallback.as_ref().map(|_| input.clone());
+
+        let mut outcome = if let Some(rec) = &pending_fallback {
+            run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
+            for op in &rec.patch {
+                if let Err(e) = ctx.apply(op.clone()) {
+                    tracing::warn!(path = %path, error = %e, "replaying a recorded patch failed");
+                }
+            }
+            outcome_from_record(rec)
+        } else {
+            let live = self.run_live(step, input, ctx, &path, lex, run).await;
+            match live {
+                Ok(o) => o,
+                Err(interrupt) => {
+                    let ops = ctx.close_scope(scope, false);
+                    ctx.absorb(ops);
+                    return Err(interrupt);
+                }
+            }
+        };
+
+        // Fallback: journal the primary failure first, so a crash or pause inside the fallback never re-runs it.
+        if outcome.status == StepStatus::Failed {
+            if let (Some(fallback), Some(fb_input)) = (&step.fallback, fallback_input) {
+                let fb_step = match fallback {
+                    Fallback::Step(s) => Some(&**s),
+                    Fallback::Sibling(name) => lex.siblings.iter().find(|s| &s.name == name),
+                };
+                match fb_step {
+                    None => {
+                        outcome.feedback = Some(format!(
+                            "{}; fallback step '{}' not found among siblings",
+                            outcome.feedback.unwrap_or_default(),
+                            match fallback {
+                                Fallback::Sibling(n) => n.as_str(),
+                                Fallback::Step(s) => s.name.as_str(),
+                            }
+                        ));
+                    }
+                    Some(fb_step) => {
+                        let mut chain = chain;
+                        chain.push(step.name.clone());
+                        if chain.contains(&fb_step.name) || chain.len() >= MAX_FALLBACK_DEPTH {
+                            chain.push(fb_step.name.clone());
+                            let ops = ctx.close_scope(scope, false);
+                            ctx.absorb(ops);
+                            return Err(Interrupt::InfiniteFallback { path, chain });
+                        }
+                        if pending_fallback.is_none() {
+                            outcome.metadata.insert(META_FALLBACK_PENDING.to_owned(), Value::Bool(true));
+                            let ops = ctx.log().to_vec();
+                            let o = &outcome;
+                            run.journal(|| make_record(run, step, &path, o, ops, started_ms, t0)).await?;
+                            outcome.metadata.remove(META_FALLBACK_PENDING);
+                        }
+                        let fb_path = format!("{path}/fallback");
+                        let fb_res =
+                            Box::pin(self.execute_step_inner(fb_step, fb_input, ctx, fb_path, lex, run, chain)).await?;
+                        outcome = PolicyOutcome {
+                            status: fb_res.status,
+                            output: (*fb_res.output).clone(),
+                            feedback: match (&fb_res.feedback, &outcome.feedback) {
+                                (Some(f), Some(p)) => Some(format!("{f} (after primary failure: {p})")),
+                                (f, _) => f.clone(),
+                            },
+                            attempts: outcome.attempts + fb_res.attempts,
+                            tokens: TokenUsage {
+                                prompt: outcome.tokens.prompt + fb_res.tokens.prompt,
+                                completion: outcome.tokens.completion + fb_res.tokens.completion,
+                            },
+                            cost_usd: outcome.cost_usd + fb_res.cost_usd,
+                            metadata: {
+                                let mut m = outcome.metadata;
+                                m.insert("fallback_triggered".to_owned(), Value::Bool(true));
+                                m.insert("fallback_step".to_owned(), Value::String(fb_step.name.clone()));
+                                m
+                            },
+                            context_ops: Vec::new(),
+                        };
+                    }
+                }
+            }
+        }
+
+        let ops = ctx.close_scope(scope, step.kind.is_composite() || pending_fallback.is_some());
+        let o = &outcome;
+        let ops = match &run.journal {
+            None => ops,
+            Some(_) => run.journal(|| make_record(run, step, &path, o, ops, started_ms, t0)).await?,
+        };
+        ctx.absorb(ops);
+        let output = Arc::new(outcome.output);
+        ctx.set_step_output(&step.name, output.clone());
+        let result = StepResult {
+            name: step.name.clone(),
+            path,
+            kind: kind.to_owned(),
+            status: outcome.status,
+            output,
+            attempts: outcome.attempts,
+            latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+            tokens: outcome.tokens,
+            cost_usd: outcome.cost_usd,
+            feedback: outcome.feedback,
+            metadata: outcome.metadata,
+        };
+        run.emit(|| RunEvent::StepFinished { run_id: run.run_id.to_string(), result: result.clone(), replayed: false });
+        Ok(result)
+    }
+
+    /// Renders the input, runs the policy, then validators and context effects (which may turn a success
+    /// into a failure, leaving the context unchanged).
+    async fn run_live(
+        &self,
+        step: &Step,
+        input: Value,
+        ctx: &mut Context,
+        path: &str,
+        lex: &Lexical<'_>,
+        run: &RunState,
+    ) -> Result<PolicyOutcome, Interrupt> {
+        let rendered = match self.render_input(step, input, ctx, lex) {
+            Ok(v) => v,
+            Err(msg) => return Ok(PolicyOutcome::failure(Value::Null, msg)),
+        };
+        let Some(policy) = self.dispatcher.get(step.kind.name()) else {
+            return Ok(PolicyOutcome::failure(
+                Value::Null,
+                format!("no policy registered for step kind '{}'", step.kind.name()),
+            ));
+        };
+        let frame = ExecutionFrame { step, input: rendered, ctx, path, lex, run, core: self };
+        let mut outcome = policy.execute(frame).await?;
+        if outcome.status != StepStatus::Completed {
+            return Ok(outcome);
+        }
+        // Validators of `step` kinds run per attempt inside the agent policy; others run here.
+        if !matches!(step.kind, flujo_core::StepKind::Step { .. }) {
+            if let Err(msg) = self.check_validators(step, &outcome.output, ctx, lex) {
+                outcome.status = StepStatus::Failed;
+                outcome.feedback = Some(msg);
+                return Ok(outcome);
+            }
+        }
+        if let Err(msg) = self.apply_effects(step, &mut outcome, ctx, lex) {
+            outcome.status = StepStatus::Failed;
+            outcome.feedback = Some(msg);
+        }
+        Ok(outcome)
+    }
+
+    /// Renders the step's `input` template (or passes `input` through when there is none).
+    pub fn render_input(&self, step: &Step, input: Value, ctx: &Context, lex: &Lexical<'_>) -> Result<Value, String> {
+        let Some(tpl) = &step.input else { return Ok(input) };
+        let snap = ctx.snapshot();
+        let resume = last_answer(&snap);
+        let mut scope = Scope::new(&input);
+        scope.context = Some(&snap);
+        scope.resume_input = resume.as_ref();
+        scope.this = lex.this;
+        flujo_template::render_json(tpl, &scope, self.undefined).map_err(|e| format!("input template: {e}"))
+    }
+
+    /// Evaluates an expression with the usual names (`previous_step` = `prev`).
+    pub fn eval_expr(
+        &self,
+        src: &str,
+        prev: &Value,
+        ctx: &Context,
+        lex: &Lexical<'_>,
+        extra: &[(&str, &Value)],
+    ) -> Result<Value, String> {
+        let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
+        let snap = ctx.snapshot();
+        let resume = last_answer(&snap);
+        let mut scope = Scope::new(prev);
+        scope.context = Some(&snap);
+        scope.resume_input = resume.as_ref();
+        scope.this = lex.this;
+        scope.extra = extra;
+        expr.eval(&scope, self.undefined).map_err(|e| format!("expression '{src}': {e}"))
+    }
+
+    /// Evaluates an expression for its truthiness.
+    pub fn eval_bool(&self, src: &str, prev: &Value, ctx: &Context, lex: &Lexical<'_>) -> Result<bool, String> {
+        let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
+        let snap = ctx.snapshot();
+        let resume = last_answer(&snap);
+        let mut scope = Scope::new(prev);
+        scope.context = Some(&snap);
+        scope.resume_input = resume.as_ref();
+        scope.this = lex.this;
+        expr.eval_bool(&scope, self.undefined).map_err(|e| format!("expression '{src}': {e}"))
+    }
+
+    /// Renders a template value (string or JSON) with `previous_step` = `prev`.
+    pub fn render_value(&self, tpl: &Value, prev: &Value, ctx: &Context, lex: &Lexical<'_>) -> Result<Value, String> {
+        let snap = ctx.snapshot();
+        let resume = last_answer(&snap);
+        let mut scope = Scope::new(prev);
+        scope.context = Some(&snap);
+        scope.resume_input = resume.as_ref();
+        scope.this = lex.this;
+        flujo_template::render_json(tpl, &scope, self.undefined).map_err(|e| format!("template: {e}"))
+    }
+
+    /// Runs the step's validators against `output`; the first failing one gives the failure message.
+    pub fn check_validators(
+        &self,
+        step: &Step,
+        output: &Value,
+        ctx: &Context,
+        lex: &Lexical<'_>,
+    ) -> Result<(), String> {
+        for v in &step.validators {
+            let ok = self
+                .eval_expr(&v.expression, output, ctx, lex, &[("output", output)])
+                .map(|r| truthy(&r))
+                .map_err(|e| format!("validator error: {e}"))?;
+            if !ok {
+                return Err(v.message.clone().unwrap_or_else(|| format!("validation failed: {}", v.expression)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the outcome's context ops, `updates_context` and `sink_to` atomically: all or nothing, and
+    /// validated against the context schema.
+    fn apply_effects(
+        &self,
+        step: &Step,
+        outcome: &mut PolicyOutcome,
+        ctx: &mut Context,
+        lex: &Lexical<'_>,
+    ) -> Result<(), String> {
+        let mut ops = std::mem::take(&mut outcome.context_ops);
+        if step.updates_context {
+            match &outcome.output {
+                Value::Object(m) => {
+                    for (k, v) in m {
+                        if step.output_keys.is_empty() || step.output_keys.iter().any(|o| o == k) {
+                            ops.push(PatchOp::set(vec![k.clone()], v.clone()));
+                        }
+                    }
+                }
+                other if step.output_keys.len() == 1 => {
+                    ops.push(PatchOp::set(flujo_core::patch::split_context_path(&step.output_keys[0]), other.clone()));
+                }
+                _ if step.sink_to.is_some() => {}
+                other => {
+                    return Err(format!(
+                        "updates_context needs an object output (or exactly one output_key), got {}",
+                        json_type(other)
+                    ))
+                }
+            }
+        }
+        if let Some(sink) = &step.sink_to {
+            let path = flujo_core::patch::split_context_path(sink);
+            if path.is_empty() {
+                return Err(format!("sink_to '{sink}' is not a context path"));
+            }
+            ops.push(PatchOp::set(path, outcome.output.clone()));
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        for op in &ops {
+            if let Some(first) = op.path().first() {
+                if READ_ONLY_FIELDS.contains(&first.as_str())
+                    && !matches!(op, PatchOp::Append { .. } if first == "hitl_history")
+                {
+                    return Err(format!("context update failed: '{first}' is a framework field and cannot be written"));
+                }
+            }
+        }
+        let snapshot = ctx.snapshot();
+        let mark = ctx.log_len();
+        for op in ops {
+            if let Err(e) = ctx.apply(op) {
+                ctx.restore_data(&snapshot);
+                ctx.truncate_log(mark);
+                return Err(format!("context update failed: {e}"));
+            }
+        }
+        if let Some(schema) = lex.schema {
+            let user = ctx.user_json();
+            if let Err(e) = schema.validate(&user) {
+                let msg = format!("context validation failed: {e} (at {})", e.instance_path);
+                ctx.restore_data(&snapshot);
+                ctx.truncate_log(mark);
+                return Err(msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls a resolved agent for one attempt: governance chain, quota reservation, the call, reconciliation.
+    pub async fn call_agent(
+        &self,
+        agent: &Arc<dyn Skill>,
+        target: &str,
+        mut call: SkillCall,
+        run: &RunState,
+        timeout_s: Option<f64>,
+    ) -> Result<Result<SkillOutput, flujo_core::SkillError>, Interrupt> {
+        for policy in &self.governance {
+            let req = GovernanceRequest {
+                run_id: &call.run_id,
+                path: &call.path,
+                step: &call.step,
+                target,
+                input: &call.input,
+            };
+            match policy.evaluate(&req).await {
+                GovernanceDecision::Allow => {}
+                GovernanceDecision::Deny(reason) => {
+                    return Ok(Err(flujo_core::SkillError::fatal(format!(
+                        "denied by governance policy '{}': {reason}",
+                        policy.name()
+                    ))))
+                }
+                GovernanceDecision::Replace(v) => call.input = v,
+            }
+        }
+        let reservation = run
+            .quota
+            .reserve(Usage::default())
+            .map_err(|e| Interrupt::UsageLimitExceeded { path: call.path.to_string(), message: e.to_string() })?;
+        let fut = agent.call(call);
+        let res = match timeout_s {
+            Some(t) if t > 0.0 => match tokio::time::timeout(std::time::Duration::from_secs_f64(t), fut).await {
+                Ok(r) => r,
+                Err(_) => Err(flujo_core::SkillError::new(format!("timed out after {t}s"))),
+            },
+            _ => fut.await,
+        };
+        let actual = match &res {
+            Ok(o) => Usage { cost_usd: o.cost_usd, tokens: o.tokens.total() },
+            Err(_) => Usage::default(),
+        };
+        run.quota.reconcile(reservation, actual);
+        Ok(res)
+    }
+
+    /// Runs an agent whose decision steers the walk (router, condition skill, loop exit skill) as a journaled
+    /// leaf at `path`, so replay reuses its recorded answer instead of calling it again.
+    pub async fn journaled_decision(
+        &self,
+        step: &Step,
+        agent: &flujo_core::AgentRef,
+        input: Value,
+        ctx: &Context,
+        path: String,
+        run: &RunState,
+    ) -> Result<Result<Value, String>, Interrupt> {
+        if let Some(rec) = run.replayable(&path) {
+            run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
+            return Ok(match rec.status {
+                StepStatus::Completed => Ok((*rec.output).clone()),
+                StepStatus::Failed => Err(rec.feedback.clone().unwrap_or_default()),
+            });
+        }
+        let Some(skill) = self.prepared.agent(agent) else {
+            return Ok(Err(format!("agent for '{path}' was not resolved")));
+        };
+        let started_ms = run.now_ms();
+        let t0 = Instant::now();
+        let call = SkillCall {
+            input,
+            run_id: run.run_id.clone(),
+            path: Arc::from(path.as_str()),
+            step: Arc::from(step.name.as_str()),
+            attempt: 1,
+            idempotency_key: Arc::from(format!("{}:{}", run.run_id, path).as_str()),
+            context: ctx.snapshot(),
+        };
+        let res = self.call_agent(skill, agent_target(agent), call, run, step.config.timeout_s).await?;
+        let outcome = match &res {
+            Ok(o) => {
+                let mut p = PolicyOutcome::success(o.output.clone());
+                p.tokens = o.tokens;
+                p.cost_usd = o.cost_usd;
+                p
+            }
+            Err(e) => PolicyOutcome::failure(Value::Null, e.message.clone()),
+        };
+        let decision_step = Step { name: format!("{}#decision", step.name), ..Step::passthrough("") };
+        let o = &outcome;
+        run.journal(|| {
+            let mut r = make_record(run, &decision_step, &path, o, Vec::new(), started_ms, t0);
+            r.kind = "decision".to_owned();
+            r
+        })
+        .await?;
+        Ok(res.map(|o| o.output).map_err(|e| e.message))
+    }
+}
+
+pub(crate) fn agent_target(agent: &flujo_core::AgentRef) -> &str {
+    match agent {
+        flujo_core::AgentRef::Skill { id, .. } => id,
+        flujo_core::AgentRef::Model { model, .. } => model,
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Jinja-like truthiness of a JSON value.
+pub fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().map(|f| f != 0.0).unwrap_or(true),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+fn outcome_from_record(rec: &JournalRecord) -> PolicyOutcome {
+    let mut metadata = rec.metadata.clone();
+    metadata.remove(META_FALLBACK_PENDING);
+    PolicyOutcome {
+        status: rec.status,
+        output: (*rec.output).clone(),
+        feedback: rec.feedback.clone(),
+        attempts: rec.attempts,
+        tokens: rec.tokens,
+        cost_usd: rec.cost_usd,
+        metadata,
+        context_ops: Vec::new(),
+    }
+}
+
+fn make_record(
+    run: &RunState,
+    step: &Step,
+    path: &str,
+    o: &PolicyOutcome,
+    patch: Vec<PatchOp>,
+    started_ms: i64,
+    t0: Instant,
+) -> JournalRecord {
+    JournalRecord {
+        run_id: run.run_id.to_string(),
+        seq: 0,
+        generation: run.generation,
+        path: path.to_owned(),
+        step: step.name.clone(),
+        kind: step.kind.name().to_owned(),
+        status: o.status,
+        output: Arc::new(o.output.clone()),
+        feedback: o.feedback.clone(),
+        patch,
+        attempts: o.attempts,
+        tokens: o.tokens,
+        cost_usd: o.cost_usd,
+        started_at_ms: started_ms,
+        latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        metadata: o.metadata.clone(),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+/// Applies a committed record instead of executing the step.
+fn apply_record(step: &Step, rec: &Arc<JournalRecord>, ctx: &mut Context, run: &RunState) -> StepResult {
+    for op in &rec.patch {
+        if let Err(e) = ctx.apply(op.clone()) {
+            tracing::warn!(path = %rec.path, error = %e, "replaying a recorded patch failed");
+        }
+    }
+    ctx.set_step_output(&step.name, rec.output.clone());
+    // A composite record's usage stands for all its children, which are not walked.
+    run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
+    let result = rec.to_step_result();
+    run.emit(|| RunEvent::StepFinished { run_id: run.run_id.to_string(), result: result.clone(), replayed: true });
+    result
+}
+
+/// The first record hash of a run (for writers starting a journal).
+pub(crate) fn genesis() -> String {
+    GENESIS_HASH.to_owned()
+}

@@ -1,0 +1,31 @@
+//! Flujo engine: the durable executor.
+//!
+//! A [`Flujo`] runner is built from a [`flujo_core::Pipeline`] with [`Flujo::builder`]; `run` walks the step tree,
+//! journaling one record per finished step execution to the store; `resume` walks it again, replaying
+//! committed records (no completed step runs twice) and continuing live from the first unfinished step.
+//!
+//! ```
+//! use flujo_core::{Pipeline, Step};
+//! use flujo_engine::Flujo;
+//! use serde_json::json;
+//!
+//! let pipeline = Pipeline::new("demo", vec![
+//!     Step::skill("inc", "flujo.builtins.transform", json!({"expr": "previous_step + 1"})),
+//!     Step::skill("twice", "flujo.builtins.transform", json!({"expr": "previous_step * 2"})),
+//! ]);
+//! let flujo = Flujo::builder(pipeline).build().unwrap();
+//! let result = flujo.run_blocking(json!(1)).unwrap();
+//! assert_eq!(result.output, Some(json!(4)));
+//! ```
+
+pub mod cache;
+pub mod executor;
+pub mod merge;
+pub mod policies;
+pub mod policy;
+pub mod prepare;
+pub mod runner;
+
+pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};
+pub use policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome, StepPolicy};
+pub use runner::{BlockingFlujo, Flujo, FlujoRuntimeBuilder, ResumeRequest, RunOptions, UuidIds};

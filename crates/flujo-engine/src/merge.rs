@@ -1,0 +1,227 @@
+//! Merging the context changes of parallel branches (merge strategies) and reducing branch outputs.
+//!
+//! Each branch ran on an isolated copy and recorded its changes as ops. Merging decides which ops reach the
+//! parent context. Framework ops (`steps.*`, `hitl_history`) always merge in declaration order; user writes
+//! follow the strategy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flujo_core::{patch::compact, MergeStrategy, PatchOp, ReduceMode, Value};
+
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// Deep-merges two objects; scalar (or list) leaves that differ are a conflict, reported by dotted key.
+fn deep_merge(a: &Value, b: &Value, at: &str) -> Result<Value, String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut out = x.clone();
+            for (k, vb) in y {
+                let key = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                let merged = match x.get(k) {
+                    Some(va) => deep_merge(va, vb, &key)?,
+                    None => vb.clone(),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Ok(Value::Object(out))
+        }
+        _ if a == b => Ok(a.clone()),
+        _ => Err(at.to_owned()),
+    }
+}
+
+/// Merges branch ops (branches in declaration order) into the ops to apply to the parent context.
+pub fn merge_branches(strategy: MergeStrategy, branches: &[(String, Vec<PatchOp>)]) -> Result<Vec<PatchOp>, String> {
+    if strategy == MergeStrategy::NoMerge {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<PatchOp> = Vec::new();
+    // user Set writes so far: (path, value, branch, index in out)
+    let mut written: Vec<(Vec<String>, Arc<Value>, String, usize)> = Vec::new();
+    for (name, ops) in branches {
+        let mut ops = ops.clone();
+        compact(&mut ops);
+        for op in ops {
+            if op.is_framework() || matches!(op, PatchOp::Append { .. }) {
+                out.push(op);
+                continue;
+            }
+            let PatchOp::Set { path, value } = &op else { continue };
+            let prior = written.iter().position(|(p, _, b, _)| b != name && overlaps(p, path));
+            match (strategy, prior) {
+                (_, None) | (MergeStrategy::Overwrite, _) => {
+                    written.push((path.clone(), value.clone(), name.clone(), out.len()));
+                    out.push(op);
+                }
+                (MergeStrategy::KeepFirst, Some(_)) => {}
+                (MergeStrategy::ErrorOnConflict, Some(i)) => {
+                    return Err(format!(
+                        "context conflict on '{}' between branches '{}' and '{name}' (merge_strategy error_on_conflict)",
+                        path.join("."),
+                        written[i].2
+                    ));
+                }
+                (MergeStrategy::ContextUpdate, Some(i)) => {
+                    let (prev_path, prev_val, prev_branch, idx) = written[i].clone();
+                    if prev_path != *path {
+                        // Nested write under/over another branch's write: merge only if it agrees.
+                        return Err(format!(
+                            "context conflict on '{}' between branches '{prev_branch}' and '{name}'",
+                            path.join(".")
+                        ));
+                    }
+                    let merged = deep_merge(&prev_val, value, &path.join(".")).map_err(|key| {
+                        format!("context conflict on '{key}' between branches '{prev_branch}' and '{name}'")
+                    })?;
+                    let merged = Arc::new(merged);
+                    out[idx] = PatchOp::Set { path: path.clone(), value: merged.clone() };
+                    written[i].1 = merged;
+                }
+                (MergeStrategy::NoMerge, _) => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reduces `{branch: output}` (declaration order) to one value.
+pub fn reduce(mode: ReduceMode, outputs: &[(String, Value)]) -> Value {
+    match mode {
+        ReduceMode::Keys => Value::Array(outputs.iter().map(|(k, _)| Value::String(k.clone())).collect()),
+        ReduceMode::Values => Value::Array(outputs.iter().map(|(_, v)| v.clone()).collect()),
+        ReduceMode::First => outputs.first().map(|(_, v)| v.clone()).unwrap_or(Value::Null),
+        ReduceMode::Last => outputs.last().map(|(_, v)| v.clone()).unwrap_or(Value::Null),
+        ReduceMode::Concat => {
+            let mut items = Vec::new();
+            let mut text = String::new();
+            let all_strings = outputs.iter().all(|(_, v)| v.is_string());
+            if all_strings && !outputs.is_empty() {
+                for (_, v) in outputs {
+                    text.push_str(v.as_str().unwrap_or_default());
+                }
+                return Value::String(text);
+            }
+            for (_, v) in outputs {
+                match v {
+                    Value::Array(a) => items.extend(a.iter().cloned()),
+                    other => items.push(other.clone()),
+                }
+            }
+            Value::Array(items)
+        }
+        ReduceMode::Union => {
+            if outputs.iter().all(|(_, v)| v.is_object()) {
+                let mut m = serde_json::Map::new();
+                for (_, v) in outputs {
+                    if let Value::Object(o) = v {
+                        for (k, x) in o {
+                            m.insert(k.clone(), x.clone());
+                        }
+                    }
+                }
+                return Value::Object(m);
+            }
+            let mut items: Vec<Value> = Vec::new();
+            for (_, v) in outputs {
+                let vs: Vec<Value> = match v {
+                    Value::Array(a) => a.clone(),
+                    other => vec![other.clone()],
+                };
+                for x in vs {
+                    if !items.contains(&x) {
+                        items.push(x);
+                    }
+                }
+            }
+            Value::Array(items)
+        }
+        ReduceMode::MajorityVote => {
+            let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
+            for (i, (_, v)) in outputs.iter().enumerate() {
+                let e = counts.entry(v.to_string()).or_insert((0, i));
+                e.0 += 1;
+            }
+            counts
+                .values()
+                .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+                .map(|(_, i)| outputs[*i].1.clone())
+                .unwrap_or(Value::Null)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flujo_core::patch::split_context_path as p;
+    use serde_json::json;
+
+    fn set(path: &str, v: Value) -> PatchOp {
+        PatchOp::set(p(path), v)
+    }
+
+    fn two(a: Vec<PatchOp>, b: Vec<PatchOp>) -> Vec<(String, Vec<PatchOp>)> {
+        vec![("a".into(), a), ("b".into(), b)]
+    }
+
+    #[test]
+    fn context_update_conflict_names_key_and_branches() {
+        let e = merge_branches(MergeStrategy::ContextUpdate, &two(vec![set("x", json!(1))], vec![set("x", json!(2))]))
+            .unwrap_err();
+        assert!(e.contains("'x'") && e.contains("'a'") && e.contains("'b'"), "{e}");
+    }
+
+    #[test]
+    fn context_update_merges_disjoint_objects_and_equal_values() {
+        let ops = merge_branches(
+            MergeStrategy::ContextUpdate,
+            &two(
+                vec![set("o", json!({"p": 1})), set("same", json!(3))],
+                vec![set("o", json!({"q": 2})), set("same", json!(3))],
+            ),
+        )
+        .unwrap();
+        let mut ctx = flujo_core::Context::new("r", json!(null), Default::default());
+        for op in ops {
+            ctx.apply(op).unwrap();
+        }
+        assert_eq!(ctx.lookup(&p("o")), Some(&json!({"p": 1, "q": 2})));
+        assert_eq!(ctx.lookup(&p("same")), Some(&json!(3)));
+    }
+
+    #[test]
+    fn overwrite_last_declared_wins_and_keep_first_first_wins() {
+        let b = two(vec![set("x", json!(1))], vec![set("x", json!(2))]);
+        let apply = |ops: Vec<PatchOp>| {
+            let mut ctx = flujo_core::Context::new("r", json!(null), Default::default());
+            for op in ops {
+                ctx.apply(op).unwrap();
+            }
+            ctx.lookup(&p("x")).cloned()
+        };
+        assert_eq!(apply(merge_branches(MergeStrategy::Overwrite, &b).unwrap()), Some(json!(2)));
+        assert_eq!(apply(merge_branches(MergeStrategy::KeepFirst, &b).unwrap()), Some(json!(1)));
+        assert!(merge_branches(
+            MergeStrategy::ErrorOnConflict,
+            &two(vec![set("x", json!(1))], vec![set("x", json!(1))])
+        )
+        .is_err());
+        assert!(merge_branches(MergeStrategy::NoMerge, &b).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reducers() {
+        let outs =
+            vec![("a".to_owned(), json!([1, 2])), ("b".to_owned(), json!([2, 3])), ("c".to_owned(), json!([2, 3]))];
+        assert_eq!(reduce(ReduceMode::Keys, &outs), json!(["a", "b", "c"]));
+        assert_eq!(reduce(ReduceMode::Concat, &outs), json!([1, 2, 2, 3, 2, 3]));
+        assert_eq!(reduce(ReduceMode::Union, &outs), json!([1, 2, 3]));
+        assert_eq!(reduce(ReduceMode::MajorityVote, &outs), json!([2, 3]));
+        assert_eq!(reduce(ReduceMode::First, &outs), json!([1, 2]));
+        assert_eq!(reduce(ReduceMode::Last, &outs), json!([2, 3]));
+    }
+}

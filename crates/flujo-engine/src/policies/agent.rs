@@ -1,0 +1,122 @@
+//! `kind: step`: runs its agent with retries, per-attempt timeout and validators (fallbacks are handled by
+//! the executor for every kind).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flujo_core::{Interrupt, SkillCall, StepKind, StepStatus, Value};
+
+use crate::executor::agent_target;
+use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
+
+pub struct AgentStepPolicy;
+
+#[async_trait]
+impl StepPolicy for AgentStepPolicy {
+    async fn execute(&self, f: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt> {
+        let StepKind::Step { agent } = &f.step.kind else {
+            return Ok(PolicyOutcome::failure(Value::Null, "agent policy used for a non-step kind"));
+        };
+        let Some(agent) = agent else {
+            // No agent: passthrough (still subject to validators).
+            return Ok(match f.core.check_validators(f.step, &f.input, f.ctx, f.lex) {
+                Ok(()) => PolicyOutcome::success(f.input),
+                Err(msg) => PolicyOutcome::failure(f.input, msg),
+            });
+        };
+        let Some(skill) = f.core.prepared.agent(agent) else {
+            return Ok(PolicyOutcome::failure(Value::Null, "agent was not resolved when the runner was built"));
+        };
+        let max_attempts = f.step.config.max_retries.saturating_add(1);
+        let path: Arc<str> = Arc::from(f.path);
+        let step_name: Arc<str> = Arc::from(f.step.name.as_str());
+        let key: Arc<str> = Arc::from(format!("{}:{}", f.run.run_id, f.path).as_str());
+        let mut input = Some(f.input);
+        let mut last_error = String::new();
+        let mut tokens = flujo_core::TokenUsage::default();
+        let mut cost = 0.0;
+        for attempt in 1..=max_attempts {
+            let this_input = if attempt < max_attempts {
+                input.clone().unwrap_or(Value::Null)
+            } else {
+                input.take().unwrap_or(Value::Null)
+            };
+            let call = SkillCall {
+                input: this_input,
+                run_id: f.run.run_id.clone(),
+                path: path.clone(),
+                step: step_name.clone(),
+                attempt,
+                idempotency_key: key.clone(),
+                context: f.ctx.snapshot(),
+            };
+            let res = f.core.call_agent(skill, agent_target(agent), call, f.run, f.step.config.timeout_s).await?;
+            match res {
+                Ok(out) => {
+                    tokens.add(out.tokens);
+                    cost += out.cost_usd;
+                    check_step_limits(f.step, tokens, cost, f.path)?;
+                    if let Some(msg) = f.run.quota.exhausted() {
+                        return Err(Interrupt::UsageLimitExceeded { path: f.path.to_owned(), message: msg });
+                    }
+                    match f.core.check_validators(f.step, &out.output, f.ctx, f.lex) {
+                        Ok(()) => {
+                            return Ok(PolicyOutcome {
+                                status: StepStatus::Completed,
+                                output: out.output,
+                                feedback: None,
+                                attempts: attempt,
+                                tokens,
+                                cost_usd: cost,
+                                metadata: Default::default(),
+                                context_ops: out.context_ops,
+                            })
+                        }
+                        Err(msg) => last_error = msg,
+                    }
+                }
+                Err(e) => {
+                    last_error = e.message;
+                    if !e.retryable {
+                        let mut o = PolicyOutcome::failure(Value::Null, last_error);
+                        o.attempts = attempt;
+                        o.tokens = tokens;
+                        o.cost_usd = cost;
+                        return Ok(o);
+                    }
+                }
+            }
+        }
+        let mut o = PolicyOutcome::failure(Value::Null, last_error);
+        o.attempts = max_attempts;
+        o.tokens = tokens;
+        o.cost_usd = cost;
+        Ok(o)
+    }
+}
+
+fn check_step_limits(
+    step: &flujo_core::Step,
+    tokens: flujo_core::TokenUsage,
+    cost: f64,
+    path: &str,
+) -> Result<(), Interrupt> {
+    let Some(limits) = &step.usage_limits else { return Ok(()) };
+    if let Some(l) = limits.total_cost_usd_limit {
+        if cost > l + 1e-12 {
+            return Err(Interrupt::UsageLimitExceeded {
+                path: path.to_owned(),
+                message: format!("step '{}' cost {cost:.6} USD exceeds its limit {l}", step.name),
+            });
+        }
+    }
+    if let Some(l) = limits.total_tokens_limit {
+        if tokens.total() > l {
+            return Err(Interrupt::UsageLimitExceeded {
+                path: path.to_owned(),
+                message: format!("step '{}' used {} tokens, over its limit {l}", step.name, tokens.total()),
+            });
+        }
+    }
+    Ok(())
+}

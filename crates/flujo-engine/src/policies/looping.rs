@@ -1,0 +1,211 @@
+//! `kind: loop` and `kind: map`.
+//!
+//! Loop iterations run on the step's context directly (every change is journaled as it happens, so a
+//! committed change is a fact on replay); map items with `concurrency > 1` run on isolated copies merged back
+//! in item order.
+
+use async_trait::async_trait;
+use flujo_core::{Interrupt, MergeStrategy, OnMaxLoops, StepKind, StepStatus, TokenUsage, Value};
+use futures::StreamExt;
+
+use crate::executor::{child_path, truthy, Lexical};
+use crate::merge::merge_branches;
+use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
+
+pub struct LoopPolicy;
+
+#[async_trait]
+impl StepPolicy for LoopPolicy {
+    async fn execute(&self, f: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt> {
+        let StepKind::Loop(spec) = &f.step.kind else {
+            return Ok(PolicyOutcome::failure(Value::Null, "loop policy used for another kind"));
+        };
+        let has_exit = spec.exit_expression.is_some() || spec.exit_condition.is_some();
+        let mut iter_input = f.input;
+        let mut last = Value::Null;
+        let mut tokens = TokenUsage::default();
+        let mut cost = 0.0;
+        let mut exited = false;
+        let mut iterations = 0u32;
+        while iterations < spec.max_loops {
+            let base = child_path(f.path, format_args!("loop:{iterations}"));
+            let seq = f.core.run_sequence(&spec.body, iter_input, f.ctx, &base, f.lex, f.run, None).await?;
+            iterations += 1;
+            tokens.add(seq.tokens);
+            cost += seq.cost_usd;
+            if !seq.succeeded() {
+                let mut o = PolicyOutcome::failure(
+                    seq.output,
+                    format!("loop iteration {} failed: {}", iterations - 1, seq.feedback.unwrap_or_default()),
+                );
+                o.tokens = tokens;
+                o.cost_usd = cost;
+                o.metadata.insert("iterations".into(), iterations.into());
+                return Ok(o);
+            }
+            last = seq.output;
+            if let Some(expr) = &spec.exit_expression {
+                match f.core.eval_bool(expr, &last, f.ctx, f.lex) {
+                    Ok(true) => exited = true,
+                    Ok(false) => {}
+                    Err(e) => return Ok(PolicyOutcome::failure(last, format!("exit_expression: {e}"))),
+                }
+            } else if let Some(agent) = &spec.exit_condition {
+                let path = format!("{base}/exit");
+                match f.core.journaled_decision(f.step, agent, last.clone(), f.ctx, path, f.run).await? {
+                    Ok(v) => exited = truthy(&v),
+                    Err(e) => return Ok(PolicyOutcome::failure(last, format!("exit_condition: {e}"))),
+                }
+            }
+            if exited {
+                break;
+            }
+            iter_input = match &spec.iteration_input {
+                Some(tpl) => match f.core.render_value(tpl, &last, f.ctx, f.lex) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(PolicyOutcome::failure(last, format!("iteration_input: {e}"))),
+                },
+                None => last.clone(),
+            };
+        }
+        let reached_max = has_exit && !exited;
+        let output = match &spec.output {
+            Some(tpl) => match f.core.render_value(tpl, &last, f.ctx, f.lex) {
+                Ok(v) => v,
+                Err(e) => return Ok(PolicyOutcome::failure(last, format!("output template: {e}"))),
+            },
+            None => last,
+        };
+        let mut o = if reached_max && spec.on_max_loops == OnMaxLoops::Fail {
+            PolicyOutcome::failure(
+                output,
+                format!("reached max_loops ({}) without meeting the exit condition", spec.max_loops),
+            )
+        } else {
+            PolicyOutcome::success(output)
+        };
+        o.tokens = tokens;
+        o.cost_usd = cost;
+        o.metadata.insert("iterations".into(), iterations.into());
+        o.metadata.insert(
+            "exit_reason".into(),
+            Value::String(
+                if exited {
+                    "condition"
+                } else if has_exit {
+                    "max_loops"
+                } else {
+                    "count"
+                }
+                .into(),
+            ),
+        );
+        Ok(o)
+    }
+}
+
+pub struct MapPolicy;
+
+#[async_trait]
+impl StepPolicy for MapPolicy {
+    async fn execute(&self, f: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt> {
+        let StepKind::Map(spec) = &f.step.kind else {
+            return Ok(PolicyOutcome::failure(Value::Null, "map policy used for another kind"));
+        };
+        let items = match &spec.iterable_input {
+            None => f.input.clone(),
+            Some(src) if flujo_template::is_template(src) => {
+                match f.core.render_value(&Value::String(src.clone()), &f.input, f.ctx, f.lex) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(PolicyOutcome::failure(Value::Null, format!("iterable_input: {e}"))),
+                }
+            }
+            Some(path) => f.ctx.lookup(&flujo_core::patch::split_context_path(path)).cloned().unwrap_or(Value::Null),
+        };
+        let Value::Array(items) = items else {
+            return Ok(PolicyOutcome::failure(
+                Value::Null,
+                format!(
+                    "map input is not a list (iterable_input: {})",
+                    spec.iterable_input.as_deref().unwrap_or("<input>")
+                ),
+            ));
+        };
+        let mut outputs = Vec::with_capacity(items.len());
+        let mut tokens = TokenUsage::default();
+        let mut cost = 0.0;
+        if spec.concurrency <= 1 {
+            for (i, item) in items.iter().enumerate() {
+                let lex = Lexical { this: Some(item), ..*f.lex };
+                let base = child_path(f.path, format_args!("map:{i}"));
+                let seq = f.core.run_sequence(&spec.body, item.clone(), f.ctx, &base, &lex, f.run, None).await?;
+                tokens.add(seq.tokens);
+                cost += seq.cost_usd;
+                if !seq.succeeded() {
+                    return Ok(PolicyOutcome::failure(
+                        seq.output,
+                        format!("map item {i} failed: {}", seq.feedback.unwrap_or_default()),
+                    ));
+                }
+                outputs.push(seq.output);
+            }
+        } else {
+            let base_ctx = f.ctx.isolated(None);
+            let core = f.core;
+            let run = f.run;
+            let lex0 = *f.lex;
+            let path = f.path;
+            let body = &spec.body;
+            let futs: Vec<_> = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut ctx = base_ctx.isolated(None);
+                    async move {
+                        let lex = Lexical { this: Some(item), ..lex0 };
+                        let base = child_path(path, format_args!("map:{i}"));
+                        let r = core.run_sequence(body, item.clone(), &mut ctx, &base, &lex, run, None).await;
+                        (i, r, ctx)
+                    }
+                })
+                .collect();
+            let results: Vec<_> = futures::stream::iter(futs).buffered(spec.concurrency).collect().await;
+            let mut pauses = Vec::new();
+            let mut branch_ops = Vec::new();
+            let mut failure = None;
+            for (i, r, ctx) in results {
+                match r {
+                    Err(Interrupt::Paused(p)) => pauses.extend(p),
+                    Err(other) => return Err(other),
+                    Ok(seq) => {
+                        tokens.add(seq.tokens);
+                        cost += seq.cost_usd;
+                        if !seq.succeeded() && failure.is_none() {
+                            failure =
+                                Some(format!("map item {i} failed: {}", seq.feedback.clone().unwrap_or_default()));
+                        }
+                        outputs.push(seq.output);
+                        branch_ops.push((format!("item {i}"), ctx.log().to_vec()));
+                    }
+                }
+            }
+            if let Some(msg) = failure {
+                return Ok(PolicyOutcome::failure(Value::Null, msg));
+            }
+            if !pauses.is_empty() {
+                return Err(Interrupt::Paused(pauses));
+            }
+            let ops = merge_branches(MergeStrategy::Overwrite, &branch_ops).unwrap_or_default();
+            for op in ops {
+                if let Err(e) = f.ctx.apply(op) {
+                    return Ok(PolicyOutcome::failure(Value::Null, format!("merging map item context: {e}")));
+                }
+            }
+        }
+        let mut o = PolicyOutcome { status: StepStatus::Completed, ..PolicyOutcome::success(Value::Array(outputs)) };
+        o.tokens = tokens;
+        o.cost_usd = cost;
+        o.metadata.insert("items".into(), items.len().into());
+        Ok(o)
+    }
+}

@@ -1,0 +1,13 @@
+//! The built-in policy of every step kind (SPEC §3).
+
+mod agent;
+mod branching;
+mod hitl;
+mod looping;
+mod nesting;
+
+pub use agent::AgentStepPolicy;
+pub use branching::{ConditionalPolicy, ParallelPolicy, RouterPolicy};
+pub use hitl::HitlPolicy;
+pub use looping::{LoopPolicy, MapPolicy};
+pub use nesting::{CachePolicy, ImportPolicy, StateMachinePolicy};

@@ -1,0 +1,112 @@
+//! Step policies and the dispatcher: the code that executes one step kind, looked up by kind name.
+//!
+//! Every policy receives exactly one argument, the [`ExecutionFrame`]. Users register policies for their own
+//! kinds (`StepKind::Custom`) with [`ExecutionDispatcher::register`]; built-in kinds can be overridden the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flujo_core::{Context, Interrupt, Map, PatchOp, Step, StepStatus, TokenUsage, Value};
+
+use crate::executor::{ExecutorCore, Lexical, RunState};
+
+/// Everything one step execution needs. The only argument of [`StepPolicy::execute`].
+pub struct ExecutionFrame<'a> {
+    pub step: &'a Step,
+    /// The rendered input of this step.
+    pub input: Value,
+    /// The context this step reads and writes (already isolated where the parent required it).
+    pub ctx: &'a mut Context,
+    /// The path of this execution, e.g. `2/loop:3/0`.
+    pub path: &'a str,
+    /// Lexical scope: map item (`this`), context schema, sibling steps.
+    pub lex: &'a Lexical<'a>,
+    /// The run: journal, replay index, answers, quota, events.
+    pub run: &'a RunState,
+    /// The executor, to run child steps and sequences.
+    pub core: &'a ExecutorCore,
+}
+
+/// What a policy produced. The executor applies `context_ops`, `updates_context` and `sink_to` (validated
+/// against the context schema), journals the record and emits events.
+#[derive(Debug, Clone)]
+pub struct PolicyOutcome {
+    pub status: StepStatus,
+    pub output: Value,
+    pub feedback: Option<String>,
+    pub attempts: u32,
+    pub tokens: TokenUsage,
+    pub cost_usd: f64,
+    pub metadata: Map<String, Value>,
+    /// Context writes requested by the step itself (e.g. by a skill or a hitl answer).
+    pub context_ops: Vec<PatchOp>,
+}
+
+impl PolicyOutcome {
+    pub fn success(output: Value) -> Self {
+        PolicyOutcome {
+            status: StepStatus::Completed,
+            output,
+            feedback: None,
+            attempts: 1,
+            tokens: TokenUsage::default(),
+            cost_usd: 0.0,
+            metadata: Map::new(),
+            context_ops: Vec::new(),
+        }
+    }
+
+    pub fn failure(output: Value, feedback: impl Into<String>) -> Self {
+        PolicyOutcome { status: StepStatus::Failed, feedback: Some(feedback.into()), ..PolicyOutcome::success(output) }
+    }
+
+    pub fn with_meta(mut self, key: &str, value: Value) -> Self {
+        self.metadata.insert(key.to_owned(), value);
+        self
+    }
+}
+
+/// Executes one step kind.
+#[async_trait]
+pub trait StepPolicy: Send + Sync {
+    async fn execute(&self, frame: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt>;
+}
+
+/// Maps kind names to policies.
+#[derive(Clone, Default)]
+pub struct ExecutionDispatcher {
+    policies: HashMap<String, Arc<dyn StepPolicy>>,
+}
+
+impl ExecutionDispatcher {
+    /// A dispatcher with the built-in policy of every step kind.
+    pub fn with_builtins() -> Self {
+        use crate::policies::*;
+        let mut d = ExecutionDispatcher::default();
+        d.register("step", Arc::new(AgentStepPolicy));
+        d.register("loop", Arc::new(LoopPolicy));
+        d.register("map", Arc::new(MapPolicy));
+        d.register("conditional", Arc::new(ConditionalPolicy));
+        d.register("parallel", Arc::new(ParallelPolicy));
+        d.register("dynamic_router", Arc::new(RouterPolicy));
+        d.register("hitl", Arc::new(HitlPolicy));
+        d.register("cache", Arc::new(CachePolicy));
+        d.register("import", Arc::new(ImportPolicy));
+        d.register("state_machine", Arc::new(StateMachinePolicy));
+        d
+    }
+
+    /// Registers (or replaces) the policy of `kind`.
+    pub fn register(&mut self, kind: impl Into<String>, policy: Arc<dyn StepPolicy>) {
+        self.policies.insert(kind.into(), policy);
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn StepPolicy>> {
+        self.policies.get(kind)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(String::as_str)
+    }
+}

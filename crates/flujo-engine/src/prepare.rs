@@ -1,0 +1,218 @@
+//! Build-time preparation of a pipeline: resolves every agent and skill once, compiles every template,
+//! expression and JSON Schema, and checks custom kinds have a policy. Errors surface when the runner is
+//! built, not in the middle of a run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flujo_core::{AgentRef, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value};
+
+use crate::policy::ExecutionDispatcher;
+
+/// Resolved agents and compiled schemas, keyed by the address of their definition inside the (immutable,
+/// `Arc`-held) pipeline.
+#[derive(Default)]
+pub struct Prepared {
+    agents: HashMap<usize, Arc<dyn Skill>>,
+    schemas: HashMap<usize, Arc<jsonschema::Validator>>,
+    fingerprints: HashMap<usize, blake3::Hash>,
+}
+
+fn addr<T>(r: &T) -> usize {
+    r as *const T as usize
+}
+
+impl Prepared {
+    pub fn agent(&self, agent: &AgentRef) -> Option<&Arc<dyn Skill>> {
+        self.agents.get(&addr(agent))
+    }
+
+    /// The compiled validator of a schema value inside the pipeline.
+    pub fn schema(&self, schema: &Value) -> Option<&jsonschema::Validator> {
+        self.schemas.get(&addr(schema)).map(|v| &**v)
+    }
+
+    pub fn fingerprint(&self, step: &Step) -> blake3::Hash {
+        self.fingerprints.get(&addr(step)).copied().unwrap_or_else(|| step.fingerprint())
+    }
+}
+
+pub(crate) struct Preparer<'a> {
+    pub skills: &'a dyn SkillRegistry,
+    pub models: Option<&'a dyn ModelRegistry>,
+    pub dispatcher: &'a ExecutionDispatcher,
+    pub out: Prepared,
+    depth: usize,
+}
+
+const MAX_IMPORT_DEPTH: usize = 32;
+
+fn err(step: &Step, message: impl Into<String>) -> FlujoError {
+    FlujoError::Resolution { step: step.name.clone(), message: message.into() }
+}
+
+impl<'a> Preparer<'a> {
+    pub fn new(
+        skills: &'a dyn SkillRegistry,
+        models: Option<&'a dyn ModelRegistry>,
+        dispatcher: &'a ExecutionDispatcher,
+    ) -> Self {
+        Preparer { skills, models, dispatcher, out: Prepared::default(), depth: 0 }
+    }
+
+    pub fn pipeline(&mut self, p: &Pipeline) -> Result<(), FlujoError> {
+        if let Some(schema) = &p.context_schema {
+            self.schema(schema, &p.name)?;
+        }
+        self.steps(&p.steps)
+    }
+
+    fn schema(&mut self, schema: &Value, owner: &str) -> Result<(), FlujoError> {
+        let v = jsonschema::validator_for(schema)
+            .map_err(|e| FlujoError::Config(format!("invalid JSON Schema in '{owner}': {e}")))?;
+        self.out.schemas.insert(addr(schema), Arc::new(v));
+        Ok(())
+    }
+
+    fn steps(&mut self, steps: &[Step]) -> Result<(), FlujoError> {
+        steps.iter().try_for_each(|s| self.step(s))
+    }
+
+    fn agent(&mut self, step: &Step, agent: &AgentRef) -> Result<(), FlujoError> {
+        let skill = match agent {
+            AgentRef::Skill { id, params } => self.skills.resolve(id, params).map_err(|e| err(step, e.to_string()))?,
+            AgentRef::Model { model, settings } => match self.models {
+                Some(m) => m.resolve(model, settings).map_err(|e| err(step, e.to_string()))?,
+                None => return Err(err(step, format!("model '{model}' needs a model registry; none is configured"))),
+            },
+        };
+        self.out.agents.insert(addr(agent), skill);
+        Ok(())
+    }
+
+    fn expr(&self, step: &Step, src: &str) -> Result<(), FlujoError> {
+        flujo_template::compile_expression(src).map(|_| ()).map_err(|e| err(step, format!("expression '{src}': {e}")))
+    }
+
+    fn template_value(&self, step: &Step, v: &Value) -> Result<(), FlujoError> {
+        match v {
+            Value::String(s) if flujo_template::is_template(s) => {
+                flujo_template::compile_template(s).map(|_| ()).map_err(|e| err(step, format!("template '{s}': {e}")))
+            }
+            Value::Array(items) => items.iter().try_for_each(|i| self.template_value(step, i)),
+            Value::Object(m) => m.values().try_for_each(|i| self.template_value(step, i)),
+            _ => Ok(()),
+        }
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), FlujoError> {
+        if let Some(input) = &step.input {
+            self.template_value(step, input)?;
+        }
+        for v in &step.validators {
+            self.expr(step, &v.expression)?;
+        }
+        if let Some(flujo_core::Fallback::Step(fb)) = &step.fallback {
+            self.step(fb)?;
+        }
+        if self.dispatcher.get(step.kind.name()).is_none() {
+            return Err(err(step, format!("no policy registered for step kind '{}'", step.kind.name())));
+        }
+        match &step.kind {
+            StepKind::Step { agent: Some(agent) } => self.agent(step, agent)?,
+            StepKind::Step { agent: None } => {}
+            StepKind::Loop(l) => {
+                if l.max_loops == 0 {
+                    return Err(err(step, "loop max_loops must be at least 1"));
+                }
+                if let Some(e) = &l.exit_expression {
+                    self.expr(step, e)?;
+                }
+                if let Some(a) = &l.exit_condition {
+                    self.agent(step, a)?;
+                }
+                for t in [&l.iteration_input, &l.output].into_iter().flatten() {
+                    self.template_value(step, t)?;
+                }
+                self.steps(&l.body)?;
+            }
+            StepKind::Map(m) => {
+                if m.concurrency == 0 {
+                    return Err(err(step, "map concurrency must be at least 1"));
+                }
+                if let Some(src) = &m.iterable_input {
+                    if flujo_template::is_template(src) {
+                        self.template_value(step, &Value::String(src.clone()))?;
+                    }
+                }
+                self.steps(&m.body)?;
+            }
+            StepKind::Conditional(c) => {
+                if let Some(e) = &c.condition_expression {
+                    self.expr(step, e)?;
+                }
+                if let Some(a) = &c.condition {
+                    self.agent(step, a)?;
+                }
+                for (_, b) in &c.branches {
+                    self.steps(b)?;
+                }
+                if let Some(d) = &c.default_branch {
+                    self.steps(d)?;
+                }
+            }
+            StepKind::Parallel(p) => {
+                for (_, b) in &p.branches {
+                    self.steps(b)?;
+                }
+            }
+            StepKind::DynamicRouter(r) => {
+                self.agent(step, &r.router_agent)?;
+                for (_, b) in &r.branches {
+                    self.steps(b)?;
+                }
+            }
+            StepKind::Hitl(h) => {
+                flujo_template::compile_template(&h.message)
+                    .map_err(|e| err(step, format!("message template: {e}")))?;
+                if let Some(s) = &h.input_schema {
+                    self.schema(s, &step.name)?;
+                }
+            }
+            StepKind::Cache(c) => {
+                self.step(&c.wrapped_step)?;
+                self.out.fingerprints.insert(addr(&*c.wrapped_step), c.wrapped_step.fingerprint());
+            }
+            StepKind::Import(i) => {
+                self.depth += 1;
+                if self.depth > MAX_IMPORT_DEPTH {
+                    return Err(err(step, format!("imports nested deeper than {MAX_IMPORT_DEPTH} levels")));
+                }
+                self.pipeline(&i.pipeline)?;
+                self.depth -= 1;
+            }
+            StepKind::StateMachine(sm) => {
+                let names: Vec<&str> = sm.states.iter().map(|(n, _)| n.as_str()).collect();
+                if !names.contains(&sm.start_state.as_str()) {
+                    return Err(err(step, format!("start_state '{}' is not a state", sm.start_state)));
+                }
+                for t in &sm.transitions {
+                    for s in [&t.from, &t.to] {
+                        if s != "*" && !names.contains(&s.as_str()) {
+                            return Err(err(step, format!("transition names unknown state '{s}'")));
+                        }
+                    }
+                    if let Some(w) = &t.when {
+                        self.expr(step, w)?;
+                    }
+                }
+                for (_, b) in &sm.states {
+                    self.steps(b)?;
+                }
+            }
+            StepKind::Custom { .. } => {}
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,648 @@
+//! The public run API: [`FlujoRuntimeBuilder`] wires injectable parts into an [`ExecutorCore`]; [`Flujo`]
+//! starts and resumes runs and keeps the run record's lifecycle (running → paused/completed/failed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use flujo_core::runtime::{PerRunQuotas, SystemClock};
+use flujo_core::{
+    Clock, Context, FlujoError, GovernancePolicy, IdGen, Interrupt, Map, ModelRegistry, Pipeline, QuotaManager,
+    RunError, RunEvent, RunRecord, RunResult, RunStatus, RunUpdate, SkillRegistry, StepStatus, Store, StoreError,
+    Telemetry, UsageLimits, Value,
+};
+use flujo_template::UndefinedMode;
+
+use crate::cache::{CacheBackend, MemoryCache};
+use crate::executor::{genesis, ExecutorCore, JournalWriter, Lexical, RunState};
+use crate::policy::{ExecutionDispatcher, StepPolicy};
+use crate::prepare::Preparer;
+
+/// Run ids from UUIDv7 (time-ordered).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UuidIds;
+
+impl IdGen for UuidIds {
+    fn new_run_id(&self) -> String {
+        uuid::Uuid::now_v7().simple().to_string()
+    }
+}
+
+/// Builds a [`Flujo`] runner from injectable parts. Every part has a default; tests swap in fakes.
+pub struct FlujoRuntimeBuilder {
+    pipeline: Pipeline,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGen>,
+    quotas: Arc<dyn QuotaManager>,
+    skills: Option<Arc<dyn SkillRegistry>>,
+    models: Option<Arc<dyn ModelRegistry>>,
+    governance: Vec<Arc<dyn GovernancePolicy>>,
+    telemetry: Option<Arc<dyn Telemetry>>,
+    dispatcher: ExecutionDispatcher,
+    cache: Option<Arc<dyn CacheBackend>>,
+    undefined: UndefinedMode,
+    usage_limits: UsageLimits,
+}
+
+impl FlujoRuntimeBuilder {
+    pub fn new(pipeline: Pipeline) -> Self {
+        FlujoRuntimeBuilder {
+            pipeline,
+            store: None,
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UuidIds),
+            quotas: Arc::new(PerRunQuotas),
+            skills: None,
+            models: None,
+            governance: Vec::new(),
+            telemetry: None,
+            dispatcher: ExecutionDispatcher::with_builtins(),
+            cache: None,
+            undefined: UndefinedMode::Lenient,
+            usage_limits: UsageLimits::default(),
+        }
+    }
+
+    /// The state store (none = runs are not durable and cannot be resumed).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    pub fn id_generator(mut self, ids: Arc<dyn IdGen>) -> Self {
+        self.ids = ids;
+        self
+    }
+    pub fn quota_manager(mut self, quotas: Arc<dyn QuotaManager>) -> Self {
+        self.quotas = quotas;
+        self
+    }
+    /// The skill registry (default: the built-in skills).
+    pub fn skills(mut self, skills: Arc<dyn SkillRegistry>) -> Self {
+        self.skills = Some(skills);
+        self
+    }
+    pub fn models(mut self, models: Arc<dyn ModelRegistry>) -> Self {
+        self.models = Some(models);
+        self
+    }
+    /// Appends a policy to the governance chain (evaluated in order before every agent/skill call).
+    pub fn governance(mut self, policy: Arc<dyn GovernancePolicy>) -> Self {
+        self.governance.push(policy);
+        self
+    }
+    pub fn telemetry(mut self, telemetry: Arc<dyn Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+    /// Registers a policy for a (custom or built-in) step kind.
+    pub fn policy(mut self, kind: impl Into<String>, policy: Arc<dyn StepPolicy>) -> Self {
+        self.dispatcher.register(kind, policy);
+        self
+    }
+    pub fn cache(mut self, cache: Arc<dyn CacheBackend>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+    /// Undefined template variables are errors instead of empty strings.
+    pub fn strict_templates(mut self, strict: bool) -> Self {
+        self.undefined = if strict { UndefinedMode::Strict } else { UndefinedMode::Lenient };
+        self
+    }
+    /// Default budget of every run (a run may pass stricter limits in [`RunOptions`]).
+    pub fn usage_limits(mut self, limits: UsageLimits) -> Self {
+        self.usage_limits = limits;
+        self
+    }
+
+    /// Resolves every skill and compiles every template, expression and schema; fails on the first problem.
+    pub fn build(self) -> Result<Flujo, FlujoError> {
+        let skills: Arc<dyn SkillRegistry> = match self.skills {
+            Some(s) => s,
+            None => Arc::new(flujo_skills::BuiltinRegistry::new()),
+        };
+        let pipeline = Arc::new(self.pipeline);
+        let mut prep = Preparer::new(&*skills, self.models.as_deref(), &self.dispatcher);
+        prep.pipeline(&pipeline)?;
+        let prepared = prep.out;
+        let cache = self.cache.unwrap_or_else(|| Arc::new(MemoryCache::new(self.clock.clone())));
+        let core = ExecutorCore {
+            dispatcher: self.dispatcher,
+            prepared,
+            governance: self.governance,
+            cache,
+            undefined: self.undefined,
+        };
+        let hash = pipeline.definition_hash();
+        Ok(Flujo {
+            inner: Arc::new(Inner {
+                core,
+                pipeline,
+                pipeline_hash: hash,
+                store: self.store,
+                clock: self.clock,
+                ids: self.ids,
+                quotas: self.quotas,
+                telemetry: self.telemetry,
+                usage_limits: self.usage_limits,
+                _skills: skills,
+                active: Default::default(),
+            }),
+        })
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub input: Value,
+    /// Use this run id instead of a generated one.
+    pub run_id: Option<String>,
+    /// Initial user fields of the context.
+    pub context: Map<String, Value>,
+    /// Budget of this run (combined with the runner's default; the stricter limit wins).
+    pub usage_limits: Option<UsageLimits>,
+}
+
+impl RunOptions {
+    pub fn new(input: Value) -> Self {
+        RunOptions { input, ..Default::default() }
+    }
+}
+
+/// How to continue a run.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeRequest {
+    /// The pause to answer (optional when exactly one pause is pending).
+    pub pause_id: Option<String>,
+    /// The human's answer; `None` continues a crashed or failed run.
+    pub answer: Option<Value>,
+}
+
+struct Inner {
+    core: ExecutorCore,
+    pipeline: Arc<Pipeline>,
+    pipeline_hash: String,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGen>,
+    quotas: Arc<dyn QuotaManager>,
+    telemetry: Option<Arc<dyn Telemetry>>,
+    usage_limits: UsageLimits,
+    _skills: Arc<dyn SkillRegistry>,
+    /// Runs being walked by this runner right now (a second resume of one of them is refused).
+    active: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Marks a run active in this runner until dropped.
+struct ActiveGuard<'a> {
+    inner: &'a Inner,
+    run_id: String,
+}
+
+impl<'a> ActiveGuard<'a> {
+    fn claim(inner: &'a Inner, run_id: &str) -> Result<Self, FlujoError> {
+        let mut set = inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(run_id.to_owned()) {
+            return Err(FlujoError::NotResumable {
+                run_id: run_id.to_owned(),
+                reason: "it is running in this process right now".into(),
+            });
+        }
+        Ok(ActiveGuard { inner, run_id: run_id.to_owned() })
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.run_id);
+    }
+}
+
+/// A runner for one pipeline. Cheap to clone; safe to share between tasks.
+#[derive(Clone)]
+pub struct Flujo {
+    inner: Arc<Inner>,
+}
+
+fn stricter(a: UsageLimits, b: Option<UsageLimits>) -> UsageLimits {
+    let Some(b) = b else { return a };
+    fn min_opt<T: PartialOrd>(x: Option<T>, y: Option<T>) -> Option<T> {
+        match (x, y) {
+            (Some(x), Some(y)) => Some(if y < x { y } else { x }),
+            (x, None) => x,
+            (None, y) => y,
+        }
+    }
+    UsageLimits {
+        total_cost_usd_limit: min_opt(a.total_cost_usd_limit, b.total_cost_usd_limit),
+        total_tokens_limit: min_opt(a.total_tokens_limit, b.total_tokens_limit),
+    }
+}
+
+/// A telemetry sink that forwards to the runner's telemetry and to a per-run channel.
+struct Fanout {
+    base: Option<Arc<dyn Telemetry>>,
+    tx: tokio::sync::mpsc::UnboundedSender<RunEvent>,
+}
+
+impl Telemetry for Fanout {
+    fn on_event(&self, event: &RunEvent) {
+        if let Some(b) = &self.base {
+            b.on_event(event);
+        }
+        let _ = self.tx.send(event.clone());
+    }
+}
+
+impl Flujo {
+    /// Starts building a runner for `pipeline`.
+    pub fn builder(pipeline: Pipeline) -> FlujoRuntimeBuilder {
+        FlujoRuntimeBuilder::new(pipeline)
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.store.as_ref()
+    }
+
+    /// Runs the pipeline on `input`.
+    pub async fn run(&self, input: Value) -> Result<RunResult, FlujoError> {
+        self.run_with(RunOptions::new(input)).await
+    }
+
+    /// Runs with options, streaming events to `events` as well as the runner's telemetry.
+    pub async fn run_streaming(
+        &self,
+        opts: RunOptions,
+    ) -> (
+        tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+        impl std::future::Future<Output = Result<RunResult, FlujoError>> + '_,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink: Arc<dyn Telemetry> = Arc::new(Fanout { base: self.inner.telemetry.clone(), tx });
+        (rx, self.start(opts, Some(sink)))
+    }
+
+    pub async fn run_with(&self, opts: RunOptions) -> Result<RunResult, FlujoError> {
+        self.start(opts, self.inner.telemetry.clone()).await
+    }
+
+    async fn start(&self, opts: RunOptions, telemetry: Option<Arc<dyn Telemetry>>) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        let run_id: Arc<str> = Arc::from(opts.run_id.unwrap_or_else(|| inner.ids.new_run_id()).as_str());
+        let limits = stricter(inner.usage_limits, opts.usage_limits);
+        let _active = ActiveGuard::claim(inner, &run_id)?;
+        let now = inner.clock.now_ms();
+        let journal = match &inner.store {
+            Some(store) => {
+                let record = RunRecord {
+                    run_id: run_id.to_string(),
+                    pipeline_name: inner.pipeline.name.clone(),
+                    pipeline_version: inner.pipeline.version.clone(),
+                    pipeline_hash: inner.pipeline_hash.clone(),
+                    definition: serde_json::to_value(&*inner.pipeline).ok(),
+                    status: RunStatus::Running,
+                    input: opts.input.clone(),
+                    initial_context: opts.context.clone(),
+                    pending: Vec::new(),
+                    output: None,
+                    error: None,
+                    generation: 0,
+                    total_cost_usd: 0.0,
+                    total_tokens: 0,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                };
+                store.create_run(&record).await?;
+                Some(JournalWriter::new(store.clone(), 0, genesis()))
+            }
+            None => None,
+        };
+        let quota = inner.quotas.quota_for_run(&run_id, limits);
+        let state = RunState::new(
+            run_id.clone(),
+            journal,
+            Vec::new(),
+            0,
+            HashMap::new(),
+            quota,
+            telemetry,
+            inner.clock.clone(),
+        );
+        let ctx = Context::new(&run_id, opts.input.clone(), opts.context);
+        self.walk(state, ctx, opts.input, 0, false).await
+    }
+
+    /// Answers the single pending pause of `run_id` with `answer`.
+    pub async fn resume(&self, run_id: &str, answer: Value) -> Result<RunResult, FlujoError> {
+        self.resume_with(run_id, ResumeRequest { pause_id: None, answer: Some(answer) }).await
+    }
+
+    /// Continues a run: answers a pause, or (without answer) continues a crashed or failed run from its first
+    /// unfinished step. A completed run returns its stored result.
+    pub async fn resume_with(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
+        let _active = ActiveGuard::claim(inner, run_id)?;
+        let run = store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?;
+        if run.pipeline_hash != inner.pipeline_hash {
+            return Err(FlujoError::PipelineMismatch {
+                run_id: run_id.to_owned(),
+                stored: run.pipeline_hash,
+                given: inner.pipeline_hash.clone(),
+            });
+        }
+        let mut answers = HashMap::new();
+        let mut generation = run.generation;
+        match run.status {
+            RunStatus::Completed => return self.stored_result(&run).await,
+            RunStatus::Cancelled => {
+                return Err(FlujoError::NotResumable { run_id: run_id.to_owned(), reason: "it was cancelled".into() })
+            }
+            RunStatus::Paused => {
+                let Some(answer) = req.answer else {
+                    return Err(FlujoError::NotResumable {
+                        run_id: run_id.to_owned(),
+                        reason: format!(
+                            "it is paused awaiting input at {}; give an answer",
+                            run.pending.iter().map(|p| p.pause_id.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                };
+                let pending = match &req.pause_id {
+                    Some(id) => run.pending.iter().find(|p| &p.pause_id == id).ok_or_else(|| {
+                        FlujoError::InvalidResumeInput {
+                            pause_id: id.clone(),
+                            message: format!(
+                                "no such pending pause (pending: {})",
+                                run.pending.iter().map(|p| p.pause_id.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        }
+                    })?,
+                    None if run.pending.len() == 1 => &run.pending[0],
+                    None => {
+                        return Err(FlujoError::InvalidResumeInput {
+                            pause_id: String::new(),
+                            message: format!(
+                                "{} pauses are pending ({}); say which one to answer",
+                                run.pending.len(),
+                                run.pending.iter().map(|p| p.pause_id.as_str()).collect::<Vec<_>>().join(", ")
+                            ),
+                        })
+                    }
+                };
+                if let Some(schema) = &pending.input_schema {
+                    let validator = jsonschema::validator_for(schema).map_err(|e| FlujoError::InvalidResumeInput {
+                        pause_id: pending.pause_id.clone(),
+                        message: format!("the stored input_schema is invalid: {e}"),
+                    })?;
+                    let errors: Vec<String> =
+                        validator.iter_errors(&answer).map(|e| format!("{e} (at '{}')", e.instance_path)).collect();
+                    if !errors.is_empty() {
+                        return Err(FlujoError::InvalidResumeInput {
+                            pause_id: pending.pause_id.clone(),
+                            message: errors.join("; "),
+                        });
+                    }
+                }
+                answers.insert(pending.pause_id.clone(), answer);
+            }
+            RunStatus::Failed => generation += 1,
+            RunStatus::Running => {
+                // A run left `running` by a process that died (or a store failure). Lease-based ownership checks
+                // come with the durable stores.
+            }
+        }
+        let now = inner.clock.now_ms();
+        store
+            .update_run(&RunUpdate {
+                run_id: run_id.to_owned(),
+                expected: vec![run.status],
+                status: RunStatus::Running,
+                pending: Vec::new(),
+                output: None,
+                error: None,
+                generation,
+                total_cost_usd: run.total_cost_usd,
+                total_tokens: run.total_tokens,
+                updated_at_ms: now,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { actual, .. } => FlujoError::NotResumable {
+                    run_id: run_id.to_owned(),
+                    reason: format!("another resume got there first (status is now {actual})"),
+                },
+                other => other.into(),
+            })?;
+        let records = store.load_journal(run_id).await?;
+        let (next_seq, last_hash) = match records.last() {
+            Some(r) => (r.seq + 1, r.hash.clone()),
+            None => (0, genesis()),
+        };
+        let rid: Arc<str> = Arc::from(run_id);
+        let quota = inner.quotas.quota_for_run(run_id, inner.usage_limits);
+        let state = RunState::new(
+            rid.clone(),
+            Some(JournalWriter::new(store.clone(), next_seq, last_hash)),
+            records,
+            generation,
+            answers,
+            quota,
+            inner.telemetry.clone(),
+            inner.clock.clone(),
+        );
+        let ctx = Context::new(run_id, run.input.clone(), run.initial_context.clone());
+        self.walk(state, ctx, run.input, generation, true).await
+    }
+
+    /// Walks the pipeline from the root (replaying what is journaled) and records the run's outcome.
+    async fn walk(
+        &self,
+        state: RunState,
+        mut ctx: Context,
+        input: Value,
+        generation: u32,
+        resumed: bool,
+    ) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        let pipeline = &inner.pipeline;
+        state.emit(|| RunEvent::RunStarted {
+            run_id: state.run_id.to_string(),
+            pipeline: pipeline.name.clone(),
+            resumed,
+        });
+        let schema = pipeline.context_schema.as_ref().and_then(|s| inner.core.prepared.schema(s));
+        let lex = Lexical::root(schema);
+        let mut history = Vec::with_capacity(pipeline.steps.len());
+        let outcome =
+            inner.core.run_sequence(&pipeline.steps, input, &mut ctx, "", &lex, &state, Some(&mut history)).await;
+        let (status, output, error, pending) = match outcome {
+            Ok(seq) if seq.status == StepStatus::Completed => {
+                (RunStatus::Completed, Some(seq.output), None, Vec::new())
+            }
+            Ok(seq) => (
+                RunStatus::Failed,
+                Some(seq.output),
+                Some(RunError { kind: "step_failed".into(), message: seq.feedback.unwrap_or_default() }),
+                Vec::new(),
+            ),
+            Err(Interrupt::Paused(p)) => (RunStatus::Paused, None, None, p),
+            Err(Interrupt::Store(e)) => return Err(FlujoError::Store(e)),
+            Err(other) => (
+                RunStatus::Failed,
+                None,
+                Some(RunError { kind: other.kind().into(), message: other.to_string() }),
+                Vec::new(),
+            ),
+        };
+        let spent = state.quota.spent();
+        if let Some(store) = &inner.store {
+            store
+                .update_run(&RunUpdate {
+                    run_id: state.run_id.to_string(),
+                    expected: vec![RunStatus::Running],
+                    status,
+                    pending: pending.clone(),
+                    output: output.clone(),
+                    error: error.clone(),
+                    generation,
+                    total_cost_usd: spent.cost_usd,
+                    total_tokens: spent.tokens,
+                    updated_at_ms: inner.clock.now_ms(),
+                })
+                .await?;
+        }
+        if !pending.is_empty() {
+            state.emit(|| RunEvent::Paused { run_id: state.run_id.to_string(), pending: pending.clone() });
+        }
+        let tokens: flujo_core::TokenUsage = history.iter().fold(Default::default(), |mut t, r| {
+            t.add(r.tokens);
+            t
+        });
+        state.emit(|| RunEvent::RunFinished {
+            run_id: state.run_id.to_string(),
+            status,
+            tokens,
+            cost_usd: spent.cost_usd,
+        });
+        let _ =
+            ctx.apply_unlogged(&flujo_core::PatchOp::set(vec!["status".into()], Value::String(status.as_str().into())));
+        Ok(RunResult {
+            run_id: state.run_id.to_string(),
+            pipeline: pipeline.name.clone(),
+            status,
+            output,
+            error,
+            pending,
+            step_history: history,
+            total_cost_usd: spent.cost_usd,
+            total_tokens: spent.tokens,
+            context: ctx.to_json(),
+        })
+    }
+
+    /// The result of a finished run rebuilt from the store (top-level records, no execution).
+    async fn stored_result(&self, run: &RunRecord) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
+        let records = store.load_journal(&run.run_id).await?;
+        let mut latest: HashMap<&str, &flujo_core::JournalRecord> = HashMap::new();
+        let mut ctx = Context::new(&run.run_id, run.input.clone(), run.initial_context.clone());
+        for r in &records {
+            latest.insert(r.path.as_str(), r);
+        }
+        let mut history = Vec::new();
+        for i in 0..inner.pipeline.steps.len() {
+            if let Some(r) = latest.get(i.to_string().as_str()) {
+                for op in &r.patch {
+                    let _ = ctx.apply_unlogged(op);
+                }
+                ctx.set_step_output(&r.step, r.output.clone());
+                history.push(r.to_step_result());
+            }
+        }
+        let _ = ctx.apply_unlogged(&flujo_core::PatchOp::set(
+            vec!["status".into()],
+            Value::String(run.status.as_str().into()),
+        ));
+        Ok(RunResult {
+            run_id: run.run_id.clone(),
+            pipeline: run.pipeline_name.clone(),
+            status: run.status,
+            output: run.output.clone(),
+            error: run.error.clone(),
+            pending: run.pending.clone(),
+            step_history: history,
+            total_cost_usd: run.total_cost_usd,
+            total_tokens: run.total_tokens,
+            context: ctx.to_json(),
+        })
+    }
+
+    /// A blocking facade that owns its own runtime.
+    pub fn blocking(&self) -> Result<BlockingFlujo, FlujoError> {
+        BlockingFlujo::new(self.clone())
+    }
+}
+
+/// Blocking API for scripts. Owns a runtime; refuses (with an error, not a panic) to be used from inside an
+/// async runtime.
+pub struct BlockingFlujo {
+    flujo: Flujo,
+    rt: tokio::runtime::Runtime,
+}
+
+impl BlockingFlujo {
+    pub fn new(flujo: Flujo) -> Result<Self, FlujoError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(FlujoError::BlockingInsideRuntime);
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| FlujoError::Runtime(format!("cannot start a runtime: {e}")))?;
+        Ok(BlockingFlujo { flujo, rt })
+    }
+
+    fn guard(&self) -> Result<(), FlujoError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(FlujoError::BlockingInsideRuntime);
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, input: Value) -> Result<RunResult, FlujoError> {
+        self.guard()?;
+        self.rt.block_on(self.flujo.run(input))
+    }
+
+    pub fn run_with(&self, opts: RunOptions) -> Result<RunResult, FlujoError> {
+        self.guard()?;
+        self.rt.block_on(self.flujo.run_with(opts))
+    }
+
+    pub fn resume(&self, run_id: &str, answer: Value) -> Result<RunResult, FlujoError> {
+        self.guard()?;
+        self.rt.block_on(self.flujo.resume(run_id, answer))
+    }
+
+    pub fn resume_with(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, FlujoError> {
+        self.guard()?;
+        self.rt.block_on(self.flujo.resume_with(run_id, req))
+    }
+}
+
+impl Flujo {
+    /// Runs to completion on a private runtime (see [`BlockingFlujo`]).
+    pub fn run_blocking(&self, input: Value) -> Result<RunResult, FlujoError> {
+        BlockingFlujo::new(self.clone())?.run(input)
+    }
+}

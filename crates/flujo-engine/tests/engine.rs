@@ -1,0 +1,729 @@
+//! Engine conformance suite: every step kind's success and failure paths, each run straight and interrupted
+//! after every possible number of committed records (then resumed from the store), plus API-level tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::sync::Arc;
+
+use flujo_core::*;
+use flujo_engine::{Flujo, ResumeRequest, RunOptions};
+use harness::*;
+use serde_json::{json, Value};
+
+fn ok(output: Value) -> Expect {
+    Expect { status: Some(RunStatus::Completed), output: Some(output), ..Default::default() }
+}
+fn failed(contains: &'static str) -> Expect {
+    Expect {
+        status: Some(RunStatus::Failed),
+        error_kind: Some("step_failed"),
+        error_contains: Some(contains),
+        ..Default::default()
+    }
+}
+fn meta(r: &RunResult, step: usize, key: &str) -> Value {
+    r.step_history[step].metadata.get(key).cloned().unwrap_or(Value::Null)
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let mut v = vec![
+        Scenario::new("linear", vec![count("a"), count("b"), tf("c", "previous_step * 10")], json!(1), ok(json!(30))),
+        Scenario::new(
+            "retry_then_success",
+            vec![Step::skill("flaky", "flujo.builtins.fail", json!({"times": 1})).with_retries(2)],
+            json!("x"),
+            Expect { check: Some(|r| assert_eq!(r.step_history[0].attempts, 2)), ..ok(json!("x")) },
+        ),
+        Scenario::new(
+            "exhausted_retries",
+            vec![count("a"), fail("b").with_retries(2), count("never")],
+            json!(1),
+            Expect {
+                check: Some(|r| {
+                    assert_eq!(r.step_history.len(), 2);
+                    assert_eq!(r.step_history[1].attempts, 3);
+                    assert_eq!(r.step_history[1].feedback.as_deref(), Some("boom"));
+                }),
+                ..failed("boom")
+            },
+        ),
+        Scenario::new(
+            "fallback_output",
+            vec![count("a"), fail("primary").with_retries(0).with_fallback(tf("fb", "'fallback:' ~ previous_step"))],
+            json!(1),
+            Expect {
+                check: Some(|r| {
+                    assert_eq!(meta(r, 1, "fallback_triggered"), json!(true));
+                    assert_eq!(r.step_history[1].attempts, 2);
+                }),
+                ..ok(json!("fallback:2"))
+            },
+        ),
+        Scenario::new(
+            "fallback_cycle",
+            vec![
+                fail("a").with_retries(0).with_sibling_fallback("b"),
+                fail("b").with_retries(0).with_sibling_fallback("a"),
+            ],
+            json!(1),
+            Expect {
+                status: Some(RunStatus::Failed),
+                error_kind: Some("infinite_fallback"),
+                error_contains: Some("a -> b -> a"),
+                ..Default::default()
+            },
+        ),
+        Scenario::new(
+            "validator_failure",
+            vec![tf("a", "previous_step + 1").with_validator("output > 100", Some("too small".into())).with_retries(0)],
+            json!(1),
+            failed("too small"),
+        ),
+        Scenario::new(
+            "loop_exit_expression",
+            vec![looped("loop", vec![count("body")], 10, Some("previous_step >= 3"))],
+            json!(0),
+            Expect {
+                check: Some(|r| {
+                    assert_eq!(meta(r, 0, "iterations"), json!(3));
+                    assert_eq!(meta(r, 0, "exit_reason"), json!("condition"));
+                }),
+                ..ok(json!(3))
+            },
+        ),
+        Scenario::new(
+            "loop_max_loops",
+            vec![looped("loop", vec![count("body")], 3, Some("previous_step > 100"))],
+            json!(0),
+            failed("reached max_loops"),
+        ),
+        Scenario::new("loop_counted", vec![looped("loop", vec![count("body")], 4, None)], json!(0), ok(json!(4))),
+        Scenario::new("map_items", vec![map("m", None, vec![count("inc")], 1)], json!([1, 2, 3]), ok(json!([2, 3, 4]))),
+        Scenario::new("map_empty", vec![map("m", None, vec![count("inc")], 1)], json!([]), ok(json!([]))),
+        Scenario::new(
+            "map_concurrent",
+            vec![map(
+                "m",
+                None,
+                vec![count("inc"), tf("sq", "previous_step").with_input(json!("{{ previous_step * this }}"))],
+                3,
+            )],
+            json!([1, 2, 3, 4]),
+            ok(json!([2, 6, 12, 20])),
+        ),
+        Scenario::new("map_not_a_list", vec![map("m", None, vec![count("inc")], 1)], json!(5), failed("not a list")),
+        Scenario::new(
+            "conditional_match",
+            vec![cond(
+                "c",
+                Some("previous_step > 5"),
+                vec![branch("true", vec![tf("big", "'big'")]), branch("false", vec![tf("small", "'small'")])],
+                None,
+            )],
+            json!(7),
+            ok(json!("big")),
+        ),
+        Scenario::new(
+            "conditional_default",
+            vec![cond(
+                "c",
+                Some("previous_step"),
+                vec![branch("a", vec![tf("x", "'A'")])],
+                Some(vec![tf("d", "'default'")]),
+            )],
+            json!("zzz"),
+            ok(json!("default")),
+        ),
+        Scenario::new(
+            "conditional_no_match",
+            vec![cond("c", Some("previous_step"), vec![branch("a", vec![tf("x", "'A'")])], None)],
+            json!("zzz"),
+            failed("no branch for key 'zzz'"),
+        ),
+        Scenario::new(
+            "parallel_success",
+            vec![par(
+                "p",
+                vec![branch("x", vec![count("a")]), branch("y", vec![count("b"), count("c")])],
+                MergeStrategy::ContextUpdate,
+                OnBranchFailure::Propagate,
+            )],
+            json!(1),
+            ok(json!({"x": 2, "y": 3})),
+        ),
+        Scenario::new(
+            "parallel_conflict_context_update",
+            vec![par(
+                "p",
+                vec![
+                    branch("x", vec![tf("a", "1").with_sink_to("k")]),
+                    branch("y", vec![tf("b", "2").with_sink_to("k")]),
+                ],
+                MergeStrategy::ContextUpdate,
+                OnBranchFailure::Propagate,
+            )],
+            json!(0),
+            failed("context conflict on 'k' between branches 'x' and 'y'"),
+        ),
+        Scenario::new(
+            "parallel_overwrite",
+            vec![
+                par(
+                    "p",
+                    vec![
+                        branch("x", vec![tf("a", "1").with_sink_to("k")]),
+                        branch("y", vec![tf("b", "2").with_sink_to("k")]),
+                    ],
+                    MergeStrategy::Overwrite,
+                    OnBranchFailure::Propagate,
+                ),
+                tf("read", "context.k"),
+            ],
+            json!(0),
+            ok(json!(2)),
+        ),
+        Scenario::new(
+            "parallel_ignore_failure",
+            vec![par(
+                "p",
+                vec![branch("good", vec![count("a")]), branch("bad", vec![fail("f").with_retries(0)])],
+                MergeStrategy::ContextUpdate,
+                OnBranchFailure::Ignore,
+            )],
+            json!(1),
+            Expect {
+                check: Some(|r| assert!(meta(r, 0, "failed_branches").get("bad").is_some())),
+                ..ok(json!({"good": 2}))
+            },
+        ),
+        Scenario::new(
+            "parallel_propagate_failure",
+            vec![par(
+                "p",
+                vec![branch("good", vec![count("a")]), branch("bad", vec![fail("f").with_retries(0)])],
+                MergeStrategy::ContextUpdate,
+                OnBranchFailure::Propagate,
+            )],
+            json!(1),
+            failed("branch 'bad' failed"),
+        ),
+        Scenario::new(
+            "parallel_reduce_values",
+            vec![{
+                let mut p = par(
+                    "p",
+                    vec![branch("x", vec![count("a")]), branch("y", vec![count("b")])],
+                    MergeStrategy::ContextUpdate,
+                    OnBranchFailure::Propagate,
+                );
+                if let StepKind::Parallel(spec) = &mut p.kind {
+                    spec.reduce = Some(ReduceMode::Values);
+                }
+                p
+            }],
+            json!(1),
+            ok(json!([2, 2])),
+        ),
+        Scenario::new(
+            "router",
+            vec![kind(
+                "r",
+                StepKind::DynamicRouter(RouterSpec {
+                    router_agent: AgentRef::skill("flujo.builtins.transform", json!({"expr": "['b', 'c']"})),
+                    branches: vec![
+                        branch("a", vec![tf("a1", "'A'")]),
+                        branch("b", vec![tf("b1", "'B'")]),
+                        branch("c", vec![count("c1")]),
+                    ],
+                    merge_strategy: MergeStrategy::ContextUpdate,
+                    on_branch_failure: OnBranchFailure::Propagate,
+                    context_include_keys: None,
+                    reduce: None,
+                }),
+            )],
+            json!(1),
+            ok(json!({"b": "B", "c": 2})),
+        ),
+        Scenario::new(
+            "router_unknown_branch",
+            vec![kind(
+                "r",
+                StepKind::DynamicRouter(RouterSpec {
+                    router_agent: AgentRef::skill("flujo.builtins.transform", json!({"expr": "'nope'"})),
+                    branches: vec![branch("a", vec![tf("a1", "'A'")])],
+                    merge_strategy: MergeStrategy::ContextUpdate,
+                    on_branch_failure: OnBranchFailure::Propagate,
+                    context_include_keys: None,
+                    reduce: None,
+                }),
+            )],
+            json!(1),
+            failed("unknown branch(es) 'nope'"),
+        ),
+        Scenario::new(
+            "cache_hit",
+            vec![
+                kind("c1", StepKind::Cache(CacheSpec { wrapped_step: Box::new(count("w")), ttl_s: None })),
+                tf("back", "previous_step - 1"),
+                kind("c2", StepKind::Cache(CacheSpec { wrapped_step: Box::new(count("w")), ttl_s: None })),
+            ],
+            json!(1),
+            Expect {
+                check: Some(|r| {
+                    assert_eq!(meta(r, 0, "cache_hit"), json!(false));
+                    assert_eq!(meta(r, 2, "cache_hit"), json!(true));
+                }),
+                ..ok(json!(2))
+            },
+        ),
+        Scenario::new(
+            "context_schema_violation",
+            vec![tf("a", "'not a number'").with_sink_to("count"), count("never")],
+            json!(1),
+            Expect {
+                check: Some(|r| assert_eq!(r.context.get("count"), Some(&json!(1)), "context unchanged")),
+                ..failed("context validation failed")
+            },
+        )
+        .schema(json!({"type": "object", "properties": {"count": {"type": "integer"}}}))
+        .context(json!({"count": 1})),
+        Scenario::new(
+            "updates_context",
+            vec![
+                tf("a", "{'x': previous_step, 'y': 2, 'z': 3}").with_updates_context(vec!["x".into(), "y".into()]),
+                tf("sum", "context.x + context.y"),
+            ],
+            json!(5),
+            Expect { check: Some(|r| assert!(r.context.get("z").is_none())), ..ok(json!(7)) },
+        ),
+        Scenario::new(
+            "hitl_simple",
+            vec![
+                count("a"),
+                hitl("approve", Some(json!({"type": "string"}))).with_sink_to("decision"),
+                tf("after", "context.decision ~ '!'"),
+            ],
+            json!(1),
+            Expect {
+                check: Some(|r| assert_eq!(r.context["hitl_history"].as_array().unwrap().len(), 1)),
+                ..ok(json!("yes!"))
+            },
+        )
+        .answers(vec![("1", json!("yes"))]),
+        Scenario::new(
+            "hitl_nested_loop_conditional",
+            vec![looped(
+                "loop",
+                vec![cond("c", Some("true"), vec![branch("true", vec![hitl("ask", None)])], None), count("after")],
+                3,
+                None,
+            )],
+            json!(0),
+            Expect {
+                check: Some(|r| {
+                    let h = r.context["hitl_history"].as_array().unwrap();
+                    assert_eq!(h.len(), 3);
+                    assert_eq!(h[2]["answer"], json!(30));
+                }),
+                ..ok(json!(31))
+            },
+        )
+        .answers(vec![
+            ("0/loop:0/0/branch:true/0", json!(10)),
+            ("0/loop:1/0/branch:true/0", json!(20)),
+            ("0/loop:2/0/branch:true/0", json!(30)),
+        ]),
+        Scenario::new(
+            "hitl_two_parallel_branches",
+            vec![par(
+                "p",
+                vec![
+                    branch("x", vec![count("x0"), hitl("hx", None), count("x2")]),
+                    branch("y", vec![hitl("hy", None), count("y1")]),
+                ],
+                MergeStrategy::ContextUpdate,
+                OnBranchFailure::Propagate,
+            )],
+            json!(1),
+            ok(json!({"x": 101, "y": 201})),
+        )
+        .answers(vec![("0/branch:x/1", json!(100)), ("0/branch:y/0", json!(200))]),
+        Scenario::new(
+            "hitl_in_map",
+            vec![map("m", None, vec![hitl("h", None), count("c")], 1)],
+            json!([1, 2]),
+            ok(json!([11, 21])),
+        )
+        .answers(vec![("0/map:0/0", json!(10)), ("0/map:1/0", json!(20))]),
+        Scenario::new(
+            "hitl_in_concurrent_map",
+            vec![map("m", None, vec![hitl("h", None), count("c")], 2)],
+            json!([1, 2]),
+            ok(json!([11, 21])),
+        )
+        .answers(vec![("0/map:0/0", json!(10)), ("0/map:1/0", json!(20))]),
+        Scenario::new(
+            "import_with_outputs_and_hitl",
+            vec![
+                kind(
+                    "sub",
+                    StepKind::Import(ImportSpec {
+                        alias: "child".into(),
+                        pipeline: Arc::new(Pipeline::new(
+                            "child",
+                            vec![count("c0"), hitl("ch", None).with_sink_to("answer"), count("c2")],
+                        )),
+                        inherit_context: false,
+                        input_to: InputTo::InitialPrompt,
+                        outputs: vec![OutputMapping { child: "answer".into(), parent: "from_child".into() }],
+                        on_failure: OnImportFailure::Abort,
+                        default_output: Value::Null,
+                    }),
+                ),
+                tf("after", "context.from_child + previous_step"),
+            ],
+            json!(1),
+            ok(json!(15)),
+        )
+        .answers(vec![("0/import/1", json!(7))]),
+        Scenario::new(
+            "import_failure_continue_with_default",
+            vec![kind(
+                "sub",
+                StepKind::Import(ImportSpec {
+                    alias: "child".into(),
+                    pipeline: Arc::new(Pipeline::new("child", vec![fail("f").with_retries(0)])),
+                    inherit_context: true,
+                    input_to: InputTo::InitialPrompt,
+                    outputs: vec![],
+                    on_failure: OnImportFailure::ContinueWithDefault,
+                    default_output: json!("dflt"),
+                }),
+            )],
+            json!(1),
+            ok(json!("dflt")),
+        ),
+        Scenario::new(
+            "state_machine",
+            vec![kind(
+                "sm",
+                StepKind::StateMachine(StateMachineSpec {
+                    states: vec![
+                        branch("start", vec![count("s")]),
+                        branch("review", vec![hitl("approve", None)]),
+                        branch("retry", vec![Step::skill("r", "test.count", json!(null))]),
+                        branch("done", vec![tf("d", "'done:' ~ previous_step")]),
+                    ],
+                    start_state: "start".into(),
+                    end_states: vec!["done".into()],
+                    transitions: vec![
+                        Transition { from: "start".into(), on: TransitionOn::Success, to: "review".into(), when: None },
+                        Transition {
+                            from: "review".into(),
+                            on: TransitionOn::Success,
+                            to: "done".into(),
+                            when: Some("previous_step == 'ok'".into()),
+                        },
+                        Transition { from: "review".into(), on: TransitionOn::Success, to: "retry".into(), when: None },
+                        Transition { from: "retry".into(), on: TransitionOn::Success, to: "review".into(), when: None },
+                    ],
+                    max_hops: 20,
+                }),
+            )],
+            json!(1),
+            Expect {
+                check: Some(|r| {
+                    assert_eq!(meta(r, 0, "states"), json!(["start", "review", "retry", "review", "done"]))
+                }),
+                ..ok(json!("done:ok"))
+            },
+        )
+        .answers(vec![("0/state:review@1/0", json!("no")), ("0/state:review@3/0", json!("ok"))]),
+        Scenario::new(
+            "state_machine_no_transition",
+            vec![kind(
+                "sm",
+                StepKind::StateMachine(StateMachineSpec {
+                    states: vec![branch("a", vec![count("x")])],
+                    start_state: "a".into(),
+                    end_states: vec![],
+                    transitions: vec![],
+                    max_hops: 5,
+                }),
+            )],
+            json!(1),
+            failed("no transition from state 'a'"),
+        ),
+        Scenario::new(
+            "state_machine_infinite",
+            vec![kind(
+                "sm",
+                StepKind::StateMachine(StateMachineSpec {
+                    states: vec![branch("a", vec![count("x")])],
+                    start_state: "a".into(),
+                    end_states: vec![],
+                    transitions: vec![Transition {
+                        from: "a".into(),
+                        on: TransitionOn::Success,
+                        to: "a".into(),
+                        when: None,
+                    }],
+                    max_hops: 5,
+                }),
+            )],
+            json!(1),
+            Expect { status: Some(RunStatus::Failed), error_kind: Some("infinite_redirect"), ..Default::default() },
+        ),
+    ];
+    // A hitl nested in a fallback of a loop body inside a parallel branch: the deepest case.
+    v.push(
+        Scenario::new(
+            "hitl_in_fallback_in_loop_in_parallel",
+            vec![par(
+                "p",
+                vec![
+                    branch(
+                        "x",
+                        vec![looped(
+                            "l",
+                            vec![fail("f").with_retries(0).with_fallback(hitl("fix", None)), count("c")],
+                            2,
+                            None,
+                        )],
+                    ),
+                    branch("y", vec![count("y")]),
+                ],
+                MergeStrategy::ContextUpdate,
+                OnBranchFailure::Propagate,
+            )],
+            json!(0),
+            ok(json!({"x": 6, "y": 1})),
+        )
+        .answers(vec![("0/branch:x/0/loop:0/0/fallback", json!(2)), ("0/branch:x/0/loop:1/0/fallback", json!(5))]),
+    );
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_straight_and_interrupted() {
+    let all = scenarios();
+    assert!(all.len() >= 30);
+    for s in &all {
+        run_scenario(s).await;
+    }
+}
+
+#[tokio::test]
+async fn hitl_nested_pauses_three_times() {
+    let s = scenarios().into_iter().find(|s| s.name == "hitl_nested_loop_conditional").unwrap();
+    let o = drive(&s, None).await;
+    assert_eq!(o.pauses_seen, 3);
+    assert_eq!(o.result.context["hitl_history"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn parallel_hitl_pauses_together_and_resumes_independently() {
+    let s = scenarios().into_iter().find(|s| s.name == "hitl_two_parallel_branches").unwrap();
+    let counter = flujo_skills::CallCounter::default();
+    let reg = registry(&counter, &Arc::default());
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(s.pipeline.clone()).store(store.clone()).skills(reg).build().unwrap();
+    let r = f.run(json!(1)).await.unwrap();
+    assert_eq!(r.status, RunStatus::Paused);
+    let ids: Vec<_> = r.pending.iter().map(|p| p.pause_id.as_str()).collect();
+    assert_eq!(ids, vec!["0/branch:x/1", "0/branch:y/0"]);
+    // Without naming the pause, the answer is ambiguous.
+    let err = f.resume(&r.run_id, json!(1)).await.unwrap_err();
+    assert!(matches!(err, FlujoError::InvalidResumeInput { .. }), "{err}");
+    // Answer y first: x stays pending, y's branch finishes.
+    let r2 = f
+        .resume_with(&r.run_id, ResumeRequest { pause_id: Some("0/branch:y/0".into()), answer: Some(json!(200)) })
+        .await
+        .unwrap();
+    assert_eq!(r2.status, RunStatus::Paused);
+    assert_eq!(r2.pending.len(), 1);
+    assert_eq!(r2.pending[0].pause_id, "0/branch:x/1");
+    assert_eq!(flujo_skills::CountingSkill::count(&counter, "0/branch:y/1"), 1);
+    let r3 = f
+        .resume_with(&r.run_id, ResumeRequest { pause_id: Some("0/branch:x/1".into()), answer: Some(json!(100)) })
+        .await
+        .unwrap();
+    assert_eq!(r3.status, RunStatus::Completed);
+    assert_eq!(r3.output, Some(json!({"x": 101, "y": 201})));
+    // Finished siblings never re-run.
+    assert_eq!(flujo_skills::CountingSkill::count(&counter, "0/branch:x/0"), 1);
+    assert_eq!(flujo_skills::CountingSkill::count(&counter, "0/branch:y/1"), 1);
+}
+
+#[tokio::test]
+async fn hitl_answer_is_validated_and_run_stays_resumable() {
+    let p = Pipeline::new("v", vec![hitl("h", Some(json!({"type": "object", "required": ["ok"]})))]);
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(p).store(store.clone()).build().unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    let err = f.resume(&r.run_id, json!("nope")).await.unwrap_err();
+    match err {
+        FlujoError::InvalidResumeInput { pause_id, message } => {
+            assert_eq!(pause_id, "0");
+            assert!(message.contains("object"), "{message}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(store.get_run(&r.run_id).await.unwrap().unwrap().status, RunStatus::Paused);
+    let done = f.resume(&r.run_id, json!({"ok": true})).await.unwrap();
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.output, Some(json!({"ok": true})));
+}
+
+#[tokio::test]
+async fn resuming_a_failed_run_reruns_only_the_failed_step() {
+    let counter = flujo_skills::CallCounter::default();
+    let flaky = Arc::default();
+    let reg = registry(&counter, &flaky);
+    let p = Pipeline::new(
+        "f",
+        vec![count("a"), Step::skill("b", "test.flaky_once", json!(null)).with_retries(0), count("c")],
+    );
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(p).store(store.clone()).skills(reg).build().unwrap();
+    let r = f.run(json!(1)).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    let r2 = f.resume_with(&r.run_id, ResumeRequest::default()).await.unwrap();
+    assert_eq!(r2.status, RunStatus::Completed, "{:?}", r2.error);
+    assert_eq!(r2.output, Some(json!(3)));
+    assert_eq!(flujo_skills::CountingSkill::count(&counter, "0"), 1, "completed step replayed, not re-run");
+    assert_eq!(flujo_skills::CountingSkill::count(&counter, "2"), 1);
+    // Resuming a completed run returns its stored result.
+    let r3 = f.resume_with(&r.run_id, ResumeRequest::default()).await.unwrap();
+    assert_eq!(r3.output, Some(json!(3)));
+    assert_eq!(flujo_skills::CountingSkill::count(&counter, "2"), 1);
+    verify_chain(&store.load_journal(&r.run_id).await.unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_resumes_exactly_one_wins() {
+    let p = Pipeline::new("c", vec![hitl("h", None), Step::skill("s", "flujo.builtins.sleep", json!({"ms": 50}))]);
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(p).store(store.clone()).build().unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    let (a, b) = tokio::join!(f.resume(&r.run_id, json!(1)), f.resume(&r.run_id, json!(2)));
+    let wins = [&a, &b].iter().filter(|x| x.is_ok()).count();
+    assert_eq!(wins, 1, "{a:?} {b:?}");
+    let loser = match (a, b) {
+        (Err(e), _) | (_, Err(e)) => e,
+        _ => unreachable!(),
+    };
+    assert!(matches!(loser, FlujoError::NotResumable { .. }), "{loser}");
+}
+
+#[tokio::test]
+async fn resume_refuses_a_different_pipeline() {
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(Pipeline::new("p", vec![hitl("h", None)])).store(store.clone()).build().unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    let other = Flujo::builder(Pipeline::new("p", vec![hitl("h", None), tf("x", "1")])).store(store).build().unwrap();
+    let err = other.resume(&r.run_id, json!(1)).await.unwrap_err();
+    assert!(matches!(err, FlujoError::PipelineMismatch { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn no_store_runs_but_cannot_resume() {
+    let f = Flujo::builder(Pipeline::new("p", vec![hitl("h", None)])).build().unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    assert_eq!(r.status, RunStatus::Paused);
+    assert_eq!(f.resume(&r.run_id, json!(1)).await.unwrap_err(), FlujoError::NoStore);
+}
+
+#[tokio::test]
+async fn blocking_facade_refuses_inside_a_runtime() {
+    let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "1")])).build().unwrap();
+    assert_eq!(f.run_blocking(json!(0)).unwrap_err(), FlujoError::BlockingInsideRuntime);
+}
+
+#[test]
+fn blocking_facade_runs_outside_a_runtime() {
+    let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "previous_step + 1")])).build().unwrap();
+    let b = f.blocking().unwrap();
+    assert_eq!(b.run(json!(1)).unwrap().output, Some(json!(2)));
+}
+
+#[test]
+fn unknown_skill_fails_at_build_with_the_step_name() {
+    let err =
+        Flujo::builder(Pipeline::new("p", vec![Step::skill("s", "flujo.builtins.transfrom", json!({"expr": "1"}))]))
+            .build()
+            .err()
+            .unwrap();
+    match err {
+        FlujoError::Resolution { step, message } => {
+            assert_eq!(step, "s");
+            assert!(message.contains("transform"), "suggests the right id: {message}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn events_stream_in_order() {
+    let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "1"), tf("b", "2")])).build().unwrap();
+    let (mut rx, fut) = f.run_streaming(RunOptions::new(json!(0))).await;
+    let r = fut.await.unwrap();
+    assert_eq!(r.output, Some(json!(2)));
+    let mut kinds = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        kinds.push(match ev {
+            RunEvent::RunStarted { .. } => "run_started".to_owned(),
+            RunEvent::StepStarted { step, .. } => format!("start:{step}"),
+            RunEvent::StepFinished { result, .. } => format!("end:{}", result.name),
+            RunEvent::RunFinished { status, .. } => format!("run:{}", status.as_str()),
+            _ => "other".to_owned(),
+        });
+    }
+    assert_eq!(kinds, vec!["run_started", "start:a", "end:a", "start:b", "end:b", "run:completed"]);
+}
+
+#[tokio::test]
+async fn custom_step_kind_with_user_policy() {
+    struct Double;
+    #[async_trait::async_trait]
+    impl flujo_engine::StepPolicy for Double {
+        async fn execute(&self, f: flujo_engine::ExecutionFrame<'_>) -> Result<flujo_engine::PolicyOutcome, Interrupt> {
+            let n = f.input.as_i64().unwrap_or(0);
+            Ok(flujo_engine::PolicyOutcome::success(json!(n * 2)))
+        }
+    }
+    let p = Pipeline::new("p", vec![kind("d", StepKind::Custom { custom_kind: "double".into(), spec: Value::Null })]);
+    assert!(Flujo::builder(p.clone()).build().is_err(), "unregistered custom kind is a build error");
+    let f = Flujo::builder(p).policy("double", Arc::new(Double)).build().unwrap();
+    assert_eq!(f.run(json!(21)).await.unwrap().output, Some(json!(42)));
+}
+
+#[tokio::test]
+async fn usage_is_totalled_once_and_limits_stop_the_run() {
+    let counter = flujo_skills::CallCounter::default();
+    let reg = registry(&counter, &Arc::default());
+    let p = Pipeline::new(
+        "u",
+        vec![
+            looped("l", vec![Step::skill("t", "test.tokens", json!(null))], 3, None),
+            Step::skill("t2", "test.tokens", json!(null)),
+        ],
+    );
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(p.clone()).store(store).skills(reg.clone()).build().unwrap();
+    let r = f.run(json!(0)).await.unwrap();
+    assert_eq!(r.total_tokens, 60, "4 calls x 15 tokens, composite not double counted");
+    assert!((r.total_cost_usd - 0.04).abs() < 1e-9);
+    let limited = Flujo::builder(p).skills(reg).build().unwrap();
+    let r = limited
+        .run_with(RunOptions {
+            usage_limits: Some(UsageLimits { total_tokens_limit: Some(40), total_cost_usd_limit: None }),
+            ..RunOptions::new(json!(0))
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.unwrap().kind, "usage_limit_exceeded");
+}

@@ -1,0 +1,32 @@
+//! Flujo skills: the [`BuiltinRegistry`] (an implementation of [`flujo_core::SkillRegistry`]) and the
+//! built-in skills registered under `flujo.builtins.*` (`passthrough`, `transform`, `context_set`, `sleep`,
+//! `fail`, …).
+//!
+//! Skills are resolved once, when a runner is built: [`SkillRegistry::resolve`] binds a skill's params and
+//! compiles its expressions and templates, so every configuration error (unknown id, missing or invalid
+//! params, an expression that does not parse) surfaces before the first step runs.
+//!
+//! ```
+//! use flujo_core::SkillRegistry;
+//! use flujo_skills::BuiltinRegistry;
+//! use serde_json::json;
+//!
+//! let registry = BuiltinRegistry::new();
+//! assert!(registry.resolve("flujo.builtins.transform", &json!({"expr": "previous_step + 1"})).is_ok());
+//! assert!(registry.resolve("transform", &json!({})).is_err()); // `expr` is required
+//! ```
+//!
+//! User code adds skills with [`BuiltinRegistry::register`] (a factory over params) or
+//! [`BuiltinRegistry::register_fn`] (an async closure). [`CountingSkill`] is a test-support skill that counts
+//! invocations per step path.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod builtins;
+mod counting;
+mod registry;
+
+pub use builtins::{builtin_ids, BUILTIN_PREFIX};
+pub use counting::{CallCounter, CountingSkill};
+pub use flujo_core::SkillRegistry;
+pub use registry::{BoxFuture, BuiltinRegistry, SkillFactory};

@@ -1,0 +1,361 @@
+//! The skill registry: maps skill ids (plus params) to callable skill instances.
+//!
+//! A registry entry is a [`SkillInfo`] and a [`SkillFactory`] that binds params into a skill instance. Lookup
+//! accepts the full id (`flujo.builtins.transform`) and, for built-ins, the short id (`transform`). Unknown ids
+//! get a "did you mean" suggestion by edit distance, and ids that look like Python import paths
+//! (`pkg.mod:func`, `pkg.module.func`) get a dedicated error explaining how Python code is run instead.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flujo_core::{ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry};
+use serde_json::Value;
+
+use crate::builtins::{register_builtins, BUILTIN_PREFIX};
+
+/// Builds a skill instance from its params. Called once per step when a runner is built; invalid params must
+/// be reported here as [`ResolveError::BadParams`].
+pub type SkillFactory = Arc<dyn Fn(&Value) -> Result<Arc<dyn Skill>, ResolveError> + Send + Sync>;
+
+/// A boxed, sendable future (the return type accepted by [`BuiltinRegistry::register_fn`] closures, among
+/// others).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+#[derive(Clone)]
+struct Entry {
+    info: SkillInfo,
+    factory: SkillFactory,
+}
+
+/// A [`SkillRegistry`] holding the Flujo built-ins plus any user-registered skills.
+#[derive(Clone)]
+pub struct BuiltinRegistry {
+    entries: HashMap<String, Entry>,
+}
+
+impl fmt::Debug for BuiltinRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        f.debug_struct("BuiltinRegistry").field("ids", &ids).finish()
+    }
+}
+
+impl Default for BuiltinRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BuiltinRegistry {
+    /// A registry with every `flujo.builtins.*` skill registered.
+    pub fn new() -> Self {
+        let mut registry = Self::empty();
+        register_builtins(&mut registry);
+        registry
+    }
+
+    /// A registry with no skills at all.
+    pub fn empty() -> Self {
+        BuiltinRegistry { entries: HashMap::new() }
+    }
+
+    /// Registers (or replaces) skill `id`. `info.id` is set to `id`. The factory receives the step's params
+    /// and must return [`ResolveError::BadParams`] for invalid ones.
+    pub fn register(&mut self, id: impl Into<String>, info: SkillInfo, factory: SkillFactory) -> &mut Self {
+        let id = id.into();
+        let info = SkillInfo { id: id.clone(), ..info };
+        self.entries.insert(id, Entry { info, factory });
+        self
+    }
+
+    /// Registers an async closure as skill `id` (params are ignored). The closure is shared by every step
+    /// that uses the skill.
+    ///
+    /// ```
+    /// use flujo_core::{SkillOutput, SkillRegistry};
+    /// use flujo_skills::BuiltinRegistry;
+    /// use serde_json::json;
+    ///
+    /// let mut registry = BuiltinRegistry::new();
+    /// registry.register_fn("acme.echo", false, |call| async move { Ok(SkillOutput::value(call.input)) });
+    /// assert!(registry.resolve("acme.echo", &json!(null)).is_ok());
+    /// ```
+    pub fn register_fn<F, Fut>(&mut self, id: impl Into<String>, side_effects: bool, f: F) -> &mut Self
+    where
+        F: Fn(SkillCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<SkillOutput, SkillError>> + Send + 'static,
+    {
+        let id = id.into();
+        let info = SkillInfo {
+            id: id.clone(),
+            description: format!("user skill '{id}'"),
+            side_effects,
+            ..SkillInfo::default()
+        };
+        let skill: Arc<dyn Skill> = Arc::new(FnSkill { info: info.clone(), f });
+        self.register(id, info, Arc::new(move |_params: &Value| Ok(skill.clone())))
+    }
+
+    /// True when `id` (full or short built-in form) resolves to a registered skill.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lookup(id).is_some()
+    }
+
+    fn lookup(&self, id: &str) -> Option<&Entry> {
+        if let Some(entry) = self.entries.get(id) {
+            return Some(entry);
+        }
+        if id.contains(['.', ':']) {
+            return None;
+        }
+        let mut full = String::with_capacity(BUILTIN_PREFIX.len() + id.len());
+        full.push_str(BUILTIN_PREFIX);
+        full.push_str(id);
+        self.entries.get(&full)
+    }
+
+    /// The closest registered id (full form, or short form for built-ins when `id` is short), if close enough.
+    fn suggest(&self, id: &str) -> Option<String> {
+        let max = (id.chars().count() / 3).clamp(1, 3);
+        let mut best: Option<(usize, &str)> = None;
+        for known in self.entries.keys() {
+            let mut candidates = vec![known.as_str()];
+            if let Some(short) = known.strip_prefix(BUILTIN_PREFIX) {
+                candidates.push(short);
+            }
+            for cand in candidates {
+                let d = edit_distance(id, cand);
+                if d <= max && best.is_none_or(|(bd, bs)| d < bd || (d == bd && cand < bs)) {
+                    best = Some((d, cand));
+                }
+            }
+        }
+        best.map(|(_, s)| s.to_owned())
+    }
+}
+
+impl SkillRegistry for BuiltinRegistry {
+    fn resolve(&self, id: &str, params: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
+        if let Some(entry) = self.lookup(id) {
+            return (entry.factory)(params);
+        }
+        if looks_like_python_import(id) {
+            return Err(ResolveError::PythonPath { id: id.to_owned() });
+        }
+        let suggestion = self.suggest(id);
+        if suggestion.is_none() && looks_like_python_dotted(id) {
+            return Err(ResolveError::PythonPath { id: id.to_owned() });
+        }
+        Err(ResolveError::Unknown { id: id.to_owned(), suggestion })
+    }
+
+    fn list(&self) -> Vec<SkillInfo> {
+        let mut infos: Vec<SkillInfo> = self.entries.values().map(|e| e.info.clone()).collect();
+        infos.sort_by(|a, b| a.id.cmp(&b.id));
+        infos
+    }
+}
+
+/// A skill backed by a Rust closure.
+struct FnSkill<F> {
+    info: SkillInfo,
+    f: F,
+}
+
+#[async_trait]
+impl<F, Fut> Skill for FnSkill<F>
+where
+    F: Fn(SkillCall) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<SkillOutput, SkillError>> + Send + 'static,
+{
+    async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
+        (self.f)(call).await
+    }
+
+    fn info(&self) -> SkillInfo {
+        self.info.clone()
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+fn is_dotted_ident(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_ident)
+}
+
+/// `pkg.mod:func` / `pkg.mod:Class.method` (not under `flujo.builtins.`).
+fn looks_like_python_import(id: &str) -> bool {
+    if id.starts_with(BUILTIN_PREFIX) {
+        return false;
+    }
+    match id.split_once(':') {
+        Some((module, attr)) => is_dotted_ident(module) && is_dotted_ident(attr),
+        None => false,
+    }
+}
+
+/// `pkg.module.func`: three or more identifier segments, not under `flujo.builtins.`.
+fn looks_like_python_dotted(id: &str) -> bool {
+    !id.starts_with(BUILTIN_PREFIX) && id.split('.').count() >= 3 && is_dotted_ident(id)
+}
+
+/// Edit distance over chars (optimal string alignment: insertions, deletions, substitutions and
+/// transpositions of adjacent chars each cost 1).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows i-2, i-1 and i of the DP table.
+    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j - 1] + cost).min(prev[j] + 1).min(cur[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(prev2[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        std::mem::swap(&mut prev2, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("transform", "transfrom"), 1);
+        assert_eq!(edit_distance("fail", "fial"), 1);
+        assert_eq!(edit_distance("abc", ""), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn python_path_detection() {
+        assert!(looks_like_python_import("pkg.mod:fn"));
+        assert!(looks_like_python_import("pkg:Class.method"));
+        assert!(!looks_like_python_import("openai:gpt-4o"));
+        assert!(looks_like_python_dotted("pkg.module.func"));
+        assert!(!looks_like_python_dotted("acme.search"));
+        assert!(!looks_like_python_dotted("flujo.builtins.nope"));
+    }
+
+    #[test]
+    fn unknown_short_id_suggests_short_form() {
+        let r = BuiltinRegistry::new();
+        let err = r.resolve("transfrom", &json!({"expr": "1"})).err();
+        assert_eq!(err, Some(ResolveError::Unknown { id: "transfrom".into(), suggestion: Some("transform".into()) }));
+    }
+
+    #[test]
+    fn short_typos_get_suggestions() {
+        let r = BuiltinRegistry::new();
+        let suggestion = |id: &str| match r.resolve(id, &Value::Null) {
+            Err(ResolveError::Unknown { suggestion, .. }) => suggestion,
+            _ => None,
+        };
+        assert_eq!(suggestion("fial").as_deref(), Some("fail"));
+        assert_eq!(suggestion("slep").as_deref(), Some("sleep"));
+        assert_eq!(suggestion("context_sett").as_deref(), Some("context_set"));
+    }
+
+    #[test]
+    fn unknown_full_id_suggests_full_form() {
+        let r = BuiltinRegistry::new();
+        let err = r.resolve("flujo.builtins.passthru", &Value::Null).err();
+        assert_eq!(
+            err,
+            Some(ResolveError::Unknown {
+                id: "flujo.builtins.passthru".into(),
+                suggestion: Some("flujo.builtins.passthrough".into())
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_far_id_has_no_suggestion() {
+        let r = BuiltinRegistry::new();
+        let err = r.resolve("completely_different_thing", &Value::Null).err();
+        assert_eq!(err, Some(ResolveError::Unknown { id: "completely_different_thing".into(), suggestion: None }));
+    }
+
+    #[test]
+    fn python_paths_are_rejected_with_dedicated_error() {
+        let r = BuiltinRegistry::new();
+        for id in ["my_pkg.skills:summarize", "my_pkg.skills.summarize", "flujo_ext.tools:Search.run"] {
+            let err = r.resolve(id, &Value::Null).err();
+            assert_eq!(err, Some(ResolveError::PythonPath { id: id.into() }), "{id}");
+        }
+        // Under the built-in namespace a typo is an unknown id, not a Python path.
+        assert!(matches!(
+            r.resolve("flujo.builtins.contxt_set", &json!({"path": "a"})),
+            Err(ResolveError::Unknown { suggestion: Some(_), .. })
+        ));
+    }
+
+    #[test]
+    fn registered_dotted_and_colon_ids_resolve_exactly() {
+        let mut r = BuiltinRegistry::empty();
+        r.register_fn("acme.tools:search", true, |call| async move { Ok(SkillOutput::value(call.input)) });
+        let skill = r.resolve("acme.tools:search", &Value::Null).ok();
+        assert!(skill.is_some_and(|s| s.info().side_effects));
+        assert!(!r.contains("search"));
+    }
+
+    #[test]
+    fn list_is_sorted_and_contains_builtins() {
+        let r = BuiltinRegistry::new();
+        let ids: Vec<String> = r.list().into_iter().map(|i| i.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+        assert!(ids.iter().any(|i| i == "flujo.builtins.transform"));
+        assert!(r.list().iter().all(|i| !i.side_effects && !i.description.is_empty()));
+    }
+
+    #[test]
+    fn register_factory_sees_params() {
+        let mut r = BuiltinRegistry::empty();
+        let factory: SkillFactory = Arc::new(|params: &Value| {
+            if params.get("ok").and_then(Value::as_bool) == Some(true) {
+                Ok(Arc::new(Echo) as Arc<dyn Skill>)
+            } else {
+                Err(ResolveError::BadParams { id: "acme.echo".into(), message: "`ok` must be true".into() })
+            }
+        });
+        r.register("acme.echo", SkillInfo { description: "echo".into(), ..SkillInfo::default() }, factory);
+        assert!(r.resolve("acme.echo", &json!({"ok": true})).is_ok());
+        assert!(matches!(r.resolve("acme.echo", &json!({})), Err(ResolveError::BadParams { .. })));
+        assert_eq!(r.list()[0].id, "acme.echo");
+    }
+
+    struct Echo;
+
+    #[async_trait]
+    impl Skill for Echo {
+        async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
+            Ok(SkillOutput::value(call.input))
+        }
+        fn info(&self) -> SkillInfo {
+            SkillInfo::default()
+        }
+    }
+}

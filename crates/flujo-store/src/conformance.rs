@@ -1,0 +1,812 @@
+//! The store conformance suite: backend-independent checks of the [`Store`] contract (feature `test-suite`).
+//!
+//! Every check is a separate `async fn(Arc<dyn Store>) -> Result<(), String>` listed by [`checks`]; a check
+//! returns `Err` with a description of the first thing that went wrong. [`run_all`] gives each check a
+//! fresh, empty store from a factory, runs them all (a panicking check counts as a failure), and returns a
+//! [`Report`] naming every failure. A backend's test is one line:
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use flujo_core::Store;
+//! # use flujo_store::{conformance, MemoryStore};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! conformance::run_all(|| Arc::new(MemoryStore::new()) as Arc<dyn Store>).await.assert_ok();
+//! # }
+//! ```
+//!
+//! Contract details the suite pins down (each backend must agree):
+//! * the factory returns an *empty* store (no runs, no blobs);
+//! * `load_journal` of an unknown run is `Ok(vec![])`, `get_run` of one is `Ok(None)`;
+//! * a failed compare-and-set is `Conflict { actual: <stored status> }`, built by [`crate::status_conflict`];
+//!   an append at the wrong position is `Conflict` built by [`crate::seq_conflict`];
+//! * `list_runs` orders by `created_at_ms` descending (ties: `run_id` descending);
+//! * all fields round-trip exactly (JSON values, floats, timestamps).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flujo_core::journal::GENESIS_HASH;
+use flujo_core::{
+    verify_chain, JournalRecord, Map, PatchOp, PendingPause, RunError, RunFilter, RunRecord, RunStatus, RunUpdate,
+    StepStatus, Store, StoreError, TokenUsage,
+};
+use serde_json::json;
+
+use crate::blob_hash;
+
+/// What a check returns: `Err` describes the first violation found.
+pub type CheckResult = Result<(), String>;
+
+/// The future of one running check.
+pub type CheckFuture = Pin<Box<dyn Future<Output = CheckResult> + Send + 'static>>;
+
+/// One named conformance check.
+#[derive(Clone, Copy)]
+pub struct Check {
+    pub name: &'static str,
+    pub run: fn(Arc<dyn Store>) -> CheckFuture,
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Check").field("name", &self.name).finish()
+    }
+}
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        vec![$(Check { name: stringify!($name), run: |store| Box::pin($name(store)) }),*]
+    };
+}
+
+/// Every conformance check, in a stable order.
+pub fn checks() -> Vec<Check> {
+    checks![
+        create_get_round_trip,
+        get_unknown_run_is_none,
+        duplicate_create_is_rejected,
+        update_cas_success,
+        update_with_empty_expected_applies_to_any_status,
+        update_cas_conflict_leaves_run_unchanged,
+        update_unknown_run_is_not_found,
+        append_is_gapless,
+        append_rejects_out_of_order_seq,
+        append_to_unknown_run_is_not_found,
+        load_journal_returns_seq_order,
+        journal_survives_and_chain_verifies,
+        journals_are_isolated_per_run,
+        load_journal_of_unknown_run_is_empty,
+        loaded_records_are_independent_copies,
+        update_run_does_not_touch_journal,
+        list_runs_newest_first,
+        list_runs_filters,
+        list_runs_limit,
+        blob_round_trip_and_idempotency,
+        get_unknown_blob_is_none,
+        concurrent_appends_to_different_runs_all_land,
+        concurrent_writers_on_one_run_are_detected,
+        describe_is_not_empty,
+    ]
+}
+
+/// Outcome of [`run_all`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// The store's [`Store::describe`] (of the first store made).
+    pub store: String,
+    pub passed: Vec<&'static str>,
+    /// `(check name, failure)` for every failed check.
+    pub failed: Vec<(&'static str, String)>,
+}
+
+impl Report {
+    pub fn is_ok(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// Panics, listing every failed check, unless all passed.
+    #[track_caller]
+    pub fn assert_ok(&self) {
+        assert!(self.is_ok(), "{self}");
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let total = self.passed.len() + self.failed.len();
+        write!(f, "store conformance on {}: {}/{} checks passed", self.store, self.passed.len(), total)?;
+        for (name, why) in &self.failed {
+            write!(f, "\n  FAILED {name}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest a single check may take before it is reported as hung.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs every check of [`checks`] against a fresh store from `make`. Must be called inside a tokio runtime.
+pub async fn run_all<F>(make: F) -> Report
+where
+    F: Fn() -> Arc<dyn Store>,
+{
+    run_all_async(|| {
+        let store = make();
+        async move { store }
+    })
+    .await
+}
+
+/// Like [`run_all`], for backends whose stores are made asynchronously (connect, migrate, create a schema).
+pub async fn run_all_async<F, Fut>(make: F) -> Report
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    run_checks(&checks(), make).await
+}
+
+/// Runs the given checks, each against a fresh store from `make`.
+pub async fn run_checks<F, Fut>(checks: &[Check], make: F) -> Report
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    let mut report = Report::default();
+    for check in checks {
+        let store = make().await;
+        if report.store.is_empty() {
+            report.store = store.describe();
+        }
+        // Spawned so that a panicking check is reported rather than aborting the whole suite.
+        let task = tokio::spawn(tokio::time::timeout(CHECK_TIMEOUT, (check.run)(store)));
+        let outcome = match task.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => Err(format!("did not finish within {CHECK_TIMEOUT:?}")),
+            Err(join) if join.is_panic() => Err(format!("panicked: {}", panic_message(join.into_panic()))),
+            Err(join) => Err(format!("task failed: {join}")),
+        };
+        match outcome {
+            Ok(()) => report.passed.push(check.name),
+            Err(why) => report.failed.push((check.name, why)),
+        }
+    }
+    report
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Fixtures (public: engine and backend tests can build the same records).
+
+/// A run record with every field set to a non-default value.
+pub fn sample_run(run_id: &str) -> RunRecord {
+    let mut initial_context = Map::new();
+    initial_context.insert("user".into(), json!({"name": "Ada", "tags": ["a", "b"], "n": 3}));
+    initial_context.insert("flag".into(), json!(true));
+    RunRecord {
+        run_id: run_id.to_owned(),
+        pipeline_name: "demo".to_owned(),
+        pipeline_version: "1.2.3".to_owned(),
+        pipeline_hash: blob_hash(b"pipeline definition"),
+        definition: Some(json!({"name": "demo", "steps": [{"name": "a", "uses": "x"}]})),
+        status: RunStatus::Running,
+        input: json!({"q": "héllo ✓", "nums": [1, 2.5, -3], "nested": {"z": null, "a": false}}),
+        initial_context,
+        pending: vec![PendingPause {
+            pause_id: "0.1".to_owned(),
+            step: "approve".to_owned(),
+            message: "Approve?".to_owned(),
+            input_schema: Some(json!({"type": "object", "properties": {"ok": {"type": "boolean"}}})),
+        }],
+        output: Some(json!({"answer": 42})),
+        error: Some(RunError { kind: "step_failed".to_owned(), message: "boom".to_owned() }),
+        generation: 2,
+        total_cost_usd: 0.125,
+        total_tokens: 1234,
+        created_at_ms: 1_700_000_000_123,
+        updated_at_ms: 1_700_000_000_456,
+    }
+}
+
+/// A fresh running run: no pending pauses, output or error.
+pub fn fresh_run(run_id: &str, pipeline: &str, status: RunStatus, created_at_ms: i64) -> RunRecord {
+    RunRecord {
+        run_id: run_id.to_owned(),
+        pipeline_name: pipeline.to_owned(),
+        pipeline_version: "1".to_owned(),
+        pipeline_hash: blob_hash(pipeline.as_bytes()),
+        definition: None,
+        status,
+        input: json!(null),
+        initial_context: Map::new(),
+        pending: Vec::new(),
+        output: None,
+        error: None,
+        generation: 0,
+        total_cost_usd: 0.0,
+        total_tokens: 0,
+        created_at_ms,
+        updated_at_ms: created_at_ms,
+    }
+}
+
+/// An unsealed journal record whose fields vary with `seq` (failed records, patches, metadata, feedback).
+pub fn sample_record(run_id: &str, seq: u64) -> JournalRecord {
+    let failed = seq % 3 == 2;
+    let mut metadata = Map::new();
+    if seq % 2 == 1 {
+        metadata.insert("attempt_notes".into(), json!(["retry", seq]));
+    }
+    JournalRecord {
+        run_id: run_id.to_owned(),
+        seq,
+        generation: (seq / 4) as u32,
+        path: format!("{seq}"),
+        step: format!("step_{seq}"),
+        kind: if seq % 2 == 0 { "step" } else { "loop" }.to_owned(),
+        status: if failed { StepStatus::Failed } else { StepStatus::Completed },
+        output: Arc::new(json!({"seq": seq, "text": format!("out {seq}"), "f": 0.5})),
+        feedback: failed.then(|| format!("failure at {seq}")),
+        patch: vec![
+            PatchOp::set(vec!["counter".to_owned()], json!(seq)),
+            PatchOp::Append { path: vec!["log".to_owned()], value: Arc::new(json!(format!("s{seq}"))) },
+        ],
+        attempts: 1 + (seq % 3) as u32,
+        tokens: TokenUsage { prompt: 10 * seq, completion: seq },
+        cost_usd: 0.25 * seq as f64,
+        started_at_ms: 1_700_000_000_000 + seq as i64,
+        latency_ms: 1.5,
+        metadata,
+        prev_hash: String::new(),
+        hash: String::new(),
+    }
+}
+
+/// `n` records of `run_id`, sealed into a valid hash chain from the genesis hash.
+pub fn sealed_chain(run_id: &str, n: u64) -> Vec<JournalRecord> {
+    let mut prev = GENESIS_HASH.to_owned();
+    (0..n)
+        .map(|seq| {
+            let mut r = sample_record(run_id, seq);
+            r.seal(&prev);
+            prev.clone_from(&r.hash);
+            r
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Helpers.
+
+trait Context<T> {
+    fn ctx(self, what: &str) -> Result<T, String>;
+}
+
+impl<T> Context<T> for Result<T, StoreError> {
+    fn ctx(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: unexpected error: {e}"))
+    }
+}
+
+fn ensure(cond: bool, what: impl FnOnce() -> String) -> CheckResult {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn ensure_eq<T: PartialEq + fmt::Debug>(what: &str, actual: &T, expected: &T) -> CheckResult {
+    ensure(actual == expected, || format!("{what}: expected {expected:?}, got {actual:?}"))
+}
+
+/// Succeeds when `result` is the error `matches` accepts.
+fn ensure_err<T: fmt::Debug>(
+    what: &str,
+    result: Result<T, StoreError>,
+    wanted: &str,
+    matches: impl FnOnce(&StoreError) -> bool,
+) -> CheckResult {
+    match result {
+        Err(e) if matches(&e) => Ok(()),
+        Err(e) => Err(format!("{what}: expected {wanted}, got error {e:?}")),
+        Ok(v) => Err(format!("{what}: expected {wanted}, got Ok({v:?})")),
+    }
+}
+
+async fn get(store: &Arc<dyn Store>, run_id: &str) -> Result<RunRecord, String> {
+    store.get_run(run_id).await.ctx("get_run")?.ok_or_else(|| format!("get_run({run_id}): run missing"))
+}
+
+async fn append_all(store: &Arc<dyn Store>, records: &[JournalRecord]) -> CheckResult {
+    for r in records {
+        store.append(r).await.ctx(&format!("append seq {}", r.seq))?;
+    }
+    Ok(())
+}
+
+fn update_of(run: &RunRecord, expected: Vec<RunStatus>, status: RunStatus) -> RunUpdate {
+    RunUpdate {
+        run_id: run.run_id.clone(),
+        expected,
+        status,
+        pending: run.pending.clone(),
+        output: run.output.clone(),
+        error: run.error.clone(),
+        generation: run.generation,
+        total_cost_usd: run.total_cost_usd,
+        total_tokens: run.total_tokens,
+        updated_at_ms: run.updated_at_ms + 1,
+    }
+}
+
+fn ids(runs: &[RunRecord]) -> Vec<&str> {
+    runs.iter().map(|r| r.run_id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Runs.
+
+pub async fn create_get_round_trip(store: Arc<dyn Store>) -> CheckResult {
+    let run = sample_run("r-round-trip");
+    store.create_run(&run).await.ctx("create_run")?;
+    ensure_eq("get_run after create_run (all fields)", &get(&store, &run.run_id).await?, &run)?;
+    let bare = fresh_run("r-bare", "other", RunStatus::Paused, 5);
+    store.create_run(&bare).await.ctx("create_run (bare)")?;
+    ensure_eq("get_run of a run with empty optional fields", &get(&store, "r-bare").await?, &bare)
+}
+
+pub async fn get_unknown_run_is_none(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&sample_run("r-known")).await.ctx("create_run")?;
+    ensure_eq("get_run of an unknown run", &store.get_run("r-unknown").await.ctx("get_run")?, &None)
+}
+
+pub async fn duplicate_create_is_rejected(store: Arc<dyn Store>) -> CheckResult {
+    let run = sample_run("r-dup");
+    store.create_run(&run).await.ctx("first create_run")?;
+    let mut second = fresh_run("r-dup", "intruder", RunStatus::Completed, 99);
+    second.input = json!("other");
+    ensure_err("second create_run with the same id", store.create_run(&second).await, "RunExists", |e| {
+        *e == StoreError::RunExists("r-dup".to_owned())
+    })?;
+    ensure_eq("the original run after a rejected duplicate", &get(&store, "r-dup").await?, &run)
+}
+
+pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
+    let mut run = fresh_run("r-cas", "demo", RunStatus::Running, 10);
+    run.input = json!({"keep": "me"});
+    run.definition = Some(json!({"steps": []}));
+    store.create_run(&run).await.ctx("create_run")?;
+
+    let update = RunUpdate {
+        run_id: run.run_id.clone(),
+        expected: vec![RunStatus::Running],
+        status: RunStatus::Paused,
+        pending: sample_run("x").pending,
+        output: Some(json!([1, {"two": 2}])),
+        error: Some(RunError { kind: "k".to_owned(), message: "m".to_owned() }),
+        generation: 7,
+        total_cost_usd: 3.75,
+        total_tokens: 99,
+        updated_at_ms: 20,
+    };
+    store.update_run(&update).await.ctx("update_run (expected running)")?;
+    let mut want = run.clone();
+    want.status = update.status;
+    want.pending.clone_from(&update.pending);
+    want.output.clone_from(&update.output);
+    want.error.clone_from(&update.error);
+    want.generation = update.generation;
+    want.total_cost_usd = update.total_cost_usd;
+    want.total_tokens = update.total_tokens;
+    want.updated_at_ms = update.updated_at_ms;
+    ensure_eq("run after update (updated fields set, others kept)", &get(&store, "r-cas").await?, &want)?;
+
+    // A second transition, expecting one of several statuses; clears pending/output/error again.
+    let back = RunUpdate {
+        expected: vec![RunStatus::Failed, RunStatus::Paused],
+        status: RunStatus::Running,
+        pending: vec![],
+        output: None,
+        error: None,
+        updated_at_ms: 30,
+        ..update
+    };
+    store.update_run(&back).await.ctx("update_run (expected failed or paused)")?;
+    let got = get(&store, "r-cas").await?;
+    ensure_eq("status after second update", &got.status, &RunStatus::Running)?;
+    ensure(got.pending.is_empty() && got.output.is_none() && got.error.is_none(), || {
+        format!("second update must clear pending/output/error, got {got:?}")
+    })?;
+    ensure_eq("updated_at_ms after second update", &got.updated_at_ms, &30)?;
+    ensure_eq("created_at_ms is never updated", &got.created_at_ms, &10)
+}
+
+pub async fn update_with_empty_expected_applies_to_any_status(store: Arc<dyn Store>) -> CheckResult {
+    for (i, status) in
+        [RunStatus::Running, RunStatus::Paused, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]
+            .into_iter()
+            .enumerate()
+    {
+        let run = fresh_run(&format!("r-any-{i}"), "demo", status, i as i64);
+        store.create_run(&run).await.ctx("create_run")?;
+        store
+            .update_run(&update_of(&run, vec![], RunStatus::Cancelled))
+            .await
+            .ctx(&format!("update_run with empty expected from {}", status.as_str()))?;
+        ensure_eq("status after unconditional update", &get(&store, &run.run_id).await?.status, &RunStatus::Cancelled)?;
+    }
+    Ok(())
+}
+
+pub async fn update_cas_conflict_leaves_run_unchanged(store: Arc<dyn Store>) -> CheckResult {
+    let mut run = sample_run("r-conflict");
+    run.status = RunStatus::Completed;
+    store.create_run(&run).await.ctx("create_run")?;
+    let mut update = update_of(&run, vec![RunStatus::Running, RunStatus::Paused], RunStatus::Failed);
+    update.output = Some(json!("overwritten"));
+    update.generation = 9;
+    ensure_err(
+        "update_run expecting running|paused on a completed run",
+        store.update_run(&update).await,
+        "Conflict { actual: \"completed\" }",
+        |e| matches!(e, StoreError::Conflict { run_id, actual, .. } if run_id == "r-conflict" && actual == "completed"),
+    )?;
+    ensure_eq("run after a conflicting update", &get(&store, "r-conflict").await?, &run)
+}
+
+pub async fn update_unknown_run_is_not_found(store: Arc<dyn Store>) -> CheckResult {
+    let ghost = fresh_run("r-ghost", "demo", RunStatus::Running, 0);
+    ensure_err(
+        "update_run of an unknown run (expected empty)",
+        store.update_run(&update_of(&ghost, vec![], RunStatus::Paused)).await,
+        "RunNotFound",
+        |e| *e == StoreError::RunNotFound("r-ghost".to_owned()),
+    )?;
+    ensure_err(
+        "update_run of an unknown run (expected running)",
+        store.update_run(&update_of(&ghost, vec![RunStatus::Running], RunStatus::Paused)).await,
+        "RunNotFound",
+        |e| *e == StoreError::RunNotFound("r-ghost".to_owned()),
+    )?;
+    ensure_eq("get_run after a failed update of an unknown run", &store.get_run("r-ghost").await.ctx("get_run")?, &None)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Journal.
+
+pub async fn append_is_gapless(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-gapless", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    let chain = sealed_chain("r-gapless", 4);
+    append_all(&store, &chain[..3]).await?;
+    let is_conflict = |e: &StoreError| matches!(e, StoreError::Conflict { run_id, .. } if run_id == "r-gapless");
+    ensure_err(
+        "append skipping seq 3 (seq 5)",
+        store.append(&sample_record("r-gapless", 5)).await,
+        "Conflict",
+        is_conflict,
+    )?;
+    ensure_err("append of an existing seq (1)", store.append(&chain[1]).await, "Conflict", is_conflict)?;
+    ensure_eq(
+        "journal after rejected appends",
+        &store.load_journal("r-gapless").await.ctx("load_journal")?,
+        &chain[..3].to_vec(),
+    )?;
+    store.append(&chain[3]).await.ctx("append of the next seq (3) after rejections")?;
+    ensure_eq("journal after appending seq 3", &store.load_journal("r-gapless").await.ctx("load_journal")?, &chain)
+}
+
+pub async fn append_rejects_out_of_order_seq(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-order", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    let is_conflict = |e: &StoreError| matches!(e, StoreError::Conflict { run_id, .. } if run_id == "r-order");
+    ensure_err(
+        "first append with seq 1 (not 0)",
+        store.append(&sample_record("r-order", 1)).await,
+        "Conflict",
+        is_conflict,
+    )?;
+    ensure_eq(
+        "journal after a rejected first append",
+        &store.load_journal("r-order").await.ctx("load_journal")?.len(),
+        &0,
+    )?;
+    store.append(&sample_record("r-order", 0)).await.ctx("append seq 0")?;
+    ensure_err("append seq 0 twice", store.append(&sample_record("r-order", 0)).await, "Conflict", is_conflict)?;
+    ensure_err("append seq 2 after 0", store.append(&sample_record("r-order", 2)).await, "Conflict", is_conflict)?;
+    ensure_eq("journal length", &store.load_journal("r-order").await.ctx("load_journal")?.len(), &1)
+}
+
+pub async fn append_to_unknown_run_is_not_found(store: Arc<dyn Store>) -> CheckResult {
+    ensure_err("append to an unknown run", store.append(&sample_record("r-nobody", 0)).await, "RunNotFound", |e| {
+        *e == StoreError::RunNotFound("r-nobody".to_owned())
+    })?;
+    ensure_eq("get_run after append to an unknown run", &store.get_run("r-nobody").await.ctx("get_run")?, &None)
+}
+
+pub async fn load_journal_returns_seq_order(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-load", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    let chain = sealed_chain("r-load", 25);
+    append_all(&store, &chain).await?;
+    let loaded = store.load_journal("r-load").await.ctx("load_journal")?;
+    let seqs: Vec<u64> = loaded.iter().map(|r| r.seq).collect();
+    ensure_eq("seqs of the loaded journal", &seqs, &(0..25).collect::<Vec<u64>>())
+}
+
+pub async fn journal_survives_and_chain_verifies(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-chain", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    let chain = sealed_chain("r-chain", 12);
+    verify_chain(&chain).map_err(|e| format!("fixture chain is broken: {e}"))?;
+    append_all(&store, &chain).await?;
+    let loaded = store.load_journal("r-chain").await.ctx("load_journal")?;
+    ensure_eq("journal record count", &loaded.len(), &chain.len())?;
+    for (got, want) in loaded.iter().zip(&chain) {
+        ensure_eq(&format!("record seq {}", want.seq), got, want)?;
+    }
+    verify_chain(&loaded).map_err(|e| format!("hash chain of the loaded journal: {e}"))?;
+    // Loading twice gives the same journal.
+    ensure_eq("second load_journal", &store.load_journal("r-chain").await.ctx("load_journal")?, &loaded)
+}
+
+pub async fn journals_are_isolated_per_run(store: Arc<dyn Store>) -> CheckResult {
+    for id in ["r-a", "r-b"] {
+        store.create_run(&fresh_run(id, "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    }
+    let a = sealed_chain("r-a", 3);
+    let b = sealed_chain("r-b", 5);
+    // Interleaved: each run has its own seq space.
+    for (i, rb) in b.iter().enumerate() {
+        if let Some(ra) = a.get(i) {
+            store.append(ra).await.ctx("append r-a")?;
+        }
+        store.append(rb).await.ctx("append r-b")?;
+    }
+    ensure_eq("journal of r-a", &store.load_journal("r-a").await.ctx("load_journal")?, &a)?;
+    ensure_eq("journal of r-b", &store.load_journal("r-b").await.ctx("load_journal")?, &b)
+}
+
+pub async fn load_journal_of_unknown_run_is_empty(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-empty", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    ensure_eq("journal of a run with no records", &store.load_journal("r-empty").await.ctx("load_journal")?, &vec![])?;
+    ensure_eq("journal of an unknown run", &store.load_journal("r-unknown").await.ctx("load_journal")?, &vec![])
+}
+
+pub async fn loaded_records_are_independent_copies(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-copy", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    let chain = sealed_chain("r-copy", 2);
+    let mut appended = chain.clone();
+    append_all(&store, &appended).await?;
+    appended[0].step = "mutated after append".to_owned();
+    let mut loaded = store.load_journal("r-copy").await.ctx("load_journal")?;
+    loaded[1].output = Arc::new(json!("mutated after load"));
+    ensure_eq(
+        "journal after mutating caller copies",
+        &store.load_journal("r-copy").await.ctx("load_journal")?,
+        &chain,
+    )?;
+
+    let run = sample_run("r-copy-run");
+    store.create_run(&run).await.ctx("create_run")?;
+    let mut got = get(&store, "r-copy-run").await?;
+    got.input = json!("mutated");
+    ensure_eq("run after mutating a loaded copy", &get(&store, "r-copy-run").await?, &run)
+}
+
+pub async fn update_run_does_not_touch_journal(store: Arc<dyn Store>) -> CheckResult {
+    let run = fresh_run("r-both", "demo", RunStatus::Running, 0);
+    store.create_run(&run).await.ctx("create_run")?;
+    let chain = sealed_chain("r-both", 3);
+    append_all(&store, &chain[..2]).await?;
+    store.update_run(&update_of(&run, vec![RunStatus::Running], RunStatus::Paused)).await.ctx("update_run")?;
+    store.append(&chain[2]).await.ctx("append after update_run (a paused run's journal still grows)")?;
+    ensure_eq("journal across a status update", &store.load_journal("r-both").await.ctx("load_journal")?, &chain)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Listing.
+
+async fn seed_runs(store: &Arc<dyn Store>) -> CheckResult {
+    let runs = [
+        ("r1", "alpha", RunStatus::Completed, 100),
+        ("r2", "beta", RunStatus::Running, 200),
+        ("r3", "alpha", RunStatus::Failed, 300),
+        ("r4", "alpha", RunStatus::Running, 400),
+        ("r5", "beta", RunStatus::Paused, 500),
+        ("r6", "alpha", RunStatus::Running, 600),
+    ];
+    // Created out of time order: listing must sort, not rely on insertion order.
+    for i in [3, 0, 5, 1, 4, 2] {
+        let (id, pipeline, status, at) = runs[i];
+        store.create_run(&fresh_run(id, pipeline, status, at)).await.ctx("create_run")?;
+    }
+    Ok(())
+}
+
+async fn list(store: &Arc<dyn Store>, filter: RunFilter) -> Result<Vec<String>, String> {
+    let runs = store.list_runs(&filter).await.ctx(&format!("list_runs({filter:?})"))?;
+    Ok(ids(&runs).into_iter().map(str::to_owned).collect())
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+pub async fn list_runs_newest_first(store: Arc<dyn Store>) -> CheckResult {
+    ensure_eq("list_runs of an empty store", &list(&store, RunFilter::default()).await?, &vec![])?;
+    seed_runs(&store).await?;
+    ensure_eq(
+        "list_runs with no filter (newest first)",
+        &list(&store, RunFilter::default()).await?,
+        &strs(&["r6", "r5", "r4", "r3", "r2", "r1"]),
+    )?;
+    let all = store.list_runs(&RunFilter::default()).await.ctx("list_runs")?;
+    let r3 = all.iter().find(|r| r.run_id == "r3").ok_or("r3 missing from list_runs")?;
+    ensure_eq("listed record equals the stored one", r3, &fresh_run("r3", "alpha", RunStatus::Failed, 300))
+}
+
+pub async fn list_runs_filters(store: Arc<dyn Store>) -> CheckResult {
+    seed_runs(&store).await?;
+    let f = |status, pipeline: Option<&str>, since_ms| RunFilter {
+        status,
+        pipeline: pipeline.map(str::to_owned),
+        since_ms,
+        limit: None,
+    };
+    ensure_eq(
+        "status=running",
+        &list(&store, f(Some(RunStatus::Running), None, None)).await?,
+        &strs(&["r6", "r4", "r2"]),
+    )?;
+    ensure_eq("status=cancelled", &list(&store, f(Some(RunStatus::Cancelled), None, None)).await?, &vec![])?;
+    ensure_eq("pipeline=alpha", &list(&store, f(None, Some("alpha"), None)).await?, &strs(&["r6", "r4", "r3", "r1"]))?;
+    ensure_eq("pipeline=gamma", &list(&store, f(None, Some("gamma"), None)).await?, &vec![])?;
+    ensure_eq(
+        "since_ms=300 (inclusive)",
+        &list(&store, f(None, None, Some(300))).await?,
+        &strs(&["r6", "r5", "r4", "r3"]),
+    )?;
+    ensure_eq("since_ms=601", &list(&store, f(None, None, Some(601))).await?, &vec![])?;
+    ensure_eq(
+        "status=running, pipeline=alpha",
+        &list(&store, f(Some(RunStatus::Running), Some("alpha"), None)).await?,
+        &strs(&["r6", "r4"]),
+    )?;
+    ensure_eq(
+        "status=running, pipeline=alpha, since_ms=450",
+        &list(&store, f(Some(RunStatus::Running), Some("alpha"), Some(450))).await?,
+        &strs(&["r6"]),
+    )?;
+    // Filters see the current status, not the one the run was created with.
+    let r2 = fresh_run("r2", "beta", RunStatus::Running, 200);
+    store.update_run(&update_of(&r2, vec![RunStatus::Running], RunStatus::Completed)).await.ctx("update_run r2")?;
+    ensure_eq(
+        "status=completed after an update",
+        &list(&store, f(Some(RunStatus::Completed), None, None)).await?,
+        &strs(&["r2", "r1"]),
+    )
+}
+
+pub async fn list_runs_limit(store: Arc<dyn Store>) -> CheckResult {
+    seed_runs(&store).await?;
+    let lim = |limit, pipeline: Option<&str>| RunFilter {
+        limit: Some(limit),
+        pipeline: pipeline.map(str::to_owned),
+        ..RunFilter::default()
+    };
+    ensure_eq("limit=2", &list(&store, lim(2, None)).await?, &strs(&["r6", "r5"]))?;
+    ensure_eq("limit=0", &list(&store, lim(0, None)).await?, &vec![])?;
+    ensure_eq("limit=100", &list(&store, lim(100, None)).await?.len(), &6)?;
+    ensure_eq("limit applies after filtering", &list(&store, lim(3, Some("alpha"))).await?, &strs(&["r6", "r4", "r3"]))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Blobs.
+
+pub async fn blob_round_trip_and_idempotency(store: Arc<dyn Store>) -> CheckResult {
+    let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    let h1 = store.put_blob(&data).await.ctx("put_blob")?;
+    ensure_eq("put_blob returns the blake3 hex of the bytes", &h1, &blob_hash(&data))?;
+    ensure_eq("hash length", &h1.len(), &64)?;
+    let h2 = store.put_blob(&data).await.ctx("put_blob again")?;
+    ensure_eq("put_blob is idempotent", &h2, &h1)?;
+    ensure_eq("get_blob", &store.get_blob(&h1).await.ctx("get_blob")?, &Some(data.clone()))?;
+
+    let empty = store.put_blob(b"").await.ctx("put_blob of empty bytes")?;
+    ensure_eq("empty blob hash", &empty, &blob_hash(b""))?;
+    ensure_eq("get_blob of the empty blob", &store.get_blob(&empty).await.ctx("get_blob")?, &Some(vec![]))?;
+
+    let other = store.put_blob(b"other").await.ctx("put_blob other")?;
+    ensure(other != h1, || "different bytes must get different hashes".to_owned())?;
+    ensure_eq("get_blob other", &store.get_blob(&other).await.ctx("get_blob")?, &Some(b"other".to_vec()))?;
+    ensure_eq("first blob is unaffected", &store.get_blob(&h1).await.ctx("get_blob")?, &Some(data))
+}
+
+pub async fn get_unknown_blob_is_none(store: Arc<dyn Store>) -> CheckResult {
+    store.put_blob(b"present").await.ctx("put_blob")?;
+    ensure_eq("get_blob of an unknown hash", &store.get_blob(&blob_hash(b"absent")).await.ctx("get_blob")?, &None)?;
+    ensure_eq("get_blob of a malformed hash", &store.get_blob("not-a-hash").await.ctx("get_blob")?, &None)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Concurrency.
+
+pub async fn concurrent_appends_to_different_runs_all_land(store: Arc<dyn Store>) -> CheckResult {
+    const RUNS: usize = 16;
+    const RECORDS: u64 = 40;
+    let mut tasks = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let run_id = format!("r-conc-{i}");
+            store.create_run(&fresh_run(&run_id, "conc", RunStatus::Running, i as i64)).await.ctx("create_run")?;
+            for r in sealed_chain(&run_id, RECORDS) {
+                store.append(&r).await.ctx(&format!("append {run_id} seq {}", r.seq))?;
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        task.await.map_err(|e| format!("writer task {i}: {e}"))??;
+    }
+    for i in 0..RUNS {
+        let run_id = format!("r-conc-{i}");
+        let loaded = store.load_journal(&run_id).await.ctx("load_journal")?;
+        ensure_eq(&format!("journal of {run_id}"), &loaded, &sealed_chain(&run_id, RECORDS))?;
+        verify_chain(&loaded).map_err(|e| format!("chain of {run_id}: {e}"))?;
+    }
+    ensure_eq("run count", &store.list_runs(&RunFilter::default()).await.ctx("list_runs")?.len(), &RUNS)
+}
+
+pub async fn concurrent_writers_on_one_run_are_detected(store: Arc<dyn Store>) -> CheckResult {
+    const RECORDS: u64 = 30;
+    store.create_run(&fresh_run("r-race", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    // Two writers each try to write every seq. Because the journal only grows and only its next position
+    // is accepted, every seq lands exactly once and every other attempt is a Conflict.
+    let mut tasks = Vec::new();
+    for writer in 0..2u32 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut conflicts) = (0u64, 0u64);
+            for seq in 0..RECORDS {
+                let mut r = sample_record("r-race", seq);
+                r.step = format!("writer{writer}");
+                match store.append(&r).await {
+                    Ok(()) => ok += 1,
+                    Err(StoreError::Conflict { .. }) => conflicts += 1,
+                    Err(e) => return Err(format!("writer {writer} seq {seq}: unexpected error {e}")),
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok((ok, conflicts))
+        }));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    for task in tasks {
+        let (o, c) = task.await.map_err(|e| format!("writer task: {e}"))??;
+        ok += o;
+        conflicts += c;
+    }
+    ensure_eq("successful appends across both writers", &ok, &RECORDS)?;
+    ensure_eq("conflicting appends across both writers", &conflicts, &RECORDS)?;
+    let loaded = store.load_journal("r-race").await.ctx("load_journal")?;
+    let seqs: Vec<u64> = loaded.iter().map(|r| r.seq).collect();
+    ensure_eq("seqs after the race", &seqs, &(0..RECORDS).collect::<Vec<_>>())
+}
+
+pub async fn describe_is_not_empty(store: Arc<dyn Store>) -> CheckResult {
+    let d = store.describe();
+    ensure(!d.trim().is_empty(), || "describe() must name the store".to_owned())
+}

@@ -1,0 +1,134 @@
+//! Flujo state stores: implementations of [`flujo_core::Store`] and the URI that selects one.
+//!
+//! [`MemoryStore`] keeps everything in process memory (tests, benchmarks, one-shot runs). [`open_store`]
+//! turns a store URI (`memory://`; `sqlite://` and `postgres://` in later versions) into a shared
+//! `Arc<dyn Store>`. With the `test-suite` feature, [`conformance`] exposes the backend-independent test
+//! suite that every store must pass, so each backend is held to exactly the same semantics.
+//!
+//! ```
+//! let store = flujo_store::open_store("memory://").unwrap();
+//! assert_eq!(store.describe(), "memory://");
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(feature = "test-suite")]
+pub mod conformance;
+pub mod memory;
+
+use std::sync::Arc;
+
+use flujo_core::{RunStatus, Store, StoreError};
+
+pub use memory::MemoryStore;
+
+/// Opens the store a URI names.
+///
+/// * `memory://` (or bare `memory`): a new, empty [`MemoryStore`]; every call returns a distinct store.
+/// * `sqlite://…`, `postgres://…` / `postgresql://…`: recognised, but not built yet in this version
+///   ([`StoreError::Unavailable`]).
+/// * anything else: [`StoreError::Unavailable`] naming the scheme.
+///
+/// Error messages name only the scheme, never the rest of the URI (which may carry credentials).
+pub fn open_store(uri: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let uri = uri.trim();
+    let (scheme, rest) = match uri.split_once("://") {
+        Some((scheme, rest)) => (scheme, rest),
+        None if uri.eq_ignore_ascii_case("memory") => ("memory", ""),
+        None => {
+            return Err(StoreError::Unavailable(format!(
+                "store URI has no scheme (expected `scheme://…`); supported: {SUPPORTED}"
+            )))
+        }
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" if rest.is_empty() => Ok(Arc::new(MemoryStore::new())),
+        "memory" => Err(StoreError::Unavailable(
+            "the memory:// store takes no path or options; use exactly `memory://`".to_owned(),
+        )),
+        "sqlite" => Err(not_built("sqlite")),
+        "postgres" | "postgresql" => Err(not_built("postgres")),
+        "" => Err(StoreError::Unavailable(format!("store URI has an empty scheme; supported: {SUPPORTED}"))),
+        other => Err(StoreError::Unavailable(format!("unknown store scheme `{other}://`; supported: {SUPPORTED}"))),
+    }
+}
+
+const SUPPORTED: &str = "memory:// (sqlite:// and postgres:// are not built yet in this version)";
+
+fn not_built(scheme: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "the {scheme}:// store is not built yet in this version of flujo-store; use memory://"
+    ))
+}
+
+/// The [`StoreError::Conflict`] of a compare-and-set [`flujo_core::RunStore::update_run`] whose stored
+/// status is not among `expected`. Every backend builds it here so that messages are identical.
+pub fn status_conflict(run_id: &str, expected: &[RunStatus], actual: RunStatus) -> StoreError {
+    let expected = expected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ");
+    StoreError::Conflict { run_id: run_id.to_owned(), expected, actual: actual.as_str().to_owned() }
+}
+
+/// The [`StoreError::Conflict`] of a [`flujo_core::JournalStore::append`] at the wrong position: the
+/// journal holds `next_seq` records, so only seq `next_seq` may be appended. This is how two writers on
+/// one run are detected.
+pub fn seq_conflict(run_id: &str, next_seq: u64, got_seq: u64) -> StoreError {
+    StoreError::Conflict {
+        run_id: run_id.to_owned(),
+        expected: format!("next journal seq {next_seq}"),
+        actual: format!("appending seq {got_seq}"),
+    }
+}
+
+/// The blake3 hex hash under which [`flujo_core::BlobStore::put_blob`] stores `bytes`.
+pub fn blob_hash(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable(uri: &str) -> String {
+        match open_store(uri) {
+            Err(StoreError::Unavailable(m)) => m,
+            Err(e) => panic!("{uri}: unexpected error {e}"),
+            Ok(s) => panic!("{uri}: unexpectedly opened {}", s.describe()),
+        }
+    }
+
+    #[test]
+    fn memory_uri_opens_a_fresh_store() {
+        let a = open_store("memory://").unwrap();
+        assert_eq!(a.describe(), "memory://");
+        assert_eq!(open_store("memory").unwrap().describe(), "memory://");
+        assert_eq!(open_store(" MEMORY:// ").unwrap().describe(), "memory://");
+        assert!(unavailable("memory://x").contains("memory://"));
+    }
+
+    #[test]
+    fn sqlite_and_postgres_are_not_built_yet() {
+        let m = unavailable("sqlite:///tmp/flujo.db");
+        assert!(m.contains("sqlite://") && m.contains("not built yet"), "{m}");
+        for uri in ["postgres://u:secret@h/db", "postgresql://u:secret@h/db"] {
+            let m = unavailable(uri);
+            assert!(m.contains("postgres://") && m.contains("not built yet"), "{m}");
+            assert!(!m.contains("secret"), "{m}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_missing_schemes_are_named() {
+        let m = unavailable("redis://pw@host");
+        assert!(m.contains("redis://") && m.contains("unknown"), "{m}");
+        assert!(!m.contains("pw@host"), "{m}");
+        assert!(unavailable("/tmp/flujo.db").contains("no scheme"));
+        assert!(unavailable("://x").contains("empty scheme"));
+    }
+
+    #[test]
+    fn conflict_helpers_format_like_the_error_type() {
+        let e = status_conflict("r1", &[RunStatus::Running, RunStatus::Paused], RunStatus::Completed);
+        assert_eq!(e.to_string(), "run 'r1' is completed, expected running or paused");
+        assert_eq!(seq_conflict("r1", 3, 5).to_string(), "run 'r1' is appending seq 5, expected next journal seq 3");
+    }
+}

@@ -1,0 +1,234 @@
+//! The in-memory store: runs, journals and blobs in `std::sync::Mutex`-guarded maps.
+//!
+//! Nothing survives the process, but the semantics are those of every durable backend (and are checked
+//! by the same conformance suite): `create_run` rejects duplicates, `update_run` is a compare-and-set on
+//! the run's status, `append` only accepts the next gapless `seq` (so two writers on one run are
+//! detected), and blobs are content-addressed. Locks are held only for map operations, never across an
+//! `.await`. Journal records are cloned in and out; that is cheap because outputs are `Arc<Value>`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use flujo_core::{
+    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store, StoreError,
+};
+use serde::Serialize;
+
+use crate::{blob_hash, seq_conflict, status_conflict};
+
+/// Fixed per-row overhead counted by [`Store::bytes_written`] for a run row write (ids, status,
+/// timestamps, counters), on top of the serialized size of its variable-size fields.
+const RUN_ROW_OVERHEAD: u64 = 64;
+
+/// A run and its journal.
+struct RunEntry {
+    record: RunRecord,
+    journal: Vec<JournalRecord>,
+}
+
+/// A [`Store`] kept entirely in memory. Cheap to create; share it as `Arc<MemoryStore>` or
+/// `Arc<dyn Store>` (see [`MemoryStore::shared`]).
+#[derive(Default)]
+pub struct MemoryStore {
+    runs: Mutex<HashMap<String, RunEntry>>,
+    blobs: Mutex<HashMap<String, Arc<[u8]>>>,
+    bytes_written: AtomicU64,
+}
+
+impl MemoryStore {
+    /// A new, empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A new, empty store behind an `Arc`.
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+
+    /// Number of runs stored.
+    pub fn run_count(&self) -> usize {
+        lock(&self.runs).len()
+    }
+
+    /// Length of a run's journal (`None` for an unknown run).
+    pub fn journal_len(&self, run_id: &str) -> Option<usize> {
+        lock(&self.runs).get(run_id).map(|e| e.journal.len())
+    }
+
+    /// Number of distinct blobs stored.
+    pub fn blob_count(&self) -> usize {
+        lock(&self.blobs).len()
+    }
+
+    fn count(&self, bytes: u64) {
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("runs", &self.run_count())
+            .field("blobs", &self.blob_count())
+            .field("bytes_written", &self.bytes_written.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Locks a map. A poisoned lock is recovered: no code path panics halfway through a mutation, so the
+/// data behind it is consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An `io::Write` that only counts bytes.
+struct ByteCounter(u64);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serialized JSON size of `value`, without allocating it.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> u64 {
+    let mut counter = ByteCounter(0);
+    // Serializing plain data into a counter cannot fail; a failure would only under-count.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// Rough size of writing a run row after `update`.
+fn update_row_size(update: &RunUpdate) -> u64 {
+    RUN_ROW_OVERHEAD
+        + update.run_id.len() as u64
+        + json_len(&update.pending)
+        + json_len(&update.output)
+        + json_len(&update.error)
+}
+
+#[async_trait]
+impl RunStore for MemoryStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        {
+            let mut runs = lock(&self.runs);
+            if runs.contains_key(&run.run_id) {
+                return Err(StoreError::RunExists(run.run_id.clone()));
+            }
+            runs.insert(run.run_id.clone(), RunEntry { record: run.clone(), journal: Vec::new() });
+        }
+        self.count(RUN_ROW_OVERHEAD + json_len(run));
+        Ok(())
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        Ok(lock(&self.runs).get(run_id).map(|e| e.record.clone()))
+    }
+
+    async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
+        {
+            let mut runs = lock(&self.runs);
+            let entry = runs.get_mut(&update.run_id).ok_or_else(|| StoreError::RunNotFound(update.run_id.clone()))?;
+            let run = &mut entry.record;
+            if !update.expected.is_empty() && !update.expected.contains(&run.status) {
+                return Err(status_conflict(&update.run_id, &update.expected, run.status));
+            }
+            run.status = update.status;
+            run.pending.clone_from(&update.pending);
+            run.output.clone_from(&update.output);
+            run.error.clone_from(&update.error);
+            run.generation = update.generation;
+            run.total_cost_usd = update.total_cost_usd;
+            run.total_tokens = update.total_tokens;
+            run.updated_at_ms = update.updated_at_ms;
+        }
+        self.count(update_row_size(update));
+        Ok(())
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let runs = lock(&self.runs);
+        let mut matching: Vec<&RunRecord> = runs
+            .values()
+            .map(|e| &e.record)
+            .filter(|r| filter.status.is_none_or(|s| r.status == s))
+            .filter(|r| filter.pipeline.as_deref().is_none_or(|p| r.pipeline_name == p))
+            .filter(|r| filter.since_ms.is_none_or(|since| r.created_at_ms >= since))
+            .collect();
+        // Newest first; ties broken by run id (descending) so the order is total and backend-independent.
+        matching.sort_unstable_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.run_id.cmp(&a.run_id)));
+        Ok(matching.into_iter().take(limit).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl JournalStore for MemoryStore {
+    async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
+        // Measured outside the lock: serializing an output can be the most expensive part of an append.
+        let size = record.canonical_bytes().len() as u64;
+        let owned = record.clone();
+        {
+            let mut runs = lock(&self.runs);
+            let entry = runs.get_mut(&record.run_id).ok_or_else(|| StoreError::RunNotFound(record.run_id.clone()))?;
+            let next = entry.journal.len() as u64;
+            if record.seq != next {
+                return Err(seq_conflict(&record.run_id, next, record.seq));
+            }
+            entry.journal.push(owned);
+        }
+        self.count(size);
+        Ok(())
+    }
+
+    async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
+        // Records are stored at index == seq (append enforces it), so the vector is already in seq order.
+        Ok(lock(&self.runs).get(run_id).map(|e| e.journal.clone()).unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl BlobStore for MemoryStore {
+    async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let hash = blob_hash(bytes);
+        let inserted = {
+            let mut blobs = lock(&self.blobs);
+            if blobs.contains_key(&hash) {
+                false
+            } else {
+                blobs.insert(hash.clone(), Arc::from(bytes));
+                true
+            }
+        };
+        if inserted {
+            self.count(bytes.len() as u64);
+        }
+        Ok(hash)
+    }
+
+    async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.blobs).get(hash).map(|b| b.to_vec()))
+    }
+}
+
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "memory://".to_owned()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.bytes_written.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,156 @@
+//! The sandboxed minijinja environments shared by every template and expression.
+//!
+//! There are two process-wide environments, one per [`UndefinedMode`]: minijinja fixes the undefined behaviour
+//! per environment. Both are configured identically otherwise:
+//!
+//! * no file, network or environment access: there is no template loader (a loader that refuses every name is
+//!   installed, so `{% include %}`, `{% import %}` and `{% extends %}` fail even if they got past the
+//!   compile-time check) and no function reads environment variables or the clock;
+//! * Python string/dict/list methods (`startswith`, `strip`, `items`, …) through minijinja-contrib's `pycompat`;
+//! * a compact, non-HTML-escaping `tojson` filter whose output any JSON parser accepts;
+//! * runaway evaluation is guarded by *fuel* ([`MAX_FUEL`] instructions per render or evaluation, so nested
+//!   loops end) and by minijinja's recursion limit (macros calling themselves); rendered text is capped at
+//!   [`MAX_OUTPUT_BYTES`] while it is written (see [`crate::CompiledTemplate::render`]); minijinja itself caps
+//!   a single string repetition at 100 MB.
+
+use std::sync::LazyLock;
+
+use minijinja::value::{Kwargs, Value as MjValue};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+
+use crate::UndefinedMode;
+
+/// The largest rendered text, in bytes, a template may produce ([`crate::TemplateError::OutputTooLarge`]).
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// The number of VM instructions one render or evaluation may execute before it fails with a render error.
+pub const MAX_FUEL: u64 = 10_000_000;
+
+/// The maximum nesting of blocks, loops and macro calls.
+pub const MAX_RECURSION: usize = 200;
+
+/// The name every compiled template has inside its environment.
+pub(crate) const TEMPLATE_NAME: &str = "<template>";
+
+/// Filters available in templates and expressions (minijinja's built-ins, with Flujo's `tojson`).
+pub const KNOWN_FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "rejectattr",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "zip",
+];
+
+static LENIENT: LazyLock<Environment<'static>> = LazyLock::new(|| build(UndefinedBehavior::Chainable));
+static STRICT: LazyLock<Environment<'static>> = LazyLock::new(|| build(UndefinedBehavior::Strict));
+
+/// The shared environment for `mode`.
+pub(crate) fn env(mode: UndefinedMode) -> &'static Environment<'static> {
+    match mode {
+        UndefinedMode::Lenient => &LENIENT,
+        UndefinedMode::Strict => &STRICT,
+    }
+}
+
+fn build(undefined: UndefinedBehavior) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(undefined);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_fuel(Some(MAX_FUEL));
+    env.set_recursion_limit(MAX_RECURSION);
+    env.set_keep_trailing_newline(true);
+    env.set_debug(false);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_loader(|name| {
+        Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot load template '{name}': templates have no file access (include/import/extends are not supported)"),
+        ))
+    });
+    // `debug()` dumps the whole render state (the entire context): not useful in a workflow, and large.
+    env.remove_global("debug");
+    env.add_filter("tojson", tojson);
+    env
+}
+
+/// `tojson`: compact JSON (`indent=N` or `indent=true` for pretty output), without HTML escaping.
+fn tojson(value: &MjValue, indent: Option<MjValue>, kwargs: Kwargs) -> Result<MjValue, Error> {
+    let indent = match indent {
+        Some(indent) => Some(indent),
+        None => kwargs.get::<Option<MjValue>>("indent")?,
+    };
+    kwargs.assert_all_used()?;
+    let indent = match indent {
+        None => None,
+        Some(v) if v.is_none() || v.is_undefined() => None,
+        Some(v) => match bool::try_from(v.clone()) {
+            Ok(true) => Some(2),
+            Ok(false) => None,
+            Err(_) => Some(usize::try_from(v)?),
+        },
+    };
+    let json = crate::convert::to_json(value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot serialize to JSON: {e}")))?;
+    let text = match indent {
+        None => serde_json::to_string(&json),
+        Some(width) => {
+            let spaces = " ".repeat(width.min(16));
+            let mut out = Vec::new();
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+            serde::Serialize::serialize(&json, &mut ser).map(|()| String::from_utf8_lossy(&out).into_owned())
+        }
+    }
+    .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("cannot serialize to JSON: {e}")))?;
+    Ok(MjValue::from_safe_string(text))
+}
+
+/// A clone of the `mode` environment holding exactly one template, `source`, named [`TEMPLATE_NAME`].
+pub(crate) fn template_env(mode: UndefinedMode, source: &str) -> Result<Environment<'static>, Error> {
+    let mut env = env(mode).clone();
+    env.add_template_owned(TEMPLATE_NAME, source.to_owned())?;
+    Ok(env)
+}
