@@ -23,10 +23,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod builtins;
+mod command;
 mod counting;
 mod registry;
 
 pub use builtins::{builtin_ids, BUILTIN_PREFIX};
+pub use command::{CommandSkill, CommandSpec};
 pub use counting::{CallCounter, CountingSkill};
 pub use flujo_core::SkillRegistry;
 pub use registry::{BoxFuture, BuiltinRegistry, SkillFactory};

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use flujo_core::context::Context;
 use flujo_template::{compile_expression, compile_json, compile_template, render_json, Scope, UndefinedMode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 const N: u32 = 100_000;
 
@@ -62,5 +62,4 @@ fn main() {
     time("json  compiled input (3 fields)", || compiled_input.render(&scope, lenient).is_ok());
     time("json  render_json input (cache lookups)", || render_json(&input, &scope, lenient).is_ok());
     time("compile_expression (cache hit)", || compile_expression("previous_step + 1").is_ok());
-    let _: Value = Value::Null;
 }

@@ -307,8 +307,10 @@ impl CompiledTemplate {
             return check_len(self.0.source.clone(), limit);
         };
         if let (Some(expr), true) = (&jinja.single, jinja.single_exact) {
-            if let Some(Value::String(s)) = expr.fast(scope) {
-                return check_len(s.clone(), limit);
+            match expr.fast(scope) {
+                Some(Value::String(s)) => return check_len(s.clone(), limit),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => return check_len(n.to_string(), limit),
+                _ => {}
             }
         }
         if let (Some(expr), true, UndefinedMode::Lenient) = (&jinja.single, jinja.single_exact, mode) {

@@ -24,7 +24,8 @@ pub(crate) struct FastPath {
 }
 
 /// Names that are literals or keywords, never variables.
-const RESERVED: &[&str] = &["true", "false", "none", "True", "False", "None", "not", "and", "or", "in", "is", "if", "else"];
+const RESERVED: &[&str] =
+    &["true", "false", "none", "True", "False", "None", "not", "and", "or", "in", "is", "if", "else"];
 
 fn ident(s: &str) -> Option<(&str, &str)> {
     let first = s.chars().next()?;
@@ -135,7 +136,8 @@ mod tests {
     fn parses_paths_only() {
         assert!(FastPath::parse(" previous_step ").is_some());
         assert!(FastPath::parse("context.user['name'].tags[0]").is_some());
-        for not_a_path in ["none", "a + 1", "a.b()", "a[-1]", "a[b]", "a | upper", "1", "a.b.", "a['x\\'y']", "x if y"] {
+        for not_a_path in ["none", "a + 1", "a.b()", "a[-1]", "a[b]", "a | upper", "1", "a.b.", "a['x\\'y']", "x if y"]
+        {
             assert_eq!(FastPath::parse(not_a_path), None, "{not_a_path}");
         }
     }

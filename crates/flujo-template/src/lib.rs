@@ -7,8 +7,9 @@
 //! (with `this` as the item) are translated to Jinja. Python string methods (`startswith`, `strip`, …) work.
 //!
 //! Compile once, render many times: [`compile_template`] and [`compile_expression`] return cheap, shareable
-//! handles and cache them by source. Rendering converts only the data a template reads (see
-//! [`convert`](crate::convert)). Templates are sandboxed: no file, network or environment access, bounded
+//! handles and cache them by source. Rendering converts only the data a template reads: context values are
+//! exposed through lazy views into the shared JSON, and a plain lookup path such as `{{ steps.fetch }}` is
+//! resolved without running the template VM at all. Templates are sandboxed: no file, network or environment access, bounded
 //! output ([`MAX_OUTPUT_BYTES`]) and bounded work ([`MAX_FUEL`], [`MAX_RECURSION`]).
 //!
 //! Undefined names render as empty in [`UndefinedMode::Lenient`] (chained lookups such as `a.b.c` on a missing

@@ -422,3 +422,48 @@ fn json_conversion_is_faithful() {
     assert_eq!(eval("range(3) | list", &s), json!([0, 1, 2]));
     assert_eq!(eval("{1: 'a'}", &s), json!({"1": "a"}));
 }
+
+#[test]
+fn fast_lookup_paths_agree_with_the_vm() {
+    let c = ctx();
+    let prev =
+        json!({"n": 5, "f": 1.0, "t": true, "z": null, "s": "str", "l": [1, {"k": "v"}], "o": {"a": {"b": [2]}}});
+    let resume = json!({"answer": "ok"});
+    let this = json!(["i0", "i1"]);
+    let item = json!({"id": 3});
+    let extra = [("item", &item)];
+    let s = Scope::new(&prev).with_context(&c).with_resume_input(&resume).with_this(&this).with_extra(&extra);
+    for path in [
+        "previous_step",
+        "previous_step.n",
+        "previous_step.f",
+        "previous_step.t",
+        "previous_step.z",
+        "previous_step.s",
+        "previous_step.l[1].k",
+        "previous_step['o']['a'].b[0]",
+        "previous_step.missing",
+        "previous_step.s.missing",
+        "previous_step.l[9]",
+        "resume_input.answer",
+        "this[1]",
+        "item.id",
+        "initial_prompt",
+        "steps.a",
+        "steps.fetch.list[1].k",
+        "steps.nope",
+        "context.count",
+        "context.user.tags[1]",
+        "context.steps.fetch.title",
+        "context.nope.deeper",
+    ] {
+        let vm = format!("({path})");
+        assert_eq!(eval(path, &s), eval(&vm, &s), "{path}");
+        assert_eq!(value(&format!("{{{{ {path} }}}}"), &s), eval(&vm, &s), "{path}");
+        assert_eq!(render(&format!("{{{{ {path} }}}}"), &s), render(&format!("{{{{ {vm} }}}}"), &s), "{path}");
+        let truthy = |src: &str| compile_expression(src).and_then(|e| e.eval_bool(&s, UndefinedMode::Lenient));
+        assert_eq!(truthy(path), truthy(&vm), "{path}");
+        let strict = |src: &str| compile_expression(src).and_then(|e| e.eval(&s, UndefinedMode::Strict)).is_ok();
+        assert_eq!(strict(path), strict(&vm), "{path}");
+    }
+}

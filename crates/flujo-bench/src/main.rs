@@ -1,0 +1,328 @@
+//! `flujo-bench`: runs the standard benchmark workloads (shared/bench/README.md) in-process, after a
+//! warm-up, under each persistence mode, and prints one JSON object per line:
+//! `{"workload","n","persist","runs","median_s","min_s","per_unit_us","peak_rss_kb","store_bytes","correct"}`.
+//!
+//! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory] [--runs N]`
+//! Workloads: linear_10 linear_100 linear_1000 linear_10000 loop_1000 loop_100000 parallel_50 parallel_1000
+//! big_context_1000 resume_100 many_runs (default: all). The pipelines are built in Rust with exactly the shapes
+//! `shared/bench/gen.py` writes as YAML.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flujo_core::{
+    AgentRef, LoopSpec, MergeStrategy, OnBranchFailure, OnMaxLoops, ParallelSpec, Pipeline, RunStatus, Step, StepKind,
+    Store,
+};
+use flujo_engine::Flujo;
+use serde_json::{json, Value};
+
+fn inc(name: &str) -> Step {
+    Step::new(
+        name,
+        StepKind::Step {
+            agent: Some(AgentRef::skill("flujo.builtins.transform", json!({"expr": "previous_step + 1"}))),
+        },
+    )
+}
+
+fn linear(n: usize) -> Pipeline {
+    Pipeline::new(format!("bench_linear_{n}"), (0..n).map(|i| inc(&format!("s{i}"))).collect())
+}
+
+fn counting_loop(name: &str, iters: usize) -> Step {
+    Step::new(
+        name,
+        StepKind::Loop(LoopSpec {
+            body: vec![inc("body")],
+            max_loops: iters as u32 + 1,
+            exit_expression: Some(format!("previous_step >= {iters}")),
+            exit_condition: None,
+            iteration_input: None,
+            output: None,
+            on_max_loops: OnMaxLoops::Fail,
+        }),
+    )
+}
+
+fn looped(iters: usize) -> Pipeline {
+    Pipeline::new(format!("bench_loop_{iters}"), vec![counting_loop("loop", iters)])
+}
+
+fn parallel(b: usize) -> Pipeline {
+    Pipeline::new(
+        format!("bench_parallel_{b}"),
+        vec![Step::new(
+            "par",
+            StepKind::Parallel(ParallelSpec {
+                branches: (0..b).map(|i| (format!("b{i}"), vec![inc(&format!("b{i}"))])).collect(),
+                merge_strategy: MergeStrategy::ContextUpdate,
+                on_branch_failure: OnBranchFailure::Propagate,
+                context_include_keys: None,
+                reduce: None,
+            }),
+        )],
+    )
+}
+
+fn big_context(iters: usize) -> Pipeline {
+    Pipeline::new(
+        format!("bench_big_context_{iters}"),
+        vec![
+            Step::skill("fill", "flujo.builtins.transform", json!({"expr": "'x' * 1048576"})).with_sink_to("blob"),
+            Step::skill("zero", "flujo.builtins.transform", json!({"expr": "0"})),
+            counting_loop("loop", iters),
+        ],
+    )
+}
+
+fn resume(k: usize) -> Pipeline {
+    let mut steps: Vec<Step> = (0..k).map(|i| inc(&format!("s{i}"))).collect();
+    steps.push(Step::hitl("approve", "continue?", None));
+    steps.push(Step::skill("after", "flujo.builtins.stringify", Value::Null));
+    Pipeline::new(format!("bench_resume_{k}"), steps)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Persist {
+    None,
+    Memory,
+}
+
+impl Persist {
+    fn name(self) -> &'static str {
+        match self {
+            Persist::None => "none",
+            Persist::Memory => "memory",
+        }
+    }
+    fn store(self) -> Option<Arc<dyn Store>> {
+        match self {
+            Persist::None => None,
+            Persist::Memory => Some(Arc::new(flujo_store::MemoryStore::new())),
+        }
+    }
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Sample {
+    secs: f64,
+    store_bytes: u64,
+    correct: bool,
+}
+
+fn build(p: &Pipeline, store: Option<Arc<dyn Store>>) -> Result<Flujo, String> {
+    let mut b = Flujo::builder(p.clone());
+    if let Some(s) = store {
+        b = b.store(s);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+async fn run_once(workload: &str, n: usize, p: &Pipeline, persist: Persist) -> Result<Sample, String> {
+    let store = persist.store();
+    let flujo = build(p, store.clone())?;
+    let bytes = |s: &Option<Arc<dyn Store>>| s.as_ref().map(|s| s.bytes_written()).unwrap_or(0);
+    match workload {
+        "resume" => {
+            // Time from resume to completion (replay of n records + 1 live step).
+            let r = flujo.run(json!(0)).await.map_err(|e| e.to_string())?;
+            if persist == Persist::None {
+                return Ok(Sample { secs: f64::NAN, store_bytes: 0, correct: r.status == RunStatus::Paused });
+            }
+            let before = bytes(&store);
+            let t = Instant::now();
+            let done = flujo.resume(&r.run_id, json!("yes")).await.map_err(|e| e.to_string())?;
+            let secs = t.elapsed().as_secs_f64();
+            Ok(Sample {
+                secs,
+                store_bytes: bytes(&store) - before,
+                correct: done.status == RunStatus::Completed && done.output == Some(json!("yes")),
+            })
+        }
+        "many_runs" => {
+            let t = Instant::now();
+            let futs = (0..n).map(|_| flujo.run(json!(0)));
+            let results = futures::future::join_all(futs).await;
+            let secs = t.elapsed().as_secs_f64();
+            let correct = results.iter().all(|r| matches!(r, Ok(r) if r.output == Some(json!(10))));
+            Ok(Sample { secs, store_bytes: bytes(&store), correct })
+        }
+        _ => {
+            let t = Instant::now();
+            let r = flujo.run(json!(0)).await.map_err(|e| e.to_string())?;
+            let secs = t.elapsed().as_secs_f64();
+            let correct = match workload {
+                "linear" | "loop" | "big_context" => r.output == Some(json!(n)),
+                "parallel" => r
+                    .output
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .map(|o| o.len() == n && o.values().all(|v| v == &json!(1)))
+                    .unwrap_or(false),
+                _ => false,
+            };
+            Ok(Sample { secs, store_bytes: bytes(&store), correct })
+        }
+    }
+}
+
+fn workload(name: &str) -> Option<(&'static str, usize, Pipeline, usize)> {
+    // (kind, n, pipeline, units per run)
+    let (kind, n) = name.rsplit_once('_')?;
+    let n: usize = n.parse().ok()?;
+    Some(match kind {
+        "linear" => ("linear", n, linear(n), n),
+        "loop" => ("loop", n, looped(n), n),
+        "parallel" => ("parallel", n, parallel(n), n),
+        "big_context" => ("big_context", n, big_context(n), n),
+        "resume" => ("resume", n, resume(n), n + 1),
+        "many_runs" => ("many_runs", n, linear(10), n * 10),
+        _ => return None,
+    })
+}
+
+const ALL: &[&str] = &[
+    "linear_10",
+    "linear_100",
+    "linear_1000",
+    "linear_10000",
+    "loop_1000",
+    "loop_100000",
+    "parallel_50",
+    "parallel_1000",
+    "big_context_1000",
+    "resume_100",
+    "many_runs_1000",
+];
+
+fn main() {
+    let mut names: Vec<String> = Vec::new();
+    let mut persists = vec![Persist::None, Persist::Memory];
+    let mut runs: Option<usize> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--persist" => {
+                persists = args
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|p| match p {
+                        "none" => Some(Persist::None),
+                        "memory" => Some(Persist::Memory),
+                        other => {
+                            eprintln!("unknown persistence mode '{other}' (this build knows none, memory)");
+                            None
+                        }
+                    })
+                    .collect()
+            }
+            "--runs" => runs = args.next().and_then(|r| r.parse().ok()),
+            "all" => names.extend(ALL.iter().map(|s| s.to_string())),
+            "-h" | "--help" => {
+                println!(
+                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory] [--runs N]\nworkloads: {}",
+                    ALL.join(" ")
+                );
+                return;
+            }
+            other => names.push(other.to_owned()),
+        }
+    }
+    if names.is_empty() {
+        names = ALL.iter().map(|s| s.to_string()).collect();
+    }
+    // Several (workload, persistence) pairs: run each in its own process so peak RSS is its own.
+    if names.len() * persists.len() > 1 {
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("cannot find own executable: {e}");
+                std::process::exit(1);
+            }
+        };
+        let mut failed = false;
+        for name in &names {
+            for p in &persists {
+                let mut cmd = std::process::Command::new(&exe);
+                cmd.arg(name).arg("--persist").arg(p.name());
+                if let Some(r) = runs {
+                    cmd.arg("--runs").arg(r.to_string());
+                }
+                match cmd.status() {
+                    Ok(s) if s.success() => {}
+                    _ => failed = true,
+                }
+            }
+        }
+        std::process::exit(i32::from(failed));
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut failed = false;
+    for name in &names {
+        let Some((kind, n, pipeline, units)) = workload(name) else {
+            eprintln!("unknown workload '{name}' (known: {})", ALL.join(" "));
+            failed = true;
+            continue;
+        };
+        for &persist in &persists {
+            let reps = runs.unwrap_or(if units >= 50_000 { 3 } else { 5 });
+            // Warm-up (not timed).
+            if let Err(e) = rt.block_on(run_once(kind, n, &pipeline, persist)) {
+                eprintln!("{name} ({}): {e}", persist.name());
+                failed = true;
+                continue;
+            }
+            let mut samples = Vec::new();
+            for _ in 0..reps {
+                match rt.block_on(run_once(kind, n, &pipeline, persist)) {
+                    Ok(s) => samples.push(s),
+                    Err(e) => {
+                        eprintln!("{name} ({}): {e}", persist.name());
+                        failed = true;
+                    }
+                }
+            }
+            if samples.is_empty() {
+                continue;
+            }
+            let mut secs: Vec<f64> = samples.iter().map(|s| s.secs).collect();
+            secs.sort_by(|a, b| a.total_cmp(b));
+            let median = secs[secs.len() / 2];
+            let line = json!({
+                "workload": name,
+                "n": n,
+                "persist": persist.name(),
+                "runs": samples.len(),
+                "median_s": median,
+                "min_s": secs[0],
+                "per_unit_us": median * 1e6 / units as f64,
+                "peak_rss_kb": peak_rss_kb(),
+                "store_bytes": samples.last().map(|s| s.store_bytes).unwrap_or(0),
+                "correct": samples.iter().all(|s| s.correct),
+            });
+            println!("{line}");
+            if !samples.iter().all(|s| s.correct) {
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
