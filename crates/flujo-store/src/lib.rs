@@ -1,8 +1,10 @@
 //! Flujo state stores: implementations of [`flujo_core::Store`] and the URI that selects one.
 //!
-//! [`MemoryStore`] keeps everything in process memory (tests, benchmarks, one-shot runs). [`open_store`]
-//! turns a store URI (`memory://`; `sqlite://` and `postgres://` in later versions) into a shared
-//! `Arc<dyn Store>`. With the `test-suite` feature, [`conformance`] exposes the backend-independent test
+//! [`MemoryStore`] keeps everything in process memory (tests, benchmarks, one-shot runs). `SqliteStore`
+//! (feature `sqlite`, on by default) keeps runs, journals and blobs in one local SQLite file, with a
+//! dedicated writer thread that group-commits concurrent writes. [`open_store`] turns a store URI
+//! (`memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`; `postgres://` in a later version) into
+//! a shared `Arc<dyn Store>`. With the `test-suite` feature, `conformance` exposes the backend-independent test
 //! suite that every store must pass, so each backend is held to exactly the same semantics.
 //!
 //! ```
@@ -15,17 +17,25 @@
 #[cfg(feature = "test-suite")]
 pub mod conformance;
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use std::sync::Arc;
 
 use flujo_core::{RunStatus, Store, StoreError};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, SqliteStore};
 
 /// Opens the store a URI names.
 ///
 /// * `memory://` (or bare `memory`): a new, empty [`MemoryStore`]; every call returns a distinct store.
-/// * `sqlite://…`, `postgres://…` / `postgresql://…`: recognised, but not built yet in this version
+/// * `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` (parent directories are created) or
+///   `sqlite://:memory:`, optionally followed by `?durability=normal|strict`: a `SqliteStore` (feature
+///   `sqlite`; without it, [`StoreError::Unavailable`]). Opening blocks briefly while the file is opened and
+///   migrated.
+/// * `postgres://…` / `postgresql://…`: recognised, but not built yet in this version
 ///   ([`StoreError::Unavailable`]).
 /// * anything else: [`StoreError::Unavailable`] naming the scheme.
 ///
@@ -46,6 +56,9 @@ pub fn open_store(uri: &str) -> Result<Arc<dyn Store>, StoreError> {
         "memory" => Err(StoreError::Unavailable(
             "the memory:// store takes no path or options; use exactly `memory://`".to_owned(),
         )),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(sqlite::open_uri(rest)?)),
+        #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_built("sqlite")),
         "postgres" | "postgresql" => Err(not_built("postgres")),
         "" => Err(StoreError::Unavailable(format!("store URI has an empty scheme; supported: {SUPPORTED}"))),
@@ -53,11 +66,14 @@ pub fn open_store(uri: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
-const SUPPORTED: &str = "memory:// (sqlite:// and postgres:// are not built yet in this version)";
+#[cfg(feature = "sqlite")]
+const SUPPORTED: &str = "memory://, sqlite:// (postgres:// is not built yet in this version)";
+#[cfg(not(feature = "sqlite"))]
+const SUPPORTED: &str = "memory:// (sqlite:// needs the `sqlite` feature; postgres:// is not built yet)";
 
 fn not_built(scheme: &str) -> StoreError {
     StoreError::Unavailable(format!(
-        "the {scheme}:// store is not built yet in this version of flujo-store; use memory://"
+        "the {scheme}:// store is not built yet in this build of flujo-store; use memory://"
     ))
 }
 
@@ -105,10 +121,28 @@ mod tests {
         assert!(unavailable("memory://x").contains("memory://"));
     }
 
+    #[cfg(not(feature = "sqlite"))]
     #[test]
-    fn sqlite_and_postgres_are_not_built_yet() {
+    fn sqlite_is_not_built_without_its_feature() {
         let m = unavailable("sqlite:///tmp/flujo.db");
         assert!(m.contains("sqlite://") && m.contains("not built yet"), "{m}");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_uris_open_a_sqlite_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/state.db");
+        let store = open_store(&format!("sqlite:///{}", path.display())).unwrap();
+        assert_eq!(store.describe(), format!("sqlite:///{}", path.display()));
+        assert!(path.exists());
+        assert_eq!(open_store("SQLite://:memory:").unwrap().describe(), "sqlite://:memory:");
+        let m = unavailable("sqlite://relative.db");
+        assert!(m.contains("sqlite:///relative/path.db"), "{m}");
+    }
+
+    #[test]
+    fn postgres_is_not_built_yet() {
         for uri in ["postgres://u:secret@h/db", "postgresql://u:secret@h/db"] {
             let m = unavailable(uri);
             assert!(m.contains("postgres://") && m.contains("not built yet"), "{m}");

@@ -1,0 +1,654 @@
+//! Row encoding for the SQLite store: how runs and journal records become column values and back.
+//!
+//! Encoding runs on the caller's task (it is pure CPU work proportional to what the caller is writing), so
+//! the writer thread only executes SQL. Journal records are stored column by column; JSON-valued fields are
+//! TEXT. Any output or patch-op value whose JSON is larger than [`INLINE_VALUE_LIMIT`] bytes is moved into
+//! the content-addressed `blobs` table (keyed by the blake3 hash of its JSON bytes) and referenced from the
+//! row, so a large value is stored once however many records carry it.
+//!
+//! Decoding must reproduce the record exactly, because the journal hash covers the record's canonical
+//! bytes: JSON text is parsed with `serde_json`'s `preserve_order` (key order) and `float_roundtrip` (exact
+//! f64) features, integers go through checked conversions, and a non-finite float (which SQLite stores as
+//! NULL) reads back as NaN, which serializes exactly like the original (`null`).
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+
+use flujo_core::{
+    JournalRecord, Map, PatchOp, PendingPause, RunError, RunRecord, RunStatus, RunUpdate, StepStatus, StoreError,
+    TokenUsage, Value,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::blob_hash;
+
+/// Values whose JSON is larger than this many bytes are stored as blobs (see the module docs).
+pub const INLINE_VALUE_LIMIT: usize = 4096;
+
+/// Fixed per-row overhead counted by `bytes_written` (integer and float columns, row header).
+const ROW_OVERHEAD: u64 = 64;
+
+/// A blob to insert (if absent) together with the row that references it.
+#[derive(Debug, Clone)]
+pub(crate) struct NewBlob {
+    pub hash: String,
+    pub bytes: Vec<u8>,
+}
+
+/// The column values of one `runs` row.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRow {
+    pub run_id: String,
+    pub pipeline_name: String,
+    pub pipeline_version: String,
+    pub pipeline_hash: String,
+    pub definition: Option<String>,
+    pub status: &'static str,
+    pub input: String,
+    pub initial_context: String,
+    pub pending: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub generation: i64,
+    pub total_cost_usd: f64,
+    pub total_tokens: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl RunRow {
+    pub fn payload_len(&self) -> u64 {
+        ROW_OVERHEAD
+            + text_len(&[&self.run_id, &self.pipeline_name, &self.pipeline_version, &self.pipeline_hash])
+            + text_len(&[self.status, &self.input, &self.initial_context, &self.pending])
+            + opt_len(&self.definition)
+            + opt_len(&self.output)
+            + opt_len(&self.error)
+    }
+}
+
+/// A compare-and-set update of a `runs` row.
+#[derive(Debug, Clone)]
+pub(crate) struct UpdateRow {
+    pub run_id: String,
+    pub expected: Vec<RunStatus>,
+    pub status: &'static str,
+    pub pending: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub generation: i64,
+    pub total_cost_usd: f64,
+    pub total_tokens: i64,
+    pub updated_at_ms: i64,
+}
+
+impl UpdateRow {
+    pub fn payload_len(&self) -> u64 {
+        ROW_OVERHEAD
+            + text_len(&[&self.run_id, self.status, &self.pending])
+            + opt_len(&self.output)
+            + opt_len(&self.error)
+    }
+}
+
+/// The column values of one `journal` row, plus the blobs it references that may be new.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordRow {
+    pub run_id: String,
+    pub seq: i64,
+    pub path: String,
+    pub step: String,
+    pub kind: String,
+    pub status: &'static str,
+    pub generation: i64,
+    pub output: Option<String>,
+    pub output_ref: Option<String>,
+    pub patch: String,
+    pub attempts: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: f64,
+    pub started_at_ms: i64,
+    pub latency_ms: f64,
+    pub metadata: Option<String>,
+    pub feedback: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+    pub blobs: Vec<NewBlob>,
+}
+
+impl RecordRow {
+    /// Bytes of the row itself (blobs are counted separately, and only when actually inserted).
+    pub fn payload_len(&self) -> u64 {
+        ROW_OVERHEAD
+            + text_len(&[&self.run_id, &self.path, &self.step, &self.kind, self.status, &self.patch])
+            + text_len(&[&self.prev_hash, &self.hash])
+            + opt_len(&self.output)
+            + opt_len(&self.output_ref)
+            + opt_len(&self.metadata)
+            + opt_len(&self.feedback)
+    }
+}
+
+fn text_len(parts: &[&str]) -> u64 {
+    parts.iter().map(|s| s.len() as u64).sum()
+}
+
+fn opt_len(s: &Option<String>) -> u64 {
+    s.as_ref().map_or(0, |s| s.len() as u64)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scalars.
+
+/// Converts an unsigned counter to SQLite's signed INTEGER.
+pub(crate) fn to_sql_int(what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Unavailable(format!("{what} = {v} does not fit a SQLite INTEGER")))
+}
+
+pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Completed => "completed",
+        StepStatus::Failed => "failed",
+    }
+}
+
+fn parse_step_status(s: &str) -> Option<StepStatus> {
+    match s {
+        "completed" => Some(StepStatus::Completed),
+        "failed" => Some(StepStatus::Failed),
+        _ => None,
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(what: &str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Unavailable(format!("cannot serialize {what}: {e}")))
+}
+
+/// An `io::Write` that counts bytes and fails once more than `limit` were written, so that measuring a
+/// large value stops early.
+struct LimitedCounter {
+    written: usize,
+    limit: usize,
+}
+
+impl io::Write for LimitedCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written += buf.len();
+        if self.written > self.limit {
+            Err(io::Error::other("over the inline limit"))
+        } else {
+            Ok(buf.len())
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// True when the JSON of `value` is longer than `limit` bytes (costs at most `limit` bytes of serializing).
+fn json_exceeds(value: &Value, limit: usize) -> bool {
+    // Serializing a `Value` fails only when the writer does, i.e. when the limit was passed.
+    serde_json::to_writer(&mut LimitedCounter { written: 0, limit }, value).is_err()
+}
+
+/// Moves `value` into `blobs` when it is large and returns its hash, or `None` when it stays inline.
+fn externalize(value: &Value, blobs: &mut Vec<NewBlob>) -> Result<Option<String>, StoreError> {
+    if !json_exceeds(value, INLINE_VALUE_LIMIT) {
+        return Ok(None);
+    }
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Unavailable(format!("cannot serialize: {e}")))?;
+    let hash = blob_hash(&bytes);
+    if !blobs.iter().any(|b| b.hash == hash) {
+        blobs.push(NewBlob { hash: hash.clone(), bytes });
+    }
+    Ok(Some(hash))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Patches.
+
+/// A stored patch op: the value inline, or the hash of the blob holding it.
+#[derive(Serialize)]
+struct StoredOpOut<'a> {
+    op: &'static str,
+    path: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_ref: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct StoredOpIn {
+    op: String,
+    path: Vec<String>,
+    /// `Some(Value::Null)` for a stored `null` (a plain `Option<Value>` would read it as absent).
+    #[serde(default, deserialize_with = "present")]
+    value: Option<Value>,
+    #[serde(default)]
+    value_ref: Option<String>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+fn encode_patch(patch: &[PatchOp], blobs: &mut Vec<NewBlob>) -> Result<String, StoreError> {
+    let mut ops = Vec::with_capacity(patch.len());
+    for op in patch {
+        let (name, path, value) = match op {
+            PatchOp::Set { path, value } => ("set", path, value),
+            PatchOp::Append { path, value } => ("append", path, value),
+        };
+        let stored = match externalize(value, blobs)? {
+            Some(hash) => StoredOpOut { op: name, path, value: None, value_ref: Some(hash) },
+            None => StoredOpOut { op: name, path, value: Some(value), value_ref: None },
+        };
+        ops.push(stored);
+    }
+    to_json("patch", &ops)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Encoding.
+
+pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
+    Ok(RunRow {
+        run_id: run.run_id.clone(),
+        pipeline_name: run.pipeline_name.clone(),
+        pipeline_version: run.pipeline_version.clone(),
+        pipeline_hash: run.pipeline_hash.clone(),
+        definition: run.definition.as_ref().map(|d| to_json("definition", d)).transpose()?,
+        status: run.status.as_str(),
+        input: to_json("input", &run.input)?,
+        initial_context: to_json("initial_context", &run.initial_context)?,
+        pending: to_json("pending", &run.pending)?,
+        output: run.output.as_ref().map(|o| to_json("output", o)).transpose()?,
+        error: run.error.as_ref().map(|e| to_json("error", e)).transpose()?,
+        generation: i64::from(run.generation),
+        total_cost_usd: run.total_cost_usd,
+        total_tokens: to_sql_int("total_tokens", run.total_tokens)?,
+        created_at_ms: run.created_at_ms,
+        updated_at_ms: run.updated_at_ms,
+    })
+}
+
+pub(crate) fn encode_update(update: &RunUpdate) -> Result<UpdateRow, StoreError> {
+    Ok(UpdateRow {
+        run_id: update.run_id.clone(),
+        expected: update.expected.clone(),
+        status: update.status.as_str(),
+        pending: to_json("pending", &update.pending)?,
+        output: update.output.as_ref().map(|o| to_json("output", o)).transpose()?,
+        error: update.error.as_ref().map(|e| to_json("error", e)).transpose()?,
+        generation: i64::from(update.generation),
+        total_cost_usd: update.total_cost_usd,
+        total_tokens: to_sql_int("total_tokens", update.total_tokens)?,
+        updated_at_ms: update.updated_at_ms,
+    })
+}
+
+pub(crate) fn encode_record(r: &JournalRecord) -> Result<RecordRow, StoreError> {
+    let mut blobs = Vec::new();
+    let (output, output_ref) = match externalize(&r.output, &mut blobs)? {
+        Some(hash) => (None, Some(hash)),
+        None => (Some(to_json("output", r.output.as_ref())?), None),
+    };
+    let patch = encode_patch(&r.patch, &mut blobs)?;
+    Ok(RecordRow {
+        run_id: r.run_id.clone(),
+        seq: to_sql_int("seq", r.seq)?,
+        path: r.path.clone(),
+        step: r.step.clone(),
+        kind: r.kind.clone(),
+        status: step_status_str(r.status),
+        generation: i64::from(r.generation),
+        output,
+        output_ref,
+        patch,
+        attempts: i64::from(r.attempts),
+        prompt_tokens: to_sql_int("prompt_tokens", r.tokens.prompt)?,
+        completion_tokens: to_sql_int("completion_tokens", r.tokens.completion)?,
+        cost_usd: r.cost_usd,
+        started_at_ms: r.started_at_ms,
+        latency_ms: r.latency_ms,
+        metadata: if r.metadata.is_empty() { None } else { Some(to_json("metadata", &r.metadata)?) },
+        feedback: r.feedback.clone(),
+        prev_hash: r.prev_hash.clone(),
+        hash: r.hash.clone(),
+        blobs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Decoding.
+
+/// Names the row and column a decoding error came from.
+fn corrupt(row: &str, column: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{row}: column `{column}`: {why}"))
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(row: &str, column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(row, column, e))
+}
+
+fn from_sql_u64(row: &str, column: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(row, column, format!("negative value {v}")))
+}
+
+fn from_sql_u32(row: &str, column: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(row, column, format!("value {v} out of range")))
+}
+
+/// A REAL column: SQLite stores NaN as NULL; NaN serializes as `null` like the value that was written.
+pub(crate) fn real_or_nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
+/// A `runs` row as read from the database.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRun {
+    pub run_id: String,
+    pub pipeline_name: String,
+    pub pipeline_version: String,
+    pub pipeline_hash: String,
+    pub definition: Option<String>,
+    pub status: String,
+    pub input: String,
+    pub initial_context: String,
+    pub pending: String,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub generation: i64,
+    pub total_cost_usd: f64,
+    pub total_tokens: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
+    let row = format!("run '{}'", s.run_id);
+    let row = row.as_str();
+    Ok(RunRecord {
+        definition: s.definition.as_deref().map(|d| from_json::<Value>(row, "definition", d)).transpose()?,
+        status: RunStatus::parse(&s.status).ok_or_else(|| corrupt(row, "status", format!("unknown `{}`", s.status)))?,
+        input: from_json(row, "input", &s.input)?,
+        initial_context: from_json::<Map<String, Value>>(row, "initial_context", &s.initial_context)?,
+        pending: from_json::<Vec<PendingPause>>(row, "pending", &s.pending)?,
+        output: s.output.as_deref().map(|o| from_json::<Value>(row, "output", o)).transpose()?,
+        error: s.error.as_deref().map(|e| from_json::<RunError>(row, "error", e)).transpose()?,
+        generation: from_sql_u32(row, "generation", s.generation)?,
+        total_cost_usd: s.total_cost_usd,
+        total_tokens: from_sql_u64(row, "total_tokens", s.total_tokens)?,
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
+        pipeline_name: s.pipeline_name,
+        pipeline_version: s.pipeline_version,
+        pipeline_hash: s.pipeline_hash,
+        run_id: s.run_id,
+    })
+}
+
+/// A `journal` row as read from the database.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredRecord {
+    pub run_id: String,
+    pub seq: i64,
+    pub path: String,
+    pub step: String,
+    pub kind: String,
+    pub status: String,
+    pub generation: i64,
+    pub output: Option<String>,
+    pub output_ref: Option<String>,
+    pub patch: String,
+    pub attempts: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_usd: f64,
+    pub started_at_ms: i64,
+    pub latency_ms: f64,
+    pub metadata: Option<String>,
+    pub feedback: Option<String>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Resolves blob references while decoding one journal; each distinct blob is fetched and parsed once, and
+/// records that reference the same blob share one `Arc<Value>`.
+pub(crate) struct BlobResolver<F> {
+    fetch: F,
+    cache: HashMap<String, Arc<Value>>,
+}
+
+impl<F> BlobResolver<F>
+where
+    F: FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
+{
+    pub fn new(fetch: F) -> Self {
+        Self { fetch, cache: HashMap::new() }
+    }
+
+    fn resolve(&mut self, row: &str, column: &str, hash: &str) -> Result<Arc<Value>, StoreError> {
+        if let Some(v) = self.cache.get(hash) {
+            return Ok(Arc::clone(v));
+        }
+        let bytes = (self.fetch)(hash)?.ok_or_else(|| corrupt(row, column, format!("blob {hash} is missing")))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(row, column, e))?;
+        let value = Arc::new(value);
+        self.cache.insert(hash.to_owned(), Arc::clone(&value));
+        Ok(value)
+    }
+}
+
+pub(crate) fn decode_record<F>(s: StoredRecord, blobs: &mut BlobResolver<F>) -> Result<JournalRecord, StoreError>
+where
+    F: FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
+{
+    let row = format!("journal record of run '{}' seq {}", s.run_id, s.seq);
+    let row = row.as_str();
+    let output = match (s.output.as_deref(), s.output_ref.as_deref()) {
+        (Some(text), None) => Arc::new(from_json::<Value>(row, "output", text)?),
+        (None, Some(hash)) => blobs.resolve(row, "output_ref", hash)?,
+        _ => return Err(corrupt(row, "output", "exactly one of `output` and `output_ref` must be set")),
+    };
+    let stored_ops: Vec<StoredOpIn> = from_json(row, "patch", &s.patch)?;
+    let mut patch = Vec::with_capacity(stored_ops.len());
+    for op in stored_ops {
+        let value = match (op.value, op.value_ref) {
+            (Some(v), None) => Arc::new(v),
+            (None, Some(hash)) => blobs.resolve(row, "patch", &hash)?,
+            _ => return Err(corrupt(row, "patch", "an op needs exactly one of `value` and `value_ref`")),
+        };
+        patch.push(match op.op.as_str() {
+            "set" => PatchOp::Set { path: op.path, value },
+            "append" => PatchOp::Append { path: op.path, value },
+            other => return Err(corrupt(row, "patch", format!("unknown op `{other}`"))),
+        });
+    }
+    Ok(JournalRecord {
+        seq: from_sql_u64(row, "seq", s.seq)?,
+        generation: from_sql_u32(row, "generation", s.generation)?,
+        status: parse_step_status(&s.status)
+            .ok_or_else(|| corrupt(row, "status", format!("unknown `{}`", s.status)))?,
+        output,
+        patch,
+        attempts: from_sql_u32(row, "attempts", s.attempts)?,
+        tokens: TokenUsage {
+            prompt: from_sql_u64(row, "prompt_tokens", s.prompt_tokens)?,
+            completion: from_sql_u64(row, "completion_tokens", s.completion_tokens)?,
+        },
+        cost_usd: s.cost_usd,
+        started_at_ms: s.started_at_ms,
+        latency_ms: s.latency_ms,
+        metadata: match s.metadata.as_deref() {
+            Some(m) => from_json::<Map<String, Value>>(row, "metadata", m)?,
+            None => Map::new(),
+        },
+        feedback: s.feedback,
+        prev_hash: s.prev_hash,
+        hash: s.hash,
+        run_id: s.run_id,
+        path: s.path,
+        step: s.step,
+        kind: s.kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(output: Value, patch: Vec<PatchOp>) -> JournalRecord {
+        let mut metadata = Map::new();
+        metadata.insert("note".into(), json!(["m", 1]));
+        let mut r = JournalRecord {
+            run_id: "r".into(),
+            seq: 0,
+            generation: 1,
+            path: "0".into(),
+            step: "s".into(),
+            kind: "step".into(),
+            status: StepStatus::Failed,
+            output: Arc::new(output),
+            feedback: Some("boom".into()),
+            patch,
+            attempts: 2,
+            tokens: TokenUsage { prompt: 3, completion: 4 },
+            cost_usd: 0.1,
+            started_at_ms: 1_700_000_000_000,
+            latency_ms: 0.25,
+            metadata,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        r.seal("");
+        r
+    }
+
+    /// The row as the database would give it back, and the blobs it brought.
+    fn stored(row: RecordRow) -> (StoredRecord, HashMap<String, Vec<u8>>) {
+        let blobs = row.blobs.iter().map(|b| (b.hash.clone(), b.bytes.clone())).collect();
+        let stored = StoredRecord {
+            run_id: row.run_id,
+            seq: row.seq,
+            path: row.path,
+            step: row.step,
+            kind: row.kind,
+            status: row.status.to_owned(),
+            generation: row.generation,
+            output: row.output,
+            output_ref: row.output_ref,
+            patch: row.patch,
+            attempts: row.attempts,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            cost_usd: row.cost_usd,
+            started_at_ms: row.started_at_ms,
+            latency_ms: row.latency_ms,
+            metadata: row.metadata,
+            feedback: row.feedback,
+            prev_hash: row.prev_hash,
+            hash: row.hash,
+        };
+        (stored, blobs)
+    }
+
+    fn try_decode(row: RecordRow) -> Result<JournalRecord, StoreError> {
+        let (stored, blobs) = stored(row);
+        decode_record(stored, &mut BlobResolver::new(|h: &str| Ok(blobs.get(h).cloned())))
+    }
+
+    fn decode(row: RecordRow) -> JournalRecord {
+        try_decode(row).unwrap()
+    }
+
+    #[test]
+    fn small_values_stay_inline_and_round_trip() {
+        let r = record(
+            json!({"a": [1, 2.5, null], "z": "é"}),
+            vec![PatchOp::set(vec!["x".into()], json!(null)), PatchOp::set(vec!["y".into()], json!({"k": null}))],
+        );
+        let row = encode_record(&r).unwrap();
+        assert!(row.blobs.is_empty());
+        assert!(row.output.is_some() && row.output_ref.is_none());
+        let back = decode(row);
+        assert_eq!(back, r);
+        assert_eq!(back.compute_hash(), r.hash);
+    }
+
+    #[test]
+    fn large_values_become_one_blob_each_and_round_trip() {
+        let big = json!({"text": "x".repeat(INLINE_VALUE_LIMIT)});
+        let r = record(
+            big.clone(),
+            vec![
+                PatchOp::set(vec!["doc".into()], big.clone()),
+                PatchOp::Append { path: vec!["log".into()], value: Arc::new(json!([big.clone(), 1])) },
+                PatchOp::set(vec!["small".into()], json!(1)),
+            ],
+        );
+        let row = encode_record(&r).unwrap();
+        assert_eq!(row.blobs.len(), 2, "the same large value is one blob");
+        assert!(row.output.is_none() && row.output_ref.is_some());
+        assert!(row.payload_len() < 1024, "{}", row.payload_len());
+        let back = decode(row);
+        assert_eq!(back, r);
+        assert!(Arc::ptr_eq(
+            &back.output,
+            match &back.patch[0] {
+                PatchOp::Set { value, .. } => value,
+                PatchOp::Append { value, .. } => value,
+            }
+        ));
+    }
+
+    #[test]
+    fn the_inline_limit_is_exact() {
+        // A JSON string of exactly the limit stays inline; one byte more is a blob.
+        let at = Value::String("a".repeat(INLINE_VALUE_LIMIT - 2));
+        assert!(!json_exceeds(&at, INLINE_VALUE_LIMIT));
+        let over = Value::String("a".repeat(INLINE_VALUE_LIMIT - 1));
+        assert!(json_exceeds(&over, INLINE_VALUE_LIMIT));
+    }
+
+    #[test]
+    fn awkward_floats_round_trip_bit_for_bit() {
+        let floats = [0.1 + 0.2, 1e-300, 5e-324, f64::MAX, 2.225_073_858_507_201_4e-308, -0.0, 1.0 / 3.0];
+        let r = record(json!(floats), vec![]);
+        let back = decode(encode_record(&r).unwrap());
+        assert_eq!(back.compute_hash(), r.hash);
+        let got: Vec<f64> = serde_json::from_value(back.output.as_ref().clone()).unwrap();
+        for (g, w) in got.iter().zip(floats) {
+            assert_eq!(g.to_bits(), w.to_bits());
+        }
+    }
+
+    #[test]
+    fn corrupt_rows_are_named() {
+        let r = record(json!(1), vec![]);
+        let mut row = encode_record(&r).unwrap();
+        row.patch = "[{\"op\":\"delete\",\"path\":[],\"value\":1}]".into();
+        let err = try_decode(row).unwrap_err();
+        let StoreError::Corrupt(m) = err else { panic!("{err:?}") };
+        assert!(m.contains("seq 0") && m.contains("unknown op `delete`"), "{m}");
+    }
+
+    #[test]
+    fn missing_blob_is_corrupt() {
+        let mut row = encode_record(&record(json!("y".repeat(2 * INLINE_VALUE_LIMIT)), vec![])).unwrap();
+        row.blobs.clear();
+        let err = try_decode(row).unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("is missing")), "{err:?}");
+    }
+
+    #[test]
+    fn out_of_range_counters_are_refused() {
+        let mut r = record(json!(1), vec![]);
+        r.tokens.prompt = u64::MAX;
+        assert!(matches!(encode_record(&r), Err(StoreError::Unavailable(m)) if m.contains("prompt_tokens")));
+    }
+}

@@ -1,0 +1,316 @@
+//! Opening SQLite connections and migrating the schema.
+//!
+//! The schema version lives in `PRAGMA user_version`; [`MIGRATIONS`]`[i]` takes a database from version `i` to
+//! `i + 1`. Migrations run in one `BEGIN IMMEDIATE` transaction, which also serializes two processes opening
+//! a new database at once (the second re-reads the version under the lock and finds nothing to do). A
+//! database whose version is newer than [`SCHEMA_VERSION`] is refused rather than misread, and so is a
+//! database that has tables but was not made by Flujo.
+
+use std::path::Path;
+use std::time::Duration;
+
+use flujo_core::StoreError;
+use rusqlite::{Connection, OpenFlags};
+
+use super::Durability;
+
+/// The schema version this build of flujo-store reads and writes.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// `PRAGMA application_id` of a Flujo database ("FLJO").
+pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
+
+/// How long a connection waits for another process's lock before failing with `Unavailable`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+
+/// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// Version 1: runs, journal, blobs; spans, evaluations and system state (empty until later versions use them).
+const MIGRATION_1: &str = "
+CREATE TABLE runs (
+    run_id           TEXT    NOT NULL PRIMARY KEY,
+    pipeline_name    TEXT    NOT NULL,
+    pipeline_version TEXT    NOT NULL,
+    pipeline_hash    TEXT    NOT NULL,
+    definition       TEXT,
+    status           TEXT    NOT NULL,
+    input            TEXT    NOT NULL,
+    initial_context  TEXT    NOT NULL,
+    pending          TEXT    NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    generation       INTEGER NOT NULL,
+    total_cost_usd   REAL,
+    total_tokens     INTEGER NOT NULL,
+    created_at_ms    INTEGER NOT NULL,
+    updated_at_ms    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX runs_status ON runs (status);
+CREATE INDEX runs_pipeline_name ON runs (pipeline_name);
+CREATE INDEX runs_created_at_ms ON runs (created_at_ms);
+
+CREATE TABLE blobs (
+    hash  TEXT NOT NULL PRIMARY KEY,
+    bytes BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE journal (
+    run_id            TEXT    NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq               INTEGER NOT NULL,
+    path              TEXT    NOT NULL,
+    step              TEXT    NOT NULL,
+    kind              TEXT    NOT NULL,
+    status            TEXT    NOT NULL,
+    generation        INTEGER NOT NULL,
+    output            TEXT,
+    output_ref        TEXT    REFERENCES blobs (hash),
+    patch             TEXT    NOT NULL,
+    attempts          INTEGER NOT NULL,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd          REAL,
+    started_at_ms     INTEGER NOT NULL,
+    latency_ms        REAL,
+    metadata          TEXT,
+    feedback          TEXT,
+    prev_hash         TEXT    NOT NULL,
+    hash              TEXT    NOT NULL,
+    PRIMARY KEY (run_id, seq),
+    CHECK ((output IS NULL) <> (output_ref IS NULL))
+) STRICT;
+CREATE INDEX journal_run_path ON journal (run_id, path);
+
+CREATE TABLE spans (
+    span_id        TEXT    NOT NULL PRIMARY KEY,
+    run_id         TEXT    NOT NULL,
+    parent_span_id TEXT,
+    path           TEXT,
+    name           TEXT    NOT NULL,
+    started_at_ms  INTEGER NOT NULL,
+    ended_at_ms    INTEGER,
+    status         TEXT,
+    attributes     TEXT
+) STRICT;
+CREATE INDEX spans_run ON spans (run_id);
+
+CREATE TABLE evaluations (
+    evaluation_id TEXT    NOT NULL PRIMARY KEY,
+    run_id        TEXT    NOT NULL,
+    path          TEXT,
+    name          TEXT    NOT NULL,
+    score         REAL,
+    passed        INTEGER,
+    feedback      TEXT,
+    metadata      TEXT,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE INDEX evaluations_run ON evaluations (run_id);
+
+CREATE TABLE system_state (
+    key   TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+";
+
+/// Maps a SQLite error to the store's error type: damaged files are `Corrupt`, everything else (I/O, locks,
+/// permissions) is `Unavailable`.
+pub(crate) fn sql_error(what: &str, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(format!("sqlite: {what}: {e}"))
+        }
+        _ => StoreError::Unavailable(format!("sqlite: {what}: {e}")),
+    }
+}
+
+/// Where a database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location<'a> {
+    File(&'a Path),
+    Memory,
+}
+
+/// Opens the writer connection: creates the file (and its parent directories), enables WAL, sets the
+/// durability and migrates the schema.
+pub(crate) fn open_writer(location: Location<'_>, durability: Durability) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let mut conn = match location {
+        Location::File(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create directory {}: {e}", parent.display()))
+                })?;
+            }
+            Connection::open_with_flags(path, flags)
+                .map_err(|e| sql_error(&format!("cannot open {}", path.display()), e))?
+        }
+        Location::Memory => Connection::open_in_memory_with_flags(flags)
+            .map_err(|e| sql_error("cannot open an in-memory database", e))?,
+    };
+    configure(&conn)?;
+    // Persistent, and must be set outside a transaction. An in-memory database reports `memory`.
+    let _mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(|e| sql_error("cannot enable WAL mode", e))?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Strict => "FULL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
+        .map_err(|e| sql_error("cannot set synchronous", e))?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens a second, query-only connection to a migrated file database (WAL lets it read while the writer
+/// writes).
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| sql_error(&format!("cannot open {} for reading", path.display()), e))?;
+    configure(&conn)?;
+    conn.execute_batch("PRAGMA query_only = ON;").map_err(|e| sql_error("cannot set query_only", e))?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| sql_error("cannot set busy_timeout", e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA foreign_keys = ON;").map_err(|e| sql_error("cannot enable foreign keys", e))
+}
+
+fn pragma_int(conn: &Connection, name: &str) -> Result<i32, StoreError> {
+    conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+        .map_err(|e| sql_error(&format!("cannot read {name}"), e))
+}
+
+/// The error for a database written by a newer Flujo.
+fn too_new(found: i32) -> StoreError {
+    StoreError::Unavailable(format!(
+        "database schema version {found} is newer than this flujo ({SCHEMA_VERSION}); upgrade flujo"
+    ))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`], or refuses the database.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version = pragma_int(conn, "user_version")?;
+    if version > SCHEMA_VERSION {
+        return Err(too_new(version));
+    }
+    if version == SCHEMA_VERSION {
+        return check_application_id(conn);
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| sql_error("cannot start the migration", e))?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let version = pragma_int(&tx, "user_version")?;
+    if version > SCHEMA_VERSION {
+        return Err(too_new(version));
+    }
+    if version == 0 {
+        let app_id = pragma_int(&tx, "application_id")?;
+        let tables: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| sql_error("cannot list tables", e))?;
+        if app_id != APPLICATION_ID && tables > 0 {
+            return Err(not_flujo());
+        }
+    } else {
+        check_application_id(&tx)?;
+    }
+    let from =
+        usize::try_from(version).map_err(|_| StoreError::Corrupt(format!("negative schema version {version}")))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+        tx.execute_batch(sql).map_err(|e| sql_error(&format!("migration to schema version {}", i + 1), e))?;
+    }
+    tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"))
+        .map_err(|e| sql_error("cannot record the schema version", e))?;
+    tx.commit().map_err(|e| sql_error("cannot commit the migration", e))
+}
+
+fn not_flujo() -> StoreError {
+    StoreError::Unavailable("the database exists but was not created by flujo (foreign application_id)".to_owned())
+}
+
+fn check_application_id(conn: &Connection) -> Result<(), StoreError> {
+    if pragma_int(conn, "application_id")? == APPLICATION_ID {
+        Ok(())
+    } else {
+        Err(not_flujo())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_cover_every_version() {
+        assert_eq!(MIGRATIONS.len(), SCHEMA_VERSION as usize);
+    }
+
+    #[test]
+    fn a_fresh_database_gets_every_table_and_the_current_version() {
+        let conn = open_writer(Location::Memory, Durability::Normal).unwrap();
+        assert_eq!(pragma_int(&conn, "user_version").unwrap(), SCHEMA_VERSION);
+        assert_eq!(pragma_int(&conn, "application_id").unwrap(), APPLICATION_ID);
+        assert_eq!(pragma_int(&conn, "foreign_keys").unwrap(), 1);
+        let mut stmt = conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").unwrap();
+        let names: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(names, ["blobs", "evaluations", "journal", "runs", "spans", "system_state"]);
+    }
+
+    #[test]
+    fn durability_sets_synchronous() {
+        let dir = tempfile::tempdir().unwrap();
+        let normal = open_writer(Location::File(&dir.path().join("n.db")), Durability::Normal).unwrap();
+        assert_eq!(pragma_int(&normal, "synchronous").unwrap(), 1);
+        let strict = open_writer(Location::File(&dir.path().join("s.db")), Durability::Strict).unwrap();
+        assert_eq!(pragma_int(&strict, "synchronous").unwrap(), 2);
+        let mode: String = strict.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        let err = open_writer(Location::File(&path), Durability::Normal).unwrap_err();
+        assert!(err.to_string().contains("not created by flujo"), "{err}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        drop(open_writer(Location::File(&path), Durability::Normal).unwrap());
+        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99").unwrap();
+        let err = open_writer(Location::File(&path), Durability::Normal).unwrap_err();
+        assert_eq!(
+            err,
+            StoreError::Unavailable(format!(
+                "database schema version 99 is newer than this flujo ({SCHEMA_VERSION}); upgrade flujo"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let err = open_writer(Location::File(&path), Durability::Normal).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    }
+}

@@ -1,0 +1,505 @@
+//! The SQLite threads: one writer thread that owns the read-write connection and group-commits, and (for a
+//! file database) one reader thread that owns a second, query-only connection.
+//!
+//! Async callers never touch SQLite. They encode their rows on their own task, send a command over a
+//! `std::sync::mpsc` channel (never blocks: it is unbounded, and bounded in practice because every caller
+//! awaits its reply) and await a `tokio::sync::oneshot` reply.
+//!
+//! **Group commit.** The writer blocks for one command, then drains every command already queued (up to
+//! [`MAX_BATCH`]) and executes them all in one `BEGIN IMMEDIATE … COMMIT` transaction, then replies to each.
+//! A caller's future therefore resolves only once the transaction holding its write has committed, and
+//! concurrent runs share one commit (and, with `synchronous=FULL`, one fsync). Each command validates
+//! before it writes (run exists, next gapless `seq`, compare-and-set status); a rejected command writes
+//! nothing and gets its own error while the rest of the batch commits. If a statement fails unexpectedly,
+//! the batch is rolled back and its commands are retried one per transaction, so only the culprit fails.
+//! A failed `BEGIN` or `COMMIT` fails the whole batch.
+//!
+//! **Cancellation.** A command runs once it is queued, whether or not its caller still waits: a cancelled
+//! `append` may or may not have committed, which the next `append` (a seq `Conflict`) or a `load_journal`
+//! reveals. Dropping the store closes the channels; the threads finish what is queued and exit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+
+use flujo_core::{JournalRecord, RunFilter, RunRecord, RunStatus, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use tokio::sync::oneshot;
+
+use super::codec::{
+    decode_record, decode_run, real_or_nan, BlobResolver, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun,
+    UpdateRow,
+};
+use super::schema::sql_error;
+use super::SqliteStats;
+use crate::{seq_conflict, status_conflict};
+
+/// Most write commands committed in one transaction.
+pub(crate) const MAX_BATCH: usize = 2048;
+
+/// The reply half of a request.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A write, executed inside a group-commit transaction.
+#[derive(Debug)]
+pub(crate) enum Write {
+    CreateRun(RunRow),
+    UpdateRun(UpdateRow),
+    Append(RecordRow),
+    PutBlob(NewBlob),
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteCommand {
+    pub write: Write,
+    pub reply: Reply<()>,
+}
+
+/// A read, executed outside any write transaction.
+#[derive(Debug)]
+pub(crate) enum Read {
+    GetRun(String, Reply<Option<RunRecord>>),
+    ListRuns(RunFilter, Reply<Vec<RunRecord>>),
+    LoadJournal(String, Reply<Vec<JournalRecord>>),
+    GetBlob(String, Reply<Option<Vec<u8>>>),
+    /// Served by the writer thread (it reports the writer connection's settings).
+    Stats(Reply<SqliteStats>),
+}
+
+/// What the writer thread receives. Reads reach it for in-memory databases (which have no second
+/// connection) and for [`Read::Stats`].
+#[derive(Debug)]
+pub(crate) enum Command {
+    Write(Box<WriteCommand>),
+    Read(Read),
+}
+
+/// Counters shared between the store handle and the writer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub bytes_written: AtomicU64,
+    pub transactions: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Thread loops.
+
+/// The writer thread: group-commits writes until every sender is gone.
+pub(crate) fn run_writer(conn: Connection, commands: Receiver<Command>, counters: &Counters) {
+    let mut batch: Vec<WriteCommand> = Vec::new();
+    while let Ok(first) = commands.recv() {
+        let mut next = Some(first);
+        while let Some(command) = next {
+            match command {
+                Command::Write(w) => {
+                    batch.push(*w);
+                    if batch.len() >= MAX_BATCH {
+                        commit_batch(&conn, &mut batch, counters);
+                    }
+                }
+                Command::Read(r) => {
+                    // Commit first: a read must never see (or be answered before) an uncommitted write.
+                    commit_batch(&conn, &mut batch, counters);
+                    serve_read(&conn, r);
+                }
+            }
+            next = commands.try_recv().ok();
+        }
+        commit_batch(&conn, &mut batch, counters);
+    }
+}
+
+/// The reader thread: serves reads on its own connection until every sender is gone.
+pub(crate) fn run_reader(conn: Connection, reads: Receiver<Read>) {
+    while let Ok(read) = reads.recv() {
+        serve_read(&conn, read);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Group commit.
+
+/// Why a command failed.
+enum ExecError {
+    /// Validation refused it before it wrote anything.
+    Rejected(StoreError),
+    /// SQLite failed; the command may have written part of its rows.
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for ExecError {
+    fn from(e: rusqlite::Error) -> Self {
+        ExecError::Sql(e)
+    }
+}
+
+/// Why a whole transaction failed (it has been rolled back).
+enum BatchError {
+    Begin(rusqlite::Error),
+    Statement(rusqlite::Error),
+    Commit(rusqlite::Error),
+}
+
+impl BatchError {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            BatchError::Begin(e) => sql_error("cannot begin a write transaction", e),
+            BatchError::Statement(e) => sql_error("write failed", e),
+            BatchError::Commit(e) => sql_error("commit failed", e),
+        }
+    }
+}
+
+/// Executes and commits the queued writes, then replies to each.
+fn commit_batch(conn: &Connection, batch: &mut Vec<WriteCommand>, counters: &Counters) {
+    if batch.is_empty() {
+        return;
+    }
+    let commands = std::mem::take(batch);
+    match transact(conn, &commands) {
+        Ok(outcomes) => finish(commands, outcomes, counters),
+        Err(BatchError::Statement(_)) if commands.len() > 1 => {
+            for command in commands {
+                match transact(conn, std::slice::from_ref(&command)) {
+                    Ok(outcomes) => finish(vec![command], outcomes, counters),
+                    Err(e) => {
+                        let _ = command.reply.send(Err(e.into_store_error()));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            let err = e.into_store_error();
+            for command in commands {
+                let _ = command.reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// Runs `commands` in one transaction. `Ok` holds each command's outcome (bytes written, or its rejection).
+fn transact(conn: &Connection, commands: &[WriteCommand]) -> Result<Vec<Result<u64, StoreError>>, BatchError> {
+    conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(BatchError::Begin)?;
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for command in commands {
+        match execute_write(conn, &command.write) {
+            Ok(bytes) => outcomes.push(Ok(bytes)),
+            Err(ExecError::Rejected(e)) => outcomes.push(Err(e)),
+            Err(ExecError::Sql(e)) => {
+                rollback(conn);
+                return Err(BatchError::Statement(e));
+            }
+        }
+    }
+    if let Err(e) = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
+        rollback(conn);
+        return Err(BatchError::Commit(e));
+    }
+    Ok(outcomes)
+}
+
+fn rollback(conn: &Connection) {
+    // Some errors (I/O, full disk) have already rolled the transaction back.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Replies after a commit, counting what was written first so that a caller sees its bytes once it resumes.
+fn finish(commands: Vec<WriteCommand>, outcomes: Vec<Result<u64, StoreError>>, counters: &Counters) {
+    counters.transactions.fetch_add(1, Ordering::Relaxed);
+    for (command, outcome) in commands.into_iter().zip(outcomes) {
+        let reply = match outcome {
+            Ok(bytes) => {
+                counters.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+                counters.writes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let _ = command.reply.send(reply);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Writes. Each validates before its first write, so a rejection needs no rollback.
+
+fn execute_write(conn: &Connection, write: &Write) -> Result<u64, ExecError> {
+    match write {
+        Write::CreateRun(row) => create_run(conn, row),
+        Write::UpdateRun(row) => update_run(conn, row),
+        Write::Append(row) => append(conn, row),
+        Write::PutBlob(blob) => insert_blob(conn, blob),
+    }
+}
+
+fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
+             initial_context, pending, output, error, generation, total_cost_usd, total_tokens, created_at_ms, \
+             updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT (run_id) DO NOTHING",
+        )?
+        .execute(params![
+            r.run_id,
+            r.pipeline_name,
+            r.pipeline_version,
+            r.pipeline_hash,
+            r.definition,
+            r.status,
+            r.input,
+            r.initial_context,
+            r.pending,
+            r.output,
+            r.error,
+            r.generation,
+            r.total_cost_usd,
+            r.total_tokens,
+            r.created_at_ms,
+            r.updated_at_ms,
+        ])?;
+    if inserted == 0 {
+        return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
+    }
+    Ok(r.payload_len())
+}
+
+fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM runs WHERE run_id = ?1")?
+        .query_row([&u.run_id], |row| row.get(0))
+        .optional()?;
+    let Some(status) = status else {
+        return Err(ExecError::Rejected(StoreError::RunNotFound(u.run_id.clone())));
+    };
+    let actual = RunStatus::parse(&status).ok_or_else(|| {
+        ExecError::Rejected(StoreError::Corrupt(format!("run '{}': column `status`: unknown `{status}`", u.run_id)))
+    })?;
+    if !u.expected.is_empty() && !u.expected.contains(&actual) {
+        return Err(ExecError::Rejected(status_conflict(&u.run_id, &u.expected, actual)));
+    }
+    conn.prepare_cached(
+        "UPDATE runs SET status = ?2, pending = ?3, output = ?4, error = ?5, generation = ?6, total_cost_usd = ?7, \
+         total_tokens = ?8, updated_at_ms = ?9 WHERE run_id = ?1",
+    )?
+    .execute(params![
+        u.run_id,
+        u.status,
+        u.pending,
+        u.output,
+        u.error,
+        u.generation,
+        u.total_cost_usd,
+        u.total_tokens,
+        u.updated_at_ms,
+    ])?;
+    Ok(u.payload_len())
+}
+
+fn run_exists(conn: &Connection, run_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+}
+
+fn append(conn: &Connection, r: &RecordRow) -> Result<u64, ExecError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT max(seq) FROM journal WHERE run_id = ?1")?
+        .query_row([&r.run_id], |row| row.get(0))?;
+    let next = match last {
+        Some(last) => last + 1,
+        None if run_exists(conn, &r.run_id)? => 0,
+        None => return Err(ExecError::Rejected(StoreError::RunNotFound(r.run_id.clone()))),
+    };
+    if r.seq != next {
+        // Both are non-negative: `seq` came from a u64 and `next` from stored seqs.
+        return Err(ExecError::Rejected(seq_conflict(&r.run_id, next.unsigned_abs(), r.seq.unsigned_abs())));
+    }
+    let mut bytes = 0;
+    for blob in &r.blobs {
+        bytes += insert_blob(conn, blob)?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO journal (run_id, seq, path, step, kind, status, generation, output, output_ref, patch, \
+         attempts, prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, \
+         prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+         ?19, ?20)",
+    )?
+    .execute(params![
+        r.run_id,
+        r.seq,
+        r.path,
+        r.step,
+        r.kind,
+        r.status,
+        r.generation,
+        r.output,
+        r.output_ref,
+        r.patch,
+        r.attempts,
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.cost_usd,
+        r.started_at_ms,
+        r.latency_ms,
+        r.metadata,
+        r.feedback,
+        r.prev_hash,
+        r.hash,
+    ])?;
+    Ok(bytes + r.payload_len())
+}
+
+/// Inserts a blob unless its hash is already stored; counts its bytes only when inserted.
+fn insert_blob(conn: &Connection, blob: &NewBlob) -> Result<u64, ExecError> {
+    let inserted = conn
+        .prepare_cached("INSERT INTO blobs (hash, bytes) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING")?
+        .execute(params![blob.hash, blob.bytes])?;
+    Ok(if inserted == 0 { 0 } else { blob.bytes.len() as u64 })
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reads.
+
+fn serve_read(conn: &Connection, read: Read) {
+    match read {
+        Read::GetRun(run_id, reply) => {
+            let _ = reply.send(get_run(conn, &run_id));
+        }
+        Read::ListRuns(filter, reply) => {
+            let _ = reply.send(list_runs(conn, &filter));
+        }
+        Read::LoadJournal(run_id, reply) => {
+            let _ = reply.send(load_journal(conn, &run_id));
+        }
+        Read::GetBlob(hash, reply) => {
+            let _ = reply.send(get_blob(conn, &hash).map_err(|e| sql_error("get_blob", e)));
+        }
+        Read::Stats(reply) => {
+            let _ = reply.send(stats(conn).map_err(|e| sql_error("stats", e)));
+        }
+    }
+}
+
+const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
+                           initial_context, pending, output, error, generation, total_cost_usd, total_tokens, \
+                           created_at_ms, updated_at_ms";
+
+fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
+    Ok(StoredRun {
+        run_id: row.get(0)?,
+        pipeline_name: row.get(1)?,
+        pipeline_version: row.get(2)?,
+        pipeline_hash: row.get(3)?,
+        definition: row.get(4)?,
+        status: row.get(5)?,
+        input: row.get(6)?,
+        initial_context: row.get(7)?,
+        pending: row.get(8)?,
+        output: row.get(9)?,
+        error: row.get(10)?,
+        generation: row.get(11)?,
+        total_cost_usd: real_or_nan(row.get(12)?),
+        total_tokens: row.get(13)?,
+        created_at_ms: row.get(14)?,
+        updated_at_ms: row.get(15)?,
+    })
+}
+
+fn get_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+    let stored = conn
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))
+        .and_then(|mut s| s.query_row([run_id], stored_run).optional())
+        .map_err(|e| sql_error("get_run", e))?;
+    stored.map(decode_run).transpose()
+}
+
+fn list_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(status) = filter.status {
+        sql.push_str(" AND status = ?");
+        args.push(status.as_str().to_owned().into());
+    }
+    if let Some(pipeline) = &filter.pipeline {
+        sql.push_str(" AND pipeline_name = ?");
+        args.push(pipeline.clone().into());
+    }
+    if let Some(since) = filter.since_ms {
+        sql.push_str(" AND created_at_ms >= ?");
+        args.push(since.into());
+    }
+    // Newest first; ties by run id descending (byte order, as in every backend).
+    sql.push_str(" ORDER BY created_at_ms DESC, run_id DESC LIMIT ?");
+    args.push(filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)).into());
+    let stored = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_map(rusqlite::params_from_iter(args), stored_run)?.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| sql_error("list_runs", e))?;
+    stored.into_iter().map(decode_run).collect()
+}
+
+fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+    Ok(StoredRecord {
+        run_id: row.get(0)?,
+        seq: row.get(1)?,
+        path: row.get(2)?,
+        step: row.get(3)?,
+        kind: row.get(4)?,
+        status: row.get(5)?,
+        generation: row.get(6)?,
+        output: row.get(7)?,
+        output_ref: row.get(8)?,
+        patch: row.get(9)?,
+        attempts: row.get(10)?,
+        prompt_tokens: row.get(11)?,
+        completion_tokens: row.get(12)?,
+        cost_usd: real_or_nan(row.get(13)?),
+        started_at_ms: row.get(14)?,
+        latency_ms: real_or_nan(row.get(15)?),
+        metadata: row.get(16)?,
+        feedback: row.get(17)?,
+        prev_hash: row.get(18)?,
+        hash: row.get(19)?,
+    })
+}
+
+fn load_journal(conn: &Connection, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
+    // One read transaction: the records and the blobs they reference come from the same snapshot.
+    let tx = conn.unchecked_transaction().map_err(|e| sql_error("load_journal", e))?;
+    let stored = tx
+        .prepare_cached(
+            "SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
+             prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, prev_hash, \
+             hash FROM journal WHERE run_id = ?1 ORDER BY seq",
+        )
+        .and_then(|mut s| s.query_map([run_id], stored_record)?.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| sql_error("load_journal", e))?;
+    let mut blobs = BlobResolver::new(|hash: &str| get_blob(&tx, hash).map_err(|e| sql_error("load_journal", e)));
+    let records = stored.into_iter().map(|s| decode_record(s, &mut blobs)).collect::<Result<Vec<_>, _>>()?;
+    drop(blobs);
+    // Read-only: ending it either way releases the snapshot.
+    let _ = tx.finish();
+    Ok(records)
+}
+
+fn get_blob(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT bytes FROM blobs WHERE hash = ?1")?.query_row([hash], |row| row.get(0)).optional()
+}
+
+fn stats(conn: &Connection) -> rusqlite::Result<SqliteStats> {
+    let count = |sql: &str| -> rusqlite::Result<u64> {
+        conn.query_row(sql, [], |row| row.get::<_, i64>(0)).map(i64::unsigned_abs)
+    };
+    Ok(SqliteStats {
+        runs: count("SELECT count(*) FROM runs")?,
+        journal_records: count("SELECT count(*) FROM journal")?,
+        blobs: count("SELECT count(*) FROM blobs")?,
+        blob_bytes: count("SELECT coalesce(sum(length(bytes)), 0) FROM blobs")?,
+        schema_version: conn.query_row("PRAGMA user_version", [], |row| row.get(0))?,
+        journal_mode: conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?,
+        synchronous: conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?,
+    })
+}
