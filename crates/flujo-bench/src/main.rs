@@ -2,7 +2,7 @@
 //! warm-up, under each persistence mode, and prints one JSON object per line:
 //! `{"workload","n","persist","runs","median_s","min_s","per_unit_us","peak_rss_kb","store_bytes","correct"}`.
 //!
-//! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory] [--runs N]`
+//! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory,sqlite] [--runs N]`
 //! Workloads: linear_10 linear_100 linear_1000 linear_10000 loop_1000 loop_100000 parallel_50 parallel_1000
 //! big_context_1000 resume_100 many_runs (default: all). The pipelines are built in Rust with exactly the shapes
 //! `shared/bench/gen.py` writes as YAML.
@@ -87,6 +87,7 @@ fn resume(k: usize) -> Pipeline {
 enum Persist {
     None,
     Memory,
+    Sqlite,
 }
 
 impl Persist {
@@ -94,15 +95,35 @@ impl Persist {
         match self {
             Persist::None => "none",
             Persist::Memory => "memory",
+            Persist::Sqlite => "sqlite",
         }
     }
     fn store(self) -> Option<Arc<dyn Store>> {
         match self {
             Persist::None => None,
             Persist::Memory => Some(Arc::new(flujo_store::MemoryStore::new())),
+            Persist::Sqlite => {
+                // A fresh file per run, default durability (WAL, synchronous=NORMAL).
+                let dir = std::env::temp_dir().join(format!("flujo-bench-{}", std::process::id()));
+                let _ = std::fs::create_dir_all(&dir);
+                let n = NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = dir.join(format!("bench-{n}.db"));
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                match flujo_store::open_store(&format!("sqlite:///{}", path.display())) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!("cannot open {}: {e}", path.display());
+                        None
+                    }
+                }
+            }
         }
     }
 }
+
+static NEXT_DB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn peak_rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -206,7 +227,7 @@ const ALL: &[&str] = &[
 
 fn main() {
     let mut names: Vec<String> = Vec::new();
-    let mut persists = vec![Persist::None, Persist::Memory];
+    let mut persists = vec![Persist::None, Persist::Memory, Persist::Sqlite];
     let mut runs: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -219,8 +240,9 @@ fn main() {
                     .filter_map(|p| match p {
                         "none" => Some(Persist::None),
                         "memory" => Some(Persist::Memory),
+                        "sqlite" => Some(Persist::Sqlite),
                         other => {
-                            eprintln!("unknown persistence mode '{other}' (this build knows none, memory)");
+                            eprintln!("unknown persistence mode '{other}' (known: none, memory, sqlite)");
                             None
                         }
                     })
@@ -230,7 +252,7 @@ fn main() {
             "all" => names.extend(ALL.iter().map(|s| s.to_string())),
             "-h" | "--help" => {
                 println!(
-                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory] [--runs N]\nworkloads: {}",
+                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite] [--runs N]\nworkloads: {}",
                     ALL.join(" ")
                 );
                 return;

@@ -1,6 +1,8 @@
 //! The state store traits, split by concern (runs, journal, blobs). Backends: memory (this workspace's
 //! `flujo-store`), SQLite and Postgres later; all run one conformance suite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -17,8 +19,9 @@ pub struct RunRecord {
     pub pipeline_version: String,
     /// Hash of the canonical pipeline definition the run was started with.
     pub pipeline_hash: String,
-    /// The canonical pipeline definition (so resume needs no file).
-    pub definition: Option<Value>,
+    /// The canonical pipeline definition (so resume needs no file). Shared, not copied, between runs of one
+    /// pipeline; stores keep one copy per distinct definition.
+    pub definition: Option<Arc<Value>>,
     pub status: RunStatus,
     pub input: Value,
     pub initial_context: Map<String, Value>,

@@ -137,6 +137,7 @@ impl FlujoRuntimeBuilder {
             undefined: self.undefined,
         };
         let hash = pipeline.definition_hash();
+        let definition = serde_json::to_value(&*pipeline).ok().map(Arc::new);
         Ok(Flujo {
             inner: Arc::new(Inner {
                 core,
@@ -149,6 +150,7 @@ impl FlujoRuntimeBuilder {
                 telemetry: self.telemetry,
                 usage_limits: self.usage_limits,
                 _skills: skills,
+                definition,
                 active: Default::default(),
             }),
         })
@@ -193,6 +195,8 @@ struct Inner {
     telemetry: Option<Arc<dyn Telemetry>>,
     usage_limits: UsageLimits,
     _skills: Arc<dyn SkillRegistry>,
+    /// The canonical definition stored with every run (computed once).
+    definition: Option<Arc<Value>>,
     /// Runs being walked by this runner right now (a second resume of one of them is refused).
     active: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -307,7 +311,7 @@ impl Flujo {
                     pipeline_name: inner.pipeline.name.clone(),
                     pipeline_version: inner.pipeline.version.clone(),
                     pipeline_hash: inner.pipeline_hash.clone(),
-                    definition: serde_json::to_value(&*inner.pipeline).ok(),
+                    definition: inner.definition.clone(),
                     status: RunStatus::Running,
                     input: opts.input.clone(),
                     initial_context: opts.context.clone(),

@@ -201,7 +201,7 @@ pub fn sample_run(run_id: &str) -> RunRecord {
         pipeline_name: "demo".to_owned(),
         pipeline_version: "1.2.3".to_owned(),
         pipeline_hash: blob_hash(b"pipeline definition"),
-        definition: Some(json!({"name": "demo", "steps": [{"name": "a", "uses": "x"}]})),
+        definition: Some(Arc::new(json!({"name": "demo", "steps": [{"name": "a", "uses": "x"}]}))),
         status: RunStatus::Running,
         input: json!({"q": "héllo ✓", "nums": [1, 2.5, -3], "nested": {"z": null, "a": false}}),
         initial_context,
@@ -388,7 +388,7 @@ pub async fn duplicate_create_is_rejected(store: Arc<dyn Store>) -> CheckResult 
 pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
     let mut run = fresh_run("r-cas", "demo", RunStatus::Running, 10);
     run.input = json!({"keep": "me"});
-    run.definition = Some(json!({"steps": []}));
+    run.definition = Some(Arc::new(json!({"steps": []})));
     store.create_run(&run).await.ctx("create_run")?;
 
     let update = RunUpdate {

@@ -43,7 +43,9 @@ pub(crate) struct RunRow {
     pub pipeline_name: String,
     pub pipeline_version: String,
     pub pipeline_hash: String,
+    /// `blob:HASH`: definitions are stored once, as content-addressed blobs.
     pub definition: Option<String>,
+    pub definition_blob: Option<NewBlob>,
     pub status: &'static str,
     pub input: String,
     pub initial_context: String,
@@ -254,13 +256,24 @@ fn encode_patch(patch: &[PatchOp], blobs: &mut Vec<NewBlob>) -> Result<String, S
 // ---------------------------------------------------------------------------------------------------------
 // Encoding.
 
+/// Prefix of a `runs.definition` value that references a blob.
+pub(crate) const DEFINITION_REF: &str = "blob:";
+
 pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
+    let definition_blob = match &run.definition {
+        None => None,
+        Some(d) => {
+            let bytes = to_json("definition", d.as_ref())?.into_bytes();
+            Some(NewBlob { hash: blob_hash(&bytes), bytes })
+        }
+    };
     Ok(RunRow {
         run_id: run.run_id.clone(),
         pipeline_name: run.pipeline_name.clone(),
         pipeline_version: run.pipeline_version.clone(),
         pipeline_hash: run.pipeline_hash.clone(),
-        definition: run.definition.as_ref().map(|d| to_json("definition", d)).transpose()?,
+        definition: definition_blob.as_ref().map(|b| format!("{DEFINITION_REF}{}", b.hash)),
+        definition_blob,
         status: run.status.as_str(),
         input: to_json("input", &run.input)?,
         initial_context: to_json("initial_context", &run.initial_context)?,
@@ -372,7 +385,11 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
     let row = format!("run '{}'", s.run_id);
     let row = row.as_str();
     Ok(RunRecord {
-        definition: s.definition.as_deref().map(|d| from_json::<Value>(row, "definition", d)).transpose()?,
+        definition: s
+            .definition
+            .as_deref()
+            .map(|d| from_json::<Value>(row, "definition", d).map(Arc::new))
+            .transpose()?,
         status: RunStatus::parse(&s.status).ok_or_else(|| corrupt(row, "status", format!("unknown `{}`", s.status)))?,
         input: from_json(row, "input", &s.input)?,
         initial_context: from_json::<Map<String, Value>>(row, "initial_context", &s.initial_context)?,

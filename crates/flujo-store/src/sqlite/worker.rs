@@ -18,6 +18,7 @@
 //! `append` may or may not have committed, which the next `append` (a seq `Conflict`) or a `load_journal`
 //! reveals. Dropping the store closes the channels; the threads finish what is queued and exit.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
@@ -27,7 +28,7 @@ use tokio::sync::oneshot;
 
 use super::codec::{
     decode_record, decode_run, real_or_nan, BlobResolver, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun,
-    UpdateRow,
+    UpdateRow, DEFINITION_REF,
 };
 use super::schema::sql_error;
 use super::SqliteStats;
@@ -234,6 +235,17 @@ fn execute_write(conn: &Connection, write: &Write) -> Result<u64, ExecError> {
 }
 
 fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")?
+        .query_row([&r.run_id], |row| row.get(0))
+        .optional()?;
+    if exists.is_some() {
+        return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
+    }
+    let blob_bytes = match &r.definition_blob {
+        Some(b) => insert_blob(conn, b)?,
+        None => 0,
+    };
     let inserted = conn
         .prepare_cached(
             "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
@@ -262,7 +274,7 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
     if inserted == 0 {
         return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
     }
-    Ok(r.payload_len())
+    Ok(r.payload_len() + blob_bytes)
 }
 
 fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
@@ -413,7 +425,33 @@ fn get_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>, StoreEr
         .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))
         .and_then(|mut s| s.query_row([run_id], stored_run).optional())
         .map_err(|e| sql_error("get_run", e))?;
-    stored.map(decode_run).transpose()
+    stored.map(|s| resolve_definition(conn, s, &mut HashMap::new()).and_then(decode_run)).transpose()
+}
+
+/// Replaces a `blob:HASH` definition reference by the blob's JSON text.
+fn resolve_definition(
+    conn: &Connection,
+    mut s: StoredRun,
+    cache: &mut HashMap<String, String>,
+) -> Result<StoredRun, StoreError> {
+    let Some(hash) = s.definition.as_deref().and_then(|d| d.strip_prefix(DEFINITION_REF)).map(str::to_owned) else {
+        return Ok(s);
+    };
+    if let Some(text) = cache.get(&hash) {
+        s.definition = Some(text.clone());
+        return Ok(s);
+    }
+    let bytes: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT bytes FROM blobs WHERE hash = ?1")
+        .and_then(|mut st| st.query_row([&hash], |row| row.get(0)).optional())
+        .map_err(|e| sql_error("get_run definition", e))?;
+    let bytes =
+        bytes.ok_or_else(|| StoreError::Corrupt(format!("run '{}': definition blob {hash} is missing", s.run_id)))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| StoreError::Corrupt(format!("run '{}': definition blob {hash} is not UTF-8", s.run_id)))?;
+    cache.insert(hash, text.clone());
+    s.definition = Some(text);
+    Ok(s)
 }
 
 fn list_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -438,7 +476,8 @@ fn list_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, St
         .prepare_cached(&sql)
         .and_then(|mut s| s.query_map(rusqlite::params_from_iter(args), stored_run)?.collect::<Result<Vec<_>, _>>())
         .map_err(|e| sql_error("list_runs", e))?;
-    stored.into_iter().map(decode_run).collect()
+    let mut cache = HashMap::new();
+    stored.into_iter().map(|s| resolve_definition(conn, s, &mut cache).and_then(decode_run)).collect()
 }
 
 fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
