@@ -24,6 +24,9 @@ use crate::cache::CacheBackend;
 use crate::policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome};
 use crate::prepare::Prepared;
 
+/// Metadata key on the record of a step whose failure closed a fallback cycle (the run stopped there).
+pub const META_INFINITE_FALLBACK: &str = "infinite_fallback";
+
 /// Maximum length of a fallback chain before it is reported as `InfiniteFallback`.
 pub const MAX_FALLBACK_DEPTH: usize = 16;
 
@@ -85,6 +88,9 @@ pub struct RunState {
     pub quota: Arc<Quota>,
     telemetry: Option<Arc<dyn Telemetry>>,
     clock: Arc<dyn Clock>,
+    /// Verification walk (`lens replay`): composites are recomputed from their children's records and
+    /// compared with their own; a step without a record is an error instead of a live call.
+    verify_only: bool,
 }
 
 impl RunState {
@@ -102,7 +108,29 @@ impl RunState {
         for r in records {
             replay.insert(r.path.clone(), Arc::new(r));
         }
-        RunState { run_id, journal, replay, generation, answers: Mutex::new(answers), quota, telemetry, clock }
+        RunState {
+            run_id,
+            journal,
+            replay,
+            generation,
+            answers: Mutex::new(answers),
+            quota,
+            telemetry,
+            clock,
+            verify_only: false,
+        }
+    }
+
+    /// Turns this run state into a verification walk (see [`RunState::is_verify_only`]).
+    pub(crate) fn verify_only(mut self) -> Self {
+        self.verify_only = true;
+        self.journal = None;
+        self
+    }
+
+    /// True for a verification walk: nothing is executed or journaled.
+    pub fn is_verify_only(&self) -> bool {
+        self.verify_only
     }
 
     /// The record to replay at `path`, if any.
@@ -265,12 +293,25 @@ impl ExecutorCore {
         chain: Vec<String>,
     ) -> Result<StepResult, Interrupt> {
         let mut pending_fallback = None;
+        let mut verify_against = None;
         if let Some(rec) = run.replayable(&path) {
             if rec.is_fallback_pending() && step.fallback.is_some() {
                 pending_fallback = Some(rec.clone());
+            } else if let Some(chain) = rec.metadata.get(META_INFINITE_FALLBACK).and_then(Value::as_array) {
+                // This execution ended the run with a fallback cycle: replay reproduces the typed error.
+                let chain = chain.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                return Err(Interrupt::InfiniteFallback { path, chain });
+            } else if run.verify_only && step.kind.is_composite() {
+                // Recompute the composite from its children's records and compare below.
+                verify_against = Some(rec.clone());
             } else {
                 return Ok(apply_record(step, rec, ctx, run));
             }
+        } else if run.verify_only && !matches!(step.kind, flujo_core::StepKind::Hitl(_)) && !step.kind.is_composite() {
+            return Err(Interrupt::Aborted {
+                path,
+                reason: format!("step '{}' has no journal record; a replay never calls agents", step.name),
+            });
         }
         let kind = step.kind.name();
         run.emit(|| RunEvent::StepStarted {
@@ -327,6 +368,16 @@ impl ExecutorCore {
                         chain.push(step.name.clone());
                         if chain.contains(&fb_step.name) || chain.len() >= MAX_FALLBACK_DEPTH {
                             chain.push(fb_step.name.clone());
+                            // The failed execution is part of the audit trail even though the run stops here.
+                            if pending_fallback.is_none() {
+                                outcome.metadata.insert(
+                                    META_INFINITE_FALLBACK.to_owned(),
+                                    Value::Array(chain.iter().cloned().map(Value::String).collect()),
+                                );
+                                let ops = ctx.log().to_vec();
+                                let o = &outcome;
+                                run.journal(|| make_record(run, step, &path, o, ops, started_ms, t0)).await?;
+                            }
                             let ops = ctx.close_scope(scope, false);
                             ctx.absorb(ops);
                             return Err(Interrupt::InfiniteFallback { path, chain });
@@ -367,6 +418,21 @@ impl ExecutorCore {
             }
         }
 
+        if let Some(rec) = verify_against {
+            if rec.status != outcome.status || *rec.output != outcome.output {
+                return Err(Interrupt::Aborted {
+                    path,
+                    reason: format!(
+                        "replay mismatch at step '{}': recorded {} {}, recomputed {} {}",
+                        step.name,
+                        if rec.status == StepStatus::Completed { "completed" } else { "failed" },
+                        rec.output,
+                        if outcome.status == StepStatus::Completed { "completed" } else { "failed" },
+                        outcome.output
+                    ),
+                });
+            }
+        }
         let ops = ctx.close_scope(scope, step.kind.is_composite() || pending_fallback.is_some());
         let o = &outcome;
         let ops = match &run.journal {
@@ -644,6 +710,12 @@ impl ExecutorCore {
             return Ok(match rec.status {
                 StepStatus::Completed => Ok((*rec.output).clone()),
                 StepStatus::Failed => Err(rec.feedback.clone().unwrap_or_default()),
+            });
+        }
+        if run.verify_only {
+            return Err(Interrupt::Aborted {
+                reason: format!("decision of step '{}' has no journal record; a replay never calls agents", step.name),
+                path,
             });
         }
         let Some(skill) = self.prepared.agent(agent) else {

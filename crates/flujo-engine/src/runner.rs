@@ -467,14 +467,73 @@ impl Flujo {
         self.walk(state, ctx, run.input, generation, true).await
     }
 
+    /// Re-runs a stored run from its journal without calling any agent or writing anything: every composite
+    /// step is recomputed from its children's records and must match its own record, and the final status and
+    /// output must match the run's. Returns the recomputed result, or `NotResumable` naming the first mismatch.
+    pub async fn replay(&self, run_id: &str) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
+        let run = store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?;
+        if run.pipeline_hash != inner.pipeline_hash {
+            return Err(FlujoError::PipelineMismatch {
+                run_id: run_id.to_owned(),
+                stored: run.pipeline_hash,
+                given: inner.pipeline_hash.clone(),
+            });
+        }
+        let records = store.load_journal(run_id).await?;
+        let quota = inner.quotas.quota_for_run(run_id, UsageLimits::default());
+        let state = RunState::new(
+            Arc::from(run_id),
+            None,
+            records,
+            run.generation,
+            HashMap::new(),
+            quota,
+            None,
+            inner.clock.clone(),
+        )
+        .verify_only();
+        let ctx = Context::new(run_id, run.input.clone(), run.initial_context.clone());
+        let result = self.walk_inner(state, ctx, run.input.clone(), run.generation, true, false).await?;
+        let mismatch = |what: &str, recorded: String, recomputed: String| FlujoError::NotResumable {
+            run_id: run_id.to_owned(),
+            reason: format!("replay mismatch: recorded {what} {recorded}, recomputed {recomputed}"),
+        };
+        if let Some(err) = &result.error {
+            if err.kind == "aborted" {
+                return Err(FlujoError::NotResumable { run_id: run_id.to_owned(), reason: err.message.clone() });
+            }
+        }
+        if result.status != run.status && run.status != RunStatus::Running {
+            return Err(mismatch("status", run.status.as_str().into(), result.status.as_str().into()));
+        }
+        if run.status == RunStatus::Completed && result.output != run.output {
+            return Err(mismatch("output", format!("{:?}", run.output), format!("{:?}", result.output)));
+        }
+        Ok(result)
+    }
+
     /// Walks the pipeline from the root (replaying what is journaled) and records the run's outcome.
     async fn walk(
+        &self,
+        state: RunState,
+        ctx: Context,
+        input: Value,
+        generation: u32,
+        resumed: bool,
+    ) -> Result<RunResult, FlujoError> {
+        self.walk_inner(state, ctx, input, generation, resumed, true).await
+    }
+
+    async fn walk_inner(
         &self,
         state: RunState,
         mut ctx: Context,
         input: Value,
         generation: u32,
         resumed: bool,
+        persist: bool,
     ) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
         let pipeline = &inner.pipeline;
@@ -508,7 +567,7 @@ impl Flujo {
             ),
         };
         let spent = state.quota.spent();
-        if let Some(store) = &inner.store {
+        if let (true, Some(store)) = (persist, &inner.store) {
             store
                 .update_run(&RunUpdate {
                     run_id: state.run_id.to_string(),

@@ -727,3 +727,28 @@ async fn usage_is_totalled_once_and_limits_stop_the_run() {
     assert_eq!(r.status, RunStatus::Failed);
     assert_eq!(r.error.unwrap().kind, "usage_limit_exceeded");
 }
+
+#[tokio::test]
+async fn replay_detects_a_tampered_journal() {
+    let s = scenarios().into_iter().find(|s| s.name == "loop_exit_expression").unwrap();
+    let o = drive(&s, None).await;
+    let mem = Arc::new(flujo_store::MemoryStore::new());
+    let mut tampered = o.records.clone();
+    // Change what the loop body returned in iteration 1 (and re-seal so the chain itself looks fine).
+    let i = tampered.iter().position(|r| r.path == "0/loop:1/0").unwrap();
+    tampered[i].output = Arc::new(json!(41));
+    let mut prev = String::new();
+    for r in &mut tampered {
+        r.seal(&prev);
+        prev = r.hash.clone();
+    }
+    mem.create_run(o.run_record.as_ref().unwrap()).await.unwrap();
+    for r in &tampered {
+        mem.append(r).await.unwrap();
+    }
+    let counter = flujo_skills::CallCounter::default();
+    let f = Flujo::builder(s.pipeline.clone()).store(mem).skills(registry(&counter, &Arc::default())).build().unwrap();
+    let err = f.replay("run-under-test").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("replay mismatch at step 'loop'"), "{msg}");
+}

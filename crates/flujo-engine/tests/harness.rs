@@ -233,6 +233,7 @@ pub struct Outcome {
     pub crashes: usize,
     pub rejected_paths: Vec<String>,
     pub pauses_seen: usize,
+    pub run_record: Option<RunRecord>,
 }
 
 /// Builds a runner. The cache backend is shared across "crashes", as a store-backed cache would be.
@@ -303,7 +304,9 @@ async fn finish(
         journal.insert(r.path.clone(), (r.status, (*r.output).clone(), r.feedback.clone()));
     }
     let counts = counter.lock().unwrap().clone();
+    let run_record = mem.get_run(&result.run_id).await.unwrap();
     Outcome {
+        run_record,
         result,
         journal,
         records,
@@ -340,6 +343,19 @@ pub fn check_expect(s: &Scenario, r: &RunResult) {
 pub async fn run_scenario(s: &Scenario) {
     let straight = drive(s, None).await;
     check_expect(s, &straight.result);
+    // A replay from the journal (no agent called) recomputes every composite and matches the run.
+    if straight.result.status != RunStatus::Paused {
+        let mem = Arc::new(MemoryStore::new());
+        replay_into(&mem, &straight).await;
+        let counter = CallCounter::default();
+        let flujo =
+            Flujo::builder(s.pipeline.clone()).store(mem).skills(registry(&counter, &Arc::default())).build().unwrap();
+        let replayed =
+            flujo.replay(&straight.result.run_id).await.unwrap_or_else(|e| panic!("{}: replay: {e}", s.name));
+        assert_eq!(replayed.output, straight.result.output, "{}: replay output", s.name);
+        assert_eq!(replayed.status, straight.result.status, "{}: replay status", s.name);
+        assert!(counter.lock().unwrap().is_empty(), "{}: replay called a skill", s.name);
+    }
     let total = straight.records.len() as u64;
     for k in 0..=total {
         let o = drive(s, Some(k)).await;
@@ -369,5 +385,14 @@ pub async fn run_scenario(s: &Scenario) {
         if k < total {
             assert!(o.crashes >= 1, "{} k={k}: expected a crash", s.name);
         }
+    }
+}
+
+/// Copies a finished run (row and journal) into `mem`.
+pub async fn replay_into(mem: &Arc<MemoryStore>, o: &Outcome) {
+    let run = o.run_record.clone().expect("run record");
+    mem.create_run(&run).await.unwrap();
+    for r in &o.records {
+        mem.append(r).await.unwrap();
     }
 }
