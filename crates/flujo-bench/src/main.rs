@@ -138,6 +138,8 @@ struct Sample {
     secs: f64,
     store_bytes: u64,
     correct: bool,
+    /// p99 latency of one run (many_runs only).
+    p99_run_s: Option<f64>,
 }
 
 fn build(p: &Pipeline, store: Option<Arc<dyn Store>>) -> Result<Flujo, String> {
@@ -157,7 +159,12 @@ async fn run_once(workload: &str, n: usize, p: &Pipeline, persist: Persist) -> R
             // Time from resume to completion (replay of n records + 1 live step).
             let r = flujo.run(json!(0)).await.map_err(|e| e.to_string())?;
             if persist == Persist::None {
-                return Ok(Sample { secs: f64::NAN, store_bytes: 0, correct: r.status == RunStatus::Paused });
+                return Ok(Sample {
+                    secs: f64::NAN,
+                    store_bytes: 0,
+                    correct: r.status == RunStatus::Paused,
+                    p99_run_s: None,
+                });
             }
             let before = bytes(&store);
             let t = Instant::now();
@@ -167,15 +174,23 @@ async fn run_once(workload: &str, n: usize, p: &Pipeline, persist: Persist) -> R
                 secs,
                 store_bytes: bytes(&store) - before,
                 correct: done.status == RunStatus::Completed && done.output == Some(json!("yes")),
+                p99_run_s: None,
             })
         }
         "many_runs" => {
             let t = Instant::now();
-            let futs = (0..n).map(|_| flujo.run(json!(0)));
+            let futs = (0..n).map(|_| async {
+                let start = Instant::now();
+                let r = flujo.run(json!(0)).await;
+                (r, start.elapsed().as_secs_f64())
+            });
             let results = futures::future::join_all(futs).await;
             let secs = t.elapsed().as_secs_f64();
-            let correct = results.iter().all(|r| matches!(r, Ok(r) if r.output == Some(json!(10))));
-            Ok(Sample { secs, store_bytes: bytes(&store), correct })
+            let correct = results.iter().all(|(r, _)| matches!(r, Ok(r) if r.output == Some(json!(10))));
+            let mut lat: Vec<f64> = results.iter().map(|(_, l)| *l).collect();
+            lat.sort_by(|a, b| a.total_cmp(b));
+            let p99 = lat.get((lat.len() * 99 / 100).min(lat.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+            Ok(Sample { secs, store_bytes: bytes(&store), correct, p99_run_s: Some(p99) })
         }
         _ => {
             let t = Instant::now();
@@ -191,7 +206,7 @@ async fn run_once(workload: &str, n: usize, p: &Pipeline, persist: Persist) -> R
                     .unwrap_or(false),
                 _ => false,
             };
-            Ok(Sample { secs, store_bytes: bytes(&store), correct })
+            Ok(Sample { secs, store_bytes: bytes(&store), correct, p99_run_s: None })
         }
     }
 }
@@ -326,7 +341,7 @@ fn main() {
             let mut secs: Vec<f64> = samples.iter().map(|s| s.secs).collect();
             secs.sort_by(|a, b| a.total_cmp(b));
             let median = secs[secs.len() / 2];
-            let line = json!({
+            let mut line = json!({
                 "workload": name,
                 "n": n,
                 "persist": persist.name(),
@@ -338,6 +353,12 @@ fn main() {
                 "store_bytes": samples.last().map(|s| s.store_bytes).unwrap_or(0),
                 "correct": samples.iter().all(|s| s.correct),
             });
+            if kind == "many_runs" {
+                let mut p99: Vec<f64> = samples.iter().filter_map(|s| s.p99_run_s).collect();
+                p99.sort_by(|a, b| a.total_cmp(b));
+                line["steps_per_s"] = json!(units as f64 / median);
+                line["p99_run_ms"] = json!(p99.get(p99.len() / 2).map(|v| v * 1000.0));
+            }
             println!("{line}");
             if !samples.iter().all(|s| s.correct) {
                 failed = true;

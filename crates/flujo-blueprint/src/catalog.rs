@@ -1,0 +1,294 @@
+//! The skills catalog: `skills.yaml` next to a blueprint declares skills that need no Rust code (SPEC §7).
+//!
+//! ```yaml
+//! skills:
+//!   acme.summarize:
+//!     command: ["python3", "summarize.py"]   # run in the folder of skills.yaml; JSON on stdin/stdout
+//!     input_schema: {type: string}
+//!     output_schema: {type: string}
+//!     timeout_s: 30
+//!     side_effects: false
+//!     description: Summarizes text.
+//! ```
+//!
+//! This module only parses and validates the catalog into a [`SkillCatalog`]; running `command` and `http`
+//! skills is the skills crate's job. Skill ids a blueprint uses are checked against the registry *and* the
+//! catalog (`BP-SKILL-MISSING`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flujo_core::SkillInfo;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::decode::Decoder;
+use crate::diagnostic::Diagnostic;
+use crate::rules;
+use crate::yaml::{self, NodeKind};
+
+/// The file name of the catalog looked up next to a blueprint.
+pub const CATALOG_FILE: &str = "skills.yaml";
+
+const SKILL_FIELDS: &[&str] =
+    &["command", "http", "env", "input_schema", "output_schema", "timeout_s", "side_effects", "description"];
+
+/// Skills declared in `skills.yaml` files, by id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SkillCatalog {
+    pub skills: BTreeMap<String, CatalogSkill>,
+}
+
+/// One declared skill.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CatalogSkill {
+    pub id: String,
+    pub description: String,
+    /// `command` skills: the program and its arguments (no shell).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// `http` skills: the operation as declared (method, url, headers, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<Value>,
+    /// Extra environment variables for `command` skills.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<f64>,
+    pub side_effects: bool,
+    /// The folder of the `skills.yaml` that declares the skill: `command` skills run there.
+    pub dir: PathBuf,
+    /// The declaring file.
+    pub file: PathBuf,
+    /// The declaration as written.
+    pub declaration: Value,
+}
+
+impl CatalogSkill {
+    /// The registry-style description of this skill.
+    pub fn info(&self) -> SkillInfo {
+        SkillInfo {
+            id: self.id.clone(),
+            description: self.description.clone(),
+            input_schema: self.input_schema.clone(),
+            output_schema: self.output_schema.clone(),
+            side_effects: self.side_effects,
+        }
+    }
+}
+
+impl SkillCatalog {
+    pub fn get(&self, id: &str) -> Option<&CatalogSkill> {
+        self.skills.get(id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.skills.contains_key(id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.skills.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.skills.keys().map(String::as_str)
+    }
+
+    /// Adds the skills of `other` that this catalog does not declare (the first declaration wins).
+    pub fn merge(&mut self, other: &SkillCatalog) {
+        for (id, skill) in &other.skills {
+            self.skills.entry(id.clone()).or_insert_with(|| skill.clone());
+        }
+    }
+
+    /// Loads `dir/skills.yaml` if it exists (an empty catalog otherwise), with its diagnostics.
+    pub fn load_dir(dir: &Path) -> (SkillCatalog, Vec<Diagnostic>) {
+        yaml::with_parser_stack(|| SkillCatalog::load_dir_here(dir))
+    }
+
+    pub(crate) fn load_dir_here(dir: &Path) -> (SkillCatalog, Vec<Diagnostic>) {
+        let path = dir.join(CATALOG_FILE);
+        if !path.is_file() {
+            return (SkillCatalog::default(), Vec::new());
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => match yaml::decode_utf8(&bytes) {
+                Ok(text) => SkillCatalog::parse_here(text, &path),
+                Err(e) => (SkillCatalog::default(), vec![Diagnostic::at(e.rule, &path, e.loc, e.message)]),
+            },
+            Err(e) => (
+                SkillCatalog::default(),
+                vec![Diagnostic::new(
+                    rules::BP_IO,
+                    &path,
+                    0,
+                    0,
+                    format!("cannot read {CATALOG_FILE}: {}", crate::load::io_message(&e)),
+                )],
+            ),
+        }
+    }
+
+    /// Parses catalog text; `file` names it in diagnostics and its folder is the skills' working folder.
+    pub fn parse(text: &str, file: &Path) -> (SkillCatalog, Vec<Diagnostic>) {
+        yaml::with_parser_stack(|| SkillCatalog::parse_here(text, file))
+    }
+
+    fn parse_here(text: &str, file: &Path) -> (SkillCatalog, Vec<Diagnostic>) {
+        let mut catalog = SkillCatalog::default();
+        let node = match yaml::parse(text) {
+            Ok(node) => node,
+            Err(e) => return (catalog, vec![Diagnostic::at(e.rule, file, e.loc, e.message)]),
+        };
+        let custom: Vec<String> = Vec::new();
+        let mut d = Decoder::new(file, &custom);
+        if matches!(node.kind, NodeKind::Null) {
+            return (catalog, Vec::new());
+        }
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(mut top) = d.fields(&node, "a skills catalog") {
+            if let Some(skills) = top.take("skills") {
+                if let Some(entries) = d.fields(skills, "`skills`") {
+                    let list: Vec<_> = entries.all().map(|(k, _, v)| (k.to_owned(), v)).collect();
+                    for (id, value) in list {
+                        if let Some(skill) = skill(&mut d, &id, value, &dir, file) {
+                            catalog.skills.insert(id, skill);
+                        }
+                    }
+                }
+            } else {
+                d.report(rules::BP_MISSING_FIELD, top.loc, "the skills catalog has no `skills:` mapping");
+            }
+            d.finish(top, &["version", "skills"], "the skills catalog", |_| None);
+        }
+        (catalog, d.diags)
+    }
+}
+
+fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Path) -> Option<CatalogSkill> {
+    let what = format!("skill `{id}`");
+    let mut f = d.fields(node, &what)?;
+    let mut out = CatalogSkill {
+        id: id.to_owned(),
+        description: String::new(),
+        command: None,
+        http: None,
+        env: BTreeMap::new(),
+        input_schema: None,
+        output_schema: None,
+        timeout_s: None,
+        side_effects: false,
+        dir: dir.to_owned(),
+        file: file.to_owned(),
+        declaration: node.to_json(),
+    };
+    if let Some(n) = f.take("command") {
+        match &n.kind {
+            NodeKind::Seq(items) if !items.is_empty() => {
+                let parts: Vec<String> = items.iter().filter_map(|i| i.key_string()).collect();
+                if parts.len() == items.len() && !parts[0].is_empty() {
+                    out.command = Some(parts);
+                } else {
+                    d.report(rules::BP_TYPE, n.loc, format!("`command` of {what} must be a non-empty list of strings"));
+                }
+            }
+            NodeKind::Str(s) => d.report_with(
+                rules::BP_TYPE,
+                n.loc,
+                format!("`command` of {what} must be a list (program and arguments, no shell)"),
+                Some(format!(
+                    "write `command: [{}]`",
+                    s.split_whitespace().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
+                )),
+            ),
+            _ => d.report(rules::BP_TYPE, n.loc, format!("`command` of {what} must be a non-empty list of strings")),
+        }
+    }
+    if let Some(n) = f.take("http") {
+        match n.kind {
+            NodeKind::Map(_) => out.http = Some(n.to_json()),
+            _ => d.report(rules::BP_TYPE, n.loc, format!("`http` of {what} must be a mapping")),
+        }
+    }
+    if f.has("command") && f.has("http") {
+        d.report(rules::BP_TYPE, f.loc, format!("{what} declares both `command` and `http`; use one"));
+    }
+    if !f.has("command") && !f.has("http") {
+        d.report(rules::BP_MISSING_FIELD, f.loc, format!("{what} has neither `command` nor `http`"));
+    }
+    if let Some(n) = f.take("env") {
+        if let Some(map) = d.fields(n, "`env`") {
+            for (k, _, v) in map.all() {
+                match v.key_string() {
+                    Some(val) if !matches!(v.kind, NodeKind::Null) => {
+                        out.env.insert(k.to_owned(), val);
+                    }
+                    _ => d.report(rules::BP_TYPE, v.loc, format!("`env.{k}` of {what} must be a string")),
+                }
+            }
+        }
+    }
+    for key in ["input_schema", "output_schema"] {
+        if let Some(n) = f.take(key) {
+            let value = n.to_json();
+            if !matches!(n.kind, NodeKind::Map(_) | NodeKind::Bool(_)) {
+                d.report(rules::BP_TYPE, n.loc, format!("`{key}` of {what} must be a JSON Schema (a mapping)"));
+            } else if let Err(e) = jsonschema::validator_for(&value) {
+                d.report(rules::BP_TYPE, n.loc, format!("`{key}` of {what} is not a valid JSON Schema: {e}"));
+            } else if key == "input_schema" {
+                out.input_schema = Some(value);
+            } else {
+                out.output_schema = Some(value);
+            }
+        }
+    }
+    if let Some(n) = f.take("timeout_s") {
+        match n.to_json().as_f64() {
+            Some(t) if t > 0.0 && t.is_finite() => out.timeout_s = Some(t),
+            _ => d.report(rules::BP_TYPE, n.loc, format!("`timeout_s` of {what} must be a positive number")),
+        }
+    }
+    if let Some(n) = f.take("side_effects") {
+        match n.kind {
+            NodeKind::Bool(b) => out.side_effects = b,
+            _ => d.report(rules::BP_TYPE, n.loc, format!("`side_effects` of {what} must be `true` or `false`")),
+        }
+    }
+    if let Some(n) = f.take("description") {
+        match n.as_str() {
+            Some(s) => out.description = s.to_owned(),
+            None => d.report(rules::BP_TYPE, n.loc, format!("`description` of {what} must be a string")),
+        }
+    }
+    d.finish(f, SKILL_FIELDS, &what, |_| None);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_command_skills() {
+        let text = "skills:\n  acme.echo:\n    command: [\"python3\", \"echo.py\"]\n    timeout_s: 5\n    side_effects: true\n    description: Echo.\n";
+        let (cat, diags) = SkillCatalog::parse(text, Path::new("/p/skills.yaml"));
+        assert!(diags.is_empty(), "{diags:?}");
+        let s = cat.get("acme.echo").unwrap();
+        assert_eq!(s.command.as_deref(), Some(&["python3".to_owned(), "echo.py".to_owned()][..]));
+        assert_eq!(s.dir, PathBuf::from("/p"));
+        assert!(s.info().side_effects);
+    }
+
+    #[test]
+    fn reports_problems() {
+        let text = "skills:\n  a:\n    command: python3 a.py\n    timout_s: 3\n  b: {description: x}\n";
+        let (_, diags) = SkillCatalog::parse(text, Path::new("skills.yaml"));
+        let rules: Vec<&str> = diags.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(rules, vec!["BP-TYPE", "BP-UNKNOWN-FIELD", "BP-MISSING-FIELD"], "{diags:?}");
+        assert_eq!(diags[1].suggestion.as_deref(), Some("did you mean `timeout_s`?"));
+    }
+}

@@ -1,0 +1,536 @@
+//! Semantic checks over the raw blueprint: rules that need more than one value at a time.
+//!
+//! Sibling names (`BP-DUP-NAME`), sibling fallbacks (`BP-FALLBACK-MISSING`, `BP-FALLBACK-CYCLE`), context data
+//! flow (`V-CTX1`, `V-CTX2`, `CTX-OUTPUT-KEYS`, `CTX-READONLY`), loops whose exit can never change
+//! (`LOOP-NO-EXIT`), state machine graphs (`SM-UNKNOWN-STATE`, `SM-UNREACHABLE`, `SM-NO-END`) and parallel
+//! branches that race for the same context key (`PAR-CONFLICT-RISK`).
+//!
+//! `HITL-NESTED-001` is defined but never emitted: because resume is replay (SPEC §2), a `hitl` step
+//! resumes correctly at any depth — inside loops, conditionals, maps, parallel branches, state machines,
+//! imports and cache-wrapped steps alike — so there is no construct today that must be rejected.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use flujo_core::patch::split_context_path;
+use flujo_core::MergeStrategy;
+use serde_json::Value;
+
+use crate::decode::Decoder;
+use crate::raw::{RawAgent, RawBlueprint, RawFallback, RawKind, RawParallel, RawStep, Sp};
+use crate::rules;
+use crate::suggest::closest;
+use crate::yaml::Loc;
+
+/// Context fields the framework owns; steps may read them but not write them.
+pub const READ_ONLY_FIELDS: &[&str] = &["run_id", "initial_prompt", "steps", "hitl_history", "status"];
+/// Context fields that always exist.
+const FRAMEWORK_FIELDS: &[&str] = &["run_id", "initial_prompt", "steps", "hitl_history", "import_artifacts", "status"];
+
+/// Names a loop's exit expression must read (one of them) to be able to change between iterations.
+const DYNAMIC_NAMES: &[&str] =
+    &["previous_step", "context", "steps", "initial_prompt", "resume_input", "this", "output"];
+
+/// Runs every semantic rule. `inherits_context`: the blueprint is imported with `inherit_context: true`, so
+/// its context comes from the importing pipeline and the data-flow rules (`V-CTX1/2`) cannot judge it.
+pub(crate) fn check(bp: &RawBlueprint, d: &mut Decoder<'_>, inherits_context: bool) {
+    sequence_rules(&bp.steps, d);
+    let mut flow = Flow::new(bp.context_schema.as_ref());
+    flow.wildcard = inherits_context;
+    flow.sequence(&bp.steps, d);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-sequence and per-step structural rules
+// ---------------------------------------------------------------------------------------------------------
+
+fn sequence_rules(steps: &[RawStep], d: &mut Decoder<'_>) {
+    let mut seen: HashMap<&str, Loc> = HashMap::new();
+    for s in steps {
+        if s.name.v.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.get(s.name.v.as_str()) {
+            d.report_with(
+                rules::BP_DUP_NAME,
+                s.name.loc,
+                format!("step name `{}` is already used by a sibling step (line {})", s.name.v, first.line),
+                Some("sibling steps need unique names: `steps.NAME` and fallbacks refer to them".to_owned()),
+            );
+        } else {
+            seen.insert(&s.name.v, s.name.loc);
+        }
+    }
+    fallback_rules(steps, d);
+    for s in steps {
+        step_rules(s, d);
+    }
+}
+
+fn sibling_target(s: &RawStep) -> Option<&Sp<String>> {
+    match &s.fallback {
+        Some(RawFallback::Sibling(n)) => Some(n),
+        _ => None,
+    }
+}
+
+fn fallback_rules(steps: &[RawStep], d: &mut Decoder<'_>) {
+    let target = sibling_target;
+    let names: Vec<&str> = steps.iter().map(|s| s.name.v.as_str()).collect();
+    let name_set: HashSet<&str> = names.iter().copied().collect();
+    for s in steps {
+        let Some(fb) = target(s) else { continue };
+        if !name_set.contains(fb.v.as_str()) {
+            let suggestion = closest(&fb.v, names.iter().copied()).map(|c| format!("did you mean `{c}`?"));
+            d.report_with(
+                rules::BP_FALLBACK_MISSING,
+                fb.loc,
+                format!("fallback of step `{}` names `{}`, which is not a sibling step", s.name.v, fb.v),
+                suggestion,
+            );
+        }
+    }
+    // Cycles among sibling fallbacks: follow each chain.
+    let by_name: HashMap<&str, &RawStep> = steps.iter().map(|s| (s.name.v.as_str(), s)).collect();
+    let mut reported: HashSet<Vec<&str>> = HashSet::new();
+    for s in steps {
+        let mut chain: Vec<&str> = vec![s.name.v.as_str()];
+        let mut cur = s;
+        while let Some(fb) = target(cur) {
+            let Some(next) = by_name.get(fb.v.as_str()) else { break };
+            if let Some(pos) = chain.iter().position(|n| *n == fb.v) {
+                let mut members = chain[pos..].to_vec();
+                members.sort_unstable();
+                if reported.insert(members) {
+                    let cycle: Vec<&str> = chain[pos..].iter().copied().chain([fb.v.as_str()]).collect();
+                    d.report(
+                        rules::BP_FALLBACK_CYCLE,
+                        fb.loc,
+                        format!("fallbacks form a cycle: {}", cycle.join(" → ")),
+                    );
+                }
+                break;
+            }
+            chain.push(&next.name.v);
+            cur = next;
+        }
+    }
+}
+
+fn step_rules(s: &RawStep, d: &mut Decoder<'_>) {
+    let label = format!("step `{}`", s.name.v);
+    if s.updates_context && s.output_keys.is_empty() && s.sink_to.is_none() {
+        d.report_with(
+            rules::CTX_OUTPUT_KEYS,
+            s.name.loc,
+            format!("{label} has `updates_context: true` but no `output_keys` or `sink_to`: every key of its output is merged into the context"),
+            Some("list the keys it writes in `output_keys: [...]`, or use `sink_to: PATH`".to_owned()),
+        );
+    }
+    let mut writes: Vec<&Sp<String>> = s.sink_to.iter().collect();
+    if s.updates_context {
+        writes.extend(&s.output_keys);
+    }
+    for w in writes {
+        if let Some(root) = split_context_path(&w.v).first() {
+            if READ_ONLY_FIELDS.contains(&root.as_str()) {
+                d.report(
+                    rules::CTX_READONLY,
+                    w.loc,
+                    format!(
+                        "{label} writes `{}`, but `{root}` is a framework field of the context and cannot be written",
+                        w.v
+                    ),
+                );
+            }
+        }
+    }
+    match &s.kind {
+        RawKind::Loop { exit_expression: Some(e), .. } if !reads_dynamic_name(&e.v) => {
+            d.report_with(
+                rules::LOOP_NO_EXIT,
+                e.loc,
+                format!(
+                    "the exit_expression `{}` of loop {label} reads nothing the loop changes, so it never changes",
+                    e.v
+                ),
+                Some("test the iteration's output (`previous_step`) or the context (`context.KEY`)".to_owned()),
+            );
+        }
+        RawKind::StateMachine { states, start_state, end_states, transitions, .. } if !states.is_empty() => {
+            state_machine_rules(&label, states, start_state.as_ref(), end_states, transitions, d);
+        }
+        RawKind::Parallel(p) if p.merge_strategy == MergeStrategy::ContextUpdate => parallel_conflicts(&label, p, d),
+        RawKind::Router { parallel, .. } if parallel.merge_strategy == MergeStrategy::ContextUpdate => {
+            parallel_conflicts(&label, parallel, d)
+        }
+        _ => {}
+    }
+    for seq in s.child_sequences() {
+        sequence_rules(seq, d);
+    }
+    for child in s.single_children() {
+        step_rules(child, d);
+    }
+}
+
+/// True when an expression reads one of [`DYNAMIC_NAMES`] as a top-level name (outside string literals and
+/// not as an attribute).
+fn reads_dynamic_name(src: &str) -> bool {
+    let mut chars = src.char_indices().peekable();
+    let mut prev_sig: Option<char> = None;
+    while let Some((i, c)) = chars.next() {
+        if c == '"' || c == '\'' {
+            // Skip the string literal.
+            let mut escaped = false;
+            for (_, n) in chars.by_ref() {
+                if escaped {
+                    escaped = false;
+                } else if n == '\\' {
+                    escaped = true;
+                } else if n == c {
+                    break;
+                }
+            }
+            prev_sig = Some(c);
+            continue;
+        }
+        if c.is_alphabetic() || c == '_' {
+            let mut end = i + c.len_utf8();
+            while let Some(&(j, n)) = chars.peek() {
+                if n.is_alphanumeric() || n == '_' {
+                    end = j + n.len_utf8();
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let word = &src[i..end];
+            if prev_sig != Some('.') && DYNAMIC_NAMES.contains(&word) {
+                return true;
+            }
+            prev_sig = Some('a');
+            continue;
+        }
+        if !c.is_whitespace() {
+            prev_sig = Some(c);
+        }
+    }
+    false
+}
+
+fn state_machine_rules(
+    label: &str,
+    states: &[crate::raw::RawBranch],
+    start: Option<&Sp<String>>,
+    end_states: &[Sp<String>],
+    transitions: &[crate::raw::RawTransition],
+    d: &mut Decoder<'_>,
+) {
+    let names: Vec<&str> = states.iter().map(|b| b.name.v.as_str()).collect();
+    let unknown = |name: &Sp<String>, role: &str, d: &mut Decoder<'_>| {
+        if !names.contains(&name.v.as_str()) {
+            let suggestion = closest(&name.v, names.iter().copied())
+                .map(|c| format!("did you mean `{c}`?"))
+                .or_else(|| Some(format!("declared states: {}", names.join(", "))));
+            d.report_with(
+                rules::SM_UNKNOWN_STATE,
+                name.loc,
+                format!("{role} `{}` of state machine {label} is not a declared state", name.v),
+                suggestion,
+            );
+            true
+        } else {
+            false
+        }
+    };
+    let start_ok = match start {
+        Some(s) => !unknown(s, "start_state", d),
+        None => false,
+    };
+    for e in end_states {
+        unknown(e, "end state", d);
+    }
+    for t in transitions {
+        if t.from.v != "*" {
+            unknown(&t.from, "transition source", d);
+        }
+        unknown(&t.to, "transition target", d);
+    }
+    if end_states.is_empty() {
+        d.report_with(
+            rules::SM_NO_END,
+            start.map_or(states[0].name.loc, |s| s.loc),
+            format!("state machine {label} has no `end_states`, so it can never finish successfully"),
+            Some("add `end_states: [STATE]`".to_owned()),
+        );
+    }
+    let (Some(start), true) = (start, start_ok) else { return };
+    // Reachability from the start state over every transition (any `on`, any `when`).
+    let mut reached: BTreeSet<&str> = BTreeSet::new();
+    let mut queue: VecDeque<&str> = VecDeque::from([start.v.as_str()]);
+    while let Some(s) = queue.pop_front() {
+        if !reached.insert(s) {
+            continue;
+        }
+        if end_states.iter().any(|e| e.v == s) {
+            continue; // the machine stops at an end state
+        }
+        for t in transitions {
+            if (t.from.v == s || t.from.v == "*")
+                && names.contains(&t.to.v.as_str())
+                && !reached.contains(t.to.v.as_str())
+            {
+                queue.push_back(&t.to.v);
+            }
+        }
+    }
+    for b in states {
+        if !reached.contains(b.name.v.as_str()) {
+            d.report(
+                rules::SM_UNREACHABLE,
+                b.name.loc,
+                format!(
+                    "state `{}` of state machine {label} cannot be reached from start_state `{}`",
+                    b.name.v, start.v
+                ),
+            );
+        }
+    }
+    if !end_states.is_empty() && !end_states.iter().any(|e| reached.contains(e.v.as_str())) {
+        let ends: Vec<&str> = end_states.iter().map(|e| e.v.as_str()).collect();
+        d.report(
+            rules::SM_NO_END,
+            start.loc,
+            format!(
+                "no end state ({}) of state machine {label} can be reached from start_state `{}`",
+                ends.join(", "),
+                start.v
+            ),
+        );
+    }
+}
+
+/// A context path a step writes, and where.
+type Write = (Vec<String>, Loc);
+
+fn parallel_conflicts(label: &str, p: &RawParallel, d: &mut Decoder<'_>) {
+    // What earlier branches wrote: exact paths, and every prefix of them ("something at or below").
+    let mut exact: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut below: HashMap<Vec<String>, usize> = HashMap::new();
+    let mut reported: HashSet<Vec<String>> = HashSet::new();
+    for (j, branch) in p.branches.iter().enumerate() {
+        let mut writes = Vec::new();
+        for s in &branch.steps {
+            collect_writes(s, &mut writes);
+        }
+        for (path, loc) in &writes {
+            // An earlier branch wrote this path or a prefix of it (`a` vs `a.b`), or something below it.
+            let hit = (1..=path.len())
+                .find_map(|n| exact.get(&path[..n]).map(|&i| (i, path[..n].to_vec())))
+                .or_else(|| below.get(path.as_slice()).map(|&i| (i, path.clone())));
+            let Some((i, key)) = hit else { continue };
+            if reported.insert(key.clone()) {
+                let first = &p.branches[i].name.v;
+                d.report_with(
+                    rules::PAR_CONFLICT_RISK,
+                    *loc,
+                    format!(
+                        "branches `{first}` and `{}` of parallel {label} both write context key `{}`; with \
+                         merge_strategy context_update conflicting writes fail the step",
+                        branch.name.v,
+                        key.join(".")
+                    ),
+                    Some(
+                        "write distinct keys per branch, or choose merge_strategy overwrite / keep_first / no_merge"
+                            .to_owned(),
+                    ),
+                );
+            }
+        }
+        for (path, _) in writes {
+            for n in 1..=path.len() {
+                below.entry(path[..n].to_vec()).or_insert(j);
+            }
+            exact.entry(path).or_insert(j);
+        }
+    }
+}
+
+/// The context paths a step (and everything inside it) writes.
+fn collect_writes(s: &RawStep, out: &mut Vec<Write>) {
+    for (path, loc) in own_writes(s) {
+        out.push((path, loc));
+    }
+    for seq in s.child_sequences() {
+        for c in seq {
+            collect_writes(c, out);
+        }
+    }
+    for c in s.single_children() {
+        collect_writes(c, out);
+    }
+}
+
+/// The context paths a step itself writes (not its children).
+fn own_writes(s: &RawStep) -> Vec<Write> {
+    let mut out = Vec::new();
+    if let Some(sink) = &s.sink_to {
+        out.push((split_context_path(&sink.v), sink.loc));
+    }
+    for k in &s.output_keys {
+        out.push((split_context_path(&k.v), k.loc));
+    }
+    if let RawKind::Step { agent: Some(RawAgent::Skill { id, params }) } = &s.kind {
+        if let Some(path) = context_skill_path(&id.v, params) {
+            out.push((split_context_path(path), id.loc));
+        }
+    }
+    if let RawKind::Import { outputs, alias, .. } = &s.kind {
+        for o in outputs {
+            out.push((split_context_path(&o.parent), alias.loc));
+        }
+    }
+    out.retain(|(p, _)| !p.is_empty());
+    out
+}
+
+/// The `path` param of the built-in context-writing skills.
+fn context_skill_path<'v>(id: &str, params: &'v Value) -> Option<&'v str> {
+    let short = id.strip_prefix("flujo.builtins.").unwrap_or(id);
+    matches!(short, "context_set" | "context_merge").then(|| params.get("path").and_then(Value::as_str)).flatten()
+}
+
+/// True when the step merges keys nobody declared (`updates_context` without keys, `context_merge` without a
+/// path): after it, any key may exist.
+fn writes_unknown_keys(s: &RawStep) -> bool {
+    if s.updates_context && s.output_keys.is_empty() && s.sink_to.is_none() {
+        return true;
+    }
+    matches!(&s.kind, RawKind::Step { agent: Some(RawAgent::Skill { id, params }) }
+        if id.v.strip_prefix("flujo.builtins.").unwrap_or(&id.v) == "context_merge" && params.get("path").is_none())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Context data flow (V-CTX1 / V-CTX2)
+// ---------------------------------------------------------------------------------------------------------
+
+struct Flow {
+    /// Every prefix of every path known to exist (framework fields, schema properties, upstream writes):
+    /// a read of `a.b` is fully known when `a.b` is in here.
+    prefixes: HashSet<Vec<String>>,
+    /// Set once an upstream step may write keys nobody declared.
+    wildcard: bool,
+}
+
+impl Flow {
+    fn new(schema: Option<&Value>) -> Self {
+        let mut flow = Flow { prefixes: HashSet::new(), wildcard: false };
+        for f in FRAMEWORK_FIELDS {
+            flow.add(vec![(*f).to_owned()]);
+        }
+        if let Some(schema) = schema {
+            let mut paths = Vec::new();
+            schema_paths(schema, &mut Vec::new(), &mut paths, 0);
+            paths.into_iter().for_each(|p| flow.add(p));
+        }
+        flow
+    }
+
+    fn add(&mut self, path: Vec<String>) {
+        for n in 1..=path.len() {
+            self.prefixes.insert(path[..n].to_vec());
+        }
+    }
+
+    fn sequence(&mut self, steps: &[RawStep], d: &mut Decoder<'_>) {
+        for s in steps {
+            self.step(s, d);
+        }
+    }
+
+    fn step(&mut self, s: &RawStep, d: &mut Decoder<'_>) {
+        for key in &s.input_keys {
+            self.check_key(&s.name.v, key, d);
+        }
+        // Loops and state machines repeat: everything written inside is visible inside.
+        if matches!(s.kind, RawKind::Loop { .. } | RawKind::StateMachine { .. }) {
+            let mut writes = Vec::new();
+            collect_writes(s, &mut writes);
+            writes.into_iter().for_each(|(p, _)| self.add(p));
+        }
+        for seq in s.child_sequences() {
+            self.sequence(seq, d);
+        }
+        for c in s.single_children() {
+            self.step(c, d);
+        }
+        own_writes(s).into_iter().for_each(|(p, _)| self.add(p));
+        if writes_unknown_keys(s) {
+            self.wildcard = true;
+        }
+    }
+
+    fn check_key(&self, step: &str, key: &Sp<String>, d: &mut Decoder<'_>) {
+        let path = split_context_path(&key.v);
+        let Some(root) = path.first() else {
+            d.report(rules::BP_TYPE, key.loc, format!("input key `{}` of step `{step}` is not a context path", key.v));
+            return;
+        };
+        if self.wildcard || self.prefixes.contains(&path) {
+            return;
+        }
+        if self.prefixes.contains(&path[..1]) {
+            // Below a framework field (`steps.NAME`, `import_artifacts.X`) the shape is the run's business.
+            if FRAMEWORK_FIELDS.contains(&root.as_str()) {
+                return;
+            }
+            d.report(
+                rules::V_CTX2,
+                key.loc,
+                format!("input key `{}` of step `{step}`: only `{root}` is known to be produced upstream, not the full path", key.v),
+            );
+        } else {
+            let roots: BTreeSet<&str> = self.prefixes.iter().filter(|p| p.len() == 1).map(|p| p[0].as_str()).collect();
+            let suggestion =
+                closest(root, roots.iter().copied()).map(|c| format!("did you mean `{c}`?")).or_else(|| {
+                    Some("produce it upstream (output_keys / sink_to) or declare it in `context_schema`".to_owned())
+                });
+            d.report_with(
+                rules::V_CTX1,
+                key.loc,
+                format!("input key `{}` of step `{step}`: `{root}` is never produced upstream", key.v),
+                suggestion,
+            );
+        }
+    }
+}
+
+/// Collects property paths of an object schema (`properties`, recursively, bounded depth).
+fn schema_paths(schema: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>, depth: usize) {
+    if depth > 16 {
+        return;
+    }
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+    for (name, sub) in props {
+        prefix.push(name.clone());
+        out.push(prefix.clone());
+        schema_paths(sub, prefix, out, depth + 1);
+        prefix.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_names() {
+        assert!(reads_dynamic_name("previous_step >= 3"));
+        assert!(reads_dynamic_name("context.done"));
+        assert!(reads_dynamic_name("steps.x | length > 2"));
+        assert!(!reads_dynamic_name("false"));
+        assert!(!reads_dynamic_name("1 > 2"));
+        assert!(!reads_dynamic_name("'previous_step' == 'x'"));
+        assert!(!reads_dynamic_name("x.previous_step"));
+    }
+}

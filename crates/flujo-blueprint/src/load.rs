@@ -1,0 +1,484 @@
+//! Loading: reads a blueprint file and everything it pulls in (imports, `skills.yaml`, prompt files), runs
+//! decode → check → lower on each file, and gathers every diagnostic.
+//!
+//! Imports are resolved relative to the importing file and loaded recursively; each file is loaded once per
+//! load (diamond imports share the child pipeline), cycles are reported with their chain (`BP-IMPORT-CYCLE`)
+//! and the chain depth is bounded (`BP-LIMIT`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use flujo_core::{Pipeline, SkillRegistry};
+use serde_json::{Map, Value};
+
+use crate::catalog::SkillCatalog;
+use crate::decode::Decoder;
+use crate::diagnostic::{Diagnostic, LoadFailure, Severity};
+use crate::lower::Lowerer;
+use crate::raw::{RawAgentDecl, RawKind, RawPrompt, RawStep, Sp};
+use crate::rules;
+use crate::yaml::{self, Loc};
+use crate::{check, AgentDecl};
+
+/// Deepest chain of imports (a blueprint importing a blueprint importing …).
+pub const MAX_IMPORT_DEPTH: usize = 32;
+
+/// How to load a blueprint.
+#[derive(Clone, Default)]
+pub struct LoadOptions<'a> {
+    /// The skill registry to check skill ids and params against. `None` checks only the skills catalog and
+    /// Python import paths (unknown ids are not reported).
+    pub registry: Option<&'a dyn SkillRegistry>,
+    /// Treat warnings as errors.
+    pub strict: bool,
+    /// Step kinds registered by the user (each needs a `StepPolicy` in the engine); such steps become
+    /// [`flujo_core::StepKind::Custom`] with their kind-specific fields as `spec`.
+    pub custom_kinds: Vec<String>,
+}
+
+impl std::fmt::Debug for LoadOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("registry", &self.registry.map(|_| "dyn SkillRegistry"))
+            .field("strict", &self.strict)
+            .field("custom_kinds", &self.custom_kinds)
+            .finish()
+    }
+}
+
+/// A successfully loaded blueprint.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub pipeline: Pipeline,
+    /// Warnings and notes (there are no errors, or loading would have failed).
+    pub diagnostics: Vec<Diagnostic>,
+    /// The skills declared in `skills.yaml` next to the blueprint and next to each imported blueprint.
+    pub catalog: SkillCatalog,
+    /// The root blueprint's `agents:`.
+    pub agents: BTreeMap<String, AgentDecl>,
+    /// The blueprint as canonical JSON: the document with each import's path replaced by
+    /// `{"path": PATH, "blueprint": CHILD_CANONICAL}`.
+    pub canonical: Value,
+    /// The folder of the blueprint (imports, prompt files and command skills are relative to it).
+    pub base_dir: PathBuf,
+}
+
+/// Loads and validates a blueprint file; any error diagnostic makes it a [`LoadFailure`].
+pub fn load_file(path: &Path, opts: &LoadOptions<'_>) -> Result<Loaded, LoadFailure> {
+    finish(run(Source::File(path), opts), opts)
+}
+
+/// Loads and validates blueprint text; `file` names it in diagnostics and its folder anchors relative paths.
+pub fn load_str(yaml: &str, file: &Path, opts: &LoadOptions<'_>) -> Result<Loaded, LoadFailure> {
+    finish(run(Source::Text(yaml, file), opts), opts)
+}
+
+/// Every diagnostic of a blueprint file (errors, warnings, notes), for `flujo validate`.
+pub fn validate_file(path: &Path, opts: &LoadOptions<'_>) -> Vec<Diagnostic> {
+    let out = run(Source::File(path), opts);
+    apply_strict(out.diagnostics, opts)
+}
+
+/// Every diagnostic of blueprint text.
+pub fn validate_str(yaml: &str, file: &Path, opts: &LoadOptions<'_>) -> Vec<Diagnostic> {
+    let out = run(Source::Text(yaml, file), opts);
+    apply_strict(out.diagnostics, opts)
+}
+
+#[derive(Clone, Copy)]
+enum Source<'s> {
+    File(&'s Path),
+    Text(&'s str, &'s Path),
+}
+
+#[derive(Default)]
+struct Outcome {
+    loaded: Option<Loaded>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+fn apply_strict(mut diags: Vec<Diagnostic>, opts: &LoadOptions<'_>) -> Vec<Diagnostic> {
+    if opts.strict {
+        for d in &mut diags {
+            if d.severity == Severity::Warning {
+                d.severity = Severity::Error;
+            }
+        }
+    }
+    diags
+}
+
+fn finish(out: Outcome, opts: &LoadOptions<'_>) -> Result<Loaded, LoadFailure> {
+    let diagnostics = apply_strict(out.diagnostics, opts);
+    match out.loaded {
+        Some(mut loaded) if !diagnostics.iter().any(Diagnostic::is_error) => {
+            loaded.diagnostics = diagnostics;
+            Ok(loaded)
+        }
+        _ => Err(LoadFailure { diagnostics }),
+    }
+}
+
+/// Loads on a thread with a stack sized for the deepest accepted YAML (see [`yaml::with_parser_stack`]).
+fn run(source: Source<'_>, opts: &LoadOptions<'_>) -> Outcome {
+    yaml::with_parser_stack(|| run_here(source, opts))
+}
+
+fn run_here(source: Source<'_>, opts: &LoadOptions<'_>) -> Outcome {
+    let path = match &source {
+        Source::File(p) | Source::Text(_, p) => *p,
+    };
+    let base_dir = parent_dir(path);
+    let mut loader = Loader {
+        opts,
+        diags: Vec::new(),
+        catalog: SkillCatalog::default(),
+        catalog_dirs: HashSet::new(),
+        stack: Vec::new(),
+        cache: HashMap::new(),
+    };
+    let result = match source {
+        Source::File(p) => loader.load_path(p, None, false),
+        Source::Text(text, p) => {
+            loader.stack.push(canonical_or_same(p));
+            let r = loader.load_text(text, p, false);
+            loader.stack.pop();
+            Some(r)
+        }
+    };
+    // Release the loader's references to the pipelines so the root one is not deep-copied below.
+    drop(std::mem::take(&mut loader.cache));
+    let diagnostics = sort_diagnostics(loader.diags);
+    let loaded = result.and_then(|r| {
+        let FileResult { pipeline, canonical, agents } = r;
+        Some(Loaded {
+            pipeline: Arc::try_unwrap(pipeline).unwrap_or_else(|arc| (*arc).clone()),
+            diagnostics: Vec::new(),
+            catalog: loader.catalog,
+            agents: agents?,
+            canonical,
+            base_dir,
+        })
+    });
+    Outcome { loaded, diagnostics }
+}
+
+/// Orders diagnostics by file (in order of first appearance), then position; drops exact duplicates.
+fn sort_diagnostics(diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut files: HashMap<PathBuf, usize> = HashMap::new();
+    for d in &diags {
+        let next = files.len();
+        files.entry(d.file.clone()).or_insert(next);
+    }
+    let mut keyed: Vec<(usize, Diagnostic)> =
+        diags.into_iter().map(|d| (files.get(&d.file).copied().unwrap_or(0), d)).collect();
+    keyed.sort_by(|(fa, a), (fb, b)| {
+        (fa, a.line, a.column, &a.rule, &a.message, &a.suggestion).cmp(&(
+            fb,
+            b.line,
+            b.column,
+            &b.rule,
+            &b.message,
+            &b.suggestion,
+        ))
+    });
+    keyed.dedup_by(|(_, a), (_, b)| a == b);
+    keyed.into_iter().map(|(_, d)| d).collect()
+}
+
+#[derive(Clone)]
+struct FileResult {
+    pipeline: Arc<Pipeline>,
+    canonical: Value,
+    /// `None` when the file could not be parsed at all.
+    agents: Option<BTreeMap<String, AgentDecl>>,
+}
+
+struct Loader<'o> {
+    opts: &'o LoadOptions<'o>,
+    diags: Vec<Diagnostic>,
+    catalog: SkillCatalog,
+    catalog_dirs: HashSet<PathBuf>,
+    /// Canonical paths of the files being loaded (the import chain).
+    stack: Vec<PathBuf>,
+    /// Canonical path → result, so each file is loaded once.
+    cache: HashMap<(PathBuf, bool), FileResult>,
+}
+
+impl Loader<'_> {
+    /// Loads a file from disk. `from` is the import declaration that pulls it in (for diagnostics).
+    /// `from` is the importing file, the location of the import and the path as written there; `inherits`
+    /// is set when an importing step passes its context down (`inherit_context: true`).
+    fn load_path(&mut self, path: &Path, from: Option<(&Path, Loc, &str)>, inherits: bool) -> Option<FileResult> {
+        let report = |loader: &mut Self, rule: &str, message: String, suggestion: Option<String>| {
+            let d = match from {
+                Some((file, loc, _)) => Diagnostic::at(rule, file, loc, message),
+                None => Diagnostic::new(rule, path, 0, 0, message),
+            };
+            loader.diags.push(Diagnostic { suggestion, ..d });
+        };
+        let shown = match from {
+            Some((_, _, written)) => format!("import `{written}`"),
+            None => path.display().to_string(),
+        };
+        let canonical = match std::fs::canonicalize(path) {
+            Ok(c) => c,
+            Err(e) => {
+                let rule = if from.is_some() { rules::BP_IMPORT_MISSING } else { rules::BP_IO };
+                report(self, rule, format!("cannot open {shown}: {}", io_message(&e)), None);
+                return None;
+            }
+        };
+        if let Some(pos) = self.stack.iter().position(|p| *p == canonical) {
+            let chain: Vec<String> = self.stack[pos..].iter().chain([&canonical]).map(|p| display_name(p)).collect();
+            report(self, rules::BP_IMPORT_CYCLE, format!("import cycle: {}", chain.join(" → ")), None);
+            return None;
+        }
+        if self.stack.len() > MAX_IMPORT_DEPTH {
+            report(self, rules::BP_LIMIT, format!("imports are nested deeper than {MAX_IMPORT_DEPTH} levels"), None);
+            return None;
+        }
+        if let Some(done) = self.cache.get(&(canonical.clone(), inherits)) {
+            return Some(done.clone());
+        }
+        let bytes = match read_limited(path) {
+            Ok(b) => b,
+            Err(ReadError::TooLarge(n)) => {
+                self.diags.push(Diagnostic::new(
+                    rules::BP_LIMIT,
+                    path,
+                    1,
+                    1,
+                    format!("file is {n} bytes; the limit is {} bytes (4 MiB)", yaml::MAX_BLUEPRINT_BYTES),
+                ));
+                return None;
+            }
+            Err(ReadError::Io(e)) => {
+                let rule = if from.is_some() { rules::BP_IMPORT_MISSING } else { rules::BP_IO };
+                report(self, rule, format!("cannot read {shown}: {}", io_message(&e)), None);
+                return None;
+            }
+        };
+        let text = match yaml::decode_utf8(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                self.diags.push(Diagnostic::at(e.rule, path, e.loc, e.message));
+                return None;
+            }
+        };
+        self.stack.push(canonical.clone());
+        let result = self.load_text(text, path, inherits);
+        self.stack.pop();
+        self.cache.insert((canonical, inherits), result.clone());
+        Some(result)
+    }
+
+    /// Decodes, checks and lowers one blueprint text (its imports loaded recursively). `inherits`: the
+    /// context comes from an importing pipeline, so keys it reads may exist without being produced here.
+    fn load_text(&mut self, text: &str, file: &Path, inherits: bool) -> FileResult {
+        let dir = parent_dir(file);
+        self.load_catalog(&dir);
+        let default_name =
+            file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
+        let node = match yaml::parse(text) {
+            Ok(node) => node,
+            Err(e) => {
+                self.diags.push(Diagnostic::at(e.rule, file, e.loc, e.message));
+                return FileResult {
+                    pipeline: Arc::new(Pipeline::new(default_name, Vec::new())),
+                    canonical: Value::Null,
+                    agents: None,
+                };
+            }
+        };
+        let mut d = Decoder::new(file, &self.opts.custom_kinds);
+        let raw = d.blueprint(&node);
+        check::check(&raw, &mut d, inherits);
+
+        // Imports: alias → child pipeline (+ canonical form for this file's canonical JSON).
+        let mut imports: HashMap<String, Arc<Pipeline>> = HashMap::new();
+        let mut import_canon: Map<String, Value> = Map::new();
+        for (alias, path) in &raw.imports {
+            let child_path = normalize(&dir.join(&path.v));
+            let inherited = raw.steps.iter().any(|s| inherits_import(s, &alias.v));
+            let child = self.load_path(&child_path, Some((file, path.loc, &path.v)), inherited);
+            let (pipeline, canon) = match child {
+                Some(c) => (c.pipeline, c.canonical),
+                None => (Arc::new(Pipeline::new(alias.v.clone(), Vec::new())), Value::Null),
+            };
+            imports.insert(alias.v.clone(), pipeline);
+            import_canon.insert(alias.v.clone(), serde_json::json!({"path": path.v, "blueprint": canon}));
+        }
+
+        let agents = self.agents(&raw.agents, &dir, &mut d);
+        let pipeline = {
+            let mut lower = Lowerer {
+                d: &mut d,
+                agents: &agents,
+                imports: &imports,
+                registry: self.opts.registry,
+                catalog: &self.catalog,
+            };
+            for (name, decl) in &raw.agents {
+                for tool in &decl.tools {
+                    lower.check_skill(tool, &Value::Null, &format!("a tool of agent `{}`", name.v), true);
+                }
+            }
+            lower.pipeline(&raw, &default_name)
+        };
+        self.diags.append(&mut d.diags);
+
+        let mut canonical = node.to_json();
+        if let (Some(obj), false) = (canonical.as_object_mut(), import_canon.is_empty()) {
+            obj.insert("imports".to_owned(), Value::Object(import_canon));
+        }
+        FileResult { pipeline: Arc::new(pipeline), canonical, agents: Some(agents) }
+    }
+
+    fn load_catalog(&mut self, dir: &Path) {
+        let key = canonical_or_same(dir);
+        if !self.catalog_dirs.insert(key) {
+            return;
+        }
+        let (catalog, mut diags) = SkillCatalog::load_dir_here(dir);
+        self.catalog.merge(&catalog);
+        self.diags.append(&mut diags);
+    }
+
+    fn agents(
+        &mut self,
+        raw: &[(Sp<String>, RawAgentDecl)],
+        dir: &Path,
+        d: &mut Decoder<'_>,
+    ) -> BTreeMap<String, AgentDecl> {
+        let mut out = BTreeMap::new();
+        for (name, decl) in raw {
+            let Some(model) = &decl.model else { continue };
+            let mut agent = AgentDecl {
+                name: name.v.clone(),
+                model: model.v.clone(),
+                system_prompt: None,
+                system_prompt_file: None,
+                system_prompt_variables: Map::new(),
+                output_schema: decl.output_schema.clone(),
+                model_settings: decl.model_settings.clone(),
+                timeout_s: decl.timeout_s,
+                max_retries: decl.max_retries,
+                tools: decl.tools.iter().map(|t| t.v.clone()).collect(),
+                declaration: decl.json.clone(),
+            };
+            match &decl.system_prompt {
+                Some(RawPrompt::Text(t)) => agent.system_prompt = Some(t.clone()),
+                Some(RawPrompt::File { path, variables }) => {
+                    let full = normalize(&dir.join(&path.v));
+                    match read_limited(&full) {
+                        Ok(bytes) => match String::from_utf8(bytes) {
+                            Ok(text) => {
+                                d.check_template(
+                                    &text,
+                                    path.loc,
+                                    &format!("the system prompt file of agent `{}`", name.v),
+                                );
+                                agent.system_prompt = Some(text);
+                            }
+                            Err(_) => {
+                                d.report(rules::BP_PROMPT_FILE, path.loc, format!("`{}` is not valid UTF-8", path.v))
+                            }
+                        },
+                        Err(e) => d.report(
+                            rules::BP_PROMPT_FILE,
+                            path.loc,
+                            format!("cannot read the system prompt of agent `{}` from `{}`: {e}", name.v, path.v),
+                        ),
+                    }
+                    agent.system_prompt_file = Some(full);
+                    agent.system_prompt_variables = variables.clone();
+                }
+                None => {}
+            }
+            out.insert(name.v.clone(), agent);
+        }
+        out
+    }
+}
+
+enum ReadError {
+    TooLarge(u64),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::TooLarge(n) => write!(f, "file is {n} bytes (limit {} bytes)", yaml::MAX_BLUEPRINT_BYTES),
+            ReadError::Io(e) => f.write_str(&io_message(e)),
+        }
+    }
+}
+
+/// An I/O error in words that do not depend on the platform for the common cases.
+pub(crate) fn io_message(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "file not found".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// Reads a file of at most [`yaml::MAX_BLUEPRINT_BYTES`] (checked before reading it whole).
+fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    let limit = yaml::MAX_BLUEPRINT_BYTES as u64;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(limit + 1);
+        return Err(ReadError::TooLarge(size));
+    }
+    Ok(bytes)
+}
+
+/// True when `step` (or a step inside it) imports `alias` with `inherit_context: true`.
+fn inherits_import(step: &RawStep, alias: &str) -> bool {
+    if let RawKind::Import { alias: a, inherit_context: true, .. } = &step.kind {
+        if a.v == alias {
+            return true;
+        }
+    }
+    step.child_sequences().iter().any(|seq| seq.iter().any(|s| inherits_import(s, alias)))
+        || step.single_children().iter().any(|s| inherits_import(s, alias))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn canonical_or_same(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Removes `.` components (`dir/./child.yaml` → `dir/child.yaml`) for readable diagnostics.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        if c != Component::CurDir {
+            out.push(c);
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
+/// A file's name for cycle chains.
+fn display_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}

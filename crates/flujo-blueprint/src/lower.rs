@@ -1,0 +1,277 @@
+//! Lowering: the raw blueprint → the validated [`flujo_core::Pipeline`] (the "high" side of
+//! parse-then-validate), resolving every reference on the way.
+//!
+//! `uses: agents.X` becomes [`AgentRef::Model`] with the agent's declaration as settings (`BP-AGENT-MISSING`
+//! when undeclared); `uses: imports.X` becomes [`StepKind::Import`] holding the loaded child pipeline
+//! (`BP-IMPORT-MISSING`); every skill id is checked against the skills catalog and the registry
+//! (`BP-SKILL-MISSING`, `BP-SKILL-PARAMS`). Lowering always produces a pipeline; the loader discards it when
+//! any error was reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use flujo_core::{
+    AgentRef, CacheSpec, ConditionalSpec, Fallback, HitlSpec, ImportSpec, LoopSpec, MapSpec, ParallelSpec, Pipeline,
+    ResolveError, RouterSpec, SkillRegistry, StateMachineSpec, Step, StepKind, Transition,
+};
+use serde_json::Value;
+
+use crate::catalog::SkillCatalog;
+use crate::decode::{looks_like_python_path, Decoder, PYTHON_REPLACEMENT};
+use crate::raw::{RawAgent, RawBlueprint, RawBranch, RawFallback, RawKind, RawParallel, RawStep, Sp};
+use crate::rules;
+use crate::suggest::closest;
+use crate::AgentDecl;
+
+pub(crate) struct Lowerer<'a, 'b> {
+    pub d: &'b mut Decoder<'a>,
+    pub agents: &'b BTreeMap<String, AgentDecl>,
+    /// alias → the loaded child pipeline (a placeholder when loading failed, already reported).
+    pub imports: &'b HashMap<String, Arc<Pipeline>>,
+    pub registry: Option<&'b dyn SkillRegistry>,
+    pub catalog: &'b SkillCatalog,
+}
+
+impl Lowerer<'_, '_> {
+    pub fn pipeline(&mut self, bp: &RawBlueprint, default_name: &str) -> Pipeline {
+        let mut p = Pipeline::new(bp.name.clone().unwrap_or_else(|| default_name.to_owned()), self.steps(&bp.steps));
+        if let Some(v) = &bp.version {
+            p.version = v.clone();
+        }
+        p.context_schema = bp.context_schema.clone();
+        p
+    }
+
+    fn steps(&mut self, steps: &[RawStep]) -> Vec<Step> {
+        steps.iter().map(|s| self.step(s)).collect()
+    }
+
+    fn branches(&mut self, branches: &[RawBranch]) -> Vec<(String, Vec<Step>)> {
+        branches.iter().map(|b| (b.name.v.clone(), self.steps(&b.steps))).collect()
+    }
+
+    fn step(&mut self, s: &RawStep) -> Step {
+        let label = format!("step `{}`", s.name.v);
+        let kind = match &s.kind {
+            RawKind::Step { agent } => StepKind::Step { agent: agent.as_ref().and_then(|a| self.agent(a, &label)) },
+            RawKind::Import { alias, inherit_context, input_to, outputs, on_failure, default_output } => {
+                StepKind::Import(ImportSpec {
+                    alias: alias.v.clone(),
+                    pipeline: self.import(alias, &label),
+                    inherit_context: *inherit_context,
+                    input_to: *input_to,
+                    outputs: outputs.clone(),
+                    on_failure: *on_failure,
+                    default_output: default_output.clone(),
+                })
+            }
+            RawKind::Loop {
+                body,
+                max_loops,
+                exit_expression,
+                exit_condition,
+                iteration_input,
+                output,
+                on_max_loops,
+            } => StepKind::Loop(LoopSpec {
+                body: self.steps(body),
+                max_loops: *max_loops,
+                exit_expression: exit_expression.as_ref().map(|e| e.v.clone()),
+                exit_condition: exit_condition.as_ref().and_then(|a| self.agent(a, &label)),
+                iteration_input: iteration_input.clone(),
+                output: output.clone(),
+                on_max_loops: *on_max_loops,
+            }),
+            RawKind::Map { iterable_input, body, concurrency } => StepKind::Map(MapSpec {
+                iterable_input: iterable_input.clone(),
+                body: self.steps(body),
+                concurrency: *concurrency,
+            }),
+            RawKind::Conditional { condition_expression, condition, branches, default_branch } => {
+                StepKind::Conditional(ConditionalSpec {
+                    condition_expression: condition_expression.clone(),
+                    condition: condition.as_ref().and_then(|a| self.agent(a, &label)),
+                    branches: self.branches(branches),
+                    default_branch: default_branch.as_ref().map(|d| self.steps(d)),
+                })
+            }
+            RawKind::Parallel(p) => StepKind::Parallel(self.parallel(p)),
+            RawKind::Router { router_agent, parallel } => {
+                let p = self.parallel(parallel);
+                StepKind::DynamicRouter(RouterSpec {
+                    router_agent: router_agent
+                        .as_ref()
+                        .and_then(|a| self.agent(a, &label))
+                        .unwrap_or_else(|| AgentRef::skill("", Value::Null)),
+                    branches: p.branches,
+                    merge_strategy: p.merge_strategy,
+                    on_branch_failure: p.on_branch_failure,
+                    context_include_keys: p.context_include_keys,
+                    reduce: p.reduce,
+                })
+            }
+            RawKind::Hitl { message, input_schema } => {
+                StepKind::Hitl(HitlSpec { message: message.clone(), input_schema: input_schema.clone() })
+            }
+            RawKind::Cache { wrapped, ttl_s } => StepKind::Cache(CacheSpec {
+                wrapped_step: Box::new(match wrapped {
+                    Some(w) => self.step(w),
+                    None => Step::passthrough(""),
+                }),
+                ttl_s: *ttl_s,
+            }),
+            RawKind::StateMachine { states, start_state, end_states, transitions, max_hops } => {
+                StepKind::StateMachine(StateMachineSpec {
+                    states: self.branches(states),
+                    start_state: start_state.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
+                    end_states: end_states.iter().map(|e| e.v.clone()).collect(),
+                    transitions: transitions
+                        .iter()
+                        .map(|t| Transition {
+                            from: t.from.v.clone(),
+                            on: t.on,
+                            to: t.to.v.clone(),
+                            when: t.when.clone(),
+                        })
+                        .collect(),
+                    max_hops: *max_hops,
+                })
+            }
+            RawKind::Custom { kind, spec } => StepKind::Custom { custom_kind: kind.clone(), spec: spec.clone() },
+            RawKind::Invalid => StepKind::Step { agent: None },
+        };
+        let mut step = Step::new(s.name.v.clone(), kind);
+        step.input = s.input.clone();
+        step.config = s.config.clone();
+        step.fallback = s.fallback.as_ref().map(|f| match f {
+            RawFallback::Step(fb) => Fallback::Step(Box::new(self.step(fb))),
+            RawFallback::Sibling(name) => Fallback::Sibling(name.v.clone()),
+        });
+        step.validators = s.validators.clone();
+        step.updates_context = s.updates_context;
+        step.sink_to = s.sink_to.as_ref().map(|x| x.v.clone());
+        step.input_keys = s.input_keys.iter().map(|k| k.v.clone()).collect();
+        step.output_keys = s.output_keys.iter().map(|k| k.v.clone()).collect();
+        step.usage_limits = s.usage_limits;
+        step.meta = s.meta.clone();
+        step
+    }
+
+    fn parallel(&mut self, p: &RawParallel) -> ParallelSpec {
+        ParallelSpec {
+            branches: self.branches(&p.branches),
+            merge_strategy: p.merge_strategy,
+            on_branch_failure: p.on_branch_failure,
+            context_include_keys: p.context_include_keys.clone(),
+            reduce: p.reduce,
+        }
+    }
+
+    fn agent(&mut self, a: &RawAgent, label: &str) -> Option<AgentRef> {
+        match a {
+            RawAgent::Skill { id, params } => {
+                self.check_skill(id, params, label, false);
+                Some(AgentRef::Skill { id: id.v.clone(), params: params.clone() })
+            }
+            RawAgent::Declared(name) => match self.agents.get(&name.v) {
+                Some(decl) => Some(AgentRef::Model { model: decl.model.clone(), settings: decl.settings() }),
+                None => {
+                    let suggestion = closest(&name.v, self.agents.keys().map(String::as_str))
+                        .map(|c| format!("did you mean `agents.{c}`?"))
+                        .or_else(|| {
+                            Some(format!(
+                                "declare it under `agents:` (`agents: {{{}: {{model: \"provider:model\"}}}}`)",
+                                name.v
+                            ))
+                        });
+                    self.d.report_with(
+                        rules::BP_AGENT_MISSING,
+                        name.loc,
+                        format!("{label} uses `agents.{}`, which is not declared under `agents:`", name.v),
+                        suggestion,
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn import(&mut self, alias: &Sp<String>, label: &str) -> Arc<Pipeline> {
+        if let Some(p) = self.imports.get(&alias.v) {
+            return p.clone();
+        }
+        let suggestion = closest(&alias.v, self.imports.keys().map(String::as_str))
+            .map(|c| format!("did you mean `imports.{c}`?"))
+            .or_else(|| Some(format!("declare it under `imports:` (`imports: {{{}: ./{}.yaml}}`)", alias.v, alias.v)));
+        self.d.report_with(
+            rules::BP_IMPORT_MISSING,
+            alias.loc,
+            format!("{label} uses `imports.{}`, which is not declared under `imports:`", alias.v),
+            suggestion,
+        );
+        Arc::new(Pipeline::new(alias.v.clone(), Vec::new()))
+    }
+
+    /// Checks that skill `id` exists (in the catalog or the registry) and, for registry skills, accepts
+    /// `params`. `existence_only` skips the params check (agent `tools`).
+    pub fn check_skill(&mut self, id: &Sp<String>, params: &Value, label: &str, existence_only: bool) {
+        if self.catalog.contains(&id.v) {
+            return;
+        }
+        let python = || {
+            (
+                format!("{label}: skill `{}` is a Python import path; Flujo (Rust) cannot import Python code", id.v),
+                Some(PYTHON_REPLACEMENT.to_owned()),
+            )
+        };
+        let Some(registry) = self.registry else {
+            if looks_like_python_path(&id.v) {
+                let (message, suggestion) = python();
+                self.d.report_with(rules::BP_SKILL_MISSING, id.loc, message, suggestion);
+            }
+            return;
+        };
+        match registry.resolve(&id.v, params) {
+            Ok(_) => {}
+            Err(ResolveError::BadParams { message, .. }) => {
+                if !existence_only {
+                    self.d.report(
+                        rules::BP_SKILL_PARAMS,
+                        id.loc,
+                        format!("{label}: invalid params for skill `{}`: {message}", id.v),
+                    );
+                }
+            }
+            Err(_) if looks_like_python_path(&id.v) => {
+                let (message, suggestion) = python();
+                self.d.report_with(rules::BP_SKILL_MISSING, id.loc, message, suggestion);
+            }
+            Err(err) => {
+                // `Unknown`, or `PythonPath` for a dotted id such as `pkg.module.func` (which may be either).
+                let dotted_python = matches!(err, ResolveError::PythonPath { .. });
+                let suggestion = match err {
+                    ResolveError::Unknown { suggestion, .. } => suggestion,
+                    _ => None,
+                };
+                let suggestion = suggestion
+                    .or_else(|| closest(&id.v, self.catalog.ids()))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .or_else(|| {
+                        Some(if dotted_python {
+                            "if this names Python code, declare a `command` skill in skills.yaml next to the blueprint \
+                             (`skills: {my.skill: {command: [\"python3\", \"my_skill.py\"]}}`)"
+                                .to_owned()
+                        } else {
+                            "register it, or declare it in skills.yaml next to the blueprint".to_owned()
+                        })
+                    });
+                self.d.report_with(
+                    rules::BP_SKILL_MISSING,
+                    id.loc,
+                    format!("{label}: unknown skill `{}` (neither registered nor declared in skills.yaml)", id.v),
+                    suggestion,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,1046 @@
+//! `flujo lens`: inspect the runs in a state store (SPEC §13): `list`, `show`, `trace`, `spans`, `replay`,
+//! `verify`, `stats` and `prune`, all over [`flujo_engine::TaskClient`].
+//!
+//! Every subcommand takes `--state URI` (default: the configured `state_uri`) and `--json`, which prints
+//! exactly one JSON object or array on stdout (logs and errors go to stderr). Run-id arguments accept a
+//! unique prefix; an ambiguous prefix is a usage error (exit 2) listing the candidates, an unknown one exits
+//! 1 with `run_not_found`. Spans are derived from the journal: one per finished step execution, nested by
+//! path. Every value lens prints goes through [`flujo_core::redact`], so secret-named keys never show.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use flujo_core::{
+    redact, redact_at, FlujoError, JournalRecord, PatchOp, RunFilter, RunRecord, RunStatus, StepStatus, Store, Value,
+};
+use flujo_engine::{ClientError, RunView, TaskClient};
+use flujo_skills::BuiltinRegistry;
+use serde_json::{json, Map};
+
+use crate::config::Config;
+use crate::{CliError, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_RESOLUTION};
+
+/// Options every lens subcommand takes.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LensOpts {
+    /// Print exactly one JSON value on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// State store URI (default: `state_uri` from flujo.toml or FLUJO_STATE_URI).
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+/// A run named by its id or a unique prefix of it.
+#[derive(Args, Debug, Clone)]
+pub struct RunArg {
+    /// Run id, or a unique prefix of one.
+    pub run_id: String,
+    #[command(flatten)]
+    pub opts: LensOpts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LensCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs with this status (running, paused, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only runs created since then: a duration back from now (30m, 2h, 7d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
+    /// A run's summary, pending pauses and step table.
+    Show {
+        /// Run id, or a unique prefix of one.
+        run_id: String,
+        /// Also print each record's output and context patch.
+        #[arg(short, long)]
+        verbose: bool,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
+    /// The spans of a run as a tree, with start offsets and durations.
+    Trace(RunArg),
+    /// The spans of a run as a flat list.
+    Spans(RunArg),
+    /// Re-walk a run over its journal (no agent is called) and check that it reproduces; exit 1 if not.
+    Replay(RunArg),
+    /// Recompute a run's hash chain; exit 1 naming the first broken record.
+    Verify(RunArg),
+    /// Run counts and durations by status and by pipeline.
+    Stats {
+        /// Only runs created since then (30m, 2h, 7d or an RFC 3339 time).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
+    /// Delete finished runs (and their journals) older than a duration.
+    Prune {
+        /// Age of the runs to delete: 30d, 12h, 90m, …
+        #[arg(long = "older-than")]
+        older_than: Option<String>,
+        /// Only runs with this status; `running` and `paused` runs are deleted only when named here.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
+}
+
+pub async fn dispatch(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> {
+    match cmd {
+        LensCommand::List { status, pipeline, since, limit, opts } => {
+            let lens = Lens::open(&opts, cfg)?;
+            let filter = RunFilter {
+                status: status.as_deref().map(parse_status).transpose()?,
+                pipeline,
+                since_ms: since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?,
+                limit: Some(limit),
+            };
+            lens.list(&filter).await
+        }
+        LensCommand::Show { run_id, verbose, opts } => Lens::open(&opts, cfg)?.show(&run_id, verbose).await,
+        LensCommand::Trace(a) => Lens::open(&a.opts, cfg)?.trace(&a.run_id).await,
+        LensCommand::Spans(a) => Lens::open(&a.opts, cfg)?.spans(&a.run_id).await,
+        LensCommand::Replay(a) => Lens::open(&a.opts, cfg)?.replay(&a.run_id).await,
+        LensCommand::Verify(a) => Lens::open(&a.opts, cfg)?.verify(&a.run_id).await,
+        LensCommand::Stats { since, opts } => {
+            let since_ms = since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?;
+            Lens::open(&opts, cfg)?.stats(since_ms).await
+        }
+        LensCommand::Prune { older_than, status, opts } => {
+            let Some(older_than) = older_than else {
+                return Err(CliError::config("prune needs --older-than DURATION (for example 30d, 12h or 90m)"));
+            };
+            let age = parse_duration(&older_than).ok_or_else(|| {
+                CliError::config(format!("--older-than '{older_than}' is not a duration (for example 30d, 12h or 90m)"))
+            })?;
+            let status = status.as_deref().map(parse_status).transpose()?;
+            Lens::open(&opts, cfg)?.prune(&older_than, now_ms().saturating_sub(age), status).await
+        }
+    }
+}
+
+/// An open store and how to print.
+struct Lens {
+    client: TaskClient,
+    uri: String,
+    /// The URI was given with `--state` (so resume commands must name it).
+    explicit_state: bool,
+    json: bool,
+}
+
+impl Lens {
+    fn open(opts: &LensOpts, cfg: &Config) -> Result<Self, CliError> {
+        let uri = opts.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
+        if let Some(path) = sqlite_file(&uri) {
+            if !std::path::Path::new(&path).is_file() {
+                return Err(CliError::config(format!(
+                    "no state store at {path} (state_uri {}): nothing has run with this store yet",
+                    mask_uri(&uri)
+                )));
+            }
+        }
+        let store: Arc<dyn Store> = flujo_store::open_store(&uri)
+            .map_err(|e| CliError::config(format!("state store '{}': {e}", mask_uri(&uri))))?;
+        let client = TaskClient::new(store, Arc::new(BuiltinRegistry::new())).strict_templates(cfg.strict_templates.0);
+        Ok(Lens { client, uri, explicit_state: opts.state.is_some(), json: opts.json })
+    }
+
+    fn error(&self, e: ClientError) -> CliError {
+        match e {
+            ClientError::RunNotFound(id) => {
+                CliError::new("run_not_found", EXIT_FAILED, format!("run '{id}' not found in {}", mask_uri(&self.uri)))
+            }
+            e @ ClientError::AmbiguousPrefix { .. } => CliError::new("ambiguous_run_id", EXIT_CONFIG, e.to_string()),
+            ClientError::Run(e @ FlujoError::Config(_)) => CliError::config(e.to_string()),
+            ClientError::Run(e @ FlujoError::Resolution { .. }) => {
+                CliError::new("resolution_error", EXIT_RESOLUTION, e.to_string())
+            }
+            other => CliError::new(other.kind(), EXIT_FAILED, other.to_string()),
+        }
+    }
+
+    async fn resolve(&self, prefix: &str) -> Result<String, CliError> {
+        self.client.resolve_prefix(prefix).await.map_err(|e| self.error(e))
+    }
+
+    async fn run_and_journal(&self, prefix: &str) -> Result<(RunRecord, Vec<JournalRecord>), CliError> {
+        let id = self.resolve(prefix).await?;
+        let run = self.client.record(&id).await.map_err(|e| self.error(e))?;
+        let journal = self.client.journal(&id).await.map_err(|e| self.error(e))?;
+        Ok((run, journal))
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<u8, CliError> {
+        let runs = self.client.list_runs(filter).await.map_err(|e| self.error(e))?;
+        if self.json {
+            print_json(&Value::Array(runs.iter().map(list_entry).collect()));
+            return Ok(EXIT_OK);
+        }
+        if runs.is_empty() {
+            println!("no runs");
+            return Ok(EXIT_OK);
+        }
+        let mut t = Table::new(&["RUN ID", "PIPELINE", "STATUS", "CREATED", "STEPS", "TOKENS", "COST"], &[4, 5, 6]);
+        for r in &runs {
+            t.row(vec![
+                r.run_id.clone(),
+                r.pipeline_name.clone(),
+                r.status.as_str().to_owned(),
+                format_ts_short(r.created_at_ms),
+                r.journal_len.to_string(),
+                r.total_tokens.to_string(),
+                format_cost(r.total_cost_usd),
+            ]);
+        }
+        print!("{}", t.render());
+        Ok(EXIT_OK)
+    }
+
+    async fn show(&self, prefix: &str, verbose: bool) -> Result<u8, CliError> {
+        let id = self.resolve(prefix).await?;
+        let view = self.client.get_run(&id).await.map_err(|e| self.error(e))?;
+        let view = view.ok_or_else(|| self.error(ClientError::RunNotFound(id.clone())))?;
+        let journal = self.client.journal(&id).await.map_err(|e| self.error(e))?;
+        let pending: Vec<Value> = view
+            .pending
+            .iter()
+            .map(|p| {
+                json!({
+                    "pause_id": p.pause_id,
+                    "step": p.step,
+                    "message": p.message,
+                    "input_schema": p.input_schema.as_ref().map(redact),
+                    "resume_command": self.resume_command(&view.run_id, &p.pause_id, p.input_schema.as_ref()),
+                })
+            })
+            .collect();
+        let steps: Vec<Value> = journal.iter().map(|r| step_entry(r, verbose)).collect();
+        if self.json {
+            let mut v = list_entry(&view);
+            if let Value::Object(m) = &mut v {
+                m.insert("pipeline_hash".into(), json!(view.pipeline_hash));
+                m.insert("updated_at".into(), json!(format_ts(view.updated_at_ms)));
+                m.insert("duration_ms".into(), json!(view.updated_at_ms - view.created_at_ms));
+                m.insert("generation".into(), json!(view.generation));
+                m.insert("input".into(), redact(&view.input));
+                m.insert("output".into(), view.output.as_ref().map_or(Value::Null, redact));
+                m.insert("error".into(), json!(view.error));
+                m.insert("pending".into(), Value::Array(pending));
+                m.insert("journal_len".into(), json!(view.journal_len));
+                m.insert("steps".into(), Value::Array(steps));
+            }
+            print_json(&v);
+            return Ok(EXIT_OK);
+        }
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "run {} (pipeline {} {}): {}",
+            view.run_id,
+            view.pipeline_name,
+            view.pipeline_version,
+            view.status.as_str()
+        );
+        let _ = writeln!(
+            out,
+            "  created {}   updated {}   ({} ms)",
+            format_ts(view.created_at_ms),
+            format_ts(view.updated_at_ms),
+            view.updated_at_ms - view.created_at_ms
+        );
+        let _ = writeln!(
+            out,
+            "  {} journal records   generation {}   tokens {}   cost {}",
+            view.journal_len,
+            view.generation,
+            view.total_tokens,
+            format_cost(view.total_cost_usd)
+        );
+        let _ = writeln!(out, "input:  {}", compact(&redact(&view.input)));
+        if let Some(o) = &view.output {
+            let _ = writeln!(out, "output: {}", compact(&redact(o)));
+        }
+        if let Some(e) = &view.error {
+            let _ = writeln!(out, "error [{}]: {}", e.kind, e.message);
+        }
+        if !view.pending.is_empty() {
+            let _ = writeln!(out, "pending:");
+            for p in &pending {
+                let _ = writeln!(out, "  {} ({}): {}", text(&p["pause_id"]), text(&p["step"]), text(&p["message"]));
+                if !p["input_schema"].is_null() {
+                    let _ = writeln!(out, "    answer must match: {}", compact(&p["input_schema"]));
+                }
+                let _ = writeln!(out, "    answer with: {}", text(&p["resume_command"]));
+            }
+        }
+        if journal.is_empty() {
+            let _ = writeln!(out, "steps: none finished yet");
+        } else {
+            let _ = writeln!(out, "steps:");
+            let mut t = Table::new(
+                &["SEQ", "PATH", "STEP", "KIND", "STATUS", "ATTEMPTS", "LATENCY MS", "TOKENS P/C", "COST"],
+                &[0, 5, 6, 7, 8],
+            );
+            for r in &journal {
+                t.row(vec![
+                    r.seq.to_string(),
+                    r.path.clone(),
+                    r.step.clone(),
+                    r.kind.clone(),
+                    step_status(r.status).to_owned(),
+                    r.attempts.to_string(),
+                    format!("{:.1}", r.latency_ms),
+                    format!("{}/{}", r.tokens.prompt, r.tokens.completion),
+                    format_cost(r.cost_usd),
+                ]);
+            }
+            out.push_str(&t.render());
+            if verbose {
+                for (r, s) in journal.iter().zip(&steps) {
+                    let _ = writeln!(out, "[{}] {} ({}):", r.seq, r.path, r.step);
+                    let _ = writeln!(out, "    output: {}", compact(&s["output"]));
+                    if let Some(f) = &r.feedback {
+                        let _ = writeln!(out, "    feedback: {f}");
+                    }
+                    let _ = writeln!(out, "    patch:  {}", compact(&s["patch"]));
+                }
+            }
+        }
+        print!("{out}");
+        Ok(EXIT_OK)
+    }
+
+    /// The `flujo resume` command that answers a pause.
+    fn resume_command(&self, run_id: &str, pause_id: &str, schema: Option<&Value>) -> String {
+        let mut cmd = format!("flujo resume {run_id} --pause-id {}", shell_quote(pause_id));
+        let text_answer = match schema {
+            None => true,
+            Some(s) => {
+                s.get("type").and_then(Value::as_str) == Some("string")
+                    || s.get("enum").and_then(Value::as_array).is_some_and(|e| e.iter().all(Value::is_string))
+            }
+        };
+        cmd.push_str(if text_answer { " -i ANSWER" } else { " --input-json JSON" });
+        if self.explicit_state {
+            let _ = write!(cmd, " --state {}", shell_quote(&mask_uri(&self.uri)));
+        }
+        cmd
+    }
+
+    async fn trace(&self, prefix: &str) -> Result<u8, CliError> {
+        let (run, journal) = self.run_and_journal(prefix).await?;
+        let spans = Spans::new(&run, &journal);
+        if self.json {
+            print_json(&json!({
+                "run_id": run.run_id,
+                "pipeline": run.pipeline_name,
+                "status": run.status.as_str(),
+                "started_at_ms": spans.base_ms,
+                "started_at": format_ts(spans.base_ms),
+                "spans": spans.roots.iter().map(|&i| spans.tree_json(i)).collect::<Vec<_>>(),
+            }));
+            return Ok(EXIT_OK);
+        }
+        let mut out = format!(
+            "trace of run {} (pipeline {}, {}), {} spans, from {}\n",
+            run.run_id,
+            run.pipeline_name,
+            run.status.as_str(),
+            journal.len(),
+            format_ts(spans.base_ms)
+        );
+        let _ = writeln!(out, "{:>10} {:>11}  SPAN", "START", "DURATION");
+        for &i in &spans.roots {
+            spans.tree_text(i, 0, &mut out);
+        }
+        print!("{out}");
+        Ok(EXIT_OK)
+    }
+
+    async fn spans(&self, prefix: &str) -> Result<u8, CliError> {
+        let (run, journal) = self.run_and_journal(prefix).await?;
+        let spans = Spans::new(&run, &journal);
+        if self.json {
+            print_json(&Value::Array((0..journal.len()).map(|i| spans.flat_json(i)).collect()));
+            return Ok(EXIT_OK);
+        }
+        let mut t = Table::new(
+            &["RUN ID", "PATH", "NAME", "KIND", "STATUS", "START MS", "DURATION MS", "ATTEMPTS", "TOKENS", "COST"],
+            &[5, 6, 7, 8, 9],
+        );
+        for r in &journal {
+            t.row(vec![
+                r.run_id.clone(),
+                r.path.clone(),
+                r.step.clone(),
+                r.kind.clone(),
+                step_status(r.status).to_owned(),
+                (r.started_at_ms - spans.base_ms).to_string(),
+                format!("{:.1}", r.latency_ms),
+                r.attempts.to_string(),
+                r.tokens.total().to_string(),
+                format_cost(r.cost_usd),
+            ]);
+        }
+        print!("{}", t.render());
+        Ok(EXIT_OK)
+    }
+
+    async fn replay(&self, prefix: &str) -> Result<u8, CliError> {
+        let id = self.resolve(prefix).await?;
+        let report = self.client.replay(&id).await.map_err(|e| self.error(e))?;
+        let recomputed = report.result.as_ref();
+        if self.json {
+            print_json(&json!({
+                "run_id": report.run_id,
+                "matches": report.matches,
+                "recorded_status": report.recorded_status.as_str(),
+                "recomputed_status": recomputed.map(|r| r.status.as_str()),
+                "output": recomputed.and_then(|r| r.output.as_ref()).map(redact),
+                "mismatch": report.mismatch,
+            }));
+        } else if let Some(r) = recomputed {
+            println!(
+                "replay of run {}: matches (status {}, output {}); no agent was called",
+                report.run_id,
+                r.status.as_str(),
+                r.output.as_ref().map_or_else(|| "none".to_owned(), |o| compact(&redact(o)))
+            );
+        } else {
+            println!(
+                "replay of run {}: MISMATCH: {}",
+                report.run_id,
+                report.mismatch.as_deref().unwrap_or("the journal does not reproduce the run")
+            );
+        }
+        Ok(if report.matches { EXIT_OK } else { EXIT_FAILED })
+    }
+
+    async fn verify(&self, prefix: &str) -> Result<u8, CliError> {
+        let id = self.resolve(prefix).await?;
+        let report = self.client.verify(&id).await.map_err(|e| self.error(e))?;
+        if self.json {
+            print_json(&json!({
+                "run_id": report.run_id,
+                "ok": report.is_ok(),
+                "records": report.records,
+                "last_hash": report.last_hash,
+                "broken": report.broken.as_ref().map(|b| json!({"seq": b.seq, "path": b.path, "reason": b.reason})),
+            }));
+        } else {
+            match &report.broken {
+                None => println!(
+                    "journal of run {} verified: {} records, last hash {}",
+                    report.run_id,
+                    report.records,
+                    report.last_hash.as_deref().unwrap_or("(none)")
+                ),
+                Some(b) => println!(
+                    "journal of run {} is BROKEN at seq {} (path {}): {}",
+                    report.run_id, b.seq, b.path, b.reason
+                ),
+            }
+        }
+        Ok(if report.is_ok() { EXIT_OK } else { EXIT_FAILED })
+    }
+
+    async fn stats(&self, since_ms: Option<i64>) -> Result<u8, CliError> {
+        let filter = RunFilter { since_ms, ..RunFilter::default() };
+        let runs = self.client.store().list_runs(&filter).await.map_err(|e| self.error(e.into()))?;
+        let mut by_status: BTreeMap<&str, Agg> = BTreeMap::new();
+        let mut by_pipeline: BTreeMap<&str, Agg> = BTreeMap::new();
+        let mut total = Agg::default();
+        for r in &runs {
+            let d = r.updated_at_ms - r.created_at_ms;
+            for agg in [
+                by_status.entry(r.status.as_str()).or_default(),
+                by_pipeline.entry(r.pipeline_name.as_str()).or_default(),
+                &mut total,
+            ] {
+                agg.add(d, r.total_tokens, r.total_cost_usd);
+            }
+        }
+        if self.json {
+            let obj = |m: &BTreeMap<&str, Agg>| -> Value {
+                Value::Object(m.iter().map(|(k, a)| ((*k).to_owned(), a.json())).collect::<Map<_, _>>())
+            };
+            print_json(&json!({
+                "since_ms": since_ms,
+                "runs": total.count,
+                "total": total.json(),
+                "by_status": obj(&by_status),
+                "by_pipeline": obj(&by_pipeline),
+            }));
+            return Ok(EXIT_OK);
+        }
+        let mut out = match since_ms {
+            Some(s) => format!("{} runs since {}\n", total.count, format_ts(s)),
+            None => format!("{} runs\n", total.count),
+        };
+        for (title, m) in [("STATUS", &by_status), ("PIPELINE", &by_pipeline)] {
+            let mut t = Table::new(
+                &[title, "RUNS", "TOTAL DURATION MS", "AVG DURATION MS", "TOKENS", "COST"],
+                &[1, 2, 3, 4, 5],
+            );
+            for (k, a) in m {
+                t.row(vec![
+                    (*k).to_owned(),
+                    a.count.to_string(),
+                    a.total_ms.to_string(),
+                    format!("{:.1}", a.avg_ms()),
+                    a.tokens.to_string(),
+                    format_cost(a.cost),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&t.render());
+        }
+        print!("{out}");
+        Ok(EXIT_OK)
+    }
+
+    async fn prune(&self, older_than: &str, cutoff_ms: i64, status: Option<RunStatus>) -> Result<u8, CliError> {
+        let deleted = self.client.prune(cutoff_ms, status).await.map_err(|e| self.error(e))?;
+        if self.json {
+            print_json(&json!({
+                "deleted": deleted,
+                "older_than": older_than,
+                "cutoff_ms": cutoff_ms,
+                "cutoff": format_ts(cutoff_ms),
+                "status": status.map(RunStatus::as_str),
+            }));
+        } else {
+            let which = status.map_or_else(|| "finished".to_owned(), |s| s.as_str().to_owned());
+            println!(
+                "pruned {deleted} {which} run{} created before {} (older than {older_than})",
+                if deleted == 1 { "" } else { "s" },
+                format_ts(cutoff_ms)
+            );
+        }
+        Ok(EXIT_OK)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Entries.
+
+fn list_entry(r: &RunView) -> Value {
+    json!({
+        "run_id": r.run_id,
+        "pipeline": r.pipeline_name,
+        "pipeline_version": r.pipeline_version,
+        "status": r.status.as_str(),
+        "created_at": format_ts(r.created_at_ms),
+        "created_at_ms": r.created_at_ms,
+        "updated_at_ms": r.updated_at_ms,
+        "steps": r.journal_len,
+        "pending": r.pending.len(),
+        "total_tokens": r.total_tokens,
+        "total_cost_usd": r.total_cost_usd,
+    })
+}
+
+fn step_status(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Completed => "completed",
+        StepStatus::Failed => "failed",
+    }
+}
+
+/// A journal record's context patch, redacted by path.
+fn redacted_patch(patch: &[PatchOp]) -> Value {
+    Value::Array(
+        patch
+            .iter()
+            .map(|op| {
+                let (name, path, value) = match op {
+                    PatchOp::Set { path, value } => ("set", path, value),
+                    PatchOp::Append { path, value } => ("append", path, value),
+                };
+                json!({"op": name, "path": path, "value": redact_at(path, value)})
+            })
+            .collect(),
+    )
+}
+
+fn step_entry(r: &JournalRecord, verbose: bool) -> Value {
+    let mut v = json!({
+        "seq": r.seq,
+        "path": r.path,
+        "step": r.step,
+        "kind": r.kind,
+        "status": step_status(r.status),
+        "attempts": r.attempts,
+        "latency_ms": r.latency_ms,
+        "tokens": {"prompt": r.tokens.prompt, "completion": r.tokens.completion},
+        "cost_usd": r.cost_usd,
+        "feedback": r.feedback,
+        "generation": r.generation,
+    });
+    if verbose {
+        if let Value::Object(m) = &mut v {
+            m.insert("output".into(), redact_at(&["steps", r.step.as_str()], &r.output));
+            m.insert("patch".into(), redacted_patch(&r.patch));
+            m.insert("metadata".into(), redact(&Value::Object(r.metadata.clone())));
+        }
+    }
+    v
+}
+
+/// The journal's records as spans: each nested under the record of its nearest ancestor path.
+struct Spans<'a> {
+    run_id: &'a str,
+    records: &'a [JournalRecord],
+    /// Offsets are measured from here: the run's creation (or its first record, if earlier).
+    base_ms: i64,
+    parent: Vec<Option<usize>>,
+    children: Vec<Vec<usize>>,
+    roots: Vec<usize>,
+}
+
+/// `a/b/c` → `a/b`, `a` → `None`.
+fn parent_path(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i])
+}
+
+impl<'a> Spans<'a> {
+    fn new(run: &'a RunRecord, records: &'a [JournalRecord]) -> Self {
+        let base_ms =
+            records.iter().map(|r| r.started_at_ms).min().map_or(run.created_at_ms, |m| m.min(run.created_at_ms));
+        let mut by_path: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            by_path.entry(r.path.as_str()).or_default().push(i);
+        }
+        // A composite's record is committed after its children's, so the execution that encloses a record is
+        // the first record of an ancestor path that comes after it.
+        let parent: Vec<Option<usize>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut p = parent_path(&r.path);
+                while let Some(path) = p {
+                    if let Some(&j) = by_path.get(path).and_then(|v| v.iter().find(|&&j| j > i)) {
+                        return Some(j);
+                    }
+                    p = parent_path(path);
+                }
+                None
+            })
+            .collect();
+        let mut children = vec![Vec::new(); records.len()];
+        let mut roots = Vec::new();
+        for (i, p) in parent.iter().enumerate() {
+            match p {
+                Some(j) => children[*j].push(i),
+                None => roots.push(i),
+            }
+        }
+        let order = |v: &mut Vec<usize>| v.sort_by_key(|&i| (records[i].started_at_ms, i));
+        order(&mut roots);
+        children.iter_mut().for_each(order);
+        Spans { run_id: &run.run_id, records, base_ms, parent, children, roots }
+    }
+
+    fn base(&self, i: usize) -> Map<String, Value> {
+        let r = &self.records[i];
+        let v = json!({
+            "seq": r.seq,
+            "path": r.path,
+            "name": r.step,
+            "kind": r.kind,
+            "status": step_status(r.status),
+            "start_ms": r.started_at_ms,
+            "offset_ms": r.started_at_ms - self.base_ms,
+            "duration_ms": r.latency_ms,
+            "attempts": r.attempts,
+            "tokens": {"prompt": r.tokens.prompt, "completion": r.tokens.completion, "total": r.tokens.total()},
+            "cost_usd": r.cost_usd,
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn flat_json(&self, i: usize) -> Value {
+        let mut m = Map::new();
+        m.insert("run_id".into(), json!(self.run_id));
+        m.extend(self.base(i));
+        m.insert("parent_seq".into(), json!(self.parent[i].map(|j| self.records[j].seq)));
+        Value::Object(m)
+    }
+
+    fn tree_json(&self, i: usize) -> Value {
+        let mut m = self.base(i);
+        m.insert("children".into(), Value::Array(self.children[i].iter().map(|&c| self.tree_json(c)).collect()));
+        Value::Object(m)
+    }
+
+    fn tree_text(&self, i: usize, depth: usize, out: &mut String) {
+        let r = &self.records[i];
+        let mark = if r.status == StepStatus::Completed { "✓" } else { "✗" };
+        let _ = writeln!(
+            out,
+            "{:>10} {:>11}  {}{mark} {} ({}) [{}]{}",
+            format!("+{} ms", r.started_at_ms - self.base_ms),
+            format!("{:.1} ms", r.latency_ms),
+            "  ".repeat(depth),
+            r.step,
+            r.kind,
+            r.path,
+            if r.attempts > 1 { format!(" ×{}", r.attempts) } else { String::new() }
+        );
+        for &c in &self.children[i] {
+            self.tree_text(c, depth + 1, out);
+        }
+    }
+}
+
+/// Counts and sums of a group of runs.
+#[derive(Default)]
+struct Agg {
+    count: u64,
+    total_ms: i64,
+    tokens: u64,
+    cost: f64,
+}
+
+impl Agg {
+    fn add(&mut self, duration_ms: i64, tokens: u64, cost: f64) {
+        self.count += 1;
+        self.total_ms += duration_ms;
+        self.tokens += tokens;
+        if cost.is_finite() {
+            self.cost += cost;
+        }
+    }
+    fn avg_ms(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.total_ms as f64 / self.count as f64
+        }
+    }
+    fn json(&self) -> Value {
+        json!({
+            "count": self.count,
+            "total_duration_ms": self.total_ms,
+            "avg_duration_ms": self.avg_ms(),
+            "total_tokens": self.tokens,
+            "total_cost_usd": self.cost,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Rendering helpers.
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+}
+
+fn compact(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// A string value as text (other values as JSON).
+fn text(v: &Value) -> String {
+    v.as_str().map_or_else(|| compact(v), str::to_owned)
+}
+
+fn format_cost(c: f64) -> String {
+    format!("${c:.6}")
+}
+
+/// A text table with left-aligned columns except the `right` ones.
+struct Table {
+    header: Vec<String>,
+    right: Vec<usize>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(header: &[&str], right: &[usize]) -> Self {
+        Table { header: header.iter().map(|h| (*h).to_owned()).collect(), right: right.to_vec(), rows: Vec::new() }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let width = |i: usize| {
+            std::iter::once(&self.header)
+                .chain(&self.rows)
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..self.header.len()).map(width).collect();
+        let mut out = String::new();
+        for row in std::iter::once(&self.header).chain(&self.rows) {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let w = widths.get(i).copied().unwrap_or(0);
+                    if self.right.contains(&i) {
+                        format!("{c:>w$}")
+                    } else {
+                        format!("{c:<w$}")
+                    }
+                })
+                .collect();
+            out.push_str(cells.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The URI with any password of its userinfo masked (`postgres://u:***@h/db`).
+fn mask_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split_once(':').map_or(&rest[..at], |(u, _)| u);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => uri.to_owned(),
+    }
+}
+
+/// The database file a `sqlite://` URI names (`None` for other stores and `:memory:`).
+fn sqlite_file(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.trim().split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("sqlite") {
+        return None;
+    }
+    let target = rest.split_once('?').map_or(rest, |(t, _)| t);
+    target.strip_prefix('/').filter(|p| !p.is_empty() && *p != "/").map(str::to_owned)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Statuses, durations and times.
+
+fn parse_status(s: &str) -> Result<RunStatus, CliError> {
+    RunStatus::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
+        CliError::config(format!("unknown run status '{s}' (expected running, paused, completed, failed or cancelled)"))
+    })
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `90s`, `30m`, `2h`, `7d`, `2w`, `500ms` → milliseconds (`None` when malformed).
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num.parse().ok()?;
+    let factor: i64 = match unit.trim() {
+        "ms" => 1,
+        "s" | "sec" | "secs" => 1_000,
+        "m" | "min" | "mins" => 60_000,
+        "h" | "hr" | "hrs" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        "w" | "week" | "weeks" => 604_800_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// `--since`: a duration back from `now_ms`, or an RFC 3339 time (or a plain `YYYY-MM-DD`, in UTC).
+fn parse_since(s: &str, now_ms: i64) -> Result<i64, CliError> {
+    if let Some(d) = parse_duration(s) {
+        return Ok(now_ms.saturating_sub(d));
+    }
+    parse_rfc3339(s).ok_or_else(|| {
+        CliError::config(format!("--since '{s}' is neither a duration (30m, 2h, 7d) nor an RFC 3339 time"))
+    })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+fn num(s: &str, digits: usize, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+    if s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|n| range.contains(n))
+}
+
+/// `2024-05-01T12:30:00Z`, `…T12:30:00.250+02:00`, or `2024-05-01` (UTC midnight) → epoch milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let date = s.get(..10)?;
+    let (y, m, d) =
+        (num(date.get(..4)?, 4, 0..=9999)?, num(date.get(5..7)?, 2, 1..=12)?, num(date.get(8..)?, 2, 1..=31)?);
+    if date.as_bytes().get(4) != Some(&b'-') || date.as_bytes().get(7) != Some(&b'-') {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    if civil_from_days(days) != (y, m, d) {
+        return None; // e.g. February 30th
+    }
+    let rest = &s[10..];
+    if rest.is_empty() {
+        return Some(days * 86_400_000);
+    }
+    let rest = rest.strip_prefix(['T', 't', ' '])?;
+    let (hh, mm, ss) =
+        (num(rest.get(..2)?, 2, 0..=23)?, num(rest.get(3..5)?, 2, 0..=59)?, num(rest.get(6..8)?, 2, 0..=60)?);
+    if rest.as_bytes().get(2) != Some(&b':') || rest.as_bytes().get(5) != Some(&b':') {
+        return None;
+    }
+    let mut rest = &rest[8..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        if n == 0 {
+            return None;
+        }
+        let digits = &frac[..n];
+        millis = digits.chars().chain(std::iter::repeat('0')).take(3).collect::<String>().parse::<i64>().ok()?;
+        rest = &frac[n..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.as_bytes().get(3) != Some(&b':') {
+                return None;
+            }
+            let (oh, om) = (num(rest.get(1..3)?, 2, 0..=23)?, num(rest.get(4..)?, 2, 0..=59)?);
+            sign * (oh * 60 + om)
+        }
+    };
+    Some(((days * 24 + hh) * 60 + mm - offset_min) * 60_000 + ss * 1000 + millis)
+}
+
+/// Epoch milliseconds as RFC 3339 in UTC with milliseconds (`2024-05-01T12:30:00.250Z`).
+pub fn format_ts(ms: i64) -> String {
+    let (days, rem) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (y, m, d) = civil_from_days(days);
+    let (h, min, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}.{milli:03}Z")
+}
+
+/// Epoch milliseconds as `2024-05-01 12:30:00` (UTC), for tables.
+fn format_ts_short(ms: i64) -> String {
+    let full = format_ts(ms);
+    full.get(..19).map_or(full.clone(), |s| s.replace('T', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m"), Some(1_800_000));
+        assert_eq!(parse_duration("2h"), Some(7_200_000));
+        assert_eq!(parse_duration("7d"), Some(604_800_000));
+        assert_eq!(parse_duration("0d"), Some(0));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        for bad in ["", "d", "30", "-1d", "1.5h", "3 fortnights", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2024-02-29T12:30:00.25Z"), Some(1_709_209_800_250));
+        assert_eq!(parse_rfc3339("2024-02-29T14:30:00.250+02:00"), Some(1_709_209_800_250));
+        assert_eq!(parse_rfc3339("2024-02-29"), Some(1_709_164_800_000));
+        assert_eq!(format_ts(1_709_209_800_250), "2024-02-29T12:30:00.250Z");
+        assert_eq!(format_ts(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_ts_short(1_709_209_800_250), "2024-02-29 12:30:00");
+        for bad in ["2023-02-29", "2024-13-01", "2024-01-01T25:00:00Z", "2024-01-01T10:00:00", "yesterday"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        for ms in [0, 951_782_400_000, 1_709_209_800_250, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339(&format_ts(ms)), Some(ms));
+        }
+        assert_eq!(parse_since("2h", 10_000_000).ok(), Some(2_800_000));
+        assert!(parse_since("soon", 0).is_err());
+    }
+
+    #[test]
+    fn uris_and_quoting() {
+        assert_eq!(mask_uri("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(mask_uri("sqlite:///tmp/a@b.db"), "sqlite:///tmp/a@b.db");
+        assert_eq!(sqlite_file("sqlite:////tmp/s.db?durability=strict").as_deref(), Some("/tmp/s.db"));
+        assert_eq!(sqlite_file("sqlite:///.flujo/state.db").as_deref(), Some(".flujo/state.db"));
+        assert_eq!(sqlite_file("sqlite://:memory:"), None);
+        assert_eq!(sqlite_file("memory://"), None);
+        assert_eq!(shell_quote("1/loop:2/0"), "1/loop:2/0");
+        assert_eq!(shell_quote("branch:it's"), r"'branch:it'\''s'");
+    }
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new(&["A", "N"], &[1]);
+        t.row(vec!["long".into(), "1".into()]);
+        t.row(vec!["x".into(), "100".into()]);
+        assert_eq!(t.render(), "A       N\nlong    1\nx     100\n");
+    }
+
+    #[test]
+    fn parents_are_the_enclosing_executions() {
+        assert_eq!(parent_path("1/loop:2/0"), Some("1/loop:2"));
+        assert_eq!(parent_path("1"), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! Human-readable rendering: run summaries, live events, `dev explain` trees and Mermaid diagrams.
+
+use std::fmt::Write;
+
+use flujo_core::{Pipeline, RunEvent, RunResult, Step, StepKind, StepStatus};
+
+fn children(step: &Step) -> Vec<(String, &[Step])> {
+    match &step.kind {
+        StepKind::Loop(l) => vec![("loop:i".into(), &l.body[..])],
+        StepKind::Map(m) => vec![("map:i".into(), &m.body[..])],
+        StepKind::Conditional(c) => {
+            let mut v: Vec<(String, &[Step])> =
+                c.branches.iter().map(|(n, s)| (format!("branch:{n}"), &s[..])).collect();
+            if let Some(d) = &c.default_branch {
+                v.push(("default".into(), &d[..]));
+            }
+            v
+        }
+        StepKind::Parallel(p) => p.branches.iter().map(|(n, s)| (format!("branch:{n}"), &s[..])).collect(),
+        StepKind::DynamicRouter(r) => r.branches.iter().map(|(n, s)| (format!("branch:{n}"), &s[..])).collect(),
+        StepKind::Cache(c) => vec![("wrapped".into(), std::slice::from_ref(&*c.wrapped_step))],
+        StepKind::Import(i) => vec![("import".into(), &i.pipeline.steps[..])],
+        StepKind::StateMachine(sm) => sm.states.iter().map(|(n, s)| (format!("state:{n}@h"), &s[..])).collect(),
+        _ => vec![],
+    }
+}
+
+fn describe(step: &Step) -> String {
+    match &step.kind {
+        StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { id, .. }) } => format!("step → {id}"),
+        StepKind::Step { agent: Some(flujo_core::AgentRef::Model { model, .. }) } => format!("step → {model}"),
+        StepKind::Step { agent: None } => "step (passthrough)".into(),
+        StepKind::Loop(l) => format!(
+            "loop (max_loops {}{})",
+            l.max_loops,
+            l.exit_expression.as_ref().map(|e| format!(", exit when {e}")).unwrap_or_default()
+        ),
+        StepKind::Map(m) => format!("map (concurrency {})", m.concurrency),
+        StepKind::Conditional(c) => {
+            format!("conditional on {}", c.condition_expression.as_deref().unwrap_or("the input"))
+        }
+        StepKind::Parallel(p) => {
+            format!("parallel (merge {:?}, on failure {:?})", p.merge_strategy, p.on_branch_failure)
+        }
+        StepKind::Hitl(_) => "hitl (pauses for a human answer)".into(),
+        other => other.name().to_owned(),
+    }
+}
+
+fn explain_steps(out: &mut String, steps: &[Step], base: &str, depth: usize) {
+    for (i, s) in steps.iter().enumerate() {
+        let path = if base.is_empty() { i.to_string() } else { format!("{base}/{i}") };
+        let _ = writeln!(out, "{}{} [{}] {}", "  ".repeat(depth), s.name, path, describe(s));
+        for (seg, kids) in children(s) {
+            explain_steps(out, kids, &format!("{path}/{seg}"), depth + 1);
+        }
+    }
+}
+
+/// A tree of the pipeline's steps with their kinds and path patterns.
+pub fn explain(p: &Pipeline) -> String {
+    let mut out = format!("pipeline {} (version {}), {} top-level steps\n", p.name, p.version, p.steps.len());
+    explain_steps(&mut out, &p.steps, "", 1);
+    out
+}
+
+fn mermaid_steps(out: &mut String, steps: &[Step], prefix: &str, counter: &mut usize) -> Option<(String, String)> {
+    let mut first = None;
+    let mut prev: Option<String> = None;
+    for s in steps {
+        *counter += 1;
+        let id = format!("{prefix}n{counter}");
+        let label = format!("{}\\n{}", s.name, s.kind.name()).replace('"', "'");
+        let _ = writeln!(out, "    {id}[\"{label}\"]");
+        if let Some(p) = &prev {
+            let _ = writeln!(out, "    {p} --> {id}");
+        }
+        for (seg, kids) in children(s) {
+            if let Some((a, _)) = mermaid_steps(out, kids, prefix, counter) {
+                let _ = writeln!(out, "    {id} -. \"{seg}\" .-> {a}");
+            }
+        }
+        first.get_or_insert_with(|| id.clone());
+        prev = Some(id);
+    }
+    Some((first?, prev?))
+}
+
+/// A Mermaid flowchart of the pipeline.
+pub fn mermaid(p: &Pipeline) -> String {
+    let mut out = String::from("flowchart TD\n");
+    let mut n = 0;
+    mermaid_steps(&mut out, &p.steps, "", &mut n);
+    out
+}
+
+pub fn print_event(ev: &RunEvent) {
+    match ev {
+        RunEvent::RunStarted { run_id, pipeline, resumed } => {
+            eprintln!("▶ run {run_id} of {pipeline}{}", if *resumed { " (resumed)" } else { "" })
+        }
+        RunEvent::StepStarted { path, step, kind, .. } => eprintln!("  · {path} {step} ({kind})"),
+        RunEvent::StepFinished { result, replayed, .. } => eprintln!(
+            "  {} {} {} {:.1} ms{}",
+            if result.status == StepStatus::Completed { "✓" } else { "✗" },
+            result.path,
+            result.name,
+            result.latency_ms,
+            if *replayed { " (replayed)" } else { "" }
+        ),
+        RunEvent::Paused { pending, .. } => {
+            for p in pending {
+                eprintln!("  ⏸ {} awaiting input: {}", p.pause_id, p.message)
+            }
+        }
+        RunEvent::RunFinished { status, .. } => eprintln!("■ {}", status.as_str()),
+        _ => {}
+    }
+}
+
+pub fn print_summary(r: &RunResult) {
+    println!("run {} ({}): {}", r.run_id, r.pipeline, r.status.as_str());
+    if let Some(o) = &r.output {
+        println!("output: {}", serde_json::to_string_pretty(o).unwrap_or_default());
+    }
+    if let Some(e) = &r.error {
+        println!("error [{}]: {}", e.kind, e.message);
+    }
+    for p in &r.pending {
+        println!("paused at {} ({}): {}", p.pause_id, p.step, p.message);
+        if let Some(s) = &p.input_schema {
+            println!("  answer must match: {s}");
+        }
+        println!("  answer with: flujo resume {} --pause-id '{}' -i ANSWER", r.run_id, p.pause_id);
+    }
+    if r.total_tokens > 0 || r.total_cost_usd > 0.0 {
+        println!("usage: {} tokens, ${:.6}", r.total_tokens, r.total_cost_usd);
+    }
+}
