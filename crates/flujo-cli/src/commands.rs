@@ -222,9 +222,8 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
     let flujo = runner(pipeline, store, reg, cfg)?;
     let answer = read_input(&args.input, None)?;
     let req = ResumeRequest { pause_id: args.pause_id.clone(), answer };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<RunEvent>();
-    drop(tx);
-    let result = drive(flujo.resume_with(&args.run_id, req), rx, args.live, args.json).await?;
+    let (events, fut) = flujo.resume_streaming(&args.run_id, req);
+    let result = drive(fut, events, args.live, args.json).await?;
     Ok(finish(&result, args.json))
 }
 

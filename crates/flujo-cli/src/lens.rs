@@ -91,7 +91,7 @@ pub enum LensCommand {
     /// Delete finished runs (and their journals) older than a duration.
     Prune {
         /// Age of the runs to delete: 30d, 12h, 90m, …
-        #[arg(long = "older-than")]
+        #[arg(long = "older-than", allow_hyphen_values = true)]
         older_than: Option<String>,
         /// Only runs with this status; `running` and `paused` runs are deleted only when named here.
         #[arg(long)]
@@ -231,21 +231,29 @@ impl Lens {
             })
             .collect();
         let steps: Vec<Value> = journal.iter().map(|r| step_entry(r, verbose)).collect();
+        let output = view.output.as_ref().map(|o| redact_run_output(o, &journal));
         if self.json {
-            let mut v = list_entry(&view);
-            if let Value::Object(m) = &mut v {
-                m.insert("pipeline_hash".into(), json!(view.pipeline_hash));
-                m.insert("updated_at".into(), json!(format_ts(view.updated_at_ms)));
-                m.insert("duration_ms".into(), json!(view.updated_at_ms - view.created_at_ms));
-                m.insert("generation".into(), json!(view.generation));
-                m.insert("input".into(), redact(&view.input));
-                m.insert("output".into(), view.output.as_ref().map_or(Value::Null, redact));
-                m.insert("error".into(), json!(view.error));
-                m.insert("pending".into(), Value::Array(pending));
-                m.insert("journal_len".into(), json!(view.journal_len));
-                m.insert("steps".into(), Value::Array(steps));
-            }
-            print_json(&v);
+            print_json(&json!({
+                "run_id": view.run_id,
+                "pipeline": view.pipeline_name,
+                "pipeline_version": view.pipeline_version,
+                "pipeline_hash": view.pipeline_hash,
+                "status": view.status.as_str(),
+                "created_at": format_ts(view.created_at_ms),
+                "created_at_ms": view.created_at_ms,
+                "updated_at": format_ts(view.updated_at_ms),
+                "updated_at_ms": view.updated_at_ms,
+                "duration_ms": view.updated_at_ms - view.created_at_ms,
+                "generation": view.generation,
+                "input": redact(&view.input),
+                "output": output,
+                "error": view.error,
+                "pending": pending,
+                "total_tokens": view.total_tokens,
+                "total_cost_usd": view.total_cost_usd,
+                "journal_len": view.journal_len,
+                "steps": steps,
+            }));
             return Ok(EXIT_OK);
         }
         let mut out = String::new();
@@ -273,8 +281,8 @@ impl Lens {
             format_cost(view.total_cost_usd)
         );
         let _ = writeln!(out, "input:  {}", compact(&redact(&view.input)));
-        if let Some(o) = &view.output {
-            let _ = writeln!(out, "output: {}", compact(&redact(o)));
+        if let Some(o) = &output {
+            let _ = writeln!(out, "output: {}", compact(o));
         }
         if let Some(e) = &view.error {
             let _ = writeln!(out, "error [{}]: {}", e.kind, e.message);
@@ -405,6 +413,7 @@ impl Lens {
     async fn replay(&self, prefix: &str) -> Result<u8, CliError> {
         let id = self.resolve(prefix).await?;
         let report = self.client.replay(&id).await.map_err(|e| self.error(e))?;
+        let journal = self.client.journal(&id).await.map_err(|e| self.error(e))?;
         let recomputed = report.result.as_ref();
         if self.json {
             print_json(&json!({
@@ -412,7 +421,7 @@ impl Lens {
                 "matches": report.matches,
                 "recorded_status": report.recorded_status.as_str(),
                 "recomputed_status": recomputed.map(|r| r.status.as_str()),
-                "output": recomputed.and_then(|r| r.output.as_ref()).map(redact),
+                "output": recomputed.and_then(|r| r.output.as_ref()).map(|o| redact_run_output(o, &journal)),
                 "mismatch": report.mismatch,
             }));
         } else if let Some(r) = recomputed {
@@ -420,7 +429,7 @@ impl Lens {
                 "replay of run {}: matches (status {}, output {}); no agent was called",
                 report.run_id,
                 r.status.as_str(),
-                r.output.as_ref().map_or_else(|| "none".to_owned(), |o| compact(&redact(o)))
+                r.output.as_ref().map_or_else(|| "none".to_owned(), |o| compact(&redact_run_output(o, &journal)))
             );
         } else {
             println!(
@@ -489,9 +498,10 @@ impl Lens {
             }));
             return Ok(EXIT_OK);
         }
+        let plural = if total.count == 1 { "" } else { "s" };
         let mut out = match since_ms {
-            Some(s) => format!("{} runs since {}\n", total.count, format_ts(s)),
-            None => format!("{} runs\n", total.count),
+            Some(s) => format!("{} run{plural} since {}\n", total.count, format_ts(s)),
+            None => format!("{} run{plural}\n", total.count),
         };
         for (title, m) in [("STATUS", &by_status), ("PIPELINE", &by_pipeline)] {
             let mut t = Table::new(
@@ -577,6 +587,14 @@ fn redacted_patch(patch: &[PatchOp]) -> Value {
             })
             .collect(),
     )
+}
+
+/// A run's output is the output of its last top-level step, so it is redacted as that step's output is.
+fn redact_run_output(output: &Value, journal: &[JournalRecord]) -> Value {
+    match journal.iter().rev().find(|r| !r.path.contains('/')) {
+        Some(last) if *last.output == *output => redact_at(&["steps", last.step.as_str()], output),
+        _ => redact(output),
+    }
 }
 
 fn step_entry(r: &JournalRecord, verbose: bool) -> Value {

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `flujo` binary: real processes, real files, a real SQLite state file.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flujo_core::{verify_chain, JournalStore, RunStatus, RunStore};
+use flujo_core::{verify_chain, RunStatus};
 use serde_json::{json, Value};
 
 const SKILLS: &str = r#"skills:

@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod journal;
 pub mod patch;
+pub mod redact;
 pub mod result;
 pub mod runtime;
 pub mod skill;
@@ -26,6 +27,7 @@ pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};
 pub use journal::{verify_chain, ChainError, JournalRecord};
 pub use patch::PatchOp;
+pub use redact::{is_secret_key, redact, redact_at, REDACTED};
 pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepStatus, TokenUsage};
 pub use runtime::{
     Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent, SystemClock,
@@ -34,4 +36,4 @@ pub use runtime::{
 pub use serde_json::{Map, Value};
 pub use skill::{ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry};
 pub use step::*;
-pub use store::{BlobStore, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store};
+pub use store::{BlobStore, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store, SystemStateStore};

@@ -1,5 +1,5 @@
-//! The state store traits, split by concern (runs, journal, blobs). Backends: memory (this workspace's
-//! `flujo-store`), SQLite and Postgres later; all run one conformance suite.
+//! The state store traits, split by concern (runs, journal, blobs, system state). Backends: memory and SQLite
+//! (this workspace's `flujo-store`), Postgres later; all run one conformance suite.
 
 use std::sync::Arc;
 
@@ -68,6 +68,17 @@ pub trait RunStore: Send + Sync {
     /// Applies `update` atomically if the stored status is expected; `Conflict` otherwise.
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError>;
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+    /// Ids of the runs whose id starts with `prefix` (byte-wise), in ascending byte order, at most `limit`.
+    /// An empty prefix matches every run.
+    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+    /// Deletes the runs created before `older_than_ms` (`created_at_ms < older_than_ms`), with their journal
+    /// records, and returns how many runs were deleted.
+    ///
+    /// With `status: None`, only finished runs (`completed`, `failed`, `cancelled`) are deleted: a `running`
+    /// or `paused` run is deleted only when `status` names that status explicitly. Blobs that only the
+    /// deleted runs referenced (journal values, pipeline definitions) are deleted too; blobs still referenced
+    /// elsewhere, and blobs no run ever referenced, are kept. The deletion is atomic.
+    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -85,8 +96,26 @@ pub trait BlobStore: Send + Sync {
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
+/// Small, durable key → JSON value settings of the installation (schema notes, worker registrations, UI
+/// preferences, …); not tied to a run.
+#[async_trait]
+pub trait SystemStateStore: Send + Sync {
+    /// The value stored under `key`, if any.
+    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError>;
+    /// Stores `value` under `key`, replacing any previous value.
+    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError>;
+}
+
+/// Whether [`RunStore::delete_runs`] deletes a run of status `run` when asked to delete `requested`.
+pub fn deletable(run: RunStatus, requested: Option<RunStatus>) -> bool {
+    match requested {
+        Some(s) => run == s,
+        None => !matches!(run, RunStatus::Running | RunStatus::Paused),
+    }
+}
+
 /// A complete state store.
-pub trait Store: RunStore + JournalStore + BlobStore {
+pub trait Store: RunStore + JournalStore + BlobStore + SystemStateStore {
     /// Human-readable description (`memory://`, `sqlite:///…`).
     fn describe(&self) -> String;
     /// Bytes written so far (for benchmarks).

@@ -17,8 +17,12 @@
 //! let result = flujo.run_blocking(json!(1)).unwrap();
 //! assert_eq!(result.output, Some(json!(4)));
 //! ```
+//!
+//! [`TaskClient`] is the API for apps and tools over a store: inspect, resume, replay, verify and prune runs
+//! without the pipeline file.
 
 pub mod cache;
+pub mod client;
 pub mod executor;
 pub mod merge;
 pub mod policies;
@@ -26,6 +30,7 @@ pub mod policy;
 pub mod prepare;
 pub mod runner;
 
+pub use client::{ClientError, ReplayReport, RunView, TaskClient, VerifyReport};
 pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};
 pub use policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome, StepPolicy};
 pub use runner::{BlockingFlujo, Flujo, FlujoRuntimeBuilder, ResumeRequest, RunOptions, UuidIds};

@@ -352,6 +352,29 @@ impl Flujo {
     /// Continues a run: answers a pause, or (without answer) continues a crashed or failed run from its first
     /// unfinished step. A completed run returns its stored result.
     pub async fn resume_with(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, FlujoError> {
+        self.resume_inner(run_id, req, self.inner.telemetry.clone()).await
+    }
+
+    /// [`Flujo::resume_with`], streaming events (replayed steps included) to the returned receiver.
+    pub fn resume_streaming<'a>(
+        &'a self,
+        run_id: &'a str,
+        req: ResumeRequest,
+    ) -> (
+        tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+        impl std::future::Future<Output = Result<RunResult, FlujoError>> + 'a,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let sink: Arc<dyn Telemetry> = Arc::new(Fanout { base: self.inner.telemetry.clone(), tx });
+        (rx, self.resume_inner(run_id, req, Some(sink)))
+    }
+
+    async fn resume_inner(
+        &self,
+        run_id: &str,
+        req: ResumeRequest,
+        telemetry: Option<Arc<dyn Telemetry>>,
+    ) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
         let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
         let _active = ActiveGuard::claim(inner, run_id)?;
@@ -460,7 +483,7 @@ impl Flujo {
             generation,
             answers,
             quota,
-            inner.telemetry.clone(),
+            telemetry,
             inner.clock.clone(),
         );
         let ctx = Context::new(run_id, run.input.clone(), run.initial_context.clone());

@@ -57,6 +57,15 @@ impl RunStore for CrashingStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.inner.list_runs(filter).await
     }
+    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.inner.find_runs_by_prefix(prefix, limit).await
+    }
+    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Err(self.down());
+        }
+        self.inner.delete_runs(older_than_ms, status).await
+    }
 }
 
 #[async_trait]
@@ -82,6 +91,19 @@ impl BlobStore for CrashingStore {
     }
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get_blob(hash).await
+    }
+}
+
+#[async_trait]
+impl SystemStateStore for CrashingStore {
+    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.inner.get_state(key).await
+    }
+    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Err(self.down());
+        }
+        self.inner.set_state(key, value).await
     }
 }
 

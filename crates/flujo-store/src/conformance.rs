@@ -21,7 +21,11 @@
 //! * a failed compare-and-set is `Conflict { actual: <stored status> }`, built by [`crate::status_conflict`];
 //!   an append at the wrong position is `Conflict` built by [`crate::seq_conflict`];
 //! * `list_runs` orders by `created_at_ms` descending (ties: `run_id` descending);
-//! * all fields round-trip exactly (JSON values, floats, timestamps).
+//! * `find_runs_by_prefix` matches byte-wise (no wildcards) and orders by `run_id` ascending;
+//! * `delete_runs` deletes runs with `created_at_ms < cutoff`, never `running`/`paused` ones unless asked
+//!   by name, takes their journals along, and removes exactly the blobs nothing else references (a blob
+//!   stored with `put_blob` that no run referenced is kept);
+//! * all fields round-trip exactly (JSON values, floats, timestamps), in runs, journals and system state.
 
 use std::fmt;
 use std::future::Future;
@@ -85,6 +89,11 @@ pub fn checks() -> Vec<Check> {
         list_runs_newest_first,
         list_runs_filters,
         list_runs_limit,
+        find_runs_by_prefix_is_exact_and_ordered,
+        delete_runs_respects_cutoff_and_status,
+        delete_runs_removes_journals_and_frees_the_run_id,
+        delete_runs_keeps_blobs_still_referenced,
+        system_state_round_trip,
         blob_round_trip_and_idempotency,
         get_unknown_blob_is_none,
         concurrent_appends_to_different_runs_all_land,
@@ -809,4 +818,214 @@ pub async fn concurrent_writers_on_one_run_are_detected(store: Arc<dyn Store>) -
 pub async fn describe_is_not_empty(store: Arc<dyn Store>) -> CheckResult {
     let d = store.describe();
     ensure(!d.trim().is_empty(), || "describe() must name the store".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Prefix lookup.
+
+pub async fn find_runs_by_prefix_is_exact_and_ordered(store: Arc<dyn Store>) -> CheckResult {
+    let ids = ["abc2", "abd", "ab", "xabc", "ab%_", "abc1", "ab_x", "é2", "é1", "a\u{10FFFF}b", "b"];
+    for (i, id) in ids.iter().enumerate() {
+        store.create_run(&fresh_run(id, "demo", RunStatus::Completed, i as i64)).await.ctx("create_run")?;
+    }
+    let find = |prefix: &'static str, limit: usize| {
+        let store = Arc::clone(&store);
+        async move { store.find_runs_by_prefix(prefix, limit).await.ctx(&format!("find_runs_by_prefix({prefix:?})")) }
+    };
+    ensure_eq("prefix abc", &find("abc", 10).await?, &strs(&["abc1", "abc2"]))?;
+    ensure_eq("prefix ab (byte order)", &find("ab", 10).await?, &strs(&["ab", "ab%_", "ab_x", "abc1", "abc2", "abd"]))?;
+    ensure_eq("prefix ab, limit 2", &find("ab", 2).await?, &strs(&["ab", "ab%_"]))?;
+    ensure_eq("limit 0", &find("ab", 0).await?, &vec![])?;
+    ensure_eq("`%` is not a wildcard", &find("ab%", 10).await?, &strs(&["ab%_"]))?;
+    ensure_eq("`_` is not a wildcard", &find("ab_", 10).await?, &strs(&["ab_x"]))?;
+    ensure_eq("an exact id is its own prefix", &find("abd", 10).await?, &strs(&["abd"]))?;
+    ensure_eq("no match", &find("zzz", 10).await?, &vec![])?;
+    ensure_eq("not a substring search", &find("bc", 10).await?, &vec![])?;
+    ensure_eq("non-ASCII prefix", &find("é", 10).await?, &strs(&["é1", "é2"]))?;
+    ensure_eq("prefix ending in the last code point", &find("a\u{10FFFF}", 10).await?, &strs(&["a\u{10FFFF}b"]))?;
+    let mut all: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+    all.sort_unstable();
+    ensure_eq("empty prefix matches every run", &find("", 100).await?, &all)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Retention.
+
+async fn exists(store: &Arc<dyn Store>, run_id: &str) -> Result<bool, String> {
+    Ok(store.get_run(run_id).await.ctx("get_run")?.is_some())
+}
+
+pub async fn delete_runs_respects_cutoff_and_status(store: Arc<dyn Store>) -> CheckResult {
+    ensure_eq("delete_runs on an empty store", &store.delete_runs(i64::MAX, None).await.ctx("delete_runs")?, &0)?;
+    let runs = [
+        ("old-completed", RunStatus::Completed, 10),
+        ("old-failed", RunStatus::Failed, 20),
+        ("old-cancelled", RunStatus::Cancelled, 30),
+        ("old-running", RunStatus::Running, 10),
+        ("old-paused", RunStatus::Paused, 10),
+        ("at-cutoff", RunStatus::Completed, 50),
+        ("new-completed", RunStatus::Completed, 100),
+    ];
+    for (id, status, at) in runs {
+        store.create_run(&fresh_run(id, "demo", status, at)).await.ctx("create_run")?;
+        append_all(&store, &sealed_chain(id, 2)).await?;
+    }
+    ensure_eq("finished runs created before 50", &store.delete_runs(50, None).await.ctx("delete_runs")?, &3)?;
+    for (id, _, _) in &runs[..3] {
+        ensure(!exists(&store, id).await?, || format!("{id} should have been deleted"))?;
+        ensure_eq(&format!("journal of deleted {id}"), &store.load_journal(id).await.ctx("load_journal")?, &vec![])?;
+    }
+    for (id, status, at) in &runs[3..] {
+        ensure_eq(&format!("kept run {id}"), &get(&store, id).await?, &fresh_run(id, "demo", *status, *at))?;
+        ensure_eq(
+            &format!("journal of kept run {id}"),
+            &store.load_journal(id).await.ctx("load_journal")?,
+            &sealed_chain(id, 2),
+        )?;
+    }
+    ensure_eq("again: nothing left to delete", &store.delete_runs(50, None).await.ctx("delete_runs")?, &0)?;
+    ensure_eq(
+        "status=completed before 50 (the run at the cutoff is not before it)",
+        &store.delete_runs(50, Some(RunStatus::Completed)).await.ctx("delete_runs")?,
+        &0,
+    )?;
+    ensure_eq(
+        "status=running names running runs explicitly",
+        &store.delete_runs(50, Some(RunStatus::Running)).await.ctx("delete_runs")?,
+        &1,
+    )?;
+    ensure(!exists(&store, "old-running").await?, || "old-running should have been deleted".to_owned())?;
+    ensure(exists(&store, "old-paused").await?, || "status=running must not delete a paused run".to_owned())?;
+    ensure_eq("status=paused", &store.delete_runs(50, Some(RunStatus::Paused)).await.ctx("delete_runs")?, &1)?;
+    ensure_eq(
+        "status=completed before 51",
+        &store.delete_runs(51, Some(RunStatus::Completed)).await.ctx("delete_runs")?,
+        &1,
+    )?;
+    ensure_eq("remaining runs", &list(&store, RunFilter::default()).await?, &strs(&["new-completed"]))
+}
+
+pub async fn delete_runs_removes_journals_and_frees_the_run_id(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-gone", "demo", RunStatus::Completed, 1)).await.ctx("create_run")?;
+    append_all(&store, &sealed_chain("r-gone", 3)).await?;
+    ensure_eq("delete_runs", &store.delete_runs(2, None).await.ctx("delete_runs")?, &1)?;
+    ensure_eq("find_runs_by_prefix after delete", &store.find_runs_by_prefix("r-", 10).await.ctx("find")?, &vec![])?;
+    ensure_err("append to a deleted run", store.append(&sealed_chain("r-gone", 4)[3]).await, "RunNotFound", |e| {
+        *e == StoreError::RunNotFound("r-gone".to_owned())
+    })?;
+    // The id can be used again, and the new run's journal starts from scratch.
+    let again = fresh_run("r-gone", "again", RunStatus::Running, 5);
+    store.create_run(&again).await.ctx("create_run with a deleted run's id")?;
+    ensure_eq("recreated run", &get(&store, "r-gone").await?, &again)?;
+    let chain = sealed_chain("r-gone", 2);
+    append_all(&store, &chain).await?;
+    ensure_eq("journal of the recreated run", &store.load_journal("r-gone").await.ctx("load_journal")?, &chain)
+}
+
+/// A JSON value of more than `bytes` bytes (large enough for a backend to store it as a blob).
+fn large_value(tag: &str, bytes: usize) -> serde_json::Value {
+    json!({"tag": tag, "text": "x".repeat(bytes), "n": [1, 2.5, -3]})
+}
+
+fn json_hash(v: &serde_json::Value) -> Result<String, String> {
+    serde_json::to_vec(v).map(|b| blob_hash(&b)).map_err(|e| format!("serialize: {e}"))
+}
+
+/// Seals `records` into a chain from the genesis hash.
+fn seal_all(mut records: Vec<JournalRecord>) -> Vec<JournalRecord> {
+    let mut prev = GENESIS_HASH.to_owned();
+    for r in &mut records {
+        r.seal(&prev);
+        prev.clone_from(&r.hash);
+    }
+    records
+}
+
+pub async fn delete_runs_keeps_blobs_still_referenced(store: Arc<dyn Store>) -> CheckResult {
+    const BIG: usize = 20_000;
+    let shared_out = large_value("shared-output", BIG);
+    let shared_patch = large_value("shared-patch", BIG);
+    let only_old = large_value("only-old", BIG);
+    let only_old_patch = large_value("only-old-patch", BIG);
+    let shared_def = Arc::new(json!({"name": "shared", "steps": [], "doc": "d".repeat(BIG)}));
+    let own_def = Arc::new(json!({"name": "own", "steps": [], "doc": "o".repeat(BIG)}));
+
+    // `keep` is new; `old-a` shares its definition and large values; `old-b` has only values of its own.
+    let mut keep = fresh_run("keep", "shared", RunStatus::Completed, 100);
+    keep.definition = Some(Arc::clone(&shared_def));
+    let mut old_a = fresh_run("old-a", "shared", RunStatus::Completed, 1);
+    old_a.definition = Some(Arc::clone(&shared_def));
+    let mut old_b = fresh_run("old-b", "own", RunStatus::Failed, 2);
+    old_b.definition = Some(Arc::clone(&own_def));
+
+    let with = |run_id: &str, seq: u64, output: &serde_json::Value, patch: Option<&serde_json::Value>| {
+        let mut r = sample_record(run_id, seq);
+        r.output = Arc::new(output.clone());
+        if let Some(p) = patch {
+            r.patch = vec![PatchOp::Set { path: vec!["doc".to_owned()], value: Arc::new(p.clone()) }];
+        }
+        r
+    };
+    let keep_chain =
+        seal_all(vec![with("keep", 0, &shared_out, None), with("keep", 1, &json!(1), Some(&shared_patch))]);
+    let a_chain = seal_all(vec![
+        with("old-a", 0, &only_old, Some(&shared_out)),
+        with("old-a", 1, &shared_patch, Some(&only_old_patch)),
+    ]);
+    let b_chain = seal_all(vec![with("old-b", 0, &json!("small"), Some(&only_old_patch))]);
+    for (run, chain) in [(&keep, &keep_chain), (&old_a, &a_chain), (&old_b, &b_chain)] {
+        store.create_run(run).await.ctx("create_run")?;
+        append_all(&store, chain).await?;
+    }
+    let user_blob = store.put_blob(b"a blob no run references").await.ctx("put_blob")?;
+
+    ensure_eq("deleted runs", &store.delete_runs(50, None).await.ctx("delete_runs")?, &2)?;
+    ensure_eq("kept run (its shared definition survives)", &get(&store, "keep").await?, &keep)?;
+    let loaded = store.load_journal("keep").await.ctx("load_journal of the kept run")?;
+    ensure_eq("kept journal (values shared with deleted runs survive)", &loaded, &keep_chain)?;
+    verify_chain(&loaded).map_err(|e| format!("chain of the kept run: {e}"))?;
+    ensure(store.get_blob(&user_blob).await.ctx("get_blob")?.is_some(), || {
+        "a blob stored with put_blob that no run referenced must survive delete_runs".to_owned()
+    })?;
+    for (what, v) in [
+        ("an output only a deleted run had", &only_old),
+        ("a patch value only deleted runs had", &only_old_patch),
+        ("a definition only a deleted run had", &own_def),
+    ] {
+        ensure(store.get_blob(&json_hash(v)?).await.ctx("get_blob")?.is_none(), || {
+            format!("the blob of {what} must be deleted with its runs")
+        })?;
+    }
+
+    ensure_eq("deleting the last run", &store.delete_runs(i64::MAX, None).await.ctx("delete_runs")?, &1)?;
+    for (what, v) in
+        [("shared output", &shared_out), ("shared patch value", &shared_patch), ("shared definition", &shared_def)]
+    {
+        ensure(store.get_blob(&json_hash(v)?).await.ctx("get_blob")?.is_none(), || {
+            format!("the blob of the {what} must be deleted once no run references it")
+        })?;
+    }
+    ensure(store.get_blob(&user_blob).await.ctx("get_blob")?.is_some(), || "the unreferenced user blob".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// System state.
+
+pub async fn system_state_round_trip(store: Arc<dyn Store>) -> CheckResult {
+    ensure_eq("get_state of an unknown key", &store.get_state("nope").await.ctx("get_state")?, &None)?;
+    let value = json!({"version": 3, "f": 0.1 + 0.2, "s": "héllo ✓", "list": [null, true, {"z": 1, "a": 2}]});
+    store.set_state("config", &value).await.ctx("set_state")?;
+    ensure_eq("get_state after set_state", &store.get_state("config").await.ctx("get_state")?, &Some(value))?;
+    store.set_state("config", &json!("replaced")).await.ctx("set_state again")?;
+    ensure_eq("set_state replaces", &store.get_state("config").await.ctx("get_state")?, &Some(json!("replaced")))?;
+    store.set_state("null-valued", &serde_json::Value::Null).await.ctx("set_state null")?;
+    ensure_eq(
+        "a stored null is present",
+        &store.get_state("null-valued").await.ctx("get_state")?,
+        &Some(serde_json::Value::Null),
+    )?;
+    store.set_state("ключ/🔑", &json!(7)).await.ctx("set_state with a non-ASCII key")?;
+    ensure_eq("non-ASCII key", &store.get_state("ключ/🔑").await.ctx("get_state")?, &Some(json!(7)))?;
+    ensure_eq("keys are isolated", &store.get_state("config").await.ctx("get_state")?, &Some(json!("replaced")))?;
+    ensure_eq("keys are exact (no prefix match)", &store.get_state("conf").await.ctx("get_state")?, &None)
 }

@@ -1,20 +1,24 @@
-//! The in-memory store: runs, journals and blobs in `std::sync::Mutex`-guarded maps.
+//! The in-memory store: runs, journals, blobs and system state in `std::sync::Mutex`-guarded maps.
 //!
 //! Nothing survives the process, but the semantics are those of every durable backend (and are checked
 //! by the same conformance suite): `create_run` rejects duplicates, `update_run` is a compare-and-set on
 //! the run's status, `append` only accepts the next gapless `seq` (so two writers on one run are
 //! detected), and blobs are content-addressed. Locks are held only for map operations, never across an
 //! `.await`. Journal records are cloned in and out; that is cheap because outputs are `Arc<Value>`.
+//! Journal values and definitions are held in memory, never as blobs, so deleting runs never makes a blob
+//! unreferenced: `delete_runs` leaves the blob map alone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use flujo_core::store::deletable;
 use flujo_core::{
-    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store, StoreError,
+    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError,
+    SystemStateStore, Value,
 };
 use serde::Serialize;
 
@@ -36,6 +40,7 @@ struct RunEntry {
 pub struct MemoryStore {
     runs: Mutex<HashMap<String, RunEntry>>,
     blobs: Mutex<HashMap<String, Arc<[u8]>>>,
+    state: Mutex<BTreeMap<String, Value>>,
     bytes_written: AtomicU64,
 }
 
@@ -172,6 +177,20 @@ impl RunStore for MemoryStore {
         matching.sort_unstable_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.run_id.cmp(&a.run_id)));
         Ok(matching.into_iter().take(limit).cloned().collect())
     }
+
+    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = lock(&self.runs).keys().filter(|id| id.starts_with(prefix)).cloned().collect();
+        ids.sort_unstable();
+        ids.truncate(limit);
+        Ok(ids)
+    }
+
+    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
+        let mut runs = lock(&self.runs);
+        let before = runs.len();
+        runs.retain(|_, e| !(e.record.created_at_ms < older_than_ms && deletable(e.record.status, status)));
+        Ok((before - runs.len()) as u64)
+    }
 }
 
 #[async_trait]
@@ -220,6 +239,20 @@ impl BlobStore for MemoryStore {
 
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(lock(&self.blobs).get(hash).map(|b| b.to_vec()))
+    }
+}
+
+#[async_trait]
+impl SystemStateStore for MemoryStore {
+    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        Ok(lock(&self.state).get(key).cloned())
+    }
+
+    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        let size = key.len() as u64 + json_len(value);
+        lock(&self.state).insert(key.to_owned(), value.clone());
+        self.count(size);
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flujo_core::{
     BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError,
+    SystemStateStore, Value,
 };
 use flujo_store::conformance::{self, fresh_run, sealed_chain};
 use flujo_store::{open_store, MemoryStore};
@@ -63,6 +64,12 @@ impl RunStore for Sloppy {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.0.list_runs(filter).await
     }
+    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.0.find_runs_by_prefix(prefix, limit).await
+    }
+    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
+        self.0.delete_runs(older_than_ms, status).await
+    }
 }
 
 #[async_trait]
@@ -84,6 +91,16 @@ impl BlobStore for Sloppy {
     }
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.get_blob(hash).await
+    }
+}
+
+#[async_trait]
+impl SystemStateStore for Sloppy {
+    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.0.get_state(key).await
+    }
+    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.0.set_state(key, value).await
     }
 }
 
@@ -110,6 +127,12 @@ impl RunStore for Panicky {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.0.list_runs(filter).await
     }
+    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.0.find_runs_by_prefix(prefix, limit).await
+    }
+    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
+        self.0.delete_runs(older_than_ms, status).await
+    }
 }
 
 #[async_trait]
@@ -129,6 +152,16 @@ impl BlobStore for Panicky {
     }
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.0.get_blob(hash).await
+    }
+}
+
+#[async_trait]
+impl SystemStateStore for Panicky {
+    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.0.get_state(key).await
+    }
+    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.0.set_state(key, value).await
     }
 }
 

@@ -13,6 +13,8 @@
 //!   the content-addressed `blobs` table and referenced from journal rows, so the bytes a step writes do not
 //!   grow with the size of values it merely repeats. Loaded records are identical to the appended ones, so
 //!   their hash chain verifies.
+//! * **Retention.** `delete_runs` runs on the writer thread like every write: runs, their journal rows and
+//!   the blobs only they referenced go in one transaction.
 //! * **Schema.** Versioned migrations in `PRAGMA user_version` ([`SCHEMA_VERSION`]); a database from a newer
 //!   Flujo is refused.
 //!
@@ -41,7 +43,8 @@ use std::thread;
 
 use async_trait::async_trait;
 use flujo_core::{
-    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store, StoreError,
+    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError,
+    SystemStateStore, Value,
 };
 use tokio::sync::oneshot;
 
@@ -217,7 +220,8 @@ impl SqliteStore {
         }
     }
 
-    async fn write(&self, write: Write) -> Result<(), StoreError> {
+    /// Queues a write and awaits its commit; returns the write's count (see `WriteCommand`).
+    async fn write(&self, write: Write) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.writer.send(Command::Write(Box::new(WriteCommand { write, reply }))).map_err(|_| stopped("writer"))?;
         rx.await.map_err(|_| stopped("writer"))?
@@ -255,7 +259,7 @@ impl fmt::Debug for SqliteStore {
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.write(Write::CreateRun(codec::encode_run(run)?)).await
+        self.write(Write::CreateRun(codec::encode_run(run)?)).await.map(drop)
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -263,7 +267,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
-        self.write(Write::UpdateRun(codec::encode_update(update)?)).await
+        self.write(Write::UpdateRun(codec::encode_update(update)?)).await.map(drop)
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -272,12 +276,23 @@ impl RunStore for SqliteStore {
         }
         self.read(|reply| Read::ListRuns(filter.clone(), reply)).await
     }
+
+    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(|reply| Read::FindRunsByPrefix { prefix: prefix.to_owned(), limit, reply }).await
+    }
+
+    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
+        self.write(Write::DeleteRuns { older_than_ms, status }).await
+    }
 }
 
 #[async_trait]
 impl JournalStore for SqliteStore {
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
-        self.write(Write::Append(codec::encode_record(record)?)).await
+        self.write(Write::Append(codec::encode_record(record)?)).await.map(drop)
     }
 
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
@@ -295,6 +310,19 @@ impl BlobStore for SqliteStore {
 
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|reply| Read::GetBlob(hash.to_owned(), reply)).await
+    }
+}
+
+#[async_trait]
+impl SystemStateStore for SqliteStore {
+    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.read(|reply| Read::GetState(key.to_owned(), reply)).await
+    }
+
+    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        let value = serde_json::to_string(value)
+            .map_err(|e| StoreError::Unavailable(format!("cannot serialize system state '{key}': {e}")))?;
+        self.write(Write::SetState { key: key.to_owned(), value }).await.map(drop)
     }
 }
 
@@ -392,6 +420,45 @@ mod tests {
         assert_eq!(Durability::parse("full"), Some(Durability::Strict));
         assert_eq!(Durability::parse("off"), None);
         assert_eq!(Durability::default(), Durability::Normal);
+    }
+
+    #[test]
+    fn prefix_upper_bounds() {
+        use worker::prefix_upper_bound as up;
+        assert_eq!(up("abc").as_deref(), Some("abd"));
+        assert_eq!(up("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(up("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(up("\u{10FFFF}\u{10FFFF}"), None);
+        assert_eq!(up(""), None);
+    }
+
+    #[tokio::test]
+    async fn delete_runs_deletes_unreferenced_blobs_in_the_file() {
+        use flujo_core::{PatchOp, RunStatus};
+        use std::sync::Arc;
+
+        let store = SqliteStore::open_in_memory(SqliteOptions::default()).unwrap();
+        let big = |tag: &str| serde_json::json!({"tag": tag, "text": "x".repeat(2 * INLINE_VALUE_LIMIT)});
+        let definition = Arc::new(serde_json::json!({"name": "p", "steps": []}));
+        for (id, at) in [("old", 1), ("new", 100)] {
+            let mut run = crate::conformance::fresh_run(id, "p", RunStatus::Completed, at);
+            run.definition = Some(Arc::clone(&definition));
+            store.create_run(&run).await.unwrap();
+            let mut r = crate::conformance::sample_record(id, 0);
+            r.output = Arc::new(big(id));
+            r.patch = vec![PatchOp::Set { path: vec!["shared".into()], value: Arc::new(big("shared")) }];
+            r.seal("");
+            store.append(&r).await.unwrap();
+        }
+        // One definition, two outputs, one shared patch value.
+        assert_eq!(store.stats().await.unwrap().blobs, 4);
+        assert_eq!(store.delete_runs(50, None).await.unwrap(), 1);
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.runs, stats.journal_records, stats.blobs), (1, 1, 3), "only the old output goes");
+        assert_eq!(store.load_journal("new").await.unwrap().len(), 1);
+        assert_eq!(store.delete_runs(i64::MAX, None).await.unwrap(), 1);
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.runs, stats.journal_records, stats.blobs), (0, 0, 0));
     }
 
     #[test]

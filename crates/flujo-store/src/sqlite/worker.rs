@@ -14,16 +14,23 @@
 //! the batch is rolled back and its commands are retried one per transaction, so only the culprit fails.
 //! A failed `BEGIN` or `COMMIT` fails the whole batch.
 //!
+//! **Deleting runs** (`delete_runs`) is a write like the others, so it commits atomically with its batch: it
+//! collects the blob hashes the doomed rows reference (journal `output_ref`s, patch `value_ref`s, run
+//! definitions), deletes the journal rows and runs, then deletes those candidate blobs that no remaining
+//! run or journal row references. Finding the remaining references scans the journal once per prune
+//! (there is no index on blob references); prune is a maintenance operation.
+//!
 //! **Cancellation.** A command runs once it is queued, whether or not its caller still waits: a cancelled
 //! `append` may or may not have committed, which the next `append` (a seq `Conflict`) or a `load_journal`
 //! reveals. Dropping the store closes the channels; the threads finish what is queued and exit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
-use flujo_core::{JournalRecord, RunFilter, RunRecord, RunStatus, StoreError};
+use flujo_core::{JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value};
 use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::codec::{
@@ -47,12 +54,23 @@ pub(crate) enum Write {
     UpdateRun(UpdateRow),
     Append(RecordRow),
     PutBlob(NewBlob),
+    /// Deletes finished (or explicitly named) runs created before a cutoff; replies with the number deleted.
+    DeleteRuns {
+        older_than_ms: i64,
+        status: Option<RunStatus>,
+    },
+    /// Inserts or replaces a `system_state` row (the value is JSON text).
+    SetState {
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Debug)]
 pub(crate) struct WriteCommand {
     pub write: Write,
-    pub reply: Reply<()>,
+    /// Replies, once committed, with the write's count (runs deleted for `DeleteRuns`, otherwise 0).
+    pub reply: Reply<u64>,
 }
 
 /// A read, executed outside any write transaction.
@@ -62,6 +80,13 @@ pub(crate) enum Read {
     ListRuns(RunFilter, Reply<Vec<RunRecord>>),
     LoadJournal(String, Reply<Vec<JournalRecord>>),
     GetBlob(String, Reply<Option<Vec<u8>>>),
+    /// Run ids starting with a prefix, ascending, at most `limit`.
+    FindRunsByPrefix {
+        prefix: String,
+        limit: usize,
+        reply: Reply<Vec<String>>,
+    },
+    GetState(String, Reply<Option<Value>>),
     /// Served by the writer thread (it reports the writer connection's settings).
     Stats(Reply<SqliteStats>),
 }
@@ -119,6 +144,19 @@ pub(crate) fn run_reader(conn: Connection, reads: Receiver<Read>) {
 
 // ---------------------------------------------------------------------------------------------------------
 // Group commit.
+
+/// What a successful write did: bytes written (for `bytes_written`) and its count (see [`WriteCommand`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Done {
+    bytes: u64,
+    count: u64,
+}
+
+impl Done {
+    fn bytes(bytes: u64) -> Self {
+        Done { bytes, count: 0 }
+    }
+}
 
 /// Why a command failed.
 enum ExecError {
@@ -178,13 +216,13 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<WriteCommand>, counters: &Cou
     }
 }
 
-/// Runs `commands` in one transaction. `Ok` holds each command's outcome (bytes written, or its rejection).
-fn transact(conn: &Connection, commands: &[WriteCommand]) -> Result<Vec<Result<u64, StoreError>>, BatchError> {
+/// Runs `commands` in one transaction. `Ok` holds each command's outcome (what it did, or its rejection).
+fn transact(conn: &Connection, commands: &[WriteCommand]) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(BatchError::Begin)?;
     let mut outcomes = Vec::with_capacity(commands.len());
     for command in commands {
         match execute_write(conn, &command.write) {
-            Ok(bytes) => outcomes.push(Ok(bytes)),
+            Ok(done) => outcomes.push(Ok(done)),
             Err(ExecError::Rejected(e)) => outcomes.push(Err(e)),
             Err(ExecError::Sql(e)) => {
                 rollback(conn);
@@ -207,14 +245,14 @@ fn rollback(conn: &Connection) {
 }
 
 /// Replies after a commit, counting what was written first so that a caller sees its bytes once it resumes.
-fn finish(commands: Vec<WriteCommand>, outcomes: Vec<Result<u64, StoreError>>, counters: &Counters) {
+fn finish(commands: Vec<WriteCommand>, outcomes: Vec<Result<Done, StoreError>>, counters: &Counters) {
     counters.transactions.fetch_add(1, Ordering::Relaxed);
     for (command, outcome) in commands.into_iter().zip(outcomes) {
         let reply = match outcome {
-            Ok(bytes) => {
-                counters.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+            Ok(done) => {
+                counters.bytes_written.fetch_add(done.bytes, Ordering::Relaxed);
                 counters.writes.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                Ok(done.count)
             }
             Err(e) => Err(e),
         };
@@ -225,12 +263,16 @@ fn finish(commands: Vec<WriteCommand>, outcomes: Vec<Result<u64, StoreError>>, c
 // ---------------------------------------------------------------------------------------------------------
 // Writes. Each validates before its first write, so a rejection needs no rollback.
 
-fn execute_write(conn: &Connection, write: &Write) -> Result<u64, ExecError> {
+fn execute_write(conn: &Connection, write: &Write) -> Result<Done, ExecError> {
     match write {
-        Write::CreateRun(row) => create_run(conn, row),
-        Write::UpdateRun(row) => update_run(conn, row),
-        Write::Append(row) => append(conn, row),
-        Write::PutBlob(blob) => insert_blob(conn, blob),
+        Write::CreateRun(row) => create_run(conn, row).map(Done::bytes),
+        Write::UpdateRun(row) => update_run(conn, row).map(Done::bytes),
+        Write::Append(row) => append(conn, row).map(Done::bytes),
+        Write::PutBlob(blob) => insert_blob(conn, blob).map(Done::bytes),
+        Write::DeleteRuns { older_than_ms, status } => {
+            delete_runs(conn, *older_than_ms, *status).map(|count| Done { bytes: 0, count })
+        }
+        Write::SetState { key, value } => set_state(conn, key, value).map(Done::bytes),
     }
 }
 
@@ -372,6 +414,109 @@ fn insert_blob(conn: &Connection, blob: &NewBlob) -> Result<u64, ExecError> {
     Ok(if inserted == 0 { 0 } else { blob.bytes.len() as u64 })
 }
 
+/// The blob reference of a stored patch op (other fields are not needed here).
+#[derive(Deserialize)]
+struct OpRef {
+    #[serde(default)]
+    value_ref: Option<String>,
+}
+
+/// Deletes the runs `delete_runs` selects, their journal rows, and the blobs only they referenced.
+fn delete_runs(conn: &Connection, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, ExecError> {
+    // The runs to delete and the blobs they reference (candidates for deletion).
+    let doomed: Vec<(String, Option<String>)> = match status {
+        Some(s) => conn
+            .prepare_cached("SELECT run_id, definition FROM runs WHERE created_at_ms < ?1 AND status = ?2")?
+            .query_map(params![older_than_ms, s.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?,
+        None => conn
+            .prepare_cached("SELECT run_id, definition FROM runs WHERE created_at_ms < ?1 AND status NOT IN (?2, ?3)")?
+            .query_map(params![older_than_ms, RunStatus::Running.as_str(), RunStatus::Paused.as_str()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?,
+    };
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    let mut candidates: HashSet<String> = HashSet::new();
+    for (run_id, definition) in &doomed {
+        if let Some(hash) = definition.as_deref().and_then(|d| d.strip_prefix(DEFINITION_REF)) {
+            candidates.insert(hash.to_owned());
+        }
+        let mut refs = conn.prepare_cached(
+            "SELECT output_ref, patch FROM journal WHERE run_id = ?1 \
+             AND (output_ref IS NOT NULL OR instr(patch, '\"value_ref\"') > 0)",
+        )?;
+        let mut rows = refs.query([run_id])?;
+        while let Some(row) = rows.next()? {
+            if let Some(hash) = row.get::<_, Option<String>>(0)? {
+                candidates.insert(hash);
+            }
+            let patch: String = row.get(1)?;
+            // A patch that does not parse only hides candidates (their blobs are kept), never deletes one.
+            if let Ok(ops) = serde_json::from_str::<Vec<OpRef>>(&patch) {
+                candidates.extend(ops.into_iter().filter_map(|op| op.value_ref));
+            }
+        }
+    }
+    let mut deleted = 0u64;
+    for (run_id, _) in &doomed {
+        conn.prepare_cached("DELETE FROM journal WHERE run_id = ?1")?.execute([run_id])?;
+        deleted += conn.prepare_cached("DELETE FROM runs WHERE run_id = ?1")?.execute([run_id])? as u64;
+    }
+    if !candidates.is_empty() {
+        remove_referenced(conn, &mut candidates)?;
+        let mut delete = conn.prepare_cached("DELETE FROM blobs WHERE hash = ?1")?;
+        for hash in &candidates {
+            delete.execute([hash])?;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Removes from `candidates` every hash a remaining run definition or journal row references.
+fn remove_referenced(conn: &Connection, candidates: &mut HashSet<String>) -> rusqlite::Result<()> {
+    let mut defs = conn.prepare_cached("SELECT definition FROM runs WHERE definition IS NOT NULL")?;
+    let mut rows = defs.query([])?;
+    while let Some(row) = rows.next()? {
+        let definition: String = row.get(0)?;
+        if let Some(hash) = definition.strip_prefix(DEFINITION_REF) {
+            candidates.remove(hash);
+        }
+    }
+    let mut outputs = conn.prepare_cached("SELECT output_ref FROM journal WHERE output_ref IS NOT NULL")?;
+    let mut rows = outputs.query([])?;
+    while let Some(row) = rows.next()? {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let hash: String = row.get(0)?;
+        candidates.remove(&hash);
+    }
+    // Patch references are JSON inside the `patch` text. Keeping every candidate whose hash occurs in such a
+    // patch is exact for real references (a 64-digit hash occurs nowhere else by chance) and stays safe
+    // when a patch does not parse.
+    let mut patches = conn.prepare_cached("SELECT patch FROM journal WHERE instr(patch, '\"value_ref\"') > 0")?;
+    let mut rows = patches.query([])?;
+    while let Some(row) = rows.next()? {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let patch: String = row.get(0)?;
+        candidates.retain(|hash| !patch.contains(hash.as_str()));
+    }
+    Ok(())
+}
+
+fn set_state(conn: &Connection, key: &str, value: &str) -> Result<u64, ExecError> {
+    conn.prepare_cached(
+        "INSERT INTO system_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![key, value])?;
+    Ok((key.len() + value.len()) as u64)
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Reads.
 
@@ -388,6 +533,13 @@ fn serve_read(conn: &Connection, read: Read) {
         }
         Read::GetBlob(hash, reply) => {
             let _ = reply.send(get_blob(conn, &hash).map_err(|e| sql_error("get_blob", e)));
+        }
+        Read::FindRunsByPrefix { prefix, limit, reply } => {
+            let _ =
+                reply.send(find_runs_by_prefix(conn, &prefix, limit).map_err(|e| sql_error("find_runs_by_prefix", e)));
+        }
+        Read::GetState(key, reply) => {
+            let _ = reply.send(get_state(conn, &key));
         }
         Read::Stats(reply) => {
             let _ = reply.send(stats(conn).map_err(|e| sql_error("stats", e)));
@@ -522,6 +674,51 @@ fn load_journal(conn: &Connection, run_id: &str) -> Result<Vec<JournalRecord>, S
     // Read-only: ending it either way releases the snapshot.
     let _ = tx.finish();
     Ok(records)
+}
+
+/// The smallest string greater than every string that starts with `prefix` (`None`: no such bound, i.e.
+/// every string at or after `prefix` starts with it). SQLite compares TEXT byte-wise, and UTF-8 byte order
+/// is code point order, so `prefix <= id < upper` selects exactly the ids starting with `prefix`.
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn find_runs_by_prefix(conn: &Connection, prefix: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let ids: Vec<String> = match prefix_upper_bound(prefix) {
+        Some(upper) => conn
+            .prepare_cached("SELECT run_id FROM runs WHERE run_id >= ?1 AND run_id < ?2 ORDER BY run_id LIMIT ?3")?
+            .query_map(params![prefix, upper, limit], |row| row.get(0))?
+            .collect::<Result<_, _>>()?,
+        None => conn
+            .prepare_cached("SELECT run_id FROM runs WHERE run_id >= ?1 ORDER BY run_id LIMIT ?2")?
+            .query_map(params![prefix, limit], |row| row.get(0))?
+            .collect::<Result<_, _>>()?,
+    };
+    // The range is exact; the filter only guards against a collation surprise.
+    Ok(ids.into_iter().filter(|id| id.starts_with(prefix)).collect())
+}
+
+fn get_state(conn: &Connection, key: &str) -> Result<Option<Value>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM system_state WHERE key = ?1")
+        .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
+        .map_err(|e| sql_error("get_state", e))?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))
+    })
+    .transpose()
 }
 
 fn get_blob(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Vec<u8>>> {

@@ -1,0 +1,411 @@
+//! End-to-end tests of `flujo lens`: real processes on a real SQLite state file, including a journal row
+//! tampered with behind flujo's back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+fn flujo(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flujo"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FLUJO_STATE_URI")
+        .env_remove("FLUJO_CONFIG")
+        .output()
+        .expect("flujo runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parses stdout as exactly one JSON value.
+fn json_out(o: &Output) -> Value {
+    let text = stdout(o);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {text}\nstderr: {}", stderr(o)))
+}
+
+/// A project folder with the test pipelines and a SQLite state URI inside it.
+struct Project {
+    dir: tempfile::TempDir,
+    state: String,
+}
+
+const APPROVAL: &str = r#"
+name: demo
+steps:
+  - name: start
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step + 1"}}
+  - kind: loop
+    name: loop
+    loop:
+      max_loops: 5
+      exit_expression: "previous_step >= 4"
+      body:
+        - name: inc
+          agent: {id: flujo.builtins.transform, params: {expr: "previous_step + 1"}}
+  - kind: hitl
+    name: approve
+    message: "Approve {{ previous_step }}?"
+    input_schema: {enum: ["yes", "no"]}
+"#;
+
+const QUICK: &str = r#"
+name: quick
+steps:
+  - name: a
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step + 1"}}
+  - name: b
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step * 10"}}
+  - name: c
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step - 1"}}
+"#;
+
+const SECRETS: &str = r#"
+name: secrets
+steps:
+  - name: login
+    agent: {id: flujo.builtins.transform, params: {expr: "{'user': 'ada', 'password': 'hunter2', 'usage': {'total_tokens': 5}}"}}
+    updates_context: true
+  - name: api_key
+    agent: {id: flujo.builtins.transform, params: {expr: "'sk-live-999'"}}
+"#;
+
+impl Project {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [("approval.yaml", APPROVAL), ("quick.yaml", QUICK), ("secrets.yaml", SECRETS)] {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+        Project { dir, state }
+    }
+
+    fn db(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// `flujo ARGS --state STATE`.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--state", self.state.as_str()]);
+        flujo(self.dir.path(), &all)
+    }
+
+    /// Runs `pipeline` with `run_id` and checks the exit code.
+    fn start(&self, pipeline: &str, run_id: &str, want: i32) {
+        let o = self.run(&["run", pipeline, "--input-json", "0", "--run-id", run_id, "--json"]);
+        assert_eq!(code(&o), want, "{}", stderr(&o));
+    }
+
+    /// `flujo lens ARGS --json --state STATE`: exit code and the single JSON value on stdout.
+    fn lens(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["lens"];
+        all.extend(args);
+        all.push("--json");
+        let o = self.run(&all);
+        (code(&o), json_out(&o))
+    }
+}
+
+#[test]
+fn lens_inspects_a_run_through_pause_and_resume() {
+    let p = Project::new();
+    p.start("approval.yaml", "alpha-1", 5);
+
+    let (rc, list) = p.lens(&["list"]);
+    assert_eq!(rc, 0);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let entry = &list[0];
+    assert_eq!((entry["run_id"].as_str(), entry["pipeline"].as_str()), (Some("alpha-1"), Some("demo")));
+    assert_eq!((entry["status"].as_str(), entry["steps"].as_u64()), (Some("paused"), Some(5)));
+    for key in ["created_at", "total_tokens", "total_cost_usd"] {
+        assert!(entry.get(key).is_some(), "list entry lacks {key}: {entry}");
+    }
+
+    // A prefix names the run; the pending pause says how to answer it.
+    let (rc, show) = p.lens(&["show", "alp"]);
+    assert_eq!(rc, 0);
+    assert_eq!(show["status"], "paused");
+    let pause = &show["pending"][0];
+    assert_eq!((pause["pause_id"].as_str(), pause["message"].as_str()), (Some("2"), Some("Approve 4?")));
+    assert_eq!(pause["input_schema"], json!({"enum": ["yes", "no"]}));
+    let command = pause["resume_command"].as_str().unwrap();
+    assert!(command.starts_with("flujo resume alpha-1 --pause-id 2 -i ANSWER --state "), "{command}");
+    let steps = show["steps"].as_array().unwrap();
+    let paths: Vec<&str> = steps.iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["0", "1/loop:0/0", "1/loop:1/0", "1/loop:2/0", "1"]);
+    assert_eq!(steps[4]["kind"], "loop");
+    for key in ["step", "status", "attempts", "latency_ms", "tokens", "cost_usd"] {
+        assert!(steps[0].get(key).is_some(), "step entry lacks {key}");
+    }
+    assert!(steps[0].get("output").is_none(), "outputs only with -v");
+    let (_, verbose) = p.lens(&["show", "alpha-1", "-v"]);
+    assert_eq!(verbose["steps"][0]["output"], 1);
+    assert_eq!(verbose["steps"][4]["patch"][0]["path"], json!(["steps", "inc"]));
+
+    // Text mode prints the same command, which answers the pause.
+    let text = p.run(&["lens", "show", "alpha-1"]);
+    assert_eq!(code(&text), 0);
+    assert!(stdout(&text).contains(command), "{}", stdout(&text));
+    let args: Vec<&str> = command.split(' ').skip(1).map(|a| if a == "ANSWER" { "yes" } else { a }).collect();
+    let resumed = flujo(p.dir.path(), &args);
+    assert_eq!(code(&resumed), 0, "{}", stderr(&resumed));
+
+    let (_, show) = p.lens(&["show", "alpha-1"]);
+    assert_eq!((show["status"].as_str(), show["journal_len"].as_u64()), (Some("completed"), Some(6)));
+    assert_eq!(show["pending"], json!([]));
+    assert_eq!(show["output"], "yes");
+
+    let (rc, trace) = p.lens(&["trace", "alpha"]);
+    assert_eq!(rc, 0);
+    let roots = trace["spans"].as_array().unwrap();
+    let names: Vec<&str> = roots.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["start", "loop", "approve"]);
+    let kids: Vec<&str> =
+        roots[1]["children"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(kids, ["1/loop:0/0", "1/loop:1/0", "1/loop:2/0"]);
+    for span in roots {
+        assert!(span["offset_ms"].as_i64().unwrap() >= 0 && span["duration_ms"].as_f64().unwrap() >= 0.0);
+    }
+    let text = stdout(&p.run(&["lens", "trace", "alpha-1"]));
+    let inc_line = text.lines().find(|l| l.contains("[1/loop:0/0]")).unwrap();
+    let loop_line = text.lines().find(|l| l.contains("[1]")).unwrap();
+    let indent = |l: &str| l.find('✓').unwrap();
+    assert!(indent(inc_line) > indent(loop_line), "children are indented under their parent:\n{text}");
+
+    let (rc, spans) = p.lens(&["spans", "alpha-1"]);
+    assert_eq!(rc, 0);
+    let spans = spans.as_array().unwrap();
+    assert_eq!(spans.len(), 6);
+    for key in ["run_id", "path", "name", "kind", "status", "start_ms", "duration_ms", "attempts", "tokens", "cost_usd"]
+    {
+        assert!(spans[0].get(key).is_some(), "span lacks {key}: {}", spans[0]);
+    }
+    assert_eq!(spans[0]["run_id"], "alpha-1");
+
+    let (rc, verify) = p.lens(&["verify", "alpha-1"]);
+    assert_eq!(rc, 0);
+    assert_eq!((verify["ok"].as_bool(), verify["records"].as_u64()), (Some(true), Some(6)));
+    assert_eq!(verify["last_hash"].as_str().unwrap().len(), 64);
+
+    let (rc, replay) = p.lens(&["replay", "alpha-1"]);
+    assert_eq!(rc, 0, "{replay}");
+    assert_eq!((replay["matches"].as_bool(), replay["recomputed_status"].as_str()), (Some(true), Some("completed")));
+    assert_eq!(replay["output"], "yes");
+
+    p.start("quick.yaml", "quick-1", 0);
+    let (rc, stats) = p.lens(&["stats"]);
+    assert_eq!(rc, 0);
+    assert_eq!(stats["runs"], 2);
+    assert_eq!(stats["by_status"]["completed"]["count"], 2);
+    assert_eq!(stats["by_pipeline"]["demo"]["count"], 1);
+    assert_eq!(stats["by_pipeline"]["quick"]["count"], 1);
+    let demo = &stats["by_pipeline"]["demo"];
+    assert!(demo["total_duration_ms"].as_i64().unwrap() >= 0 && demo["avg_duration_ms"].as_f64().is_some());
+}
+
+#[test]
+fn list_filters_and_text_tables() {
+    let p = Project::new();
+    p.start("approval.yaml", "wait-1", 5);
+    p.start("quick.yaml", "quick-1", 0);
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&p.lens(&["list"]).1), ["quick-1", "wait-1"], "newest first");
+    assert_eq!(ids(&p.lens(&["list", "--status", "paused"]).1), ["wait-1"]);
+    assert_eq!(ids(&p.lens(&["list", "--pipeline", "quick"]).1), ["quick-1"]);
+    assert_eq!(ids(&p.lens(&["list", "--limit", "1"]).1), ["quick-1"]);
+    assert_eq!(ids(&p.lens(&["list", "--since", "1h"]).1).len(), 2);
+    assert!(ids(&p.lens(&["list", "--since", "2999-01-01T00:00:00Z"]).1).is_empty());
+    assert_eq!(ids(&p.lens(&["list", "--since", "2000-01-01"]).1).len(), 2);
+
+    let o = p.run(&["lens", "list", "--status", "sleeping"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("sleeping"), "{}", stderr(&o));
+    let o = p.run(&["lens", "list", "--since", "the dawn of time"]);
+    assert_eq!(code(&o), 2);
+
+    let o = p.run(&["lens", "list"]);
+    assert_eq!(code(&o), 0);
+    let text = stdout(&o);
+    let header = text.lines().next().unwrap();
+    for col in ["RUN ID", "PIPELINE", "STATUS", "CREATED", "STEPS", "TOKENS", "COST"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(text.contains("quick-1") && text.contains("paused"), "{text}");
+    let o = p.run(&["lens", "stats"]);
+    assert!(stdout(&o).contains("2 runs") && stdout(&o).contains("quick"), "{}", stdout(&o));
+}
+
+#[test]
+fn run_ids_accept_unique_prefixes_only() {
+    let p = Project::new();
+    for id in ["abc-1", "abc-2", "abd-1"] {
+        p.start("quick.yaml", id, 0);
+    }
+    let (rc, show) = p.lens(&["show", "abd"]);
+    assert_eq!((rc, show["run_id"].as_str()), (0, Some("abd-1")));
+    assert_eq!(p.lens(&["verify", "abc-2"]).0, 0, "an exact id");
+
+    for sub in ["show", "trace", "spans", "replay", "verify"] {
+        let o = p.run(&["lens", sub, "abc", "--json"]);
+        assert_eq!(code(&o), 2, "{sub}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("ambiguous") && err.contains("abc-1") && err.contains("abc-2"), "{sub}: {err}");
+        assert!(stdout(&o).is_empty(), "errors go to stderr");
+
+        let o = p.run(&["lens", sub, "zzz"]);
+        assert_eq!(code(&o), 1, "{sub}");
+        assert!(stderr(&o).contains("run_not_found"), "{sub}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn prune_deletes_finished_runs_and_refuses_bad_durations() {
+    let p = Project::new();
+    p.start("quick.yaml", "done-1", 0);
+    p.start("approval.yaml", "wait-1", 5);
+
+    for args in
+        [&["lens", "prune"][..], &["lens", "prune", "--older-than", "soon"], &["lens", "prune", "--older-than", "-3d"]]
+    {
+        let o = p.run(args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("older-than"), "{}", stderr(&o));
+    }
+    let o = p.run(&["lens", "prune", "--older-than", "1d", "--status", "bogus"]);
+    assert_eq!(code(&o), 2);
+
+    let (rc, pruned) = p.lens(&["prune", "--older-than", "30d"]);
+    assert_eq!((rc, pruned["deleted"].as_u64()), (0, Some(0)), "both runs are younger than 30 days");
+    let (rc, pruned) = p.lens(&["prune", "--older-than", "0s"]);
+    assert_eq!((rc, pruned["deleted"].as_u64()), (0, Some(1)), "{pruned}");
+    let (_, list) = p.lens(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["run_id"], "wait-1", "a paused run is kept unless named");
+    let o = p.run(&["lens", "show", "done-1"]);
+    assert_eq!(code(&o), 1);
+
+    let o = p.run(&["lens", "prune", "--older-than", "0s", "--status", "paused"]);
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("pruned 1 paused run"), "{}", stdout(&o));
+    assert_eq!(p.lens(&["list"]).1, json!([]));
+}
+
+#[test]
+fn verify_names_a_tampered_journal_row() {
+    let p = Project::new();
+    p.start("quick.yaml", "t-1", 0);
+    assert_eq!(p.lens(&["verify", "t-1"]).0, 0);
+
+    let conn = rusqlite::Connection::open(p.db()).unwrap();
+    let path: String =
+        conn.query_row("SELECT path FROM journal WHERE run_id = 't-1' AND seq = 2", [], |r| r.get(0)).unwrap();
+    let changed = conn.execute("UPDATE journal SET output = '999' WHERE run_id = 't-1' AND seq = 2", []).unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    let (rc, verify) = p.lens(&["verify", "t-1"]);
+    assert_eq!(rc, 1);
+    assert_eq!(verify["ok"], false);
+    assert_eq!((verify["broken"]["seq"].as_u64(), verify["broken"]["path"].as_str()), (Some(2), Some(path.as_str())));
+    assert!(verify["broken"]["reason"].as_str().unwrap().contains("hash"), "{verify}");
+
+    let o = p.run(&["lens", "verify", "t-1"]);
+    assert_eq!(code(&o), 1);
+    let text = stdout(&o);
+    assert!(text.contains("seq 2") && text.contains(&format!("path {path}")), "{text}");
+
+    // A row that no longer decodes at all is named too.
+    let conn = rusqlite::Connection::open(p.db()).unwrap();
+    conn.execute("UPDATE journal SET output = 'not json' WHERE run_id = 't-1' AND seq = 1", []).unwrap();
+    drop(conn);
+    let o = p.run(&["lens", "verify", "t-1", "--json"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("seq 1") && stdout(&o).is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn replay_exits_1_when_the_journal_does_not_reproduce_the_run() {
+    let p = Project::new();
+    p.start("approval.yaml", "r-1", 5);
+    assert_eq!(p.lens(&["replay", "r-1"]).0, 0);
+    // Change the loop's own record (path 1): replay recomputes the loop from its children and compares.
+    let conn = rusqlite::Connection::open(p.db()).unwrap();
+    conn.execute("UPDATE journal SET output = '40' WHERE run_id = 'r-1' AND path = '1'", []).unwrap();
+    drop(conn);
+    let (rc, replay) = p.lens(&["replay", "r-1"]);
+    assert_eq!(rc, 1, "{replay}");
+    assert_eq!(replay["matches"], false);
+    assert!(replay["mismatch"].as_str().unwrap().contains("40"), "{replay}");
+    let o = p.run(&["lens", "replay", "r-1"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("MISMATCH"), "{}", stdout(&o));
+}
+
+#[test]
+fn secrets_never_appear_in_lens_output() {
+    let p = Project::new();
+    let o = p.run(&[
+        "run",
+        "secrets.yaml",
+        "--input-json",
+        r#"{"authorization": "Bearer abc", "q": 1}"#,
+        "--run-id",
+        "s-1",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for args in [
+        &["lens", "show", "s-1", "-v", "--json"][..],
+        &["lens", "show", "s-1", "-v"],
+        &["lens", "replay", "s-1", "--json"],
+        &["lens", "replay", "s-1"],
+        &["lens", "trace", "s-1", "--json"],
+        &["lens", "spans", "s-1", "--json"],
+        &["lens", "list", "--json"],
+    ] {
+        let o = p.run(args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        let all = format!("{}{}", stdout(&o), stderr(&o));
+        for secret in ["hunter2", "Bearer abc", "sk-live-999"] {
+            assert!(!all.contains(secret), "{args:?} printed {secret}: {all}");
+        }
+    }
+    let (_, show) = p.lens(&["show", "s-1", "-v"]);
+    assert_eq!(show["input"], json!({"authorization": "[REDACTED]", "q": 1}));
+    assert_eq!(
+        show["steps"][0]["output"],
+        json!({"user": "ada", "password": "[REDACTED]", "usage": {"total_tokens": 5}})
+    );
+    let patch = &show["steps"][0]["patch"];
+    assert!(patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|op| op["path"] == json!(["password"]) && op["value"] == "[REDACTED]"));
+    assert_eq!(show["steps"][1]["output"], "[REDACTED]", "the output of a step named api_key");
+    assert_eq!(show["output"], "[REDACTED]", "the run's output is that step's output");
+}
+
+#[test]
+fn a_missing_state_file_is_not_created() {
+    let p = Project::new();
+    let o = p.run(&["lens", "list"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no state store"), "{}", stderr(&o));
+    assert!(!p.db().exists(), "lens must not create a state store");
+}

@@ -1,0 +1,377 @@
+//! [`TaskClient`]: a Rust API over a state store for apps and services (and `flujo lens`): list and inspect
+//! runs, resolve run-id prefixes, resume a run from its stored pipeline definition, replay a run from its
+//! journal without calling any agent, verify a run's hash chain, prune old runs, and read or write system
+//! state.
+//!
+//! A client needs no pipeline file: every run stores the canonical definition it was started with
+//! ([`RunRecord::definition`], the serde JSON of a [`Pipeline`]), and the client builds a [`Flujo`] runner
+//! from it with the skill registry it was given. Errors are typed ([`ClientError`]) with stable kinds.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flujo_core::{Pipeline, Step, Store};
+//! use flujo_engine::{Flujo, TaskClient};
+//! use flujo_skills::BuiltinRegistry;
+//! use flujo_store::MemoryStore;
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+//! let inc = Step::skill("inc", "flujo.builtins.transform", json!({"expr": "previous_step + 1"}));
+//! let pipeline = Pipeline::new("demo", vec![inc]);
+//! let run = Flujo::builder(pipeline).store(store.clone()).build()?.run(json!(1)).await?;
+//!
+//! let client = TaskClient::new(store, Arc::new(BuiltinRegistry::new()));
+//! let id = client.resolve_prefix(&run.run_id[..8]).await?;
+//! let view = client.get_run(&id).await?.expect("stored");
+//! assert_eq!((view.output, view.journal_len), (Some(json!(2)), 1));
+//! assert!(client.verify(&id).await?.is_ok());
+//! assert!(client.replay(&id).await?.matches);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flujo_core::{
+    verify_chain, ChainError, FlujoError, JournalRecord, Map, ModelRegistry, PendingPause, Pipeline, ResolveError,
+    RunError, RunFilter, RunRecord, RunResult, RunStatus, Skill, SkillCall, SkillError, SkillInfo, SkillOutput,
+    SkillRegistry, Store, StoreError, Value,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{Flujo, ResumeRequest};
+
+/// How many candidates an ambiguous prefix error lists.
+pub const MAX_PREFIX_CANDIDATES: usize = 10;
+
+/// Errors of [`TaskClient`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("run '{0}' not found")]
+    RunNotFound(String),
+    /// A run-id prefix matches several runs (at most [`MAX_PREFIX_CANDIDATES`] are listed; `more` says
+    /// whether there are others).
+    #[error(
+        "run id prefix '{prefix}' is ambiguous; it matches {}{}",
+        candidates.join(", "),
+        if *more { ", …" } else { "" }
+    )]
+    AmbiguousPrefix { prefix: String, candidates: Vec<String>, more: bool },
+    #[error("run '{0}' has no stored pipeline definition")]
+    NoDefinition(String),
+    #[error("the stored pipeline definition of run '{run_id}' cannot be read: {message}")]
+    BadDefinition { run_id: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Building the runner, resuming or replaying failed.
+    #[error(transparent)]
+    Run(#[from] FlujoError),
+}
+
+impl ClientError {
+    /// Stable machine-readable kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::RunNotFound(_) => "run_not_found",
+            ClientError::AmbiguousPrefix { .. } => "ambiguous_run_id",
+            ClientError::NoDefinition(_) => "no_definition",
+            ClientError::BadDefinition { .. } => "bad_definition",
+            ClientError::Store(_) => "store_error",
+            ClientError::Run(e) => e.kind(),
+        }
+    }
+}
+
+/// A run as a client sees it: the run record's summary fields (without the pipeline definition), its
+/// pending pauses and the length of its journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    pub run_id: String,
+    pub pipeline_name: String,
+    pub pipeline_version: String,
+    pub pipeline_hash: String,
+    pub status: RunStatus,
+    pub input: Value,
+    pub initial_context: Map<String, Value>,
+    pub output: Option<Value>,
+    pub error: Option<RunError>,
+    /// Pauses awaiting an answer (each with its message and input schema).
+    pub pending: Vec<PendingPause>,
+    pub generation: u32,
+    pub total_cost_usd: f64,
+    pub total_tokens: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Number of journal records (finished step executions).
+    pub journal_len: usize,
+}
+
+impl RunView {
+    pub fn from_record(run: RunRecord, journal_len: usize) -> Self {
+        RunView {
+            run_id: run.run_id,
+            pipeline_name: run.pipeline_name,
+            pipeline_version: run.pipeline_version,
+            pipeline_hash: run.pipeline_hash,
+            status: run.status,
+            input: run.input,
+            initial_context: run.initial_context,
+            output: run.output,
+            error: run.error,
+            pending: run.pending,
+            generation: run.generation,
+            total_cost_usd: run.total_cost_usd,
+            total_tokens: run.total_tokens,
+            created_at_ms: run.created_at_ms,
+            updated_at_ms: run.updated_at_ms,
+            journal_len,
+        }
+    }
+}
+
+/// The outcome of [`TaskClient::replay`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayReport {
+    pub run_id: String,
+    /// True when the walk over the journal reproduced every composite record and the run's status and output.
+    pub matches: bool,
+    pub recorded_status: RunStatus,
+    pub recorded_output: Option<Value>,
+    /// The recomputed result (when the replay matched).
+    pub result: Option<RunResult>,
+    /// Why the replay did not match (the first difference found).
+    pub mismatch: Option<String>,
+}
+
+/// The outcome of [`TaskClient::verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    pub run_id: String,
+    /// Number of journal records checked.
+    pub records: usize,
+    /// Hash of the last record (`None` for an empty journal).
+    pub last_hash: Option<String>,
+    /// The first broken record, if any.
+    pub broken: Option<ChainError>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// A client over a state store. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskClient {
+    store: Arc<dyn Store>,
+    skills: Arc<dyn SkillRegistry>,
+    models: Option<Arc<dyn ModelRegistry>>,
+    strict_templates: bool,
+}
+
+impl std::fmt::Debug for TaskClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskClient").field("store", &self.store.describe()).finish_non_exhaustive()
+    }
+}
+
+impl TaskClient {
+    /// A client over `store`; `skills` resolves the skills of stored pipelines when a run is resumed.
+    pub fn new(store: Arc<dyn Store>, skills: Arc<dyn SkillRegistry>) -> Self {
+        TaskClient { store, skills, models: None, strict_templates: false }
+    }
+
+    /// The model registry used to resume runs whose pipelines call models.
+    pub fn with_models(mut self, models: Arc<dyn ModelRegistry>) -> Self {
+        self.models = Some(models);
+        self
+    }
+
+    /// Undefined template variables are errors in resumed runs (as `FlujoRuntimeBuilder::strict_templates`).
+    pub fn strict_templates(mut self, strict: bool) -> Self {
+        self.strict_templates = strict;
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs matching `filter` (newest first), each with its journal length. Loads each listed run's
+    /// journal: use a `limit`.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunView>, ClientError> {
+        let runs = self.store.list_runs(filter).await?;
+        let mut views = Vec::with_capacity(runs.len());
+        for run in runs {
+            let len = self.store.load_journal(&run.run_id).await?.len();
+            views.push(RunView::from_record(run, len));
+        }
+        Ok(views)
+    }
+
+    /// The run `run_id` (an exact id), or `None`.
+    pub async fn get_run(&self, run_id: &str) -> Result<Option<RunView>, ClientError> {
+        let Some(run) = self.store.get_run(run_id).await? else { return Ok(None) };
+        let len = self.store.load_journal(run_id).await?.len();
+        Ok(Some(RunView::from_record(run, len)))
+    }
+
+    /// The journal of `run_id` in seq order (`RunNotFound` for an unknown run).
+    pub async fn journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, ClientError> {
+        self.record(run_id).await?;
+        Ok(self.store.load_journal(run_id).await?)
+    }
+
+    /// The full stored record of `run_id` (`RunNotFound` for an unknown run).
+    pub async fn record(&self, run_id: &str) -> Result<RunRecord, ClientError> {
+        self.store.get_run(run_id).await?.ok_or_else(|| ClientError::RunNotFound(run_id.to_owned()))
+    }
+
+    /// The id of the one run that `prefix` names: an exact id wins; otherwise the prefix must match exactly
+    /// one run (`AmbiguousPrefix` lists the candidates, `RunNotFound` when none matches).
+    pub async fn resolve_prefix(&self, prefix: &str) -> Result<String, ClientError> {
+        if prefix.is_empty() {
+            return Err(ClientError::RunNotFound(String::new()));
+        }
+        if self.store.get_run(prefix).await?.is_some() {
+            return Ok(prefix.to_owned());
+        }
+        let mut ids = self.store.find_runs_by_prefix(prefix, MAX_PREFIX_CANDIDATES + 1).await?;
+        match ids.len() {
+            0 => Err(ClientError::RunNotFound(prefix.to_owned())),
+            1 => Ok(ids.remove(0)),
+            n => {
+                ids.truncate(MAX_PREFIX_CANDIDATES);
+                Err(ClientError::AmbiguousPrefix {
+                    prefix: prefix.to_owned(),
+                    candidates: ids,
+                    more: n > MAX_PREFIX_CANDIDATES,
+                })
+            }
+        }
+    }
+
+    /// Continues `run_id` (answers a pause, or continues a crashed or failed run) with a runner built from
+    /// the run's stored definition and this client's skill registry.
+    pub async fn resume(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, ClientError> {
+        let run = self.record(run_id).await?;
+        let flujo = self.runner(&run, Arc::clone(&self.skills), self.models.clone())?;
+        Ok(flujo.resume_with(run_id, req).await?)
+    }
+
+    /// Re-walks `run_id` over its journal without calling any agent or writing anything (see
+    /// [`Flujo::replay`]) and reports whether the recorded composites, status and output are reproduced.
+    /// Skills and models the registries cannot resolve are replaced by stand-ins that refuse to be called,
+    /// so a replay needs neither the original skills nor model credentials.
+    pub async fn replay(&self, run_id: &str) -> Result<ReplayReport, ClientError> {
+        let run = self.record(run_id).await?;
+        let skills: Arc<dyn SkillRegistry> = Arc::new(ReplaySkills(Arc::clone(&self.skills)));
+        let models: Arc<dyn ModelRegistry> = Arc::new(ReplayModels(self.models.clone()));
+        let flujo = self.runner(&run, skills, Some(models))?;
+        let (result, mismatch) = match flujo.replay(run_id).await {
+            Ok(result) => (Some(result), None),
+            Err(FlujoError::NotResumable { reason, .. }) => (None, Some(reason)),
+            Err(other) => return Err(other.into()),
+        };
+        Ok(ReplayReport {
+            run_id: run.run_id,
+            matches: mismatch.is_none(),
+            recorded_status: run.status,
+            recorded_output: run.output,
+            result,
+            mismatch,
+        })
+    }
+
+    /// Recomputes the hash chain of `run_id`'s journal.
+    pub async fn verify(&self, run_id: &str) -> Result<VerifyReport, ClientError> {
+        let records = self.journal(run_id).await?;
+        Ok(VerifyReport {
+            run_id: run_id.to_owned(),
+            records: records.len(),
+            last_hash: records.last().map(|r| r.hash.clone()),
+            broken: verify_chain(&records).err(),
+        })
+    }
+
+    /// Deletes runs created before `older_than_ms` (see [`flujo_core::RunStore::delete_runs`]).
+    pub async fn prune(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, ClientError> {
+        Ok(self.store.delete_runs(older_than_ms, status).await?)
+    }
+
+    pub async fn system_state_get(&self, key: &str) -> Result<Option<Value>, ClientError> {
+        Ok(self.store.get_state(key).await?)
+    }
+
+    pub async fn system_state_set(&self, key: &str, value: &Value) -> Result<(), ClientError> {
+        Ok(self.store.set_state(key, value).await?)
+    }
+
+    /// The pipeline `run` was started with.
+    pub fn pipeline_of(run: &RunRecord) -> Result<Pipeline, ClientError> {
+        let def = run.definition.as_ref().ok_or_else(|| ClientError::NoDefinition(run.run_id.clone()))?;
+        Pipeline::deserialize(def.as_ref())
+            .map_err(|e| ClientError::BadDefinition { run_id: run.run_id.clone(), message: e.to_string() })
+    }
+
+    fn runner(
+        &self,
+        run: &RunRecord,
+        skills: Arc<dyn SkillRegistry>,
+        models: Option<Arc<dyn ModelRegistry>>,
+    ) -> Result<Flujo, ClientError> {
+        let pipeline = Self::pipeline_of(run)?;
+        let mut builder = Flujo::builder(pipeline)
+            .store(Arc::clone(&self.store))
+            .skills(skills)
+            .strict_templates(self.strict_templates);
+        if let Some(models) = models {
+            builder = builder.models(models);
+        }
+        Ok(builder.build()?)
+    }
+}
+
+/// A skill that stands in for one a replay cannot resolve; a replay never calls it.
+struct StandIn {
+    id: String,
+}
+
+#[async_trait]
+impl Skill for StandIn {
+    async fn call(&self, _call: SkillCall) -> Result<SkillOutput, SkillError> {
+        Err(SkillError::fatal(format!("'{}' is not available in a replay (replays never call agents)", self.id)))
+    }
+
+    fn info(&self) -> SkillInfo {
+        SkillInfo { id: self.id.clone(), description: "replay stand-in".to_owned(), ..SkillInfo::default() }
+    }
+}
+
+/// The client's skills, with stand-ins for what they cannot resolve.
+struct ReplaySkills(Arc<dyn SkillRegistry>);
+
+impl SkillRegistry for ReplaySkills {
+    fn resolve(&self, id: &str, params: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
+        Ok(self.0.resolve(id, params).unwrap_or_else(|_| Arc::new(StandIn { id: id.to_owned() })))
+    }
+
+    fn list(&self) -> Vec<SkillInfo> {
+        self.0.list()
+    }
+}
+
+/// The client's models (if any), with stand-ins for what they cannot resolve.
+struct ReplayModels(Option<Arc<dyn ModelRegistry>>);
+
+impl ModelRegistry for ReplayModels {
+    fn resolve(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
+        let real = self.0.as_ref().and_then(|m| m.resolve(model, settings).ok());
+        Ok(real.unwrap_or_else(|| Arc::new(StandIn { id: model.to_owned() })))
+    }
+}
