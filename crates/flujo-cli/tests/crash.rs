@@ -175,3 +175,91 @@ fn sigkill_at_random_points_then_resume() {
     eprintln!("{kills} kills, {killed_mid_run} mid-run; {double_runs} uncommitted executions re-ran (at-least-once)");
     assert!(killed_mid_run >= kills / 2, "most kills should land mid-run ({killed_mid_run}/{kills})");
 }
+
+const SLOW: &str = r#"skills:
+  slow.echo:
+    command: ["sh", "-c", "sleep 1; cat"]
+    timeout_s: 30
+"#;
+
+#[test]
+fn two_processes_resuming_one_paused_run_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SLOW).unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: race\nsteps:\n  - kind: hitl\n    name: ask\n    message: go?\n  - name: slow\n    agent: slow.echo\n",
+    )
+    .unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    for round in 0..3 {
+        let run_id = format!("race-{round}");
+        let o = flujo(dir.path()).args(["run", "p.yaml", "--state", &state, "--run-id", &run_id]).output().unwrap();
+        assert_eq!(o.status.code(), Some(5));
+        let spawn = |answer: &str| {
+            flujo(dir.path())
+                .args(["resume", &run_id, "-i", answer, "--json", "--state", &state])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn("a"), spawn("b"));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let codes = [a.status.code(), b.status.code()];
+        assert!(codes.contains(&Some(0)) && codes.contains(&Some(2)), "round {round}: exit codes {codes:?}");
+        let loser = if a.status.code() == Some(2) { &a } else { &b };
+        let err = String::from_utf8_lossy(&loser.stderr);
+        assert!(err.contains("not_resumable") && err.contains("cannot be resumed"), "round {round}: {err}");
+        let winner = if a.status.code() == Some(0) { &a } else { &b };
+        let v: Value = serde_json::from_slice(&winner.stdout).unwrap();
+        assert_eq!(v["status"], "completed");
+        assert!(v["output"] == "a" || v["output"] == "b");
+    }
+}
+
+#[test]
+fn a_live_run_is_not_stolen_and_a_killed_one_resumes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SLOW).unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: live\nsteps:\n  - name: s1\n    agent: slow.echo\n  - name: s2\n    agent: slow.echo\n  - name: s3\n    agent: slow.echo\n",
+    )
+    .unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    let mut child = flujo(dir.path())
+        .args(["run", "p.yaml", "-i", "x", "--state", &state, "--run-id", "live-1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the run exists and its first step is under way.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let store = flujo_store::open_store(&state).unwrap();
+        if rt.block_on(store.get_run("live-1")).unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = flujo(dir.path()).args(["resume", "live-1", "--state", &state]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("process {}", child.id())), "names the live owner: {err}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    let o = flujo(dir.path()).args(["resume", "live-1", "--json", "--state", &state]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["output"], "x");
+    assert!(t.elapsed() < Duration::from_secs(20), "no lease wait for a dead owner on this host");
+    let store = flujo_store::open_store(&state).unwrap();
+    let run = rt.block_on(store.get_run("live-1")).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed);
+    assert!(run.owner.is_none() && run.lease_expires_at_ms.is_none(), "a finished run has no owner");
+}

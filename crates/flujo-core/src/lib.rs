@@ -36,4 +36,6 @@ pub use runtime::{
 pub use serde_json::{Map, Value};
 pub use skill::{ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry};
 pub use step::*;
-pub use store::{BlobStore, JournalStore, RunFilter, RunRecord, RunStore, RunUpdate, Store, SystemStateStore};
+pub use store::{
+    BlobStore, JournalStore, RunFilter, RunOwner, RunRecord, RunStore, RunUpdate, Store, SystemStateStore,
+};

@@ -34,6 +34,24 @@ pub struct RunRecord {
     pub total_tokens: u64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Who is walking the run (set while `running`, cleared when it pauses or ends).
+    #[serde(default)]
+    pub owner: Option<RunOwner>,
+    /// The owner's lease: it heartbeats before this time, or another process may take the run over.
+    #[serde(default)]
+    pub lease_expires_at_ms: Option<i64>,
+}
+
+/// The process walking a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOwner {
+    /// Unique per runner instance.
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// The process's start time (Linux `/proc/PID/stat` field 22), so a reused pid is not mistaken for the owner.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
 }
 
 /// A compare-and-set update of a run's lifecycle fields.
@@ -50,6 +68,11 @@ pub struct RunUpdate {
     pub total_cost_usd: f64,
     pub total_tokens: u64,
     pub updated_at_ms: i64,
+    /// The new owner (`None` clears it).
+    pub owner: Option<RunOwner>,
+    pub lease_expires_at_ms: Option<i64>,
+    /// When set, the update applies only if the stored owner id equals this (`Some(None)`: no owner).
+    pub expected_owner: Option<Option<String>>,
 }
 
 /// Filter for [`RunStore::list_runs`].
@@ -67,6 +90,9 @@ pub trait RunStore: Send + Sync {
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
     /// Applies `update` atomically if the stored status is expected; `Conflict` otherwise.
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError>;
+    /// Extends the lease of a `running` run owned by `owner_id`; `Conflict` when the run is not (or no longer)
+    /// running under that owner — the caller has lost the run and must stop.
+    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError>;
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
     /// Ids of the runs whose id starts with `prefix` (byte-wise), in ascending byte order, at most `limit`.
     /// An empty prefix matches every run.

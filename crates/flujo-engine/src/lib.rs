@@ -25,6 +25,7 @@ pub mod cache;
 pub mod client;
 pub mod executor;
 pub mod merge;
+pub mod ownership;
 pub mod policies;
 pub mod policy;
 pub mod prepare;

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use flujo_core::runtime::{PerRunQuotas, SystemClock};
 use flujo_core::{
     Clock, Context, FlujoError, GovernancePolicy, IdGen, Interrupt, Map, ModelRegistry, Pipeline, QuotaManager,
-    RunError, RunEvent, RunRecord, RunResult, RunStatus, RunUpdate, SkillRegistry, StepStatus, Store, StoreError,
-    Telemetry, UsageLimits, Value,
+    RunError, RunEvent, RunOwner, RunRecord, RunResult, RunStatus, RunUpdate, SkillRegistry, StepStatus, Store,
+    StoreError, Telemetry, UsageLimits, Value,
 };
 use flujo_template::UndefinedMode;
 
 use crate::cache::{CacheBackend, MemoryCache};
 use crate::executor::{genesis, ExecutorCore, JournalWriter, Lexical, RunState};
+use crate::ownership::{owner_alive, ActiveWalk, Heartbeat};
 use crate::policy::{ExecutionDispatcher, StepPolicy};
 use crate::prepare::Preparer;
 
@@ -42,7 +43,11 @@ pub struct FlujoRuntimeBuilder {
     cache: Option<Arc<dyn CacheBackend>>,
     undefined: UndefinedMode,
     usage_limits: UsageLimits,
+    lease: std::time::Duration,
 }
+
+/// Default lease of a run's owner; the heartbeat renews it every third of it.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl FlujoRuntimeBuilder {
     pub fn new(pipeline: Pipeline) -> Self {
@@ -60,7 +65,14 @@ impl FlujoRuntimeBuilder {
             cache: None,
             undefined: UndefinedMode::Lenient,
             usage_limits: UsageLimits::default(),
+            lease: DEFAULT_LEASE,
         }
+    }
+
+    /// How long another host must wait before taking over a run whose owner stopped heartbeating.
+    pub fn lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = lease.max(std::time::Duration::from_millis(30));
+        self
     }
 
     /// The state store (none = runs are not durable and cannot be resumed).
@@ -151,7 +163,8 @@ impl FlujoRuntimeBuilder {
                 usage_limits: self.usage_limits,
                 _skills: skills,
                 definition,
-                active: Default::default(),
+                owner: crate::ownership::new_owner(),
+                lease: self.lease,
             }),
         })
     }
@@ -197,33 +210,9 @@ struct Inner {
     _skills: Arc<dyn SkillRegistry>,
     /// The canonical definition stored with every run (computed once).
     definition: Option<Arc<Value>>,
-    /// Runs being walked by this runner right now (a second resume of one of them is refused).
-    active: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-/// Marks a run active in this runner until dropped.
-struct ActiveGuard<'a> {
-    inner: &'a Inner,
-    run_id: String,
-}
-
-impl<'a> ActiveGuard<'a> {
-    fn claim(inner: &'a Inner, run_id: &str) -> Result<Self, FlujoError> {
-        let mut set = inner.active.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(run_id.to_owned()) {
-            return Err(FlujoError::NotResumable {
-                run_id: run_id.to_owned(),
-                reason: "it is running in this process right now".into(),
-            });
-        }
-        Ok(ActiveGuard { inner, run_id: run_id.to_owned() })
-    }
-}
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.inner.active.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.run_id);
-    }
+    /// This runner's identity as the owner of the runs it walks.
+    owner: RunOwner,
+    lease: std::time::Duration,
 }
 
 /// A runner for one pipeline. Cheap to clone; safe to share between tasks.
@@ -302,7 +291,7 @@ impl Flujo {
         let inner = &*self.inner;
         let run_id: Arc<str> = Arc::from(opts.run_id.unwrap_or_else(|| inner.ids.new_run_id()).as_str());
         let limits = stricter(inner.usage_limits, opts.usage_limits);
-        let _active = ActiveGuard::claim(inner, &run_id)?;
+        let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id)?;
         let now = inner.clock.now_ms();
         let journal = match &inner.store {
             Some(store) => {
@@ -323,6 +312,8 @@ impl Flujo {
                     total_tokens: 0,
                     created_at_ms: now,
                     updated_at_ms: now,
+                    owner: Some(inner.owner.clone()),
+                    lease_expires_at_ms: Some(now + inner.lease.as_millis() as i64),
                 };
                 store.create_run(&record).await?;
                 Some(JournalWriter::new(store.clone(), 0, genesis()))
@@ -377,7 +368,7 @@ impl Flujo {
     ) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
         let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
-        let _active = ActiveGuard::claim(inner, run_id)?;
+        let _active = ActiveWalk::claim(Some(store), run_id)?;
         let run = store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?;
         if run.pipeline_hash != inner.pipeline_hash {
             return Err(FlujoError::PipelineMismatch {
@@ -443,13 +434,24 @@ impl Flujo {
             }
             RunStatus::Failed => generation += 1,
             RunStatus::Running => {
-                // A run left `running` by a process that died (or a store failure). Lease-based ownership checks
-                // come with the durable stores.
+                // Left `running`: take it over only if its owner is gone (see `ownership`).
+                if let Some(owner) = &run.owner {
+                    if let Some(alive) = owner_alive(owner, run.lease_expires_at_ms, inner.clock.now_ms()) {
+                        return Err(FlujoError::NotResumable {
+                            run_id: run_id.to_owned(),
+                            reason: format!("it is running in {alive}; it can be resumed once that process is gone"),
+                        });
+                    }
+                }
             }
         }
         let now = inner.clock.now_ms();
+        let expected_owner = (run.status == RunStatus::Running).then(|| run.owner.as_ref().map(|o| o.id.clone()));
         store
             .update_run(&RunUpdate {
+                owner: Some(inner.owner.clone()),
+                lease_expires_at_ms: Some(now + inner.lease.as_millis() as i64),
+                expected_owner,
                 run_id: run_id.to_owned(),
                 expected: vec![run.status],
                 status: RunStatus::Running,
@@ -465,7 +467,7 @@ impl Flujo {
             .map_err(|e| match e {
                 StoreError::Conflict { actual, .. } => FlujoError::NotResumable {
                     run_id: run_id.to_owned(),
-                    reason: format!("another resume got there first (status is now {actual})"),
+                    reason: format!("another process resumed it first ({actual})"),
                 },
                 other => other.into(),
             })?;
@@ -560,6 +562,16 @@ impl Flujo {
     ) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
         let pipeline = &inner.pipeline;
+        let _heartbeat = match (&inner.store, persist) {
+            (Some(store), true) => Heartbeat::start(
+                store.clone(),
+                state.run_id.to_string(),
+                inner.owner.id.clone(),
+                inner.lease,
+                inner.clock.clone(),
+            ),
+            _ => Heartbeat::none(),
+        };
         state.emit(|| RunEvent::RunStarted {
             run_id: state.run_id.to_string(),
             pipeline: pipeline.name.clone(),
@@ -593,6 +605,9 @@ impl Flujo {
         if let (true, Some(store)) = (persist, &inner.store) {
             store
                 .update_run(&RunUpdate {
+                    owner: None,
+                    lease_expires_at_ms: None,
+                    expected_owner: Some(Some(inner.owner.id.clone())),
                     run_id: state.run_id.to_string(),
                     expected: vec![RunStatus::Running],
                     status,

@@ -57,6 +57,12 @@ impl RunStore for CrashingStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.inner.list_runs(filter).await
     }
+    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease: i64) -> Result<(), StoreError> {
+        if self.crashed.load(Ordering::SeqCst) {
+            return Err(self.down());
+        }
+        self.inner.heartbeat(run_id, owner_id, lease).await
+    }
     async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.inner.find_runs_by_prefix(prefix, limit).await
     }

@@ -35,6 +35,8 @@ fn run(run_id: &str) -> RunRecord {
         total_tokens: 0,
         created_at_ms: 0,
         updated_at_ms: 0,
+        owner: None,
+        lease_expires_at_ms: None,
     }
 }
 

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use flujo_core::journal::GENESIS_HASH;
 use flujo_core::{
-    verify_chain, JournalRecord, Map, PatchOp, PendingPause, RunError, RunFilter, RunRecord, RunStatus, RunUpdate,
-    StepStatus, Store, StoreError, TokenUsage,
+    verify_chain, JournalRecord, Map, PatchOp, PendingPause, RunError, RunFilter, RunOwner, RunRecord, RunStatus,
+    RunUpdate, StepStatus, Store, StoreError, TokenUsage,
 };
 use serde_json::json;
 
@@ -94,6 +94,8 @@ pub fn checks() -> Vec<Check> {
         delete_runs_removes_journals_and_frees_the_run_id,
         delete_runs_keeps_blobs_still_referenced,
         system_state_round_trip,
+        update_cas_on_owner,
+        heartbeat_extends_only_the_owners_lease,
         blob_round_trip_and_idempotency,
         get_unknown_blob_is_none,
         concurrent_appends_to_different_runs_all_land,
@@ -227,7 +229,14 @@ pub fn sample_run(run_id: &str) -> RunRecord {
         total_tokens: 1234,
         created_at_ms: 1_700_000_000_123,
         updated_at_ms: 1_700_000_000_456,
+        owner: Some(sample_owner("owner-a")),
+        lease_expires_at_ms: Some(1_700_000_030_456),
     }
+}
+
+/// An owner with every field set.
+pub fn sample_owner(id: &str) -> RunOwner {
+    RunOwner { id: id.to_owned(), host: "host-1".to_owned(), pid: 4242, pid_start: Some(987_654) }
 }
 
 /// A fresh running run: no pending pauses, output or error.
@@ -249,6 +258,8 @@ pub fn fresh_run(run_id: &str, pipeline: &str, status: RunStatus, created_at_ms:
         total_tokens: 0,
         created_at_ms,
         updated_at_ms: created_at_ms,
+        owner: None,
+        lease_expires_at_ms: None,
     }
 }
 
@@ -359,6 +370,9 @@ fn update_of(run: &RunRecord, expected: Vec<RunStatus>, status: RunStatus) -> Ru
         total_cost_usd: run.total_cost_usd,
         total_tokens: run.total_tokens,
         updated_at_ms: run.updated_at_ms + 1,
+        owner: run.owner.clone(),
+        lease_expires_at_ms: run.lease_expires_at_ms,
+        expected_owner: None,
     }
 }
 
@@ -411,6 +425,9 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
         total_cost_usd: 3.75,
         total_tokens: 99,
         updated_at_ms: 20,
+        owner: Some(sample_owner("owner-b")),
+        lease_expires_at_ms: Some(25),
+        expected_owner: None,
     };
     store.update_run(&update).await.ctx("update_run (expected running)")?;
     let mut want = run.clone();
@@ -422,6 +439,8 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
     want.total_cost_usd = update.total_cost_usd;
     want.total_tokens = update.total_tokens;
     want.updated_at_ms = update.updated_at_ms;
+    want.owner.clone_from(&update.owner);
+    want.lease_expires_at_ms = update.lease_expires_at_ms;
     ensure_eq("run after update (updated fields set, others kept)", &get(&store, "r-cas").await?, &want)?;
 
     // A second transition, expecting one of several statuses; clears pending/output/error again.
@@ -1028,4 +1047,60 @@ pub async fn system_state_round_trip(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("non-ASCII key", &store.get_state("ключ/🔑").await.ctx("get_state")?, &Some(json!(7)))?;
     ensure_eq("keys are isolated", &store.get_state("config").await.ctx("get_state")?, &Some(json!("replaced")))?;
     ensure_eq("keys are exact (no prefix match)", &store.get_state("conf").await.ctx("get_state")?, &None)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ownership.
+
+pub async fn update_cas_on_owner(store: Arc<dyn Store>) -> CheckResult {
+    let mut run = fresh_run("r-own", "demo", RunStatus::Running, 1);
+    run.owner = Some(sample_owner("a"));
+    run.lease_expires_at_ms = Some(100);
+    store.create_run(&run).await.ctx("create_run")?;
+    let mut steal = update_of(&run, vec![RunStatus::Running], RunStatus::Running);
+    steal.owner = Some(sample_owner("b"));
+    steal.expected_owner = Some(Some("someone-else".to_owned()));
+    ensure_err("update expecting another owner", store.update_run(&steal).await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })?;
+    ensure_eq("owner after a rejected steal", &get(&store, "r-own").await?.owner, &run.owner)?;
+    steal.expected_owner = Some(Some("a".to_owned()));
+    store.update_run(&steal).await.ctx("update expecting the stored owner")?;
+    ensure_eq("owner after the takeover", &get(&store, "r-own").await?.owner, &Some(sample_owner("b")))?;
+    // Expecting "no owner" fails while someone owns it, and works once the owner is cleared.
+    let mut claim = update_of(&run, vec![RunStatus::Running], RunStatus::Paused);
+    claim.owner = None;
+    claim.lease_expires_at_ms = None;
+    claim.expected_owner = Some(None);
+    ensure_err("update expecting no owner", store.update_run(&claim).await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })?;
+    claim.expected_owner = Some(Some("b".to_owned()));
+    store.update_run(&claim).await.ctx("release by the owner")?;
+    let got = get(&store, "r-own").await?;
+    ensure_eq("owner after release", &got.owner, &None)?;
+    ensure_eq("lease after release", &got.lease_expires_at_ms, &None)
+}
+
+pub async fn heartbeat_extends_only_the_owners_lease(store: Arc<dyn Store>) -> CheckResult {
+    let mut run = fresh_run("r-hb", "demo", RunStatus::Running, 1);
+    run.owner = Some(sample_owner("a"));
+    run.lease_expires_at_ms = Some(100);
+    store.create_run(&run).await.ctx("create_run")?;
+    store.heartbeat("r-hb", "a", 200).await.ctx("heartbeat by the owner")?;
+    ensure_eq("lease after heartbeat", &get(&store, "r-hb").await?.lease_expires_at_ms, &Some(200))?;
+    ensure_err("heartbeat by another owner", store.heartbeat("r-hb", "b", 300).await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })?;
+    ensure_eq("lease after a stranger's heartbeat", &get(&store, "r-hb").await?.lease_expires_at_ms, &Some(200))?;
+    ensure_err("heartbeat of an unknown run", store.heartbeat("r-none", "a", 1).await, "RunNotFound", |e| {
+        matches!(e, StoreError::RunNotFound(_))
+    })?;
+    let mut pause = update_of(&run, vec![RunStatus::Running], RunStatus::Paused);
+    pause.owner = None;
+    pause.lease_expires_at_ms = None;
+    store.update_run(&pause).await.ctx("pause")?;
+    ensure_err("heartbeat of a paused run", store.heartbeat("r-hb", "a", 400).await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })
 }

@@ -84,6 +84,15 @@ pub fn status_conflict(run_id: &str, expected: &[RunStatus], actual: RunStatus) 
     StoreError::Conflict { run_id: run_id.to_owned(), expected, actual: actual.as_str().to_owned() }
 }
 
+/// The [`StoreError::Conflict`] of an update or heartbeat whose expected owner is not the stored one.
+pub fn owner_conflict(run_id: &str, expected: Option<&str>, actual: Option<&str>) -> StoreError {
+    StoreError::Conflict {
+        run_id: run_id.to_owned(),
+        expected: format!("owner {}", expected.unwrap_or("none")),
+        actual: format!("owner {}", actual.unwrap_or("none")),
+    }
+}
+
 /// The [`StoreError::Conflict`] of a [`flujo_core::JournalStore::append`] at the wrong position: the
 /// journal holds `next_seq` records, so only seq `next_seq` may be appended. This is how two writers on
 /// one run are detected.

@@ -147,6 +147,14 @@ impl RunStore for MemoryStore {
             if !update.expected.is_empty() && !update.expected.contains(&run.status) {
                 return Err(status_conflict(&update.run_id, &update.expected, run.status));
             }
+            if let Some(expected_owner) = &update.expected_owner {
+                let actual = run.owner.as_ref().map(|o| o.id.as_str());
+                if expected_owner.as_deref() != actual {
+                    return Err(crate::owner_conflict(&update.run_id, expected_owner.as_deref(), actual));
+                }
+            }
+            run.owner.clone_from(&update.owner);
+            run.lease_expires_at_ms = update.lease_expires_at_ms;
             run.status = update.status;
             run.pending.clone_from(&update.pending);
             run.output.clone_from(&update.output);
@@ -157,6 +165,21 @@ impl RunStore for MemoryStore {
             run.updated_at_ms = update.updated_at_ms;
         }
         self.count(update_row_size(update));
+        Ok(())
+    }
+
+    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError> {
+        let mut runs = lock(&self.runs);
+        let entry = runs.get_mut(run_id).ok_or_else(|| StoreError::RunNotFound(run_id.to_owned()))?;
+        let run = &mut entry.record;
+        if run.status != flujo_core::RunStatus::Running {
+            return Err(status_conflict(run_id, &[flujo_core::RunStatus::Running], run.status));
+        }
+        let actual = run.owner.as_ref().map(|o| o.id.as_str());
+        if actual != Some(owner_id) {
+            return Err(crate::owner_conflict(run_id, Some(owner_id), actual));
+        }
+        run.lease_expires_at_ms = Some(lease_expires_at_ms);
         Ok(())
     }
 

@@ -61,6 +61,9 @@ impl RunStore for Sloppy {
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
         self.0.update_run(&RunUpdate { expected: vec![], ..update.clone() }).await
     }
+    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease: i64) -> Result<(), StoreError> {
+        self.0.heartbeat(run_id, owner_id, lease).await
+    }
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.0.list_runs(filter).await
     }
@@ -123,6 +126,9 @@ impl RunStore for Panicky {
     }
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
         self.0.update_run(update).await
+    }
+    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease: i64) -> Result<(), StoreError> {
+        self.0.heartbeat(run_id, owner_id, lease).await
     }
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.0.list_runs(filter).await
@@ -238,6 +244,9 @@ async fn bytes_written_counts_runs_records_and_new_blobs() {
         total_cost_usd: 0.0,
         total_tokens: 0,
         updated_at_ms: 2,
+        owner: None,
+        lease_expires_at_ms: None,
+        expected_owner: None,
     };
     store.update_run(&update).await.unwrap();
     assert!(store.bytes_written() >= before_update + 500);

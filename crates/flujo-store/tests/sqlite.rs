@@ -134,6 +134,9 @@ async fn reopening_after_drop_keeps_everything() {
         total_cost_usd: 1.25,
         total_tokens: 77,
         updated_at_ms: run.updated_at_ms + 10,
+        owner: None,
+        lease_expires_at_ms: None,
+        expected_owner: None,
     };
     let blob = {
         let store = open(&path);

@@ -16,8 +16,8 @@ use std::io;
 use std::sync::Arc;
 
 use flujo_core::{
-    JournalRecord, Map, PatchOp, PendingPause, RunError, RunRecord, RunStatus, RunUpdate, StepStatus, StoreError,
-    TokenUsage, Value,
+    JournalRecord, Map, PatchOp, PendingPause, RunError, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus,
+    StoreError, TokenUsage, Value,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -57,6 +57,9 @@ pub(crate) struct RunRow {
     pub total_tokens: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub owner_id: Option<String>,
+    pub owner: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
 }
 
 impl RunRow {
@@ -83,6 +86,10 @@ pub(crate) struct UpdateRow {
     pub total_cost_usd: f64,
     pub total_tokens: i64,
     pub updated_at_ms: i64,
+    pub owner_id: Option<String>,
+    pub owner: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+    pub expected_owner: Option<Option<String>>,
 }
 
 impl UpdateRow {
@@ -285,6 +292,9 @@ pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
         total_tokens: to_sql_int("total_tokens", run.total_tokens)?,
         created_at_ms: run.created_at_ms,
         updated_at_ms: run.updated_at_ms,
+        owner_id: run.owner.as_ref().map(|o| o.id.clone()),
+        owner: run.owner.as_ref().map(|o| to_json("owner", o)).transpose()?,
+        lease_expires_at_ms: run.lease_expires_at_ms,
     })
 }
 
@@ -300,6 +310,10 @@ pub(crate) fn encode_update(update: &RunUpdate) -> Result<UpdateRow, StoreError>
         total_cost_usd: update.total_cost_usd,
         total_tokens: to_sql_int("total_tokens", update.total_tokens)?,
         updated_at_ms: update.updated_at_ms,
+        owner_id: update.owner.as_ref().map(|o| o.id.clone()),
+        owner: update.owner.as_ref().map(|o| to_json("owner", o)).transpose()?,
+        lease_expires_at_ms: update.lease_expires_at_ms,
+        expected_owner: update.expected_owner.clone(),
     })
 }
 
@@ -379,6 +393,8 @@ pub(crate) struct StoredRun {
     pub total_tokens: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    pub owner: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
 }
 
 pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
@@ -401,6 +417,8 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
         total_tokens: from_sql_u64(row, "total_tokens", s.total_tokens)?,
         created_at_ms: s.created_at_ms,
         updated_at_ms: s.updated_at_ms,
+        owner: s.owner.as_deref().map(|o| from_json::<RunOwner>(row, "owner", o)).transpose()?,
+        lease_expires_at_ms: s.lease_expires_at_ms,
         pipeline_name: s.pipeline_name,
         pipeline_version: s.pipeline_version,
         pipeline_hash: s.pipeline_hash,

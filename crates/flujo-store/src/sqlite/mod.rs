@@ -270,6 +270,12 @@ impl RunStore for SqliteStore {
         self.write(Write::UpdateRun(codec::encode_update(update)?)).await.map(drop)
     }
 
+    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError> {
+        self.write(Write::Heartbeat { run_id: run_id.to_owned(), owner_id: owner_id.to_owned(), lease_expires_at_ms })
+            .await
+            .map(drop)
+    }
+
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         if filter.limit == Some(0) {
             return Ok(Vec::new());

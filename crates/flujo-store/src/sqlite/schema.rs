@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -27,7 +27,14 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 64;
 
 /// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+
+/// Version 2: run ownership — the process walking a run (`owner_id`, `owner` as JSON) and its lease.
+const MIGRATION_2: &str = "
+ALTER TABLE runs ADD COLUMN owner_id TEXT;
+ALTER TABLE runs ADD COLUMN owner TEXT;
+ALTER TABLE runs ADD COLUMN lease_expires_at_ms INTEGER;
+";
 
 /// Version 1: runs, journal, blobs; spans, evaluations and system state (empty until later versions use them).
 const MIGRATION_1: &str = "

@@ -64,6 +64,12 @@ pub(crate) enum Write {
         key: String,
         value: String,
     },
+    /// Extends the lease of a running run held by `owner_id`.
+    Heartbeat {
+        run_id: String,
+        owner_id: String,
+        lease_expires_at_ms: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -273,7 +279,30 @@ fn execute_write(conn: &Connection, write: &Write) -> Result<Done, ExecError> {
             delete_runs(conn, *older_than_ms, *status).map(|count| Done { bytes: 0, count })
         }
         Write::SetState { key, value } => set_state(conn, key, value).map(Done::bytes),
+        Write::Heartbeat { run_id, owner_id, lease_expires_at_ms } => {
+            heartbeat(conn, run_id, owner_id, *lease_expires_at_ms).map(Done::bytes)
+        }
     }
+}
+
+fn heartbeat(conn: &Connection, run_id: &str, owner_id: &str, lease: i64) -> Result<u64, ExecError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT status, owner_id FROM runs WHERE run_id = ?1")?
+        .query_row([run_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let Some((status, owner)) = row else {
+        return Err(ExecError::Rejected(StoreError::RunNotFound(run_id.to_owned())));
+    };
+    if status != RunStatus::Running.as_str() {
+        let actual = RunStatus::parse(&status).unwrap_or(RunStatus::Running);
+        return Err(ExecError::Rejected(status_conflict(run_id, &[RunStatus::Running], actual)));
+    }
+    if owner.as_deref() != Some(owner_id) {
+        return Err(ExecError::Rejected(crate::owner_conflict(run_id, Some(owner_id), owner.as_deref())));
+    }
+    conn.prepare_cached("UPDATE runs SET lease_expires_at_ms = ?2 WHERE run_id = ?1")?
+        .execute(params![run_id, lease])?;
+    Ok(16)
 }
 
 fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
@@ -292,7 +321,8 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
         .prepare_cached(
             "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
              initial_context, pending, output, error, generation, total_cost_usd, total_tokens, created_at_ms, \
-             updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             updated_at_ms, owner_id, owner, lease_expires_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
              ON CONFLICT (run_id) DO NOTHING",
         )?
         .execute(params![
@@ -312,6 +342,9 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
             r.total_tokens,
             r.created_at_ms,
             r.updated_at_ms,
+            r.owner_id,
+            r.owner,
+            r.lease_expires_at_ms,
         ])?;
     if inserted == 0 {
         return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
@@ -333,9 +366,21 @@ fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
     if !u.expected.is_empty() && !u.expected.contains(&actual) {
         return Err(ExecError::Rejected(status_conflict(&u.run_id, &u.expected, actual)));
     }
+    if let Some(expected_owner) = &u.expected_owner {
+        let stored: Option<String> = conn
+            .prepare_cached("SELECT owner_id FROM runs WHERE run_id = ?1")?
+            .query_row([&u.run_id], |row| row.get(0))?;
+        if stored.as_deref() != expected_owner.as_deref() {
+            return Err(ExecError::Rejected(crate::owner_conflict(
+                &u.run_id,
+                expected_owner.as_deref(),
+                stored.as_deref(),
+            )));
+        }
+    }
     conn.prepare_cached(
         "UPDATE runs SET status = ?2, pending = ?3, output = ?4, error = ?5, generation = ?6, total_cost_usd = ?7, \
-         total_tokens = ?8, updated_at_ms = ?9 WHERE run_id = ?1",
+         total_tokens = ?8, updated_at_ms = ?9, owner_id = ?10, owner = ?11, lease_expires_at_ms = ?12 WHERE run_id = ?1",
     )?
     .execute(params![
         u.run_id,
@@ -347,6 +392,9 @@ fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
         u.total_cost_usd,
         u.total_tokens,
         u.updated_at_ms,
+        u.owner_id,
+        u.owner,
+        u.lease_expires_at_ms,
     ])?;
     Ok(u.payload_len())
 }
@@ -549,7 +597,7 @@ fn serve_read(conn: &Connection, read: Read) {
 
 const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
                            initial_context, pending, output, error, generation, total_cost_usd, total_tokens, \
-                           created_at_ms, updated_at_ms";
+                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms";
 
 fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     Ok(StoredRun {
@@ -569,6 +617,8 @@ fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
         total_tokens: row.get(13)?,
         created_at_ms: row.get(14)?,
         updated_at_ms: row.get(15)?,
+        owner: row.get(16)?,
+        lease_expires_at_ms: row.get(17)?,
     })
 }
 
