@@ -27,7 +27,7 @@ pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};
 pub use journal::{verify_chain, ChainError, JournalRecord};
 pub use patch::PatchOp;
-pub use redact::{is_secret_key, redact, redact_at, REDACTED};
+pub use redact::{is_secret_key, needs_redaction, redact, redact_at, REDACTED};
 pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepStatus, TokenUsage};
 pub use runtime::{
     Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent, SystemClock,

@@ -67,6 +67,18 @@ pub fn redact_at<S: AsRef<str>>(path: &[S], value: &Value) -> Value {
     }
 }
 
+/// True when [`redact_at`] would change `value` (a scan without copying: most values have no secrets).
+pub fn needs_redaction<S: AsRef<str>>(path: &[S], value: &Value) -> bool {
+    fn inner(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.iter().any(|(k, v)| !keep(k, v) || inner(v)),
+            Value::Array(items) => items.iter().any(inner),
+            _ => false,
+        }
+    }
+    path.iter().any(|k| !keep(k.as_ref(), value)) || inner(value)
+}
+
 /// A copy of `value` in which the value of every secret-named key, at any depth, is [`REDACTED`].
 pub fn redact(value: &Value) -> Value {
     match value {

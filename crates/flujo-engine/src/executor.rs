@@ -66,16 +66,52 @@ impl JournalWriter {
         JournalWriter { store, tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash }) }
     }
 
-    /// Seals and durably appends `record`; returns it sealed.
+    /// Redacts, seals and durably appends `record`; returns it sealed, with its original (unredacted) patch so
+    /// the live context is not affected by what the journal hides.
     async fn commit(&self, mut record: JournalRecord) -> Result<JournalRecord, StoreError> {
+        let original_patch = redact_record(&mut record);
         let mut tail = self.tail.lock().await;
         record.seq = tail.next_seq;
         record.seal(&tail.last_hash);
         self.store.append(&record).await?;
         tail.next_seq += 1;
         tail.last_hash.clone_from(&record.hash);
+        drop(tail);
+        if let Some(p) = original_patch {
+            record.patch = p;
+        }
         Ok(record)
     }
+}
+
+/// Secrets never reach the journal (SPEC §14): values under secret-named keys are recorded as `[REDACTED]`.
+/// Returns the original patch when it had to be changed.
+fn redact_record(record: &mut JournalRecord) -> Option<Vec<PatchOp>> {
+    let output_path = ["steps", record.step.as_str()];
+    if flujo_core::needs_redaction(&output_path, &record.output) {
+        record.output = Arc::new(flujo_core::redact_at(&output_path, &record.output));
+    }
+    let dirty = record.patch.iter().any(|op| {
+        let (PatchOp::Set { path, value } | PatchOp::Append { path, value }) = op;
+        flujo_core::needs_redaction(path, value)
+    });
+    if !dirty {
+        return None;
+    }
+    let original = record.patch.clone();
+    let mut output_hidden = false;
+    for op in &mut record.patch {
+        let (PatchOp::Set { path, value } | PatchOp::Append { path, value }) = op;
+        if flujo_core::needs_redaction(path, value) {
+            // The same value sunk into a secret-named key (`sink_to: credentials.password`) is hidden as output too.
+            output_hidden |= **value == *record.output;
+            *value = Arc::new(flujo_core::redact_at(path, value));
+        }
+    }
+    if output_hidden {
+        record.output = Arc::new(Value::String(flujo_core::REDACTED.to_owned()));
+    }
+    Some(original)
 }
 
 /// Per-run state shared by every frame of the run.

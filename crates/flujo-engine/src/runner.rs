@@ -612,7 +612,7 @@ impl Flujo {
                     expected: vec![RunStatus::Running],
                     status,
                     pending: pending.clone(),
-                    output: output.clone(),
+                    output: output.as_ref().map(flujo_core::redact),
                     error: error.clone(),
                     generation,
                     total_cost_usd: spent.cost_usd,

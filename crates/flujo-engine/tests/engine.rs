@@ -752,3 +752,39 @@ async fn replay_detects_a_tampered_journal() {
     let msg = err.to_string();
     assert!(msg.contains("replay mismatch at step 'loop'"), "{msg}");
 }
+
+#[tokio::test]
+async fn secrets_never_reach_the_store_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let store = flujo_store::open_store(&format!("sqlite:///{}", db.display())).unwrap();
+    let p = Pipeline::new(
+        "secrets",
+        vec![
+            // Secrets made at run time (as a login skill would return them), not literals of the definition.
+            tf("login", "{'api_key': 'sk-live-' ~ (123000 + 456), 'user': 'ada', 'tokens': 7}")
+                .with_updates_context(vec![]),
+            tf("pw", "'hunter' ~ 2 ~ '-hunter' ~ 2").with_sink_to("credentials.password"),
+            tf("use", "context.user ~ ':' ~ (context.api_key | length)"),
+        ],
+    );
+    let f = Flujo::builder(p).store(store.clone()).build().unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.output, Some(json!("ada:14")), "the live run sees the secret");
+    let records = store.load_journal(&r.run_id).await.unwrap();
+    verify_chain(&records).unwrap();
+    let text = serde_json::to_string(&records).unwrap();
+    assert!(!text.contains("sk-live-123456") && !text.contains("hunter2"), "{text}");
+    assert!(text.contains("[REDACTED]") && text.contains("\"user\":\"ada\""), "{text}");
+    assert!(text.contains("\"tokens\":7"), "usage counters are not secrets");
+    drop(store);
+    drop(f);
+    for suffix in ["", "-wal"] {
+        let path = format!("{}{suffix}", db.display());
+        if let Ok(bytes) = std::fs::read(&path) {
+            let hay = String::from_utf8_lossy(&bytes);
+            assert!(!hay.contains("sk-live-123456") && !hay.contains("hunter2"), "secret found in {path}");
+        }
+    }
+}
