@@ -150,6 +150,15 @@ fn sigkill_at_random_points_then_resume() {
         let store = flujo_store::open_store(&state).unwrap();
         let records = rt.block_on(store.load_journal(&run_id)).unwrap();
         verify_chain(&records).unwrap_or_else(|e| panic!("seed {seed} kill {i}: chain: {e}"));
+        if i % 10 == 0 {
+            let o = flujo(dir.path()).args(["lens", "verify", &run_id, "--state", &state]).output().unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "seed {seed} kill {i}: lens verify: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
         // Exactly-once for committed executions: the committed nonce is the last one logged for its key.
         let log = side_log(dir.path());
         let mut last: HashMap<&str, &str> = HashMap::new();
