@@ -18,6 +18,12 @@ use crate::ownership::{owner_alive, ActiveWalk, Heartbeat};
 use crate::policy::{ExecutionDispatcher, StepPolicy};
 use crate::prepare::Preparer;
 
+/// The run output as stored: redacted like the journal record of the step that produced it (SPEC §14).
+fn stored_output(output: &Value, history: &[flujo_core::StepResult]) -> Value {
+    let last = history.last().map(|r| r.name.as_str()).unwrap_or_default();
+    flujo_core::redact_at(&["steps", last], output)
+}
+
 /// Run ids from UUIDv7 (time-ordered).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UuidIds;
@@ -612,7 +618,7 @@ impl Flujo {
                     expected: vec![RunStatus::Running],
                     status,
                     pending: pending.clone(),
-                    output: output.as_ref().map(flujo_core::redact),
+                    output: output.as_ref().map(|o| stored_output(o, &history)),
                     error: error.clone(),
                     generation,
                     total_cost_usd: spent.cost_usd,
