@@ -222,3 +222,79 @@ pub enum RunEvent {
 pub trait Telemetry: Send + Sync {
     fn on_event(&self, event: &RunEvent);
 }
+
+#[cfg(test)]
+mod quota_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Call {
+        planned_cost: f64,
+        planned_tokens: u64,
+        /// Actual usage as a fraction of the planned upper bound (reservations are upper bounds).
+        actual_frac: f64,
+    }
+
+    fn call() -> impl Strategy<Value = Call> {
+        (0.0f64..2.0, 0u64..500, 0.0f64..=1.0).prop_map(|(c, t, f)| Call {
+            planned_cost: c,
+            planned_tokens: t,
+            actual_frac: f,
+        })
+    }
+
+    proptest! {
+        /// Reserve → Execute → Reconcile never spends more than the limit, whatever the interleaving of
+        /// concurrent callers, as long as actual usage stays within the reservation.
+        #[test]
+        fn spend_never_exceeds_the_limit(
+            limit_cost in 0.0f64..10.0,
+            limit_tokens in 0u64..3000,
+            calls in proptest::collection::vec(call(), 0..60),
+            threads in 1usize..6,
+        ) {
+            let quota = Arc::new(Quota::new(UsageLimits {
+                total_cost_usd_limit: Some(limit_cost),
+                total_tokens_limit: Some(limit_tokens),
+            }));
+            let chunks: Vec<Vec<Call>> = (0..threads)
+                .map(|t| calls.iter().skip(t).step_by(threads).cloned().collect())
+                .collect();
+            std::thread::scope(|s| {
+                for chunk in &chunks {
+                    let quota = quota.clone();
+                    s.spawn(move || {
+                        for c in chunk {
+                            let planned = Usage { cost_usd: c.planned_cost, tokens: c.planned_tokens };
+                            if let Ok(r) = quota.reserve(planned) {
+                                let actual = Usage {
+                                    cost_usd: c.planned_cost * c.actual_frac,
+                                    tokens: (c.planned_tokens as f64 * c.actual_frac) as u64,
+                                };
+                                quota.reconcile(r, actual);
+                            }
+                        }
+                    });
+                }
+            });
+            let spent = quota.spent();
+            prop_assert!(spent.cost_usd <= limit_cost + 1e-9, "cost {} > {}", spent.cost_usd, limit_cost);
+            prop_assert!(spent.tokens <= limit_tokens, "tokens {} > {}", spent.tokens, limit_tokens);
+            prop_assert!(quota.exhausted().is_none());
+        }
+
+        /// A reservation that fits is granted; one that does not is refused and changes nothing.
+        #[test]
+        fn refusal_leaves_the_quota_unchanged(limit in 0.0f64..5.0, first in 0.0f64..5.0, second in 0.0f64..5.0) {
+            let quota = Quota::new(UsageLimits { total_cost_usd_limit: Some(limit), total_tokens_limit: None });
+            let r1 = quota.reserve(Usage { cost_usd: first, tokens: 0 });
+            prop_assert_eq!(r1.is_ok(), first <= limit + 1e-12);
+            let before = quota.spent();
+            let r2 = quota.reserve(Usage { cost_usd: second, tokens: 0 });
+            let held = if r1.is_ok() { first } else { 0.0 };
+            prop_assert_eq!(r2.is_ok(), held + second <= limit + 1e-12);
+            prop_assert_eq!(quota.spent(), before);
+        }
+    }
+}

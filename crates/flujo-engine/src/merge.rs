@@ -224,4 +224,93 @@ mod tests {
         assert_eq!(reduce(ReduceMode::First, &outs), json!([1, 2]));
         assert_eq!(reduce(ReduceMode::Last, &outs), json!([2, 3]));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Branches writing scalars to keys `a`..`c` (in declared order).
+        fn branches() -> impl Strategy<Value = Vec<(String, Vec<PatchOp>)>> {
+            proptest::collection::vec(
+                proptest::collection::vec((0usize..3, 0i64..3), 0..4).prop_map(|writes| {
+                    writes.into_iter().map(|(k, v)| set(["a", "b", "c"][k], json!(v))).collect::<Vec<_>>()
+                }),
+                1..5,
+            )
+            .prop_map(|bs| bs.into_iter().enumerate().map(|(i, ops)| (format!("b{i}"), ops)).collect())
+        }
+
+        fn apply(ops: &[PatchOp]) -> flujo_core::Context {
+            let mut ctx = flujo_core::Context::new("r", json!(null), Default::default());
+            for op in ops {
+                ctx.apply(op.clone()).unwrap();
+            }
+            ctx
+        }
+
+        /// The value each key ends with in branch `ops` (its last write), per branch.
+        fn finals(b: &[(String, Vec<PatchOp>)]) -> Vec<std::collections::BTreeMap<String, Value>> {
+            b.iter()
+                .map(|(_, ops)| {
+                    ops.iter()
+                        .filter_map(|op| match op {
+                            PatchOp::Set { path, value } => Some((path[0].clone(), (**value).clone())),
+                            PatchOp::Append { .. } => None,
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn overwrite_equals_sequential_application(b in branches()) {
+                let merged = merge_branches(MergeStrategy::Overwrite, &b).unwrap();
+                let all: Vec<PatchOp> = b.iter().flat_map(|(_, ops)| ops.clone()).collect();
+                for k in ["a", "b", "c"] {
+                    prop_assert_eq!(apply(&merged).lookup(&p(k)).cloned(), apply(&all).lookup(&p(k)).cloned());
+                }
+            }
+
+            #[test]
+            fn keep_first_keeps_the_first_writer(b in branches()) {
+                let merged = apply(&merge_branches(MergeStrategy::KeepFirst, &b).unwrap());
+                let f = finals(&b);
+                for k in ["a", "b", "c"] {
+                    let first = f.iter().find_map(|m| m.get(k).cloned());
+                    prop_assert_eq!(merged.lookup(&p(k)).cloned(), first);
+                }
+            }
+
+            #[test]
+            fn error_on_conflict_iff_two_branches_write_a_key(b in branches()) {
+                let f = finals(&b);
+                let shared = ["a", "b", "c"].iter().any(|k| f.iter().filter(|m| m.contains_key(*k)).count() > 1);
+                prop_assert_eq!(merge_branches(MergeStrategy::ErrorOnConflict, &b).is_err(), shared);
+            }
+
+            #[test]
+            fn context_update_fails_iff_branches_disagree(b in branches()) {
+                let f = finals(&b);
+                let disagree = ["a", "b", "c"].iter().any(|k| {
+                    let vals: std::collections::BTreeSet<String> = f.iter().filter_map(|m| m.get(*k)).map(|v| v.to_string()).collect();
+                    vals.len() > 1
+                });
+                let res = merge_branches(MergeStrategy::ContextUpdate, &b);
+                prop_assert_eq!(res.is_err(), disagree);
+                if let Ok(ops) = res {
+                    let ctx = apply(&ops);
+                    for k in ["a", "b", "c"] {
+                        let agreed = f.iter().find_map(|m| m.get(k).cloned());
+                        prop_assert_eq!(ctx.lookup(&p(k)).cloned(), agreed);
+                    }
+                }
+            }
+
+            #[test]
+            fn no_merge_writes_nothing(b in branches()) {
+                prop_assert!(merge_branches(MergeStrategy::NoMerge, &b).unwrap().is_empty());
+            }
+        }
+    }
 }
