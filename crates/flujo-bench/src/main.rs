@@ -4,7 +4,7 @@
 //!
 //! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory,sqlite] [--runs N]`
 //! Workloads: linear_10 linear_100 linear_1000 linear_10000 loop_1000 loop_100000 parallel_50 parallel_1000
-//! big_context_1000 resume_100 many_runs (default: all). The pipelines are built in Rust with exactly the shapes
+//! big_context_1000 resume_100 many_runs_1000 startup (default: all; `startup` needs `cargo build --release -p flujo-cli`). The pipelines are built in Rust with exactly the shapes
 //! `shared/bench/gen.py` writes as YAML.
 
 use std::sync::Arc;
@@ -240,6 +240,83 @@ const ALL: &[&str] = &[
     "many_runs_1000",
 ];
 
+/// Whole-process start-up of the `flujo` binary next to this one: `flujo --version` and
+/// `flujo run linear_10.yaml` (the standard blueprint, written to a temp dir), each `reps` times.
+fn startup(reps: usize) -> bool {
+    let Some(flujo) =
+        std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("flujo"))).filter(|p| p.is_file())
+    else {
+        eprintln!("startup: build the CLI first (cargo build --release -p flujo-cli)");
+        return false;
+    };
+    let dir = std::env::temp_dir().join(format!("flujo-bench-startup-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let mut yaml = String::from("version: \"0.1\"\nname: bench_linear_10\nsteps:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  - name: s{i}\n    agent: {{id: flujo.builtins.transform, params: {{expr: \"previous_step + 1\"}}}}\n"
+        ));
+    }
+    let file = dir.join("linear_10.yaml");
+    if std::fs::write(&file, yaml).is_err() {
+        return false;
+    }
+    let cases: [(&str, Vec<String>); 3] = [
+        ("startup_version", vec!["--version".into()]),
+        (
+            "startup_run_linear_10",
+            vec![
+                "run".into(),
+                file.display().to_string(),
+                "--input-json".into(),
+                "0".into(),
+                "--state".into(),
+                "memory://".into(),
+                "--json".into(),
+            ],
+        ),
+        (
+            "startup_run_linear_10",
+            vec!["run".into(), file.display().to_string(), "--input-json".into(), "0".into(), "--json".into()],
+        ),
+    ];
+    let mut ok = true;
+    for (i, (name, args)) in cases.iter().enumerate() {
+        let persist = match i {
+            0 => "none",
+            1 => "memory",
+            _ => "sqlite",
+        };
+        let mut secs = Vec::new();
+        let mut correct = true;
+        for _ in 0..reps + 1 {
+            let t = Instant::now();
+            let out = std::process::Command::new(&flujo).args(args).current_dir(&dir).output();
+            secs.push(t.elapsed().as_secs_f64());
+            match out {
+                Ok(o) if o.status.success() => {
+                    if i > 0 {
+                        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+                        correct &= v["output"] == json!(10);
+                    }
+                }
+                _ => correct = false,
+            }
+        }
+        secs.remove(0); // warm-up
+        secs.sort_by(|a, b| a.total_cmp(b));
+        let median = secs[secs.len() / 2];
+        println!(
+            "{}",
+            json!({"workload": name, "n": 10, "persist": persist, "runs": secs.len(), "median_s": median,
+                   "min_s": secs[0], "per_unit_us": median * 1e6, "peak_rss_kb": null, "store_bytes": null, "correct": correct})
+        );
+        ok &= correct;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
 fn main() {
     let mut names: Vec<String> = Vec::new();
     let mut persists = vec![Persist::None, Persist::Memory, Persist::Sqlite];
@@ -264,7 +341,10 @@ fn main() {
                     .collect()
             }
             "--runs" => runs = args.next().and_then(|r| r.parse().ok()),
-            "all" => names.extend(ALL.iter().map(|s| s.to_string())),
+            "all" => {
+                names.extend(ALL.iter().map(|s| s.to_string()));
+                names.push("startup".into());
+            }
             "-h" | "--help" => {
                 println!(
                     "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite] [--runs N]\nworkloads: {}",
@@ -277,6 +357,17 @@ fn main() {
     }
     if names.is_empty() {
         names = ALL.iter().map(|s| s.to_string()).collect();
+        names.push("startup".into());
+    }
+    if let Some(i) = names.iter().position(|n| n == "startup") {
+        names.remove(i);
+        let ok = startup(runs.unwrap_or(20));
+        if names.is_empty() {
+            std::process::exit(i32::from(!ok));
+        }
+        if !ok {
+            eprintln!("startup measurement failed");
+        }
     }
     // Several (workload, persistence) pairs: run each in its own process so peak RSS is its own.
     if names.len() * persists.len() > 1 {
