@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p flujo-cli --quiet
-FLUJO="$PWD/target/release/flujo"
-DEMO="$PWD/target/demo"
+FLUJO="${CARGO_TARGET_DIR:-$PWD/target}/release/flujo"
+DEMO="${CARGO_TARGET_DIR:-$PWD/target}/demo"
 rm -rf "$DEMO" && mkdir -p "$DEMO" && cd "$DEMO"
 RUN_ID="demo-$(date +%s)"
 
