@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::context::ContextSnapshot;
 use crate::patch::PatchOp;
 use crate::result::TokenUsage;
+use crate::runtime::Usage;
 
 /// Descriptive facts about a skill.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,15 @@ impl SkillError {
 pub trait Skill: Send + Sync {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError>;
     fn info(&self) -> SkillInfo;
+
+    /// An upper bound of what one [`Skill::call`] with `input` may spend (cost and tokens), or `None` when the
+    /// skill cannot say (most non-model skills). The engine reserves it from the run's quota before the call and
+    /// reconciles to the reported usage afterwards (Reserve → Execute → Reconcile, SPEC §8); a reservation that
+    /// does not fit refuses the call. Model agents return `(estimated prompt tokens + max_tokens) × price`.
+    fn estimate(&self, input: &Value) -> Option<Usage> {
+        let _ = input;
+        None
+    }
 }
 
 /// Resolution failure.

@@ -1,0 +1,437 @@
+//! Model agents: an [`AgentSpec`] (what a blueprint's `agents:` entry declares) bound to a [`ChatModel`] and a
+//! price, as an [`LlmAgent`] that implements [`flujo_core::Skill`]. A call sends the system prompt (rendered
+//! with its `variables`, the run context and `previous_step` = the input) and the step input as the user
+//! message (JSON inputs serialized), returns the answer — the validated JSON value when an `output_schema` is
+//! declared (see [`crate::structured`]), else the text — with its token usage and cost.
+//!
+//! Pricing is checked *before* any request: [`LlmAgent::check_pricing`] (call it when the runner is built)
+//! returns the typed [`PricingError::NotConfigured`], which the engine raises as
+//! `Interrupt::PricingNotConfigured`; a call that gets this far anyway fails without sending anything.
+//! [`flujo_core::Skill::estimate`] gives the quota reservation of a call (Reserve → Execute → Reconcile).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flujo_core::{ContextSnapshot, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, TokenUsage, Usage};
+use flujo_template::{compile_template, is_template, CompiledTemplate, Scope, UndefinedMode};
+use serde_json::{json, Map, Value};
+
+use crate::chat::{ChatMessage, ChatModel, ChatSettings};
+use crate::error::LlmError;
+use crate::mock::MockKind;
+use crate::pricing::{Price, PricingError};
+use crate::structured::{chat_structured, StructuredOutput};
+
+/// Re-asks of a schema-violating reply when the agent does not set `max_retries` (as a step's default).
+pub const DEFAULT_AGENT_MAX_RETRIES: u32 = 1;
+
+/// Sampling settings (`model_settings:`); keys other than these three are passed to the provider as written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelSettings {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub extra: Map<String, Value>,
+}
+
+/// A model agent's declaration (mirrors `flujo_blueprint::AgentDecl`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentSpec {
+    /// `provider:model`.
+    pub model: String,
+    pub system_prompt: Option<String>,
+    /// Names the system prompt template may use (`system_prompt: {from_file, variables}`).
+    pub system_prompt_variables: Map<String, Value>,
+    pub output_schema: Option<Value>,
+    pub model_settings: ModelSettings,
+    /// Per-request timeout (`timeout:`), seconds.
+    pub timeout_s: Option<f64>,
+    /// Re-asks of a reply that violates `output_schema`.
+    pub max_retries: Option<u32>,
+    /// Skill ids offered as tools (by the engine's agentic loop; a plain step call offers none).
+    pub tools: Vec<String>,
+}
+
+fn bad(what: &str, expected: &str) -> LlmError {
+    LlmError::Config(format!("`{what}` must be {expected}"))
+}
+
+fn opt_f64(v: Option<&Value>, what: &str) -> Result<Option<f64>, LlmError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(Some)
+            .ok_or_else(|| bad(what, "a non-negative number")),
+    }
+}
+
+fn opt_u64(v: Option<&Value>, what: &str) -> Result<Option<u64>, LlmError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| bad(what, "a non-negative integer")),
+    }
+}
+
+impl AgentSpec {
+    pub fn new(model: impl Into<String>) -> Self {
+        AgentSpec { model: model.into(), ..Default::default() }
+    }
+
+    /// Reads the settings the model registry receives (the `agents:` declaration as written, with a
+    /// `from_file` prompt replaced by its text). Keys it does not know are left to the blueprint loader, which
+    /// reports them.
+    pub fn from_settings(model: &str, settings: &Value) -> Result<Self, LlmError> {
+        let mut spec = AgentSpec::new(model);
+        let obj = match settings {
+            Value::Null => return Ok(spec),
+            Value::Object(o) => o,
+            _ => return Err(LlmError::Config("agent settings must be an object".into())),
+        };
+        spec.system_prompt = match obj.get("system_prompt") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Object(o)) if o.contains_key("from_file") => {
+                return Err(LlmError::Config(
+                    "`system_prompt.from_file` must be read by the blueprint loader before the model is resolved"
+                        .into(),
+                ))
+            }
+            Some(_) => return Err(bad("system_prompt", "a string")),
+        };
+        spec.system_prompt_variables = match obj.get("system_prompt_variables") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(o)) => o.clone(),
+            Some(_) => return Err(bad("system_prompt_variables", "an object")),
+        };
+        spec.output_schema = match obj.get("output_schema") {
+            None | Some(Value::Null) => None,
+            Some(v @ (Value::Object(_) | Value::Bool(_))) => Some(v.clone()),
+            Some(_) => return Err(bad("output_schema", "a JSON Schema object")),
+        };
+        match obj.get("model_settings") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(ms)) => {
+                let s = &mut spec.model_settings;
+                s.temperature = opt_f64(ms.get("temperature"), "model_settings.temperature")?;
+                s.top_p = opt_f64(ms.get("top_p"), "model_settings.top_p")?;
+                s.max_tokens = opt_u64(ms.get("max_tokens"), "model_settings.max_tokens")?;
+                s.extra = ms
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "temperature" | "top_p" | "max_tokens"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+            }
+            Some(_) => return Err(bad("model_settings", "an object")),
+        }
+        spec.timeout_s = match opt_f64(obj.get("timeout"), "timeout")? {
+            Some(t) => Some(t),
+            None => opt_f64(obj.get("timeout_s"), "timeout_s")?,
+        };
+        spec.max_retries = opt_u64(obj.get("max_retries"), "max_retries")?
+            .map(|n| u32::try_from(n).map_err(|_| bad("max_retries", "at most 4294967295")))
+            .transpose()?;
+        spec.tools = match obj.get("tools") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|t| t.as_str().map(str::to_owned).ok_or_else(|| bad("tools", "a list of skill ids")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad("tools", "a list of skill ids")),
+        };
+        Ok(spec)
+    }
+
+    /// Re-asks allowed for structured output.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries.unwrap_or(DEFAULT_AGENT_MAX_RETRIES)
+    }
+
+    /// The per-call settings this agent sends.
+    pub fn chat_settings(&self) -> ChatSettings {
+        ChatSettings {
+            temperature: self.model_settings.temperature,
+            top_p: self.model_settings.top_p,
+            max_tokens: self.model_settings.max_tokens,
+            timeout: self.timeout_s.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
+            extra: self.model_settings.extra.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The user message for a step input: strings as they are, other JSON serialized.
+pub fn render_input(input: &Value) -> String {
+    match input {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+enum Backend {
+    /// `mock:echo`: the input is the output.
+    Echo,
+    Chat(Arc<dyn ChatModel>),
+}
+
+enum Prompt {
+    Text(String),
+    Template(CompiledTemplate),
+}
+
+/// What [`LlmAgent::run`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentAnswer {
+    pub output: Value,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    /// Model calls made (structured output re-asks included).
+    pub calls: u32,
+}
+
+/// A model agent, callable as a skill.
+pub struct LlmAgent {
+    spec: AgentSpec,
+    provider: String,
+    backend: Backend,
+    pricing: Result<Option<Price>, PricingError>,
+    output: Option<StructuredOutput>,
+    prompt: Option<Prompt>,
+}
+
+impl std::fmt::Debug for LlmAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmAgent").field("spec", &self.spec).field("pricing", &self.pricing).finish_non_exhaustive()
+    }
+}
+
+/// Message overhead per call in the prompt estimate (role markers, formatting).
+const PROMPT_OVERHEAD_TOKENS: u64 = 16;
+/// Tokens allowed per re-ask for the validation error message.
+const REASK_OVERHEAD_TOKENS: u64 = 256;
+
+impl LlmAgent {
+    /// Binds `spec` to `model` with its pricing lookup (`pricing` is the result of
+    /// [`crate::PricingTable::price`] for the model). Fails on an invalid `output_schema` or prompt template.
+    pub fn new(
+        spec: AgentSpec,
+        model: Arc<dyn ChatModel>,
+        pricing: Result<Option<Price>, PricingError>,
+    ) -> Result<Self, LlmError> {
+        let provider = model.provider().to_owned();
+        let mock = (provider == crate::pricing::MOCK_PROVIDER).then(|| MockKind::from_model(model.model())).flatten();
+        let backend = if mock == Some(MockKind::Echo) { Backend::Echo } else { Backend::Chat(model) };
+        let output = match (&spec.output_schema, mock) {
+            (Some(schema), _) => Some(StructuredOutput::new(schema.clone())?),
+            // `mock:json` without a schema still answers JSON (`{}`), not text.
+            (None, Some(MockKind::Json)) => Some(StructuredOutput::new(json!({}))?),
+            (None, _) => None,
+        };
+        let prompt = match &spec.system_prompt {
+            None => None,
+            Some(p) if is_template(p) => Some(Prompt::Template(
+                compile_template(p).map_err(|e| LlmError::Config(format!("system_prompt: {e}")))?,
+            )),
+            Some(p) => Some(Prompt::Text(p.clone())),
+        };
+        Ok(LlmAgent { spec, provider, backend, pricing, output, prompt })
+    }
+
+    pub fn spec(&self) -> &AgentSpec {
+        &self.spec
+    }
+
+    /// The model, for engines driving an agentic loop (`None` for `mock:echo`, which calls nothing).
+    pub fn chat_model(&self) -> Option<&Arc<dyn ChatModel>> {
+        match &self.backend {
+            Backend::Echo => None,
+            Backend::Chat(m) => Some(m),
+        }
+    }
+
+    /// The compiled output schema, if any.
+    pub fn output(&self) -> Option<&StructuredOutput> {
+        self.output.as_ref()
+    }
+
+    /// `Err(PricingError::NotConfigured)` when pricing is strict and this model has no price. Call it when the
+    /// runner is built (and before each call): the engine raises it as `Interrupt::PricingNotConfigured`.
+    pub fn check_pricing(&self) -> Result<(), PricingError> {
+        self.pricing.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    /// The model's price (`None`: unknown, lenient mode).
+    pub fn price(&self) -> Result<Option<Price>, PricingError> {
+        self.pricing.clone()
+    }
+
+    /// The opening messages of a call: the rendered system prompt and the input as the user message.
+    pub fn messages(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<Vec<ChatMessage>, LlmError> {
+        let mut out = Vec::with_capacity(2);
+        match &self.prompt {
+            None => {}
+            Some(Prompt::Text(t)) => out.push(ChatMessage::system(t.clone())),
+            Some(Prompt::Template(t)) => {
+                let vars: Vec<(&str, &Value)> =
+                    self.spec.system_prompt_variables.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                let mut scope = Scope::new(input).with_extra(&vars);
+                if let Some(c) = context {
+                    scope = scope.with_context(c);
+                }
+                let text = t
+                    .render(&scope, UndefinedMode::Lenient)
+                    .map_err(|e| LlmError::Config(format!("system_prompt: {e}")))?;
+                out.push(ChatMessage::system(text));
+            }
+        }
+        out.push(ChatMessage::user(render_input(input)));
+        Ok(out)
+    }
+
+    /// One call with typed errors (what [`Skill::call`] wraps): pricing is checked first, then the model is
+    /// asked (with re-asks for structured output).
+    pub async fn run(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<AgentAnswer, LlmError> {
+        let model = match &self.backend {
+            Backend::Echo => {
+                return Ok(AgentAnswer { output: input.clone(), usage: TokenUsage::default(), cost_usd: 0.0, calls: 0 })
+            }
+            Backend::Chat(m) => m,
+        };
+        let price = self.pricing.clone()?;
+        let messages = self.messages(input, context)?;
+        let settings = self.spec.chat_settings();
+        let (output, usage, calls) = match &self.output {
+            Some(schema) => {
+                let r = chat_structured(model.as_ref(), messages, &settings, schema, self.spec.max_retries()).await?;
+                (r.value, r.usage, r.attempts)
+            }
+            None => {
+                let r = model.chat(&messages, &[], &settings).await?;
+                (Value::String(r.content.unwrap_or_default()), r.usage, 1)
+            }
+        };
+        let cost_usd = price.map_or(0.0, |p| p.cost(usage));
+        Ok(AgentAnswer { output, usage, cost_usd, calls })
+    }
+
+    /// The planned usage of one call with `input`: per attempt, the prompt estimated at 4 characters per token
+    /// (system prompt, input, schema, overhead; each re-ask adds the previous answer and the error) plus
+    /// `max_tokens` of completion; all `1 + max_retries` attempts when an output schema may cause re-asks.
+    pub fn planned_usage(&self, input: &Value) -> TokenUsage {
+        if matches!(self.backend, Backend::Echo) {
+            return TokenUsage::default();
+        }
+        let chars = self.spec.system_prompt.as_ref().map_or(0, String::len)
+            + render_input(input).len()
+            + self.output.as_ref().map_or(0, |o| o.schema().to_string().len());
+        let prompt = (chars as u64).div_ceil(4) + PROMPT_OVERHEAD_TOKENS;
+        let max_tokens = self.spec.chat_settings().effective_max_tokens();
+        let attempts = if self.output.is_some() { u64::from(self.spec.max_retries()) + 1 } else { 1 };
+        let mut usage = TokenUsage::default();
+        for k in 0..attempts {
+            let reasks = k.saturating_mul(max_tokens.saturating_add(REASK_OVERHEAD_TOKENS));
+            usage.prompt = usage.prompt.saturating_add(prompt.saturating_add(reasks));
+            usage.completion = usage.completion.saturating_add(max_tokens);
+        }
+        usage
+    }
+}
+
+#[async_trait]
+impl Skill for LlmAgent {
+    async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
+        let answer = self.run(&call.input, Some(&call.context)).await?;
+        Ok(SkillOutput {
+            output: answer.output,
+            context_ops: Vec::new(),
+            tokens: answer.usage,
+            cost_usd: answer.cost_usd,
+        })
+    }
+
+    fn info(&self) -> SkillInfo {
+        SkillInfo {
+            id: self.spec.model.clone(),
+            description: format!("model agent {} ({})", self.spec.model, self.provider),
+            input_schema: None,
+            output_schema: self.spec.output_schema.clone(),
+            side_effects: false,
+        }
+    }
+
+    /// `(estimated prompt tokens + max_tokens) × price` over every possible attempt; cost 0 when the price is
+    /// unknown (lenient mode) — and when pricing is strict and missing, since the call will not be made.
+    fn estimate(&self, input: &Value) -> Option<Usage> {
+        let usage = self.planned_usage(input);
+        let cost_usd = match &self.pricing {
+            Ok(Some(p)) => p.cost(usage),
+            _ => 0.0,
+        };
+        Some(Usage { cost_usd, tokens: usage.total() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MockModel;
+
+    #[test]
+    fn reads_agent_declarations() {
+        let spec = AgentSpec::from_settings(
+            "openai:gpt-4o",
+            &json!({"model": "openai:gpt-4o", "system_prompt": "Be {{ tone }}.", "system_prompt_variables": {"tone": "brief"},
+                "output_schema": {"type": "object"}, "model_settings": {"temperature": 0.2, "max_tokens": 100, "seed": 1},
+                "timeout": 30, "max_retries": 3, "tools": ["flujo.builtins.http_get"], "unknown": 1}),
+        )
+        .unwrap();
+        assert_eq!(spec.model_settings.max_tokens, Some(100));
+        assert_eq!(spec.model_settings.extra, json!({"seed": 1}).as_object().unwrap().clone());
+        assert_eq!((spec.timeout_s, spec.max_retries()), (Some(30.0), 3));
+        assert_eq!(spec.tools, vec!["flujo.builtins.http_get"]);
+        assert_eq!(spec.chat_settings().timeout, Some(Duration::from_secs(30)));
+        for bad in [
+            json!({"tools": "x"}),
+            json!({"model_settings": {"temperature": "hot"}}),
+            json!({"max_retries": -1}),
+            json!({"system_prompt": {"from_file": "p.md"}}),
+            json!([1]),
+        ] {
+            assert!(AgentSpec::from_settings("m:x", &bad).is_err(), "{bad}");
+        }
+        assert_eq!(AgentSpec::from_settings("mock:echo", &Value::Null).unwrap(), AgentSpec::new("mock:echo"));
+    }
+
+    #[test]
+    fn renders_prompt_template_and_input() {
+        let mut spec = AgentSpec::new("mock:json");
+        spec.system_prompt = Some("Be {{ tone }} about {{ previous_step.topic }}.".into());
+        spec.system_prompt_variables.insert("tone".into(), json!("brief"));
+        let agent = LlmAgent::new(spec, Arc::new(MockModel::new(MockKind::Json)), Ok(None)).unwrap();
+        let msgs = agent.messages(&json!({"topic": "rust"}), None).unwrap();
+        assert_eq!(msgs[0].content, "Be brief about rust.");
+        assert_eq!(msgs[1].content, "{\"topic\":\"rust\"}");
+    }
+
+    #[test]
+    fn estimate_is_prompt_plus_max_tokens_times_price() {
+        let mut spec = AgentSpec::new("mock:json");
+        spec.system_prompt = Some("x".repeat(40));
+        spec.model_settings.max_tokens = Some(100);
+        let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+        let agent = LlmAgent::new(spec, Arc::new(MockModel::new(MockKind::Json)), Ok(Some(price))).unwrap();
+        // mock:json always has a schema ({}: 2 chars) → 2 attempts by default.
+        let input = json!("y".repeat(38));
+        let prompt = (40u64 + 38 + 2).div_ceil(4) + PROMPT_OVERHEAD_TOKENS;
+        let want = TokenUsage { prompt: prompt + prompt + 100 + REASK_OVERHEAD_TOKENS, completion: 200 };
+        assert_eq!(agent.planned_usage(&input), want);
+        let est = agent.estimate(&input).unwrap();
+        assert_eq!(est.tokens, want.total());
+        assert!((est.cost_usd - price.cost(want)).abs() < 1e-12);
+        let echo =
+            LlmAgent::new(AgentSpec::new("mock:echo"), Arc::new(MockModel::new(MockKind::Echo)), Ok(None)).unwrap();
+        assert_eq!(echo.estimate(&input), Some(Usage::default()));
+    }
+}

@@ -1,0 +1,267 @@
+//! `anthropic:MODEL` — the Messages API (`POST {base_url}/v1/messages`, `x-api-key`, `anthropic-version`).
+//! System messages go to the top-level `system` field, tool results travel as `tool_result` blocks of a user
+//! turn, adjacent turns of one role are merged (the API wants them alternating). Structured output is a
+//! single forced tool whose `input_schema` is the schema (wrapped in `{value: …}` when the schema is not an
+//! object schema); its input is returned as the reply's JSON content.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flujo_core::TokenUsage;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{json, Map, Value};
+
+use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role};
+use crate::config::ResolvedProvider;
+use crate::error::LlmError;
+use crate::http::{secret_header, HttpClient, JsonPost};
+use crate::tools::{
+    anthropic_tool_choice, anthropic_tool_use_block, anthropic_tools, parse_anthropic_tool_use, ToolChoice, ToolSpec,
+};
+
+/// The `anthropic-version` header sent unless configured otherwise.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// A Messages API model.
+#[derive(Debug, Clone)]
+pub struct AnthropicModel {
+    provider: Arc<ResolvedProvider>,
+    model: String,
+    http: HttpClient,
+}
+
+fn schema_tool(rs: &ResponseSchema) -> Value {
+    json!({"name": rs.name, "description": "Answer with a value matching this schema.", "input_schema": rs.wire_schema()})
+}
+
+impl AnthropicModel {
+    pub fn new(provider: Arc<ResolvedProvider>, model: impl Into<String>, http: HttpClient) -> Self {
+        AnthropicModel { provider, model: model.into(), http }
+    }
+
+    /// The request body for one turn.
+    pub fn request_body(&self, messages: &[ChatMessage], tools: &[ToolSpec], settings: &ChatSettings) -> Value {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(self.model));
+        body.insert("max_tokens".into(), json!(settings.effective_max_tokens()));
+        let system: Vec<&str> =
+            messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.as_str()).collect();
+        if !system.is_empty() {
+            body.insert("system".into(), json!(system.join("\n\n")));
+        }
+        body.insert("messages".into(), wire_messages(messages));
+        if let Some(t) = settings.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = settings.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        match &settings.response_schema {
+            Some(rs) => {
+                let offered: &[ToolSpec] = if settings.tool_choice == ToolChoice::None { &[] } else { tools };
+                let mut wire = anthropic_tools(offered);
+                wire.push(schema_tool(rs));
+                let choice = match &settings.tool_choice {
+                    _ if offered.is_empty() => json!({"type": "tool", "name": rs.name}),
+                    ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
+                    _ => json!({"type": "any"}),
+                };
+                body.insert("tools".into(), Value::Array(wire));
+                body.insert("tool_choice".into(), choice);
+            }
+            None if !tools.is_empty() => {
+                body.insert("tools".into(), Value::Array(anthropic_tools(tools)));
+                body.insert("tool_choice".into(), anthropic_tool_choice(&settings.tool_choice));
+            }
+            None => {}
+        }
+        for (k, v) in &settings.extra {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+fn wire_messages(messages: &[ChatMessage]) -> Value {
+    let mut out: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for m in messages {
+        let (role, blocks) = match m.role {
+            Role::System => continue,
+            Role::User => ("user", text_block(&m.content)),
+            Role::Assistant => {
+                let mut blocks = text_block(&m.content);
+                blocks.extend(m.tool_calls.iter().map(anthropic_tool_use_block));
+                ("assistant", blocks)
+            }
+            Role::Tool => (
+                "user",
+                vec![json!({"type": "tool_result", "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
+                    "content": m.content})],
+            ),
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((last, prev)) if *last == role => prev.extend(blocks),
+            _ => out.push((role, blocks)),
+        }
+    }
+    Value::Array(
+        out.into_iter()
+            .map(|(role, blocks)| match blocks.as_slice() {
+                [b] if b["type"] == "text" => json!({"role": role, "content": b["text"]}),
+                _ => json!({"role": role, "content": blocks}),
+            })
+            .collect(),
+    )
+}
+
+fn text_block(text: &str) -> Vec<Value> {
+    if text.is_empty() {
+        Vec::new()
+    } else {
+        vec![json!({"type": "text", "text": text})]
+    }
+}
+
+/// Parses a Messages API reply; with a response schema, the schema tool's input becomes the JSON content.
+pub(crate) fn parse_reply(provider: &str, v: &Value, schema: Option<&ResponseSchema>) -> Result<ChatReply, LlmError> {
+    let malformed = |what: &str| LlmError::Malformed { provider: provider.to_owned(), message: what.to_owned() };
+    let blocks =
+        v.get("content").and_then(Value::as_array).ok_or_else(|| malformed("no `content` array in the reply"))?;
+    let mut text: Option<String> = None;
+    let mut structured: Option<Value> = None;
+    let mut tool_calls = Vec::new();
+    for block in blocks {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                let t =
+                    block.get("text").and_then(Value::as_str).ok_or_else(|| malformed("a text block has no text"))?;
+                text.get_or_insert_with(String::new).push_str(t);
+            }
+            Some("tool_use") => {
+                let call =
+                    parse_anthropic_tool_use(block).ok_or_else(|| malformed("a tool_use block lacks id or name"))?;
+                match schema {
+                    Some(rs) if call.name == rs.name => {
+                        structured = Some(rs.unwrap_answer(call.arguments));
+                    }
+                    _ => tool_calls.push(call),
+                }
+            }
+            _ => {}
+        }
+    }
+    let usage = v.get("usage");
+    let count = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Ok(ChatReply {
+        content: structured.map(|s| s.to_string()).or(text),
+        tool_calls,
+        usage: TokenUsage {
+            prompt: count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens"),
+            completion: count("output_tokens"),
+        },
+        stop_reason: v.get("stop_reason").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+#[async_trait]
+impl ChatModel for AnthropicModel {
+    fn provider(&self) -> &str {
+        &self.provider.name
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        settings: &ChatSettings,
+    ) -> Result<ChatReply, LlmError> {
+        let p = &self.provider;
+        let mut headers = HeaderMap::new();
+        match &p.api_key {
+            Some(key) => {
+                let (name, value) = secret_header("x-api-key", key.expose())?;
+                headers.insert(name, value);
+            }
+            None if p.key_required => {
+                return Err(LlmError::MissingApiKey { provider: p.name.clone(), env: p.key_env.clone() })
+            }
+            None => {}
+        }
+        let version = HeaderValue::from_str(&p.anthropic_version)
+            .map_err(|_| LlmError::Config(format!("invalid anthropic_version '{}'", p.anthropic_version)))?;
+        headers.insert(HeaderName::from_static("anthropic-version"), version);
+        let body = self.request_body(messages, tools, settings);
+        let url = format!("{}/v1/messages", p.base_url);
+        let reply = self
+            .http
+            .post_json(JsonPost {
+                provider: &p.name,
+                url: &url,
+                headers,
+                body: &body,
+                timeout: settings.timeout.unwrap_or(p.timeout),
+                retry: p.retry,
+                secret: p.api_key.as_ref(),
+            })
+            .await?;
+        parse_reply(&p.name, &reply, settings.response_schema.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::ToolCall;
+
+    fn model() -> AnthropicModel {
+        AnthropicModel::new(Arc::new(ResolvedProvider::for_tests("anthropic")), "claude-x", HttpClient::new().unwrap())
+    }
+
+    #[test]
+    fn body_moves_system_and_merges_tool_results() {
+        let call = |id: &str| ToolCall { id: id.into(), name: "f".into(), arguments: json!({}) };
+        let msgs = [
+            ChatMessage::system("be brief"),
+            ChatMessage::user("hi"),
+            ChatMessage::assistant_tool_calls("", vec![call("a"), call("b")]),
+            ChatMessage::tool_result("a", "1"),
+            ChatMessage::tool_result("b", "2"),
+        ];
+        let b =
+            model().request_body(&msgs, &[ToolSpec::new("f", "", json!({"type": "object"}))], &ChatSettings::default());
+        assert_eq!(b["system"], "be brief");
+        assert_eq!(b["messages"][0], json!({"role": "user", "content": "hi"}));
+        assert_eq!(b["messages"][1]["content"].as_array().unwrap().len(), 2);
+        assert_eq!(b["messages"][2]["role"], "user");
+        assert_eq!(b["messages"][2]["content"][1]["tool_use_id"], "b");
+        assert_eq!(b["tool_choice"], json!({"type": "auto"}));
+    }
+
+    #[test]
+    fn structured_output_is_a_forced_tool() {
+        let rs = ResponseSchema::new(json!({"type": "array", "items": {"type": "integer"}}));
+        let settings = ChatSettings { response_schema: Some(rs.clone()), ..Default::default() };
+        let b = model().request_body(&[ChatMessage::user("x")], &[], &settings);
+        assert_eq!(b["tool_choice"], json!({"type": "tool", "name": "output"}));
+        assert_eq!(b["tools"][0]["input_schema"]["properties"]["value"]["type"], "array");
+        let reply = json!({"content": [{"type": "tool_use", "id": "t", "name": "output", "input": {"value": [1, 2]}}],
+            "usage": {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 1}, "stop_reason": "tool_use"});
+        let r = parse_reply("anthropic", &reply, Some(&rs)).unwrap();
+        assert_eq!(r.content.as_deref(), Some("[1,2]"));
+        assert!(r.tool_calls.is_empty());
+        assert_eq!(r.usage, TokenUsage { prompt: 6, completion: 2 });
+    }
+
+    #[test]
+    fn malformed_replies() {
+        assert!(matches!(parse_reply("a", &json!({"x": 1}), None), Err(LlmError::Malformed { .. })));
+        assert!(parse_reply("a", &json!({"content": [{"type": "text"}]}), None).is_err());
+    }
+}

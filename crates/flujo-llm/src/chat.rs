@@ -1,0 +1,260 @@
+//! The provider-neutral conversation model: [`ChatMessage`]s in, a [`ChatReply`] out, through the one
+//! [`ChatModel`] trait every provider implements. The engine drives agentic loops with it: call
+//! [`ChatModel::chat`] with the transcript and the offered tools, journal the reply, execute its
+//! [`ToolCall`]s, append [`ChatReply::to_message`] and one [`ChatMessage::tool_result`] per call, repeat.
+//! Messages and replies are serde types so each turn can be journaled as is.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flujo_core::TokenUsage;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::LlmError;
+use crate::tools::{ToolCall, ToolChoice, ToolSpec};
+
+/// `max_tokens` sent when an agent does not set one. Always sending a bound keeps the quota reservation
+/// (prompt estimate + `max_tokens`) an upper bound of the completion.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    /// The result of a tool call (`tool_call_id` names the call).
+    Tool,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    #[serde(default)]
+    pub content: String,
+    /// Tool calls the assistant made in this message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For [`Role::Tool`]: the id of the call this message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    fn new(role: Role, content: impl Into<String>) -> Self {
+        ChatMessage { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+    pub fn system(content: impl Into<String>) -> Self {
+        ChatMessage::new(Role::System, content)
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        ChatMessage::new(Role::User, content)
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        ChatMessage::new(Role::Assistant, content)
+    }
+    /// An assistant message that called tools.
+    pub fn assistant_tool_calls(content: impl Into<String>, tool_calls: Vec<ToolCall>) -> Self {
+        ChatMessage { tool_calls, ..ChatMessage::new(Role::Assistant, content) }
+    }
+    /// The result of the tool call `call_id` (a JSON result is passed serialized).
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { tool_call_id: Some(call_id.into()), ..ChatMessage::new(Role::Tool, content) }
+    }
+}
+
+/// A model's answer to one [`ChatModel::chat`] call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatReply {
+    /// The text of the answer (with a response schema: the JSON text of the structured answer). `None` when
+    /// the model only called tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: TokenUsage,
+    /// The provider's stop reason (`stop`, `length`, `tool_calls`, `end_turn`, `tool_use`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+}
+
+impl ChatReply {
+    /// The assistant message to append to the transcript before sending tool results back.
+    pub fn to_message(&self) -> ChatMessage {
+        ChatMessage::assistant_tool_calls(self.content.clone().unwrap_or_default(), self.tool_calls.clone())
+    }
+}
+
+/// A JSON Schema the answer must satisfy, sent in the provider's native form (OpenAI `response_format`,
+/// Anthropic a forced tool).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseSchema {
+    /// `^[A-Za-z0-9_-]{1,64}$` (the schema's `title`, sanitized, or `output`).
+    pub name: String,
+    pub schema: Value,
+    /// OpenAI strict mode; only set when the schema meets its rules (every object closed, every property
+    /// required), since the API refuses strict mode otherwise.
+    pub strict: bool,
+}
+
+impl ResponseSchema {
+    pub fn new(schema: Value) -> Self {
+        let name = schema.get("title").and_then(Value::as_str).map(sanitize_name).unwrap_or_else(|| "output".into());
+        let strict = strict_compatible(&schema, 0);
+        ResponseSchema { name, schema, strict }
+    }
+}
+
+impl ResponseSchema {
+    /// True when the schema describes an object (what both APIs require at the root).
+    pub fn is_object(&self) -> bool {
+        match self.schema.get("type") {
+            Some(Value::String(t)) => t == "object",
+            Some(_) => false,
+            None => self.schema.get("properties").is_some(),
+        }
+    }
+
+    /// The schema as sent: object schemas as they are, others wrapped as `{value: SCHEMA}` (both APIs want an
+    /// object at the root); [`ResponseSchema::unwrap_answer`] undoes the wrapping.
+    pub fn wire_schema(&self) -> Value {
+        if self.is_object() {
+            self.schema.clone()
+        } else {
+            serde_json::json!({"type": "object", "properties": {"value": self.schema}, "required": ["value"],
+                "additionalProperties": false})
+        }
+    }
+
+    /// The answer inside a wrapped reply (`{"value": X}` → `X`); other values are returned as they are.
+    pub fn unwrap_answer(&self, answer: Value) -> Value {
+        match answer {
+            Value::Object(mut m) if !self.is_object() && m.len() == 1 && m.contains_key("value") => {
+                m.remove("value").unwrap_or(Value::Null)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Keeps `[A-Za-z0-9_-]`, replaces everything else by `_`, at most 64 characters (the OpenAI rule for
+/// function and schema names).
+pub fn sanitize_name(s: &str) -> String {
+    let out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).take(64).collect();
+    if out.is_empty() {
+        "output".into()
+    } else {
+        out
+    }
+}
+
+fn strict_compatible(schema: &Value, depth: usize) -> bool {
+    if depth > 32 {
+        return false;
+    }
+    let Some(obj) = schema.as_object() else {
+        return false;
+    };
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        let closed = obj.get("additionalProperties") == Some(&Value::Bool(false));
+        let required: Vec<&str> = obj
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !closed || props.keys().any(|k| !required.contains(&k.as_str())) {
+            return false;
+        }
+        if !props.values().all(|p| strict_compatible(p, depth + 1)) {
+            return false;
+        }
+    } else if obj.get("type").and_then(Value::as_str) == Some("object") {
+        return false;
+    }
+    if let Some(items) = obj.get("items") {
+        if !strict_compatible(items, depth + 1) {
+            return false;
+        }
+    }
+    for key in ["anyOf", "$defs", "definitions"] {
+        let subs: Vec<&Value> = match obj.get(key) {
+            Some(Value::Array(a)) => a.iter().collect(),
+            Some(Value::Object(m)) => m.values().collect(),
+            _ => continue,
+        };
+        if !subs.into_iter().all(|s| strict_compatible(s, depth + 1)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Per-call settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatSettings {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// Completion bound; [`DEFAULT_MAX_TOKENS`] when unset.
+    pub max_tokens: Option<u64>,
+    /// Request timeout; the provider's default when unset.
+    pub timeout: Option<Duration>,
+    pub tool_choice: ToolChoice,
+    pub response_schema: Option<ResponseSchema>,
+    /// Further body fields passed to the provider as written (`seed`, `stop`, …); never override the ones
+    /// Flujo sets.
+    pub extra: Map<String, Value>,
+}
+
+impl ChatSettings {
+    /// The completion bound actually sent.
+    pub fn effective_max_tokens(&self) -> u64 {
+        self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
+    }
+}
+
+/// A chat-completion model (one provider, one model).
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// The provider name (`openai`, `anthropic`, `mock`, or a configured alias).
+    fn provider(&self) -> &str;
+    /// The model name (after `provider:`).
+    fn model(&self) -> &str;
+    /// One turn: sends `messages` offering `tools`, returns the reply with its usage. Transient failures
+    /// (429, 5xx, connection errors) are retried inside, with backoff, a bounded number of times.
+    async fn chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        settings: &ChatSettings,
+    ) -> Result<ChatReply, LlmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn response_schema_name_and_strictness() {
+        let s = ResponseSchema::new(json!({"title": "My Answer!", "type": "object",
+            "properties": {"a": {"type": "string"}}, "required": ["a"], "additionalProperties": false}));
+        assert_eq!(s.name, "My_Answer_");
+        assert!(s.strict);
+        let s = ResponseSchema::new(json!({"type": "object", "properties": {"a": {"type": "string"}}}));
+        assert_eq!(s.name, "output");
+        assert!(!s.strict);
+        assert!(!ResponseSchema::new(json!({"type": "object"})).strict);
+    }
+
+    #[test]
+    fn messages_round_trip_through_json() {
+        let m = ChatMessage::tool_result("call_1", "{\"ok\":true}");
+        let back: ChatMessage = serde_json::from_value(serde_json::to_value(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(serde_json::to_value(ChatMessage::user("hi")).unwrap(), json!({"role": "user", "content": "hi"}));
+    }
+}

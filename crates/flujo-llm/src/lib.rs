@@ -1,0 +1,71 @@
+//! Flujo's model layer (SPEC §6, §8): providers, agents, structured output, tool calling and pricing.
+//!
+//! - **Providers** implement one async trait, [`ChatModel`]: `openai:MODEL` (Chat Completions — OpenAI and
+//!   every compatible server: Ollama, vLLM, llama.cpp), `anthropic:MODEL` (Messages API) and the offline
+//!   `mock:echo` / `mock:json`. One pooled HTTP client (rustls), request timeouts, bounded retries with
+//!   exponential backoff on 429/5xx honouring `Retry-After`, and typed [`LlmError`]s. API keys never appear
+//!   in errors, logs or `Debug` output.
+//! - **Agents**: [`LlmRegistry`] implements [`flujo_core::ModelRegistry`]; it resolves `provider:model` plus
+//!   the agent declaration into an [`LlmAgent`], a [`flujo_core::Skill`] that reports token usage and cost.
+//! - **Structured output** ([`structured`]): the `output_schema` goes to the provider in its native form; the
+//!   reply is validated, repaired deterministically, and re-asked with the validation error.
+//! - **Tools** ([`tools`]): offered in each provider's format, calls parsed into [`ToolCall`]s; the engine
+//!   drives the loop through [`ChatModel::chat`].
+//! - **Pricing** ([`pricing`]): `[cost]` of `flujo.toml`; strict mode refuses unpriced models before any call
+//!   with the typed [`PricingError::NotConfigured`].
+//!
+//! What the engine calls:
+//!
+//! | when | call |
+//! |---|---|
+//! | building the runner | `builder.models(Arc::new(LlmRegistry::new(LlmConfig::from_toml(&file)?)?))`; [`LlmRegistry::check_pricing`] per model id (or [`LlmAgent::check_pricing`]) → `Interrupt::PricingNotConfigured` |
+//! | before a model call | [`flujo_core::Skill::estimate`] → `Quota::reserve` |
+//! | the call | [`flujo_core::Skill::call`] (typed: [`LlmAgent::run`]) → `SkillOutput {output, tokens, cost_usd}` → `Quota::reconcile` |
+//! | an agentic loop turn | [`LlmRegistry::chat_model`] / [`LlmAgent::chat_model`] → [`ChatModel::chat`]`(messages, tools, settings)` → [`ChatReply`] |
+//!
+//! ```
+//! use flujo_core::ModelRegistry;
+//! use flujo_llm::{LlmConfig, LlmRegistry};
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let file: toml::Table = "[cost]\nstrict = true\n".parse()?;
+//! let registry = LlmRegistry::with_env(LlmConfig::from_toml(&file)?, |_| None)?;
+//! let agent = registry.resolve_agent("mock:json", &json!({
+//!     "output_schema": {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
+//! }))?;
+//! assert_eq!(agent.run(&json!("what is 6 × 7?"), None).await?.output, json!({"answer": 0}));
+//! // Strict pricing: an unpriced model is refused before any request.
+//! assert!(registry.check_pricing("openai:gpt-4o").is_err());
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod agent;
+pub mod anthropic;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod mock;
+pub mod openai;
+pub mod pricing;
+pub mod registry;
+pub mod structured;
+#[cfg(feature = "test-server")]
+pub mod testing;
+pub mod tools;
+
+pub use agent::{render_input, AgentAnswer, AgentSpec, LlmAgent, ModelSettings, DEFAULT_AGENT_MAX_RETRIES};
+pub use anthropic::AnthropicModel;
+pub use chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role, DEFAULT_MAX_TOKENS};
+pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider};
+pub use error::LlmError;
+pub use http::{ApiKey, HttpClient, RetryPolicy};
+pub use mock::{example_for_schema, MockKind, MockModel};
+pub use openai::OpenAiModel;
+pub use pricing::{CostConfig, Price, PricingError, PricingTable};
+pub use registry::{parse_model_id, LlmRegistry};
+pub use structured::{chat_structured, repair_json, StructuredOutput, StructuredReply};
+pub use tools::{tool_name_for, ToolCall, ToolChoice, ToolSpec};

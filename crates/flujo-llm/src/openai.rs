@@ -1,0 +1,204 @@
+//! `openai:MODEL` — the Chat Completions API (`POST {base_url}/chat/completions`), which OpenAI and every
+//! compatible server (Ollama, vLLM, llama.cpp, LM Studio, …) speak. Structured output is sent as
+//! `response_format: {type: json_schema, json_schema: {name, schema, strict}}`; tools as `function` tools.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use flujo_core::TokenUsage;
+use reqwest::header::HeaderMap;
+use serde_json::{json, Map, Value};
+
+use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role};
+use crate::config::ResolvedProvider;
+use crate::error::LlmError;
+use crate::http::{secret_header, HttpClient, JsonPost};
+use crate::structured::repair_json;
+use crate::tools::{openai_tool_call_to_wire, openai_tool_choice, openai_tools, parse_openai_tool_calls, ToolSpec};
+
+/// A Chat Completions model.
+#[derive(Debug, Clone)]
+pub struct OpenAiModel {
+    provider: Arc<ResolvedProvider>,
+    model: String,
+    http: HttpClient,
+}
+
+impl OpenAiModel {
+    pub fn new(provider: Arc<ResolvedProvider>, model: impl Into<String>, http: HttpClient) -> Self {
+        OpenAiModel { provider, model: model.into(), http }
+    }
+
+    /// The request body for one turn.
+    pub fn request_body(&self, messages: &[ChatMessage], tools: &[ToolSpec], settings: &ChatSettings) -> Value {
+        let mut body = Map::new();
+        body.insert("model".into(), json!(self.model));
+        body.insert("messages".into(), Value::Array(messages.iter().map(wire_message).collect()));
+        body.insert("max_tokens".into(), json!(settings.effective_max_tokens()));
+        if let Some(t) = settings.temperature {
+            body.insert("temperature".into(), json!(t));
+        }
+        if let Some(p) = settings.top_p {
+            body.insert("top_p".into(), json!(p));
+        }
+        if !tools.is_empty() {
+            body.insert("tools".into(), openai_tools(tools));
+            body.insert("tool_choice".into(), openai_tool_choice(&settings.tool_choice));
+        }
+        if let Some(rs) = &settings.response_schema {
+            body.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": rs.name, "schema": rs.wire_schema(), "strict": rs.strict}}),
+            );
+        }
+        for (k, v) in &settings.extra {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Value::Object(body)
+    }
+}
+
+fn wire_message(m: &ChatMessage) -> Value {
+    match m.role {
+        Role::System => json!({"role": "system", "content": m.content}),
+        Role::User => json!({"role": "user", "content": m.content}),
+        Role::Assistant if m.tool_calls.is_empty() => json!({"role": "assistant", "content": m.content}),
+        Role::Assistant => json!({
+            "role": "assistant",
+            "content": if m.content.is_empty() { Value::Null } else { json!(m.content) },
+            "tool_calls": m.tool_calls.iter().map(openai_tool_call_to_wire).collect::<Vec<_>>(),
+        }),
+        Role::Tool => {
+            json!({"role": "tool", "tool_call_id": m.tool_call_id.clone().unwrap_or_default(), "content": m.content})
+        }
+    }
+}
+
+/// Parses a Chat Completions reply.
+pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmError> {
+    let malformed = |what: &str| LlmError::Malformed { provider: provider.to_owned(), message: what.to_owned() };
+    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or_else(|| malformed("no `choices[0]` in the reply"))?;
+    let message = choice.get("message").ok_or_else(|| malformed("no `choices[0].message` in the reply"))?;
+    let content = match message.get("content") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Null) | None => message.get("refusal").and_then(Value::as_str).map(str::to_owned),
+        Some(_) => return Err(malformed("`message.content` is not a string")),
+    };
+    let tool_calls =
+        parse_openai_tool_calls(message.get("tool_calls")).ok_or_else(|| malformed("invalid `message.tool_calls`"))?;
+    let usage = v.get("usage");
+    let count = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    Ok(ChatReply {
+        content,
+        tool_calls,
+        usage: TokenUsage { prompt: count("prompt_tokens"), completion: count("completion_tokens") },
+        stop_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned),
+    })
+}
+
+#[async_trait]
+impl ChatModel for OpenAiModel {
+    fn provider(&self) -> &str {
+        &self.provider.name
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    async fn chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[ToolSpec],
+        settings: &ChatSettings,
+    ) -> Result<ChatReply, LlmError> {
+        let p = &self.provider;
+        let mut headers = HeaderMap::new();
+        match &p.api_key {
+            Some(key) => {
+                let (name, value) = secret_header("authorization", &format!("Bearer {}", key.expose()))?;
+                headers.insert(name, value);
+            }
+            None if p.key_required => {
+                return Err(LlmError::MissingApiKey { provider: p.name.clone(), env: p.key_env.clone() })
+            }
+            None => {}
+        }
+        let body = self.request_body(messages, tools, settings);
+        let url = format!("{}/chat/completions", p.base_url);
+        let reply = self
+            .http
+            .post_json(JsonPost {
+                provider: &p.name,
+                url: &url,
+                headers,
+                body: &body,
+                timeout: settings.timeout.unwrap_or(p.timeout),
+                retry: p.retry,
+                secret: p.api_key.as_ref(),
+            })
+            .await?;
+        let mut reply = parse_reply(&p.name, &reply)?;
+        if let (Some(rs), Some(text)) = (&settings.response_schema, &reply.content) {
+            if !rs.is_object() {
+                // Undo the `{value: …}` wrapping of a non-object schema (repairing the text first if needed).
+                let parsed = serde_json::from_str(text).ok().or_else(|| repair_json(text));
+                if let Some(v) = parsed {
+                    reply.content = Some(rs.unwrap_answer(v).to_string());
+                }
+            }
+        }
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ResponseSchema;
+    use crate::tools::ToolCall;
+
+    #[test]
+    fn parses_text_tool_calls_and_usage() {
+        let r = parse_reply(
+            "openai",
+            &json!({"choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}}]},
+                "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}),
+        )
+        .unwrap();
+        assert_eq!(r.content, None);
+        assert_eq!(r.tool_calls[0].arguments, json!({"x": 1}));
+        assert_eq!(r.usage, TokenUsage { prompt: 7, completion: 3 });
+        assert_eq!(r.stop_reason.as_deref(), Some("tool_calls"));
+        assert!(matches!(parse_reply("openai", &json!({"x": 1})), Err(LlmError::Malformed { .. })));
+    }
+
+    #[test]
+    fn body_has_schema_tools_and_messages() {
+        let m = OpenAiModel::new(Arc::new(ResolvedProvider::for_tests("openai")), "gpt-x", HttpClient::new().unwrap());
+        let settings = ChatSettings {
+            temperature: Some(0.5),
+            response_schema: Some(ResponseSchema::new(json!({"type": "object"}))),
+            extra: [("seed".to_owned(), json!(7)), ("model".to_owned(), json!("evil"))].into_iter().collect(),
+            ..Default::default()
+        };
+        let call = ToolCall { id: "c1".into(), name: "f".into(), arguments: json!({"a": 1}) };
+        let msgs = [
+            ChatMessage::system("s"),
+            ChatMessage::user("u"),
+            ChatMessage::assistant_tool_calls("", vec![call]),
+            ChatMessage::tool_result("c1", "42"),
+        ];
+        let b = m.request_body(&msgs, &[ToolSpec::new("f", "", json!({"type": "object"}))], &settings);
+        assert_eq!(b["model"], "gpt-x");
+        assert_eq!(b["seed"], 7);
+        assert_eq!(b["max_tokens"], 4096);
+        assert_eq!(b["response_format"]["type"], "json_schema");
+        assert_eq!(b["response_format"]["json_schema"]["name"], "output");
+        assert_eq!(b["messages"][2]["content"], Value::Null);
+        assert_eq!(b["messages"][2]["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+        assert_eq!(b["messages"][3], json!({"role": "tool", "tool_call_id": "c1", "content": "42"}));
+        assert_eq!(b["tool_choice"], "auto");
+    }
+}

@@ -1,0 +1,366 @@
+//! A fake model provider for tests (feature `test-server`): an axum server on `127.0.0.1:0` speaking the
+//! OpenAI Chat Completions (`/v1/chat/completions`) and Anthropic Messages (`/v1/messages`) shapes. Replies
+//! are scripted in order ([`FakeProvider::push_reply`]), each with usage numbers; every request is logged
+//! (path, headers with secrets redacted, JSON body) for the test to inspect. Nothing leaves the machine.
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use flujo_llm::testing::{FakeProvider, ScriptedReply};
+//! use flujo_llm::PricingTable;
+//! use flujo_core::ModelRegistry;
+//!
+//! let fake = FakeProvider::start().await?;
+//! fake.push_reply(ScriptedReply::Text("hello".into()));
+//! let registry = fake.registry(PricingTable::new())?;
+//! let agent = registry.resolve("openai:gpt-test", &serde_json::Value::Null)?;
+//! // … call the agent; then inspect fake.calls()
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use flujo_core::TokenUsage;
+use serde_json::{json, Value};
+
+use crate::config::{LlmConfig, ProviderConfig, ProviderKind};
+use crate::error::LlmError;
+use crate::http::RetryPolicy;
+use crate::pricing::PricingTable;
+use crate::registry::LlmRegistry;
+
+/// The key [`FakeProvider::registry`] configures.
+pub const FAKE_API_KEY: &str = "sk-fake-0123456789abcdef";
+
+/// Usage reported by [`FakeProvider::push_reply`].
+pub const DEFAULT_USAGE: TokenUsage = TokenUsage { prompt: 10, completion: 5 };
+
+/// One scripted answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScriptedReply {
+    /// A text answer.
+    Text(String),
+    /// A JSON answer: the content text for OpenAI; for Anthropic the input of the forced schema tool when the
+    /// request forces one, else the text.
+    Json(Value),
+    /// A call of tool `name` with `arguments`.
+    ToolCall { name: String, arguments: Value },
+    /// An HTTP error in the provider's error shape, with an optional `Retry-After` (seconds).
+    Status { code: u16, retry_after: Option<u64> },
+    /// HTTP 200 with a body that is not JSON.
+    Garbage,
+    /// The reply, sent after a delay (for timeouts).
+    Delayed(Duration, Box<ScriptedReply>),
+}
+
+/// A logged request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedCall {
+    pub path: String,
+    /// Lower-case names; values of `authorization`, `x-api-key`, `cookie` are `[REDACTED]`.
+    pub headers: BTreeMap<String, String>,
+    /// The JSON body (the raw text as a string when it is not JSON).
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct FakeState {
+    script: VecDeque<(ScriptedReply, TokenUsage)>,
+    calls: Vec<RecordedCall>,
+    api_key: Option<String>,
+    next_id: u64,
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, FakeState> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The running fake server; stopped when dropped.
+pub struct FakeProvider {
+    addr: SocketAddr,
+    state: Shared,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeProvider").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Drop for FakeProvider {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    OpenAi,
+    Anthropic,
+}
+
+impl FakeProvider {
+    /// Binds `127.0.0.1:0` and serves in a task of the current runtime.
+    pub async fn start() -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let state: Shared = Arc::default();
+        let app = Router::new()
+            .route("/v1/chat/completions", post(openai))
+            .route("/v1/messages", post(anthropic))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "fake provider stopped");
+            }
+        });
+        Ok(FakeProvider { addr, state, task })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The base URL of the OpenAI shape (`…/v1`, as `OPENAI_BASE_URL` is written).
+    pub fn openai_base_url(&self) -> String {
+        format!("{}/v1", self.base_url())
+    }
+
+    /// The base URL of the Anthropic shape (as `ANTHROPIC_BASE_URL` is written).
+    pub fn anthropic_base_url(&self) -> String {
+        self.base_url()
+    }
+
+    /// From now on, requests without this key get 401 (with the offered key echoed in the message, as real
+    /// providers do — so tests can check it never reaches an error).
+    pub fn require_api_key(&self, key: &str) {
+        lock(&self.state).api_key = Some(key.to_owned());
+    }
+
+    /// Queues a reply reporting [`DEFAULT_USAGE`].
+    pub fn push_reply(&self, reply: ScriptedReply) {
+        self.push_reply_with_usage(reply, DEFAULT_USAGE);
+    }
+
+    /// Queues a reply reporting `usage`.
+    pub fn push_reply_with_usage(&self, reply: ScriptedReply, usage: TokenUsage) {
+        lock(&self.state).script.push_back((reply, usage));
+    }
+
+    /// Every request so far, in order.
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        lock(&self.state).calls.clone()
+    }
+
+    pub fn call_count(&self) -> usize {
+        lock(&self.state).calls.len()
+    }
+
+    /// Replies still queued.
+    pub fn pending_replies(&self) -> usize {
+        lock(&self.state).script.len()
+    }
+
+    /// A provider section pointing at this server with `api_key`, retrying after 10 ms (3 attempts).
+    pub fn provider_config(&self, kind: ProviderKind, api_key: &str) -> ProviderConfig {
+        let base = match kind {
+            ProviderKind::OpenAi => self.openai_base_url(),
+            ProviderKind::Anthropic => self.anthropic_base_url(),
+        };
+        ProviderConfig::new(kind, base, Some(api_key)).with_retry(RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_retry_after: Duration::from_secs(5),
+        })
+    }
+
+    /// A registry whose `openai:` and `anthropic:` providers are this server (key [`FAKE_API_KEY`]); the
+    /// environment is not read.
+    pub fn registry(&self, pricing: PricingTable) -> Result<LlmRegistry, LlmError> {
+        self.registry_with_key(pricing, FAKE_API_KEY)
+    }
+
+    /// Like [`FakeProvider::registry`] with another key.
+    pub fn registry_with_key(&self, pricing: PricingTable, api_key: &str) -> Result<LlmRegistry, LlmError> {
+        let config = LlmConfig::default()
+            .with_pricing(pricing)
+            .with_provider("openai", self.provider_config(ProviderKind::OpenAi, api_key))
+            .with_provider("anthropic", self.provider_config(ProviderKind::Anthropic, api_key));
+        LlmRegistry::with_env(config, |_| None)
+    }
+}
+
+async fn openai(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    handle(Shape::OpenAi, state, uri, headers, body).await
+}
+
+async fn anthropic(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    handle(Shape::Anthropic, state, uri, headers, body).await
+}
+
+const SECRET_HEADERS: [&str; 4] = ["authorization", "x-api-key", "cookie", "proxy-authorization"];
+
+async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let request: Value =
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let logged = headers
+        .iter()
+        .map(|(k, v)| {
+            let name = k.as_str().to_ascii_lowercase();
+            let value = if SECRET_HEADERS.contains(&name.as_str()) {
+                "[REDACTED]".to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (name, value)
+        })
+        .collect();
+    let (mut reply, usage, id) = match next_reply(shape, &state, &uri, &headers, request.clone(), logged) {
+        Ok(next) => next,
+        Err((code, message)) => return error_response(shape, code, None, &message),
+    };
+    while let ScriptedReply::Delayed(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    let model = request.get("model").cloned().unwrap_or(Value::Null);
+    match reply {
+        ScriptedReply::Delayed(..) => error_response(shape, 500, None, "unreachable"),
+        ScriptedReply::Status { code, retry_after } => {
+            error_response(shape, code, retry_after, &format!("scripted error {code}"))
+        }
+        ScriptedReply::Garbage => {
+            (StatusCode::OK, [("content-type", "text/html")], "<html>this is not JSON").into_response()
+        }
+        ScriptedReply::Text(text) => ok(message(shape, id, &model, Content::Text(text), usage)),
+        ScriptedReply::Json(value) => {
+            let forced = request
+                .get("tool_choice")
+                .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            // Like the real APIs, answer a `{value: …}`-wrapped schema with a wrapped value.
+            let wire_schema = match shape {
+                Shape::OpenAi => request.pointer("/response_format/json_schema/schema"),
+                Shape::Anthropic => request
+                    .get("tools")
+                    .and_then(Value::as_array)
+                    .and_then(|tools| tools.iter().find(|t| t.get("name").and_then(Value::as_str) == forced.as_deref()))
+                    .and_then(|t| t.get("input_schema")),
+            };
+            let wrapped = wire_schema.and_then(|s| s.get("required")) == Some(&json!(["value"]));
+            let value = if wrapped { json!({"value": value}) } else { value };
+            match (shape, forced) {
+                (Shape::Anthropic, Some(name)) => {
+                    ok(message(shape, id, &model, Content::Tool { name, arguments: value }, usage))
+                }
+                _ => ok(message(shape, id, &model, Content::Text(value.to_string()), usage)),
+            }
+        }
+        ScriptedReply::ToolCall { name, arguments } => {
+            ok(message(shape, id, &model, Content::Tool { name, arguments }, usage))
+        }
+    }
+}
+
+/// Logs the request and takes the next scripted reply (or the status and message of an immediate 401/500).
+fn next_reply(
+    shape: Shape,
+    state: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    request: Value,
+    logged: BTreeMap<String, String>,
+) -> Result<(ScriptedReply, TokenUsage, u64), (u16, String)> {
+    let mut st = lock(state);
+    st.calls.push(RecordedCall { path: uri.path().to_owned(), headers: logged, body: request });
+    if let Some(expected) = st.api_key.clone() {
+        let offered = match shape {
+            Shape::OpenAi => headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default(),
+            Shape::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
+        };
+        if offered != expected {
+            let message = format!("Incorrect API key provided: {offered}");
+            return Err((401, message));
+        }
+    }
+    let Some((reply, usage)) = st.script.pop_front() else {
+        return Err((500, "fake provider: no scripted reply left".to_owned()));
+    };
+    st.next_id += 1;
+    let id = st.next_id;
+    Ok((reply, usage, id))
+}
+
+enum Content {
+    Text(String),
+    Tool { name: String, arguments: Value },
+}
+
+fn ok(body: Value) -> Response {
+    (StatusCode::OK, axum::Json(body)).into_response()
+}
+
+fn message(shape: Shape, id: u64, model: &Value, content: Content, usage: TokenUsage) -> Value {
+    match shape {
+        Shape::OpenAi => {
+            let (message, finish) = match content {
+                Content::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
+                Content::Tool { name, arguments } => (
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{id}"),
+                        "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}),
+                    "tool_calls",
+                ),
+            };
+            json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "model": model,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
+                    "total_tokens": usage.total()}})
+        }
+        Shape::Anthropic => {
+            let (blocks, stop) = match content {
+                Content::Text(text) => (json!([{"type": "text", "text": text}]), "end_turn"),
+                Content::Tool { name, arguments } => (
+                    json!([{"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": arguments}]),
+                    "tool_use",
+                ),
+            };
+            json!({"id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": model,
+                "content": blocks, "stop_reason": stop,
+                "usage": {"input_tokens": usage.prompt, "output_tokens": usage.completion}})
+        }
+    }
+}
+
+fn error_response(shape: Shape, code: u16, retry_after: Option<u64>, message: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match shape {
+        Shape::OpenAi => json!({"error": {"message": message, "type": "fake_error", "code": code}}),
+        Shape::Anthropic => json!({"type": "error", "error": {"type": "fake_error", "message": message}}),
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        if let Ok(v) = secs.to_string().parse() {
+            resp.headers_mut().insert("retry-after", v);
+        }
+    }
+    resp
+}
