@@ -35,6 +35,18 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
             print!("{}", crate::view::mermaid(&loaded.pipeline));
             Ok(EXIT_OK)
         }
+        Command::Dev(DevCommand::Budgets { pipeline }) => {
+            let loaded = load(&pipeline_path(pipeline)?, false)?;
+            let (limits, sources) = config.budget_for(&loaded.pipeline.name);
+            let v = serde_json::json!({
+                "pipeline": loaded.pipeline.name,
+                "total_cost_usd_limit": limits.total_cost_usd_limit,
+                "total_tokens_limit": limits.total_tokens_limit,
+                "sources": sources,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(EXIT_OK)
+        }
         Command::Dev(DevCommand::ShowConfig) => {
             println!("{}", serde_json::to_string_pretty(&config.to_json()).unwrap_or_default());
             Ok(EXIT_OK)
@@ -153,15 +165,24 @@ fn build_error(e: FlujoError) -> CliError {
     }
 }
 
+/// The model registry from `[providers]` and `[cost]` (providers' keys from config or environment).
+fn models(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>, CliError> {
+    let llm = flujo_llm::LlmConfig::from_toml(&cfg.table).map_err(|e| CliError::config(format!("flujo.toml: {e}")))?;
+    flujo_llm::LlmRegistry::new(llm).map(Arc::new).map_err(|e| CliError::config(format!("flujo.toml: {e}")))
+}
+
 fn runner(
     pipeline: Pipeline,
     store: Arc<dyn Store>,
     reg: Arc<dyn SkillRegistry>,
     cfg: &Config,
 ) -> Result<Flujo, CliError> {
+    let (limits, _) = cfg.budget_for(&pipeline.name);
     Flujo::builder(pipeline)
         .store(store)
         .skills(reg)
+        .models(models(cfg)?)
+        .usage_limits(limits)
         .strict_templates(cfg.strict_templates.0)
         .build()
         .map_err(build_error)

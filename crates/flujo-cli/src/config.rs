@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Sections of `flujo.toml` that later versions use; present ones are reported as not yet effective.
-const FUTURE_SECTIONS: &[&str] =
-    &["cost", "budgets", "providers", "governance", "shadow_eval", "memory", "sandbox", "server", "telemetry"];
+const FUTURE_SECTIONS: &[&str] = &["governance", "shadow_eval", "memory", "sandbox", "server", "telemetry"];
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +34,90 @@ pub struct Config {
     pub file: Option<PathBuf>,
     /// Notes for stderr (sections not used yet, …).
     pub notes: Vec<String>,
+    /// The whole file, for the sections other crates read (`[cost]`, `[providers]`).
+    pub table: toml::Table,
+    /// `[budgets.default]` and `[budgets.pipeline."GLOB"]`, in file order.
+    pub budgets: Vec<Budget>,
+}
+
+/// One budget section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// `None` for `[budgets.default]`, else the pipeline-name glob (`*` and `?`).
+    pub glob: Option<String>,
+    pub limits: flujo_core::UsageLimits,
+    pub source: String,
+}
+
+/// `*` matches any run of characters, `?` one character.
+pub fn glob_match(glob: &str, name: &str) -> bool {
+    fn go(g: &[char], n: &[char]) -> bool {
+        match g.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(&glob.chars().collect::<Vec<_>>(), &name.chars().collect::<Vec<_>>())
+}
+
+impl Config {
+    /// The effective budget of `pipeline`: the strictest of `[budgets.default]` and every matching
+    /// `[budgets.pipeline."GLOB"]`, with the sources each limit came from.
+    pub fn budget_for(&self, pipeline: &str) -> (flujo_core::UsageLimits, Vec<String>) {
+        let mut limits = flujo_core::UsageLimits::default();
+        let mut sources = Vec::new();
+        for b in &self.budgets {
+            if b.glob.as_deref().is_some_and(|g| !glob_match(g, pipeline)) {
+                continue;
+            }
+            if let Some(c) = b.limits.total_cost_usd_limit {
+                if limits.total_cost_usd_limit.is_none_or(|cur| c < cur) {
+                    limits.total_cost_usd_limit = Some(c);
+                    sources.retain(|s: &String| !s.starts_with("total_cost_usd_limit"));
+                    sources.push(format!("total_cost_usd_limit = {c} from {}", b.source));
+                }
+            }
+            if let Some(t) = b.limits.total_tokens_limit {
+                if limits.total_tokens_limit.is_none_or(|cur| t < cur) {
+                    limits.total_tokens_limit = Some(t);
+                    sources.retain(|s: &String| !s.starts_with("total_tokens_limit"));
+                    sources.push(format!("total_tokens_limit = {t} from {}", b.source));
+                }
+            }
+        }
+        (limits, sources)
+    }
+}
+
+fn parse_limits(t: &toml::Value, what: &str, file: &Path) -> Result<flujo_core::UsageLimits, ConfigError> {
+    let Some(t) = t.as_table() else {
+        return Err(ConfigError(format!("{}: [{what}] must be a table", file.display())));
+    };
+    let mut limits = flujo_core::UsageLimits::default();
+    for (k, v) in t {
+        match (k.as_str(), v) {
+            ("total_cost_usd_limit", toml::Value::Float(f)) if *f >= 0.0 => limits.total_cost_usd_limit = Some(*f),
+            ("total_cost_usd_limit", toml::Value::Integer(i)) if *i >= 0 => {
+                limits.total_cost_usd_limit = Some(*i as f64)
+            }
+            ("total_tokens_limit", toml::Value::Integer(i)) if *i >= 0 => limits.total_tokens_limit = Some(*i as u64),
+            ("total_cost_usd_limit" | "total_tokens_limit", other) => {
+                return Err(ConfigError(format!(
+                    "{}: {what}.{k} must be a non-negative number, got {other}",
+                    file.display()
+                )))
+            }
+            (other, _) => {
+                return Err(ConfigError(format!(
+                    "{}: unknown key {what}.{other} (known: total_cost_usd_limit, total_tokens_limit)",
+                    file.display()
+                )))
+            }
+        }
+    }
+    Ok(limits)
 }
 
 pub const DEFAULT_STATE_URI: &str = "sqlite:///.flujo/state.db";
@@ -64,6 +147,8 @@ impl Config {
             strict_templates: (false, Source::Default),
             file: None,
             notes: Vec::new(),
+            table: toml::Table::new(),
+            budgets: Vec::new(),
         };
         let env_path = std::env::var_os("FLUJO_CONFIG").map(PathBuf::from);
         let candidate = path.map(Path::to_path_buf).or(env_path);
@@ -78,6 +163,7 @@ impl Config {
         };
         if let Some(file) = &file {
             cfg.apply_file(file)?;
+            cfg.table = std::fs::read_to_string(file).ok().and_then(|t| t.parse().ok()).unwrap_or_default();
             cfg.file = Some(file.clone());
         }
         if let Ok(v) = std::env::var("FLUJO_STATE_URI") {
@@ -129,12 +215,47 @@ impl Config {
                         }
                     }
                 }
+                // Read by flujo-llm (`LlmConfig::from_toml`), which reports their own errors.
+                "cost" | "providers" => {}
+                "budgets" => {
+                    let Some(b) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [budgets] must be a table", file.display())));
+                    };
+                    for (k, v) in b {
+                        match k.as_str() {
+                            "default" => self.budgets.push(Budget {
+                                glob: None,
+                                limits: parse_limits(v, "budgets.default", file)?,
+                                source: format!("{} [budgets.default]", file.display()),
+                            }),
+                            "pipeline" => {
+                                let Some(globs) = v.as_table() else {
+                                    return Err(ConfigError(format!("{}: [budgets.pipeline] must be a table", file.display())));
+                                };
+                                for (glob, limits) in globs {
+                                    let what = format!("budgets.pipeline.\"{glob}\"");
+                                    self.budgets.push(Budget {
+                                        glob: Some(glob.clone()),
+                                        limits: parse_limits(limits, &what, file)?,
+                                        source: format!("{} [{what}]", file.display()),
+                                    });
+                                }
+                            }
+                            other => {
+                                return Err(ConfigError(format!(
+                                    "{}: unknown section budgets.{other} (known: default, pipeline)",
+                                    file.display()
+                                )))
+                            }
+                        }
+                    }
+                }
                 s if FUTURE_SECTIONS.contains(&s) => self.notes.push(format!(
                     "{}: [{s}] is not supported by this version of flujo yet; it has no effect",
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, [templates]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, [templates], [cost], [providers], [budgets]); it is ignored",
                     file.display()
                 )),
             }
@@ -148,6 +269,12 @@ impl Config {
             "state_uri": {"value": self.state_uri.0, "source": self.state_uri.1.describe()},
             "templates": {"strict": {"value": self.strict_templates.0, "source": self.strict_templates.1.describe()}},
             "notes": self.notes,
+            "budgets": self.budgets.iter().map(|b| json!({
+                "pipeline_glob": b.glob,
+                "total_cost_usd_limit": b.limits.total_cost_usd_limit,
+                "total_tokens_limit": b.limits.total_tokens_limit,
+                "source": b.source,
+            })).collect::<Vec<_>>(),
         })
     }
 }

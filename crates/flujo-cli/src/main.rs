@@ -132,6 +132,8 @@ pub enum DevCommand {
     Visualize { pipeline: Option<PathBuf> },
     /// The effective configuration and where each value came from.
     ShowConfig,
+    /// The budget (usage limits) a pipeline runs under and where each limit came from.
+    Budgets { pipeline: Option<PathBuf> },
 }
 
 /// A user-facing failure: a kind, a message and the exit code.

@@ -79,6 +79,13 @@ pub trait Skill: Send + Sync {
     /// skill cannot say (most non-model skills). The engine reserves it from the run's quota before the call and
     /// reconciles to the reported usage afterwards (Reserve → Execute → Reconcile, SPEC §8); a reservation that
     /// does not fit refuses the call. Model agents return `(estimated prompt tokens + max_tokens) × price`.
+    /// Checks made before any call (and before reserving budget): a typed control-flow interrupt that must stop
+    /// the run instead of failing the step — e.g. a model without a price under strict pricing
+    /// (`Interrupt::PricingNotConfigured`, SPEC §8). Never retried, never turned into a step failure.
+    fn preflight(&self) -> Result<(), crate::error::Interrupt> {
+        Ok(())
+    }
+
     fn estimate(&self, input: &Value) -> Option<Usage> {
         let _ = input;
         None

@@ -127,6 +127,8 @@ pub struct RunState {
     /// Verification walk (`lens replay`): composites are recomputed from their children's records and
     /// compared with their own; a step without a record is an error instead of a live call.
     verify_only: bool,
+    /// Set by the first budget or pricing interrupt: concurrent branches make no further calls.
+    stop: Mutex<Option<Interrupt>>,
 }
 
 impl RunState {
@@ -154,7 +156,19 @@ impl RunState {
             telemetry,
             clock,
             verify_only: false,
+            stop: Mutex::new(None),
         }
+    }
+
+    /// The interrupt that stops the whole run, if one happened (see [`RunState::stop_with`]).
+    fn stopped(&self) -> Option<Interrupt> {
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records `interrupt` as the run's stop reason (first one wins) and returns it.
+    fn stop_with(&self, interrupt: Interrupt) -> Interrupt {
+        let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        stop.get_or_insert(interrupt).clone()
     }
 
     /// Turns this run state into a verification walk (see [`RunState::is_verify_only`]).
@@ -710,10 +724,19 @@ impl ExecutorCore {
                 GovernanceDecision::Replace(v) => call.input = v,
             }
         }
-        let reservation = run
-            .quota
-            .reserve(Usage::default())
-            .map_err(|e| Interrupt::UsageLimitExceeded { path: call.path.to_string(), message: e.to_string() })?;
+        // Reserve → Execute → Reconcile (SPEC §8): typed pre-flight checks first (pricing), then reserve the
+        // call's upper bound; a reservation that does not fit refuses the call before it is made.
+        if let Some(stop) = run.stopped() {
+            return Err(stop);
+        }
+        agent.preflight().map_err(|i| run.stop_with(i))?;
+        let planned = agent.estimate(&call.input).unwrap_or_default();
+        let reservation = run.quota.reserve(planned).map_err(|e| {
+            run.stop_with(Interrupt::UsageLimitExceeded {
+                path: call.path.to_string(),
+                message: format!("the call to '{target}' was not made: {e}"),
+            })
+        })?;
         let fut = agent.call(call);
         let res = match timeout_s {
             Some(t) if t > 0.0 => match tokio::time::timeout(std::time::Duration::from_secs_f64(t), fut).await {
@@ -724,7 +747,8 @@ impl ExecutorCore {
         };
         let actual = match &res {
             Ok(o) => Usage { cost_usd: o.cost_usd, tokens: o.tokens.total() },
-            Err(_) => Usage::default(),
+            // A failed call may have spent up to what was reserved; count the reservation to stay safe.
+            Err(_) => planned,
         };
         run.quota.reconcile(reservation, actual);
         Ok(res)

@@ -363,6 +363,17 @@ impl Skill for LlmAgent {
 
     /// `(estimated prompt tokens + max_tokens) × price` over every possible attempt; cost 0 when the price is
     /// unknown (lenient mode) — and when pricing is strict and missing, since the call will not be made.
+    fn preflight(&self) -> Result<(), flujo_core::Interrupt> {
+        match self.check_pricing() {
+            Ok(()) => Ok(()),
+            Err(e) => match e.to_interrupt() {
+                Some(interrupt) => Err(interrupt),
+                // An invalid price entry is a configuration problem reported by the call itself.
+                None => Ok(()),
+            },
+        }
+    }
+
     fn estimate(&self, input: &Value) -> Option<Usage> {
         let usage = self.planned_usage(input);
         let cost_usd = match &self.pricing {

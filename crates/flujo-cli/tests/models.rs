@@ -1,0 +1,115 @@
+//! Model steps through the `flujo` binary against a local fake provider (OpenAI-shaped, real HTTP on
+//! 127.0.0.1): pricing, usage and cost in `--json`, strict pricing stopping before any call, budgets from
+//! `flujo.toml` refusing a call that does not fit. Nothing reaches the internet.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use flujo_core::TokenUsage;
+use flujo_llm::testing::{FakeProvider, ScriptedReply};
+use serde_json::Value;
+
+fn flujo(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flujo"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("FLUJO_STATE_URI")
+        .env_remove("FLUJO_CONFIG")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .unwrap()
+}
+
+const PIPELINE: &str = r#"version: "0.1"
+name: writer_pipeline
+agents:
+  writer:
+    model: "openai:gpt-test"
+    system_prompt: "You write one line."
+    model_settings: {max_tokens: 100}
+steps:
+  - name: draft
+    uses: agents.writer
+    config: {max_retries: 0}
+"#;
+
+struct Env {
+    _rt: tokio::runtime::Runtime,
+    fake: FakeProvider,
+    dir: tempfile::TempDir,
+}
+
+fn setup(toml_extra: &str) -> Env {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeProvider::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
+    std::fs::write(
+        dir.path().join("flujo.toml"),
+        format!(
+            "state_uri = \"memory://\"\n[providers.openai]\nbase_url = \"{}\"\napi_key = \"sk-test-key\"\n{toml_extra}",
+            fake.openai_base_url()
+        ),
+    )
+    .unwrap();
+    Env { _rt: rt, fake, dir }
+}
+
+fn json_of(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    })
+}
+
+#[test]
+fn a_priced_model_step_reports_tokens_and_cost() {
+    let env = setup("[cost]\nstrict = true\n[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n");
+    env.fake
+        .push_reply_with_usage(ScriptedReply::Text("A fine line.".into()), TokenUsage { prompt: 100, completion: 50 });
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["output"], "A fine line.");
+    assert_eq!(v["total_tokens"], 150);
+    assert!((v["total_cost_usd"].as_f64().unwrap() - 0.2).abs() < 1e-9, "{v}");
+    assert_eq!(v["step_history"][0]["tokens"]["prompt"], 100);
+    let calls = env.fake.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].headers.get("authorization").map(String::as_str), Some("[REDACTED]"));
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("sk-test-key"));
+}
+
+#[test]
+fn strict_pricing_without_a_price_exits_2_before_any_call() {
+    let env = setup("[cost]\nstrict = true\n");
+    env.fake.push_reply(ScriptedReply::Text("never".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["kind"], "pricing_not_configured");
+    assert!(v["error"]["message"].as_str().unwrap().contains("openai:gpt-test"), "{v}");
+    assert!(env.fake.calls().is_empty(), "the fake provider was called: {:?}", env.fake.calls());
+}
+
+#[test]
+fn a_budget_that_cannot_fit_the_call_refuses_it_before_it_is_made() {
+    let env = setup(
+        "[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n\
+         [budgets.default]\ntotal_cost_usd_limit = 5.0\n[budgets.pipeline.\"writer_*\"]\ntotal_cost_usd_limit = 0.01\n",
+    );
+    env.fake.push_reply(ScriptedReply::Text("never".into()));
+    let o = flujo(env.dir.path(), &["dev", "budgets"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(b["total_cost_usd_limit"], 0.01, "the strictest limit wins: {b}");
+    assert!(b["sources"][0].as_str().unwrap().contains("budgets.pipeline.\"writer_*\""), "{b}");
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["error"]["kind"], "usage_limit_exceeded");
+    assert!(env.fake.calls().is_empty(), "a call that does not fit is never made");
+}
