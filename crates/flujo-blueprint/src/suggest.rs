@@ -1,27 +1,8 @@
 //! "Did you mean …?" suggestions: the closest candidate by edit distance, when it is close enough.
 
-/// Edit distance (optimal string alignment: insertion, deletion, substitution and adjacent transposition
-/// each cost 1), case-insensitive.
+/// Case-insensitive edit distance (see [`flujo_core::suggest::edit_distance`]).
 pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
-    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
-    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for i in 1..=a.len() {
-        cur[0] = i;
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (prev[j - 1] + cost).min(prev[j] + 1).min(cur[j - 1] + 1);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(prev2[j - 2] + 1);
-            }
-            cur[j] = d;
-        }
-        std::mem::swap(&mut prev2, &mut prev);
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
+    flujo_core::suggest::edit_distance(&a.to_lowercase(), &b.to_lowercase())
 }
 
 /// The candidate closest to `word` (ties: the first), if within a third of its length (at least 1, at most

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod skill;
 pub mod step;
 pub mod store;
+pub mod suggest;
 
 pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};

@@ -550,16 +550,31 @@ impl ExecutorCore {
         Ok(outcome)
     }
 
-    /// Renders the step's `input` template (or passes `input` through when there is none).
-    pub fn render_input(&self, step: &Step, input: Value, ctx: &Context, lex: &Lexical<'_>) -> Result<Value, String> {
-        let Some(tpl) = &step.input else { return Ok(input) };
+    /// Calls `f` with the template scope of a step: `previous_step` = `prev`, the context, `resume_input`,
+    /// `this` and `extra` names.
+    fn with_scope<R>(
+        &self,
+        prev: &Value,
+        ctx: &Context,
+        lex: &Lexical<'_>,
+        extra: &[(&str, &Value)],
+        f: impl FnOnce(&Scope<'_>) -> R,
+    ) -> R {
         let snap = ctx.snapshot();
         let resume = last_answer(&snap);
-        let mut scope = Scope::new(&input);
+        let mut scope = Scope::new(prev);
         scope.context = Some(&snap);
         scope.resume_input = resume.as_ref();
         scope.this = lex.this;
-        flujo_template::render_json(tpl, &scope, self.undefined).map_err(|e| format!("input template: {e}"))
+        scope.extra = extra;
+        f(&scope)
+    }
+
+    /// Renders the step's `input` template (or passes `input` through when there is none).
+    pub fn render_input(&self, step: &Step, input: Value, ctx: &Context, lex: &Lexical<'_>) -> Result<Value, String> {
+        let Some(tpl) = &step.input else { return Ok(input) };
+        self.with_scope(&input, ctx, lex, &[], |scope| flujo_template::render_json(tpl, scope, self.undefined))
+            .map_err(|e| format!("input template: {e}"))
     }
 
     /// Evaluates an expression with the usual names (`previous_step` = `prev`).
@@ -572,37 +587,21 @@ impl ExecutorCore {
         extra: &[(&str, &Value)],
     ) -> Result<Value, String> {
         let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
-        let snap = ctx.snapshot();
-        let resume = last_answer(&snap);
-        let mut scope = Scope::new(prev);
-        scope.context = Some(&snap);
-        scope.resume_input = resume.as_ref();
-        scope.this = lex.this;
-        scope.extra = extra;
-        expr.eval(&scope, self.undefined).map_err(|e| format!("expression '{src}': {e}"))
+        self.with_scope(prev, ctx, lex, extra, |scope| expr.eval(scope, self.undefined))
+            .map_err(|e| format!("expression '{src}': {e}"))
     }
 
     /// Evaluates an expression for its truthiness.
     pub fn eval_bool(&self, src: &str, prev: &Value, ctx: &Context, lex: &Lexical<'_>) -> Result<bool, String> {
         let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
-        let snap = ctx.snapshot();
-        let resume = last_answer(&snap);
-        let mut scope = Scope::new(prev);
-        scope.context = Some(&snap);
-        scope.resume_input = resume.as_ref();
-        scope.this = lex.this;
-        expr.eval_bool(&scope, self.undefined).map_err(|e| format!("expression '{src}': {e}"))
+        self.with_scope(prev, ctx, lex, &[], |scope| expr.eval_bool(scope, self.undefined))
+            .map_err(|e| format!("expression '{src}': {e}"))
     }
 
     /// Renders a template value (string or JSON) with `previous_step` = `prev`.
     pub fn render_value(&self, tpl: &Value, prev: &Value, ctx: &Context, lex: &Lexical<'_>) -> Result<Value, String> {
-        let snap = ctx.snapshot();
-        let resume = last_answer(&snap);
-        let mut scope = Scope::new(prev);
-        scope.context = Some(&snap);
-        scope.resume_input = resume.as_ref();
-        scope.this = lex.this;
-        flujo_template::render_json(tpl, &scope, self.undefined).map_err(|e| format!("template: {e}"))
+        self.with_scope(prev, ctx, lex, &[], |scope| flujo_template::render_json(tpl, scope, self.undefined))
+            .map_err(|e| format!("template: {e}"))
     }
 
     /// Runs the step's validators against `output`; the first failing one gives the failure message.
