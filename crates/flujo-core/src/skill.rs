@@ -112,4 +112,14 @@ pub trait SkillRegistry: Send + Sync {
 /// Resolves `provider:model` ids to callable agents (models behave like skills that report usage).
 pub trait ModelRegistry: Send + Sync {
     fn resolve(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError>;
+
+    /// A skill for one turn of a tool-using conversation (the planner of an `agentic_loop`): input
+    /// `{"messages": [{role, content, tool_calls?, tool_call_id?}], "tools": [{id, description, input_schema}]}`,
+    /// output `{"content": string|null, "tool_calls": [{id, name: SKILL_ID, arguments}]}`.
+    fn resolve_turn(&self, model: &str, _settings: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
+        Err(ResolveError::BadParams {
+            id: model.to_owned(),
+            message: "this model registry cannot drive an agentic loop".into(),
+        })
+    }
 }

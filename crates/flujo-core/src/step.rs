@@ -171,6 +171,8 @@ pub enum StepKind {
     /// The engine side of `import` (a sub-pipeline).
     Import(ImportSpec),
     StateMachine(StateMachineSpec),
+    /// A planner model chooses tools (skills) turn by turn until it answers.
+    AgenticLoop(AgenticLoopSpec),
     /// A kind registered by the user with its own `StepPolicy`.
     Custom {
         custom_kind: String,
@@ -193,6 +195,7 @@ impl StepKind {
             StepKind::Cache(_) => "cache",
             StepKind::Import(_) => "import",
             StepKind::StateMachine(_) => "state_machine",
+            StepKind::AgenticLoop(_) => "agentic_loop",
             StepKind::Custom { custom_kind, .. } => custom_kind,
         }
     }
@@ -371,6 +374,23 @@ pub struct ImportSpec {
     /// Output used with `on_failure: continue_with_default`.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub default_output: Value,
+}
+
+/// `agentic_loop`: each model turn and each tool call is journaled at its own path (`P/turn:N`,
+/// `P/turn:N/tool:J`), so a resumed run replays them instead of calling again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgenticLoopSpec {
+    /// The planner: a model agent (`AgentRef::Model`).
+    pub planner: AgentRef,
+    /// Skill ids offered to the planner as tools.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+}
+
+fn default_max_turns() -> u32 {
+    10
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

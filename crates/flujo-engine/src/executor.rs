@@ -764,22 +764,41 @@ impl ExecutorCore {
         path: String,
         run: &RunState,
     ) -> Result<Result<Value, String>, Interrupt> {
+        let Some(skill) = self.prepared.agent(agent) else {
+            return Ok(Err(format!("agent for '{path}' was not resolved")));
+        };
+        self.journaled_call(step, skill, agent_target(agent), "decision", input, ctx, path, run)
+            .await
+            .map(|r| r.map(|(v, _)| v))
+    }
+
+    /// Calls `skill` once as a journaled leaf at `path` (record kind `kind`): on replay the recorded answer is
+    /// returned and nothing is called. Returns the output (or failure message) and the call's usage.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn journaled_call(
+        &self,
+        step: &Step,
+        skill: &Arc<dyn Skill>,
+        target: &str,
+        kind: &str,
+        input: Value,
+        ctx: &Context,
+        path: String,
+        run: &RunState,
+    ) -> Result<Result<(Value, (TokenUsage, f64)), String>, Interrupt> {
         if let Some(rec) = run.replayable(&path) {
             run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
             return Ok(match rec.status {
-                StepStatus::Completed => Ok((*rec.output).clone()),
+                StepStatus::Completed => Ok(((*rec.output).clone(), (rec.tokens, rec.cost_usd))),
                 StepStatus::Failed => Err(rec.feedback.clone().unwrap_or_default()),
             });
         }
         if run.verify_only {
             return Err(Interrupt::Aborted {
-                reason: format!("decision of step '{}' has no journal record; a replay never calls agents", step.name),
+                reason: format!("{kind} of step '{}' has no journal record; a replay never calls agents", step.name),
                 path,
             });
         }
-        let Some(skill) = self.prepared.agent(agent) else {
-            return Ok(Err(format!("agent for '{path}' was not resolved")));
-        };
         let started_ms = run.now_ms();
         let t0 = Instant::now();
         let call = SkillCall {
@@ -791,7 +810,7 @@ impl ExecutorCore {
             idempotency_key: Arc::from(format!("{}:{}", run.run_id, path).as_str()),
             context: ctx.snapshot(),
         };
-        let res = self.call_agent(skill, agent_target(agent), call, run, step.config.timeout_s).await?;
+        let res = self.call_agent(skill, target, call, run, step.config.timeout_s).await?;
         let outcome = match &res {
             Ok(o) => {
                 let mut p = PolicyOutcome::success(o.output.clone());
@@ -801,15 +820,15 @@ impl ExecutorCore {
             }
             Err(e) => PolicyOutcome::failure(Value::Null, e.message.clone()),
         };
-        let decision_step = Step { name: format!("{}#decision", step.name), ..Step::passthrough("") };
+        let leaf = Step { name: format!("{}#{kind}", step.name), ..Step::passthrough("") };
         let o = &outcome;
         run.journal(|| {
-            let mut r = make_record(run, &decision_step, &path, o, Vec::new(), started_ms, t0);
-            r.kind = "decision".to_owned();
+            let mut r = make_record(run, &leaf, &path, o, Vec::new(), started_ms, t0);
+            r.kind = kind.to_owned();
             r
         })
         .await?;
-        Ok(res.map(|o| o.output).map_err(|e| e.message))
+        Ok(res.map(|o| (o.output, (o.tokens, o.cost_usd))).map_err(|e| e.message))
     }
 }
 

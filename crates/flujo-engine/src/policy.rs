@@ -94,6 +94,7 @@ impl ExecutionDispatcher {
         d.register("cache", Arc::new(CachePolicy));
         d.register("import", Arc::new(ImportPolicy));
         d.register("state_machine", Arc::new(StateMachinePolicy));
+        d.register("agentic_loop", Arc::new(AgenticLoopPolicy));
         d
     }
 

@@ -16,6 +16,8 @@ pub struct Prepared {
     agents: HashMap<usize, Arc<dyn Skill>>,
     schemas: HashMap<usize, Arc<jsonschema::Validator>>,
     fingerprints: HashMap<usize, blake3::Hash>,
+    /// Tools of agentic loops, keyed by the address of the tool id in the spec.
+    tools: HashMap<usize, Arc<dyn Skill>>,
 }
 
 fn addr<T>(r: &T) -> usize {
@@ -30,6 +32,11 @@ impl Prepared {
     /// The compiled validator of a schema value inside the pipeline.
     pub fn schema(&self, schema: &Value) -> Option<&jsonschema::Validator> {
         self.schemas.get(&addr(schema)).map(|v| &**v)
+    }
+
+    /// The resolved skill of an agentic loop's tool id (`id` must be a reference into the pipeline).
+    pub fn tool(&self, id: &String) -> Option<&Arc<dyn Skill>> {
+        self.tools.get(&addr(id))
     }
 
     pub fn fingerprint(&self, step: &Step) -> blake3::Hash {
@@ -208,6 +215,23 @@ impl<'a> Preparer<'a> {
                 }
                 for (_, b) in &sm.states {
                     self.steps(b)?;
+                }
+            }
+            StepKind::AgenticLoop(a) => {
+                let AgentRef::Model { model, settings } = &a.planner else {
+                    return Err(err(step, "the planner of an agentic_loop must be a model agent (uses: agents.NAME)"));
+                };
+                let Some(models) = self.models else {
+                    return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
+                };
+                let turn = models.resolve_turn(model, settings).map_err(|e| err(step, e.to_string()))?;
+                self.out.agents.insert(addr(&a.planner), turn);
+                if a.max_turns == 0 {
+                    return Err(err(step, "agentic_loop max_turns must be at least 1"));
+                }
+                for id in &a.tools {
+                    let skill = self.skills.resolve(id, &Value::Null).map_err(|e| err(step, format!("tool: {e}")))?;
+                    self.out.tools.insert(addr(id), skill);
                 }
             }
             StepKind::Custom { .. } => {}

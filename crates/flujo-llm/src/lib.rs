@@ -56,6 +56,7 @@ pub mod structured;
 #[cfg(feature = "test-server")]
 pub mod testing;
 pub mod tools;
+pub mod turn;
 
 pub use agent::{render_input, AgentAnswer, AgentSpec, LlmAgent, ModelSettings, DEFAULT_AGENT_MAX_RETRIES};
 pub use anthropic::AnthropicModel;
@@ -69,3 +70,4 @@ pub use pricing::{CostConfig, Price, PricingError, PricingTable};
 pub use registry::{parse_model_id, LlmRegistry};
 pub use structured::{chat_structured, repair_json, StructuredOutput, StructuredReply};
 pub use tools::{tool_name_for, ToolCall, ToolChoice, ToolSpec};
+pub use turn::TurnSkill;

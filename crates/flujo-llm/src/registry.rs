@@ -132,6 +132,10 @@ impl ModelRegistry for LlmRegistry {
     fn resolve(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
         self.resolve_agent(model, settings).map(|a| a as Arc<dyn Skill>)
     }
+
+    fn resolve_turn(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
+        self.resolve_agent(model, settings).map(|a| Arc::new(crate::turn::TurnSkill::new(a)) as Arc<dyn Skill>)
+    }
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.

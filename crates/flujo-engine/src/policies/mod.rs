@@ -1,12 +1,14 @@
 //! The built-in policy of every step kind (SPEC §3).
 
 mod agent;
+mod agentic;
 mod branching;
 mod hitl;
 mod looping;
 mod nesting;
 
 pub use agent::AgentStepPolicy;
+pub use agentic::AgenticLoopPolicy;
 pub use branching::{ConditionalPolicy, ParallelPolicy, RouterPolicy};
 pub use hitl::HitlPolicy;
 pub use looping::{LoopPolicy, MapPolicy};
