@@ -31,8 +31,18 @@ pub const MAX_STEP_NESTING: usize = 64;
 pub const MAX_STEPS: usize = 100_000;
 
 /// The step kinds the YAML format knows (`StateMachine` is accepted as a spelling of `state_machine`).
-pub const KNOWN_KINDS: &[&str] =
-    &["step", "loop", "map", "conditional", "parallel", "dynamic_router", "hitl", "cache", "state_machine"];
+pub const KNOWN_KINDS: &[&str] = &[
+    "step",
+    "loop",
+    "map",
+    "conditional",
+    "parallel",
+    "dynamic_router",
+    "hitl",
+    "cache",
+    "state_machine",
+    "agentic_loop",
+];
 
 const TOP_FIELDS: &[&str] = &["version", "name", "description", "context_schema", "agents", "imports", "steps"];
 const COMMON_FIELDS: &[&str] = &[
@@ -80,6 +90,7 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
         "hitl" => &["message", "input_schema"],
         "cache" => &["wrapped_step", "ttl_s"],
         "state_machine" => &["states", "start_state", "end_states", "transitions", "max_hops"],
+        "agentic_loop" => &["planner", "tools", "max_turns"],
         _ => &[],
     }
 }
@@ -710,6 +721,34 @@ impl<'a> Decoder<'a> {
                 RawKind::Cache { wrapped, ttl_s }
             }
             Some("state_machine") => self.state_machine_kind(&mut f, &label, depth),
+            Some("agentic_loop") => {
+                // `planner: agents.NAME` (or `{uses: agents.NAME}`), `tools: [skill ids]`, `max_turns`.
+                let planner = match f.take("planner") {
+                    Some(n) if matches!(n.kind, NodeKind::Str(_)) => match self.uses(n, &label) {
+                        Some(Uses::Agent(a)) => Some(RawAgent::Declared(a)),
+                        _ => {
+                            self.report(rules::BP_TYPE, n.loc, format!("the planner of {label} must be `agents.NAME`"));
+                            None
+                        }
+                    },
+                    Some(n) => self.agent_ref(n, &format!("the planner of {label}")),
+                    None => {
+                        self.report(rules::BP_MISSING_FIELD, f.loc, format!("agentic_loop {label} has no `planner`"));
+                        None
+                    }
+                };
+                let tools =
+                    f.take("tools").map(|n| self.string_list(n, &format!("`tools` of {label}"))).unwrap_or_default();
+                let mut max_turns = 10;
+                if let Some(n) = f.take("max_turns") {
+                    match self.u32_field(n, "`max_turns`") {
+                        Some(0) => self.report(rules::BP_TYPE, n.loc, "`max_turns` must be at least 1"),
+                        Some(v) => max_turns = v,
+                        None => {}
+                    }
+                }
+                RawKind::AgenticLoop { planner, tools, max_turns }
+            }
             Some(custom) => {
                 let mut spec = Map::new();
                 for (key, _, value) in f.all() {

@@ -113,6 +113,25 @@ impl Lowerer<'_, '_> {
             RawKind::Hitl { message, input_schema } => {
                 StepKind::Hitl(HitlSpec { message: message.clone(), input_schema: input_schema.clone() })
             }
+            RawKind::AgenticLoop { planner, tools, max_turns } => {
+                let planner = planner.as_ref().and_then(|a| self.agent(a, &label));
+                if matches!(planner, Some(AgentRef::Skill { .. })) {
+                    self.d.report_with(
+                        rules::BP_TYPE,
+                        s.name.loc,
+                        format!("the planner of {label} must be a model agent (`agents.NAME`), not a skill"),
+                        None,
+                    );
+                }
+                for t in tools {
+                    self.check_skill(t, &Value::Null, &label, false);
+                }
+                StepKind::AgenticLoop(flujo_core::AgenticLoopSpec {
+                    planner: planner.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
+                    tools: tools.iter().map(|t| t.v.clone()).collect(),
+                    max_turns: *max_turns,
+                })
+            }
             RawKind::Cache { wrapped, ttl_s } => StepKind::Cache(CacheSpec {
                 wrapped_step: Box::new(match wrapped {
                     Some(w) => self.step(w),

@@ -158,6 +158,11 @@ pub(crate) enum RawKind {
         wrapped: Option<Box<RawStep>>,
         ttl_s: Option<f64>,
     },
+    AgenticLoop {
+        planner: Option<RawAgent>,
+        tools: Vec<Sp<String>>,
+        max_turns: u32,
+    },
     StateMachine {
         states: Vec<RawBranch>,
         start_state: Option<Sp<String>>,

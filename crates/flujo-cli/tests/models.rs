@@ -113,3 +113,37 @@ fn a_budget_that_cannot_fit_the_call_refuses_it_before_it_is_made() {
     assert_eq!(v["error"]["kind"], "usage_limit_exceeded");
     assert!(env.fake.calls().is_empty(), "a call that does not fit is never made");
 }
+
+const AGENTIC: &str = r#"version: "0.1"
+name: agentic_yaml
+agents:
+  planner:
+    model: "openai:gpt-test"
+    system_prompt: "Use the tools, then answer."
+steps:
+  - kind: agentic_loop
+    name: solve
+    planner: agents.planner
+    tools: [flujo.builtins.stringify]
+    max_turns: 4
+"#;
+
+#[test]
+fn a_yaml_agentic_loop_calls_tools_and_answers() {
+    let env = setup("");
+    std::fs::write(env.dir.path().join("agentic.yaml"), AGENTIC).unwrap();
+    env.fake.push_reply(ScriptedReply::ToolCall {
+        name: "flujo_builtins_stringify".into(),
+        arguments: serde_json::json!({"x": [1, 2]}),
+    });
+    env.fake.push_reply(ScriptedReply::Text("{\"answer\": 42}".into()));
+    let o = flujo(env.dir.path(), &["run", "agentic.yaml", "-i", "go", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["output"], serde_json::json!({"answer": 42}));
+    assert_eq!(v["step_history"][0]["kind"], "agentic_loop");
+    assert_eq!(v["step_history"][0]["metadata"]["tool_calls"], 1);
+    let calls = env.fake.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1].body.to_string().contains(r#"{\"x\":[1,2]}"#), "the tool result goes back: {}", calls[1].body);
+}

@@ -366,15 +366,15 @@ fn strict_turns_warnings_into_errors() {
 
 #[test]
 fn custom_kinds_become_custom_steps() {
-    let yaml = "name: x\nsteps:\n  - name: a\n    kind: agentic_loop\n    max_turns: 3\n    input: hi\n";
+    let yaml = "name: x\nsteps:\n  - name: a\n    kind: review_board\n    max_turns: 3\n    input: hi\n";
     let registry = registry();
     let failure = load_str(yaml, Path::new("x.yaml"), &opts(&registry)).unwrap_err();
     assert_eq!(failure.diagnostics[0].rule, "BP-UNKNOWN-KIND");
-    let custom = LoadOptions { custom_kinds: vec!["agentic_loop".into()], ..opts(&registry) };
+    let custom = LoadOptions { custom_kinds: vec!["review_board".into()], ..opts(&registry) };
     let loaded = load_str(yaml, Path::new("x.yaml"), &custom).unwrap();
     assert_eq!(
         loaded.pipeline.steps[0].kind,
-        StepKind::Custom { custom_kind: "agentic_loop".into(), spec: serde_json::json!({"max_turns": 3}) }
+        StepKind::Custom { custom_kind: "review_board".into(), spec: serde_json::json!({"max_turns": 3}) }
     );
     assert_eq!(loaded.pipeline.steps[0].input, Some(serde_json::json!("hi")));
 }
