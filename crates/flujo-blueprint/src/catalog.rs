@@ -115,21 +115,21 @@ impl SkillCatalog {
         if !path.is_file() {
             return (SkillCatalog::default(), Vec::new());
         }
-        match std::fs::read(&path) {
+        match crate::load::read_limited(&path) {
             Ok(bytes) => match yaml::decode_utf8(&bytes) {
                 Ok(text) => SkillCatalog::parse_here(text, &path),
                 Err(e) => (SkillCatalog::default(), vec![Diagnostic::at(e.rule, &path, e.loc, e.message)]),
             },
-            Err(e) => (
-                SkillCatalog::default(),
-                vec![Diagnostic::new(
-                    rules::BP_IO,
-                    &path,
-                    0,
-                    0,
-                    format!("cannot read {CATALOG_FILE}: {}", crate::load::io_message(&e)),
-                )],
-            ),
+            Err(e) => {
+                let rule = match e {
+                    crate::load::ReadError::TooLarge(_) => rules::BP_LIMIT,
+                    crate::load::ReadError::Io(_) => rules::BP_IO,
+                };
+                (
+                    SkillCatalog::default(),
+                    vec![Diagnostic::new(rule, &path, 0, 0, format!("cannot read {CATALOG_FILE}: {e}"))],
+                )
+            }
         }
     }
 

@@ -403,7 +403,7 @@ impl Loader<'_> {
     }
 }
 
-enum ReadError {
+pub(crate) enum ReadError {
     TooLarge(u64),
     Io(std::io::Error),
 }
@@ -427,9 +427,18 @@ pub(crate) fn io_message(e: &std::io::Error) -> String {
     }
 }
 
-/// Reads a file of at most [`yaml::MAX_BLUEPRINT_BYTES`] (checked before reading it whole).
-fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
+/// Reads a regular file of at most [`yaml::MAX_BLUEPRINT_BYTES`] (checked before reading it whole). Anything
+/// else is refused before it is opened: opening a FIFO blocks until a writer appears, and reading a terminal
+/// or `/dev/stdin` waits for input, so an import or prompt file naming one would hang the load.
+pub(crate) fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
     use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
+    if meta.is_dir() {
+        return Err(ReadError::Io(std::io::ErrorKind::IsADirectory.into()));
+    }
+    if !meta.is_file() {
+        return Err(ReadError::Io(std::io::Error::other("not a regular file")));
+    }
     let file = std::fs::File::open(path).map_err(ReadError::Io)?;
     let limit = yaml::MAX_BLUEPRINT_BYTES as u64;
     let mut bytes = Vec::new();

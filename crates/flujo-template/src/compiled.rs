@@ -18,6 +18,7 @@ use crate::convert::to_json;
 use crate::env::{env, template_env, KNOWN_FILTERS, MAX_OUTPUT_BYTES, TEMPLATE_NAME};
 use crate::error::{from_minijinja, TemplateError};
 use crate::fast::{truthy, FastPath};
+use crate::guard;
 use crate::lexer::{self, has_jinja_syntax, is_template};
 use crate::scope::{Refs, Scope};
 use crate::UndefinedMode;
@@ -124,6 +125,12 @@ pub fn compile_expression(src: &str) -> Result<CompiledExpr, TemplateError> {
 }
 
 fn compile_expr_code(source: &str, translated: String) -> Result<CompiledExpr, TemplateError> {
+    if let Some(at) = lexer::stray_variable_end(&translated) {
+        // minijinja would panic on this (see `stray_variable_end`)
+        let line = lexer::line_of(&translated, at);
+        return Err(TemplateError::syntax(format!("unexpected `}}}}` in expression (line {line})"), Some(line)));
+    }
+    guard::check_expression(&translated)?;
     let lenient =
         env(UndefinedMode::Lenient).compile_expression_owned(translated.clone()).map_err(|e| expr_syntax(&e))?;
     let refs = Refs::new(lenient.undeclared_variables(false));
@@ -245,6 +252,7 @@ pub fn compile_template(src: &str) -> Result<CompiledTemplate, TemplateError> {
 
 fn compile_template_uncached(src: &str) -> Result<CompiledTemplate, TemplateError> {
     let translated = lexer::translate(src)?;
+    guard::check_template(&translated.source)?;
     let lenient = template_env(UndefinedMode::Lenient, &translated.source).map_err(|e| from_minijinja(&e))?;
     let refs = {
         let tmpl = lenient.get_template(TEMPLATE_NAME).map_err(|e| from_minijinja(&e))?;

@@ -176,7 +176,32 @@ fn find_endraw(src: &str, from: usize) -> Option<usize> {
     None
 }
 
-fn line_of(src: &str, at: usize) -> usize {
+/// Byte offset of a `}}` that closes nothing in expression code: outside string literals and at bracket depth 0,
+/// the way minijinja's expression lexer sees it (it treats such a `}}` as the end of a `{{ … }}` tag).
+///
+/// minijinja 2.24 panics ("empty lexer stack") when an expression has anything after such a `}}` (`a }} b`),
+/// so [`crate::compile_expression`] refuses these before minijinja sees them. Never true of a valid expression.
+pub(crate) fn stray_variable_end(code: &str) -> Option<usize> {
+    let b = code.as_bytes();
+    let mut depth: isize = 0;
+    let mut j = 0;
+    while j < b.len() {
+        match b[j] {
+            b'\'' | b'"' => {
+                j = skip_string(b, j);
+                continue;
+            }
+            b'}' if depth == 0 && b[j..].starts_with(b"}}") => return Some(j),
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        j += 1;
+    }
+    None
+}
+
+pub(crate) fn line_of(src: &str, at: usize) -> usize {
     src[..at].bytes().filter(|&c| c == b'\n').count() + 1
 }
 

@@ -20,6 +20,7 @@ mod convert;
 mod env;
 mod error;
 mod fast;
+mod guard;
 mod lexer;
 mod scope;
 

@@ -467,3 +467,51 @@ fn fast_lookup_paths_agree_with_the_vm() {
         assert_eq!(strict(path), strict(&vm), "{path}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Regressions found by fuzzing (`fuzz/`, see fuzz/README.md); each input is the minimized crash.
+// ---------------------------------------------------------------------------------------------------------
+
+/// fuzz `expression_eval`: a `}}` outside brackets followed by anything made minijinja's expression lexer
+/// panic ("empty lexer stack"). It is a syntax error now, in expressions and in single-`{{ }}` templates.
+#[test]
+fn fuzz_expression_stray_closing_braces_is_a_syntax_error() {
+    let prev = json!(1);
+    let s = Scope::new(&prev);
+    for src in ["n}}\n;", "a }} b", "previous_step -}} x", "1 +}}}} 2", "(a) }}\n\n{{ b", "{{ a }} }} b }}"] {
+        let err = compile_expression(src).map(|_| ());
+        assert!(matches!(err, Err(TemplateError::Syntax { .. })), "{src:?}: {err:?}");
+    }
+    assert_eq!(compile_expression("(a) }}\n\n{{ b").err().and_then(|e| e.line()), Some(1));
+    assert!(matches!(compile_expression("a\n}} b").err().and_then(|e| e.line()), Some(2)));
+    // the same code reaching the expression compiler through a template
+    for src in ["{{ a }} b }}", "{{ (x }} y) }}"] {
+        let _ = compile_template(src).and_then(|t| t.render(&s, UndefinedMode::Lenient));
+    }
+    // `}}` that closes something, or inside a string, is still fine
+    assert_eq!(eval("{'a': {'b': previous_step}}", &s), json!({"a": {"b": 1}}));
+    assert_eq!(eval("'}} x' ~ \"}}\"", &s), json!("}} x}}"));
+    assert_eq!(eval("[{'k': 2}][0]['k']", &s), json!(2));
+}
+
+/// fuzz `expression_eval`: minijinja folds constant operations while compiling, and `() * 25555555` is a lazy
+/// sequence of 25 million empty copies that `~` then walked — `compile_expression` hung (no fuel is spent at
+/// compile time, and repeated sequences have no size limit in minijinja 2.24). Sequence repetition whose size
+/// is known from the source is now limited (see `guard.rs`).
+#[test]
+fn fuzz_expression_huge_constant_repetition_is_refused() {
+    let prev = json!(2);
+    let s = Scope::new(&prev);
+    for src in ["10 ~ () * 25555555", "([1] * 10 ** 12) | join", "('a' * 9999999) ~ ('b' * 9999999)"] {
+        let err = compile_expression(src).map(|_| ());
+        assert!(matches!(err, Err(TemplateError::Syntax { .. })), "{src:?}: {err:?}");
+        let err = compile_template(&format!("{{{{ {src} }}}}")).map(|_| ());
+        assert!(matches!(err, Err(TemplateError::Syntax { .. })), "{src:?}: {err:?}");
+    }
+    let err = compile_template("line 1\n{% for i in () * 25555555 %}{% endfor %}").map(|_| ());
+    assert!(matches!(err, Err(TemplateError::Syntax { line: Some(2), .. })), "{err:?}");
+    // small repetitions, and repetitions whose size comes from the data, still work
+    assert_eq!(eval("[0] * 3", &s), json!([0, 0, 0]));
+    assert_eq!(eval("['a'] * previous_step", &s), json!(["a", "a"]));
+    assert_eq!(render("{{ 'ab' * 2 }}|{{ previous_step * 1000000 }}", &s), "abab|2000000");
+}

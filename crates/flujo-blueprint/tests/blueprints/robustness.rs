@@ -305,3 +305,51 @@ proptest! {
         }
     }
 }
+
+/// An import, a prompt file or a `skills.yaml` that is not a regular file is refused before it is opened:
+/// opening a FIFO blocks until something writes to it, and `/dev/stdin` waits for input, so the load used
+/// to hang (found while writing the `blueprint_load` fuzz target, which points imports anywhere).
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_not_read() {
+    let dir = temp_dir("special");
+    let fifo = dir.join("pipe.yaml");
+    let made_fifo = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let mut targets = vec!["/dev/null".to_owned(), "/dev/stdin".to_owned(), "/dev/zero".to_owned()];
+    if made_fifo {
+        targets.push(fifo.display().to_string());
+    }
+    for target in &targets {
+        let text = format!(
+            "name: special\nimports: {{child: \"{target}\"}}\nagents:\n  w: {{model: \"mock:echo\", system_prompt: {{from_file: \"{target}\"}}}}\nsteps:\n  - {{name: a, uses: imports.child}}\n  - {{name: b, uses: agents.w}}\n"
+        );
+        let diags = validate_str(&text, &dir.join("main.yaml"), &LoadOptions::default());
+        let rules = rules_of(&diags);
+        assert!(rules.contains(&"BP-IMPORT-MISSING") && rules.contains(&"BP-PROMPT-FILE"), "{target}: {diags:?}");
+        assert!(diags.iter().any(|d| d.message.contains("not a regular file")), "{target}: {diags:?}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The template crate's fuzz findings, seen through a blueprint: an expression with a stray `}}` made
+/// minijinja panic, and a constant sequence repetition hung compilation — `flujo validate` crashed or hung on
+/// such a blueprint. Both are diagnostics now (`TEMPLATE`, or `BP-SKILL-PARAMS` for a skill's `expr`).
+#[test]
+fn fuzz_template_findings_are_diagnostics_in_blueprints() {
+    let text = r#"
+name: fuzzed
+steps:
+  - kind: conditional
+    name: c
+    condition_expression: "n}}\n;"
+    branches:
+      true:
+        - name: t
+          agent: {id: flujo.builtins.transform, params: {expr: "10 ~ () * 25555555"}}
+  - name: u
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step"}}
+    input: "{{ ([0] * 10 ** 9) | join }}"
+"#;
+    let diags = validate(text);
+    assert_eq!(rules_of(&diags), ["TEMPLATE", "BP-SKILL-PARAMS", "TEMPLATE"], "{diags:?}");
+}
