@@ -10,6 +10,12 @@ name: hello_flujo
 # Runs offline: built-in skills only. Try:
 #   flujo run --input-json 0          (pauses at the approval, exit code 5)
 #   flujo resume RUN_ID -i yes        (continues from the pause by replaying the journal)
+agents:
+  # An offline model: `mock:echo` answers with its input. Swap in `openai:gpt-4o-mini` (with
+  # OPENAI_API_KEY, or [providers.openai] in flujo.toml) or `anthropic:...` for a real one.
+  editor:
+    model: "mock:echo"
+    system_prompt: "Polish the report."
 steps:
   - kind: loop
     name: count
@@ -50,6 +56,9 @@ steps:
 
   - name: report
     agent: {id: flujo.builtins.transform, params: {expr: "'decision=' ~ context.decision ~ ', counted=' ~ context.counted"}}
+
+  - name: polish
+    uses: agents.editor
 "#;
 
 pub const SKILLS_YAML: &str = r#"# Skills for this project. A `command` skill runs a program in this folder: it reads the step input as

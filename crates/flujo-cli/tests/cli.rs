@@ -89,6 +89,7 @@ fn init_then_run_pauses_with_exit_5_and_resume_from_a_new_process_completes() {
     assert_eq!(v["status"], "completed");
     assert_eq!(v["output"], "decision=yes, counted=3");
     assert_eq!(v["context"]["decision"], "yes");
+    assert_eq!(v["step_history"][5]["name"], "polish", "the offline mock:echo agent ran last");
     // The parallel step's command skill counted the words of "A BIG NUMBER: 3".
     assert_eq!(v["step_history"][2]["output"], json!({"shout": "A BIG NUMBER: 3", "measure": 4}));
 
