@@ -76,7 +76,7 @@ const LOOP_FIELDS: &[&str] =
     &["body", "max_loops", "exit_expression", "exit_condition", "iteration_input", "output", "on_max_loops"];
 const MAP_FIELDS: &[&str] = &["iterable_input", "body", "concurrency"];
 const AGENT_FIELDS: &[&str] =
-    &["model", "system_prompt", "output_schema", "model_settings", "timeout", "max_retries", "tools"];
+    &["model", "system_prompt", "output_schema", "model_settings", "timeout", "max_retries", "tools", "max_turns"];
 
 /// The kind-specific fields of each step kind (besides [`COMMON_FIELDS`]).
 fn kind_fields(kind: &str) -> &'static [&'static str] {
@@ -496,6 +496,12 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.take("tools") {
             decl.tools = self.string_list(n, &format!("`tools` of {what}"));
+        }
+        if let Some(n) = f.take("max_turns") {
+            // Model turns of a plain step that offers `tools` (an extension; `agentic_loop` has its own).
+            if self.u32_field(n, &format!("`max_turns` of {what}")) == Some(0) {
+                self.report(rules::BP_TYPE, n.loc, format!("`max_turns` of {what} must be at least 1"));
+            }
         }
         self.finish(f, AGENT_FIELDS, &what, |k| (k == "timeout_s").then(|| "did you mean `timeout`?".to_owned()));
         Some(decl)

@@ -372,25 +372,39 @@ impl Loader<'_> {
                 Some(RawPrompt::Text(t)) => agent.system_prompt = Some(t.clone()),
                 Some(RawPrompt::File { path, variables }) => {
                     let full = normalize(&dir.join(&path.v));
-                    match read_limited(&full) {
-                        Ok(bytes) => match String::from_utf8(bytes) {
-                            Ok(text) => {
-                                d.check_template(
-                                    &text,
-                                    path.loc,
-                                    &format!("the system prompt file of agent `{}`", name.v),
-                                );
-                                agent.system_prompt = Some(text);
-                            }
-                            Err(_) => {
-                                d.report(rules::BP_PROMPT_FILE, path.loc, format!("`{}` is not valid UTF-8", path.v))
-                            }
-                        },
-                        Err(e) => d.report(
+                    if !inside_folder(dir, Path::new(&path.v)) {
+                        d.report_with(
                             rules::BP_PROMPT_FILE,
                             path.loc,
-                            format!("cannot read the system prompt of agent `{}` from `{}`: {e}", name.v, path.v),
-                        ),
+                            format!(
+                                "the system prompt file of agent `{}` (`{}`) is outside the blueprint's folder",
+                                name.v, path.v
+                            ),
+                            Some("put the prompt file in the blueprint's folder or below it".to_owned()),
+                        );
+                    } else {
+                        match read_limited(&full) {
+                            Ok(bytes) => match String::from_utf8(bytes) {
+                                Ok(text) => {
+                                    d.check_template(
+                                        &text,
+                                        path.loc,
+                                        &format!("the system prompt file of agent `{}`", name.v),
+                                    );
+                                    agent.system_prompt = Some(text);
+                                }
+                                Err(_) => d.report(
+                                    rules::BP_PROMPT_FILE,
+                                    path.loc,
+                                    format!("`{}` is not valid UTF-8", path.v),
+                                ),
+                            },
+                            Err(e) => d.report(
+                                rules::BP_PROMPT_FILE,
+                                path.loc,
+                                format!("cannot read the system prompt of agent `{}` from `{}`: {e}", name.v, path.v),
+                            ),
+                        }
                     }
                     agent.system_prompt_file = Some(full);
                     agent.system_prompt_variables = variables.clone();
@@ -470,6 +484,28 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 fn canonical_or_same(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether `rel` (as written in a blueprint in `dir`) names a file inside `dir`: not absolute, no `..` that
+/// climbs out, and — when the file exists — its real path (symbolic links followed) under `dir`'s real path.
+fn inside_folder(dir: &Path, rel: &Path) -> bool {
+    let mut depth = 0usize;
+    for c in rel.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    match (std::fs::canonicalize(dir), std::fs::canonicalize(dir.join(rel))) {
+        (Ok(d), Ok(f)) => f.starts_with(d),
+        // A file that does not exist is reported by the read.
+        _ => true,
+    }
 }
 
 /// Removes `.` components (`dir/./child.yaml` → `dir/child.yaml`) for readable diagnostics.

@@ -54,7 +54,7 @@ pub const RULES: &[(&str, &str)] = &[
     (BP_IMPORT_CYCLE, "Blueprints import each other in a cycle."),
     (BP_FALLBACK_MISSING, "A fallback names a sibling step that does not exist."),
     (BP_FALLBACK_CYCLE, "Sibling fallbacks refer to each other in a cycle."),
-    (BP_PROMPT_FILE, "An agent's `system_prompt.from_file` cannot be read."),
+    (BP_PROMPT_FILE, "An agent's `system_prompt.from_file` cannot be read, or lies outside the blueprint's folder."),
     (TEMPLATE, "A template or expression does not parse."),
     (V_T1, "A template uses `previous_step.output`, a Python-era habit: `previous_step` is already the output (warning)."),
     (V_T3, "A template or expression uses an unknown filter."),

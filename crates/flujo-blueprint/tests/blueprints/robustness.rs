@@ -353,3 +353,46 @@ steps:
     let diags = validate(text);
     assert_eq!(rules_of(&diags), ["TEMPLATE", "BP-SKILL-PARAMS", "TEMPLATE"], "{diags:?}");
 }
+
+/// `system_prompt.from_file` reads only inside the blueprint's folder: `..` that climbs out, an absolute path
+/// and a symbolic link that points out are refused (`BP-PROMPT-FILE`) without reading the file; a path that
+/// stays inside (even through `..`) is read.
+#[cfg(unix)]
+#[test]
+fn prompt_files_are_confined_to_the_blueprint_folder() {
+    let root = temp_dir("confined");
+    let project = root.join("project");
+    std::fs::create_dir_all(project.join("prompts/sub")).unwrap();
+    std::fs::write(root.join("secret.md"), "TOP SECRET").unwrap();
+    std::fs::write(project.join("prompts/p.md"), "You write {{ tone }} haiku.").unwrap();
+    std::os::unix::fs::symlink(root.join("secret.md"), project.join("prompts/link.md")).unwrap();
+    let secret = root.join("secret.md").display().to_string();
+    for (from_file, allowed) in [
+        ("prompts/p.md", true),
+        ("prompts/sub/../p.md", true),
+        ("./prompts/p.md", true),
+        ("../secret.md", false),
+        ("prompts/../../secret.md", false),
+        (secret.as_str(), false),
+        ("prompts/link.md", false),
+    ] {
+        let text = format!(
+            "name: confined\nagents:\n  w: {{model: \"mock:echo\", system_prompt: {{from_file: \"{from_file}\", variables: {{tone: calm}}}}}}\nsteps:\n  - {{name: a, uses: agents.w}}\n"
+        );
+        let main = project.join("main.yaml");
+        std::fs::write(&main, &text).unwrap();
+        let diags = validate_str(&text, &main, &LoadOptions::default());
+        let refused: Vec<&Diagnostic> = diags.iter().filter(|d| d.rule == "BP-PROMPT-FILE").collect();
+        if allowed {
+            assert!(refused.is_empty(), "{from_file}: {diags:?}");
+            let loaded = load_file(&main, &LoadOptions::default()).unwrap();
+            let agent = &loaded.agents["w"];
+            assert_eq!(agent.system_prompt.as_deref(), Some("You write {{ tone }} haiku."), "{from_file}");
+        } else {
+            assert_eq!(refused.len(), 1, "{from_file}: {diags:?}");
+            assert!(refused[0].message.contains("outside the blueprint's folder"), "{from_file}: {diags:?}");
+            assert!(diags.iter().all(|d| !d.message.contains("TOP SECRET")), "{diags:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(root);
+}
