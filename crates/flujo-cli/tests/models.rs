@@ -147,3 +147,51 @@ fn a_yaml_agentic_loop_calls_tools_and_answers() {
     assert_eq!(calls.len(), 2);
     assert!(calls[1].body.to_string().contains(r#"{\"x\":[1,2]}"#), "the tool result goes back: {}", calls[1].body);
 }
+
+/// A plain step whose agent declares `tools:` offers them to the model (SPEC §6): the call is executed,
+/// journaled and fed back, and the agent's `output_schema` holds for the final answer.
+const TOOL_STEP: &str = r#"version: "0.1"
+name: tool_step_yaml
+agents:
+  helper:
+    model: "openai:gpt-test"
+    system_prompt: "Answer about {{ previous_step }} using the tools."
+    tools: [flujo.builtins.stringify]
+    max_turns: 3
+    max_retries: 0
+    output_schema: {type: object, properties: {answer: {type: integer}}, required: [answer]}
+steps:
+  - name: ask
+    uses: agents.helper
+    max_retries: 0
+"#;
+
+#[test]
+fn a_yaml_step_whose_agent_declares_tools_calls_them() {
+    let env = setup("");
+    std::fs::write(env.dir.path().join("tool_step.yaml"), TOOL_STEP).unwrap();
+    env.fake.push_reply(ScriptedReply::ToolCall {
+        name: "flujo_builtins_stringify".into(),
+        arguments: serde_json::json!({"x": [1, 2]}),
+    });
+    env.fake.push_reply(ScriptedReply::Text("```json\n{\"answer\": 42}\n```".into()));
+    let o = flujo(env.dir.path(), &["run", "tool_step.yaml", "-i", "lists", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["output"], serde_json::json!({"answer": 42}));
+    assert_eq!(v["step_history"][0]["kind"], "step");
+    assert_eq!(v["step_history"][0]["metadata"]["tool_calls"], 1);
+    let calls = env.fake.calls();
+    assert_eq!(calls.len(), 2);
+    let first = calls[0].body.to_string();
+    assert!(first.contains("Answer about lists using the tools."), "the system prompt is rendered: {first}");
+    assert!(first.contains("flujo_builtins_stringify"), "the tool is offered: {first}");
+    assert!(calls[1].body.to_string().contains(r#"{\"x\":[1,2]}"#), "the tool result goes back: {}", calls[1].body);
+
+    // `max_turns: 0` is refused when the blueprint is validated.
+    let bad = TOOL_STEP.replace("max_turns: 3", "max_turns: 0");
+    std::fs::write(env.dir.path().join("bad.yaml"), bad).unwrap();
+    let o = flujo(env.dir.path(), &["validate", "bad.yaml"]);
+    assert_eq!(o.status.code(), Some(4), "validation failed");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("`max_turns` of agent `helper` must be at least 1"));
+}

@@ -16,8 +16,28 @@ pub struct Prepared {
     agents: HashMap<usize, Arc<dyn Skill>>,
     schemas: HashMap<usize, Arc<jsonschema::Validator>>,
     fingerprints: HashMap<usize, blake3::Hash>,
-    /// Tools of agentic loops, keyed by the address of the tool id in the spec.
-    tools: HashMap<usize, Arc<dyn Skill>>,
+    /// The tools an agent offers (an agentic loop's planner, or a model agent declaring `tools:`), keyed
+    /// by the address of the agent reference.
+    tool_sets: HashMap<usize, Arc<ToolSet>>,
+}
+
+/// The tools a model agent may call, and the bounds of its conversation.
+pub struct ToolSet {
+    /// Skill id → resolved skill, in declaration order.
+    pub tools: Vec<(String, Arc<dyn Skill>)>,
+    /// Model turns before the step fails without an answer.
+    pub max_turns: u32,
+    /// Re-asks of a final answer that violates the agent's `output_schema`.
+    pub max_reasks: u32,
+}
+
+/// Model turns of a plain step whose agent offers tools, unless the agent sets `max_turns`.
+pub const DEFAULT_TOOL_TURNS: u32 = 10;
+/// Re-asks of a schema-violating answer, unless the agent sets `max_retries` (as `flujo_llm`'s default).
+const DEFAULT_REASKS: u32 = 1;
+
+fn settings_u32(settings: &Value, key: &str) -> Option<u32> {
+    settings.get(key).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok())
 }
 
 fn addr<T>(r: &T) -> usize {
@@ -34,9 +54,9 @@ impl Prepared {
         self.schemas.get(&addr(schema)).map(|v| &**v)
     }
 
-    /// The resolved skill of an agentic loop's tool id (`id` must be a reference into the pipeline).
-    pub fn tool(&self, id: &String) -> Option<&Arc<dyn Skill>> {
-        self.tools.get(&addr(id))
+    /// The tools `agent` offers, when it offers any (then [`Prepared::agent`] is a chat-turn skill).
+    pub fn tool_set(&self, agent: &AgentRef) -> Option<&Arc<ToolSet>> {
+        self.tool_sets.get(&addr(agent))
     }
 
     pub fn fingerprint(&self, step: &Step) -> blake3::Hash {
@@ -97,6 +117,35 @@ impl<'a> Preparer<'a> {
         Ok(())
     }
 
+    /// Resolves a model agent that offers `tools` as a chat-turn skill plus its [`ToolSet`].
+    fn tool_agent(
+        &mut self,
+        step: &Step,
+        agent: &AgentRef,
+        tools: &[String],
+        max_turns: u32,
+    ) -> Result<(), FlujoError> {
+        let AgentRef::Model { model, settings } = agent else {
+            return Err(err(step, "only model agents can call tools"));
+        };
+        if max_turns == 0 {
+            return Err(err(step, "max_turns must be at least 1"));
+        }
+        let Some(models) = self.models else {
+            return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
+        };
+        let turn = models.resolve_turn(model, settings).map_err(|e| err(step, e.to_string()))?;
+        self.out.agents.insert(addr(agent), turn);
+        let mut resolved = Vec::with_capacity(tools.len());
+        for id in tools {
+            let skill = self.skills.resolve(id, &Value::Null).map_err(|e| err(step, format!("tool: {e}")))?;
+            resolved.push((id.clone(), skill));
+        }
+        let max_reasks = settings_u32(settings, "max_retries").unwrap_or(DEFAULT_REASKS);
+        self.out.tool_sets.insert(addr(agent), Arc::new(ToolSet { tools: resolved, max_turns, max_reasks }));
+        Ok(())
+    }
+
     fn expr(&self, step: &Step, src: &str) -> Result<(), FlujoError> {
         flujo_template::compile_expression(src).map(|_| ()).map_err(|e| err(step, format!("expression '{src}': {e}")))
     }
@@ -126,7 +175,24 @@ impl<'a> Preparer<'a> {
             return Err(err(step, format!("no policy registered for step kind '{}'", step.kind.name())));
         }
         match &step.kind {
-            StepKind::Step { agent: Some(agent) } => self.agent(step, agent)?,
+            StepKind::Step { agent: Some(agent) } => match agent {
+                AgentRef::Model { settings, .. }
+                    if settings.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()) =>
+                {
+                    let ids: Vec<String> = settings
+                        .get("tools")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|t| {
+                            t.as_str().map(str::to_owned).ok_or_else(|| err(step, "agent tools must be skill ids"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    let max_turns = settings_u32(settings, "max_turns").unwrap_or(DEFAULT_TOOL_TURNS);
+                    self.tool_agent(step, agent, &ids, max_turns)?;
+                }
+                _ => self.agent(step, agent)?,
+            },
             StepKind::Step { agent: None } => {}
             StepKind::Loop(l) => {
                 if l.max_loops == 0 {
@@ -218,21 +284,13 @@ impl<'a> Preparer<'a> {
                 }
             }
             StepKind::AgenticLoop(a) => {
-                let AgentRef::Model { model, settings } = &a.planner else {
+                if !matches!(a.planner, AgentRef::Model { .. }) {
                     return Err(err(step, "the planner of an agentic_loop must be a model agent (uses: agents.NAME)"));
-                };
-                let Some(models) = self.models else {
-                    return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
-                };
-                let turn = models.resolve_turn(model, settings).map_err(|e| err(step, e.to_string()))?;
-                self.out.agents.insert(addr(&a.planner), turn);
+                }
                 if a.max_turns == 0 {
                     return Err(err(step, "agentic_loop max_turns must be at least 1"));
                 }
-                for id in &a.tools {
-                    let skill = self.skills.resolve(id, &Value::Null).map_err(|e| err(step, format!("tool: {e}")))?;
-                    self.out.tools.insert(addr(id), skill);
-                }
+                self.tool_agent(step, &a.planner, &a.tools, a.max_turns)?;
             }
             StepKind::Custom { .. } => {}
             _ => {}

@@ -1,5 +1,6 @@
-//! `agentic_loop` against a local fake provider (real HTTP on 127.0.0.1): the tool round trip, and a run
-//! interrupted between a tool call and the next model turn resumes without repeating any call.
+//! Tool use against a local fake provider (real HTTP on 127.0.0.1), in both forms — `agentic_loop` and a plain
+//! `step` whose model agent declares `tools:` — : the tool round trip, a run interrupted between a tool call
+//! and the next model turn resumes without repeating any call, schema re-asks and the turn bound.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,21 +16,48 @@ use flujo_skills::{BuiltinRegistry, CallCounter, CountingSkill};
 use flujo_store::MemoryStore;
 use serde_json::json;
 
-fn pipeline() -> Pipeline {
-    Pipeline::new(
-        "agentic",
-        vec![Step::new(
+/// The two ways to give a model tools.
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    AgenticLoop,
+    ToolStep,
+}
+
+const FORMS: [Form; 2] = [Form::AgenticLoop, Form::ToolStep];
+
+fn pipeline(form: Form) -> Pipeline {
+    pipeline_with(form, json!({"model": "openai:gpt-test", "system_prompt": "Use tools."}), 5)
+}
+
+fn pipeline_with(form: Form, mut settings: Value, max_turns: u32) -> Pipeline {
+    let step = match form {
+        Form::AgenticLoop => Step::new(
             "solve",
             StepKind::AgenticLoop(AgenticLoopSpec {
-                planner: AgentRef::Model {
-                    model: "openai:gpt-test".into(),
-                    settings: json!({"model": "openai:gpt-test", "system_prompt": "Use tools."}),
-                },
+                planner: AgentRef::Model { model: "openai:gpt-test".into(), settings },
                 tools: vec!["test.count".into()],
-                max_turns: 5,
+                max_turns,
             }),
-        )],
-    )
+        ),
+        Form::ToolStep => {
+            settings["tools"] = json!(["test.count"]);
+            settings["max_turns"] = json!(max_turns);
+            Step::new(
+                "solve",
+                StepKind::Step { agent: Some(AgentRef::Model { model: "openai:gpt-test".into(), settings }) },
+            )
+            // Like the loop: one conversation (whole-conversation retries are tested on their own).
+            .with_retries(0)
+        }
+    };
+    Pipeline::new("agentic", vec![step])
+}
+
+fn step_kind(form: Form) -> &'static str {
+    match form {
+        Form::AgenticLoop => "agentic_loop",
+        Form::ToolStep => "step",
+    }
 }
 
 fn skills(counter: &CallCounter) -> Arc<BuiltinRegistry> {
@@ -40,12 +68,18 @@ fn skills(counter: &CallCounter) -> Arc<BuiltinRegistry> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_round_trip_is_journaled_turn_by_turn() {
+    for form in FORMS {
+        tool_round_trip(form).await;
+    }
+}
+
+async fn tool_round_trip(form: Form) {
     let fake = FakeProvider::start().await.unwrap();
     fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 41}) });
     fake.push_reply(ScriptedReply::Text("the answer is 41".into()));
     let counter = CallCounter::default();
     let store = Arc::new(MemoryStore::new());
-    let flujo = Flujo::builder(pipeline())
+    let flujo = Flujo::builder(pipeline(form))
         .store(store.clone())
         .skills(skills(&counter))
         .models(Arc::new(fake.registry(PricingTable::default()).unwrap()))
@@ -68,8 +102,9 @@ async fn tool_round_trip_is_journaled_turn_by_turn() {
             ("0/turn:0", "model_turn"),
             ("0/turn:0/tool:0", "tool_call"),
             ("0/turn:1", "model_turn"),
-            ("0", "agentic_loop")
-        ]
+            ("0", step_kind(form))
+        ],
+        "{form:?}"
     );
     assert!(r.total_tokens > 0);
 }
@@ -145,13 +180,19 @@ impl Store for HangAfterTool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_a_tool_call_and_the_next_turn_resumes_without_duplicate_calls() {
+    for form in FORMS {
+        killed_between_tool_and_turn(form).await;
+    }
+}
+
+async fn killed_between_tool_and_turn(form: Form) {
     let fake = FakeProvider::start().await.unwrap();
     fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) });
     fake.push_reply(ScriptedReply::Text("done".into()));
     let counter = CallCounter::default();
     let mem = Arc::new(MemoryStore::new());
     let models = Arc::new(fake.registry(PricingTable::default()).unwrap());
-    let first = Flujo::builder(pipeline())
+    let first = Flujo::builder(pipeline(form))
         .store(Arc::new(HangAfterTool(mem.clone())))
         .skills(skills(&counter))
         .models(models.clone())
@@ -161,11 +202,123 @@ async fn killed_between_a_tool_call_and_the_next_turn_resumes_without_duplicate_
     // The walk hangs right after the tool record commits; dropping it is the crash.
     assert!(tokio::time::timeout(Duration::from_millis(500), first.run_with(opts)).await.is_err());
     assert_eq!(fake.calls().len(), 1, "only the first model turn was made before the crash");
-    let second = Flujo::builder(pipeline()).store(mem.clone()).skills(skills(&counter)).models(models).build().unwrap();
+    let second =
+        Flujo::builder(pipeline(form)).store(mem.clone()).skills(skills(&counter)).models(models).build().unwrap();
     let r = second.resume_with("agentic-1", ResumeRequest::default()).await.unwrap();
     assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
     assert_eq!(r.output, Some(json!("done")));
     assert_eq!(fake.calls().len(), 2, "no model turn was repeated");
     assert_eq!(CountingSkill::count(&counter, "0/turn:0/tool:0"), 1, "the tool call was not repeated");
     verify_chain(&mem.load_journal("agentic-1").await.unwrap()).unwrap();
+}
+
+async fn build(form: Form, fake: &FakeProvider, settings: Value, max_turns: u32) -> (Flujo, CallCounter) {
+    let counter = CallCounter::default();
+    let flujo = Flujo::builder(pipeline_with(form, settings, max_turns))
+        .store(Arc::new(MemoryStore::new()))
+        .skills(skills(&counter))
+        .models(Arc::new(fake.registry(PricingTable::default()).unwrap()))
+        .build()
+        .unwrap();
+    (flujo, counter)
+}
+
+/// With an `output_schema`, the final answer is repaired and validated; a violating answer is re-asked (a
+/// further journaled turn) with the validation error, and the output is the validated JSON value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_use_answers_are_validated_and_re_asked() {
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+    for form in FORMS {
+        let fake = FakeProvider::start().await.unwrap();
+        fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 2}) });
+        fake.push_reply(ScriptedReply::Text("{\"n\": \"two\"}".into()));
+        fake.push_reply(ScriptedReply::Text("```json\n{\"n\": 2,}\n```".into()));
+        let settings = json!({"model": "openai:gpt-test", "output_schema": schema, "max_retries": 1});
+        let (flujo, _) = build(form, &fake, settings, 5).await;
+        let r = flujo.run(json!("count")).await.unwrap();
+        assert_eq!(r.status, RunStatus::Completed, "{form:?}: {:?}", r.error);
+        assert_eq!(r.output, Some(json!({"n": 2})), "{form:?}");
+        assert_eq!(r.step_history[0].metadata["turns"], json!(3), "{form:?}");
+        let calls = fake.calls();
+        assert_eq!(calls.len(), 3, "{form:?}");
+        let first = calls[0].body.to_string();
+        assert!(first.contains("JSON Schema") && first.contains("integer"), "the schema is stated: {first}");
+        let reask = calls[2].body.to_string();
+        assert!(reask.contains("does not satisfy") && reask.contains("/n"), "{form:?}: {reask}");
+
+        // Retries exhausted: the step fails naming the violation.
+        let fake = FakeProvider::start().await.unwrap();
+        fake.push_reply(ScriptedReply::Text("{\"n\": \"two\"}".into()));
+        fake.push_reply(ScriptedReply::Text("{\"n\": \"still two\"}".into()));
+        let settings = json!({"model": "openai:gpt-test", "output_schema": schema, "max_retries": 1});
+        let (flujo, _) = build(form, &fake, settings, 5).await;
+        let r = flujo.run(json!("count")).await.unwrap();
+        assert_eq!(r.status, RunStatus::Failed, "{form:?}");
+        let feedback = r.step_history[0].feedback.clone().unwrap_or_default();
+        assert!(feedback.contains("violates the output schema after 2 attempt(s)"), "{form:?}: {feedback}");
+        assert!(feedback.contains("/n"), "{form:?}: {feedback}");
+        assert_eq!(fake.calls().len(), 2, "{form:?}");
+    }
+}
+
+/// A model that keeps calling tools stops at `max_turns` with a step failure; every tool call it made ran
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_use_stops_at_max_turns() {
+    for form in FORMS {
+        let fake = FakeProvider::start().await.unwrap();
+        for n in 0..3 {
+            fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": n}) });
+        }
+        let (flujo, counter) = build(form, &fake, json!({"model": "openai:gpt-test"}), 3).await;
+        let r = flujo.run(json!("loop forever")).await.unwrap();
+        assert_eq!(r.status, RunStatus::Failed, "{form:?}");
+        let feedback = r.step_history[0].feedback.clone().unwrap_or_default();
+        assert!(feedback.contains("max_turns (3)"), "{form:?}: {feedback}");
+        assert_eq!(fake.calls().len(), 3, "{form:?}");
+        for turn in 0..3 {
+            assert_eq!(CountingSkill::count(&counter, &format!("0/turn:{turn}/tool:0")), 1, "{form:?}");
+        }
+    }
+}
+
+/// A plain tool step keeps its step semantics: a failed conversation is retried (`max_retries`) under
+/// `P/attempt:N`, and the output passes through validators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_steps_retry_whole_conversations() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) });
+    fake.push_reply(ScriptedReply::Text("nope".into()));
+    fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 2}) });
+    fake.push_reply(ScriptedReply::Text("yes".into()));
+    let counter = CallCounter::default();
+    let mut p = pipeline_with(Form::ToolStep, json!({"model": "openai:gpt-test"}), 4);
+    p.steps[0].config.max_retries = 1;
+    p.steps[0].validators = vec![Validator { expression: "previous_step == 'yes'".into(), message: None }];
+    let store = Arc::new(MemoryStore::new());
+    let flujo = Flujo::builder(p)
+        .store(store.clone())
+        .skills(skills(&counter))
+        .models(Arc::new(fake.registry(PricingTable::default()).unwrap()))
+        .build()
+        .unwrap();
+    let r = flujo.run(json!("say yes")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
+    assert_eq!(r.output, Some(json!("yes")));
+    assert_eq!(r.step_history[0].attempts, 2);
+    assert_eq!(CountingSkill::count(&counter, "0/turn:0/tool:0"), 1);
+    assert_eq!(CountingSkill::count(&counter, "0/attempt:2/turn:0/tool:0"), 1);
+    let paths: Vec<String> = store.load_journal(&r.run_id).await.unwrap().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "0/turn:0",
+            "0/turn:0/tool:0",
+            "0/turn:1",
+            "0/attempt:2/turn:0",
+            "0/attempt:2/turn:0/tool:0",
+            "0/attempt:2/turn:1",
+            "0"
+        ]
+    );
 }

@@ -270,9 +270,19 @@ impl LlmAgent {
     /// The opening messages of a call: the rendered system prompt and the input as the user message.
     pub fn messages(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<Vec<ChatMessage>, LlmError> {
         let mut out = Vec::with_capacity(2);
-        match &self.prompt {
-            None => {}
-            Some(Prompt::Text(t)) => out.push(ChatMessage::system(t.clone())),
+        if let Some(text) = self.system_prompt(input, context)? {
+            out.push(ChatMessage::system(text));
+        }
+        out.push(ChatMessage::user(render_input(input)));
+        Ok(out)
+    }
+
+    /// The system prompt for a call with `input`: rendered with its `variables`, the context and
+    /// `previous_step` = `input` when it is a template.
+    pub fn system_prompt(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<Option<String>, LlmError> {
+        Ok(match &self.prompt {
+            None => None,
+            Some(Prompt::Text(t)) => Some(t.clone()),
             Some(Prompt::Template(t)) => {
                 let vars: Vec<(&str, &Value)> =
                     self.spec.system_prompt_variables.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -283,11 +293,9 @@ impl LlmAgent {
                 let text = t
                     .render(&scope, UndefinedMode::Lenient)
                     .map_err(|e| LlmError::Config(format!("system_prompt: {e}")))?;
-                out.push(ChatMessage::system(text));
+                Some(text)
             }
-        }
-        out.push(ChatMessage::user(render_input(input)));
-        Ok(out)
+        })
     }
 
     /// One call with typed errors (what [`Skill::call`] wraps): pricing is checked first, then the model is

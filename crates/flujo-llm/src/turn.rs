@@ -1,9 +1,18 @@
-//! One turn of a tool-using conversation as a [`Skill`], so the engine's `agentic_loop` can journal every
-//! model turn like any other call (and replay it instead of calling the model again).
+//! One turn of a tool-using conversation as a [`Skill`], so the engine's tool loop (`agentic_loop`, or a plain
+//! step whose agent declares `tools:`) can journal every model turn like any other call (and replay it instead
+//! of calling the model again).
 //!
-//! Input: `{"messages": [ChatMessage…], "tools": [{"id", "description", "input_schema"}…]}` — tools named by
-//! skill id. Output: `{"content": string|null, "tool_calls": [{"id", "name": SKILL_ID, "arguments"}…]}`. The
-//! agent's system prompt is prepended when the messages carry none.
+//! Input: `{"input": STEP_INPUT?, "messages": [ChatMessage…], "tools": [{"id", "description", "input_schema"}…]}`
+//! — tools named by skill id. When the messages carry no system message, the agent's system prompt is
+//! prepended, rendered like a plain call's (`previous_step` = `input`, the context, its `variables`).
+//!
+//! Output: `{"content": string|null, "tool_calls": [{"id", "name": SKILL_ID, "arguments"}…]}`. When the agent
+//! declares an `output_schema` and the reply is an answer (no tool calls), the answer is repaired and
+//! validated: a valid one is returned as `{"content": VALUE, "tool_calls": [], "structured": true}`, an
+//! invalid one as `{"content": TEXT, "tool_calls": [], "schema_error": "…", "reask": "…"}` — the engine
+//! re-asks with `reask` as the next user message, bounded by the agent's `max_retries`. With tools offered the
+//! schema is stated in the system prompt (a provider's native schema mode would compete with the tools);
+//! without, it is sent natively.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +23,7 @@ use serde_json::json;
 
 use crate::agent::LlmAgent;
 use crate::chat::{ChatMessage, Role};
+use crate::structured::reask_message;
 use crate::tools::ToolSpec;
 
 /// A parsed turn: the messages, the tools offered, and tool name → skill id.
@@ -29,7 +39,7 @@ impl TurnSkill {
         TurnSkill { agent }
     }
 
-    fn parse(&self, input: &Value) -> Result<Turn, SkillError> {
+    fn parse(&self, input: &Value, context: &flujo_core::ContextSnapshot) -> Result<Turn, SkillError> {
         let mut messages: Vec<ChatMessage> =
             serde_json::from_value(input.get("messages").cloned().unwrap_or(json!([])))
                 .map_err(|e| SkillError::fatal(format!("agentic turn: bad messages: {e}")))?;
@@ -39,9 +49,26 @@ impl TurnSkill {
                 tc.name = crate::tools::tool_name_for(&tc.name);
             }
         }
+        let offers_tools = input.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
         if !messages.iter().any(|m| m.role == Role::System) {
-            if let Some(sp) = self.agent.spec().system_prompt.as_deref().filter(|s| !s.is_empty()) {
-                messages.insert(0, ChatMessage::system(sp));
+            let step_input = input.get("input").unwrap_or(&Value::Null);
+            let mut prompt = self
+                .agent
+                .system_prompt(step_input, Some(context))
+                .map_err(|e| SkillError::fatal(e.to_string()))?
+                .unwrap_or_default();
+            if let (Some(out), true) = (self.agent.output(), offers_tools) {
+                if !prompt.is_empty() {
+                    prompt.push_str("\n\n");
+                }
+                prompt.push_str(&format!(
+                    "When you give your final answer (instead of calling a tool), reply with only a JSON value \
+                     satisfying this JSON Schema, no prose and no code fences: {}",
+                    out.schema()
+                ));
+            }
+            if !prompt.is_empty() {
+                messages.insert(0, ChatMessage::system(prompt));
             }
         }
         let mut tools = Vec::new();
@@ -65,12 +92,16 @@ impl TurnSkill {
 #[async_trait]
 impl Skill for TurnSkill {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
-        let (messages, tools, names) = self.parse(&call.input)?;
+        let (messages, tools, names) = self.parse(&call.input, &call.context)?;
         let Some(model) = self.agent.chat_model() else {
             return Err(SkillError::fatal(format!("model '{}' cannot hold a conversation", self.agent.spec().model)));
         };
+        let mut settings = self.agent.spec().chat_settings();
+        if tools.is_empty() {
+            settings.response_schema = self.agent.output().map(|o| o.response_schema().clone());
+        }
         let reply = model
-            .chat(&messages, &tools, &self.agent.spec().chat_settings())
+            .chat(&messages, &tools, &settings)
             .await
             .map_err(|e| SkillError { message: e.to_string(), retryable: e.is_retryable() })?;
         let cost_usd = match self.agent.price() {
@@ -85,12 +116,18 @@ impl Skill for TurnSkill {
                 json!({"id": tc.id, "name": id, "arguments": tc.arguments})
             })
             .collect();
-        Ok(SkillOutput {
-            output: json!({"content": reply.content, "tool_calls": tool_calls}),
-            tokens: reply.usage,
-            cost_usd,
-            ..Default::default()
-        })
+        let output = match (self.agent.output(), tool_calls.is_empty()) {
+            (Some(schema), true) => {
+                let text = reply.content.unwrap_or_default();
+                match schema.parse(&text) {
+                    Ok(value) => json!({"content": value, "tool_calls": [], "structured": true}),
+                    Err(violation) => json!({"content": text, "tool_calls": [], "reask": reask_message(&violation),
+                        "schema_error": violation}),
+                }
+            }
+            _ => json!({"content": reply.content, "tool_calls": tool_calls}),
+        };
+        Ok(SkillOutput { output, tokens: reply.usage, cost_usd, ..Default::default() })
     }
 
     fn info(&self) -> SkillInfo {

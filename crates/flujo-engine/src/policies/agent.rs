@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use flujo_core::{Interrupt, SkillCall, StepKind, StepStatus, Value};
 
 use crate::executor::agent_target;
+use crate::policies::agentic::run_tool_loop;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
 pub struct AgentStepPolicy;
@@ -28,6 +29,9 @@ impl StepPolicy for AgentStepPolicy {
             return Ok(PolicyOutcome::failure(Value::Null, "agent was not resolved when the runner was built"));
         };
         let max_attempts = f.step.config.max_retries.saturating_add(1);
+        if let Some(set) = f.core.prepared.tool_set(agent) {
+            return tool_step(&f, skill, agent_target(agent), set, max_attempts).await;
+        }
         let path: Arc<str> = Arc::from(f.path);
         let step_name: Arc<str> = Arc::from(f.step.name.as_str());
         let key: Arc<str> = Arc::from(format!("{}:{}", f.run.run_id, f.path).as_str());
@@ -93,6 +97,47 @@ impl StepPolicy for AgentStepPolicy {
         o.cost_usd = cost;
         Ok(o)
     }
+}
+
+/// A step whose model agent offers tools: each attempt is one journaled conversation (attempt `a > 1` under
+/// `P/attempt:a`), validated like any step output.
+async fn tool_step(
+    f: &ExecutionFrame<'_>,
+    turn: &Arc<dyn flujo_core::Skill>,
+    target: &str,
+    set: &crate::prepare::ToolSet,
+    max_attempts: u32,
+) -> Result<PolicyOutcome, Interrupt> {
+    let mut tokens = flujo_core::TokenUsage::default();
+    let mut cost = 0.0;
+    let mut last = PolicyOutcome::failure(Value::Null, "no attempt was made");
+    for attempt in 1..=max_attempts {
+        let base = if attempt == 1 {
+            f.path.to_owned()
+        } else {
+            crate::executor::child_path(f.path, format_args!("attempt:{attempt}"))
+        };
+        let mut o = run_tool_loop(f, turn, target, set, &base).await?;
+        tokens.add(o.tokens);
+        cost += o.cost_usd;
+        check_step_limits(f.step, tokens, cost, f.path)?;
+        if let Some(msg) = f.run.quota.exhausted() {
+            return Err(Interrupt::UsageLimitExceeded { path: f.path.to_owned(), message: msg });
+        }
+        o.attempts = attempt;
+        o.tokens = tokens;
+        o.cost_usd = cost;
+        if o.status == StepStatus::Completed {
+            if let Err(msg) = f.core.check_validators(f.step, &o.output, f.ctx, f.lex) {
+                o = PolicyOutcome { status: StepStatus::Failed, feedback: Some(msg), output: Value::Null, ..o };
+            }
+        }
+        if o.status == StepStatus::Completed {
+            return Ok(o);
+        }
+        last = o;
+    }
+    Ok(last)
 }
 
 fn check_step_limits(
