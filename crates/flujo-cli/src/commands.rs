@@ -204,7 +204,7 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
     let store = open_store(&uri)?;
     let flujo = runner(loaded.pipeline, store, reg, cfg)?;
-    let opts = RunOptions { input, run_id: args.run_id.clone(), context, usage_limits: None };
+    let opts = RunOptions { input, run_id: args.run_id.clone(), context, usage_limits: None, stream_tokens: args.live };
     let (events, fut) = flujo.run_streaming(opts).await;
     let result = drive(fut, events, args.live, args.json).await?;
     Ok(finish(&result, args.json))
@@ -242,7 +242,7 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
     };
     let flujo = runner(pipeline, store, reg, cfg)?;
     let answer = read_input(&args.input, None)?;
-    let req = ResumeRequest { pause_id: args.pause_id.clone(), answer };
+    let req = ResumeRequest { pause_id: args.pause_id.clone(), answer, stream_tokens: args.live };
     let (events, fut) = flujo.resume_streaming(&args.run_id, req);
     let result = drive(fut, events, args.live, args.json).await?;
     Ok(finish(&result, args.json))
@@ -261,12 +261,13 @@ async fn drive(
     let mut last_progress = Instant::now();
     tokio::pin!(fut);
     let mut events_open = true;
+    let mut printer = crate::view::LivePrinter::default();
     loop {
         tokio::select! {
             res = &mut fut => {
                 while let Ok(ev) = events.try_recv() {
                     if live {
-                        crate::view::print_event(&ev);
+                        printer.print(&ev);
                     }
                 }
                 return res.map_err(|e| match e {
@@ -285,7 +286,7 @@ async fn drive(
                             done_steps += 1;
                         }
                         if live {
-                            crate::view::print_event(&ev);
+                            printer.print(&ev);
                         } else if !json && started.elapsed() > Duration::from_secs(2) && last_progress.elapsed() > Duration::from_secs(2) {
                             eprintln!("… running: {done_steps} steps finished ({:.0}s)", started.elapsed().as_secs_f64());
                             last_progress = Instant::now();

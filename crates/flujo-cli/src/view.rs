@@ -94,7 +94,39 @@ pub fn mermaid(p: &Pipeline) -> String {
     out
 }
 
-pub fn print_event(ev: &RunEvent) {
+/// Prints live events to stderr; model answers streamed as token deltas appear as they are generated, on a
+/// line of their own under the step's path (interleaved streams of parallel branches each get a new line
+/// when the speaker changes).
+#[derive(Default)]
+pub struct LivePrinter {
+    /// The path whose tokens are being printed on the current line.
+    streaming: Option<String>,
+}
+
+impl LivePrinter {
+    pub fn print(&mut self, ev: &RunEvent) {
+        use std::io::Write;
+        if let RunEvent::TokenDelta { path, delta, .. } = ev {
+            let mut err = std::io::stderr().lock();
+            if self.streaming.as_deref() != Some(path.as_str()) {
+                if self.streaming.is_some() {
+                    let _ = writeln!(err);
+                }
+                let _ = write!(err, "    ✎ {path} ");
+                self.streaming = Some(path.clone());
+            }
+            let _ = write!(err, "{delta}");
+            let _ = err.flush();
+            return;
+        }
+        if self.streaming.take().is_some() {
+            eprintln!();
+        }
+        print_event(ev);
+    }
+}
+
+fn print_event(ev: &RunEvent) {
     match ev {
         RunEvent::RunStarted { run_id, pipeline, resumed } => {
             eprintln!("▶ run {run_id} of {pipeline}{}", if *resumed { " (resumed)" } else { "" })

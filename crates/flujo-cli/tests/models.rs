@@ -195,3 +195,26 @@ fn a_yaml_step_whose_agent_declares_tools_calls_them() {
     assert_eq!(o.status.code(), Some(4), "validation failed");
     assert!(String::from_utf8_lossy(&o.stdout).contains("`max_turns` of agent `helper` must be at least 1"));
 }
+
+/// `flujo run --live` streams the model's answer to stderr as it is generated (SPEC §6); without `--live`
+/// the provider is not asked for a stream. The result is the same either way.
+#[test]
+fn live_runs_stream_token_deltas() {
+    let env = setup("");
+    env.fake.push_reply(ScriptedReply::Text("Rain taps the tin roof".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "rain", "--live", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("✎ 0 Rain taps the tin roof\n"), "the answer streams under its step path: {stderr}");
+    let streamed = stderr.find("✎ 0").unwrap();
+    let finished = stderr.find("✓ 0 draft").unwrap();
+    assert!(streamed < finished, "tokens arrive before the step finishes: {stderr}");
+    assert_eq!(json_of(&o)["output"], "Rain taps the tin roof");
+    assert_eq!(env.fake.calls()[0].body["stream"], true);
+
+    env.fake.push_reply(ScriptedReply::Text("Rain taps the tin roof".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "rain", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(json_of(&o)["output"], "Rain taps the tin roof");
+    assert!(env.fake.calls()[1].body.get("stream").is_none(), "no stream without --live");
+}

@@ -35,7 +35,9 @@ pub use runtime::{
     Telemetry, Usage,
 };
 pub use serde_json::{Map, Value};
-pub use skill::{ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry};
+pub use skill::{
+    DeltaSink, ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry,
+};
 pub use step::*;
 pub use store::{
     BlobStore, JournalStore, RunFilter, RunOwner, RunRecord, RunStore, RunUpdate, Store, SystemStateStore,

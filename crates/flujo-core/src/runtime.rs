@@ -211,11 +211,40 @@ pub trait GovernancePolicy: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RunEvent {
-    RunStarted { run_id: String, pipeline: String, resumed: bool },
-    StepStarted { run_id: String, path: String, step: String, kind: String },
-    StepFinished { run_id: String, result: StepResult, replayed: bool },
-    Paused { run_id: String, pending: Vec<PendingPause> },
-    RunFinished { run_id: String, status: RunStatus, tokens: TokenUsage, cost_usd: f64 },
+    RunStarted {
+        run_id: String,
+        pipeline: String,
+        resumed: bool,
+    },
+    StepStarted {
+        run_id: String,
+        path: String,
+        step: String,
+        kind: String,
+    },
+    StepFinished {
+        run_id: String,
+        result: StepResult,
+        replayed: bool,
+    },
+    Paused {
+        run_id: String,
+        pending: Vec<PendingPause>,
+    },
+    RunFinished {
+        run_id: String,
+        status: RunStatus,
+        tokens: TokenUsage,
+        cost_usd: f64,
+    },
+    /// A piece of a model's answer as it is generated (only when the run asked for token streaming:
+    /// `RunOptions::stream_tokens`). The answer itself still arrives whole in the step's result.
+    TokenDelta {
+        run_id: String,
+        path: String,
+        step: String,
+        delta: String,
+    },
 }
 
 /// Receives run events. Must be cheap: it is called on the step hot path.

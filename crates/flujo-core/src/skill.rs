@@ -33,6 +33,40 @@ pub struct SkillCall {
     /// Stable across re-runs of the same step execution (derived from run id and path).
     pub idempotency_key: Arc<str>,
     pub context: ContextSnapshot,
+    /// Where a model streams its answer as it is generated, when the run streams tokens; skills that do not
+    /// stream ignore it.
+    pub deltas: Option<DeltaSink>,
+}
+
+/// Receives pieces of text as a model generates them (see [`SkillCall::deltas`]). Cheap to clone; must not
+/// block (it is called on the task reading the provider's stream).
+#[derive(Clone)]
+pub struct DeltaSink(Arc<dyn Fn(&str) + Send + Sync>);
+
+impl DeltaSink {
+    pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        DeltaSink(Arc::new(f))
+    }
+
+    /// Passes on a non-empty piece.
+    pub fn send(&self, delta: &str) {
+        if !delta.is_empty() {
+            (self.0)(delta);
+        }
+    }
+}
+
+impl std::fmt::Debug for DeltaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeltaSink")
+    }
+}
+
+/// Two sinks are equal when they are the same sink.
+impl PartialEq for DeltaSink {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// What a skill returns.

@@ -129,6 +129,8 @@ pub struct RunState {
     verify_only: bool,
     /// Set by the first budget or pricing interrupt: concurrent branches make no further calls.
     stop: Mutex<Option<Interrupt>>,
+    /// Model calls stream their answers as `RunEvent::TokenDelta` (`RunOptions::stream_tokens`).
+    stream_tokens: bool,
 }
 
 impl RunState {
@@ -157,7 +159,31 @@ impl RunState {
             clock,
             verify_only: false,
             stop: Mutex::new(None),
+            stream_tokens: false,
         }
+    }
+
+    /// Streams model answers as `RunEvent::TokenDelta` events (when there is telemetry to receive them).
+    pub(crate) fn stream_tokens(mut self, on: bool) -> Self {
+        self.stream_tokens = on && self.telemetry.is_some();
+        self
+    }
+
+    /// The sink of a model call at `path` of `step`, when this run streams tokens.
+    fn delta_sink(&self, path: &Arc<str>, step: &Arc<str>) -> Option<flujo_core::DeltaSink> {
+        if !self.stream_tokens {
+            return None;
+        }
+        let telemetry = self.telemetry.clone()?;
+        let (run_id, path, step) = (self.run_id.clone(), path.clone(), step.clone());
+        Some(flujo_core::DeltaSink::new(move |delta| {
+            telemetry.on_event(&RunEvent::TokenDelta {
+                run_id: run_id.to_string(),
+                path: path.to_string(),
+                step: step.to_string(),
+                delta: delta.to_owned(),
+            })
+        }))
     }
 
     /// The interrupt that stops the whole run, if one happened (see [`RunState::stop_with`]).
@@ -729,6 +755,9 @@ impl ExecutorCore {
             return Err(stop);
         }
         agent.preflight().map_err(|i| run.stop_with(i))?;
+        if call.deltas.is_none() {
+            call.deltas = run.delta_sink(&call.path, &call.step);
+        }
         let planned = agent.estimate(&call.input).unwrap_or_default();
         let reservation = run.quota.reserve(planned).map_err(|e| {
             run.stop_with(Interrupt::UsageLimitExceeded {
@@ -809,6 +838,7 @@ impl ExecutorCore {
             attempt: 1,
             idempotency_key: Arc::from(format!("{}:{}", run.run_id, path).as_str()),
             context: ctx.snapshot(),
+            deltas: None,
         };
         let res = self.call_agent(skill, target, call, run, step.config.timeout_s).await?;
         let outcome = match &res {

@@ -186,6 +186,9 @@ pub struct RunOptions {
     pub context: Map<String, Value>,
     /// Budget of this run (combined with the runner's default; the stricter limit wins).
     pub usage_limits: Option<UsageLimits>,
+    /// Model answers stream as `RunEvent::TokenDelta` events while they are generated (providers are asked
+    /// for a stream). Off by default: a streamed call costs the same but sends more events.
+    pub stream_tokens: bool,
 }
 
 impl RunOptions {
@@ -201,6 +204,8 @@ pub struct ResumeRequest {
     pub pause_id: Option<String>,
     /// The human's answer; `None` continues a crashed or failed run.
     pub answer: Option<Value>,
+    /// As [`RunOptions::stream_tokens`].
+    pub stream_tokens: bool,
 }
 
 struct Inner {
@@ -336,14 +341,15 @@ impl Flujo {
             quota,
             telemetry,
             inner.clock.clone(),
-        );
+        )
+        .stream_tokens(opts.stream_tokens);
         let ctx = Context::new(&run_id, opts.input.clone(), opts.context);
         self.walk(state, ctx, opts.input, 0, false).await
     }
 
     /// Answers the single pending pause of `run_id` with `answer`.
     pub async fn resume(&self, run_id: &str, answer: Value) -> Result<RunResult, FlujoError> {
-        self.resume_with(run_id, ResumeRequest { pause_id: None, answer: Some(answer) }).await
+        self.resume_with(run_id, ResumeRequest { pause_id: None, answer: Some(answer), stream_tokens: false }).await
     }
 
     /// Continues a run: answers a pause, or (without answer) continues a crashed or failed run from its first
@@ -373,6 +379,7 @@ impl Flujo {
         telemetry: Option<Arc<dyn Telemetry>>,
     ) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
+        let stream_tokens = req.stream_tokens;
         let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
         let _active = ActiveWalk::claim(Some(store), run_id)?;
         let run = store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?;
@@ -493,7 +500,8 @@ impl Flujo {
             quota,
             telemetry,
             inner.clock.clone(),
-        );
+        )
+        .stream_tokens(stream_tokens);
         let ctx = Context::new(run_id, run.input.clone(), run.initial_context.clone());
         self.walk(state, ctx, run.input, generation, true).await
     }

@@ -322,3 +322,44 @@ async fn tool_steps_retry_whole_conversations() {
         ]
     );
 }
+
+/// `RunOptions::stream_tokens` turns model answers into `RunEvent::TokenDelta` events naming the call's
+/// path (each model turn of a conversation has its own), delivered before the step finishes; without it no
+/// delta is sent and the provider is not asked for a stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_deltas_stream_as_run_events() {
+    for stream_tokens in [true, false] {
+        let fake = FakeProvider::start().await.unwrap();
+        fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) });
+        fake.push_reply(ScriptedReply::Text("the count is one".into()));
+        let (flujo, _) = build(Form::ToolStep, &fake, json!({"model": "openai:gpt-test"}), 4).await;
+        let opts = RunOptions { stream_tokens, ..RunOptions::new(json!("count")) };
+        let (mut events, fut) = flujo.run_streaming(opts).await;
+        let r = fut.await.unwrap();
+        assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
+        let mut deltas = Vec::new();
+        let mut order = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                RunEvent::TokenDelta { path, step, delta, .. } => {
+                    assert_eq!(step, "solve");
+                    order.push("delta");
+                    deltas.push((path, delta));
+                }
+                RunEvent::StepFinished { .. } => order.push("finished"),
+                _ => {}
+            }
+        }
+        let bodies: Vec<Value> = fake.calls().into_iter().map(|c| c.body).collect();
+        if stream_tokens {
+            let text: String = deltas.iter().filter(|(p, _)| p == "0/turn:1").map(|(_, d)| d.as_str()).collect();
+            assert_eq!(text, "the count is one");
+            assert!(deltas.iter().all(|(p, _)| p == "0/turn:1"), "the tool-call turn has no text: {deltas:?}");
+            assert_eq!(order.last(), Some(&"finished"), "{order:?}");
+            assert!(bodies.iter().all(|b| b["stream"] == true));
+        } else {
+            assert!(deltas.is_empty());
+            assert!(bodies.iter().all(|b| b.get("stream").is_none()));
+        }
+    }
+}

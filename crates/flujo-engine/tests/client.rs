@@ -106,11 +106,18 @@ async fn views_of_a_paused_run_and_resume_from_the_stored_definition() {
         let listed = client.list_runs(&RunFilter::default()).await.unwrap();
         assert_eq!(listed, vec![view]);
 
-        let bad = client.resume("run-approval", ResumeRequest { pause_id: None, answer: Some(json!("maybe")) }).await;
+        let bad = client
+            .resume(
+                "run-approval",
+                ResumeRequest { pause_id: None, answer: Some(json!("maybe")), stream_tokens: false },
+            )
+            .await;
         let err = bad.unwrap_err();
         assert_eq!(err.kind(), "invalid_resume_input", "{}: {err}", b.name);
 
-        let done = client.resume("run-approval", ResumeRequest { pause_id: None, answer: Some(json!("yes")) }).await;
+        let done = client
+            .resume("run-approval", ResumeRequest { pause_id: None, answer: Some(json!("yes")), stream_tokens: false })
+            .await;
         let done = done.unwrap();
         assert_eq!(done.status, RunStatus::Completed, "{}", b.name);
         assert_eq!(done.output, Some(json!("yes!")));
@@ -246,7 +253,10 @@ async fn replay_needs_no_skills_but_resume_does() {
         let replay = plain.replay("r").await.unwrap();
         assert!(replay.matches, "{}: {:?}", b.name, replay.mismatch);
         assert_eq!(replay.result.unwrap().status, RunStatus::Paused);
-        let err = plain.resume("r", ResumeRequest { pause_id: None, answer: Some(json!("ok")) }).await.unwrap_err();
+        let err = plain
+            .resume("r", ResumeRequest { pause_id: None, answer: Some(json!("ok")), stream_tokens: false })
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), "resolution_error", "{}: {err}", b.name);
         assert_eq!(
             plain.get_run("r").await.unwrap().unwrap().status,
@@ -255,7 +265,9 @@ async fn replay_needs_no_skills_but_resume_does() {
         );
 
         let client = TaskClient::new(Arc::clone(&b.store), Arc::clone(&custom));
-        let done = client.resume("r", ResumeRequest { pause_id: Some("1".into()), answer: Some(json!("ok")) }).await;
+        let done = client
+            .resume("r", ResumeRequest { pause_id: Some("1".into()), answer: Some(json!("ok")), stream_tokens: false })
+            .await;
         let done = done.unwrap();
         assert_eq!((done.status, done.output), (RunStatus::Completed, Some(json!("ok"))));
         assert_eq!(done.step_history[0].output.as_ref(), &json!(42));

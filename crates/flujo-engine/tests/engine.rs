@@ -539,7 +539,10 @@ async fn parallel_hitl_pauses_together_and_resumes_independently() {
     assert!(matches!(err, FlujoError::InvalidResumeInput { .. }), "{err}");
     // Answer y first: x stays pending, y's branch finishes.
     let r2 = f
-        .resume_with(&r.run_id, ResumeRequest { pause_id: Some("0/branch:y/0".into()), answer: Some(json!(200)) })
+        .resume_with(
+            &r.run_id,
+            ResumeRequest { pause_id: Some("0/branch:y/0".into()), answer: Some(json!(200)), stream_tokens: false },
+        )
         .await
         .unwrap();
     assert_eq!(r2.status, RunStatus::Paused);
@@ -547,7 +550,10 @@ async fn parallel_hitl_pauses_together_and_resumes_independently() {
     assert_eq!(r2.pending[0].pause_id, "0/branch:x/1");
     assert_eq!(flujo_skills::CountingSkill::count(&counter, "0/branch:y/1"), 1);
     let r3 = f
-        .resume_with(&r.run_id, ResumeRequest { pause_id: Some("0/branch:x/1".into()), answer: Some(json!(100)) })
+        .resume_with(
+            &r.run_id,
+            ResumeRequest { pause_id: Some("0/branch:x/1".into()), answer: Some(json!(100)), stream_tokens: false },
+        )
         .await
         .unwrap();
     assert_eq!(r3.status, RunStatus::Completed);

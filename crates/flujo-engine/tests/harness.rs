@@ -289,6 +289,7 @@ pub async fn drive(s: &Scenario, budget: Option<u64>) -> Outcome {
             run_id: Some(run_id.into()),
             context: s.context.clone(),
             usage_limits: None,
+            stream_tokens: false,
         })
         .await;
     for _round in 0..1000 {
@@ -308,7 +309,14 @@ pub async fn drive(s: &Scenario, budget: Option<u64>) -> Outcome {
                 };
                 let answer = answers[p.pause_id.as_str()].clone();
                 res = flujo
-                    .resume_with(run_id, ResumeRequest { pause_id: Some(p.pause_id.clone()), answer: Some(answer) })
+                    .resume_with(
+                        run_id,
+                        ResumeRequest {
+                            pause_id: Some(p.pause_id.clone()),
+                            answer: Some(answer),
+                            stream_tokens: false,
+                        },
+                    )
                     .await;
             }
             Ok(r) => return finish(r, &mem, &counter, crashes, &crashing, pauses_seen).await,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flujo_core::{ContextSnapshot, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, TokenUsage, Usage};
+use flujo_core::{ContextSnapshot, DeltaSink, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, TokenUsage, Usage};
 use flujo_template::{compile_template, is_template, CompiledTemplate, Scope, UndefinedMode};
 use serde_json::{json, Map, Value};
 
@@ -301,15 +301,29 @@ impl LlmAgent {
     /// One call with typed errors (what [`Skill::call`] wraps): pricing is checked first, then the model is
     /// asked (with re-asks for structured output).
     pub async fn run(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<AgentAnswer, LlmError> {
+        self.run_streaming(input, context, None).await
+    }
+
+    /// [`LlmAgent::run`], streaming the answer's text to `deltas` as it is generated.
+    pub async fn run_streaming(
+        &self,
+        input: &Value,
+        context: Option<&ContextSnapshot>,
+        deltas: Option<DeltaSink>,
+    ) -> Result<AgentAnswer, LlmError> {
         let model = match &self.backend {
             Backend::Echo => {
-                return Ok(AgentAnswer { output: input.clone(), usage: TokenUsage::default(), cost_usd: 0.0, calls: 0 })
+                if let Some(sink) = &deltas {
+                    sink.send(&render_input(input));
+                }
+                return Ok(AgentAnswer { output: input.clone(), usage: TokenUsage::default(), cost_usd: 0.0, calls: 0 });
             }
             Backend::Chat(m) => m,
         };
         let price = self.pricing.clone()?;
         let messages = self.messages(input, context)?;
-        let settings = self.spec.chat_settings();
+        let mut settings = self.spec.chat_settings();
+        settings.stream = deltas;
         let (output, usage, calls) = match &self.output {
             Some(schema) => {
                 let r = chat_structured(model.as_ref(), messages, &settings, schema, self.spec.max_retries()).await?;
@@ -350,7 +364,7 @@ impl LlmAgent {
 #[async_trait]
 impl Skill for LlmAgent {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
-        let answer = self.run(&call.input, Some(&call.context)).await?;
+        let answer = self.run_streaming(&call.input, Some(&call.context), call.deltas).await?;
         Ok(SkillOutput {
             output: answer.output,
             context_ops: Vec::new(),

@@ -15,6 +15,7 @@ use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchem
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{secret_header, HttpClient, JsonPost};
+use crate::stream::AnthropicStream;
 use crate::tools::{
     anthropic_tool_choice, anthropic_tool_use_block, anthropic_tools, parse_anthropic_tool_use, ToolChoice, ToolSpec,
 };
@@ -74,6 +75,9 @@ impl AnthropicModel {
                 body.insert("tool_choice".into(), anthropic_tool_choice(&settings.tool_choice));
             }
             None => {}
+        }
+        if settings.stream.is_some() {
+            body.insert("stream".into(), json!(true));
         }
         for (k, v) in &settings.extra {
             body.entry(k.clone()).or_insert_with(|| v.clone());
@@ -199,18 +203,24 @@ impl ChatModel for AnthropicModel {
         headers.insert(HeaderName::from_static("anthropic-version"), version);
         let body = self.request_body(messages, tools, settings);
         let url = format!("{}/v1/messages", p.base_url);
-        let reply = self
-            .http
-            .post_json(JsonPost {
-                provider: &p.name,
-                url: &url,
-                headers,
-                body: &body,
-                timeout: settings.timeout.unwrap_or(p.timeout),
-                retry: p.retry,
-                secret: p.api_key.as_ref(),
-            })
-            .await?;
+        let post = JsonPost {
+            provider: &p.name,
+            url: &url,
+            headers,
+            body: &body,
+            timeout: settings.timeout.unwrap_or(p.timeout),
+            retry: p.retry,
+            secret: p.api_key.as_ref(),
+        };
+        let reply = match &settings.stream {
+            None => self.http.post_json(post).await?,
+            Some(sink) => {
+                let schema_tool = settings.response_schema.as_ref().map(|rs| rs.name.as_str());
+                let mut stream = AnthropicStream::new(&p.name, sink, schema_tool);
+                self.http.post_sse(post, &mut |event, data| stream.on_event(event, data)).await?;
+                stream.finish()?
+            }
+        };
         parse_reply(&p.name, &reply, settings.response_schema.as_ref())
     }
 }

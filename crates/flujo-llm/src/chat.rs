@@ -207,6 +207,9 @@ pub struct ChatSettings {
     /// Further body fields passed to the provider as written (`seed`, `stop`, …); never override the ones
     /// Flujo sets.
     pub extra: Map<String, Value>,
+    /// Stream the answer: the provider is asked for a stream and each piece of text goes here as it arrives
+    /// (see [`crate::stream`]); the returned reply is the same as without.
+    pub stream: Option<flujo_core::DeltaSink>,
 }
 
 impl ChatSettings {

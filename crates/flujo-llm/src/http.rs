@@ -122,19 +122,79 @@ pub(crate) fn secret_header(name: &'static str, value: &str) -> Result<(HeaderNa
     Ok((HeaderName::from_static(name), v))
 }
 
-enum Outcome {
-    Done(Value),
+enum Outcome<T> {
+    Done(T),
     Retry { error: LlmError, wait: Duration },
     Fail(LlmError),
 }
 
+/// The most a single server-sent-events line may hold before the stream is refused as malformed.
+const MAX_SSE_LINE: usize = 16 << 20;
+
 impl HttpClient {
     /// POSTs `req.body` as JSON and returns the JSON reply, retrying transient failures per `req.retry`.
     pub(crate) async fn post_json(&self, req: JsonPost<'_>) -> Result<Value, LlmError> {
+        let resp = self.send_with_retries(&req).await?;
+        let provider = req.provider.to_owned();
+        let secret = req.secret.map(ApiKey::expose);
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => return Err(LlmError::Timeout { provider, timeout: req.timeout }),
+            Err(e) => {
+                let message = scrub(&error_chain(&e.without_url()), secret);
+                return Err(LlmError::Network { provider, message });
+            }
+        };
+        serde_json::from_slice::<Value>(&body).map_err(|e| LlmError::Malformed {
+            provider,
+            message: format!("the reply is not JSON ({e}): {}", scrub(&snippet(&body), secret)),
+        })
+    }
+
+    /// POSTs `req.body` (which asks for a stream) and feeds each server-sent event to `on_event(event name,
+    /// data)` as it arrives, until the server ends the stream or `on_event` returns an error. Failures before
+    /// the stream starts are retried like [`HttpClient::post_json`]; a stream that breaks off is not (its
+    /// pieces were already passed on).
+    pub(crate) async fn post_sse(
+        &self,
+        req: JsonPost<'_>,
+        on_event: &mut (dyn FnMut(&str, &str) -> Result<(), LlmError> + Send),
+    ) -> Result<(), LlmError> {
+        let mut resp = self.send_with_retries(&req).await?;
+        let provider = req.provider.to_owned();
+        let secret = req.secret.map(ApiKey::expose);
+        let mut parser = SseParser::default();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    parser.push(&bytes, on_event).map_err(|e| match e {
+                        SseError::TooLong => LlmError::Malformed {
+                            provider: provider.clone(),
+                            message: format!("a stream line is longer than {MAX_SSE_LINE} bytes"),
+                        },
+                        SseError::Handler(e) => e,
+                    })?;
+                }
+                Ok(None) => {
+                    return parser.finish(on_event).map_err(|e| match e {
+                        SseError::Handler(e) => e,
+                        SseError::TooLong => LlmError::Malformed { provider, message: "stream line too long".into() },
+                    })
+                }
+                Err(e) if e.is_timeout() => return Err(LlmError::Timeout { provider, timeout: req.timeout }),
+                Err(e) => {
+                    let message = scrub(&error_chain(&e.without_url()), secret);
+                    return Err(LlmError::Network { provider, message: format!("the stream broke off: {message}") });
+                }
+            }
+        }
+    }
+
+    async fn send_with_retries(&self, req: &JsonPost<'_>) -> Result<reqwest::Response, LlmError> {
         let attempts = req.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            match self.attempt(&req, attempt).await {
+            match self.attempt(req, attempt).await {
                 Outcome::Done(v) => return Ok(v),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { error, wait } => {
@@ -149,7 +209,8 @@ impl HttpClient {
         }
     }
 
-    async fn attempt(&self, req: &JsonPost<'_>, attempt: u32) -> Outcome {
+    /// Sends once; a successful status gives the response with its body unread.
+    async fn attempt(&self, req: &JsonPost<'_>, attempt: u32) -> Outcome<reqwest::Response> {
         let provider = req.provider.to_owned();
         let secret = req.secret.map(ApiKey::expose);
         let sent =
@@ -169,6 +230,9 @@ impl HttpClient {
             }
         };
         let status = resp.status();
+        if status.is_success() {
+            return Outcome::Done(resp);
+        }
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
@@ -186,15 +250,6 @@ impl HttpClient {
                 };
             }
         };
-        if status.is_success() {
-            return match serde_json::from_slice::<Value>(&body) {
-                Ok(v) => Outcome::Done(v),
-                Err(e) => Outcome::Fail(LlmError::Malformed {
-                    provider,
-                    message: format!("the reply is not JSON ({e}): {}", scrub(&snippet(&body), secret)),
-                }),
-            };
-        }
         let message = scrub(&provider_message(&body), secret);
         let code = status.as_u16();
         match status {
@@ -217,6 +272,95 @@ impl HttpClient {
             }
             _ => Outcome::Fail(LlmError::BadRequest { provider, status: code, message }),
         }
+    }
+}
+
+enum SseError {
+    TooLong,
+    Handler(LlmError),
+}
+
+/// An incremental parser of `text/event-stream` (the subset providers use: `event:` and `data:` fields,
+/// `:` comments, events ended by a blank line; `\n`, `\r\n` or `\r` line ends).
+#[derive(Default)]
+struct SseParser {
+    /// Bytes of an unfinished line.
+    line: Vec<u8>,
+    event: String,
+    data: String,
+    has_data: bool,
+    /// The previous chunk ended in `\r` (a following `\n` belongs to it).
+    after_cr: bool,
+}
+
+type Handler<'a> = &'a mut (dyn FnMut(&str, &str) -> Result<(), LlmError> + Send);
+
+impl SseParser {
+    fn push(&mut self, bytes: &[u8], on_event: Handler<'_>) -> Result<(), SseError> {
+        for &b in bytes {
+            let after_cr = std::mem::take(&mut self.after_cr);
+            match b {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => {
+                    self.after_cr = b == b'\r';
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&String::from_utf8_lossy(&line), on_event)?;
+                }
+                _ => {
+                    if self.line.len() >= MAX_SSE_LINE {
+                        return Err(SseError::TooLong);
+                    }
+                    self.line.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn line_done(&mut self, line: &str, on_event: Handler<'_>) -> Result<(), SseError> {
+        if line.is_empty() {
+            return self.dispatch(on_event);
+        }
+        if line.starts_with(':') {
+            return Ok(());
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "event" => self.event = value.to_owned(),
+            "data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                if self.data.len() + value.len() > MAX_SSE_LINE {
+                    return Err(SseError::TooLong);
+                }
+                self.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, on_event: Handler<'_>) -> Result<(), SseError> {
+        let event = std::mem::take(&mut self.event);
+        let data = std::mem::take(&mut self.data);
+        if std::mem::take(&mut self.has_data) {
+            on_event(if event.is_empty() { "message" } else { &event }, &data).map_err(SseError::Handler)?;
+        }
+        Ok(())
+    }
+
+    /// The end of the stream: a last event without its blank line still counts.
+    fn finish(mut self, on_event: Handler<'_>) -> Result<(), SseError> {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&String::from_utf8_lossy(&line), on_event)?;
+        }
+        self.dispatch(on_event)
     }
 }
 
@@ -274,6 +418,37 @@ mod tests {
         assert_eq!(p.backoff(2), Duration::from_millis(200));
         assert_eq!(p.backoff(3), Duration::from_millis(350));
         assert_eq!(p.backoff(60), Duration::from_millis(350));
+    }
+
+    fn parse_sse(chunks: &[&[u8]]) -> Vec<(String, String)> {
+        let mut seen = Vec::new();
+        let mut handler = |e: &str, d: &str| {
+            seen.push((e.to_owned(), d.to_owned()));
+            Ok(())
+        };
+        let mut p = SseParser::default();
+        for c in chunks {
+            assert!(p.push(c, &mut handler).is_ok());
+        }
+        assert!(p.finish(&mut handler).is_ok());
+        seen
+    }
+
+    #[test]
+    fn sse_events_across_chunk_boundaries() {
+        let whole: &[u8] = b": keep-alive\nevent: delta\ndata: {\"a\":1}\n\ndata: x\r\ndata: y\r\n\r\ndata: [DONE]\n\n";
+        let expected = vec![
+            ("delta".to_owned(), "{\"a\":1}".to_owned()),
+            ("message".to_owned(), "x\ny".to_owned()),
+            ("message".to_owned(), "[DONE]".to_owned()),
+        ];
+        assert_eq!(parse_sse(&[whole]), expected);
+        // Every split point, including inside a `\r\n`.
+        for i in 0..whole.len() {
+            assert_eq!(parse_sse(&[&whole[..i], &whole[i..]]), expected, "split at {i}");
+        }
+        // A last event without its blank line.
+        assert_eq!(parse_sse(&[b"data: end"]), vec![("message".to_owned(), "end".to_owned())]);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub mod mock;
 pub mod openai;
 pub mod pricing;
 pub mod registry;
+pub mod stream;
 pub mod structured;
 #[cfg(feature = "test-server")]
 pub mod testing;

@@ -73,6 +73,9 @@ impl ChatModel for MockModel {
                 None => "{}".to_owned(),
             },
         };
+        if let Some(sink) = &settings.stream {
+            sink.send(&content);
+        }
         Ok(ChatReply { content: Some(content), stop_reason: Some("stop".into()), ..Default::default() })
     }
 }

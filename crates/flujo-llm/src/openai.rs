@@ -13,6 +13,7 @@ use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{secret_header, HttpClient, JsonPost};
+use crate::stream::OpenAiStream;
 use crate::structured::repair_json;
 use crate::tools::{openai_tool_call_to_wire, openai_tool_choice, openai_tools, parse_openai_tool_calls, ToolSpec};
 
@@ -50,6 +51,10 @@ impl OpenAiModel {
                 "response_format".into(),
                 json!({"type": "json_schema", "json_schema": {"name": rs.name, "schema": rs.wire_schema(), "strict": rs.strict}}),
             );
+        }
+        if settings.stream.is_some() {
+            body.insert("stream".into(), json!(true));
+            body.insert("stream_options".into(), json!({"include_usage": true}));
         }
         for (k, v) in &settings.extra {
             body.entry(k.clone()).or_insert_with(|| v.clone());
@@ -126,18 +131,23 @@ impl ChatModel for OpenAiModel {
         }
         let body = self.request_body(messages, tools, settings);
         let url = format!("{}/chat/completions", p.base_url);
-        let reply = self
-            .http
-            .post_json(JsonPost {
-                provider: &p.name,
-                url: &url,
-                headers,
-                body: &body,
-                timeout: settings.timeout.unwrap_or(p.timeout),
-                retry: p.retry,
-                secret: p.api_key.as_ref(),
-            })
-            .await?;
+        let post = JsonPost {
+            provider: &p.name,
+            url: &url,
+            headers,
+            body: &body,
+            timeout: settings.timeout.unwrap_or(p.timeout),
+            retry: p.retry,
+            secret: p.api_key.as_ref(),
+        };
+        let reply = match &settings.stream {
+            None => self.http.post_json(post).await?,
+            Some(sink) => {
+                let mut stream = OpenAiStream::new(&p.name, sink);
+                self.http.post_sse(post, &mut |event, data| stream.on_event(event, data)).await?;
+                stream.finish()?
+            }
+        };
         let mut reply = parse_reply(&p.name, &reply)?;
         if let (Some(rs), Some(text)) = (&settings.response_schema, &reply.content) {
             if !rs.is_object() {

@@ -2,6 +2,8 @@
 //! OpenAI Chat Completions (`/v1/chat/completions`) and Anthropic Messages (`/v1/messages`) shapes. Replies
 //! are scripted in order ([`FakeProvider::push_reply`]), each with usage numbers; every request is logged
 //! (path, headers with secrets redacted, JSON body) for the test to inspect. Nothing leaves the machine.
+//! A request asking for a stream (`"stream": true`) gets the same reply as server-sent events in the
+//! provider's stream shape, sent piece by piece (a word of text per event).
 //!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use flujo_core::TokenUsage;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::config::{LlmConfig, ProviderConfig, ProviderKind};
@@ -59,6 +62,9 @@ pub enum ScriptedReply {
     Garbage,
     /// The reply, sent after a delay (for timeouts).
     Delayed(Duration, Box<ScriptedReply>),
+    /// A text answer cut off halfway: a stream ends without its final events, a plain reply is half a JSON
+    /// body.
+    Truncated(String),
 }
 
 /// A logged request.
@@ -237,6 +243,8 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
         reply = *inner;
     }
     let model = request.get("model").cloned().unwrap_or(Value::Null);
+    let stream = request.get("stream") == Some(&Value::Bool(true));
+    let ok = |body: Value| if stream { sse(shape, &body, false) } else { ok(body) };
     match reply {
         ScriptedReply::Delayed(..) => error_response(shape, 500, None, "unreachable"),
         ScriptedReply::Status { code, retry_after } => {
@@ -246,6 +254,16 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
             (StatusCode::OK, [("content-type", "text/html")], "<html>this is not JSON").into_response()
         }
         ScriptedReply::Text(text) => ok(message(shape, id, &model, Content::Text(text), usage)),
+        ScriptedReply::Truncated(text) => {
+            let body = message(shape, id, &model, Content::Text(text), usage);
+            if stream {
+                sse(shape, &body, true)
+            } else {
+                let whole = body.to_string();
+                let cut: String = whole.chars().take(whole.chars().count() / 2).collect();
+                (StatusCode::OK, [("content-type", "application/json")], cut).into_response()
+            }
+        }
         ScriptedReply::Json(value) => {
             let forced = request
                 .get("tool_choice")
@@ -348,6 +366,110 @@ fn message(shape: Shape, id: u64, model: &Value, content: Content, usage: TokenU
                 "usage": {"input_tokens": usage.prompt, "output_tokens": usage.completion}})
         }
     }
+}
+
+/// Text in pieces of one word (with its following whitespace).
+fn pieces(text: &str) -> Vec<String> {
+    text.split_inclusive(char::is_whitespace).map(str::to_owned).collect()
+}
+
+/// A string in two halves (on a character boundary).
+fn halves(text: &str) -> [String; 2] {
+    let mid = text.char_indices().map(|(i, _)| i).nth(text.chars().count() / 2).unwrap_or(text.len());
+    [text[..mid].to_owned(), text[mid..].to_owned()]
+}
+
+/// `body` (a complete reply of `shape`) as the provider's stream of events; `truncated` stops halfway,
+/// without the final events.
+fn sse(shape: Shape, body: &Value, truncated: bool) -> Response {
+    let mut events: Vec<(Option<&str>, Value)> = Vec::new();
+    match shape {
+        Shape::OpenAi => {
+            let chunk = |choices: Value| json!({"id": body["id"], "object": "chat.completion.chunk",
+                "model": body["model"], "choices": choices});
+            let delta = |d: Value| chunk(json!([{"index": 0, "delta": d, "finish_reason": null}]));
+            let message = &body["choices"][0]["message"];
+            events.push((None, delta(json!({"role": "assistant", "content": ""}))));
+            if let Some(text) = message["content"].as_str() {
+                for p in pieces(text) {
+                    events.push((None, delta(json!({"content": p}))));
+                }
+            }
+            for (i, tc) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
+                events.push((None, delta(json!({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
+                    "function": {"name": tc["function"]["name"], "arguments": ""}}]}))));
+                for p in halves(tc["function"]["arguments"].as_str().unwrap_or_default()) {
+                    events.push((None, delta(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}))));
+                }
+            }
+            let finish = &body["choices"][0]["finish_reason"];
+            events.push((None, chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]))));
+            let mut usage = chunk(json!([]));
+            usage["usage"] = body["usage"].clone();
+            events.push((None, usage));
+        }
+        Shape::Anthropic => {
+            let mut start = body.clone();
+            start["content"] = json!([]);
+            start["stop_reason"] = Value::Null;
+            start["usage"]["output_tokens"] = json!(1);
+            events.push((Some("message_start"), json!({"type": "message_start", "message": start})));
+            for (i, block) in body["content"].as_array().into_iter().flatten().enumerate() {
+                let (started, deltas): (Value, Vec<Value>) = match block["type"].as_str() {
+                    Some("tool_use") => (
+                        json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
+                        halves(&block["input"].to_string())
+                            .into_iter()
+                            .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+                            .collect(),
+                    ),
+                    _ => (
+                        json!({"type": "text", "text": ""}),
+                        pieces(block["text"].as_str().unwrap_or_default())
+                            .into_iter()
+                            .map(|p| json!({"type": "text_delta", "text": p}))
+                            .collect(),
+                    ),
+                };
+                events.push((
+                    Some("content_block_start"),
+                    json!({"type": "content_block_start", "index": i, "content_block": started}),
+                ));
+                for d in deltas {
+                    events.push((
+                        Some("content_block_delta"),
+                        json!({"type": "content_block_delta", "index": i, "delta": d}),
+                    ));
+                }
+                events.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": i})));
+            }
+            events.push((
+                Some("message_delta"),
+                json!({"type": "message_delta", "delta": {"stop_reason": body["stop_reason"]},
+                    "usage": {"output_tokens": body["usage"]["output_tokens"]}}),
+            ));
+            events.push((Some("message_stop"), json!({"type": "message_stop"})));
+        }
+    }
+    let mut frames: Vec<String> = events
+        .into_iter()
+        .map(|(name, data)| match name {
+            Some(n) => format!("event: {n}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        })
+        .collect();
+    if shape == Shape::OpenAi {
+        frames.push("data: [DONE]\n\n".to_owned());
+    }
+    if truncated {
+        frames.truncate(frames.len() / 2);
+    }
+    // One event per write, a moment apart, so the client sees the pieces arrive separately.
+    let stream = futures::stream::iter(frames).then(|frame| async move {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok::<_, std::convert::Infallible>(Bytes::from(frame))
+    });
+    (StatusCode::OK, [("content-type", "text/event-stream")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 fn error_response(shape: Shape, code: u16, retry_after: Option<u64>, message: &str) -> Response {

@@ -97,6 +97,7 @@ impl Skill for TurnSkill {
             return Err(SkillError::fatal(format!("model '{}' cannot hold a conversation", self.agent.spec().model)));
         };
         let mut settings = self.agent.spec().chat_settings();
+        settings.stream = call.deltas.clone();
         if tools.is_empty() {
             settings.response_schema = self.agent.output().map(|o| o.response_schema().clone());
         }

@@ -31,6 +31,7 @@ fn call(input: Value) -> SkillCall {
         attempt: 1,
         idempotency_key: Arc::from("run-1/0"),
         context: ContextSnapshot::default(),
+        deltas: None,
     }
 }
 
@@ -451,5 +452,88 @@ async fn cost_is_usage_times_price_and_the_estimate_bounds_it() {
         // ≈ 1000 prompt + 16 overhead + 500 max_tokens.
         assert_eq!(estimate.tokens, 1000 + 16 + 500);
         assert!(estimate.cost_usd >= out.cost_usd, "the reservation must bound the call");
+    }
+}
+
+fn collecting_sink() -> (flujo_core::DeltaSink, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    (flujo_core::DeltaSink::new(move |d| s.lock().unwrap().push(d.to_owned())), seen)
+}
+
+/// With a delta sink the provider is asked for a stream; the text arrives piece by piece, in order, and the
+/// reply (content, tool calls, usage, cost, structured output) is the same as without streaming.
+#[tokio::test]
+async fn streamed_replies_deliver_deltas_and_the_same_reply() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start().await.unwrap();
+        let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+        let registry = fake.registry(PricingTable::new().with_price(provider, "m", price)).unwrap();
+
+        // Text.
+        fake.push_reply_with_usage(
+            ScriptedReply::Text("Lima is the capital of Peru.".into()),
+            TokenUsage { prompt: 12, completion: 7 },
+        );
+        let agent = registry.resolve_agent(&format!("{provider}:m"), &Value::Null).unwrap();
+        let (sink, seen) = collecting_sink();
+        let answer = agent.run_streaming(&json!("capital of Peru?"), None, Some(sink)).await.unwrap();
+        assert_eq!(answer.output, json!("Lima is the capital of Peru."), "{provider}");
+        assert_eq!(answer.usage, TokenUsage { prompt: 12, completion: 7 }, "{provider}");
+        assert!((answer.cost_usd - price.cost(answer.usage)).abs() < 1e-12, "{provider}");
+        let pieces = seen.lock().unwrap().clone();
+        assert!(pieces.len() > 3, "{provider}: several pieces, not one: {pieces:?}");
+        assert_eq!(pieces.concat(), "Lima is the capital of Peru.", "{provider}");
+        let body = &fake.calls()[0].body;
+        assert_eq!(body["stream"], true, "{provider}");
+        if provider == "openai" {
+            assert_eq!(body["stream_options"]["include_usage"], true);
+        }
+
+        // Structured output (Anthropic: the forced schema tool's JSON streams).
+        fake.push_reply(ScriptedReply::Json(json!({"city": "Lima", "population": 10000000})));
+        let agent = registry.resolve_agent(&format!("{provider}:m"), &json!({"output_schema": schema()})).unwrap();
+        let (sink, seen) = collecting_sink();
+        let answer = agent.run_streaming(&json!("largest city?"), None, Some(sink)).await.unwrap();
+        assert_eq!(answer.output, json!({"city": "Lima", "population": 10000000}), "{provider}");
+        let streamed: Value = serde_json::from_str(&seen.lock().unwrap().concat()).unwrap();
+        assert_eq!(streamed, json!({"city": "Lima", "population": 10000000}), "{provider}");
+
+        // Tool calls rebuilt from their streamed pieces.
+        let model = registry.chat_model(&format!("{provider}:m")).unwrap();
+        fake.push_reply(ScriptedReply::ToolCall { name: "add".into(), arguments: json!({"a": 2, "b": 3}) });
+        let (sink, _) = collecting_sink();
+        let settings = ChatSettings { stream: Some(sink), ..Default::default() };
+        let add = ToolSpec::new("add", "Adds", json!({"type": "object"}));
+        let reply = model.chat(&[ChatMessage::user("2 + 3?")], &[add], &settings).await.unwrap();
+        assert_eq!(reply.tool_calls.len(), 1, "{provider}");
+        assert_eq!(reply.tool_calls[0].name, "add");
+        assert_eq!(reply.tool_calls[0].arguments, json!({"a": 2, "b": 3}), "{provider}");
+        assert!(!reply.tool_calls[0].id.is_empty());
+        assert_eq!(reply.usage, DEFAULT_USAGE, "{provider}");
+    }
+}
+
+/// A stream cut off before its final event is a malformed reply (retryable at the step level), never a
+/// silently truncated answer; errors before the stream starts are retried as usual.
+#[tokio::test]
+async fn truncated_streams_are_errors_and_early_failures_are_retried() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start().await.unwrap();
+        let registry = fake.registry(PricingTable::new()).unwrap();
+        let agent = registry.resolve_agent(&format!("{provider}:m"), &Value::Null).unwrap();
+        fake.push_reply(ScriptedReply::Truncated("one two three four five six".into()));
+        let (sink, _) = collecting_sink();
+        let err = agent.run_streaming(&json!("count"), None, Some(sink)).await.unwrap_err();
+        assert!(matches!(&err, LlmError::Malformed { message, .. } if message.contains("ended before")), "{err:?}");
+        assert!(err.is_retryable());
+
+        fake.push_reply(ScriptedReply::Status { code: 429, retry_after: Some(0) });
+        fake.push_reply(ScriptedReply::Text("ok now".into()));
+        let (sink, seen) = collecting_sink();
+        let answer = agent.run_streaming(&json!("again"), None, Some(sink)).await.unwrap();
+        assert_eq!(answer.output, json!("ok now"), "{provider}");
+        assert_eq!(seen.lock().unwrap().concat(), "ok now");
+        assert_eq!(fake.call_count(), 3, "{provider}");
     }
 }

@@ -198,6 +198,7 @@ mod tests {
             attempt: 1,
             idempotency_key: Arc::from("r1:0"),
             context: Context::new("r1", Value::Null, Default::default()).snapshot(),
+            deltas: None,
         }
     }
 

@@ -158,6 +158,7 @@ mod tests {
             attempt,
             idempotency_key: Arc::from("k"),
             context: ContextSnapshot::default(),
+            deltas: None,
         }
     }
 

@@ -53,6 +53,7 @@ impl StepPolicy for AgentStepPolicy {
                 attempt,
                 idempotency_key: key.clone(),
                 context: f.ctx.snapshot(),
+                deltas: None,
             };
             let res = f.core.call_agent(skill, agent_target(agent), call, f.run, f.step.config.timeout_s).await?;
             match res {

@@ -18,6 +18,7 @@ fn call_with(input: Value, attempt: u32, context: ContextSnapshot) -> SkillCall 
         attempt,
         idempotency_key: Arc::from("run-1/0"),
         context,
+        deltas: None,
     }
 }
 
