@@ -316,7 +316,12 @@ impl LlmAgent {
                 if let Some(sink) = &deltas {
                     sink.send(&render_input(input));
                 }
-                return Ok(AgentAnswer { output: input.clone(), usage: TokenUsage::default(), cost_usd: 0.0, calls: 0 });
+                return Ok(AgentAnswer {
+                    output: input.clone(),
+                    usage: TokenUsage::default(),
+                    cost_usd: 0.0,
+                    calls: 0,
+                });
             }
             Backend::Chat(m) => m,
         };

@@ -385,8 +385,10 @@ fn sse(shape: Shape, body: &Value, truncated: bool) -> Response {
     let mut events: Vec<(Option<&str>, Value)> = Vec::new();
     match shape {
         Shape::OpenAi => {
-            let chunk = |choices: Value| json!({"id": body["id"], "object": "chat.completion.chunk",
-                "model": body["model"], "choices": choices});
+            let chunk = |choices: Value| {
+                json!({"id": body["id"], "object": "chat.completion.chunk",
+                "model": body["model"], "choices": choices})
+            };
             let delta = |d: Value| chunk(json!([{"index": 0, "delta": d, "finish_reason": null}]));
             let message = &body["choices"][0]["message"];
             events.push((None, delta(json!({"role": "assistant", "content": ""}))));
@@ -396,8 +398,11 @@ fn sse(shape: Shape, body: &Value, truncated: bool) -> Response {
                 }
             }
             for (i, tc) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
-                events.push((None, delta(json!({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
-                    "function": {"name": tc["function"]["name"], "arguments": ""}}]}))));
+                events.push((
+                    None,
+                    delta(json!({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
+                    "function": {"name": tc["function"]["name"], "arguments": ""}}]})),
+                ));
                 for p in halves(tc["function"]["arguments"].as_str().unwrap_or_default()) {
                     events.push((None, delta(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}))));
                 }
