@@ -621,6 +621,31 @@ fn step_entry(r: &JournalRecord, verbose: bool) -> Value {
     v
 }
 
+/// A record's usage under the OpenTelemetry GenAI attribute names (as the live `flujo.step` and
+/// `gen_ai.chat` tracing spans carry them): the model from the record's `model` metadata
+/// (`provider:model`), tokens, and Flujo's cost.
+fn gen_ai_attributes(r: &JournalRecord) -> Value {
+    let mut a = Map::new();
+    if let Some(model) = r.metadata.get("model").and_then(Value::as_str) {
+        let (provider, name) = model.split_once(':').unwrap_or(("", model));
+        if !provider.is_empty() {
+            a.insert("gen_ai.provider.name".into(), json!(provider));
+        }
+        a.insert("gen_ai.request.model".into(), json!(name));
+        if r.kind == "model_turn" {
+            a.insert("gen_ai.operation.name".into(), json!("chat"));
+        }
+    }
+    if a.contains_key("gen_ai.request.model") || r.tokens.total() > 0 {
+        a.insert("gen_ai.usage.input_tokens".into(), json!(r.tokens.prompt));
+        a.insert("gen_ai.usage.output_tokens".into(), json!(r.tokens.completion));
+    }
+    if r.cost_usd > 0.0 {
+        a.insert("flujo.cost_usd".into(), json!(r.cost_usd));
+    }
+    Value::Object(a)
+}
+
 /// The journal's records as spans: each nested under the record of its nearest ancestor path.
 struct Spans<'a> {
     run_id: &'a str,
@@ -689,6 +714,7 @@ impl<'a> Spans<'a> {
             "attempts": r.attempts,
             "tokens": {"prompt": r.tokens.prompt, "completion": r.tokens.completion, "total": r.tokens.total()},
             "cost_usd": r.cost_usd,
+            "attributes": gen_ai_attributes(r),
         });
         match v {
             Value::Object(m) => m,

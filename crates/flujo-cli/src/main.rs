@@ -153,8 +153,27 @@ impl CliError {
     }
 }
 
+/// `FLUJO_LOG=info` (or `FLUJO_LOG=flujo_engine=debug,info`, …) prints tracing events and closed spans —
+/// `flujo.step` and `gen_ai.chat` with their attributes — to stderr. Unset: no subscriber, no cost.
+fn init_logging() {
+    let Ok(spec) = std::env::var("FLUJO_LOG") else { return };
+    match spec.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(filter) => {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
+            let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
+        }
+        Err(e) => eprintln!("warning: FLUJO_LOG='{spec}' is not a valid filter ({e}); logging is off"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

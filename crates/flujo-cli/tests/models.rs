@@ -218,3 +218,38 @@ fn live_runs_stream_token_deltas() {
     assert_eq!(json_of(&o)["output"], "Rain taps the tin roof");
     assert!(env.fake.calls()[1].body.get("stream").is_none(), "no stream without --live");
 }
+
+/// Token and cost figures reach `lens spans` under the GenAI attribute names, and `FLUJO_LOG=info` prints the
+/// live `flujo.step` and `gen_ai.chat` spans with the same attributes.
+#[test]
+fn spans_carry_gen_ai_attributes() {
+    let env =
+        setup("[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n");
+    env.fake.push_reply_with_usage(ScriptedReply::Text("a line".into()), TokenUsage { prompt: 30, completion: 6 });
+    let state = format!("sqlite:///{}", env.dir.path().join("state.db").display());
+    let o = Command::new(env!("CARGO_BIN_EXE_flujo"))
+        .args(["run", "-i", "x", "--json", "--state", &state, "--run-id", "spans-1"])
+        .current_dir(env.dir.path())
+        .env("FLUJO_LOG", "info")
+        .env_remove("FLUJO_STATE_URI")
+        .env_remove("FLUJO_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let chat = stderr.lines().find(|l| l.contains("gen_ai.chat") && l.contains("close")).unwrap_or_default();
+    for attr in ["gen_ai.request.model=\"gpt-test\"", "gen_ai.usage.input_tokens=30", "gen_ai.usage.output_tokens=6"] {
+        assert!(chat.contains(attr), "{attr} in {chat:?}\n{stderr}");
+    }
+    assert!(stderr.lines().any(|l| l.contains("flujo.step") && l.contains("flujo.cost_usd=0.04")), "{stderr}");
+
+    let o = flujo(env.dir.path(), &["lens", "spans", "spans-1", "--state", &state, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let spans = json_of(&o);
+    let a = &spans[0]["attributes"];
+    assert_eq!(a["gen_ai.provider.name"], "openai", "{spans}");
+    assert_eq!(a["gen_ai.request.model"], "gpt-test");
+    assert_eq!(a["gen_ai.usage.input_tokens"], 30);
+    assert_eq!(a["gen_ai.usage.output_tokens"], 6);
+    assert!((a["flujo.cost_usd"].as_f64().unwrap() - 0.042).abs() < 1e-12);
+}

@@ -557,7 +557,30 @@ impl ExecutorCore {
             ));
         };
         let frame = ExecutionFrame { step, input: rendered, ctx, path, lex, run, core: self };
-        let mut outcome = policy.execute(frame).await?;
+        // One span per live step execution (nested executions nest), with the OpenTelemetry GenAI usage
+        // attributes; model calls inside open their own `gen_ai` spans (flujo_llm::traced_chat).
+        let span = tracing::info_span!(
+            "flujo.step",
+            otel.name = %step.name,
+            flujo.run_id = %run.run_id,
+            flujo.step.name = %step.name,
+            flujo.step.path = path,
+            flujo.step.kind = step.kind.name(),
+            flujo.step.status = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            flujo.cost_usd = tracing::field::Empty,
+        );
+        let mut outcome = tracing::Instrument::instrument(policy.execute(frame), span.clone()).await?;
+        if !span.is_disabled() {
+            span.record(
+                "flujo.step.status",
+                if outcome.status == StepStatus::Completed { "completed" } else { "failed" },
+            );
+            span.record("gen_ai.usage.input_tokens", outcome.tokens.prompt);
+            span.record("gen_ai.usage.output_tokens", outcome.tokens.completion);
+            span.record("flujo.cost_usd", outcome.cost_usd);
+        }
         if outcome.status != StepStatus::Completed {
             return Ok(outcome);
         }
@@ -841,7 +864,7 @@ impl ExecutorCore {
             deltas: None,
         };
         let res = self.call_agent(skill, target, call, run, step.config.timeout_s).await?;
-        let outcome = match &res {
+        let mut outcome = match &res {
             Ok(o) => {
                 let mut p = PolicyOutcome::success(o.output.clone());
                 p.tokens = o.tokens;
@@ -850,6 +873,9 @@ impl ExecutorCore {
             }
             Err(e) => PolicyOutcome::failure(Value::Null, e.message.clone()),
         };
+        if kind == "model_turn" {
+            outcome.metadata.insert(META_MODEL.into(), Value::String(target.to_owned()));
+        }
         let leaf = Step { name: format!("{}#{kind}", step.name), ..Step::passthrough("") };
         let o = &outcome;
         run.journal(|| {
@@ -861,6 +887,10 @@ impl ExecutorCore {
         Ok(res.map(|o| (o.output, (o.tokens, o.cost_usd))).map_err(|e| e.message))
     }
 }
+
+/// Record metadata naming the model (`provider:model`) a record's usage comes from (read by `lens` for the
+/// `gen_ai.*` span attributes).
+pub const META_MODEL: &str = "model";
 
 pub(crate) fn agent_target(agent: &flujo_core::AgentRef) -> &str {
     match agent {

@@ -335,7 +335,7 @@ impl LlmAgent {
                 (r.value, r.usage, r.attempts)
             }
             None => {
-                let r = model.chat(&messages, &[], &settings).await?;
+                let r = crate::chat::traced_chat(model.as_ref(), &messages, &[], &settings).await?;
                 (Value::String(r.content.unwrap_or_default()), r.usage, 1)
             }
         };

@@ -236,6 +236,59 @@ pub trait ChatModel: Send + Sync {
     ) -> Result<ChatReply, LlmError>;
 }
 
+/// One model call inside a `gen_ai.chat` tracing span carrying the OpenTelemetry GenAI semantic-convention
+/// attributes: `gen_ai.operation.name`, `gen_ai.provider.name`, `gen_ai.request.model`,
+/// `gen_ai.request.max_tokens` / `temperature` / `top_p`, and once the reply is in, `gen_ai.usage.input_tokens`,
+/// `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons` (or `error.type`). Every model call Flujo
+/// makes goes through here.
+pub async fn traced_chat(
+    model: &dyn ChatModel,
+    messages: &[ChatMessage],
+    tools: &[ToolSpec],
+    settings: &ChatSettings,
+) -> Result<ChatReply, LlmError> {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "gen_ai.chat",
+        otel.name = %format_args!("chat {}", model.model()),
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = model.provider(),
+        gen_ai.request.model = model.model(),
+        gen_ai.request.max_tokens = settings.effective_max_tokens(),
+        gen_ai.request.temperature = Empty,
+        gen_ai.request.top_p = Empty,
+        gen_ai.request.stream = settings.stream.is_some(),
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        gen_ai.response.finish_reasons = Empty,
+        error.type = Empty,
+    );
+    if span.is_disabled() {
+        return model.chat(messages, tools, settings).await;
+    }
+    if let Some(t) = settings.temperature {
+        span.record("gen_ai.request.temperature", t);
+    }
+    if let Some(p) = settings.top_p {
+        span.record("gen_ai.request.top_p", p);
+    }
+    let res = tracing::Instrument::instrument(model.chat(messages, tools, settings), span.clone()).await;
+    match &res {
+        Ok(reply) => {
+            span.record("gen_ai.usage.input_tokens", reply.usage.prompt);
+            span.record("gen_ai.usage.output_tokens", reply.usage.completion);
+            if let Some(r) = &reply.stop_reason {
+                span.record("gen_ai.response.finish_reasons", r.as_str());
+            }
+        }
+        Err(e) => {
+            span.record("error.type", e.kind());
+        }
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,23 @@ impl LlmError {
         )
     }
 
+    /// A short stable name of the error (the `error.type` span attribute).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::Auth { .. } => "auth",
+            LlmError::MissingApiKey { .. } => "missing_api_key",
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::BadRequest { .. } => "bad_request",
+            LlmError::Server { .. } => "server_error",
+            LlmError::Malformed { .. } => "malformed_reply",
+            LlmError::Timeout { .. } => "timeout",
+            LlmError::Network { .. } => "network",
+            LlmError::SchemaViolation { .. } => "schema_violation",
+            LlmError::Pricing(_) => "pricing",
+            LlmError::Config(_) => "config",
+        }
+    }
+
     /// Tokens the failed call consumed anyway (billed re-asks of structured output), if any.
     pub fn usage(&self) -> TokenUsage {
         match self {

@@ -61,7 +61,9 @@ pub mod turn;
 
 pub use agent::{render_input, AgentAnswer, AgentSpec, LlmAgent, ModelSettings, DEFAULT_AGENT_MAX_RETRIES};
 pub use anthropic::AnthropicModel;
-pub use chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role, DEFAULT_MAX_TOKENS};
+pub use chat::{
+    traced_chat, ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role, DEFAULT_MAX_TOKENS,
+};
 pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider};
 pub use error::LlmError;
 pub use http::{ApiKey, HttpClient, RetryPolicy};

@@ -112,7 +112,7 @@ pub async fn chat_structured(
     let mut usage = TokenUsage::default();
     let mut violation = String::new();
     for attempt in 1..=attempts {
-        let reply = model.chat(&messages, &[], &settings).await?;
+        let reply = crate::chat::traced_chat(model, &messages, &[], &settings).await?;
         usage.add(reply.usage);
         let text = reply.content.unwrap_or_default();
         match output.parse(&text) {

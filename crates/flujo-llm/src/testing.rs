@@ -491,3 +491,105 @@ fn error_response(shape: Shape, code: u16, retry_after: Option<u64>, message: &s
     }
     resp
 }
+
+/// A finished tracing span as [`SpanCapture`] saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedSpan {
+    pub name: String,
+    /// Every field recorded on the span (at creation or later), as JSON values.
+    pub fields: serde_json::Map<String, Value>,
+    /// The name of the enclosing span, if any.
+    pub parent: Option<String>,
+}
+
+/// A `tracing` layer that keeps every closed span with its fields, for tests of span attributes:
+/// `let (capture, spans) = SpanCapture::new(); let _g = tracing::subscriber::set_default(capture.subscriber());`.
+#[derive(Clone, Default)]
+pub struct SpanCapture {
+    closed: Arc<Mutex<Vec<CapturedSpan>>>,
+}
+
+impl std::fmt::Debug for SpanCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpanCapture")
+    }
+}
+
+struct FieldVisitor<'a>(&'a mut serde_json::Map<String, Value>);
+
+impl tracing::field::Visit for FieldVisitor<'_> {
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().to_owned(), json!(value));
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().to_owned(), json!(value));
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().to_owned(), json!(value));
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().to_owned(), json!(value));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), json!(value));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), json!(format!("{value:?}")));
+    }
+}
+
+struct Fields(serde_json::Map<String, Value>);
+
+impl SpanCapture {
+    /// The layer and the list it fills.
+    pub fn new() -> (Self, Arc<Mutex<Vec<CapturedSpan>>>) {
+        let c = SpanCapture::default();
+        let list = c.closed.clone();
+        (c, list)
+    }
+
+    /// A subscriber with only this layer.
+    pub fn subscriber(self) -> impl tracing::Subscriber + Send + Sync {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing_subscriber::registry().with(self)
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for SpanCapture
+where
+    S: tracing::Subscriber + for<'l> tracing_subscriber::registry::LookupSpan<'l>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = serde_json::Map::new();
+        attrs.record(&mut FieldVisitor(&mut fields));
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Fields(fields));
+        }
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(f) = span.extensions_mut().get_mut::<Fields>() {
+                values.record(&mut FieldVisitor(&mut f.0));
+            }
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let fields = span.extensions().get::<Fields>().map(|f| f.0.clone()).unwrap_or_default();
+        let parent = span.parent().map(|p| p.name().to_owned());
+        let captured = CapturedSpan { name: span.name().to_owned(), fields, parent };
+        self.closed.lock().unwrap_or_else(|p| p.into_inner()).push(captured);
+    }
+}

@@ -101,8 +101,7 @@ impl Skill for TurnSkill {
         if tools.is_empty() {
             settings.response_schema = self.agent.output().map(|o| o.response_schema().clone());
         }
-        let reply = model
-            .chat(&messages, &tools, &settings)
+        let reply = crate::chat::traced_chat(model.as_ref(), &messages, &tools, &settings)
             .await
             .map_err(|e| SkillError { message: e.to_string(), retryable: e.is_retryable() })?;
         let cost_usd = match self.agent.price() {

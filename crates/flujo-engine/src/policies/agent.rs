@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use flujo_core::{Interrupt, SkillCall, StepKind, StepStatus, Value};
 
-use crate::executor::agent_target;
+use crate::executor::{agent_target, META_MODEL};
 use crate::policies::agentic::run_tool_loop;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
@@ -30,8 +30,11 @@ impl StepPolicy for AgentStepPolicy {
         };
         let max_attempts = f.step.config.max_retries.saturating_add(1);
         if let Some(set) = f.core.prepared.tool_set(agent) {
-            return tool_step(&f, skill, agent_target(agent), set, max_attempts).await;
+            let mut o = tool_step(&f, skill, agent_target(agent), set, max_attempts).await?;
+            tag_model(&mut o, Some(agent_target(agent)));
+            return Ok(o);
         }
+        let model = matches!(agent, flujo_core::AgentRef::Model { .. }).then(|| agent_target(agent));
         let path: Arc<str> = Arc::from(f.path);
         let step_name: Arc<str> = Arc::from(f.step.name.as_str());
         let key: Arc<str> = Arc::from(format!("{}:{}", f.run.run_id, f.path).as_str());
@@ -66,7 +69,7 @@ impl StepPolicy for AgentStepPolicy {
                     }
                     match f.core.check_validators(f.step, &out.output, f.ctx, f.lex) {
                         Ok(()) => {
-                            return Ok(PolicyOutcome {
+                            let mut o = PolicyOutcome {
                                 status: StepStatus::Completed,
                                 output: out.output,
                                 feedback: None,
@@ -75,7 +78,9 @@ impl StepPolicy for AgentStepPolicy {
                                 cost_usd: cost,
                                 metadata: Default::default(),
                                 context_ops: out.context_ops,
-                            })
+                            };
+                            tag_model(&mut o, model);
+                            return Ok(o);
                         }
                         Err(msg) => last_error = msg,
                     }
@@ -87,6 +92,7 @@ impl StepPolicy for AgentStepPolicy {
                         o.attempts = attempt;
                         o.tokens = tokens;
                         o.cost_usd = cost;
+                        tag_model(&mut o, model);
                         return Ok(o);
                     }
                 }
@@ -96,7 +102,15 @@ impl StepPolicy for AgentStepPolicy {
         o.attempts = max_attempts;
         o.tokens = tokens;
         o.cost_usd = cost;
+        tag_model(&mut o, model);
         Ok(o)
+    }
+}
+
+/// Names the model whose usage the record carries (see [`META_MODEL`]).
+fn tag_model(o: &mut PolicyOutcome, model: Option<&str>) {
+    if let Some(m) = model {
+        o.metadata.insert(META_MODEL.into(), m.into());
     }
 }
 

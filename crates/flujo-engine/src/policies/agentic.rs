@@ -38,7 +38,9 @@ impl StepPolicy for AgenticLoopPolicy {
             return Ok(PolicyOutcome::failure(Value::Null, "the planner was not resolved when the runner was built"));
         };
         let target = crate::executor::agent_target(&spec.planner);
-        run_tool_loop(&f, planner, target, set, f.path).await
+        let mut o = run_tool_loop(&f, planner, target, set, f.path).await?;
+        o.metadata.insert(crate::executor::META_MODEL.into(), target.into());
+        Ok(o)
     }
 }
 
