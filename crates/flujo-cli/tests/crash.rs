@@ -106,12 +106,34 @@ fn sigkill_at_random_points_then_resume() {
     assert_eq!(expected, json!(50 + 6));
     let full = t.elapsed();
 
-    let seed = std::env::var("FLUJO_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_f00d_u64);
+    // Soak mode: `FLUJO_CRASH_MINUTES=N` keeps killing and resuming for N minutes (scripts/soak.sh), with a
+    // seed from the clock unless `FLUJO_CRASH_SEED` is given; otherwise `FLUJO_CRASH_KILLS` kills (50).
+    let soak = std::env::var("FLUJO_CRASH_MINUTES").ok().and_then(|s| s.parse::<f64>().ok()).filter(|m| *m > 0.0);
+    let default_seed = match soak {
+        Some(_) => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+        }
+        None => 0x5eed_f00d_u64,
+    };
+    let seed = std::env::var("FLUJO_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed) | 1;
     let kills: usize = std::env::var("FLUJO_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let deadline = soak.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
+    eprintln!("crash harness: seed {seed}, {}", soak.map_or(format!("{kills} kills"), |m| format!("soak for {m} min")));
     let mut rng = Rng(seed);
     let mut killed_mid_run = 0;
     let mut double_runs = 0;
-    for i in 0..kills {
+    let mut done = 0;
+    for i in 0.. {
+        match deadline {
+            Some(d) if Instant::now() >= d => break,
+            Some(_) if i > 0 && i % 100 == 0 => {
+                eprintln!("  … {i} kills, {killed_mid_run} mid-run, {double_runs} at-least-once re-runs")
+            }
+            Some(_) => {}
+            None if i >= kills => break,
+            None => {}
+        }
+        done = i + 1;
         let run_id = format!("crash-{i}");
         let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64).max(1));
         let mut child = flujo(dir.path())
@@ -181,8 +203,11 @@ fn sigkill_at_random_points_then_resume() {
             }
         }
     }
-    eprintln!("{kills} kills, {killed_mid_run} mid-run; {double_runs} uncommitted executions re-ran (at-least-once)");
-    assert!(killed_mid_run >= kills / 2, "most kills should land mid-run ({killed_mid_run}/{kills})");
+    eprintln!(
+        "seed {seed}: {done} kills, {killed_mid_run} mid-run; {double_runs} uncommitted executions re-ran \
+         (at-least-once)"
+    );
+    assert!(killed_mid_run >= done / 2, "most kills should land mid-run ({killed_mid_run}/{done})");
 }
 
 const SLOW: &str = r#"skills:
