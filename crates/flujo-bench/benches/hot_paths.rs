@@ -32,8 +32,9 @@ fn templates(c: &mut Criterion) {
     let ctx = context();
     let snap = ctx.snapshot();
     let prev = json!({"name": "report", "score": 0.75});
-    let small = compile_template("Hello {{ context.user.name }}, {{ previous_step.name }} has {{ context.count }} items")
-        .unwrap();
+    let small =
+        compile_template("Hello {{ context.user.name }}, {{ previous_step.name }} has {{ context.count }} items")
+            .unwrap();
     let each = compile_template("{{#each context.items}}- {{ this.title }}\n{{/each}}").unwrap();
     let mut g = c.benchmark_group("template");
     g.bench_function("render_small", |b| {

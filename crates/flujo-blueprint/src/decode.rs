@@ -74,7 +74,7 @@ const ROUTER_FIELDS: &[&str] = &[
 ];
 const LOOP_FIELDS: &[&str] =
     &["body", "max_loops", "exit_expression", "exit_condition", "iteration_input", "output", "on_max_loops"];
-const MAP_FIELDS: &[&str] = &["iterable_input", "body", "concurrency"];
+const MAP_FIELDS: &[&str] = &["iterable_input", "body", "concurrency", "max_items"];
 const AGENT_FIELDS: &[&str] =
     &["model", "system_prompt", "output_schema", "model_settings", "timeout", "max_retries", "tools", "max_turns"];
 
@@ -1143,8 +1143,16 @@ impl<'a> Decoder<'a> {
                 None => {}
             }
         }
+        let mut max_items = None;
+        if let Some(n) = g.take("max_items") {
+            match self.unsigned(n, "`max_items`", u64::from(u32::MAX)) {
+                Some(0) => self.report(rules::BP_TYPE, n.loc, "`max_items` must be at least 1"),
+                Some(m) => max_items = usize::try_from(m).ok(),
+                None => {}
+            }
+        }
         self.finish(g, MAP_FIELDS, &what, |_| None);
-        RawKind::Map { iterable_input: iterable_input.map(|i| i.v), body, concurrency }
+        RawKind::Map { iterable_input: iterable_input.map(|i| i.v), body, concurrency, max_items }
     }
 
     fn conditional_kind(&mut self, f: &mut Fields<'_>, label: &str, depth: usize) -> RawKind {

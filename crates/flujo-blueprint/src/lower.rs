@@ -82,10 +82,11 @@ impl Lowerer<'_, '_> {
                 output: output.clone(),
                 on_max_loops: *on_max_loops,
             }),
-            RawKind::Map { iterable_input, body, concurrency } => StepKind::Map(MapSpec {
+            RawKind::Map { iterable_input, body, concurrency, max_items } => StepKind::Map(MapSpec {
                 iterable_input: iterable_input.clone(),
                 body: self.steps(body),
                 concurrency: *concurrency,
+                max_items: *max_items,
             }),
             RawKind::Conditional { condition_expression, condition, branches, default_branch } => {
                 StepKind::Conditional(ConditionalSpec {

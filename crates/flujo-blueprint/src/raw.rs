@@ -138,6 +138,7 @@ pub(crate) enum RawKind {
         iterable_input: Option<String>,
         body: Vec<RawStep>,
         concurrency: usize,
+        max_items: Option<usize>,
     },
     Conditional {
         condition_expression: Option<String>,

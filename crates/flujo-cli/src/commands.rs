@@ -233,7 +233,7 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
                     run.run_id
                 ))
             })?;
-            let pipeline: Pipeline = serde_json::from_value((*def).clone()).map_err(|e| {
+            let pipeline: Pipeline = flujo_engine::pipeline_from_definition(&def).map_err(|e| {
                 CliError::config(format!("the stored pipeline definition cannot be read ({e}); pass --pipeline FILE"))
             })?;
             // Command skills live in skills.yaml of the project folder.

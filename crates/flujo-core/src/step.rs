@@ -242,7 +242,15 @@ pub struct MapSpec {
     pub body: Vec<Step>,
     #[serde(default = "one")]
     pub concurrency: usize,
+    /// The most items the map accepts (a list longer than this fails the step before any item runs);
+    /// [`DEFAULT_MAX_MAP_ITEMS`] when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<usize>,
 }
+
+/// The item bound of a map that does not set `max_items`: a runaway list (a template or an upstream step
+/// producing millions of items) fails with a clear error instead of journaling without end.
+pub const DEFAULT_MAX_MAP_ITEMS: usize = 100_000;
 
 fn one() -> usize {
     1

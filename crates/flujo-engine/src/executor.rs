@@ -251,6 +251,27 @@ impl RunState {
     }
 }
 
+/// Stack left below which a step's future is polled on a fresh stack segment.
+const STACK_RED_ZONE: usize = 256 * 1024;
+/// The size of such a segment.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
+
+/// A step execution's future. Nested steps are polled through one poll frame per level, and a level takes
+/// kilobytes of stack (tens in debug builds), so a pipeline nested a hundred levels deep would overflow a
+/// 2 MiB tokio worker stack; each poll checks the stack left and, when it is low, continues on a fresh
+/// heap-allocated segment (`stacker`), so nesting depth is bounded by the pipeline limits, not the thread's
+/// stack. The check is a comparison against a thread-local bound: free at shallow depths.
+pub struct GrowStack<'a, T>(BoxFuture<'a, T>);
+
+impl<T> std::future::Future for GrowStack<'_, T> {
+    type Output = T;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<T> {
+        let fut = &mut self.0;
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || fut.as_mut().poll(cx))
+    }
+}
+
 /// The outcome of running a list of steps.
 #[derive(Debug, Clone)]
 pub struct SeqOutcome {
@@ -354,8 +375,8 @@ impl ExecutorCore {
         path: String,
         lex: &'a Lexical<'a>,
         run: &'a RunState,
-    ) -> BoxFuture<'a, Result<StepResult, Interrupt>> {
-        Box::pin(self.execute_step_inner(step, input, ctx, path, lex, run, Vec::new()))
+    ) -> GrowStack<'a, Result<StepResult, Interrupt>> {
+        GrowStack(Box::pin(self.execute_step_inner(step, input, ctx, path, lex, run, Vec::new())))
     }
 
     async fn execute_step_inner<'a>(

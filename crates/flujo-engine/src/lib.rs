@@ -34,4 +34,6 @@ pub mod runner;
 pub use client::{ClientError, ReplayReport, RunView, TaskClient, VerifyReport};
 pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};
 pub use policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome, StepPolicy};
-pub use runner::{BlockingFlujo, Flujo, FlujoRuntimeBuilder, ResumeRequest, RunOptions, UuidIds};
+pub use runner::{
+    pipeline_from_definition, BlockingFlujo, Flujo, FlujoRuntimeBuilder, ResumeRequest, RunOptions, UuidIds,
+};

@@ -70,9 +70,15 @@ pub(crate) struct Preparer<'a> {
     pub dispatcher: &'a ExecutionDispatcher,
     pub out: Prepared,
     depth: usize,
+    nesting: usize,
 }
 
 const MAX_IMPORT_DEPTH: usize = 32;
+
+/// The deepest nesting of steps (composites, imported pipelines and fallbacks all count) a runner accepts.
+/// Execution itself is safe at any depth (`executor::GrowStack`); the bound keeps the build's own recursion,
+/// the definition's serialization and the per-level path strings small.
+pub const MAX_NESTING_DEPTH: usize = 256;
 
 fn err(step: &Step, message: impl Into<String>) -> FlujoError {
     FlujoError::Resolution { step: step.name.clone(), message: message.into() }
@@ -84,7 +90,7 @@ impl<'a> Preparer<'a> {
         models: Option<&'a dyn ModelRegistry>,
         dispatcher: &'a ExecutionDispatcher,
     ) -> Self {
-        Preparer { skills, models, dispatcher, out: Prepared::default(), depth: 0 }
+        Preparer { skills, models, dispatcher, out: Prepared::default(), depth: 0, nesting: 0 }
     }
 
     pub fn pipeline(&mut self, p: &Pipeline) -> Result<(), FlujoError> {
@@ -162,6 +168,16 @@ impl<'a> Preparer<'a> {
     }
 
     fn step(&mut self, step: &Step) -> Result<(), FlujoError> {
+        self.nesting += 1;
+        if self.nesting > MAX_NESTING_DEPTH {
+            return Err(err(step, format!("steps are nested deeper than {MAX_NESTING_DEPTH} levels")));
+        }
+        let r = self.step_inner(step);
+        self.nesting -= 1;
+        r
+    }
+
+    fn step_inner(&mut self, step: &Step) -> Result<(), FlujoError> {
         if let Some(input) = &step.input {
             self.template_value(step, input)?;
         }
@@ -212,6 +228,9 @@ impl<'a> Preparer<'a> {
             StepKind::Map(m) => {
                 if m.concurrency == 0 {
                     return Err(err(step, "map concurrency must be at least 1"));
+                }
+                if m.max_items == Some(0) {
+                    return Err(err(step, "map max_items must be at least 1"));
                 }
                 if let Some(src) = &m.iterable_input {
                     if flujo_template::is_template(src) {

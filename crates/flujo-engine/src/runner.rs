@@ -143,9 +143,15 @@ impl FlujoRuntimeBuilder {
             None => Arc::new(flujo_skills::BuiltinRegistry::new()),
         };
         let pipeline = Arc::new(self.pipeline);
-        let mut prep = Preparer::new(&*skills, self.models.as_deref(), &self.dispatcher);
-        prep.pipeline(&pipeline)?;
-        let prepared = prep.out;
+        // Preparing, hashing and serializing recurse once per nesting level (up to MAX_NESTING_DEPTH); on a
+        // thread with little stack left (a 2 MiB worker, a debug build) this continues on a fresh segment.
+        let (prepared, hash, definition) = stacker::maybe_grow(4 << 20, 16 << 20, || {
+            let mut prep = Preparer::new(&*skills, self.models.as_deref(), &self.dispatcher);
+            prep.pipeline(&pipeline)?;
+            let hash = pipeline.definition_hash();
+            let definition = serde_json::to_value(&*pipeline).ok().map(Arc::new);
+            Ok::<_, FlujoError>((prep.out, hash, definition))
+        })?;
         let cache = self.cache.unwrap_or_else(|| Arc::new(MemoryCache::new(self.clock.clone())));
         let core = ExecutorCore {
             dispatcher: self.dispatcher,
@@ -154,8 +160,6 @@ impl FlujoRuntimeBuilder {
             cache,
             undefined: self.undefined,
         };
-        let hash = pipeline.definition_hash();
-        let definition = serde_json::to_value(&*pipeline).ok().map(Arc::new);
         Ok(Flujo {
             inner: Arc::new(Inner {
                 core,
@@ -174,6 +178,13 @@ impl FlujoRuntimeBuilder {
             }),
         })
     }
+}
+
+/// Reads a stored pipeline definition (`RunRecord::definition`) back into a [`Pipeline`]. Deserializing
+/// recurses once per nesting level, so this continues on a fresh stack segment when the current thread has
+/// little left.
+pub fn pipeline_from_definition(definition: &Value) -> Result<Pipeline, serde_json::Error> {
+    stacker::maybe_grow(4 << 20, 16 << 20, || serde::Deserialize::deserialize(definition))
 }
 
 /// Options of one run.

@@ -794,3 +794,88 @@ async fn secrets_never_reach_the_store_files() {
         }
     }
 }
+
+/// A map refuses a list longer than its `max_items` (default `DEFAULT_MAX_MAP_ITEMS`) before any item runs:
+/// a clear step failure, not unbounded work; `max_items: 0` is refused when the runner is built.
+#[tokio::test]
+async fn map_items_are_bounded() {
+    let map = |max_items: Option<usize>| {
+        let body = vec![Step::skill("double", "flujo.builtins.transform", json!({"expr": "previous_step * 2"}))];
+        Pipeline::new(
+            "bounded",
+            vec![Step::new("each", StepKind::Map(MapSpec { iterable_input: None, body, concurrency: 2, max_items }))],
+        )
+    };
+    let flujo = Flujo::builder(map(Some(3))).build().unwrap();
+    let r = flujo.run(json!([1, 2, 3])).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.output, Some(json!([2, 4, 6])));
+    let r = flujo.run(json!([1, 2, 3, 4])).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    let feedback = r.step_history[0].feedback.clone().unwrap_or_default();
+    assert!(feedback.contains("4 items, more than max_items (3)"), "{feedback}");
+
+    let big: Vec<Value> = (0..=DEFAULT_MAX_MAP_ITEMS as u64).map(Value::from).collect();
+    let r = Flujo::builder(map(None)).build().unwrap().run(Value::Array(big)).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    let feedback = r.step_history[0].feedback.clone().unwrap_or_default();
+    assert!(feedback.contains(&format!("more than max_items ({DEFAULT_MAX_MAP_ITEMS})")), "{feedback}");
+
+    let err = Flujo::builder(map(Some(0))).build().err().expect("max_items 0 is refused");
+    assert!(err.to_string().contains("max_items must be at least 1"), "{err}");
+}
+
+fn nested_loops(depth: usize) -> Pipeline {
+    let mut step = Step::skill("leaf", "flujo.builtins.transform", json!({"expr": "previous_step + 1"}));
+    for i in 1..depth {
+        step = Step::new(
+            format!("l{i}"),
+            StepKind::Loop(LoopSpec {
+                body: vec![step],
+                max_loops: 1,
+                exit_expression: None,
+                exit_condition: None,
+                iteration_input: None,
+                output: None,
+                on_max_loops: OnMaxLoops::Succeed,
+            }),
+        );
+    }
+    Pipeline::new("deep", vec![step])
+}
+
+/// A pipeline nested to the limit runs to completion on a tokio worker thread (2 MiB of stack; a level of
+/// step futures takes tens of KiB in a debug build, so this overflowed near 50 levels before step futures
+/// learned to continue on a fresh stack segment); one level more is refused when the runner is built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_nesting_runs_on_worker_threads_and_has_a_bound() {
+    let limit = flujo_engine::prepare::MAX_NESTING_DEPTH;
+    let dir = tempfile::tempdir().unwrap();
+    let store = flujo_store::open_store(&format!("sqlite:///{}", dir.path().join("deep.db").display())).unwrap();
+    let flujo = Flujo::builder(nested_loops(limit)).store(store.clone()).build().unwrap();
+    let r = tokio::spawn(async move {
+        let r = flujo.run(json!(0)).await.map(|r| (r.run_id, r.status, r.output)).unwrap();
+        // The stored definition (JSON nested far beyond serde_json's default 128 levels) reads back, and a
+        // verification replay walks the whole depth again.
+        let replayed = flujo.replay(&r.0).await.map(|v| v.output).unwrap();
+        (r, replayed)
+    })
+    .await
+    .unwrap();
+    assert_eq!((r.0 .1, r.0 .2.clone()), (RunStatus::Completed, Some(json!(1))));
+    assert_eq!(r.1, Some(json!(1)));
+    let run = store.get_run(&r.0 .0).await.unwrap().unwrap();
+    let definition = flujo_engine::pipeline_from_definition(&run.definition.unwrap()).unwrap();
+    // Hashing recurses too; give this test thread's work the stack a release build would not need.
+    let hashes = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || (definition.definition_hash(), nested_loops(limit).definition_hash()))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(hashes.0, hashes.1);
+    assert_eq!(run.pipeline_hash, hashes.0);
+
+    let err = Flujo::builder(nested_loops(limit + 1)).build().err().expect("one level too deep");
+    assert!(err.to_string().contains(&format!("nested deeper than {limit} levels")), "{err}");
+}

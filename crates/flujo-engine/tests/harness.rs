@@ -204,7 +204,10 @@ pub fn cond(name: &str, expr: Option<&str>, branches: Vec<Branch>, default: Opti
     )
 }
 pub fn map(name: &str, iterable: Option<&str>, body: Vec<Step>, concurrency: usize) -> Step {
-    kind(name, StepKind::Map(MapSpec { iterable_input: iterable.map(str::to_owned), body, concurrency }))
+    kind(
+        name,
+        StepKind::Map(MapSpec { iterable_input: iterable.map(str::to_owned), body, concurrency, max_items: None }),
+    )
 }
 pub fn hitl(name: &str, schema: Option<Value>) -> Step {
     Step::hitl(name, format!("approve {name}? input={{{{ previous_step }}}}"), schema)

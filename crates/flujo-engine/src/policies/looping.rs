@@ -131,6 +131,17 @@ impl StepPolicy for MapPolicy {
                 ),
             ));
         };
+        let max_items = spec.max_items.unwrap_or(flujo_core::DEFAULT_MAX_MAP_ITEMS);
+        if items.len() > max_items {
+            return Ok(PolicyOutcome::failure(
+                Value::Null,
+                format!(
+                    "map input has {} items, more than max_items ({max_items}); set `max_items` on the map to allow \
+                     more",
+                    items.len()
+                ),
+            ));
+        }
         let mut outputs = Vec::with_capacity(items.len());
         let mut tokens = TokenUsage::default();
         let mut cost = 0.0;

@@ -358,7 +358,19 @@ fn corrupt(row: &str, column: &str, why: impl std::fmt::Display) -> StoreError {
 }
 
 fn from_json<T: for<'de> Deserialize<'de>>(row: &str, column: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(row, column, e))
+    parse_json(text.as_bytes()).map_err(|e| corrupt(row, column, e))
+}
+
+/// Parses JSON of any nesting depth. serde_json's default recursion limit (128 levels) would refuse values
+/// the engine wrote without complaint — the definition of a pipeline nested a few dozen steps deep, a deep
+/// step output — and make the run unreadable; without the limit, `serde_stacker` continues on a fresh stack
+/// segment instead of overflowing.
+pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> serde_json::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = T::deserialize(serde_stacker::Deserializer::new(&mut de))?;
+    de.end()?;
+    Ok(value)
 }
 
 fn from_sql_u64(row: &str, column: &str, v: i64) -> Result<u64, StoreError> {
@@ -471,7 +483,7 @@ where
             return Ok(Arc::clone(v));
         }
         let bytes = (self.fetch)(hash)?.ok_or_else(|| corrupt(row, column, format!("blob {hash} is missing")))?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(row, column, e))?;
+        let value: Value = parse_json(&bytes).map_err(|e| corrupt(row, column, e))?;
         let value = Arc::new(value);
         self.cache.insert(hash.to_owned(), Arc::clone(&value));
         Ok(value)

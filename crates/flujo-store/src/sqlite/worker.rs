@@ -766,7 +766,8 @@ fn get_state(conn: &Connection, key: &str) -> Result<Option<Value>, StoreError> 
         .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
         .map_err(|e| sql_error("get_state", e))?;
     text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))
+        super::codec::parse_json(t.as_bytes())
+            .map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))
     })
     .transpose()
 }
