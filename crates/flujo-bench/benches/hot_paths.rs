@@ -97,6 +97,12 @@ fn merges(c: &mut Criterion) {
             b.iter(|| black_box(merge_branches(strategy, &branches).unwrap()))
         });
     }
+    // A concurrent map of 10,000 items, each writing its own key (merged with `Overwrite`): linear in items.
+    let items: Vec<(String, Vec<PatchOp>)> =
+        (0..10_000).map(|i| (format!("item {i}"), vec![set(&["seen", &format!("k{i}")], json!(i))])).collect();
+    g.bench_function("merge_10000_map_items", |b| {
+        b.iter(|| black_box(merge_branches(MergeStrategy::Overwrite, &items).unwrap()))
+    });
     let ctx = context();
     let ops = merge_branches(MergeStrategy::ContextUpdate, &branches).unwrap();
     g.bench_function("apply_merged_ops", |b| {

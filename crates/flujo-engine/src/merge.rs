@@ -9,11 +9,6 @@ use std::sync::Arc;
 
 use flujo_core::{patch::compact, MergeStrategy, PatchOp, ReduceMode, Value};
 
-fn overlaps(a: &[String], b: &[String]) -> bool {
-    let n = a.len().min(b.len());
-    a[..n] == b[..n]
-}
-
 /// Deep-merges two objects; scalar (or list) leaves that differ are a conflict, reported by dotted key.
 fn deep_merge(a: &Value, b: &Value, at: &str) -> Result<Value, String> {
     match (a, b) {
@@ -34,14 +29,74 @@ fn deep_merge(a: &Value, b: &Value, at: &str) -> Result<Value, String> {
     }
 }
 
+/// The user writes merged so far, indexed so that finding another branch's overlapping write costs one hash
+/// lookup per path component instead of a scan of every earlier write (which made merging N concurrent map
+/// items O(N²)). Keys are incremental hashes of path prefixes; candidates are checked against the real path,
+/// so a hash collision costs a comparison, never a wrong answer.
+#[derive(Default)]
+struct Writes {
+    /// (path, value, branch, index in the merged ops), in merge order.
+    list: Vec<(Vec<String>, Arc<Value>, String, usize)>,
+    /// Hash of a full path → indices into `list` of the writes at exactly that path.
+    at: HashMap<u64, Vec<usize>>,
+    /// Hash of a proper prefix → indices of the writes below it.
+    below: HashMap<u64, Vec<usize>>,
+}
+
+/// The hashes of `path[..1]`, `path[..2]`, …, `path[..]`.
+fn prefix_hashes(path: &[String]) -> Vec<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.iter()
+        .map(|c| {
+            c.hash(&mut h);
+            h.finish()
+        })
+        .collect()
+}
+
+impl Writes {
+    fn push(&mut self, path: Vec<String>, value: Arc<Value>, branch: String, out_index: usize) {
+        let i = self.list.len();
+        let hashes = prefix_hashes(&path);
+        if let Some((full, prefixes)) = hashes.split_last() {
+            for h in prefixes {
+                self.below.entry(*h).or_default().push(i);
+            }
+            self.at.entry(*full).or_default().push(i);
+        }
+        self.list.push((path, value, branch, out_index));
+    }
+
+    /// The earliest write of another branch at `path`, above it or below it.
+    fn first_overlap(&self, path: &[String], branch: &str) -> Option<usize> {
+        let hashes = prefix_hashes(path);
+        let first = |ids: Option<&Vec<usize>>, matches: &dyn Fn(&[String]) -> bool| {
+            ids?.iter().copied().find(|&i| self.list[i].2 != branch && matches(&self.list[i].0))
+        };
+        let mut best: Option<usize> = None;
+        for (n, h) in hashes.iter().enumerate() {
+            let prefix = &path[..=n];
+            if let Some(i) = first(self.at.get(h), &|p| p == prefix) {
+                best = Some(best.map_or(i, |b| b.min(i)));
+            }
+        }
+        if let Some(h) = hashes.last() {
+            if let Some(i) = first(self.below.get(h), &|p| p.len() > path.len() && p.starts_with(path)) {
+                best = Some(best.map_or(i, |b| b.min(i)));
+            }
+        }
+        best
+    }
+}
+
 /// Merges branch ops (branches in declaration order) into the ops to apply to the parent context.
 pub fn merge_branches(strategy: MergeStrategy, branches: &[(String, Vec<PatchOp>)]) -> Result<Vec<PatchOp>, String> {
     if strategy == MergeStrategy::NoMerge {
         return Ok(Vec::new());
     }
     let mut out: Vec<PatchOp> = Vec::new();
-    // user Set writes so far: (path, value, branch, index in out)
-    let mut written: Vec<(Vec<String>, Arc<Value>, String, usize)> = Vec::new();
+    let mut written = Writes::default();
     for (name, ops) in branches {
         let mut ops = ops.clone();
         compact(&mut ops);
@@ -51,10 +106,11 @@ pub fn merge_branches(strategy: MergeStrategy, branches: &[(String, Vec<PatchOp>
                 continue;
             }
             let PatchOp::Set { path, value } = &op else { continue };
-            let prior = written.iter().position(|(p, _, b, _)| b != name && overlaps(p, path));
+            let prior = written.first_overlap(path, name);
+            let written_list = &mut written.list;
             match (strategy, prior) {
                 (_, None) | (MergeStrategy::Overwrite, _) => {
-                    written.push((path.clone(), value.clone(), name.clone(), out.len()));
+                    written.push(path.clone(), value.clone(), name.clone(), out.len());
                     out.push(op);
                 }
                 (MergeStrategy::KeepFirst, Some(_)) => {}
@@ -62,11 +118,11 @@ pub fn merge_branches(strategy: MergeStrategy, branches: &[(String, Vec<PatchOp>
                     return Err(format!(
                         "context conflict on '{}' between branches '{}' and '{name}' (merge_strategy error_on_conflict)",
                         path.join("."),
-                        written[i].2
+                        written_list[i].2
                     ));
                 }
                 (MergeStrategy::ContextUpdate, Some(i)) => {
-                    let (prev_path, prev_val, prev_branch, idx) = written[i].clone();
+                    let (prev_path, prev_val, prev_branch, idx) = written_list[i].clone();
                     if prev_path != *path {
                         // Nested write under/over another branch's write: merge only if it agrees.
                         return Err(format!(
@@ -79,7 +135,7 @@ pub fn merge_branches(strategy: MergeStrategy, branches: &[(String, Vec<PatchOp>
                     })?;
                     let merged = Arc::new(merged);
                     out[idx] = PatchOp::Set { path: path.clone(), value: merged.clone() };
-                    written[i].1 = merged;
+                    written_list[i].1 = merged;
                 }
                 (MergeStrategy::NoMerge, _) => {}
             }
@@ -229,6 +285,74 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
+        fn overlaps(a: &[String], b: &[String]) -> bool {
+            let n = a.len().min(b.len());
+            a[..n] == b[..n]
+        }
+
+        /// The first merge: a linear scan of every earlier write (O(N²) in writes), kept as the model the
+        /// indexed merge must agree with.
+        fn reference_merge(
+            strategy: MergeStrategy,
+            branches: &[(String, Vec<PatchOp>)],
+        ) -> Result<Vec<PatchOp>, String> {
+            if strategy == MergeStrategy::NoMerge {
+                return Ok(Vec::new());
+            }
+            let mut out: Vec<PatchOp> = Vec::new();
+            let mut written: Vec<(Vec<String>, Arc<Value>, String, usize)> = Vec::new();
+            for (name, ops) in branches {
+                let mut ops = ops.clone();
+                compact(&mut ops);
+                for op in ops {
+                    if op.is_framework() || matches!(op, PatchOp::Append { .. }) {
+                        out.push(op);
+                        continue;
+                    }
+                    let PatchOp::Set { path, value } = &op else { continue };
+                    let prior = written.iter().position(|(p, _, b, _)| b != name && overlaps(p, path));
+                    match (strategy, prior) {
+                        (_, None) | (MergeStrategy::Overwrite, _) => {
+                            written.push((path.clone(), value.clone(), name.clone(), out.len()));
+                            out.push(op);
+                        }
+                        (MergeStrategy::KeepFirst, Some(_)) => {}
+                        (MergeStrategy::ErrorOnConflict, Some(i)) => {
+                            return Err(format!("conflict {} {}", path.join("."), written[i].2));
+                        }
+                        (MergeStrategy::ContextUpdate, Some(i)) => {
+                            let (prev_path, prev_val, _, idx) = written[i].clone();
+                            if prev_path != *path {
+                                return Err("nested".into());
+                            }
+                            let merged = Arc::new(deep_merge(&prev_val, value, "").map_err(|k| k.to_string())?);
+                            out[idx] = PatchOp::Set { path: path.clone(), value: merged.clone() };
+                            written[i].1 = merged;
+                        }
+                        (MergeStrategy::NoMerge, _) => {}
+                    }
+                }
+            }
+            Ok(out)
+        }
+
+        /// Branches writing small objects or scalars at nested paths over a tiny alphabet (so paths collide
+        /// exactly, above and below each other).
+        fn nested_branches() -> impl Strategy<Value = Vec<(String, Vec<PatchOp>)>> {
+            let path = proptest::collection::vec(prop::sample::select(vec!["x", "y", "z"]), 1..4);
+            let value = prop_oneof![(0i64..3).prop_map(|v| json!(v)), (0i64..2).prop_map(|v| json!({"k": v}))];
+            proptest::collection::vec(
+                proptest::collection::vec((path, value), 0..6).prop_map(|writes| {
+                    writes
+                        .into_iter()
+                        .map(|(p, v)| PatchOp::set(p.into_iter().map(str::to_owned).collect(), v))
+                        .collect::<Vec<_>>()
+                }),
+                1..5,
+            )
+            .prop_map(|bs| bs.into_iter().enumerate().map(|(i, ops)| (format!("b{i}"), ops)).collect())
+        }
+
         /// Branches writing scalars to keys `a`..`c` (in declared order).
         fn branches() -> impl Strategy<Value = Vec<(String, Vec<PatchOp>)>> {
             proptest::collection::vec(
@@ -263,6 +387,20 @@ mod tests {
         }
 
         proptest! {
+            /// The indexed merge makes the same decisions as the linear scan, for every strategy.
+            #[test]
+            fn indexed_merge_equals_the_linear_scan(b in nested_branches()) {
+                for strategy in [MergeStrategy::ContextUpdate, MergeStrategy::Overwrite, MergeStrategy::KeepFirst,
+                    MergeStrategy::ErrorOnConflict, MergeStrategy::NoMerge] {
+                    let fast = merge_branches(strategy, &b);
+                    let slow = reference_merge(strategy, &b);
+                    prop_assert_eq!(fast.is_ok(), slow.is_ok(), "{:?}: {:?} vs {:?}", strategy, fast, slow);
+                    if let (Ok(f), Ok(s)) = (fast, slow) {
+                        prop_assert_eq!(f, s, "{:?}", strategy);
+                    }
+                }
+            }
+
             #[test]
             fn overwrite_equals_sequential_application(b in branches()) {
                 let merged = merge_branches(MergeStrategy::Overwrite, &b).unwrap();

@@ -15,7 +15,7 @@ use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchem
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{secret_header, HttpClient, JsonPost};
-use crate::stream::AnthropicStream;
+use crate::stream::{AnthropicStream, StreamedReply};
 use crate::tools::{
     anthropic_tool_choice, anthropic_tool_use_block, anthropic_tools, parse_anthropic_tool_use, ToolChoice, ToolSpec,
 };
@@ -212,15 +212,9 @@ impl ChatModel for AnthropicModel {
             retry: p.retry,
             secret: p.api_key.as_ref(),
         };
-        let reply = match &settings.stream {
-            None => self.http.post_json(post).await?,
-            Some(sink) => {
-                let schema_tool = settings.response_schema.as_ref().map(|rs| rs.name.as_str());
-                let mut stream = AnthropicStream::new(&p.name, sink, schema_tool);
-                self.http.post_sse(post, &mut |event, data| stream.on_event(event, data)).await?;
-                stream.finish()?
-            }
-        };
+        let schema_tool = settings.response_schema.as_ref().map(|rs| rs.name.as_str());
+        let mut stream = settings.stream.as_ref().map(|sink| AnthropicStream::new(&p.name, sink, schema_tool));
+        let reply = self.http.post_reply(post, stream.as_mut().map(|s| s as &mut dyn StreamedReply)).await?;
         parse_reply(&p.name, &reply, settings.response_schema.as_ref())
     }
 }

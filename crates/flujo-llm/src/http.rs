@@ -190,6 +190,22 @@ impl HttpClient {
         }
     }
 
+    /// [`HttpClient::post_json`], or with `stream`, [`HttpClient::post_sse`] with the events rebuilt into the
+    /// same JSON reply.
+    pub(crate) async fn post_reply(
+        &self,
+        req: JsonPost<'_>,
+        stream: Option<&mut dyn crate::stream::StreamedReply>,
+    ) -> Result<Value, LlmError> {
+        match stream {
+            None => self.post_json(req).await,
+            Some(s) => {
+                self.post_sse(req, &mut |event, data| s.on_event(event, data)).await?;
+                s.finish()
+            }
+        }
+    }
+
     async fn send_with_retries(&self, req: &JsonPost<'_>) -> Result<reqwest::Response, LlmError> {
         let attempts = req.retry.max_attempts.max(1);
         let mut attempt = 1;

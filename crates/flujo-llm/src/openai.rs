@@ -13,7 +13,7 @@ use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{secret_header, HttpClient, JsonPost};
-use crate::stream::OpenAiStream;
+use crate::stream::{OpenAiStream, StreamedReply};
 use crate::structured::repair_json;
 use crate::tools::{openai_tool_call_to_wire, openai_tool_choice, openai_tools, parse_openai_tool_calls, ToolSpec};
 
@@ -140,14 +140,8 @@ impl ChatModel for OpenAiModel {
             retry: p.retry,
             secret: p.api_key.as_ref(),
         };
-        let reply = match &settings.stream {
-            None => self.http.post_json(post).await?,
-            Some(sink) => {
-                let mut stream = OpenAiStream::new(&p.name, sink);
-                self.http.post_sse(post, &mut |event, data| stream.on_event(event, data)).await?;
-                stream.finish()?
-            }
-        };
+        let mut stream = settings.stream.as_ref().map(|sink| OpenAiStream::new(&p.name, sink));
+        let reply = self.http.post_reply(post, stream.as_mut().map(|s| s as &mut dyn StreamedReply)).await?;
         let mut reply = parse_reply(&p.name, &reply)?;
         if let (Some(rs), Some(text)) = (&settings.response_schema, &reply.content) {
             if !rs.is_object() {

@@ -43,6 +43,13 @@ fn stream_error(provider: &str, v: &Value) -> Option<LlmError> {
     })
 }
 
+/// A provider's stream of events turned back into its non-streamed reply.
+pub(crate) trait StreamedReply: Send {
+    fn on_event(&mut self, event: &str, data: &str) -> Result<(), LlmError>;
+    /// The whole reply, once the stream has ended.
+    fn finish(&mut self) -> Result<Value, LlmError>;
+}
+
 #[derive(Default)]
 struct PartialToolCall {
     id: String,
@@ -75,8 +82,10 @@ impl<'a> OpenAiStream<'a> {
             done: false,
         }
     }
+}
 
-    pub fn on_event(&mut self, _event: &str, data: &str) -> Result<(), LlmError> {
+impl StreamedReply for OpenAiStream<'_> {
+    fn on_event(&mut self, _event: &str, data: &str) -> Result<(), LlmError> {
         if data.trim() == "[DONE]" {
             self.done = true;
             return Ok(());
@@ -123,19 +132,18 @@ impl<'a> OpenAiStream<'a> {
     }
 
     /// The reply as a non-streamed call returns it.
-    pub fn finish(self) -> Result<Value, LlmError> {
+    fn finish(&mut self) -> Result<Value, LlmError> {
         if !self.done && self.finish_reason.is_none() {
             return Err(malformed(self.provider, "the stream ended before the reply was complete"));
         }
-        let tool_calls: Vec<Value> = self
-            .tool_calls
+        let tool_calls: Vec<Value> = std::mem::take(&mut self.tool_calls)
             .into_values()
             .map(|t| json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
             .collect();
         let mut message = Map::new();
         message.insert("role".into(), json!("assistant"));
-        message.insert("content".into(), self.content.map_or(Value::Null, Value::String));
-        if let Some(r) = self.refusal {
+        message.insert("content".into(), self.content.take().map_or(Value::Null, Value::String));
+        if let Some(r) = self.refusal.take() {
             message.insert("refusal".into(), Value::String(r));
         }
         if !tool_calls.is_empty() {
@@ -143,7 +151,7 @@ impl<'a> OpenAiStream<'a> {
         }
         Ok(json!({
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
-            "usage": self.usage.unwrap_or(Value::Null),
+            "usage": self.usage.take().unwrap_or(Value::Null),
         }))
     }
 }
@@ -183,8 +191,10 @@ impl<'a> AnthropicStream<'a> {
             }
         }
     }
+}
 
-    pub fn on_event(&mut self, event: &str, data: &str) -> Result<(), LlmError> {
+impl StreamedReply for AnthropicStream<'_> {
+    fn on_event(&mut self, event: &str, data: &str) -> Result<(), LlmError> {
         let v = parse_data(self.provider, data)?;
         let kind = v.get("type").and_then(Value::as_str).unwrap_or(event);
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -240,7 +250,7 @@ impl<'a> AnthropicStream<'a> {
     }
 
     /// The reply as a non-streamed call returns it.
-    pub fn finish(mut self) -> Result<Value, LlmError> {
+    fn finish(&mut self) -> Result<Value, LlmError> {
         if !self.done {
             return Err(malformed(self.provider, "the stream ended before the reply was complete"));
         }
@@ -260,9 +270,9 @@ impl<'a> AnthropicStream<'a> {
         Ok(json!({
             "type": "message",
             "role": "assistant",
-            "content": self.blocks.into_values().collect::<Vec<_>>(),
-            "stop_reason": self.stop_reason,
-            "usage": self.usage,
+            "content": std::mem::take(&mut self.blocks).into_values().collect::<Vec<_>>(),
+            "stop_reason": self.stop_reason.take(),
+            "usage": std::mem::take(&mut self.usage),
         }))
     }
 }
