@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
-use crate::http::{secret_header, HttpClient, JsonPost};
+use crate::http::{provider_request, HttpClient};
 use crate::stream::{AnthropicStream, StreamedReply};
 use crate::tools::{
     anthropic_tool_choice, anthropic_tool_use_block, anthropic_tools, parse_anthropic_tool_use, ToolChoice, ToolSpec,
@@ -188,33 +188,23 @@ impl ChatModel for AnthropicModel {
     ) -> Result<ChatReply, LlmError> {
         let p = &self.provider;
         let mut headers = HeaderMap::new();
-        match &p.api_key {
-            Some(key) => {
-                let (name, value) = secret_header("x-api-key", key.expose())?;
-                headers.insert(name, value);
-            }
-            None if p.key_required => {
-                return Err(LlmError::MissingApiKey { provider: p.name.clone(), env: p.key_env.clone() })
-            }
-            None => {}
-        }
         let version = HeaderValue::from_str(&p.anthropic_version)
             .map_err(|_| LlmError::Config(format!("invalid anthropic_version '{}'", p.anthropic_version)))?;
         headers.insert(HeaderName::from_static("anthropic-version"), version);
         let body = self.request_body(messages, tools, settings);
-        let url = format!("{}/v1/messages", p.base_url);
-        let post = JsonPost {
-            provider: &p.name,
-            url: &url,
-            headers,
-            body: &body,
-            timeout: settings.timeout.unwrap_or(p.timeout),
-            retry: p.retry,
-            secret: p.api_key.as_ref(),
-        };
         let schema_tool = settings.response_schema.as_ref().map(|rs| rs.name.as_str());
         let mut stream = settings.stream.as_ref().map(|sink| AnthropicStream::new(&p.name, sink, schema_tool));
-        let reply = self.http.post_reply(post, stream.as_mut().map(|s| s as &mut dyn StreamedReply)).await?;
+        let reply = provider_request(
+            &self.http,
+            p,
+            "/v1/messages",
+            ("x-api-key", str::to_owned),
+            headers,
+            &body,
+            settings.timeout,
+            stream.as_mut().map(|s| s as &mut dyn StreamedReply),
+        )
+        .await?;
         parse_reply(&p.name, &reply, settings.response_schema.as_ref())
     }
 }

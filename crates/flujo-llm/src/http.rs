@@ -114,6 +114,42 @@ pub(crate) struct JsonPost<'a> {
     pub secret: Option<&'a ApiKey>,
 }
 
+/// One provider request, as both providers send it: the key in header `key_header` (its value made by
+/// `key_value`; no key where one is required is [`LlmError::MissingApiKey`] before anything is sent), the
+/// provider's timeout (or the call's) and retry policy, and the reply read whole or rebuilt from its stream.
+pub(crate) async fn provider_request(
+    http: &HttpClient,
+    p: &crate::config::ResolvedProvider,
+    path: &str,
+    (key_header, key_value): (&'static str, fn(&str) -> String),
+    mut headers: HeaderMap,
+    body: &Value,
+    timeout: Option<Duration>,
+    stream: Option<&mut dyn crate::stream::StreamedReply>,
+) -> Result<Value, LlmError> {
+    match &p.api_key {
+        Some(key) => {
+            let (name, value) = secret_header(key_header, &key_value(key.expose()))?;
+            headers.insert(name, value);
+        }
+        None if p.key_required => {
+            return Err(LlmError::MissingApiKey { provider: p.name.clone(), env: p.key_env.clone() })
+        }
+        None => {}
+    }
+    let url = format!("{}{path}", p.base_url);
+    let post = JsonPost {
+        provider: &p.name,
+        url: &url,
+        headers,
+        body,
+        timeout: timeout.unwrap_or(p.timeout),
+        retry: p.retry,
+        secret: p.api_key.as_ref(),
+    };
+    http.post_reply(post, stream).await
+}
+
 /// A header carrying a secret: marked sensitive so it never shows in `Debug` output of the request.
 pub(crate) fn secret_header(name: &'static str, value: &str) -> Result<(HeaderName, HeaderValue), LlmError> {
     let mut v = HeaderValue::from_str(value)

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
-use crate::http::{secret_header, HttpClient, JsonPost};
+use crate::http::{provider_request, HttpClient};
 use crate::stream::{OpenAiStream, StreamedReply};
 use crate::structured::repair_json;
 use crate::tools::{openai_tool_call_to_wire, openai_tool_choice, openai_tools, parse_openai_tool_calls, ToolSpec};
@@ -118,30 +118,19 @@ impl ChatModel for OpenAiModel {
         settings: &ChatSettings,
     ) -> Result<ChatReply, LlmError> {
         let p = &self.provider;
-        let mut headers = HeaderMap::new();
-        match &p.api_key {
-            Some(key) => {
-                let (name, value) = secret_header("authorization", &format!("Bearer {}", key.expose()))?;
-                headers.insert(name, value);
-            }
-            None if p.key_required => {
-                return Err(LlmError::MissingApiKey { provider: p.name.clone(), env: p.key_env.clone() })
-            }
-            None => {}
-        }
         let body = self.request_body(messages, tools, settings);
-        let url = format!("{}/chat/completions", p.base_url);
-        let post = JsonPost {
-            provider: &p.name,
-            url: &url,
-            headers,
-            body: &body,
-            timeout: settings.timeout.unwrap_or(p.timeout),
-            retry: p.retry,
-            secret: p.api_key.as_ref(),
-        };
         let mut stream = settings.stream.as_ref().map(|sink| OpenAiStream::new(&p.name, sink));
-        let reply = self.http.post_reply(post, stream.as_mut().map(|s| s as &mut dyn StreamedReply)).await?;
+        let reply = provider_request(
+            &self.http,
+            p,
+            "/chat/completions",
+            ("authorization", |key| format!("Bearer {key}")),
+            HeaderMap::new(),
+            &body,
+            settings.timeout,
+            stream.as_mut().map(|s| s as &mut dyn StreamedReply),
+        )
+        .await?;
         let mut reply = parse_reply(&p.name, &reply)?;
         if let (Some(rs), Some(text)) = (&settings.response_schema, &reply.content) {
             if !rs.is_object() {
