@@ -39,6 +39,10 @@ pub enum Interrupt {
     UsageLimitExceeded { path: String, message: String },
     #[error("pricing not configured for {provider}:{model}")]
     PricingNotConfigured { provider: String, model: String },
+    /// A model the run can reach cannot be called: its provider needs an API key and none is configured.
+    /// Found before the first step runs (like `PricingNotConfigured`).
+    #[error("{message}")]
+    MissingApiKey { model: String, message: String },
     /// The store failed while committing: the run stops; resume continues from the last committed record.
     #[error("store failure: {0}")]
     Store(#[from] StoreError),
@@ -54,6 +58,7 @@ impl Interrupt {
             Interrupt::InfiniteRedirect { .. } => "infinite_redirect",
             Interrupt::UsageLimitExceeded { .. } => "usage_limit_exceeded",
             Interrupt::PricingNotConfigured { .. } => "pricing_not_configured",
+            Interrupt::MissingApiKey { .. } => "missing_api_key",
             Interrupt::Store(_) => "store_error",
         }
     }

@@ -36,7 +36,7 @@ pub use runtime::{
 };
 pub use serde_json::{Map, Value};
 pub use skill::{
-    DeltaSink, ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry,
+    Delta, DeltaSink, ModelRegistry, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry,
 };
 pub use step::*;
 pub use store::{

@@ -245,6 +245,30 @@ pub enum RunEvent {
         step: String,
         delta: String,
     },
+    /// A further request of the same model call starts (a re-ask of structured output, or a step-level
+    /// retry): text deltas that follow belong to this attempt.
+    ModelAttempt {
+        run_id: String,
+        path: String,
+        step: String,
+        attempt: u32,
+    },
+    /// A model asked for a tool call (`arguments`: compact JSON, possibly shortened).
+    ToolCall {
+        run_id: String,
+        path: String,
+        step: String,
+        tool: String,
+        arguments: String,
+    },
+    /// A tool call finished; `ok: false` when it failed (the error went back to the model).
+    ToolResult {
+        run_id: String,
+        path: String,
+        step: String,
+        tool: String,
+        ok: bool,
+    },
 }
 
 /// Receives run events. Must be cheap: it is called on the step hot path.

@@ -38,21 +38,55 @@ pub struct SkillCall {
     pub deltas: Option<DeltaSink>,
 }
 
-/// Receives pieces of text as a model generates them (see [`SkillCall::deltas`]). Cheap to clone; must not
-/// block (it is called on the task reading the provider's stream).
+/// What a [`DeltaSink`] receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delta<'a> {
+    /// A piece of the answer's text.
+    Text(&'a str),
+    /// A new request of the same call starts (a re-ask of structured output: `2`, `3`, …); the text that
+    /// follows belongs to it, not to the previous answer.
+    Attempt(u32),
+    /// The model asked for a tool call (`name`, arguments as compact JSON).
+    ToolCall { name: &'a str, arguments: &'a str },
+    /// A tool call finished (`ok: false`: its error was reported to the model).
+    ToolResult { name: &'a str, ok: bool },
+}
+
+/// Receives pieces of text as a model generates them (see [`SkillCall::deltas`]), and the start of each
+/// further attempt. Cheap to clone; must not block (it is called on the task reading the provider's stream).
 #[derive(Clone)]
-pub struct DeltaSink(Arc<dyn Fn(&str) + Send + Sync>);
+pub struct DeltaSink(Arc<dyn Fn(Delta<'_>) + Send + Sync>);
 
 impl DeltaSink {
+    /// A sink of text pieces only (attempt marks and tool calls are dropped).
     pub fn new(f: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        DeltaSink(Arc::new(move |d| {
+            if let Delta::Text(t) = d {
+                f(t)
+            }
+        }))
+    }
+
+    /// A sink of every [`Delta`].
+    pub fn with_events(f: impl Fn(Delta<'_>) + Send + Sync + 'static) -> Self {
         DeltaSink(Arc::new(f))
     }
 
     /// Passes on a non-empty piece.
     pub fn send(&self, delta: &str) {
         if !delta.is_empty() {
-            (self.0)(delta);
+            (self.0)(Delta::Text(delta));
         }
+    }
+
+    /// Marks the start of attempt `attempt` (≥ 2) of the same call.
+    pub fn attempt(&self, attempt: u32) {
+        (self.0)(Delta::Attempt(attempt));
+    }
+
+    /// Passes on any [`Delta`].
+    pub fn event(&self, delta: Delta<'_>) {
+        (self.0)(delta);
     }
 }
 
@@ -77,6 +111,8 @@ pub struct SkillOutput {
     pub context_ops: Vec<PatchOp>,
     pub tokens: TokenUsage,
     pub cost_usd: f64,
+    /// Facts about the call recorded in the step's metadata (a model's `finish_reason`, `warnings`, …).
+    pub metadata: serde_json::Map<String, Value>,
 }
 
 impl SkillOutput {
@@ -90,16 +126,40 @@ impl SkillOutput {
 #[error("{message}")]
 pub struct SkillError {
     pub message: String,
-    /// When false, retrying cannot help (e.g. bad input); the engine skips remaining attempts.
+    /// When false, retrying cannot help (e.g. bad input, or the call's own retries were used up); the engine
+    /// skips remaining attempts.
     pub retryable: bool,
+    /// What the failed call consumed anyway (billed requests before it failed); the quota and the step's
+    /// figures are reconciled to it.
+    pub tokens: TokenUsage,
+    pub cost_usd: f64,
+    /// The earliest time a retry may be made (a provider's `Retry-After`): a step-level retry waits at least
+    /// this long.
+    pub retry_after: Option<std::time::Duration>,
+    /// Facts about the failed call for the step's metadata (e.g. a model's `finish_reason`); boxed to keep
+    /// the error small.
+    pub metadata: Box<serde_json::Map<String, Value>>,
 }
 
 impl SkillError {
     pub fn new(message: impl Into<String>) -> Self {
-        SkillError { message: message.into(), retryable: true }
+        SkillError {
+            message: message.into(),
+            retryable: true,
+            tokens: TokenUsage::default(),
+            cost_usd: 0.0,
+            retry_after: None,
+            metadata: Box::default(),
+        }
     }
     pub fn fatal(message: impl Into<String>) -> Self {
-        SkillError { message: message.into(), retryable: false }
+        SkillError { retryable: false, ..SkillError::new(message) }
+    }
+    /// The usage the failed call consumed.
+    pub fn with_usage(mut self, tokens: TokenUsage, cost_usd: f64) -> Self {
+        self.tokens = tokens;
+        self.cost_usd = cost_usd;
+        self
     }
 }
 

@@ -17,21 +17,25 @@ use flujo_core::{ContextSnapshot, DeltaSink, Skill, SkillCall, SkillError, Skill
 use flujo_template::{compile_template, is_template, CompiledTemplate, Scope, UndefinedMode};
 use serde_json::{json, Map, Value};
 
-use crate::chat::{ChatMessage, ChatModel, ChatSettings};
+use crate::chat::{ChatMessage, ChatModel, ChatSettings, TokenLimitParam};
 use crate::error::LlmError;
 use crate::mock::MockKind;
 use crate::pricing::{Price, PricingError};
-use crate::structured::{chat_structured, StructuredOutput};
+use crate::structured::{chat_structured_accounted, error_requests, StructuredOutput};
 
 /// Re-asks of a schema-violating reply when the agent does not set `max_retries` (as a step's default).
 pub const DEFAULT_AGENT_MAX_RETRIES: u32 = 1;
 
-/// Sampling settings (`model_settings:`); keys other than these three are passed to the provider as written.
+/// Sampling settings (`model_settings:`); keys other than these are passed to the provider as written.
+/// `max_tokens` is sent under the name the model needs (`max_completion_tokens` for OpenAI o-series and
+/// gpt-5 models); writing `max_completion_tokens` instead sends that name whatever the model.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelSettings {
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub max_tokens: Option<u64>,
+    /// Set when `model_settings` chose the parameter name explicitly.
+    pub token_limit_param: Option<TokenLimitParam>,
     pub extra: Map<String, Value>,
 }
 
@@ -118,9 +122,35 @@ impl AgentSpec {
                 s.temperature = opt_f64(ms.get("temperature"), "model_settings.temperature")?;
                 s.top_p = opt_f64(ms.get("top_p"), "model_settings.top_p")?;
                 s.max_tokens = opt_u64(ms.get("max_tokens"), "model_settings.max_tokens")?;
+                if let Some(n) = opt_u64(ms.get("max_completion_tokens"), "model_settings.max_completion_tokens")? {
+                    if s.max_tokens.is_some() {
+                        return Err(LlmError::Config(
+                            "`model_settings` sets both `max_tokens` and `max_completion_tokens`; set one".into(),
+                        ));
+                    }
+                    s.max_tokens = Some(n);
+                    s.token_limit_param = Some(TokenLimitParam::MaxCompletionTokens);
+                }
+                if let Some(v) = ms.get("token_limit_param") {
+                    s.token_limit_param = Some(match v.as_str() {
+                        Some("max_tokens") => TokenLimitParam::MaxTokens,
+                        Some("max_completion_tokens") => TokenLimitParam::MaxCompletionTokens,
+                        _ => {
+                            return Err(bad(
+                                "model_settings.token_limit_param",
+                                "\"max_tokens\" or \"max_completion_tokens\"",
+                            ))
+                        }
+                    });
+                }
                 s.extra = ms
                     .iter()
-                    .filter(|(k, _)| !matches!(k.as_str(), "temperature" | "top_p" | "max_tokens"))
+                    .filter(|(k, _)| {
+                        !matches!(
+                            k.as_str(),
+                            "temperature" | "top_p" | "max_tokens" | "max_completion_tokens" | "token_limit_param"
+                        )
+                    })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
             }
@@ -155,6 +185,7 @@ impl AgentSpec {
             temperature: self.model_settings.temperature,
             top_p: self.model_settings.top_p,
             max_tokens: self.model_settings.max_tokens,
+            token_limit_param: self.model_settings.token_limit_param,
             timeout: self.timeout_s.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
             extra: self.model_settings.extra.clone(),
             ..Default::default()
@@ -189,6 +220,43 @@ pub struct AgentAnswer {
     pub cost_usd: f64,
     /// Model calls made (structured output re-asks included).
     pub calls: u32,
+    /// The provider's stop reason of the answer (`stop`, `length`, `end_turn`, `max_tokens`, …).
+    pub finish_reason: Option<String>,
+    /// Things the caller should know although the call succeeded (a text answer cut off at `max_tokens`).
+    pub warnings: Vec<String>,
+}
+
+/// A failed agent call with what it consumed: every call is reconciled to the usage the provider reported,
+/// including failed ones (0 when nothing was billed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentFailure {
+    pub error: LlmError,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    /// HTTP requests sent (retries included; 0 when the call was refused before sending anything).
+    pub requests: u32,
+    pub finish_reason: Option<String>,
+}
+
+impl AgentFailure {
+    fn before_sending(error: LlmError) -> Self {
+        AgentFailure { error, usage: TokenUsage::default(), cost_usd: 0.0, requests: 0, finish_reason: None }
+    }
+
+    /// A failed request that billed nothing (the transport error names how many requests were sent).
+    pub fn before_sending_with_requests(error: LlmError) -> Self {
+        AgentFailure { requests: error_requests(&error), ..AgentFailure::before_sending(error) }
+    }
+
+    /// The skill error: the message, whether a step-level retry may help, the provider's `Retry-After`, the
+    /// usage and the finish reason.
+    pub fn into_skill_error(self) -> SkillError {
+        let mut e = SkillError::from(self.error).with_usage(self.usage, self.cost_usd);
+        if let Some(r) = self.finish_reason {
+            e.metadata.insert("finish_reason".into(), Value::String(r));
+        }
+        e
+    }
 }
 
 /// A model agent, callable as a skill.
@@ -311,6 +379,28 @@ impl LlmAgent {
         context: Option<&ContextSnapshot>,
         deltas: Option<DeltaSink>,
     ) -> Result<AgentAnswer, LlmError> {
+        self.run_accounted(input, context, deltas).await.map_err(|f| f.error)
+    }
+
+    /// `Err` when a call of this agent cannot succeed whatever its input: strict pricing without a price, or
+    /// a provider that needs a key and has none. Nothing is sent.
+    pub fn check_ready(&self) -> Result<(), LlmError> {
+        self.check_pricing()?;
+        match &self.backend {
+            Backend::Echo => Ok(()),
+            Backend::Chat(m) => m.check_ready(),
+        }
+    }
+
+    /// [`LlmAgent::run_streaming`] keeping the usage of a failed call (billed re-asks, a refusal, …).
+    /// A refusal is an error ([`LlmError::Refused`]); so is a structured answer cut off at `max_tokens`
+    /// ([`LlmError::Truncated`]); a text answer cut off there succeeds with a warning.
+    pub async fn run_accounted(
+        &self,
+        input: &Value,
+        context: Option<&ContextSnapshot>,
+        deltas: Option<DeltaSink>,
+    ) -> Result<AgentAnswer, AgentFailure> {
         let model = match &self.backend {
             Backend::Echo => {
                 if let Some(sink) = &deltas {
@@ -321,26 +411,54 @@ impl LlmAgent {
                     usage: TokenUsage::default(),
                     cost_usd: 0.0,
                     calls: 0,
+                    finish_reason: None,
+                    warnings: Vec::new(),
                 });
             }
             Backend::Chat(m) => m,
         };
-        let price = self.pricing.clone()?;
-        let messages = self.messages(input, context)?;
+        let price = self.pricing.clone().map_err(|e| AgentFailure::before_sending(e.into()))?;
+        let cost = |usage: TokenUsage| price.map_or(0.0, |p| p.cost(usage));
+        let messages = self.messages(input, context).map_err(AgentFailure::before_sending)?;
         let mut settings = self.spec.chat_settings();
         settings.stream = deltas;
-        let (output, usage, calls) = match &self.output {
+        let mut warnings = Vec::new();
+        let (output, usage, calls, finish_reason) = match &self.output {
             Some(schema) => {
-                let r = chat_structured(model.as_ref(), messages, &settings, schema, self.spec.max_retries()).await?;
-                (r.value, r.usage, r.attempts)
+                let r = chat_structured_accounted(model.as_ref(), messages, &settings, schema, self.spec.max_retries())
+                    .await
+                    .map_err(|f| AgentFailure {
+                        cost_usd: cost(f.usage),
+                        error: f.error,
+                        usage: f.usage,
+                        requests: f.requests,
+                        finish_reason: f.finish_reason,
+                    })?;
+                (r.value, r.usage, r.attempts, r.finish_reason)
             }
             None => {
-                let r = crate::chat::traced_chat(model.as_ref(), &messages, &[], &settings).await?;
-                (Value::String(r.content.unwrap_or_default()), r.usage, 1)
+                let r = crate::chat::traced_chat(model.as_ref(), &messages, &[], &settings)
+                    .await
+                    .map_err(AgentFailure::before_sending_with_requests)?;
+                if let Some(message) = r.refusal.clone() {
+                    return Err(AgentFailure {
+                        error: LlmError::Refused { provider: self.provider.clone(), message, usage: r.usage },
+                        usage: r.usage,
+                        cost_usd: cost(r.usage),
+                        requests: r.requests.max(1),
+                        finish_reason: r.stop_reason,
+                    });
+                }
+                if r.truncated() {
+                    warnings.push(format!(
+                        "the answer was cut off at max_tokens ({}); raise `model_settings.max_tokens` for a complete answer",
+                        settings.effective_max_tokens()
+                    ));
+                }
+                (Value::String(r.content.unwrap_or_default()), r.usage, 1, r.stop_reason)
             }
         };
-        let cost_usd = price.map_or(0.0, |p| p.cost(usage));
-        Ok(AgentAnswer { output, usage, cost_usd, calls })
+        Ok(AgentAnswer { output, usage, cost_usd: cost(usage), calls, finish_reason, warnings })
     }
 
     /// The planned usage of one call with `input`: per attempt, the prompt estimated at 4 characters per token
@@ -369,12 +487,16 @@ impl LlmAgent {
 #[async_trait]
 impl Skill for LlmAgent {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
-        let answer = self.run_streaming(&call.input, Some(&call.context), call.deltas).await?;
+        let answer = self
+            .run_accounted(&call.input, Some(&call.context), call.deltas)
+            .await
+            .map_err(AgentFailure::into_skill_error)?;
         Ok(SkillOutput {
             output: answer.output,
             context_ops: Vec::new(),
             tokens: answer.usage,
             cost_usd: answer.cost_usd,
+            metadata: answer_metadata(answer.finish_reason, answer.warnings),
         })
     }
 
@@ -388,19 +510,26 @@ impl Skill for LlmAgent {
         }
     }
 
-    /// `(estimated prompt tokens + max_tokens) × price` over every possible attempt; cost 0 when the price is
-    /// unknown (lenient mode) — and when pricing is strict and missing, since the call will not be made.
+    /// Strict pricing without a price is `Interrupt::PricingNotConfigured`; a provider that needs a key and
+    /// has none is `Interrupt::MissingApiKey` naming the variable to set (both stop the run before anything runs).
     fn preflight(&self) -> Result<(), flujo_core::Interrupt> {
-        match self.check_pricing() {
+        match self.check_ready() {
             Ok(()) => Ok(()),
-            Err(e) => match e.to_interrupt() {
+            Err(LlmError::Pricing(e)) => match e.to_interrupt() {
                 Some(interrupt) => Err(interrupt),
                 // An invalid price entry is a configuration problem reported by the call itself.
                 None => Ok(()),
             },
+            Err(e @ LlmError::MissingApiKey { .. }) => Err(flujo_core::Interrupt::MissingApiKey {
+                model: self.spec.model.clone(),
+                message: format!("model '{}': {e}", self.spec.model),
+            }),
+            Err(_) => Ok(()),
         }
     }
 
+    /// `(estimated prompt tokens + max_tokens) × price` over every possible attempt; cost 0 when the price is
+    /// unknown (lenient mode) — and when pricing is strict and missing, since the call will not be made.
     fn estimate(&self, input: &Value) -> Option<Usage> {
         let usage = self.planned_usage(input);
         let cost_usd = match &self.pricing {
@@ -409,6 +538,18 @@ impl Skill for LlmAgent {
         };
         Some(Usage { cost_usd, tokens: usage.total() })
     }
+}
+
+/// The step metadata of a model answer: `finish_reason` and `warnings` when there are any.
+pub(crate) fn answer_metadata(finish_reason: Option<String>, warnings: Vec<String>) -> Map<String, Value> {
+    let mut m = Map::new();
+    if let Some(r) = finish_reason {
+        m.insert("finish_reason".into(), Value::String(r));
+    }
+    if !warnings.is_empty() {
+        m.insert("warnings".into(), Value::Array(warnings.into_iter().map(Value::String).collect()));
+    }
+    m
 }
 
 #[cfg(test)]

@@ -97,11 +97,14 @@ fn wire_messages(messages: &[ChatMessage]) -> Value {
                 blocks.extend(m.tool_calls.iter().map(anthropic_tool_use_block));
                 ("assistant", blocks)
             }
-            Role::Tool => (
-                "user",
-                vec![json!({"type": "tool_result", "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
-                    "content": m.content})],
-            ),
+            Role::Tool => {
+                let mut block = json!({"type": "tool_result", "tool_use_id": m.tool_call_id.clone().unwrap_or_default(),
+                    "content": m.content});
+                if m.is_error {
+                    block["is_error"] = json!(true);
+                }
+                ("user", vec![block])
+            }
         };
         if blocks.is_empty() {
             continue;
@@ -159,14 +162,19 @@ pub(crate) fn parse_reply(provider: &str, v: &Value, schema: Option<&ResponseSch
     }
     let usage = v.get("usage");
     let count = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    let stop_reason = v.get("stop_reason").and_then(Value::as_str).map(str::to_owned);
+    let refusal = (stop_reason.as_deref() == Some("refusal"))
+        .then(|| text.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| "(no explanation given)".to_owned()));
     Ok(ChatReply {
+        refusal,
+        requests: 0,
         content: structured.map(|s| s.to_string()).or(text),
         tool_calls,
         usage: TokenUsage {
             prompt: count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens"),
             completion: count("output_tokens"),
         },
-        stop_reason: v.get("stop_reason").and_then(Value::as_str).map(str::to_owned),
+        stop_reason,
     })
 }
 
@@ -178,6 +186,10 @@ impl ChatModel for AnthropicModel {
 
     fn model(&self) -> &str {
         &self.model
+    }
+
+    fn check_ready(&self) -> Result<(), LlmError> {
+        self.provider.check_key()
     }
 
     async fn chat(
@@ -194,7 +206,7 @@ impl ChatModel for AnthropicModel {
         let body = self.request_body(messages, tools, settings);
         let schema_tool = settings.response_schema.as_ref().map(|rs| rs.name.as_str());
         let mut stream = settings.stream.as_ref().map(|sink| AnthropicStream::new(&p.name, sink, schema_tool));
-        let reply = provider_request(
+        let (reply, requests) = provider_request(
             &self.http,
             p,
             "/v1/messages",
@@ -205,7 +217,9 @@ impl ChatModel for AnthropicModel {
             stream.as_mut().map(|s| s as &mut dyn StreamedReply),
         )
         .await?;
-        parse_reply(&p.name, &reply, settings.response_schema.as_ref())
+        let mut reply = parse_reply(&p.name, &reply, settings.response_schema.as_ref())?;
+        reply.requests = requests;
+        Ok(reply)
     }
 }
 
@@ -226,7 +240,7 @@ mod tests {
             ChatMessage::user("hi"),
             ChatMessage::assistant_tool_calls("", vec![call("a"), call("b")]),
             ChatMessage::tool_result("a", "1"),
-            ChatMessage::tool_result("b", "2"),
+            ChatMessage::tool_error("b", "error: no such file"),
         ];
         let b =
             model().request_body(&msgs, &[ToolSpec::new("f", "", json!({"type": "object"}))], &ChatSettings::default());
@@ -235,6 +249,8 @@ mod tests {
         assert_eq!(b["messages"][1]["content"].as_array().unwrap().len(), 2);
         assert_eq!(b["messages"][2]["role"], "user");
         assert_eq!(b["messages"][2]["content"][1]["tool_use_id"], "b");
+        assert_eq!(b["messages"][2]["content"][1]["is_error"], true, "a failed tool result says so");
+        assert!(b["messages"][2]["content"][0].get("is_error").is_none());
         assert_eq!(b["tool_choice"], json!({"type": "auto"}));
     }
 

@@ -41,11 +41,14 @@ pub struct ChatMessage {
     /// For [`Role::Tool`]: the id of the call this message answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// For [`Role::Tool`]: the call failed and `content` is its error (Anthropic `is_error: true`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_error: bool,
 }
 
 impl ChatMessage {
     fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+        ChatMessage { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None, is_error: false }
     }
     pub fn system(content: impl Into<String>) -> Self {
         ChatMessage::new(Role::System, content)
@@ -64,6 +67,10 @@ impl ChatMessage {
     pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
         ChatMessage { tool_call_id: Some(call_id.into()), ..ChatMessage::new(Role::Tool, content) }
     }
+    /// The error of the failed tool call `call_id`.
+    pub fn tool_error(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage { is_error: true, ..ChatMessage::tool_result(call_id, content) }
+    }
 }
 
 /// A model's answer to one [`ChatModel::chat`] call.
@@ -76,12 +83,25 @@ pub struct ChatReply {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     pub usage: TokenUsage,
-    /// The provider's stop reason (`stop`, `length`, `tool_calls`, `end_turn`, `tool_use`, …).
+    /// The provider's stop reason (`stop`, `length`, `tool_calls`, `end_turn`, `tool_use`, `max_tokens`,
+    /// `refusal`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// The model's refusal (OpenAI `message.refusal`; Anthropic's text when `stop_reason` is `refusal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// HTTP requests this reply took (retries of 429/5xx included; 0 when unknown).
+    #[serde(default, skip)]
+    pub requests: u32,
 }
 
 impl ChatReply {
+    /// True when the answer was cut off at the completion bound (OpenAI `finish_reason: length`, Anthropic
+    /// `stop_reason: max_tokens`).
+    pub fn truncated(&self) -> bool {
+        matches!(self.stop_reason.as_deref(), Some("length" | "max_tokens"))
+    }
+
     /// The assistant message to append to the transcript before sending tool results back.
     pub fn to_message(&self) -> ChatMessage {
         ChatMessage::assistant_tool_calls(self.content.clone().unwrap_or_default(), self.tool_calls.clone())
@@ -193,6 +213,36 @@ fn strict_compatible(schema: &Value, depth: usize) -> bool {
     true
 }
 
+/// Under which name the completion bound is sent to a Chat Completions API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenLimitParam {
+    /// `max_tokens` (most models and every compatible server).
+    MaxTokens,
+    /// `max_completion_tokens` (OpenAI o-series and gpt-5 models refuse `max_tokens`).
+    MaxCompletionTokens,
+}
+
+impl TokenLimitParam {
+    /// The parameter a model needs: `max_completion_tokens` for OpenAI reasoning models (`o1`, `o3`, `o4-mini`,
+    /// … and `gpt-5*`), else `max_tokens`.
+    pub fn for_model(model: &str) -> Self {
+        let m = model.rsplit('/').next().unwrap_or(model).to_ascii_lowercase();
+        let o_series = m.len() >= 2 && m.starts_with('o') && m.as_bytes()[1].is_ascii_digit();
+        if o_series || m.starts_with("gpt-5") {
+            TokenLimitParam::MaxCompletionTokens
+        } else {
+            TokenLimitParam::MaxTokens
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenLimitParam::MaxTokens => "max_tokens",
+            TokenLimitParam::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
+}
+
 /// Per-call settings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatSettings {
@@ -200,6 +250,9 @@ pub struct ChatSettings {
     pub top_p: Option<f64>,
     /// Completion bound; [`DEFAULT_MAX_TOKENS`] when unset.
     pub max_tokens: Option<u64>,
+    /// The name the bound is sent under (Chat Completions only); chosen from the model name when unset
+    /// ([`TokenLimitParam::for_model`]).
+    pub token_limit_param: Option<TokenLimitParam>,
     /// Request timeout; the provider's default when unset.
     pub timeout: Option<Duration>,
     pub tool_choice: ToolChoice,
@@ -226,6 +279,11 @@ pub trait ChatModel: Send + Sync {
     fn provider(&self) -> &str;
     /// The model name (after `provider:`).
     fn model(&self) -> &str;
+    /// `Err` when no call can succeed, checked without sending anything (a provider that needs an API key
+    /// and has none: [`LlmError::MissingApiKey`]).
+    fn check_ready(&self) -> Result<(), LlmError> {
+        Ok(())
+    }
     /// One turn: sends `messages` offering `tools`, returns the reply with its usage. Transient failures
     /// (429, 5xx, connection errors) are retried inside, with backoff, a bounded number of times.
     async fn chat(

@@ -167,6 +167,16 @@ impl ProviderConfig {
     }
 }
 
+impl ResolvedProvider {
+    /// [`LlmError::MissingApiKey`] when this provider needs a key and has none (nothing is sent then).
+    pub fn check_key(&self) -> Result<(), LlmError> {
+        if self.key_required && self.api_key.is_none() {
+            return Err(LlmError::MissingApiKey { provider: self.name.clone(), env: self.key_env.clone() });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 impl ResolvedProvider {
     pub(crate) fn for_tests(name: &str) -> Self {

@@ -25,9 +25,10 @@ pub enum LlmError {
     /// HTTP 400 (and other 4xx): the request was refused; `message` is the provider's explanation.
     #[error("{provider}: bad request (HTTP {status}): {message}")]
     BadRequest { provider: String, status: u16, message: String },
-    /// HTTP 5xx on every attempt.
-    #[error("{provider}: server error (HTTP {status}) after {attempts} attempt(s): {message}")]
-    Server { provider: String, status: u16, attempts: u32, message: String },
+    /// HTTP 5xx on every attempt (or a `Retry-After` longer than the policy waits).
+    #[error("{provider}: server error (HTTP {status}) after {attempts} attempt(s): {message}{}",
+        retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default())]
+    Server { provider: String, status: u16, attempts: u32, message: String, retry_after: Option<Duration> },
     /// The reply could not be understood (not JSON, or missing the fields of the provider's shape).
     #[error("{provider}: malformed reply: {message}")]
     Malformed { provider: String, message: String },
@@ -37,9 +38,19 @@ pub enum LlmError {
     /// The connection failed (refused, reset, DNS, TLS).
     #[error("{provider}: network error: {message}")]
     Network { provider: String, message: String },
-    /// Structured output still violated the schema after every re-ask. `usage` is what the attempts consumed.
+    /// Structured output still violated the schema after every re-ask. `attempts` counts the requests sent;
+    /// `usage` is what they consumed.
     #[error("output does not match the output schema after {attempts} attempt(s): {violation}")]
     SchemaViolation { attempts: u32, violation: String, usage: TokenUsage },
+    /// The model refused to answer (OpenAI `refusal`, Anthropic `stop_reason: refusal`).
+    #[error("{provider}: the model refused to answer: {message}")]
+    Refused { provider: String, message: String, usage: TokenUsage },
+    /// A structured answer was cut off at the completion bound (`finish_reason: length`, Anthropic
+    /// `stop_reason: max_tokens`): the JSON is incomplete.
+    #[error(
+        "{provider}: the structured answer was cut off at max_tokens ({max_tokens}); raise `model_settings.max_tokens`"
+    )]
+    Truncated { provider: String, max_tokens: u64, usage: TokenUsage },
     /// Strict pricing and no price for the model (no request was sent), or an invalid pricing table.
     #[error(transparent)]
     Pricing(#[from] PricingError),
@@ -63,6 +74,22 @@ impl LlmError {
         )
     }
 
+    /// True when a step-level retry (the step's `max_retries`) may try the call again: only failures no
+    /// level below already retried. Rate limits, server and connection errors were retried by the HTTP client
+    /// (one retry budget per call, `Retry-After` honoured there), schema violations were re-asked by the agent;
+    /// retrying them again would multiply requests. Timeouts and malformed replies were not retried below.
+    pub fn retry_at_step_level(&self) -> bool {
+        matches!(self, LlmError::Timeout { .. } | LlmError::Malformed { .. })
+    }
+
+    /// The pause a provider asked for (`Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::RateLimited { retry_after, .. } | LlmError::Server { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A short stable name of the error (the `error.type` span attribute).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -75,6 +102,8 @@ impl LlmError {
             LlmError::Timeout { .. } => "timeout",
             LlmError::Network { .. } => "network",
             LlmError::SchemaViolation { .. } => "schema_violation",
+            LlmError::Refused { .. } => "refusal",
+            LlmError::Truncated { .. } => "truncated",
             LlmError::Pricing(_) => "pricing",
             LlmError::Config(_) => "config",
         }
@@ -83,7 +112,9 @@ impl LlmError {
     /// Tokens the failed call consumed anyway (billed re-asks of structured output), if any.
     pub fn usage(&self) -> TokenUsage {
         match self {
-            LlmError::SchemaViolation { usage, .. } => *usage,
+            LlmError::SchemaViolation { usage, .. }
+            | LlmError::Refused { usage, .. }
+            | LlmError::Truncated { usage, .. } => *usage,
             _ => TokenUsage::default(),
         }
     }
@@ -97,13 +128,15 @@ impl LlmError {
     }
 }
 
+/// Without usage (see [`crate::AgentFailure`] for the accounted form); retryable per
+/// [`LlmError::retry_at_step_level`], with the provider's `Retry-After`.
 impl From<LlmError> for SkillError {
     fn from(e: LlmError) -> Self {
-        if e.is_retryable() {
-            SkillError::new(e.to_string())
-        } else {
-            SkillError::fatal(e.to_string())
-        }
+        let mut out = SkillError::new(e.to_string());
+        out.retryable = e.retry_at_step_level();
+        out.retry_after = e.retry_after();
+        out.metadata.insert("error_type".into(), e.kind().into());
+        out
     }
 }
 
@@ -123,7 +156,13 @@ mod tests {
     #[test]
     fn retryable_kinds() {
         let p = || "openai".to_owned();
-        assert!(LlmError::Server { provider: p(), status: 502, attempts: 3, message: String::new() }.is_retryable());
+        let server =
+            LlmError::Server { provider: p(), status: 502, attempts: 3, message: String::new(), retry_after: None };
+        assert!(server.is_retryable());
+        // The HTTP client already retried it: a step-level retry would multiply the requests.
+        assert!(!SkillError::from(server).retryable);
+        let timeout = LlmError::Timeout { provider: p(), timeout: Duration::from_secs(1) };
+        assert!(SkillError::from(timeout).retryable);
         assert!(!LlmError::Auth { provider: p(), status: 401 }.is_retryable());
         let e: SkillError = LlmError::BadRequest { provider: p(), status: 400, message: "x".into() }.into();
         assert!(!e.retryable);

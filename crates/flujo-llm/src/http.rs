@@ -56,7 +56,8 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Backoff cap.
     pub max_delay: Duration,
-    /// The longest `Retry-After` honoured; a longer one ends the call with [`LlmError::RateLimited`].
+    /// The longest `Retry-After` honoured; a longer one ends the call at once (the error carries it, and no
+    /// level above retries sooner).
     pub max_retry_after: Duration,
 }
 
@@ -126,16 +127,13 @@ pub(crate) async fn provider_request(
     body: &Value,
     timeout: Option<Duration>,
     stream: Option<&mut dyn crate::stream::StreamedReply>,
-) -> Result<Value, LlmError> {
+) -> Result<(Value, u32), LlmError> {
     match &p.api_key {
         Some(key) => {
             let (name, value) = secret_header(key_header, &key_value(key.expose()))?;
             headers.insert(name, value);
         }
-        None if p.key_required => {
-            return Err(LlmError::MissingApiKey { provider: p.name.clone(), env: p.key_env.clone() })
-        }
-        None => {}
+        None => p.check_key()?,
     }
     let url = format!("{}{path}", p.base_url);
     let post = JsonPost {
@@ -168,9 +166,66 @@ enum Outcome<T> {
 const MAX_SSE_LINE: usize = 16 << 20;
 
 impl HttpClient {
-    /// POSTs `req.body` as JSON and returns the JSON reply, retrying transient failures per `req.retry`.
-    pub(crate) async fn post_json(&self, req: JsonPost<'_>) -> Result<Value, LlmError> {
-        let resp = self.send_with_retries(&req).await?;
+    /// POSTs `req.body` (which asks for a stream) and feeds each server-sent event to `on_event(event name,
+    /// data)` as it arrives, until the server ends the stream or `on_event` returns an error. Failures before
+    /// the stream starts are retried like a whole reply's; a stream that breaks off is not (its
+    /// pieces were already passed on).
+    pub(crate) async fn post_sse(
+        &self,
+        req: JsonPost<'_>,
+        on_event: &mut (dyn FnMut(&str, &str) -> Result<(), LlmError> + Send),
+    ) -> Result<u32, LlmError> {
+        let (mut resp, requests) = self.send_with_retries(&req).await?;
+        let provider = req.provider.to_owned();
+        let secret = req.secret.map(ApiKey::expose);
+        let mut parser = SseParser::default();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    parser.push(&bytes, on_event).map_err(|e| match e {
+                        SseError::TooLong => LlmError::Malformed {
+                            provider: provider.clone(),
+                            message: format!("a stream line is longer than {MAX_SSE_LINE} bytes"),
+                        },
+                        SseError::Handler(e) => e,
+                    })?;
+                }
+                Ok(None) => {
+                    return parser.finish(on_event).map(|()| requests).map_err(|e| match e {
+                        SseError::Handler(e) => e,
+                        SseError::TooLong => LlmError::Malformed { provider, message: "stream line too long".into() },
+                    })
+                }
+                Err(e) if e.is_timeout() => return Err(LlmError::Timeout { provider, timeout: req.timeout }),
+                Err(e) => {
+                    let message = scrub(&error_chain(&e.without_url()), secret);
+                    return Err(LlmError::Network { provider, message: format!("the stream broke off: {message}") });
+                }
+            }
+        }
+    }
+
+    /// POSTs `req.body` as JSON and returns the JSON reply (retrying transient failures per `req.retry`), or
+    /// with `stream`, [`HttpClient::post_sse`] with the events rebuilt into the same JSON reply. Also returns how many requests were sent (retries included).
+    pub(crate) async fn post_reply(
+        &self,
+        req: JsonPost<'_>,
+        stream: Option<&mut dyn crate::stream::StreamedReply>,
+    ) -> Result<(Value, u32), LlmError> {
+        match stream {
+            None => {
+                let (resp, requests) = self.send_with_retries(&req).await?;
+                self.read_json(&req, resp).await.map(|v| (v, requests))
+            }
+            Some(s) => {
+                let requests = self.post_sse(req, &mut |event, data| s.on_event(event, data)).await?;
+                s.finish().map(|v| (v, requests))
+            }
+        }
+    }
+
+    /// Reads a successful reply's JSON body.
+    async fn read_json(&self, req: &JsonPost<'_>, resp: reqwest::Response) -> Result<Value, LlmError> {
         let provider = req.provider.to_owned();
         let secret = req.secret.map(ApiKey::expose);
         let body = match resp.bytes().await {
@@ -187,67 +242,14 @@ impl HttpClient {
         })
     }
 
-    /// POSTs `req.body` (which asks for a stream) and feeds each server-sent event to `on_event(event name,
-    /// data)` as it arrives, until the server ends the stream or `on_event` returns an error. Failures before
-    /// the stream starts are retried like [`HttpClient::post_json`]; a stream that breaks off is not (its
-    /// pieces were already passed on).
-    pub(crate) async fn post_sse(
-        &self,
-        req: JsonPost<'_>,
-        on_event: &mut (dyn FnMut(&str, &str) -> Result<(), LlmError> + Send),
-    ) -> Result<(), LlmError> {
-        let mut resp = self.send_with_retries(&req).await?;
-        let provider = req.provider.to_owned();
-        let secret = req.secret.map(ApiKey::expose);
-        let mut parser = SseParser::default();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(bytes)) => {
-                    parser.push(&bytes, on_event).map_err(|e| match e {
-                        SseError::TooLong => LlmError::Malformed {
-                            provider: provider.clone(),
-                            message: format!("a stream line is longer than {MAX_SSE_LINE} bytes"),
-                        },
-                        SseError::Handler(e) => e,
-                    })?;
-                }
-                Ok(None) => {
-                    return parser.finish(on_event).map_err(|e| match e {
-                        SseError::Handler(e) => e,
-                        SseError::TooLong => LlmError::Malformed { provider, message: "stream line too long".into() },
-                    })
-                }
-                Err(e) if e.is_timeout() => return Err(LlmError::Timeout { provider, timeout: req.timeout }),
-                Err(e) => {
-                    let message = scrub(&error_chain(&e.without_url()), secret);
-                    return Err(LlmError::Network { provider, message: format!("the stream broke off: {message}") });
-                }
-            }
-        }
-    }
-
-    /// [`HttpClient::post_json`], or with `stream`, [`HttpClient::post_sse`] with the events rebuilt into the
-    /// same JSON reply.
-    pub(crate) async fn post_reply(
-        &self,
-        req: JsonPost<'_>,
-        stream: Option<&mut dyn crate::stream::StreamedReply>,
-    ) -> Result<Value, LlmError> {
-        match stream {
-            None => self.post_json(req).await,
-            Some(s) => {
-                self.post_sse(req, &mut |event, data| s.on_event(event, data)).await?;
-                s.finish()
-            }
-        }
-    }
-
-    async fn send_with_retries(&self, req: &JsonPost<'_>) -> Result<reqwest::Response, LlmError> {
+    /// Sends until a reply comes, a failure is final, or the policy's attempts are used up; returns the
+    /// response and the number of requests sent. Errors name the real number of requests.
+    async fn send_with_retries(&self, req: &JsonPost<'_>) -> Result<(reqwest::Response, u32), LlmError> {
         let attempts = req.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
             match self.attempt(req, attempt).await {
-                Outcome::Done(v) => return Ok(v),
+                Outcome::Done(v) => return Ok((v, attempt)),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { error, wait } => {
                     if attempt >= attempts {
@@ -289,8 +291,7 @@ impl HttpClient {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|s| parse_retry_after(s, std::time::SystemTime::now()));
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => return Outcome::Fail(LlmError::Timeout { provider, timeout: req.timeout }),
@@ -317,14 +318,28 @@ impl HttpClient {
                 }
             }
             s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
-                let error = LlmError::Server { provider, status: code, attempts: attempt, message };
-                let wait =
-                    retry_after.filter(|w| *w <= req.retry.max_retry_after).unwrap_or(req.retry.backoff(attempt));
-                Outcome::Retry { error, wait }
+                let error = LlmError::Server { provider, status: code, attempts: attempt, message, retry_after };
+                match retry_after {
+                    // The server asked for a longer pause than this call waits: stop now, carrying the pause.
+                    Some(wait) if wait > req.retry.max_retry_after => Outcome::Fail(error),
+                    Some(wait) => Outcome::Retry { error, wait },
+                    None => Outcome::Retry { error, wait: req.retry.backoff(attempt) },
+                }
             }
             _ => Outcome::Fail(LlmError::BadRequest { provider, status: code, message }),
         }
     }
+}
+
+/// A `Retry-After` value: delay seconds, or an HTTP-date (IMF-fixdate, RFC 850 or asctime form) measured
+/// from `now` (a date in the past means no wait). `None` when it is neither.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 enum SseError {
@@ -501,6 +516,17 @@ mod tests {
         }
         // A last event without its blank line.
         assert_eq!(parse_sse(&[b"data: end"]), vec![("message".to_owned(), "end".to_owned())]);
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_an_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:50:37 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 
     #[test]

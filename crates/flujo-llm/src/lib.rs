@@ -59,18 +59,23 @@ pub mod testing;
 pub mod tools;
 pub mod turn;
 
-pub use agent::{render_input, AgentAnswer, AgentSpec, LlmAgent, ModelSettings, DEFAULT_AGENT_MAX_RETRIES};
+pub use agent::{
+    render_input, AgentAnswer, AgentFailure, AgentSpec, LlmAgent, ModelSettings, DEFAULT_AGENT_MAX_RETRIES,
+};
 pub use anthropic::AnthropicModel;
 pub use chat::{
-    traced_chat, ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role, DEFAULT_MAX_TOKENS,
+    traced_chat, ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role, TokenLimitParam,
+    DEFAULT_MAX_TOKENS,
 };
 pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider};
 pub use error::LlmError;
-pub use http::{ApiKey, HttpClient, RetryPolicy};
+pub use http::{parse_retry_after, ApiKey, HttpClient, RetryPolicy};
 pub use mock::{example_for_schema, MockKind, MockModel};
 pub use openai::OpenAiModel;
 pub use pricing::{CostConfig, Price, PricingError, PricingTable};
 pub use registry::{parse_model_id, LlmRegistry};
-pub use structured::{chat_structured, repair_json, StructuredOutput, StructuredReply};
+pub use structured::{
+    chat_structured, chat_structured_accounted, repair_json, StructuredFailure, StructuredOutput, StructuredReply,
+};
 pub use tools::{tool_name_for, ToolCall, ToolChoice, ToolSpec};
 pub use turn::TurnSkill;

@@ -9,7 +9,7 @@ use flujo_core::TokenUsage;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
-use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role};
+use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role, TokenLimitParam};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{provider_request, HttpClient};
@@ -35,7 +35,8 @@ impl OpenAiModel {
         let mut body = Map::new();
         body.insert("model".into(), json!(self.model));
         body.insert("messages".into(), Value::Array(messages.iter().map(wire_message).collect()));
-        body.insert("max_tokens".into(), json!(settings.effective_max_tokens()));
+        let limit = settings.token_limit_param.unwrap_or_else(|| TokenLimitParam::for_model(&self.model));
+        body.insert(limit.name().into(), json!(settings.effective_max_tokens()));
         if let Some(t) = settings.temperature {
             body.insert("temperature".into(), json!(t));
         }
@@ -86,9 +87,10 @@ pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmErr
     let message = choice.get("message").ok_or_else(|| malformed("no `choices[0].message` in the reply"))?;
     let content = match message.get("content") {
         Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Null) | None => message.get("refusal").and_then(Value::as_str).map(str::to_owned),
+        Some(Value::Null) | None => None,
         Some(_) => return Err(malformed("`message.content` is not a string")),
     };
+    let refusal = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()).map(str::to_owned);
     let tool_calls =
         parse_openai_tool_calls(message.get("tool_calls")).ok_or_else(|| malformed("invalid `message.tool_calls`"))?;
     let usage = v.get("usage");
@@ -98,6 +100,8 @@ pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmErr
         tool_calls,
         usage: TokenUsage { prompt: count("prompt_tokens"), completion: count("completion_tokens") },
         stop_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned),
+        refusal,
+        requests: 0,
     })
 }
 
@@ -111,6 +115,10 @@ impl ChatModel for OpenAiModel {
         &self.model
     }
 
+    fn check_ready(&self) -> Result<(), LlmError> {
+        self.provider.check_key()
+    }
+
     async fn chat(
         &self,
         messages: &[ChatMessage],
@@ -120,7 +128,7 @@ impl ChatModel for OpenAiModel {
         let p = &self.provider;
         let body = self.request_body(messages, tools, settings);
         let mut stream = settings.stream.as_ref().map(|sink| OpenAiStream::new(&p.name, sink));
-        let reply = provider_request(
+        let (reply, requests) = provider_request(
             &self.http,
             p,
             "/chat/completions",
@@ -132,6 +140,7 @@ impl ChatModel for OpenAiModel {
         )
         .await?;
         let mut reply = parse_reply(&p.name, &reply)?;
+        reply.requests = requests;
         if let (Some(rs), Some(text)) = (&settings.response_schema, &reply.content) {
             if !rs.is_object() {
                 // Undo the `{value: …}` wrapping of a non-object schema (repairing the text first if needed).
@@ -187,6 +196,27 @@ mod tests {
         assert_eq!(b["model"], "gpt-x");
         assert_eq!(b["seed"], 7);
         assert_eq!(b["max_tokens"], 4096);
+        assert!(b.get("max_completion_tokens").is_none());
+        // Reasoning models need `max_completion_tokens` (and refuse `max_tokens`); settings may choose.
+        for (model, param) in [
+            ("o3-mini", "max_completion_tokens"),
+            ("gpt-5", "max_completion_tokens"),
+            ("o1", "max_completion_tokens"),
+            ("gpt-4.1", "max_tokens"),
+            ("omni-x", "max_tokens"),
+        ] {
+            let m =
+                OpenAiModel::new(Arc::new(ResolvedProvider::for_tests("openai")), model, HttpClient::new().unwrap());
+            let b = m.request_body(&msgs, &[], &ChatSettings::default());
+            assert_eq!(b[param], 4096, "{model}");
+            assert_eq!(b.as_object().unwrap().keys().filter(|k| k.starts_with("max_")).count(), 1, "{model}");
+        }
+        let forced = ChatSettings {
+            token_limit_param: Some(TokenLimitParam::MaxCompletionTokens),
+            max_tokens: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(m.request_body(&msgs, &[], &forced)["max_completion_tokens"], 9);
         assert_eq!(b["response_format"]["type"], "json_schema");
         assert_eq!(b["response_format"]["json_schema"]["name"], "output");
         assert_eq!(b["messages"][2]["content"], Value::Null);

@@ -35,11 +35,11 @@ fn stream_error(provider: &str, v: &Value) -> Option<LlmError> {
     let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
     let provider = provider.to_owned();
     Some(match kind {
-        "overloaded_error" => LlmError::Server { provider, status: 529, attempts: 1, message },
+        "overloaded_error" => LlmError::Server { provider, status: 529, attempts: 1, message, retry_after: None },
         "rate_limit_error" => LlmError::RateLimited { provider, attempts: 1, retry_after: None },
         "invalid_request_error" => LlmError::BadRequest { provider, status: 400, message },
         "authentication_error" | "permission_error" => LlmError::Auth { provider, status: 401 },
-        _ => LlmError::Server { provider, status: 500, attempts: 1, message },
+        _ => LlmError::Server { provider, status: 500, attempts: 1, message, retry_after: None },
     })
 }
 

@@ -96,27 +96,77 @@ pub struct StructuredReply {
     pub usage: TokenUsage,
     /// Model calls made (1 + re-asks).
     pub attempts: u32,
+    /// The stop reason of the accepted answer.
+    pub finish_reason: Option<String>,
+}
+
+/// A failed structured call with what it consumed before failing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StructuredFailure {
+    pub error: LlmError,
+    /// Usage of every billed answer before the failure.
+    pub usage: TokenUsage,
+    /// HTTP requests sent (retries included).
+    pub requests: u32,
+    /// The stop reason of the last answer received, if any.
+    pub finish_reason: Option<String>,
 }
 
 /// Asks `model` for a value satisfying `output`, re-asking with the validation error up to `max_retries` times.
 pub async fn chat_structured(
     model: &dyn ChatModel,
-    mut messages: Vec<ChatMessage>,
+    messages: Vec<ChatMessage>,
     settings: &ChatSettings,
     output: &StructuredOutput,
     max_retries: u32,
 ) -> Result<StructuredReply, LlmError> {
+    chat_structured_accounted(model, messages, settings, output, max_retries).await.map_err(|f| f.error)
+}
+
+/// [`chat_structured`], with the usage of the billed answers kept when it fails. A refusal and an answer cut
+/// off at `max_tokens` end the call at once (re-asking would only repeat them).
+pub async fn chat_structured_accounted(
+    model: &dyn ChatModel,
+    mut messages: Vec<ChatMessage>,
+    settings: &ChatSettings,
+    output: &StructuredOutput,
+    max_retries: u32,
+) -> Result<StructuredReply, StructuredFailure> {
     let mut settings = settings.clone();
     settings.response_schema = Some(output.response.clone());
     let attempts = max_retries.saturating_add(1);
     let mut usage = TokenUsage::default();
+    let mut requests = 0u32;
     let mut violation = String::new();
+    let mut finish_reason = None;
+    let provider = model.provider().to_owned();
     for attempt in 1..=attempts {
-        let reply = crate::chat::traced_chat(model, &messages, &[], &settings).await?;
+        if attempt > 1 {
+            if let Some(sink) = &settings.stream {
+                sink.attempt(attempt);
+            }
+        }
+        let reply = match crate::chat::traced_chat(model, &messages, &[], &settings).await {
+            Ok(r) => r,
+            Err(error) => {
+                requests = requests.saturating_add(error_requests(&error));
+                return Err(StructuredFailure { error, usage, requests, finish_reason });
+            }
+        };
         usage.add(reply.usage);
+        requests = requests.saturating_add(reply.requests.max(1));
+        finish_reason.clone_from(&reply.stop_reason);
+        if let Some(message) = reply.refusal.clone() {
+            let error = LlmError::Refused { provider, message, usage };
+            return Err(StructuredFailure { error, usage, requests, finish_reason });
+        }
+        if reply.truncated() {
+            let error = LlmError::Truncated { provider, max_tokens: settings.effective_max_tokens(), usage };
+            return Err(StructuredFailure { error, usage, requests, finish_reason });
+        }
         let text = reply.content.unwrap_or_default();
         match output.parse(&text) {
-            Ok(value) => return Ok(StructuredReply { value, usage, attempts: attempt }),
+            Ok(value) => return Ok(StructuredReply { value, usage, attempts: attempt, finish_reason }),
             Err(v) => {
                 tracing::debug!(attempt, violation = %v, "structured output rejected");
                 if attempt < attempts {
@@ -127,7 +177,17 @@ pub async fn chat_structured(
             }
         }
     }
-    Err(LlmError::SchemaViolation { attempts, violation, usage })
+    let error = LlmError::SchemaViolation { attempts: requests, violation, usage };
+    Err(StructuredFailure { error, usage, requests, finish_reason })
+}
+
+/// The requests a failed model call sent (transport errors name them; others sent one, or none).
+pub(crate) fn error_requests(e: &LlmError) -> u32 {
+    match e {
+        LlmError::Server { attempts, .. } | LlmError::RateLimited { attempts, .. } => *attempts,
+        LlmError::MissingApiKey { .. } | LlmError::Pricing(_) | LlmError::Config(_) => 0,
+        _ => 1,
+    }
 }
 
 /// The user message of a re-ask.

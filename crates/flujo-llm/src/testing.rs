@@ -65,6 +65,13 @@ pub enum ScriptedReply {
     /// A text answer cut off halfway: a stream ends without its final events, a plain reply is half a JSON
     /// body.
     Truncated(String),
+    /// An HTTP error with `Retry-After` written as given (an HTTP-date, say).
+    StatusRetryAfter { code: u16, retry_after: String },
+    /// A refusal: OpenAI `message.refusal` (content null), Anthropic `stop_reason: refusal` with the text.
+    Refusal(String),
+    /// A complete reply whose answer stopped at the completion bound: OpenAI `finish_reason: length`,
+    /// Anthropic `stop_reason: max_tokens` (for a forced schema tool: the tool call with an empty input).
+    CutOff(String),
 }
 
 /// A logged request.
@@ -248,7 +255,29 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
     match reply {
         ScriptedReply::Delayed(..) => error_response(shape, 500, None, "unreachable"),
         ScriptedReply::Status { code, retry_after } => {
-            error_response(shape, code, retry_after, &format!("scripted error {code}"))
+            error_response(shape, code, retry_after.map(|s| s.to_string()), &format!("scripted error {code}"))
+        }
+        ScriptedReply::StatusRetryAfter { code, retry_after } => {
+            error_response(shape, code, Some(retry_after), &format!("scripted error {code}"))
+        }
+        ScriptedReply::Refusal(text) => ok(message(shape, id, &model, Content::Refusal(text), usage)),
+        ScriptedReply::CutOff(text) => {
+            let forced = request
+                .get("tool_choice")
+                .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let content = match (shape, forced) {
+                (Shape::Anthropic, Some(name)) => Content::Tool { name, arguments: json!({}) },
+                _ => Content::Text(text),
+            };
+            let mut body = message(shape, id, &model, content, usage);
+            match shape {
+                Shape::OpenAi => body["choices"][0]["finish_reason"] = json!("length"),
+                Shape::Anthropic => body["stop_reason"] = json!("max_tokens"),
+            }
+            ok(body)
         }
         ScriptedReply::Garbage => {
             (StatusCode::OK, [("content-type", "text/html")], "<html>this is not JSON").into_response()
@@ -331,6 +360,7 @@ fn next_reply(
 enum Content {
     Text(String),
     Tool { name: String, arguments: Value },
+    Refusal(String),
 }
 
 fn ok(body: Value) -> Response {
@@ -342,6 +372,7 @@ fn message(shape: Shape, id: u64, model: &Value, content: Content, usage: TokenU
         Shape::OpenAi => {
             let (message, finish) = match content {
                 Content::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
+                Content::Refusal(text) => (json!({"role": "assistant", "content": null, "refusal": text}), "stop"),
                 Content::Tool { name, arguments } => (
                     json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{id}"),
                         "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}),
@@ -356,6 +387,7 @@ fn message(shape: Shape, id: u64, model: &Value, content: Content, usage: TokenU
         Shape::Anthropic => {
             let (blocks, stop) = match content {
                 Content::Text(text) => (json!([{"type": "text", "text": text}]), "end_turn"),
+                Content::Refusal(text) => (json!([{"type": "text", "text": text}]), "refusal"),
                 Content::Tool { name, arguments } => (
                     json!([{"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": arguments}]),
                     "tool_use",
@@ -396,6 +428,9 @@ fn sse(shape: Shape, body: &Value, truncated: bool) -> Response {
                 for p in pieces(text) {
                     events.push((None, delta(json!({"content": p}))));
                 }
+            }
+            if let Some(text) = message["refusal"].as_str() {
+                events.push((None, delta(json!({"refusal": text}))));
             }
             for (i, tc) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
                 events.push((
@@ -477,15 +512,15 @@ fn sse(shape: Shape, body: &Value, truncated: bool) -> Response {
     (StatusCode::OK, [("content-type", "text/event-stream")], axum::body::Body::from_stream(stream)).into_response()
 }
 
-fn error_response(shape: Shape, code: u16, retry_after: Option<u64>, message: &str) -> Response {
+fn error_response(shape: Shape, code: u16, retry_after: Option<String>, message: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = match shape {
         Shape::OpenAi => json!({"error": {"message": message, "type": "fake_error", "code": code}}),
         Shape::Anthropic => json!({"type": "error", "error": {"type": "fake_error", "message": message}}),
     };
     let mut resp = (status, axum::Json(body)).into_response();
-    if let Some(secs) = retry_after {
-        if let Ok(v) = secs.to_string().parse() {
+    if let Some(value) = retry_after {
+        if let Ok(v) = value.parse() {
             resp.headers_mut().insert("retry-after", v);
         }
     }

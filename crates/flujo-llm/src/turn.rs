@@ -6,7 +6,10 @@
 //! — tools named by skill id. When the messages carry no system message, the agent's system prompt is
 //! prepended, rendered like a plain call's (`previous_step` = `input`, the context, its `variables`).
 //!
-//! Output: `{"content": string|null, "tool_calls": [{"id", "name": SKILL_ID, "arguments"}…]}`. When the agent
+//! Output: `{"content": string|null, "tool_calls": [{"id", "name": SKILL_ID, "arguments"}…], "finish_reason"?,
+//! "warnings"?}` — a call of a tool that was not offered keeps the name the model used, with `"unknown": true`
+//! and the offered tool names as `"available"`. A refusal is an error; so is a final answer cut off at
+//! `max_tokens` when an output schema is declared (a cut-off text answer is a warning). When the agent
 //! declares an `output_schema` and the reply is an answer (no tool calls), the answer is repaired and
 //! validated: a valid one is returned as `{"content": VALUE, "tool_calls": [], "structured": true}`, an
 //! invalid one as `{"content": TEXT, "tool_calls": [], "schema_error": "…", "reask": "…"}` — the engine
@@ -103,20 +106,49 @@ impl Skill for TurnSkill {
         }
         let reply = crate::chat::traced_chat(model.as_ref(), &messages, &tools, &settings)
             .await
-            .map_err(|e| SkillError { message: e.to_string(), retryable: e.is_retryable() })?;
-        let cost_usd = match self.agent.price() {
-            Ok(Some(p)) => p.cost(reply.usage),
-            _ => 0.0,
-        };
+            .map_err(|e| crate::agent::AgentFailure::before_sending_with_requests(e).into_skill_error())?;
+        let price = self.agent.price().ok().flatten();
+        let cost_usd = price.map_or(0.0, |p| p.cost(reply.usage));
+        let provider = model.provider().to_owned();
+        if let Some(message) = reply.refusal.clone() {
+            let error = crate::error::LlmError::Refused { provider, message, usage: reply.usage };
+            return Err(crate::agent::AgentFailure {
+                error,
+                usage: reply.usage,
+                cost_usd,
+                requests: reply.requests.max(1),
+                finish_reason: reply.stop_reason.clone(),
+            }
+            .into_skill_error());
+        }
+        let offered: Vec<Value> = tools.iter().map(|t| Value::String(t.name.clone())).collect();
         let tool_calls: Vec<Value> = reply
             .tool_calls
             .iter()
-            .map(|tc| {
-                let id = names.get(&tc.name).cloned().unwrap_or_else(|| tc.name.clone());
-                json!({"id": tc.id, "name": id, "arguments": tc.arguments})
+            .map(|tc| match names.get(&tc.name) {
+                Some(id) => json!({"id": tc.id, "name": id, "arguments": tc.arguments}),
+                // A tool that was not offered: the engine reports it to the model under the name it used.
+                None => json!({"id": tc.id, "name": tc.name, "arguments": tc.arguments, "unknown": true,
+                    "available": offered}),
             })
             .collect();
+        let mut warnings = Vec::new();
         let output = match (self.agent.output(), tool_calls.is_empty()) {
+            (Some(_), true) if reply.truncated() => {
+                let error = crate::error::LlmError::Truncated {
+                    provider,
+                    max_tokens: settings.effective_max_tokens(),
+                    usage: reply.usage,
+                };
+                return Err(crate::agent::AgentFailure {
+                    error,
+                    usage: reply.usage,
+                    cost_usd,
+                    requests: reply.requests.max(1),
+                    finish_reason: reply.stop_reason.clone(),
+                }
+                .into_skill_error());
+            }
             (Some(schema), true) => {
                 let text = reply.content.unwrap_or_default();
                 match schema.parse(&text) {
@@ -125,9 +157,25 @@ impl Skill for TurnSkill {
                         "schema_error": violation}),
                 }
             }
-            _ => json!({"content": reply.content, "tool_calls": tool_calls}),
+            _ => {
+                if reply.truncated() {
+                    warnings.push(format!(
+                        "the answer was cut off at max_tokens ({}); raise `model_settings.max_tokens` for a complete answer",
+                        settings.effective_max_tokens()
+                    ));
+                }
+                json!({"content": reply.content, "tool_calls": tool_calls})
+            }
         };
-        Ok(SkillOutput { output, tokens: reply.usage, cost_usd, ..Default::default() })
+        let mut output = output;
+        if let Some(r) = &reply.stop_reason {
+            output["finish_reason"] = Value::String(r.clone());
+        }
+        if !warnings.is_empty() {
+            output["warnings"] = json!(warnings);
+        }
+        let metadata = crate::agent::answer_metadata(reply.stop_reason.clone(), warnings);
+        Ok(SkillOutput { output, tokens: reply.usage, cost_usd, metadata, ..Default::default() })
     }
 
     fn info(&self) -> SkillInfo {

@@ -133,13 +133,141 @@ async fn exhausted_reasks_fail_naming_the_schema_error() {
         other => panic!("expected a schema violation, got {other:?}"),
     }
     assert_eq!(fake.call_count(), 3);
-    // Through the Skill interface: a (retryable) step failure carrying the same message.
+    // Through the Skill interface: a step failure carrying the same message and the usage of the three
+    // billed answers; not retried at the step level (the re-asks were this call's retries).
     for _ in 0..3 {
         fake.push_reply(ScriptedReply::Text("not json at all".into()));
     }
     let skill_err = agent.call(call(json!("q"))).await.unwrap_err();
     assert!(skill_err.message.contains("not valid JSON"), "{}", skill_err.message);
-    assert!(skill_err.retryable);
+    assert!(skill_err.message.contains("after 3 attempt(s)"), "{}", skill_err.message);
+    assert!(!skill_err.retryable);
+    assert_eq!(skill_err.tokens.total(), 3 * DEFAULT_USAGE.total());
+}
+
+/// A failed call is reconciled to what the provider billed: the usage of every answer before the failure
+/// (priced), nothing for requests that failed, and nothing at all when no request was sent.
+#[tokio::test]
+async fn failed_calls_carry_the_usage_the_provider_reported() {
+    let fake = FakeProvider::start().await.unwrap();
+    let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+    let registry = fake.registry(PricingTable::new().with_price("openai", "*", price)).unwrap();
+    let agent = registry.resolve_agent("openai:m", &json!({"output_schema": schema(), "max_retries": 1})).unwrap();
+    // One billed invalid answer, then the re-ask fails with 500s: the error keeps the first answer's usage.
+    fake.push_reply_with_usage(
+        ScriptedReply::Json(json!({"city": "Lima"})),
+        TokenUsage { prompt: 100, completion: 20 },
+    );
+    for _ in 0..3 {
+        fake.push_reply(ScriptedReply::Status { code: 500, retry_after: None });
+    }
+    let e = agent.call(call(json!("q"))).await.unwrap_err();
+    assert_eq!(e.tokens, TokenUsage { prompt: 100, completion: 20 });
+    assert!((e.cost_usd - 0.14).abs() < 1e-9, "{}", e.cost_usd);
+    assert!(e.message.contains("after 3 attempt(s)"), "{}", e.message);
+    assert_eq!(fake.call_count(), 4);
+    // A 500 with nothing billed costs nothing.
+    let plain = registry.resolve_agent("openai:m", &Value::Null).unwrap();
+    for _ in 0..3 {
+        fake.push_reply(ScriptedReply::Status { code: 500, retry_after: None });
+    }
+    let e = plain.call(call(json!("q"))).await.unwrap_err();
+    assert_eq!((e.tokens.total(), e.cost_usd), (0, 0.0));
+    assert!(!e.retryable, "the HTTP client already retried it");
+    // No key: no request, no usage.
+    let offline = LlmRegistry::offline().unwrap().resolve_agent("openai:gpt-4o", &Value::Null).unwrap();
+    let e = offline.call(call(json!("q"))).await.unwrap_err();
+    assert_eq!((e.tokens.total(), e.cost_usd), (0, 0.0));
+}
+
+/// A `Retry-After` given as an HTTP-date is honoured like one in seconds; one longer than the policy waits
+/// ends the call at once and is carried to the step (which must not retry sooner).
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_honoured() {
+    let fake = FakeProvider::start().await.unwrap();
+    let registry = fake.registry(PricingTable::new()).unwrap();
+    let agent = registry.resolve_agent("openai:m", &Value::Null).unwrap();
+    let in_two_s = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(2));
+    fake.push_reply(ScriptedReply::StatusRetryAfter { code: 503, retry_after: in_two_s });
+    fake.push_reply(ScriptedReply::Text("later".into()));
+    let started = Instant::now();
+    assert_eq!(agent.run(&json!("x"), None).await.unwrap().output, json!("later"));
+    assert!(started.elapsed() >= Duration::from_millis(900), "the date was not honoured: {:?}", started.elapsed());
+    // 120 s is longer than the policy waits (5 s): one request, and the pause travels with the error.
+    fake.push_reply(ScriptedReply::Status { code: 503, retry_after: Some(120) });
+    let before = fake.call_count();
+    let e = agent.call(call(json!("x"))).await.unwrap_err();
+    assert_eq!(fake.call_count(), before + 1);
+    assert_eq!(e.retry_after, Some(Duration::from_secs(120)));
+    assert!(e.message.contains("after 1 attempt(s)") && e.message.contains("retry after 120s"), "{}", e.message);
+    assert!(!e.retryable);
+}
+
+/// Refusals fail the call; an answer cut off at max_tokens fails structured output and warns for text;
+/// the finish reason is reported in the skill's metadata.
+#[tokio::test]
+async fn refusals_and_cut_off_answers_are_not_silent() {
+    for provider in PROVIDERS {
+        let fake = FakeProvider::start().await.unwrap();
+        let registry = fake.registry(PricingTable::new()).unwrap();
+        let text = registry.resolve_agent(&format!("{provider}:m"), &Value::Null).unwrap();
+        fake.push_reply(ScriptedReply::Refusal("I can't help with that.".into()));
+        let e = text.call(call(json!("x"))).await.unwrap_err();
+        assert!(e.message.contains("refused") && e.message.contains("I can't help with that."), "{}", e.message);
+        assert!(!e.retryable);
+        assert_eq!(e.tokens, DEFAULT_USAGE, "{provider}: a refusal is billed");
+
+        fake.push_reply(ScriptedReply::CutOff("The answer is".into()));
+        let out = text.call(call(json!("x"))).await.unwrap();
+        assert_eq!(out.output, json!("The answer is"));
+        let reason = if provider == "openai" { "length" } else { "max_tokens" };
+        assert_eq!(out.metadata["finish_reason"], reason, "{provider}");
+        assert!(out.metadata["warnings"][0].as_str().unwrap().contains("cut off at max_tokens"), "{provider}");
+
+        let structured = registry
+            .resolve_agent(&format!("{provider}:m"), &json!({"output_schema": schema(), "max_retries": 2}))
+            .unwrap();
+        fake.push_reply(ScriptedReply::CutOff("{\"city\": \"Li".into()));
+        let before = fake.call_count();
+        let e = structured.call(call(json!("x"))).await.unwrap_err();
+        assert!(e.message.contains("cut off at max_tokens"), "{provider}: {}", e.message);
+        assert_eq!(fake.call_count(), before + 1, "{provider}: a cut-off answer is not re-asked");
+        assert_eq!(e.metadata["finish_reason"], reason);
+
+        fake.push_reply(ScriptedReply::Text("fine".into()));
+        let out = text.call(call(json!("x"))).await.unwrap();
+        assert!(out.metadata.get("warnings").is_none());
+        assert!(out.metadata.contains_key("finish_reason"));
+    }
+}
+
+/// OpenAI reasoning models get `max_completion_tokens` (they refuse `max_tokens`); `model_settings` may choose.
+#[tokio::test]
+async fn reasoning_models_get_max_completion_tokens() {
+    let fake = FakeProvider::start().await.unwrap();
+    let registry = fake.registry(PricingTable::new()).unwrap();
+    for (model, settings, field, value) in [
+        ("openai:o3-mini", json!({}), "max_completion_tokens", 4096),
+        ("openai:gpt-5-mini", json!({"model_settings": {"max_tokens": 50}}), "max_completion_tokens", 50),
+        ("openai:gpt-4o", json!({"model_settings": {"max_completion_tokens": 70}}), "max_completion_tokens", 70),
+        (
+            "openai:o1",
+            json!({"model_settings": {"max_tokens": 30, "token_limit_param": "max_tokens"}}),
+            "max_tokens",
+            30,
+        ),
+        ("openai:gpt-4o", json!({}), "max_tokens", 4096),
+        ("anthropic:claude-x", json!({"model_settings": {"max_completion_tokens": 80}}), "max_tokens", 80),
+    ] {
+        fake.push_reply(ScriptedReply::Text("ok".into()));
+        registry.resolve_agent(model, &settings).unwrap().run(&json!("x"), None).await.unwrap();
+        let body = fake.calls().last().unwrap().body.clone();
+        assert_eq!(body[field], value, "{model} {settings}: {body}");
+        let bounds = body.as_object().unwrap().keys().filter(|k| k.starts_with("max_")).count();
+        assert_eq!(bounds, 1, "{model}: exactly one bound is sent: {body}");
+    }
+    let both = json!({"model_settings": {"max_tokens": 1, "max_completion_tokens": 2}});
+    assert!(registry.resolve_agent("openai:o1", &both).is_err());
 }
 
 #[tokio::test]

@@ -542,7 +542,7 @@ impl Skill for Fail {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         match self.times {
             Some(times) if u64::from(call.attempt) > times => Ok(SkillOutput::value(call.input)),
-            _ => Err(SkillError { message: self.message.clone(), retryable: self.retryable }),
+            _ => Err(SkillError { retryable: self.retryable, ..SkillError::new(self.message.clone()) }),
         }
     }
     fn info(&self) -> SkillInfo {
