@@ -27,8 +27,17 @@ use crate::prepare::Prepared;
 /// Metadata key on the record of a step whose failure closed a fallback cycle (the run stopped there).
 pub const META_INFINITE_FALLBACK: &str = "infinite_fallback";
 
+/// Metadata key (value: the interrupt's kind) on the failed record of a step the budget stopped after it had
+/// paid for work: the record keeps that work (outputs, tokens, cost), no fallback runs, and the run stops.
+pub const META_STOPPED: &str = "stopped_by";
+
 /// Maximum length of a fallback chain before it is reported as `InfiniteFallback`.
 pub const MAX_FALLBACK_DEPTH: usize = 16;
+
+/// The back-off before a step's second attempt (doubled for each further one; see `RunState::retry_delay`).
+pub const RETRY_BASE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest back-off between step attempts; a provider asking for a longer pause ends the retries.
+pub const RETRY_MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Framework fields steps may not write through `sink_to` / `updates_context` / skills.
 const READ_ONLY_FIELDS: &[&str] = &["run_id", "initial_prompt", "steps", "hitl_history", "status"];
@@ -129,6 +138,8 @@ pub struct RunState {
     verify_only: bool,
     /// Set by the first budget or pricing interrupt: concurrent branches make no further calls.
     stop: Mutex<Option<Interrupt>>,
+    /// See [`RunState::take_stopped_results`].
+    stopped_results: Mutex<Vec<StepResult>>,
     /// Model calls stream their answers as `RunEvent::TokenDelta` (`RunOptions::stream_tokens`).
     stream_tokens: bool,
 }
@@ -159,6 +170,7 @@ impl RunState {
             clock,
             verify_only: false,
             stop: Mutex::new(None),
+            stopped_results: Mutex::new(Vec::new()),
             stream_tokens: false,
         }
     }
@@ -176,23 +188,64 @@ impl RunState {
         }
         let telemetry = self.telemetry.clone()?;
         let (run_id, path, step) = (self.run_id.clone(), path.clone(), step.clone());
-        Some(flujo_core::DeltaSink::new(move |delta| {
-            telemetry.on_event(&RunEvent::TokenDelta {
-                run_id: run_id.to_string(),
-                path: path.to_string(),
-                step: step.to_string(),
-                delta: delta.to_owned(),
-            })
+        Some(flujo_core::DeltaSink::with_events(move |delta| {
+            let (run_id, path, step) = (run_id.to_string(), path.to_string(), step.to_string());
+            let event = match delta {
+                flujo_core::Delta::Text(t) => RunEvent::TokenDelta { run_id, path, step, delta: t.to_owned() },
+                flujo_core::Delta::Attempt(attempt) => RunEvent::ModelAttempt { run_id, path, step, attempt },
+                flujo_core::Delta::ToolCall { name, arguments } => {
+                    RunEvent::ToolCall { run_id, path, step, tool: name.to_owned(), arguments: arguments.to_owned() }
+                }
+                flujo_core::Delta::ToolResult { name, ok } => {
+                    RunEvent::ToolResult { run_id, path, step, tool: name.to_owned(), ok }
+                }
+            };
+            telemetry.on_event(&event)
         }))
     }
 
+    /// Emits `event` when this run streams tokens (`--live`): model attempts and tool calls.
+    pub(crate) fn emit_live(&self, event: impl FnOnce() -> RunEvent) {
+        if self.stream_tokens {
+            self.emit(event);
+        }
+    }
+
+    /// The back-off before step attempt `attempt + 1` at `path`: exponential from [`RETRY_BASE_DELAY`],
+    /// capped at [`RETRY_MAX_DELAY`], with jitter (between half and all of it) drawn from the injected clock
+    /// and the path, and never shorter than a provider's `Retry-After`. `None` when that pause is longer than
+    /// [`RETRY_MAX_DELAY`]: retrying sooner would only hammer the provider.
+    pub(crate) fn retry_delay(
+        &self,
+        path: &str,
+        attempt: u32,
+        retry_after: Option<std::time::Duration>,
+    ) -> Option<std::time::Duration> {
+        if retry_after.is_some_and(|r| r > RETRY_MAX_DELAY) {
+            return None;
+        }
+        let exp = RETRY_BASE_DELAY.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)));
+        let capped = exp.min(RETRY_MAX_DELAY);
+        let seed = blake3::hash(format!("{}|{path}|{attempt}|{}", self.run_id, self.clock.now_ms()).as_bytes());
+        let b = seed.as_bytes();
+        let frac = f64::from(u16::from_le_bytes([b[0], b[1]])) / f64::from(u16::MAX);
+        let jittered = capped.mul_f64(0.5 + 0.5 * frac);
+        Some(jittered.max(retry_after.unwrap_or_default()))
+    }
+
+    /// Results of steps the budget stopped after they had paid for work (see [`META_STOPPED`]), in the
+    /// order they finished; the run's result shows them.
+    pub(crate) fn take_stopped_results(&self) -> Vec<StepResult> {
+        std::mem::take(&mut *self.stopped_results.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The interrupt that stops the whole run, if one happened (see [`RunState::stop_with`]).
-    fn stopped(&self) -> Option<Interrupt> {
+    pub(crate) fn stopped(&self) -> Option<Interrupt> {
         self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Records `interrupt` as the run's stop reason (first one wins) and returns it.
-    fn stop_with(&self, interrupt: Interrupt) -> Interrupt {
+    pub(crate) fn stop_with(&self, interrupt: Interrupt) -> Interrupt {
         let mut stop = self.stop.lock().unwrap_or_else(|p| p.into_inner());
         stop.get_or_insert(interrupt).clone()
     }
@@ -442,8 +495,13 @@ impl ExecutorCore {
             }
         };
 
+        // A step the budget stopped keeps its paid work in the record and the result; nothing else runs.
+        let stop = match outcome.metadata.contains_key(META_STOPPED) {
+            true => run.stopped(),
+            false => None,
+        };
         // Fallback: journal the primary failure first, so a crash or pause inside the fallback never re-runs it.
-        if outcome.status == StepStatus::Failed {
+        if outcome.status == StepStatus::Failed && stop.is_none() {
             if let (Some(fallback), Some(fb_input)) = (&step.fallback, fallback_input) {
                 let fb_step = match fallback {
                     Fallback::Step(s) => Some(&**s),
@@ -553,6 +611,10 @@ impl ExecutorCore {
             metadata: outcome.metadata,
         };
         run.emit(|| RunEvent::StepFinished { run_id: run.run_id.to_string(), result: result.clone(), replayed: false });
+        if let Some(stop) = stop {
+            run.stopped_results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
+            return Err(stop);
+        }
         Ok(result)
     }
 
@@ -817,10 +879,11 @@ impl ExecutorCore {
             },
             _ => fut.await,
         };
+        // Every call is reconciled to the usage it reported — a failed one too (its error carries what the
+        // provider billed before the failure, 0 when nothing was); the reservation is released, never spent.
         let actual = match &res {
             Ok(o) => Usage { cost_usd: o.cost_usd, tokens: o.tokens.total() },
-            // A failed call may have spent up to what was reserved; count the reservation to stay safe.
-            Err(_) => planned,
+            Err(e) => Usage { cost_usd: e.cost_usd, tokens: e.tokens.total() },
         };
         run.quota.reconcile(reservation, actual);
         Ok(res)
@@ -842,7 +905,7 @@ impl ExecutorCore {
         };
         self.journaled_call(step, skill, agent_target(agent), "decision", input, ctx, path, run)
             .await
-            .map(|r| r.map(|(v, _)| v))
+            .map(|r| r.map(|(v, _)| v).map_err(|(e, _)| e))
     }
 
     /// Calls `skill` once as a journaled leaf at `path` (record kind `kind`): on replay the recorded answer is
@@ -858,12 +921,12 @@ impl ExecutorCore {
         ctx: &Context,
         path: String,
         run: &RunState,
-    ) -> Result<Result<(Value, (TokenUsage, f64)), String>, Interrupt> {
+    ) -> Result<Result<(Value, (TokenUsage, f64)), (String, (TokenUsage, f64))>, Interrupt> {
         if let Some(rec) = run.replayable(&path) {
             run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
             return Ok(match rec.status {
                 StepStatus::Completed => Ok(((*rec.output).clone(), (rec.tokens, rec.cost_usd))),
-                StepStatus::Failed => Err(rec.feedback.clone().unwrap_or_default()),
+                StepStatus::Failed => Err((rec.feedback.clone().unwrap_or_default(), (rec.tokens, rec.cost_usd))),
             });
         }
         if run.verify_only {
@@ -892,8 +955,17 @@ impl ExecutorCore {
                 p.cost_usd = o.cost_usd;
                 p
             }
-            Err(e) => PolicyOutcome::failure(Value::Null, e.message.clone()),
+            Err(e) => {
+                let mut p = PolicyOutcome::failure(Value::Null, e.message.clone());
+                p.tokens = e.tokens;
+                p.cost_usd = e.cost_usd;
+                p.metadata.extend((*e.metadata).clone());
+                p
+            }
         };
+        if let Ok(o) = &res {
+            outcome.metadata.extend(o.metadata.clone());
+        }
         if kind == "model_turn" {
             outcome.metadata.insert(META_MODEL.into(), Value::String(target.to_owned()));
         }
@@ -905,7 +977,7 @@ impl ExecutorCore {
             r
         })
         .await?;
-        Ok(res.map(|o| (o.output, (o.tokens, o.cost_usd))).map_err(|e| e.message))
+        Ok(res.map(|o| (o.output, (o.tokens, o.cost_usd))).map_err(|e| (e.message, (e.tokens, e.cost_usd))))
     }
 }
 

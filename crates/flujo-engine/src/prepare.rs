@@ -19,6 +19,8 @@ pub struct Prepared {
     /// The tools an agent offers (an agentic loop's planner, or a model agent declaring `tools:`), keyed
     /// by the address of the agent reference.
     tool_sets: HashMap<usize, Arc<ToolSet>>,
+    /// Every resolved agent and tool, in pipeline order (for the checks made before a run starts).
+    order: Vec<Arc<dyn Skill>>,
 }
 
 /// The tools a model agent may call, and the bounds of its conversation.
@@ -57,6 +59,11 @@ impl Prepared {
     /// The tools `agent` offers, when it offers any (then [`Prepared::agent`] is a chat-turn skill).
     pub fn tool_set(&self, agent: &AgentRef) -> Option<&Arc<ToolSet>> {
         self.tool_sets.get(&addr(agent))
+    }
+
+    /// Every agent and tool a run of the pipeline can reach, in pipeline order.
+    pub fn reachable(&self) -> impl Iterator<Item = &Arc<dyn Skill>> {
+        self.order.iter()
     }
 
     pub fn fingerprint(&self, step: &Step) -> blake3::Hash {
@@ -119,6 +126,7 @@ impl<'a> Preparer<'a> {
                 None => return Err(err(step, format!("model '{model}' needs a model registry; none is configured"))),
             },
         };
+        self.out.order.push(skill.clone());
         self.out.agents.insert(addr(agent), skill);
         Ok(())
     }
@@ -141,10 +149,12 @@ impl<'a> Preparer<'a> {
             return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
         };
         let turn = models.resolve_turn(model, settings).map_err(|e| err(step, e.to_string()))?;
+        self.out.order.push(turn.clone());
         self.out.agents.insert(addr(agent), turn);
         let mut resolved = Vec::with_capacity(tools.len());
         for id in tools {
             let skill = self.skills.resolve(id, &Value::Null).map_err(|e| err(step, format!("tool: {e}")))?;
+            self.out.order.push(skill.clone());
             resolved.push((id.clone(), skill));
         }
         let max_reasks = settings_u32(settings, "max_retries").unwrap_or(DEFAULT_REASKS);
@@ -309,7 +319,17 @@ impl<'a> Preparer<'a> {
                 if a.max_turns == 0 {
                     return Err(err(step, "agentic_loop max_turns must be at least 1"));
                 }
-                self.tool_agent(step, &a.planner, &a.tools, a.max_turns)?;
+                // The loop offers its own `tools:` and those the planner agent declares (union, in that order).
+                let mut tools = a.tools.clone();
+                if let AgentRef::Model { settings, .. } = &a.planner {
+                    for t in settings.get("tools").and_then(Value::as_array).into_iter().flatten() {
+                        let id = t.as_str().ok_or_else(|| err(step, "agent tools must be skill ids"))?;
+                        if !tools.iter().any(|x| x == id) {
+                            tools.push(id.to_owned());
+                        }
+                    }
+                }
+                self.tool_agent(step, &a.planner, &tools, a.max_turns)?;
             }
             StepKind::Custom { .. } => {}
             _ => {}

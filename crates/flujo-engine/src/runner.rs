@@ -287,6 +287,20 @@ impl Flujo {
         self.inner.store.as_ref()
     }
 
+    /// The checks every model agent (and skill) the pipeline can reach must pass before a run starts:
+    /// under strict pricing each model has a price, each provider that needs an API key has one. The first
+    /// failure, in pipeline order (`PricingNotConfigured`, `MissingApiKey`); a run that fails them runs no
+    /// step at all.
+    pub fn preflight(&self) -> Result<(), Interrupt> {
+        let mut seen = std::collections::HashSet::new();
+        for skill in self.inner.core.prepared.reachable() {
+            if seen.insert(Arc::as_ptr(skill) as *const () as usize) {
+                skill.preflight()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the pipeline on `input`.
     pub async fn run(&self, input: Value) -> Result<RunResult, FlujoError> {
         self.run_with(RunOptions::new(input)).await
@@ -403,6 +417,20 @@ impl Flujo {
         }
         let mut answers = HashMap::new();
         let mut generation = run.generation;
+        if !matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {
+            // Nothing runs (and the run is left as it is) when a model it can reach cannot be called.
+            if let Err(i) = self.preflight() {
+                let mut result = self.stored_result(&run).await?;
+                result.status = RunStatus::Failed;
+                result.error = Some(RunError {
+                    kind: i.kind().into(),
+                    message: format!(
+                        "{i} (nothing was run; the run is unchanged and can be resumed once this is fixed)"
+                    ),
+                });
+                return Ok(result);
+            }
+        }
         match run.status {
             RunStatus::Completed => return self.stored_result(&run).await,
             RunStatus::Cancelled => {
@@ -605,8 +633,15 @@ impl Flujo {
         let schema = pipeline.context_schema.as_ref().and_then(|s| inner.core.prepared.schema(s));
         let lex = Lexical::root(schema);
         let mut history = Vec::with_capacity(pipeline.steps.len());
-        let outcome =
-            inner.core.run_sequence(&pipeline.steps, input, &mut ctx, "", &lex, &state, Some(&mut history)).await;
+        // A new run checks every model it can reach before its first step (a resumed run did so before it
+        // was taken over; a replay calls nothing).
+        let preflight = if resumed || state.is_verify_only() { Ok(()) } else { self.preflight() };
+        let outcome = match preflight {
+            Err(i) => Err(i),
+            Ok(()) => {
+                inner.core.run_sequence(&pipeline.steps, input, &mut ctx, "", &lex, &state, Some(&mut history)).await
+            }
+        };
         let (status, output, error, pending) = match outcome {
             Ok(seq) if seq.status == StepStatus::Completed => {
                 (RunStatus::Completed, Some(seq.output), None, Vec::new())
@@ -619,12 +654,18 @@ impl Flujo {
             ),
             Err(Interrupt::Paused(p)) => (RunStatus::Paused, None, None, p),
             Err(Interrupt::Store(e)) => return Err(FlujoError::Store(e)),
-            Err(other) => (
-                RunStatus::Failed,
-                None,
-                Some(RunError { kind: other.kind().into(), message: other.to_string() }),
-                Vec::new(),
-            ),
+            Err(other) => {
+                // Steps the budget stopped after they had paid for work are part of the result.
+                let stopped = state.take_stopped_results();
+                let output = stopped.last().map(|r| (*r.output).clone());
+                history.extend(stopped);
+                (
+                    RunStatus::Failed,
+                    output,
+                    Some(RunError { kind: other.kind().into(), message: other.to_string() }),
+                    Vec::new(),
+                )
+            }
         };
         let spent = state.quota.spent();
         if let (true, Some(store)) = (persist, &inner.store) {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flujo_core::{Interrupt, SkillCall, StepKind, StepStatus, Value};
+use flujo_core::{Interrupt, RunEvent, SkillCall, StepKind, StepStatus, Value};
 
-use crate::executor::{agent_target, META_MODEL};
+use crate::executor::{agent_target, META_MODEL, META_STOPPED};
 use crate::policies::agentic::run_tool_loop;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
@@ -40,9 +40,38 @@ impl StepPolicy for AgentStepPolicy {
         let key: Arc<str> = Arc::from(format!("{}:{}", f.run.run_id, f.path).as_str());
         let mut input = Some(f.input);
         let mut last_error = String::new();
+        let mut retry_after = None;
         let mut tokens = flujo_core::TokenUsage::default();
         let mut cost = 0.0;
+        let mut metadata = flujo_core::Map::new();
+        let fail = |msg: String, attempts: u32, tokens, cost, metadata: flujo_core::Map<String, Value>| {
+            let mut o = PolicyOutcome::failure(Value::Null, msg);
+            o.attempts = attempts;
+            o.tokens = tokens;
+            o.cost_usd = cost;
+            o.metadata = metadata;
+            tag_model(&mut o, model);
+            o
+        };
         for attempt in 1..=max_attempts {
+            if attempt > 1 {
+                match f.run.retry_delay(f.path, attempt - 1, retry_after) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        let wait = retry_after.map_or(0, |d: std::time::Duration| d.as_secs());
+                        let msg = format!("{last_error} (not retried: the provider asked to wait {wait}s)");
+                        return Ok(fail(msg, attempt - 1, tokens, cost, metadata));
+                    }
+                }
+                if model.is_some() {
+                    f.run.emit_live(|| RunEvent::ModelAttempt {
+                        run_id: f.run.run_id.to_string(),
+                        path: f.path.to_owned(),
+                        step: f.step.name.clone(),
+                        attempt,
+                    });
+                }
+            }
             let this_input = if attempt < max_attempts {
                 input.clone().unwrap_or(Value::Null)
             } else {
@@ -63,10 +92,19 @@ impl StepPolicy for AgentStepPolicy {
                 Ok(out) => {
                     tokens.add(out.tokens);
                     cost += out.cost_usd;
-                    check_step_limits(f.step, tokens, cost, f.path)?;
-                    if let Some(msg) = f.run.quota.exhausted() {
-                        return Err(Interrupt::UsageLimitExceeded { path: f.path.to_owned(), message: msg });
+                    metadata.extend(out.metadata);
+                    if let Some(i) = over_limits((f.step, f.run, f.path), tokens, cost) {
+                        let o = PolicyOutcome {
+                            output: out.output,
+                            tokens,
+                            cost_usd: cost,
+                            metadata,
+                            attempts: attempt,
+                            ..PolicyOutcome::success(Value::Null)
+                        };
+                        return Ok(stopped((f.step, f.run, f.path), i, o, model));
                     }
+                    retry_after = None;
                     match f.core.check_validators(f.step, &out.output, f.ctx, f.lex) {
                         Ok(()) => {
                             let mut o = PolicyOutcome {
@@ -76,7 +114,7 @@ impl StepPolicy for AgentStepPolicy {
                                 attempts: attempt,
                                 tokens,
                                 cost_usd: cost,
-                                metadata: Default::default(),
+                                metadata,
                                 context_ops: out.context_ops,
                             };
                             tag_model(&mut o, model);
@@ -86,24 +124,29 @@ impl StepPolicy for AgentStepPolicy {
                     }
                 }
                 Err(e) => {
+                    // What the failed call billed counts for the step (and was reconciled in the quota).
+                    tokens.add(e.tokens);
+                    cost += e.cost_usd;
+                    metadata.extend(*e.metadata);
+                    if let Some(i) = over_limits((f.step, f.run, f.path), tokens, cost) {
+                        let o = PolicyOutcome {
+                            tokens,
+                            cost_usd: cost,
+                            metadata,
+                            attempts: attempt,
+                            ..PolicyOutcome::success(Value::Null)
+                        };
+                        return Ok(stopped((f.step, f.run, f.path), i, o, model));
+                    }
                     last_error = e.message;
+                    retry_after = e.retry_after;
                     if !e.retryable {
-                        let mut o = PolicyOutcome::failure(Value::Null, last_error);
-                        o.attempts = attempt;
-                        o.tokens = tokens;
-                        o.cost_usd = cost;
-                        tag_model(&mut o, model);
-                        return Ok(o);
+                        return Ok(fail(last_error, attempt, tokens, cost, metadata));
                     }
                 }
             }
         }
-        let mut o = PolicyOutcome::failure(Value::Null, last_error);
-        o.attempts = max_attempts;
-        o.tokens = tokens;
-        o.cost_usd = cost;
-        tag_model(&mut o, model);
-        Ok(o)
+        Ok(fail(last_error, max_attempts, tokens, cost, metadata))
     }
 }
 
@@ -127,6 +170,11 @@ async fn tool_step(
     let mut cost = 0.0;
     let mut last = PolicyOutcome::failure(Value::Null, "no attempt was made");
     for attempt in 1..=max_attempts {
+        if attempt > 1 {
+            if let Some(wait) = f.run.retry_delay(f.path, attempt - 1, None) {
+                tokio::time::sleep(wait).await;
+            }
+        }
         let base = if attempt == 1 {
             f.path.to_owned()
         } else {
@@ -135,13 +183,12 @@ async fn tool_step(
         let mut o = run_tool_loop(f, turn, target, set, &base).await?;
         tokens.add(o.tokens);
         cost += o.cost_usd;
-        check_step_limits(f.step, tokens, cost, f.path)?;
-        if let Some(msg) = f.run.quota.exhausted() {
-            return Err(Interrupt::UsageLimitExceeded { path: f.path.to_owned(), message: msg });
-        }
         o.attempts = attempt;
         o.tokens = tokens;
         o.cost_usd = cost;
+        if let Some(i) = over_limits((f.step, f.run, f.path), tokens, cost) {
+            return Ok(stopped((f.step, f.run, f.path), i, o, Some(target)));
+        }
         if o.status == StepStatus::Completed {
             if let Err(msg) = f.core.check_validators(f.step, &o.output, f.ctx, f.lex) {
                 o = PolicyOutcome { status: StepStatus::Failed, feedback: Some(msg), output: Value::Null, ..o };
@@ -153,6 +200,29 @@ async fn tool_step(
         last = o;
     }
     Ok(last)
+}
+
+/// The interrupt that stops the run when the step's own limits or the run's budget are used up.
+fn over_limits(f: Frame<'_>, tokens: flujo_core::TokenUsage, cost: f64) -> Option<Interrupt> {
+    let (step, run, path) = f;
+    if let Err(i) = check_step_limits(step, tokens, cost, path) {
+        return Some(i);
+    }
+    run.quota.exhausted().map(|message| Interrupt::UsageLimitExceeded { path: path.to_owned(), message })
+}
+
+/// The parts of an [`ExecutionFrame`] the limit checks read (its input may have been moved).
+type Frame<'a> = (&'a flujo_core::Step, &'a crate::executor::RunState, &'a str);
+
+/// The step's paid work when the budget stops the run after its call: a failed outcome marked
+/// [`META_STOPPED`] (the executor journals it, keeps it in the result and then stops the run).
+fn stopped(f: Frame<'_>, interrupt: Interrupt, mut o: PolicyOutcome, model: Option<&str>) -> PolicyOutcome {
+    let i = f.1.stop_with(interrupt);
+    o.status = StepStatus::Failed;
+    o.feedback = Some(i.to_string());
+    o.metadata.insert(META_STOPPED.into(), Value::String(i.kind().into()));
+    tag_model(&mut o, model);
+    o
 }
 
 fn check_step_limits(

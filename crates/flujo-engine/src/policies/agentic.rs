@@ -44,6 +44,17 @@ impl StepPolicy for AgenticLoopPolicy {
     }
 }
 
+/// Compact JSON of tool arguments for `--live`, at most 120 characters.
+fn short(v: &Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() <= 120 {
+        return text;
+    }
+    let mut s: String = text.chars().take(119).collect();
+    s.push('…');
+    s
+}
+
 /// One conversation: model turns at `base/turn:N`, tool calls at `base/turn:N/tool:J`, until the model
 /// answers without calling a tool (the step's output), `set.max_turns` is reached, or a turn fails (both a
 /// step failure). Tool errors are reported to the model, which may recover.
@@ -68,11 +79,22 @@ pub(crate) async fn run_tool_loop(
     let mut cost = 0.0;
     let mut tool_calls_made = 0u32;
     let mut reasks = 0u32;
+    let mut finish_reason: Option<String> = None;
+    let mut warnings: Vec<Value> = Vec::new();
     let finish = |mut o: PolicyOutcome, tokens: TokenUsage, cost: f64, turns: u32, calls: u32| {
         o.tokens = tokens;
         o.cost_usd = cost;
         o.metadata.insert("turns".into(), turns.into());
         o.metadata.insert("tool_calls".into(), calls.into());
+        o
+    };
+    let annotate = |mut o: PolicyOutcome, finish_reason: &Option<String>, warnings: &[Value]| {
+        if let Some(r) = finish_reason {
+            o.metadata.insert("finish_reason".into(), Value::String(r.clone()));
+        }
+        if !warnings.is_empty() {
+            o.metadata.insert("warnings".into(), Value::Array(warnings.to_vec()));
+        }
         o
     };
     for turn in 0..set.max_turns {
@@ -82,13 +104,22 @@ pub(crate) async fn run_tool_loop(
             f.core.journaled_call(f.step, planner, target, "model_turn", input, ctx, turn_path.clone(), f.run).await?;
         let (reply, (t, c)) = match reply {
             Ok(r) => r,
-            Err(e) => {
+            Err((e, (t, c))) => {
+                // A failed turn still counts what the provider billed for it.
+                tokens.add(t);
+                cost += c;
                 let o = PolicyOutcome::failure(Value::Null, format!("model turn {turn} failed: {e}"));
                 return Ok(finish(o, tokens, cost, turn + 1, tool_calls_made));
             }
         };
         tokens.add(t);
         cost += c;
+        if let Some(r) = reply.get("finish_reason").and_then(Value::as_str) {
+            finish_reason = Some(r.to_owned());
+        }
+        for w in reply.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+            warnings.push(w.clone());
+        }
         let calls = reply.get("tool_calls").and_then(Value::as_array).cloned().unwrap_or_default();
         let content = reply.get("content").cloned().unwrap_or(Value::Null);
         if calls.is_empty() {
@@ -101,6 +132,12 @@ pub(crate) async fn run_tool_loop(
                     return Ok(finish(o, tokens, cost, turn + 1, tool_calls_made));
                 }
                 reasks += 1;
+                f.run.emit_live(|| flujo_core::RunEvent::ModelAttempt {
+                    run_id: f.run.run_id.to_string(),
+                    path: f.path.to_owned(),
+                    step: f.step.name.clone(),
+                    attempt: reasks + 1,
+                });
                 let reask = reply.get("reask").map(as_text).unwrap_or_else(|| violation.to_owned());
                 messages.push(json!({"role": "assistant", "content": as_text(&content)}));
                 messages.push(json!({"role": "user", "content": reask}));
@@ -115,7 +152,8 @@ pub(crate) async fn run_tool_loop(
                     .unwrap_or(content.clone()),
                 other => other.clone(),
             };
-            return Ok(finish(PolicyOutcome::success(output), tokens, cost, turn + 1, tool_calls_made));
+            let o = finish(PolicyOutcome::success(output), tokens, cost, turn + 1, tool_calls_made);
+            return Ok(annotate(o, &finish_reason, &warnings));
         }
         messages
             .push(json!({"role": "assistant", "content": content.as_str().unwrap_or_default(), "tool_calls": calls}));
@@ -123,25 +161,62 @@ pub(crate) async fn run_tool_loop(
             let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
             let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
             let args = call.get("arguments").cloned().unwrap_or(Value::Null);
-            let result = match set.tools.iter().find(|(id, _)| id.as_str() == name) {
-                None => {
-                    let available: Vec<&str> = set.tools.iter().map(|(id, _)| id.as_str()).collect();
-                    format!("error: unknown tool '{name}' (available: {})", available.join(", "))
-                }
-                Some((id, skill)) => {
+            let found = set.tools.iter().find(|(id, _)| id.as_str() == name);
+            let (result, ok) = match found {
+                Some((id, skill)) if call.get("unknown") != Some(&Value::Bool(true)) => {
                     let tool_path = child_path(&turn_path, format_args!("tool:{j}"));
                     tool_calls_made += 1;
-                    match f.core.journaled_call(f.step, skill, id, "tool_call", args, ctx, tool_path, f.run).await? {
+                    let live = !f.run.has_record(&tool_path);
+                    if live {
+                        f.run.emit_live(|| flujo_core::RunEvent::ToolCall {
+                            run_id: f.run.run_id.to_string(),
+                            path: tool_path.clone(),
+                            step: f.step.name.clone(),
+                            tool: id.clone(),
+                            arguments: short(&args),
+                        });
+                    }
+                    let res = f
+                        .core
+                        .journaled_call(f.step, skill, id, "tool_call", args, ctx, tool_path.clone(), f.run)
+                        .await?;
+                    let (result, ok) = match res {
                         Ok((v, (t, c))) => {
                             tokens.add(t);
                             cost += c;
-                            as_text(&v)
+                            (as_text(&v), true)
                         }
-                        Err(e) => format!("error: {e}"),
+                        Err((e, (t, c))) => {
+                            tokens.add(t);
+                            cost += c;
+                            (format!("error: {e}"), false)
+                        }
+                    };
+                    if live {
+                        f.run.emit_live(|| flujo_core::RunEvent::ToolResult {
+                            run_id: f.run.run_id.to_string(),
+                            path: tool_path,
+                            step: f.step.name.clone(),
+                            tool: id.clone(),
+                            ok,
+                        });
                     }
+                    (result, ok)
+                }
+                _ => {
+                    // Named as the model knows the tools: the names it was offered, not skill ids.
+                    let available: Vec<String> = match call.get("available").and_then(Value::as_array) {
+                        Some(names) => names.iter().map(as_text).collect(),
+                        None => set.tools.iter().map(|(id, _)| id.clone()).collect(),
+                    };
+                    (format!("error: unknown tool '{name}' (available: {})", available.join(", ")), false)
                 }
             };
-            messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": result}));
+            let mut message = json!({"role": "tool", "tool_call_id": call_id, "content": result});
+            if !ok {
+                message["is_error"] = Value::Bool(true);
+            }
+            messages.push(message);
         }
     }
     let o = PolicyOutcome::failure(
