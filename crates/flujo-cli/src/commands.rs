@@ -269,6 +269,7 @@ async fn drive(
                     if live {
                         printer.print(&ev);
                     }
+                    crate::view::print_step_warnings(&ev);
                 }
                 return res.map_err(|e| match e {
                     FlujoError::InvalidResumeInput { .. } | FlujoError::NotResumable { .. } | FlujoError::PipelineMismatch { .. } => {
@@ -285,6 +286,7 @@ async fn drive(
                         if let RunEvent::StepFinished { .. } = ev {
                             done_steps += 1;
                         }
+                        crate::view::print_step_warnings(&ev);
                         if live {
                             printer.print(&ev);
                         } else if !json && started.elapsed() > Duration::from_secs(2) && last_progress.elapsed() > Duration::from_secs(2) {
@@ -312,7 +314,15 @@ fn finish(result: &RunResult, json: bool) -> u8 {
     match result.status {
         RunStatus::Completed => EXIT_OK,
         RunStatus::Paused => EXIT_PAUSED,
-        RunStatus::Failed if result.error.as_ref().is_some_and(|e| e.kind == "pricing_not_configured") => EXIT_CONFIG,
+        // A model the run can reach cannot be called (found before the first step): a configuration error.
+        RunStatus::Failed
+            if result
+                .error
+                .as_ref()
+                .is_some_and(|e| matches!(e.kind.as_str(), "pricing_not_configured" | "missing_api_key")) =>
+        {
+            EXIT_CONFIG
+        }
         _ => EXIT_FAILED,
     }
 }

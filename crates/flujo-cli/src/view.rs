@@ -106,6 +106,17 @@ pub struct LivePrinter {
 impl LivePrinter {
     pub fn print(&mut self, ev: &RunEvent) {
         use std::io::Write;
+        if let RunEvent::ModelAttempt { path, attempt, .. } = ev {
+            // A re-ask or retry: its answer goes on a line of its own, not after the previous one.
+            let mut err = std::io::stderr().lock();
+            if self.streaming.is_some() {
+                let _ = writeln!(err);
+            }
+            let _ = write!(err, "    ✎ {path} (attempt {attempt}) ");
+            let _ = err.flush();
+            self.streaming = Some(path.clone());
+            return;
+        }
         if let RunEvent::TokenDelta { path, delta, .. } = ev {
             let mut err = std::io::stderr().lock();
             if self.streaming.as_deref() != Some(path.as_str()) {
@@ -146,7 +157,22 @@ fn print_event(ev: &RunEvent) {
             }
         }
         RunEvent::RunFinished { status, .. } => eprintln!("■ {}", status.as_str()),
+        RunEvent::ToolCall { path, tool, arguments, .. } => eprintln!("    ⚒ {path} {tool} {arguments}"),
+        RunEvent::ToolResult { path, tool, ok, .. } => {
+            eprintln!("    {} {path} {tool} {}", if *ok { "↳" } else { "↯" }, if *ok { "ok" } else { "failed" })
+        }
         _ => {}
+    }
+}
+
+/// The warnings a finished step carries in its metadata (`metadata.warnings`, e.g. a model answer cut off at
+/// `max_tokens`), printed to stderr whatever the output format.
+pub fn print_step_warnings(ev: &RunEvent) {
+    if let RunEvent::StepFinished { result, replayed: false, .. } = ev {
+        for w in result.metadata.get("warnings").and_then(|w| w.as_array()).into_iter().flatten() {
+            let text = w.as_str().map(str::to_owned).unwrap_or_else(|| w.to_string());
+            eprintln!("warning: step '{}' ({}): {text}", result.name, result.path);
+        }
     }
 }
 

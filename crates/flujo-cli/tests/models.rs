@@ -253,3 +253,123 @@ fn spans_carry_gen_ai_attributes() {
     assert_eq!(a["gen_ai.usage.output_tokens"], 6);
     assert!((a["flujo.cost_usd"].as_f64().unwrap() - 0.042).abs() < 1e-12);
 }
+
+/// Always-invalid structured output through the binary: two requests (the agent's re-ask; the step does not
+/// multiply them), the message counts them, and the run is charged the real usage — not the reservation.
+#[test]
+fn a_failed_structured_call_reports_its_real_usage() {
+    let env =
+        setup("[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n");
+    let p = PIPELINE.replace(
+        "    model_settings: {max_tokens: 100}\n",
+        "    model_settings: {max_tokens: 100}\n    output_schema: {type: object, required: [n]}\n",
+    );
+    std::fs::write(env.dir.path().join("pipeline.yaml"), p.replace("max_retries: 0", "max_retries: 3")).unwrap();
+    for _ in 0..8 {
+        env.fake.push_reply_with_usage(ScriptedReply::Text("nope".into()), TokenUsage { prompt: 30, completion: 12 });
+    }
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(env.fake.call_count(), 2, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("after 2 attempt(s)"), "{v}");
+    assert_eq!(v["total_tokens"], 84);
+    assert!((v["total_cost_usd"].as_f64().unwrap() - 0.108).abs() < 1e-9, "{v}");
+    assert_eq!(v["step_history"][0]["tokens"]["prompt"], 60);
+}
+
+/// A missing API key is found before the first step: exit 2, and the command skill before the model step
+/// (a side effect) never runs.
+#[test]
+fn a_missing_key_exits_2_before_any_step_runs() {
+    let env = setup("");
+    std::fs::write(
+        env.dir.path().join("flujo.toml"),
+        "state_uri = \"memory://\"\n[providers.openai]\napi_key_env = \"FLUJO_TEST_KEY_THAT_IS_NOT_SET\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.dir.path().join("skills.yaml"),
+        "skills:\n  touch:\n    command: [sh, -c, \"echo ran > effect.txt; cat\"]\n    side_effects: true\n",
+    )
+    .unwrap();
+    let p = PIPELINE.replace("steps:\n", "steps:\n  - name: effect\n    agent: touch\n");
+    std::fs::write(env.dir.path().join("pipeline.yaml"), p).unwrap();
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["error"]["kind"], "missing_api_key", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("FLUJO_TEST_KEY_THAT_IS_NOT_SET"), "{v}");
+    assert!(!env.dir.path().join("effect.txt").exists(), "the step before the model ran");
+    assert_eq!(v["step_history"], serde_json::json!([]));
+}
+
+/// `--live` shows each attempt of a re-asked answer on its own line, and the tool calls of a loop.
+#[test]
+fn live_shows_attempts_apart_and_tool_calls() {
+    let env = setup("");
+    let p = PIPELINE.replace(
+        "    model_settings: {max_tokens: 100}\n",
+        "    model_settings: {max_tokens: 100}\n    output_schema: {type: object, required: [n]}\n",
+    );
+    std::fs::write(env.dir.path().join("pipeline.yaml"), p).unwrap();
+    env.fake.push_reply(ScriptedReply::Text("first try".into()));
+    env.fake.push_reply(ScriptedReply::Text("{\"n\": 1}".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--live", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("✎ 0 first try\n"), "{stderr}");
+    assert!(stderr.contains("✎ 0 (attempt 2) {\"n\": 1}\n"), "{stderr}");
+
+    std::fs::write(env.dir.path().join("agentic.yaml"), AGENTIC).unwrap();
+    env.fake.push_reply(ScriptedReply::ToolCall {
+        name: "flujo_builtins_stringify".into(),
+        arguments: serde_json::json!({"x": [1, 2]}),
+    });
+    env.fake.push_reply(ScriptedReply::ToolCall { name: "no_such_tool".into(), arguments: serde_json::json!({}) });
+    env.fake.push_reply(ScriptedReply::Text("{\"answer\": 42}".into()));
+    let o = flujo(env.dir.path(), &["run", "agentic.yaml", "-i", "go", "--live"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("⚒ 0/turn:0/tool:0 flujo.builtins.stringify {\"x\":[1,2]}"), "{stderr}");
+    assert!(stderr.contains("↳ 0/turn:0/tool:0 flujo.builtins.stringify ok"), "{stderr}");
+    // The unknown tool is reported to the model under the names it was offered.
+    let third = env.fake.calls()[4].body.to_string();
+    assert!(third.contains("unknown tool 'no_such_tool' (available: flujo_builtins_stringify)"), "{third}");
+}
+
+/// A refusal fails the step (exit 1) with the finish reason in `--json`; a text answer cut off at max_tokens
+/// completes with a warning on stderr and in the step's metadata.
+#[test]
+fn refusals_fail_and_cut_off_answers_warn() {
+    let env = setup("");
+    env.fake.push_reply(ScriptedReply::Refusal("I can't help with that.".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert!(v["error"]["message"].as_str().unwrap().contains("refused"), "{v}");
+    assert_eq!(v["step_history"][0]["metadata"]["finish_reason"], "stop");
+
+    env.fake.push_reply(ScriptedReply::CutOff("Once upon a".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["step_history"][0]["metadata"]["finish_reason"], "length");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("warning: step 'draft' (0): the answer was cut off at max_tokens (100)"), "{stderr}");
+}
+
+/// A provider asking to wait 120 s (longer than Flujo waits) is not asked again 0.05 s later by the step.
+#[test]
+fn a_long_retry_after_ends_the_step() {
+    let env = setup("");
+    std::fs::write(env.dir.path().join("pipeline.yaml"), PIPELINE.replace("max_retries: 0", "max_retries: 4")).unwrap();
+    env.fake.push_reply(ScriptedReply::Status { code: 503, retry_after: Some(120) });
+    env.fake.push_reply(ScriptedReply::Text("too soon".into()));
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(env.fake.call_count(), 1, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("after 1 attempt(s)") && msg.contains("retry after 120s"), "{msg}");
+}
