@@ -193,6 +193,9 @@ pub enum ResolveError {
     Unknown { id: String, suggestion: Option<String> },
     #[error("invalid params for skill '{id}': {message}")]
     BadParams { id: String, message: String },
+    /// A model id whose provider (or mock model) is not known; `message` says which are.
+    #[error("unknown model '{id}': {message}{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
+    UnknownModel { id: String, message: String, suggestion: Option<String> },
     #[error("'{id}' looks like a Python import path; Flujo (Rust) runs Python code as a `command` skill declared in skills.yaml")]
     PythonPath { id: String },
 }

@@ -91,6 +91,15 @@ fn err(step: &Step, message: impl Into<String>) -> FlujoError {
     FlujoError::Resolution { step: step.name.clone(), message: message.into() }
 }
 
+/// An unknown model provider is a configuration problem (a provider is added in the configuration), reported
+/// before anything runs; other failures to resolve a model are resolution errors.
+fn model_err(step: &Step, e: flujo_core::ResolveError) -> FlujoError {
+    match e {
+        flujo_core::ResolveError::UnknownModel { .. } => FlujoError::Config(format!("step '{}': {e}", step.name)),
+        other => err(step, other.to_string()),
+    }
+}
+
 impl<'a> Preparer<'a> {
     pub fn new(
         skills: &'a dyn SkillRegistry,
@@ -122,7 +131,7 @@ impl<'a> Preparer<'a> {
         let skill = match agent {
             AgentRef::Skill { id, params } => self.skills.resolve(id, params).map_err(|e| err(step, e.to_string()))?,
             AgentRef::Model { model, settings } => match self.models {
-                Some(m) => m.resolve(model, settings).map_err(|e| err(step, e.to_string()))?,
+                Some(m) => m.resolve(model, settings).map_err(|e| model_err(step, e))?,
                 None => return Err(err(step, format!("model '{model}' needs a model registry; none is configured"))),
             },
         };
@@ -148,7 +157,7 @@ impl<'a> Preparer<'a> {
         let Some(models) = self.models else {
             return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
         };
-        let turn = models.resolve_turn(model, settings).map_err(|e| err(step, e.to_string()))?;
+        let turn = models.resolve_turn(model, settings).map_err(|e| model_err(step, e))?;
         self.out.order.push(turn.clone());
         self.out.agents.insert(addr(agent), turn);
         let mut resolved = Vec::with_capacity(tools.len());

@@ -202,6 +202,11 @@ impl LlmConfig {
                 .try_into::<BTreeMap<String, ProviderConfig>>()
                 .map_err(|e| LlmError::Config(format!("invalid [providers]: {}", e.message())))?,
         };
+        // What the file alone decides (kind, URL scheme, timeout, attempts) is checked now, not when a model
+        // of the provider is first resolved.
+        for (name, section) in &providers {
+            section.resolve(name, &|_| None)?;
+        }
         Ok(LlmConfig { pricing, providers })
     }
 
@@ -219,6 +224,15 @@ impl LlmConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_sections_are_checked_when_read() {
+        let file: toml::Table = "[providers.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n".parse().unwrap();
+        let e = LlmConfig::from_toml(&file).unwrap_err().to_string();
+        assert!(e.contains("[providers.local] needs `kind"), "{e}");
+        let file: toml::Table = "[providers.local]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n".parse().unwrap();
+        assert!(LlmConfig::from_toml(&file).is_err());
+    }
 
     #[test]
     fn env_and_defaults() {

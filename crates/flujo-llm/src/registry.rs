@@ -1,7 +1,7 @@
 //! [`LlmRegistry`]: resolves `provider:model` ids to agents, implementing [`flujo_core::ModelRegistry`] for the
 //! runtime builder. Providers are `openai`, `anthropic`, `mock` and every `[providers.NAME]` of the
 //! configuration; all agents share one pooled HTTP client. An unknown provider or mock is a
-//! [`ResolveError::Unknown`] with the closest valid id as suggestion.
+//! [`ResolveError::UnknownModel`] naming the known providers, with the closest valid id as suggestion.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -81,12 +81,20 @@ impl LlmRegistry {
     }
 
     fn unknown(&self, id: &str, provider: &str, model: &str) -> ResolveError {
-        let candidates: Vec<String> = if provider == MOCK_PROVIDER {
-            MOCK_MODELS.iter().map(|m| format!("mock:{m}")).collect()
+        let (candidates, message): (Vec<String>, String) = if provider == MOCK_PROVIDER {
+            let c: Vec<String> = MOCK_MODELS.iter().map(|m| format!("mock:{m}")).collect();
+            let message = format!("no such mock model (known: {})", c.join(", "));
+            (c, message)
         } else {
-            self.providers().into_iter().filter(|p| p != MOCK_PROVIDER).map(|p| format!("{p}:{model}")).collect()
+            let known = self.providers();
+            let message = format!(
+                "provider '{provider}' is not known (known: {}); another OpenAI- or Anthropic-compatible server is \
+                 added as [providers.{provider}] with `kind` and `base_url` in flujo.toml",
+                known.join(", ")
+            );
+            (known.into_iter().filter(|p| p != MOCK_PROVIDER).map(|p| format!("{p}:{model}")).collect(), message)
         };
-        ResolveError::Unknown { id: id.to_owned(), suggestion: closest(id, &candidates) }
+        ResolveError::UnknownModel { id: id.to_owned(), message, suggestion: closest(id, &candidates) }
     }
 
     /// The chat model of `model_id` (for agentic loops and direct use).
@@ -96,7 +104,9 @@ impl LlmRegistry {
             let provider = if model_id.starts_with("claude") { "anthropic" } else { "openai" };
             let suggestion =
                 (!model_id.is_empty() && !model_id.contains(':')).then(|| format!("{provider}:{model_id}"));
-            return Err(ResolveError::Unknown { id: model_id.to_owned(), suggestion });
+            let message =
+                "a model is named `provider:model` (e.g. `openai:gpt-4o`, `anthropic:claude-sonnet-4-5`)".into();
+            return Err(ResolveError::UnknownModel { id: model_id.to_owned(), message, suggestion });
         };
         if provider == MOCK_PROVIDER {
             return MockKind::from_model(model)
@@ -175,7 +185,7 @@ mod tests {
     fn unknown_providers_get_suggestions() {
         let r = registry();
         let err = |id: &str| match r.resolve(id, &Value::Null) {
-            Err(ResolveError::Unknown { suggestion, .. }) => suggestion,
+            Err(ResolveError::UnknownModel { suggestion, .. }) => suggestion,
             other => panic!("{id}: {:?}", other.map(|_| ())),
         };
         assert_eq!(err("opnai:gpt-4o").as_deref(), Some("openai:gpt-4o"));
@@ -186,6 +196,9 @@ mod tests {
         assert_eq!(err("zzzzzz:q"), None);
         let msg = r.resolve("mock:ech", &Value::Null).err().unwrap().to_string();
         assert!(msg.contains("did you mean 'mock:echo'"), "{msg}");
+        let msg = r.resolve("gemini:pro", &Value::Null).err().unwrap().to_string();
+        assert!(msg.starts_with("unknown model 'gemini:pro': provider 'gemini' is not known"), "{msg}");
+        assert!(msg.contains("[providers.gemini]") && !msg.contains("skill"), "{msg}");
     }
 
     #[test]
