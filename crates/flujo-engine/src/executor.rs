@@ -993,6 +993,28 @@ impl ExecutorCore {
     }
 }
 
+/// When `e` is the budget (or pricing) stopping the run, the failed outcome of a composite that keeps the paid
+/// work of its finished children (`output`, `tokens`, `cost`), marked [`META_STOPPED`]; any other interrupt is
+/// passed on.
+pub(crate) fn stopped_outcome(
+    run: &RunState,
+    e: Interrupt,
+    output: Value,
+    tokens: TokenUsage,
+    cost_usd: f64,
+) -> Result<PolicyOutcome, Interrupt> {
+    let budget = matches!(e, Interrupt::UsageLimitExceeded { .. } | Interrupt::PricingNotConfigured { .. });
+    if !budget && run.stopped().as_ref() != Some(&e) {
+        return Err(e);
+    }
+    let i = run.stop_with(e);
+    let mut o = PolicyOutcome::failure(output, i.to_string());
+    o.tokens = tokens;
+    o.cost_usd = cost_usd;
+    o.metadata.insert(META_STOPPED.into(), Value::String(i.kind().into()));
+    Ok(o)
+}
+
 /// Record metadata naming the model (`provider:model`) a record's usage comes from (read by `lens` for the
 /// `gen_ai.*` span attributes).
 pub const META_MODEL: &str = "model";

@@ -200,3 +200,64 @@ async fn a_parallel_step_stopped_by_the_budget_shows_its_paid_work() {
     assert_eq!(fan.output.as_object().unwrap().len(), 3, "{}", fan.output);
     assert_eq!(r.output.as_ref().unwrap(), &*fan.output);
 }
+
+/// The same for a map (concurrent and sequential) and a loop: the finished items' or iterations' paid work is
+/// kept in the stopped step's record.
+#[tokio::test]
+async fn maps_and_loops_stopped_by_the_budget_show_their_paid_work() {
+    for concurrency in [1, 4] {
+        let fake = FakeProvider::start().await.unwrap();
+        for _ in 0..4 {
+            fake.push_reply(ScriptedReply::Text("done".into()));
+        }
+        let models = fake.registry(PricingTable::new()).unwrap();
+        let body = vec![model_step("each", json!({"model_settings": {"max_tokens": 10}}))];
+        let map =
+            Step::new("each_item", StepKind::Map(MapSpec { iterable_input: None, body, concurrency, max_items: None }));
+        let flujo = Flujo::builder(Pipeline::new("p", vec![map]))
+            .models(Arc::new(models))
+            .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(90) })
+            .build()
+            .unwrap();
+        // Concurrent: three reservations fit at once; sequential: each call's real 15 tokens are spent
+        // before the next reservation of 27, so five would fit — four items, the fourth is refused only
+        // concurrently.
+        let r = flujo.run(json!(["a", "b", "c", "d"])).await.unwrap();
+        if concurrency == 1 {
+            assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
+            continue;
+        }
+        assert_eq!(r.error.as_ref().unwrap().kind, "usage_limit_exceeded");
+        let m = r.step_history.iter().find(|s| s.name == "each_item").expect("the map step is in the history");
+        assert_eq!(m.tokens.total(), 3 * DEFAULT_USAGE.total(), "{concurrency}");
+        assert_eq!(r.total_tokens, 3 * DEFAULT_USAGE.total());
+        assert_eq!(m.metadata["stopped_by"], "usage_limit_exceeded");
+    }
+    // A loop: the third iteration's reservation does not fit after two paid iterations.
+    let fake = FakeProvider::start().await.unwrap();
+    for _ in 0..3 {
+        fake.push_reply_with_usage(ScriptedReply::Text("x".into()), TokenUsage { prompt: 20, completion: 10 });
+    }
+    let models = fake.registry(PricingTable::new()).unwrap();
+    let body = vec![model_step("turn", json!({"model_settings": {"max_tokens": 10}}))];
+    let lp = Step::new("again", StepKind::Loop(serde_json::from_value(json!({"body": [], "max_loops": 5})).unwrap()));
+    let lp = match lp.kind {
+        StepKind::Loop(mut l) => {
+            l.body = body;
+            Step::new("again", StepKind::Loop(l))
+        }
+        _ => unreachable!(),
+    };
+    let flujo = Flujo::builder(Pipeline::new("p", vec![lp]))
+        .models(Arc::new(models))
+        .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(80) })
+        .build()
+        .unwrap();
+    let r = flujo.run(json!("x")).await.unwrap();
+    assert_eq!(r.error.as_ref().unwrap().kind, "usage_limit_exceeded");
+    assert_eq!(fake.call_count(), 2);
+    let l = r.step_history.iter().find(|s| s.name == "again").expect("the loop step is in the history");
+    assert_eq!(l.tokens.total(), 60);
+    assert_eq!(l.metadata["iterations"], 2);
+    assert_eq!(*l.output, json!("x"));
+}

@@ -9,7 +9,7 @@ use flujo_core::{
     Branch, Interrupt, MergeStrategy, OnBranchFailure, ReduceMode, StepKind, StepStatus, TokenUsage, Value,
 };
 
-use crate::executor::{child_path, SeqOutcome, META_STOPPED};
+use crate::executor::{child_path, stopped_outcome, SeqOutcome};
 use crate::merge::{merge_branches, reduce};
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
@@ -200,23 +200,14 @@ pub(crate) async fn run_branches(
     if let Some(e) = hard_error {
         // The budget (or pricing) stopped the run: keep what the finished branches paid for in this step's
         // record and result (the executor then stops the run).
-        if matches!(e, Interrupt::UsageLimitExceeded { .. } | Interrupt::PricingNotConfigured { .. })
-            || run.stopped().is_some()
-        {
-            let i = run.stop_with(e);
-            let mut o = PolicyOutcome::failure(Value::Object(ok.into_iter().collect()), i.to_string());
-            o.tokens = tokens;
-            o.cost_usd = cost;
-            o.metadata.insert(META_STOPPED.into(), Value::String(i.kind().into()));
-            if !failed.is_empty() {
-                o.metadata.insert(
-                    "failed_branches".into(),
-                    Value::Object(failed.into_iter().map(|(n, m)| (n, Value::String(m))).collect()),
-                );
-            }
-            return Ok(o);
+        let mut o = stopped_outcome(run, e, Value::Object(ok.into_iter().collect()), tokens, cost)?;
+        if !failed.is_empty() {
+            o.metadata.insert(
+                "failed_branches".into(),
+                Value::Object(failed.into_iter().map(|(n, m)| (n, Value::String(m))).collect()),
+            );
         }
-        return Err(e);
+        return Ok(o);
     }
     if on_failure == OnBranchFailure::Propagate && !failed.is_empty() {
         let msg = failed.iter().map(|(n, m)| format!("branch '{n}' failed: {m}")).collect::<Vec<_>>().join("; ");

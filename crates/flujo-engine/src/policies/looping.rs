@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use flujo_core::{Interrupt, MergeStrategy, OnMaxLoops, StepKind, StepStatus, TokenUsage, Value};
 use futures::StreamExt;
 
-use crate::executor::{child_path, truthy, Lexical};
+use crate::executor::{child_path, stopped_outcome, truthy, Lexical};
 use crate::merge::merge_branches;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
@@ -29,7 +29,15 @@ impl StepPolicy for LoopPolicy {
         let mut iterations = 0u32;
         while iterations < spec.max_loops {
             let base = child_path(f.path, format_args!("loop:{iterations}"));
-            let seq = f.core.run_sequence(&spec.body, iter_input, f.ctx, &base, f.lex, f.run, None).await?;
+            let seq = match f.core.run_sequence(&spec.body, iter_input, f.ctx, &base, f.lex, f.run, None).await {
+                Ok(seq) => seq,
+                // The budget stopped the run: the finished iterations' paid work stays in the result.
+                Err(e) => {
+                    let mut o = stopped_outcome(f.run, e, last, tokens, cost)?;
+                    o.metadata.insert("iterations".into(), iterations.into());
+                    return Ok(o);
+                }
+            };
             iterations += 1;
             tokens.add(seq.tokens);
             cost += seq.cost_usd;
@@ -149,14 +157,21 @@ impl StepPolicy for MapPolicy {
             for (i, item) in items.iter().enumerate() {
                 let lex = Lexical { this: Some(item), ..*f.lex };
                 let base = child_path(f.path, format_args!("map:{i}"));
-                let seq = f.core.run_sequence(&spec.body, item.clone(), f.ctx, &base, &lex, f.run, None).await?;
+                let seq = match f.core.run_sequence(&spec.body, item.clone(), f.ctx, &base, &lex, f.run, None).await {
+                    Ok(seq) => seq,
+                    // The budget stopped the run: the items that finished (and were paid for) stay in the result.
+                    Err(e) => return stopped_outcome(f.run, e, Value::Array(outputs), tokens, cost),
+                };
                 tokens.add(seq.tokens);
                 cost += seq.cost_usd;
                 if !seq.succeeded() {
-                    return Ok(PolicyOutcome::failure(
+                    let mut o = PolicyOutcome::failure(
                         seq.output,
                         format!("map item {i} failed: {}", seq.feedback.unwrap_or_default()),
-                    ));
+                    );
+                    o.tokens = tokens;
+                    o.cost_usd = cost;
+                    return Ok(o);
                 }
                 outputs.push(seq.output);
             }
@@ -184,10 +199,13 @@ impl StepPolicy for MapPolicy {
             let mut pauses = Vec::new();
             let mut branch_ops = Vec::new();
             let mut failure = None;
+            let mut hard_error = None;
             for (i, r, ctx) in results {
                 match r {
                     Err(Interrupt::Paused(p)) => pauses.extend(p),
-                    Err(other) => return Err(other),
+                    Err(other) => {
+                        hard_error.get_or_insert(other);
+                    }
                     Ok(seq) => {
                         tokens.add(seq.tokens);
                         cost += seq.cost_usd;
@@ -200,8 +218,14 @@ impl StepPolicy for MapPolicy {
                     }
                 }
             }
+            if let Some(e) = hard_error {
+                return stopped_outcome(f.run, e, Value::Array(outputs), tokens, cost);
+            }
             if let Some(msg) = failure {
-                return Ok(PolicyOutcome::failure(Value::Null, msg));
+                let mut o = PolicyOutcome::failure(Value::Null, msg);
+                o.tokens = tokens;
+                o.cost_usd = cost;
+                return Ok(o);
             }
             if !pauses.is_empty() {
                 return Err(Interrupt::Paused(pauses));
