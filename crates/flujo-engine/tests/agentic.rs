@@ -363,3 +363,38 @@ async fn token_deltas_stream_as_run_events() {
         }
     }
 }
+
+/// An `agentic_loop` offers its own `tools:` and those its planner agent declares (the union); a call of a tool
+/// that was not offered is reported to the model under the offered tool names, as a failed tool result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_planner_agents_own_tools_are_offered_too() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push_reply(ScriptedReply::ToolCall { name: "flujo_builtins_stringify".into(), arguments: json!({"x": 1}) });
+    fake.push_reply(ScriptedReply::ToolCall { name: "made_up".into(), arguments: json!({}) });
+    fake.push_reply(ScriptedReply::Text("done".into()));
+    let settings = json!({"model": "openai:gpt-test", "tools": ["flujo.builtins.stringify"]});
+    let step = Step::new(
+        "solve",
+        StepKind::AgenticLoop(AgenticLoopSpec {
+            planner: AgentRef::Model { model: "openai:gpt-test".into(), settings },
+            tools: vec!["test.count".into()],
+            max_turns: 5,
+        }),
+    );
+    let counter = CallCounter::default();
+    let flujo = Flujo::builder(Pipeline::new("agentic", vec![step]))
+        .skills(skills(&counter))
+        .models(Arc::new(fake.registry(PricingTable::default()).unwrap()))
+        .build()
+        .unwrap();
+    let r = flujo.run(json!("go")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
+    let calls = fake.calls();
+    let offered: Vec<&str> =
+        calls[0].body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(offered, ["test_count", "flujo_builtins_stringify"]);
+    let third = &calls[2].body["messages"];
+    let last = third.as_array().unwrap().last().unwrap();
+    assert_eq!(last["role"], "tool");
+    assert_eq!(last["content"], "error: unknown tool 'made_up' (available: test_count, flujo_builtins_stringify)");
+}
