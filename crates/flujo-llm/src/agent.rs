@@ -251,7 +251,17 @@ impl AgentFailure {
     /// The skill error: the message, whether a step-level retry may help, the provider's `Retry-After`, the
     /// usage and the finish reason.
     pub fn into_skill_error(self) -> SkillError {
+        // The message names the failing request's attempts; when earlier requests of the call (answers that
+        // were re-asked) came before it, say how many were sent in all.
+        let counted = match &self.error {
+            LlmError::SchemaViolation { attempts, .. } => *attempts,
+            other => error_requests(other),
+        };
+        let extra = self.requests.checked_sub(counted).filter(|n| *n > 0).map(|_| self.requests);
         let mut e = SkillError::from(self.error).with_usage(self.usage, self.cost_usd);
+        if let Some(total) = extra {
+            e.message.push_str(&format!(" ({total} requests in this call)"));
+        }
         if let Some(r) = self.finish_reason {
             e.metadata.insert("finish_reason".into(), Value::String(r));
         }

@@ -18,9 +18,10 @@
 //!
 //! | when | call |
 //! |---|---|
-//! | building the runner | `builder.models(Arc::new(LlmRegistry::new(LlmConfig::from_toml(&file)?)?))`; [`LlmRegistry::check_pricing`] per model id (or [`LlmAgent::check_pricing`]) → `Interrupt::PricingNotConfigured` |
+//! | building the runner | `builder.models(Arc::new(LlmRegistry::new(LlmConfig::from_toml(&file)?)?))`; an unknown provider is `ResolveError::UnknownModel` |
+//! | before the first step | [`flujo_core::Skill::preflight`] of every agent ([`LlmAgent::check_ready`]: strict pricing, API key) → `Interrupt::PricingNotConfigured` / `Interrupt::MissingApiKey` |
 //! | before a model call | [`flujo_core::Skill::estimate`] → `Quota::reserve` |
-//! | the call | [`flujo_core::Skill::call`] (typed: [`LlmAgent::run`]) → `SkillOutput {output, tokens, cost_usd}` → `Quota::reconcile` |
+//! | the call | [`flujo_core::Skill::call`] (typed: [`LlmAgent::run_accounted`]) → `SkillOutput {output, tokens, cost_usd, metadata}`, or a `SkillError` carrying the usage billed before it failed ([`AgentFailure`]) → `Quota::reconcile` |
 //! | an agentic loop turn | [`LlmRegistry::chat_model`] / [`LlmAgent::chat_model`] → [`ChatModel::chat`]`(messages, tools, settings)` → [`ChatReply`] |
 //!
 //! ```

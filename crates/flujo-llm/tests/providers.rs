@@ -164,7 +164,11 @@ async fn failed_calls_carry_the_usage_the_provider_reported() {
     let e = agent.call(call(json!("q"))).await.unwrap_err();
     assert_eq!(e.tokens, TokenUsage { prompt: 100, completion: 20 });
     assert!((e.cost_usd - 0.14).abs() < 1e-9, "{}", e.cost_usd);
-    assert!(e.message.contains("after 3 attempt(s)"), "{}", e.message);
+    assert!(
+        e.message.contains("after 3 attempt(s)") && e.message.contains("(4 requests in this call)"),
+        "{}",
+        e.message
+    );
     assert_eq!(fake.call_count(), 4);
     // A 500 with nothing billed costs nothing.
     let plain = registry.resolve_agent("openai:m", &Value::Null).unwrap();
