@@ -8,7 +8,7 @@ use crate::{CliError, EXIT_OK};
 pub const PIPELINE_YAML: &str = r#"version: "0.1"
 name: hello_flujo
 # Runs offline: built-in skills only. Try:
-#   flujo run --input-json 0          (pauses at the approval, exit code 5)
+#   flujo run                         (pauses at the approval, exit code 5; `--input-json 2` starts at 2)
 #   flujo resume RUN_ID -i yes        (continues from the pause by replaying the journal)
 agents:
   # An offline model: `mock:echo` answers with its input. Swap in `openai:gpt-4o-mini` (with
@@ -24,7 +24,8 @@ steps:
       exit_expression: "previous_step >= 3"
       body:
         - name: inc
-          agent: {id: flujo.builtins.transform, params: {expr: "previous_step + 1"}}
+          # `or 0`: with no input (`flujo run`), the count starts from 0 too.
+          agent: {id: flujo.builtins.transform, params: {expr: "(previous_step or 0) + 1"}}
     sink_to: counted
 
   - kind: conditional
@@ -96,6 +97,6 @@ pub fn init(force: bool) -> Result<u8, CliError> {
         std::fs::write(name, text).map_err(|e| CliError::config(format!("cannot write {name}: {e}")))?;
         eprintln!("created {name}");
     }
-    eprintln!("created .flujo/\nnext: flujo run --input-json 0");
+    eprintln!("created .flujo/\nnext: flujo run");
     Ok(EXIT_OK)
 }
