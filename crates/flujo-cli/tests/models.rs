@@ -373,3 +373,39 @@ fn a_long_retry_after_ends_the_step() {
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.contains("after 1 attempt(s)") && msg.contains("retry after 120s"), "{msg}");
 }
+
+/// A parallel step stopped by the budget shows the work its finished branches paid for: the parallel step is
+/// in `step_history` with their outputs, tokens and cost, and is the run's output.
+#[test]
+fn a_parallel_step_stopped_by_the_budget_shows_the_paid_branches() {
+    let env = setup("[budgets.default]\ntotal_tokens_limit = 90\n");
+    let p = r#"version: "0.1"
+name: fan_out
+agents:
+  w:
+    model: "openai:gpt-test"
+    model_settings: {max_tokens: 10}
+steps:
+  - kind: parallel
+    name: fan
+    branches:
+      a: [{name: a, uses: agents.w}]
+      b: [{name: b, uses: agents.w}]
+      c: [{name: c, uses: agents.w}]
+      d: [{name: d, uses: agents.w}]
+"#;
+    std::fs::write(env.dir.path().join("fan.yaml"), p).unwrap();
+    for _ in 0..4 {
+        env.fake.push_reply(ScriptedReply::Text("paid".into()));
+    }
+    let o = flujo(env.dir.path(), &["run", "fan.yaml", "-i", "x", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["error"]["kind"], "usage_limit_exceeded", "{v}");
+    assert_eq!(env.fake.call_count(), 3);
+    assert_eq!(v["total_tokens"], 45);
+    let fan = v["step_history"].as_array().unwrap().iter().find(|s| s["name"] == "fan").expect("fan in history");
+    assert_eq!(fan["tokens"]["prompt"], 30, "{v}");
+    assert_eq!(fan["output"].as_object().unwrap().len(), 3, "{v}");
+    assert_eq!(v["output"], fan["output"]);
+}
