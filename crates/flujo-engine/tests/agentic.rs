@@ -398,3 +398,32 @@ async fn the_planner_agents_own_tools_are_offered_too() {
     assert_eq!(last["role"], "tool");
     assert_eq!(last["content"], "error: unknown tool 'made_up' (available: test_count, flujo_builtins_stringify)");
 }
+
+/// A tool loop stopped by the budget between turns keeps the turns it paid for in the step's figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_loop_stopped_by_the_budget_keeps_its_paid_turns() {
+    for form in FORMS {
+        let fake = FakeProvider::start().await.unwrap();
+        fake.push_reply_with_usage(
+            ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) },
+            TokenUsage { prompt: 400, completion: 100 },
+        );
+        fake.push_reply(ScriptedReply::Text("never".into()));
+        let settings = json!({"model": "openai:gpt-test", "model_settings": {"max_tokens": 1000}});
+        let counter = CallCounter::default();
+        let flujo = Flujo::builder(pipeline_with(form, settings, 5))
+            .skills(skills(&counter))
+            .models(Arc::new(fake.registry(PricingTable::default()).unwrap()))
+            // The first turn's reservation (~1,100 tokens) fits; after its 500 real tokens the second does not.
+            .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(1200) })
+            .build()
+            .unwrap();
+        let r = flujo.run(json!("go")).await.unwrap();
+        assert_eq!(r.error.as_ref().unwrap().kind, "usage_limit_exceeded", "{form:?}");
+        assert_eq!(fake.call_count(), 1, "{form:?}");
+        let s = r.step_history.iter().find(|s| s.name == "solve").expect("the step is in the history");
+        assert_eq!(s.tokens.total(), 500, "{form:?}");
+        assert_eq!(s.metadata["stopped_by"], "usage_limit_exceeded", "{form:?}");
+        assert_eq!(r.total_tokens, 500);
+    }
+}

@@ -189,6 +189,9 @@ async fn tool_step(
         if let Some(i) = over_limits((f.step, f.run, f.path), tokens, cost) {
             return Ok(stopped((f.step, f.run, f.path), i, o, Some(target)));
         }
+        if o.metadata.contains_key(META_STOPPED) {
+            return Ok(o);
+        }
         if o.status == StepStatus::Completed {
             if let Err(msg) = f.core.check_validators(f.step, &o.output, f.ctx, f.lex) {
                 o = PolicyOutcome { status: StepStatus::Failed, feedback: Some(msg), output: Value::Null, ..o };

@@ -100,8 +100,18 @@ pub(crate) async fn run_tool_loop(
     for turn in 0..set.max_turns {
         let turn_path = child_path(base, format_args!("turn:{turn}"));
         let input = json!({"input": f.input, "messages": messages, "tools": tool_specs});
-        let reply =
-            f.core.journaled_call(f.step, planner, target, "model_turn", input, ctx, turn_path.clone(), f.run).await?;
+        let reply = match f
+            .core
+            .journaled_call(f.step, planner, target, "model_turn", input, ctx, turn_path.clone(), f.run)
+            .await
+        {
+            Ok(r) => r,
+            // The budget stopped the run: the turns already paid for stay in this step's figures.
+            Err(e) => {
+                let o = crate::executor::stopped_outcome(f.run, e, Value::Null, tokens, cost)?;
+                return Ok(finish(o, tokens, cost, turn, tool_calls_made));
+            }
+        };
         let (reply, (t, c)) = match reply {
             Ok(r) => r,
             Err((e, (t, c))) => {
@@ -179,7 +189,14 @@ pub(crate) async fn run_tool_loop(
                     let res = f
                         .core
                         .journaled_call(f.step, skill, id, "tool_call", args, ctx, tool_path.clone(), f.run)
-                        .await?;
+                        .await;
+                    let res = match res {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let o = crate::executor::stopped_outcome(f.run, e, Value::Null, tokens, cost)?;
+                            return Ok(finish(o, tokens, cost, turn + 1, tool_calls_made));
+                        }
+                    };
                     let (result, ok) = match res {
                         Ok((v, (t, c))) => {
                             tokens.add(t);
