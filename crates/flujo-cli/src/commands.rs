@@ -375,7 +375,7 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
     let run = store
         .get_run(&args.run_id)
         .await
-        .map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()))?
+        .map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()).with_run(Some(&args.run_id), None))?
         .ok_or_else(|| run_not_found(&args.run_id, &crate::lens::mask_uri(&uri)))?;
     let name = run.pipeline_name.clone();
     let on_err = |e: CliError| e.with_run(Some(&args.run_id), Some(&name));
@@ -488,13 +488,15 @@ struct RunWatch {
 }
 
 impl RunWatch {
-    /// A run error as a CLI error naming the run where the user needs it.
-    fn error(&self, e: FlujoError) -> CliError {
+    /// A run error as a CLI error naming the run where the user needs it (`started`: the run was recorded
+    /// and began walking).
+    fn error(&self, e: FlujoError, started: bool) -> CliError {
         let err = match e {
             FlujoError::InvalidResumeInput { .. }
             | FlujoError::NotResumable { .. }
             | FlujoError::PipelineMismatch { .. }
             | FlujoError::RunNotFound(_) => CliError::usage(e.kind(), e.to_string()),
+            FlujoError::Store(StoreError::RunNotFound(id)) => run_not_found(&id, &self.hint.uri),
             FlujoError::ContextValidation(_) | FlujoError::InvalidRunId { .. } => {
                 // Refused before the run was recorded: there is no run to name.
                 return CliError::usage(e.kind(), e.to_string()).with_run(None, Some(&self.pipeline));
@@ -503,6 +505,14 @@ impl RunWatch {
                 "run_exists",
                 format!("a run with id '{}' exists already; choose another --run-id", self.run_id),
             ),
+            FlujoError::Store(e) if !started && !self.resuming => {
+                return CliError::new(
+                    "store_error",
+                    EXIT_FAILED,
+                    format!("run {} could not be recorded, and no step ran: {e}", self.run_id),
+                )
+                .with_run(None, Some(&self.pipeline));
+            }
             FlujoError::Store(e) => {
                 let next = if self.hint.durable {
                     format!(
@@ -567,11 +577,12 @@ async fn drive(
         tokio::select! {
             res = &mut fut => {
                 while let Ok(ev) = events.try_recv() {
+                    run_started |= matches!(ev, RunEvent::RunStarted { .. });
                     if watch.live {
                         printer.print(&ev);
                     }
                 }
-                return res.map_err(|e| watch.error(e));
+                return res.map_err(|e| watch.error(e, run_started));
             }
             ev = events.recv(), if events_open => {
                 match ev {

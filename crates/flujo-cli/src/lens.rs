@@ -2,9 +2,10 @@
 //! `verify`, `stats` and `prune`, all over [`flujo_engine::TaskClient`].
 //!
 //! Every subcommand takes `--state URI` (default: the configured `state_uri`) and `--json`, which prints
-//! exactly one JSON object or array on stdout (logs and errors go to stderr). Run-id arguments accept a
-//! unique prefix; an ambiguous prefix is a usage error (exit 2) listing the candidates, an unknown one exits
-//! 1 with `run_not_found`. Spans are derived from the journal: one per finished step execution, nested by
+//! exactly one JSON object or array on stdout (logs and errors go to stderr; a failure prints the error
+//! object of `CliError::to_json`). Run-id arguments accept a unique prefix; an ambiguous prefix is a usage
+//! error (exit 2) listing the candidates, and so is an unknown one (`run_not_found`). Table cells are cut to
+//! 200 characters with control characters escaped, so no stored value can break a table. Spans are derived from the journal: one per finished step execution, nested by
 //! path. Every value lens prints goes through [`flujo_core::redact`], so secret-named keys never show.
 
 use std::collections::{BTreeMap, HashMap};
@@ -204,7 +205,11 @@ impl Lens {
 
     fn error(&self, e: ClientError) -> CliError {
         match e {
-            ClientError::RunNotFound(id) => crate::commands::run_not_found(&id, &mask_uri(&self.uri)),
+            ClientError::RunNotFound(id)
+            | ClientError::Run(FlujoError::RunNotFound(id))
+            | ClientError::Store(flujo_core::StoreError::RunNotFound(id)) => {
+                crate::commands::run_not_found(&id, &mask_uri(&self.uri))
+            }
             e @ ClientError::AmbiguousPrefix { .. } => CliError::new("ambiguous_run_id", EXIT_CONFIG, e.to_string()),
             ClientError::Run(e @ FlujoError::Config(_)) => CliError::config(e.to_string()),
             ClientError::Run(e @ FlujoError::Resolution { .. }) => {

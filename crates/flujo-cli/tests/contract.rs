@@ -207,6 +207,17 @@ fn a_store_failure_mid_run_names_the_run_and_it_resumes_later() {
     let o = flujo(d, &["resume", &id, "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(json_out(&o)["output"], 2);
+
+    // Locked before the run could be recorded: no run exists, and the message says so instead of offering a
+    // resume.
+    let conn = db(d);
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let o = flujo(d, &["run", "p.yaml", "--json"]);
+    conn.execute_batch("ROLLBACK").unwrap();
+    let v = error_object(&o, "store_error", 1);
+    assert_eq!(v["run_id"], Value::Null, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("could not be recorded"), "{v}");
+    assert!(!stderr(&o).contains("flujo resume"), "{}", stderr(&o));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -252,6 +263,24 @@ fn sigint_names_the_generated_run_id_and_the_run_resumes() {
             db(d).execute("DELETE FROM runs WHERE run_id = ?1", [&id]).unwrap();
         }
     }
+}
+
+#[test]
+fn sigint_under_memory_says_the_run_is_lost() {
+    let dir = project(&[("p.yaml", SLEEPY)]);
+    let d = dir.path();
+    let child = cmd(d, &["run", "p.yaml", "--json", "--state", "memory://"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let o = wait_with_timeout(child, 30);
+    let v = error_object(&o, "interrupted", 130);
+    let id = v["run_id"].as_str().unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(id) && msg.contains("keeps no state") && !msg.contains("flujo resume"), "{msg}");
 }
 
 #[test]
