@@ -287,7 +287,7 @@ impl Lens {
                 "created_at_ms": view.created_at_ms,
                 "updated_at": format_ts(view.updated_at_ms),
                 "updated_at_ms": view.updated_at_ms,
-                "duration_ms": view.updated_at_ms - view.created_at_ms,
+                "duration_ms": view.updated_at_ms.saturating_sub(view.created_at_ms),
                 "generation": view.generation,
                 "input": redact(&view.input),
                 "output": output,
@@ -314,7 +314,7 @@ impl Lens {
             "  created {}   updated {}   ({} ms)",
             format_ts(view.created_at_ms),
             format_ts(view.updated_at_ms),
-            view.updated_at_ms - view.created_at_ms
+            view.updated_at_ms.saturating_sub(view.created_at_ms)
         );
         let _ = writeln!(
             out,
@@ -432,7 +432,7 @@ impl Lens {
                 r.step.clone(),
                 r.kind.clone(),
                 step_status(r.status).to_owned(),
-                (r.started_at_ms - spans.base_ms).to_string(),
+                r.started_at_ms.saturating_sub(spans.base_ms).to_string(),
                 format!("{:.1}", r.latency_ms),
                 r.attempts.to_string(),
                 r.tokens.total().to_string(),
@@ -512,7 +512,7 @@ impl Lens {
         let mut by_pipeline: BTreeMap<&str, Agg> = BTreeMap::new();
         let mut total = Agg::default();
         for r in &runs {
-            let d = r.updated_at_ms - r.created_at_ms;
+            let d = r.updated_at_ms.saturating_sub(r.created_at_ms);
             // A run still marked running has not recorded its totals: they come from its journal.
             let (tokens, cost) = if r.status == RunStatus::Running {
                 let journal = self.client.store().load_journal(&r.run_id).await.map_err(|e| self.error(e.into()))?;
@@ -753,7 +753,7 @@ impl<'a> Spans<'a> {
             "kind": r.kind,
             "status": step_status(r.status),
             "start_ms": r.started_at_ms,
-            "offset_ms": r.started_at_ms - self.base_ms,
+            "offset_ms": r.started_at_ms.saturating_sub(self.base_ms),
             "duration_ms": r.latency_ms,
             "attempts": r.attempts,
             "tokens": {"prompt": r.tokens.prompt, "completion": r.tokens.completion, "total": r.tokens.total()},
@@ -786,7 +786,7 @@ impl<'a> Spans<'a> {
         let _ = writeln!(
             out,
             "{:>10} {:>11}  {}{mark} {} ({}) [{}]{}",
-            format!("+{} ms", r.started_at_ms - self.base_ms),
+            format!("+{} ms", r.started_at_ms.saturating_sub(self.base_ms)),
             format!("{:.1} ms", r.latency_ms),
             "  ".repeat(depth),
             cell(&r.step),
@@ -812,8 +812,8 @@ struct Agg {
 impl Agg {
     fn add(&mut self, duration_ms: i64, tokens: u64, cost: f64) {
         self.count += 1;
-        self.total_ms += duration_ms;
-        self.tokens += tokens;
+        self.total_ms = self.total_ms.saturating_add(duration_ms);
+        self.tokens = self.tokens.saturating_add(tokens);
         if cost.is_finite() {
             self.cost += cost;
         }

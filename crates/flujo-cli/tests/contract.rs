@@ -482,6 +482,14 @@ fn huge_stored_names_do_not_break_lens_tables() {
     let conn = db(d);
     conn.execute("UPDATE journal SET step = ?1, path = ?1 WHERE seq = 0", [&huge]).unwrap();
     conn.execute("UPDATE runs SET pipeline_name = ?1", [&format!("p{huge}\u{1b}[2J")]).unwrap();
+    // Times and totals at the ends of their ranges (a corrupt or hostile row) are shown, not overflowed.
+    conn.execute(
+        "UPDATE runs SET created_at_ms = -9223372036854775808, updated_at_ms = 9223372036854775807, \
+         total_tokens = 9223372036854775807",
+        [],
+    )
+    .unwrap();
+    conn.execute("UPDATE journal SET started_at_ms = 9223372036854775807 WHERE seq = 1", []).unwrap();
     // A stored run whose id is far over today's bound (written by an older version).
     let cols: Vec<String> = {
         let mut st = conn.prepare("SELECT name FROM pragma_table_info('runs')").unwrap();
