@@ -125,6 +125,9 @@ fn parse_limits(t: &toml::Value, what: &str, file: &Path) -> Result<flujo_core::
 
 pub const DEFAULT_STATE_URI: &str = "sqlite:///.flujo/state.db";
 
+/// The largest `flujo.toml` read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Default of `[limits] max_input_bytes`: 16 MiB.
 pub const DEFAULT_MAX_INPUT_BYTES: u64 = 16 << 20;
 
@@ -225,6 +228,14 @@ impl Config {
     }
 
     fn apply_file(&mut self, file: &Path) -> Result<(), ConfigError> {
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigError(format!(
+                "{} has {len} bytes; a configuration file has at most {}",
+                file.display(),
+                human_bytes(MAX_CONFIG_BYTES)
+            )));
+        }
         let text =
             std::fs::read_to_string(file).map_err(|e| ConfigError(format!("cannot read {}: {e}", file.display())))?;
         let table: toml::Table = text

@@ -365,6 +365,11 @@ fn directories_and_fifos_are_reported_as_what_they_are_without_hanging() {
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
         assert!(!stderr(&o).contains("not found"), "{args:?}: {}", stderr(&o));
     }
+    // A configuration file over 1 MiB is refused before it is read.
+    std::fs::write(d.join("big.toml"), format!("# {}\n", "x".repeat(2 << 20))).unwrap();
+    let o = flujo(d, &["--config", "big.toml", "run", "p.yaml", "--json"]);
+    error_object(&o, "config_error", 2);
+    assert!(stderr(&o).contains("at most 1 MiB"), "{}", stderr(&o));
     // A directory named flujo.toml in the project is an error, not silently skipped.
     std::fs::create_dir(d.join("flujo.toml")).unwrap();
     let o = flujo(d, &["run", "p.yaml"]);
