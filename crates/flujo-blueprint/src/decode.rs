@@ -95,6 +95,36 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// The blueprint format versions this loader reads (the Python project's loader documents `"0.1"` as the
+/// only version; an absent `version` means `"0.1"`).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1"];
+
+/// Known `model_settings` keys (passed to the provider; the first three are typed and checked here).
+const MODEL_SETTINGS_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "top_k",
+    "seed",
+    "stop",
+    "stop_sequences",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "reasoning_effort",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "n",
+    "user",
+    "metadata",
+    "parallel_tool_calls",
+    "tool_choice",
+    "service_tier",
+    "thinking",
+];
+
 /// How to replace a Python import path (`pkg.mod:fn`) from an old blueprint.
 pub(crate) const PYTHON_REPLACEMENT: &str = "declare a `command` skill in skills.yaml next to the blueprint, e.g. \
      `skills: {my.skill: {command: [\"python3\", \"my_skill.py\"]}}`, and use `agent: {id: my.skill}`";
@@ -203,14 +233,24 @@ impl<'a> Decoder<'a> {
             if used {
                 continue;
             }
-            let suggestion =
-                hint(&key).or_else(|| closest(&key, known.iter().copied()).map(|c| format!("did you mean `{c}`?")));
-            self.report_with(
-                rules::BP_UNKNOWN_FIELD,
-                k.loc,
-                format!("unknown field `{key}` in {what}; it is ignored"),
-                suggestion,
-            );
+            if let Some(h) = hint(&key) {
+                self.report_with(
+                    rules::BP_UNKNOWN_FIELD,
+                    k.loc,
+                    format!("unknown field `{key}` in {what}; it is ignored"),
+                    Some(h),
+                );
+            } else if let Some(c) = closest(&key, known.iter().copied()) {
+                // A near miss of a real field is a typo: ignoring it would silently change what runs.
+                self.report_with(
+                    rules::BP_FIELD_TYPO,
+                    k.loc,
+                    format!("unknown field `{key}` in {what}; it looks like a misspelling of `{c}`"),
+                    Some(format!("did you mean `{c}`?")),
+                );
+            } else {
+                self.report(rules::BP_UNKNOWN_FIELD, k.loc, format!("unknown field `{key}` in {what}; it is ignored"));
+            }
         }
     }
 
@@ -286,6 +326,128 @@ impl<'a> Decoder<'a> {
             return None;
         }
         Some(n)
+    }
+
+    /// A duration in seconds: a number, greater than 0, at most [`flujo_core::limits::MAX_DURATION_S`]
+    /// (`BP-RANGE` otherwise).
+    fn duration_secs(&mut self, node: &Node, what: &str) -> Option<f64> {
+        let n = match node.kind {
+            NodeKind::Float(f) if !f.is_finite() => f,
+            _ => self.number(node, what)?,
+        };
+        match flujo_core::limits::check_duration_secs(n) {
+            Ok(()) => Some(n),
+            Err(e) => {
+                self.report_with(
+                    rules::BP_RANGE,
+                    node.loc,
+                    format!("{what} {e}"),
+                    Some(format!(
+                        "give a number of seconds between 0 (exclusive) and {} (7 days); leave it out for no timeout",
+                        flujo_core::limits::MAX_DURATION_S
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    /// A retry count: a non-negative integer, at most [`flujo_core::limits::MAX_RETRIES`].
+    fn retries(&mut self, node: &Node, what: &str) -> Option<u32> {
+        let n = self.unsigned(node, what, u64::MAX)?;
+        match flujo_core::limits::check_retries(n) {
+            Ok(()) => u32::try_from(n).ok(),
+            Err(e) => {
+                self.report(rules::BP_RANGE, node.loc, format!("{what} {e}"));
+                None
+            }
+        }
+    }
+
+    /// A name that becomes a journal path segment (step, branch, state): `BP-NAME` when it cannot be one.
+    pub fn check_segment_name(&mut self, name: &str, loc: Loc, what: &str) {
+        if let Err(e) = flujo_core::limits::check_name(name) {
+            let shown: String = name.chars().take(60).collect();
+            let shown = if shown.len() < name.len() { format!("{shown}…") } else { shown };
+            self.report_with(
+                rules::BP_NAME,
+                loc,
+                format!("{what} {shown:?} {e}"),
+                Some(format!("rename it, e.g. {:?}", flujo_core::limits::suggest_name(name))),
+            );
+        }
+    }
+
+    /// A number in `lo..=hi` (`BP-RANGE` otherwise).
+    fn ranged(&mut self, node: &Node, what: &str, lo: f64, hi: f64) -> Option<f64> {
+        let n = self.number(node, what)?;
+        if !(lo..=hi).contains(&n) {
+            let n = flujo_core::limits::show_number(n);
+            self.report(rules::BP_RANGE, node.loc, format!("{what} must be between {lo} and {hi}, got {n}"));
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Checks an agent's `model_settings`: the typed keys' types and ranges, and unknown keys (a warning, or
+    /// `BP-FIELD-TYPO` near a known key). Every other key is passed to the provider as is.
+    fn model_settings(&mut self, node: &Node, agent: &str) {
+        let what = format!("`model_settings` of {agent}");
+        let NodeKind::Map(entries) = &node.kind else { return };
+        let mut f = Fields {
+            loc: node.loc,
+            entries: resolve_merges(entries).into_iter().map(|(key, k, v)| (key, k, v, false)).collect(),
+        };
+        if let Some(n) = f.take("temperature") {
+            self.ranged(n, &format!("`temperature` in {what}"), 0.0, 2.0);
+        }
+        if let Some(n) = f.take("top_p") {
+            self.ranged(n, &format!("`top_p` in {what}"), 0.0, 1.0);
+        }
+        for key in ["max_tokens", "max_completion_tokens"] {
+            if let Some(n) = f.take(key) {
+                match n.kind {
+                    NodeKind::UInt(u) if u >= 1 && u <= u64::from(u32::MAX) => {}
+                    NodeKind::UInt(_) | NodeKind::Int(_) => self.report(
+                        rules::BP_RANGE,
+                        n.loc,
+                        format!("`{key}` in {what} must be between 1 and {}", u32::MAX),
+                    ),
+                    _ => self.type_error(n, &format!("`{key}` in {what}"), "a positive integer"),
+                }
+            }
+        }
+        for key in ["presence_penalty", "frequency_penalty"] {
+            if let Some(n) = f.take(key) {
+                self.ranged(n, &format!("`{key}` in {what}"), -2.0, 2.0);
+            }
+        }
+        if let Some(n) = f.take("seed") {
+            if !matches!(n.kind, NodeKind::UInt(_) | NodeKind::Int(_)) {
+                self.type_error(n, &format!("`seed` in {what}"), "an integer");
+            }
+        }
+        for key in MODEL_SETTINGS_FIELDS {
+            f.take(key);
+        }
+        for (key, k, _, used) in f.entries {
+            if used {
+                continue;
+            }
+            match closest(&key, MODEL_SETTINGS_FIELDS.iter().copied()) {
+                Some(c) => self.report_with(
+                    rules::BP_FIELD_TYPO,
+                    k.loc,
+                    format!("unknown key `{key}` in {what}; it looks like a misspelling of `{c}`"),
+                    Some(format!("did you mean `{c}`?")),
+                ),
+                None => self.report(
+                    rules::BP_UNKNOWN_FIELD,
+                    k.loc,
+                    format!("unknown key `{key}` in {what}; it is passed to the provider as is"),
+                ),
+            }
+        }
     }
 
     fn string_list(&mut self, node: &Node, what: &str) -> Vec<Sp<String>> {
@@ -420,9 +582,34 @@ impl<'a> Decoder<'a> {
         };
         if let Some(n) = f.take("version") {
             bp.version = self.scalar(n, "`version`").map(|s| s.v);
+            if let Some(v) = bp.version.as_deref().filter(|v| !SUPPORTED_VERSIONS.contains(v)) {
+                let shown: String = v.chars().take(40).collect();
+                self.report_with(
+                    rules::BP_VERSION,
+                    n.loc,
+                    format!(
+                        "unsupported blueprint version `{shown}`; this Flujo reads version {}",
+                        SUPPORTED_VERSIONS.join(", ")
+                    ),
+                    Some("write `version: \"0.1\"` (or leave `version` out)".to_owned()),
+                );
+            }
         }
         if let Some(n) = f.take("name") {
             bp.name = self.scalar(n, "`name`").map(|s| s.v);
+            if let Some(name) = &bp.name {
+                let len = name.chars().count();
+                if len > flujo_core::limits::MAX_NAME_LEN || name.chars().any(char::is_control) {
+                    self.report(
+                        rules::BP_NAME,
+                        n.loc,
+                        format!(
+                            "the pipeline name must be at most {} characters without control characters ({len} given)",
+                            flujo_core::limits::MAX_NAME_LEN
+                        ),
+                    );
+                }
+            }
         }
         if let Some(n) = f.take("description") {
             self.scalar(n, "`description`");
@@ -487,12 +674,15 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.take("model_settings") {
             decl.model_settings = self.object(n, &format!("`model_settings` of {what}")).map(Value::Object);
+            if decl.model_settings.is_some() {
+                self.model_settings(n, &what);
+            }
         }
         if let Some(n) = f.take("timeout") {
-            decl.timeout_s = self.non_negative(n, &format!("`timeout` of {what}"));
+            decl.timeout_s = self.duration_secs(n, &format!("`timeout` of {what}"));
         }
         if let Some(n) = f.take("max_retries") {
-            decl.max_retries = self.u32_field(n, &format!("`max_retries` of {what}"));
+            decl.max_retries = self.retries(n, &format!("`max_retries` of {what}"));
         }
         if let Some(n) = f.take("tools") {
             decl.tools = self.string_list(n, &format!("`tools` of {what}"));
@@ -563,6 +753,8 @@ impl<'a> Decoder<'a> {
         entries
             .into_iter()
             .map(|(name, key, value)| {
+                let kind = if what.starts_with("`states`") { "the state name" } else { "the branch name" };
+                self.check_segment_name(&name, key.loc, kind);
                 let steps = self.steps(value, depth, &format!("`{name}` of {what}"));
                 RawBranch { name: Sp::new(name, key.loc), steps }
             })
@@ -592,13 +784,25 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, "a step")?;
 
         let name = match f.take("name") {
-            Some(n) => self.scalar(n, "a step's `name`").unwrap_or_else(|| Sp::new(String::new(), n.loc)),
+            Some(n) => match self.scalar(n, "a step's `name`") {
+                Some(name) => {
+                    self.check_segment_name(&name.v, name.loc, "the step name");
+                    name
+                }
+                None => Sp::new(String::new(), n.loc),
+            },
             None => {
                 self.report(rules::BP_MISSING_FIELD, f.loc, "the step has no `name`");
                 Sp::new(String::new(), f.loc)
             }
         };
-        let label = if name.v.is_empty() { "the step".to_owned() } else { format!("step `{}`", name.v) };
+        let label = if name.v.is_empty() {
+            "the step".to_owned()
+        } else if name.v.chars().count() > 80 || name.v.chars().any(char::is_control) {
+            format!("step {:?}…", name.v.chars().take(60).collect::<String>())
+        } else {
+            format!("step `{}`", name.v)
+        };
 
         // The kind decides which fields are valid.
         let kind_name: Option<String> = match f.take("kind") {
@@ -723,7 +927,7 @@ impl<'a> Decoder<'a> {
                         None
                     }
                 };
-                let ttl_s = f.take("ttl_s").and_then(|n| self.non_negative(n, &format!("`ttl_s` of {label}")));
+                let ttl_s = f.take("ttl_s").and_then(|n| self.duration_secs(n, &format!("`ttl_s` of {label}")));
                 RawKind::Cache { wrapped, ttl_s }
             }
             Some("state_machine") => self.state_machine_kind(&mut f, &label, depth),
@@ -833,19 +1037,23 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, &what)?;
         let mut cfg = StepConfig::default();
         if let Some(n) = f.take("max_retries") {
-            cfg.max_retries = self.u32_field(n, "`max_retries`").unwrap_or(cfg.max_retries);
+            cfg.max_retries = self.retries(n, &format!("`max_retries` of {label}")).unwrap_or(cfg.max_retries);
         }
         if let Some(n) = f.take("timeout_s") {
-            cfg.timeout_s = self.non_negative(n, "`timeout_s`");
+            cfg.timeout_s = self.duration_secs(n, &format!("`timeout_s` of {label}"));
         }
         if let Some(n) = f.take("temperature") {
-            cfg.temperature = self.number(n, "`temperature`");
+            cfg.temperature = self.ranged(n, &format!("`temperature` of {label}"), 0.0, 2.0);
         }
         if let Some(n) = f.take("top_p") {
-            cfg.top_p = self.number(n, "`top_p`");
+            cfg.top_p = self.ranged(n, &format!("`top_p` of {label}"), 0.0, 1.0);
         }
         if let Some(n) = f.take("max_tokens") {
-            cfg.max_tokens = self.unsigned(n, "`max_tokens`", u64::MAX);
+            cfg.max_tokens = self.unsigned(n, "`max_tokens`", u64::from(u32::MAX));
+            if cfg.max_tokens == Some(0) {
+                self.report(rules::BP_RANGE, n.loc, format!("`max_tokens` of {label} must be at least 1"));
+                cfg.max_tokens = None;
+            }
         }
         if is_import {
             // The import's own settings are read by `import_config`; leave them marked unread here.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flujo_core::{AgentRef, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value};
+use flujo_core::{limits, AgentRef, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value};
 
 use crate::policy::ExecutionDispatcher;
 
@@ -94,6 +94,12 @@ impl<'a> Preparer<'a> {
     }
 
     pub fn pipeline(&mut self, p: &Pipeline) -> Result<(), FlujoError> {
+        if p.name.chars().count() > limits::MAX_NAME_LEN || p.name.chars().any(char::is_control) {
+            return Err(FlujoError::Config(format!(
+                "the pipeline name must be at most {} characters without control characters",
+                limits::MAX_NAME_LEN
+            )));
+        }
         if let Some(schema) = &p.context_schema {
             self.schema(schema, &p.name)?;
         }
@@ -177,7 +183,37 @@ impl<'a> Preparer<'a> {
         r
     }
 
+    /// Names that become journal path segments (branch and state names) must be valid and unique, so that a
+    /// path names exactly one step execution.
+    fn segment_names<'n>(
+        &self,
+        step: &Step,
+        what: &str,
+        names: impl Iterator<Item = &'n str>,
+    ) -> Result<(), FlujoError> {
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            limits::check_name(name).map_err(|e| err(step, format!("{what} name {name:?} {e}")))?;
+            if !seen.insert(name) {
+                return Err(err(step, format!("{what} name {name:?} is used twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The step's own bounds: its name, retries and timeout.
+    fn step_bounds(&self, step: &Step) -> Result<(), FlujoError> {
+        limits::check_name(&step.name).map_err(|e| err(step, format!("the step name {e}")))?;
+        limits::check_retries(u64::from(step.config.max_retries))
+            .map_err(|e| err(step, format!("config.max_retries {e}")))?;
+        if let Some(t) = step.config.timeout_s {
+            limits::check_duration_secs(t).map_err(|e| err(step, format!("config.timeout_s {e}")))?;
+        }
+        Ok(())
+    }
+
     fn step_inner(&mut self, step: &Step) -> Result<(), FlujoError> {
+        self.step_bounds(step)?;
         if let Some(input) = &step.input {
             self.template_value(step, input)?;
         }
@@ -240,6 +276,7 @@ impl<'a> Preparer<'a> {
                 self.steps(&m.body)?;
             }
             StepKind::Conditional(c) => {
+                self.segment_names(step, "branch", c.branches.iter().map(|(n, _)| n.as_str()))?;
                 if let Some(e) = &c.condition_expression {
                     self.expr(step, e)?;
                 }
@@ -254,11 +291,13 @@ impl<'a> Preparer<'a> {
                 }
             }
             StepKind::Parallel(p) => {
+                self.segment_names(step, "branch", p.branches.iter().map(|(n, _)| n.as_str()))?;
                 for (_, b) in &p.branches {
                     self.steps(b)?;
                 }
             }
             StepKind::DynamicRouter(r) => {
+                self.segment_names(step, "branch", r.branches.iter().map(|(n, _)| n.as_str()))?;
                 self.agent(step, &r.router_agent)?;
                 for (_, b) in &r.branches {
                     self.steps(b)?;
@@ -272,6 +311,9 @@ impl<'a> Preparer<'a> {
                 }
             }
             StepKind::Cache(c) => {
+                if let Some(t) = c.ttl_s {
+                    limits::check_duration_secs(t).map_err(|e| err(step, format!("cache ttl_s {e}")))?;
+                }
                 self.step(&c.wrapped_step)?;
                 self.out.fingerprints.insert(addr(&*c.wrapped_step), c.wrapped_step.fingerprint());
             }
@@ -284,6 +326,7 @@ impl<'a> Preparer<'a> {
                 self.depth -= 1;
             }
             StepKind::StateMachine(sm) => {
+                self.segment_names(step, "state", sm.states.iter().map(|(n, _)| n.as_str()))?;
                 let names: Vec<&str> = sm.states.iter().map(|(n, _)| n.as_str()).collect();
                 if !names.contains(&sm.start_state.as_str()) {
                     return Err(err(step, format!("start_state '{}' is not a state", sm.start_state)));
