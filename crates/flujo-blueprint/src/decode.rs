@@ -303,10 +303,6 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn u32_field(&mut self, node: &Node, what: &str) -> Option<u32> {
-        self.unsigned(node, what, u64::from(u32::MAX)).and_then(|u| u32::try_from(u).ok())
-    }
-
     fn number(&mut self, node: &Node, what: &str) -> Option<f64> {
         match node.kind {
             NodeKind::UInt(u) => Some(u as f64),
@@ -356,6 +352,18 @@ impl<'a> Decoder<'a> {
     fn retries(&mut self, node: &Node, what: &str) -> Option<u32> {
         let n = self.unsigned(node, what, u64::MAX)?;
         match flujo_core::limits::check_retries(n) {
+            Ok(()) => u32::try_from(n).ok(),
+            Err(e) => {
+                self.report(rules::BP_RANGE, node.loc, format!("{what} {e}"));
+                None
+            }
+        }
+    }
+
+    /// A count in `1..=max` (`BP-RANGE` when out of range).
+    fn count(&mut self, node: &Node, what: &str, max: u32) -> Option<u32> {
+        let n = self.unsigned(node, what, u64::MAX)?;
+        match flujo_core::limits::check_count(n, max) {
             Ok(()) => u32::try_from(n).ok(),
             Err(e) => {
                 self.report(rules::BP_RANGE, node.loc, format!("{what} {e}"));
@@ -689,9 +697,7 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.take("max_turns") {
             // Model turns of a plain step that offers `tools` (an extension; `agentic_loop` has its own).
-            if self.u32_field(n, &format!("`max_turns` of {what}")) == Some(0) {
-                self.report(rules::BP_TYPE, n.loc, format!("`max_turns` of {what} must be at least 1"));
-            }
+            self.count(n, &format!("`max_turns` of {what}"), flujo_core::limits::MAX_TURNS);
         }
         self.finish(f, AGENT_FIELDS, &what, |k| (k == "timeout_s").then(|| "did you mean `timeout`?".to_owned()));
         Some(decl)
@@ -951,10 +957,8 @@ impl<'a> Decoder<'a> {
                     f.take("tools").map(|n| self.string_list(n, &format!("`tools` of {label}"))).unwrap_or_default();
                 let mut max_turns = 10;
                 if let Some(n) = f.take("max_turns") {
-                    match self.u32_field(n, "`max_turns`") {
-                        Some(0) => self.report(rules::BP_TYPE, n.loc, "`max_turns` must be at least 1"),
-                        Some(v) => max_turns = v,
-                        None => {}
+                    if let Some(v) = self.count(n, &format!("`max_turns` of {label}"), flujo_core::limits::MAX_TURNS) {
+                        max_turns = v;
                     }
                 }
                 RawKind::AgenticLoop { planner, tools, max_turns }
@@ -1288,12 +1292,8 @@ impl<'a> Decoder<'a> {
         };
         let mut max_loops = DEFAULT_MAX_LOOPS;
         if let Some(n) = g.take("max_loops") {
-            if let Some(m) = self.u32_field(n, "`max_loops`") {
-                if m == 0 {
-                    self.report(rules::BP_TYPE, n.loc, "`max_loops` must be at least 1");
-                } else {
-                    max_loops = m;
-                }
+            if let Some(m) = self.count(n, &format!("`max_loops` of {label}"), flujo_core::limits::MAX_ITERATIONS) {
+                max_loops = m;
             }
         }
         let exit_expression = g.take("exit_expression").and_then(|n| self.scalar(n, "`exit_expression`"));
@@ -1549,10 +1549,8 @@ impl<'a> Decoder<'a> {
         }
         let mut max_hops = 100;
         if let Some(n) = f.take("max_hops") {
-            match self.u32_field(n, "`max_hops`") {
-                Some(0) => self.report(rules::BP_TYPE, n.loc, "`max_hops` must be at least 1"),
-                Some(m) => max_hops = m,
-                None => {}
+            if let Some(m) = self.count(n, &format!("`max_hops` of {label}"), flujo_core::limits::MAX_ITERATIONS) {
+                max_hops = m;
             }
         }
         RawKind::StateMachine { states, start_state, end_states, transitions, max_hops }

@@ -7,7 +7,8 @@
 //!   names exactly one step execution (see the engine's path property test).
 //! * Durations from user values go through [`duration_from_secs`]: never a panic for a NaN, negative, infinite
 //!   or huge number (`Duration::from_secs_f64` panics on those), at most [`MAX_DURATION_S`] (7 days).
-//! * Retries are at most [`MAX_RETRIES`].
+//! * Retries are at most [`MAX_RETRIES`]; loop iterations and state hops at most [`MAX_ITERATIONS`]; model turns
+//!   at most [`MAX_TURNS`].
 //! * Model ids are `provider:model` with a provider from [`BUILTIN_PROVIDERS`] (or one configured by the user).
 
 use std::time::Duration;
@@ -20,6 +21,12 @@ pub const MAX_DURATION_S: f64 = 7.0 * 24.0 * 3600.0;
 
 /// Most retries a step or agent may ask for (`config.max_retries`, an agent's `max_retries`).
 pub const MAX_RETRIES: u32 = 100;
+
+/// Most iterations a loop (`max_loops`) or hops a state machine (`max_hops`) may ask for.
+pub const MAX_ITERATIONS: u32 = 1_000_000;
+
+/// Most model turns a tool-using agent (`max_turns`) may ask for.
+pub const MAX_TURNS: u32 = 1_000;
 
 /// The model providers every build knows (`[providers.NAME]` in `flujo.toml` may add more).
 pub const BUILTIN_PROVIDERS: &[&str] = &["openai", "anthropic", "mock"];
@@ -96,6 +103,17 @@ pub fn duration_from_millis(ms: f64) -> Result<Duration, String> {
         return Err(format!("is {} ms; the limit is {} ms (7 days)", show_number(ms), MAX_DURATION_S * 1000.0));
     }
     Duration::try_from_secs_f64(ms / 1000.0).map_err(|e| format!("is not a duration: {e}"))
+}
+
+/// Why `n` is not a count in `1..=max` (the message completes "the value …").
+pub fn check_count(n: u64, max: u32) -> Result<(), String> {
+    if n == 0 {
+        return Err("must be at least 1".to_owned());
+    }
+    if n > u64::from(max) {
+        return Err(format!("is {n}; the limit is {max}"));
+    }
+    Ok(())
 }
 
 /// Why `n` retries are too many.

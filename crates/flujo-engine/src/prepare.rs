@@ -117,7 +117,26 @@ impl<'a> Preparer<'a> {
         steps.iter().try_for_each(|s| self.step(s))
     }
 
+    /// The bounds of a model agent's declaration: `max_retries` (re-asks), `timeout`, `max_turns`.
+    fn model_bounds(step: &Step, settings: &Value) -> Result<(), FlujoError> {
+        if let Some(n) = settings.get("max_retries").and_then(Value::as_u64) {
+            limits::check_retries(n).map_err(|e| err(step, format!("agent max_retries {e}")))?;
+        }
+        for key in ["timeout", "timeout_s"] {
+            if let Some(t) = settings.get(key).and_then(Value::as_f64) {
+                limits::check_duration_secs(t).map_err(|e| err(step, format!("agent {key} {e}")))?;
+            }
+        }
+        if let Some(n) = settings.get("max_turns").and_then(Value::as_u64) {
+            limits::check_count(n, limits::MAX_TURNS).map_err(|e| err(step, format!("agent max_turns {e}")))?;
+        }
+        Ok(())
+    }
+
     fn agent(&mut self, step: &Step, agent: &AgentRef) -> Result<(), FlujoError> {
+        if let AgentRef::Model { settings, .. } = agent {
+            Self::model_bounds(step, settings)?;
+        }
         let skill = match agent {
             AgentRef::Skill { id, params } => self.skills.resolve(id, params).map_err(|e| err(step, e.to_string()))?,
             AgentRef::Model { model, settings } => match self.models {
@@ -140,9 +159,9 @@ impl<'a> Preparer<'a> {
         let AgentRef::Model { model, settings } = agent else {
             return Err(err(step, "only model agents can call tools"));
         };
-        if max_turns == 0 {
-            return Err(err(step, "max_turns must be at least 1"));
-        }
+        Self::model_bounds(step, settings)?;
+        limits::check_count(u64::from(max_turns), limits::MAX_TURNS)
+            .map_err(|e| err(step, format!("max_turns {e}")))?;
         let Some(models) = self.models else {
             return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
         };
@@ -247,9 +266,8 @@ impl<'a> Preparer<'a> {
             },
             StepKind::Step { agent: None } => {}
             StepKind::Loop(l) => {
-                if l.max_loops == 0 {
-                    return Err(err(step, "loop max_loops must be at least 1"));
-                }
+                limits::check_count(u64::from(l.max_loops), limits::MAX_ITERATIONS)
+                    .map_err(|e| err(step, format!("loop max_loops {e}")))?;
                 if let Some(e) = &l.exit_expression {
                     self.expr(step, e)?;
                 }
@@ -327,6 +345,8 @@ impl<'a> Preparer<'a> {
             }
             StepKind::StateMachine(sm) => {
                 self.segment_names(step, "state", sm.states.iter().map(|(n, _)| n.as_str()))?;
+                limits::check_count(u64::from(sm.max_hops), limits::MAX_ITERATIONS)
+                    .map_err(|e| err(step, format!("state machine max_hops {e}")))?;
                 let names: Vec<&str> = sm.states.iter().map(|(n, _)| n.as_str()).collect();
                 if !names.contains(&sm.start_state.as_str()) {
                     return Err(err(step, format!("start_state '{}' is not a state", sm.start_state)));
@@ -348,9 +368,6 @@ impl<'a> Preparer<'a> {
             StepKind::AgenticLoop(a) => {
                 if !matches!(a.planner, AgentRef::Model { .. }) {
                     return Err(err(step, "the planner of an agentic_loop must be a model agent (uses: agents.NAME)"));
-                }
-                if a.max_turns == 0 {
-                    return Err(err(step, "agentic_loop max_turns must be at least 1"));
                 }
                 self.tool_agent(step, &a.planner, &a.tools, a.max_turns)?;
             }

@@ -233,6 +233,21 @@ fn rust_built_pipelines_are_bounded_like_blueprints() {
             ),
             "used twice",
         ),
+        (
+            Step::new(
+                "l",
+                StepKind::Loop(LoopSpec {
+                    body: vec![leaf("b")],
+                    max_loops: 4_000_000_000,
+                    exit_expression: None,
+                    exit_condition: None,
+                    iteration_input: None,
+                    output: None,
+                    on_max_loops: OnMaxLoops::Succeed,
+                }),
+            ),
+            "max_loops",
+        ),
     ];
     for (step, needle) in cases {
         let err = build(step).err().unwrap_or_else(|| panic!("{needle}: accepted"));
