@@ -435,6 +435,38 @@ impl<'a> Decoder<'a> {
                 self.type_error(n, &format!("`seed` in {what}"), "an integer");
             }
         }
+        for key in ["top_k", "n"] {
+            if let Some(n) = f.take(key) {
+                self.count(n, &format!("`{key}` in {what}"), u32::MAX);
+            }
+        }
+        if let Some(n) = f.take("top_logprobs") {
+            self.ranged(n, &format!("`top_logprobs` in {what}"), 0.0, 20.0);
+        }
+        for key in ["logprobs", "parallel_tool_calls"] {
+            if let Some(n) = f.take(key) {
+                self.boolean(n, &format!("`{key}` in {what}"));
+            }
+        }
+        for key in ["stop", "stop_sequences"] {
+            if let Some(n) = f.take(key) {
+                let ok = match &n.kind {
+                    NodeKind::Str(_) => true,
+                    NodeKind::Seq(items) => items.iter().all(|i| matches!(i.kind, NodeKind::Str(_))),
+                    _ => false,
+                };
+                if !ok {
+                    self.type_error(n, &format!("`{key}` in {what}"), "a string or a list of strings");
+                }
+            }
+        }
+        if let Some(n) = f.take("reasoning_effort") {
+            self.choice(
+                n,
+                &format!("`reasoning_effort` in {what}"),
+                &[("minimal", ()), ("low", ()), ("medium", ()), ("high", ())],
+            );
+        }
         for key in MODEL_SETTINGS_FIELDS {
             f.take(key);
         }
@@ -689,6 +721,11 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.take("timeout") {
             decl.timeout_s = self.duration_secs(n, &format!("`timeout` of {what}"));
         }
+        if let Some(n) = f.take("timeout_s") {
+            // The model layer reads `timeout_s` when `timeout` is absent: check it the same way.
+            let t = self.duration_secs(n, &format!("`timeout_s` of {what}"));
+            decl.timeout_s = decl.timeout_s.or(t);
+        }
         if let Some(n) = f.take("max_retries") {
             decl.max_retries = self.retries(n, &format!("`max_retries` of {what}"));
         }
@@ -699,7 +736,7 @@ impl<'a> Decoder<'a> {
             // Model turns of a plain step that offers `tools` (an extension; `agentic_loop` has its own).
             self.count(n, &format!("`max_turns` of {what}"), flujo_core::limits::MAX_TURNS);
         }
-        self.finish(f, AGENT_FIELDS, &what, |k| (k == "timeout_s").then(|| "did you mean `timeout`?".to_owned()));
+        self.finish(f, AGENT_FIELDS, &what, |_| None);
         Some(decl)
     }
 
