@@ -1,7 +1,9 @@
 //! Decoding: the spanned YAML tree → the raw blueprint ([`crate::raw`]), reporting every structural problem.
 //!
 //! The decoder never stops at the first problem. A field with the wrong type is reported (`BP-TYPE`) and
-//! skipped; an unknown key is a warning with the closest known field (`BP-UNKNOWN-FIELD`); a missing
+//! skipped, an out-of-range number too (`BP-RANGE`); an unknown key is a warning (`BP-UNKNOWN-FIELD`), or an
+//! error with the suggestion when it is a near miss of a real field (`BP-FIELD-TYPO`); a step, branch or state
+//! name that cannot be a journal path segment is `BP-NAME`; a missing
 //! required field is `BP-MISSING-FIELD`; an unknown kind is `BP-UNKNOWN-KIND` with the closest kind. Local
 //! checks that only need one value run here too: template and expression syntax (`TEMPLATE`), unknown
 //! filters (`V-T3`), `previous_step.output` (`V-T1`), JSON Schemas, and the nesting and size limits
