@@ -81,7 +81,13 @@ const MAX_IMPORT_DEPTH: usize = 32;
 pub const MAX_NESTING_DEPTH: usize = 256;
 
 fn err(step: &Step, message: impl Into<String>) -> FlujoError {
-    FlujoError::Resolution { step: step.name.clone(), message: message.into() }
+    // A name over the limit is itself the error: keep the message readable.
+    let name = if step.name.chars().count() > limits::MAX_NAME_LEN {
+        format!("{}…", step.name.chars().take(60).collect::<String>())
+    } else {
+        step.name.clone()
+    };
+    FlujoError::Resolution { step: name, message: message.into() }
 }
 
 impl<'a> Preparer<'a> {
@@ -212,9 +218,10 @@ impl<'a> Preparer<'a> {
     ) -> Result<(), FlujoError> {
         let mut seen = std::collections::HashSet::new();
         for name in names {
-            limits::check_name(name).map_err(|e| err(step, format!("{what} name {name:?} {e}")))?;
+            let shown: String = name.chars().take(60).collect();
+            limits::check_name(name).map_err(|e| err(step, format!("{what} name {shown:?} {e}")))?;
             if !seen.insert(name) {
-                return Err(err(step, format!("{what} name {name:?} is used twice")));
+                return Err(err(step, format!("{what} name {shown:?} is used twice")));
             }
         }
         Ok(())
