@@ -239,7 +239,7 @@ impl Lowerer<'_, '_> {
             return;
         }
         let model =
-            model_id_used_as_skill(&id.v).filter(|_| !self.registry.is_some_and(|r| r.resolve(&id.v, params).is_ok()));
+            model_id_used_as_skill(&id.v).filter(|_| self.registry.is_none_or(|r| r.resolve(&id.v, params).is_err()));
         if let Some(model) = model {
             // `agent: "mock:echo"`: a model id where a skill id belongs (models are declared under `agents:`).
             self.d.report_with(
