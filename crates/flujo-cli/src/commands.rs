@@ -16,11 +16,40 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::*;
 
+/// Blueprint loading settings from `flujo.toml` and the command line, set once per process by [`dispatch`].
+struct LoadSettings {
+    allow_imports_outside: bool,
+    providers: Vec<String>,
+}
+
+static LOAD_SETTINGS: std::sync::OnceLock<LoadSettings> = std::sync::OnceLock::new();
+
+/// [`LoadOptions`] with the process's [`LoadSettings`].
+fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> LoadOptions<'a> {
+    let settings = LOAD_SETTINGS.get();
+    LoadOptions {
+        registry: Some(registry),
+        strict,
+        allow_imports_outside: settings.is_some_and(|s| s.allow_imports_outside),
+        providers: settings.map(|s| s.providers.clone()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::config(e.0))?;
     for note in &config.notes {
         errln!("warning: {note}");
     }
+    let flag = match &cli.command {
+        Command::Run(a) => a.allow_imports_outside,
+        Command::Validate(a) => a.allow_imports_outside,
+        _ => false,
+    };
+    let _ = LOAD_SETTINGS.set(LoadSettings {
+        allow_imports_outside: flag || config.imports_allow_outside(),
+        providers: config.provider_names(),
+    });
     match cli.command {
         Command::Init { force } => crate::scaffold::init(force),
         Command::Run(args) => run(args, &config).await,
@@ -153,7 +182,7 @@ fn print_diagnostics(diags: &[Diagnostic]) {
 /// in the `--json` object).
 fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
     let builtins = BuiltinRegistry::new();
-    let opts = LoadOptions { registry: Some(&builtins), strict, ..Default::default() };
+    let opts = load_options(&builtins, strict);
     match flujo_blueprint::load_file(path, &opts) {
         Ok(loaded) => {
             print_diagnostics(&loaded.diagnostics);
@@ -687,7 +716,7 @@ impl ResumeHint {
 fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     check_regular_file(&args.path, "blueprint", "").map_err(CliError::config)?;
     let builtins = BuiltinRegistry::new();
-    let opts = LoadOptions { registry: Some(&builtins), strict: args.strict, ..Default::default() };
+    let opts = load_options(&builtins, args.strict);
     let mut diags = flujo_blueprint::validate_file(&args.path, &opts);
     if args.strict {
         for d in &mut diags {

@@ -302,6 +302,30 @@ impl Config {
                 }
                 // Read by flujo-llm (`LlmConfig::from_toml`), which reports their own errors.
                 "cost" | "providers" => {}
+                // `[imports] allow_outside = true`: imports may leave the blueprint's folder.
+                "imports" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [imports] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("allow_outside", toml::Value::Boolean(_)) => {}
+                            ("allow_outside", other) => {
+                                return Err(ConfigError(format!(
+                                    "{}: imports.allow_outside must be true or false, got {}",
+                                    file.display(),
+                                    other.type_str()
+                                )))
+                            }
+                            (other, _) => {
+                                return Err(ConfigError(format!(
+                                    "{}: unknown key imports.{other} (known: allow_outside)",
+                                    file.display()
+                                )))
+                            }
+                        }
+                    }
+                }
                 "budgets" => {
                     let Some(b) = value.as_table() else {
                         return Err(ConfigError(format!("{}: [budgets] must be a table", file.display())));
@@ -340,12 +364,26 @@ impl Config {
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, [templates], [limits], [cost], [providers], [budgets]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, [templates], [limits], [cost], [providers], [budgets], [imports]); it is ignored",
                     file.display()
                 )),
             }
         }
         Ok(())
+    }
+
+    /// `[imports] allow_outside` (default false).
+    pub fn imports_allow_outside(&self) -> bool {
+        self.table.get("imports").and_then(|t| t.get("allow_outside")).and_then(toml::Value::as_bool).unwrap_or(false)
+    }
+
+    /// The names of the `[providers.NAME]` sections (model providers besides the built-in ones).
+    pub fn provider_names(&self) -> Vec<String> {
+        self.table
+            .get("providers")
+            .and_then(toml::Value::as_table)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn to_json(&self) -> Value {

@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// Stream step events to stderr as they happen.
     #[arg(long)]
     pub live: bool,
+    /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
+    #[arg(long = "allow-imports-outside")]
+    pub allow_imports_outside: bool,
 }
 
 #[derive(Args, Debug)]
@@ -124,6 +127,9 @@ pub struct ValidateArgs {
     /// Treat warnings as errors.
     #[arg(long)]
     pub strict: bool,
+    /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
+    #[arg(long = "allow-imports-outside")]
+    pub allow_imports_outside: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 pub mod ids;
 pub mod journal;
+pub mod limits;
 pub mod patch;
 pub mod redact;
 pub mod result;

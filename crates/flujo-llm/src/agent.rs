@@ -10,7 +10,6 @@
 //! [`flujo_core::Skill::estimate`] gives the quota reservation of a call (Reserve → Execute → Reconcile).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use flujo_core::{ContextSnapshot, DeltaSink, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, TokenUsage, Usage};
@@ -155,7 +154,7 @@ impl AgentSpec {
             temperature: self.model_settings.temperature,
             top_p: self.model_settings.top_p,
             max_tokens: self.model_settings.max_tokens,
-            timeout: self.timeout_s.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
+            timeout: self.timeout_s.and_then(|t| flujo_core::limits::duration_from_secs(t).ok()),
             extra: self.model_settings.extra.clone(),
             ..Default::default()
         }
@@ -429,7 +428,7 @@ mod tests {
         assert_eq!(spec.model_settings.extra, json!({"seed": 1}).as_object().unwrap().clone());
         assert_eq!((spec.timeout_s, spec.max_retries()), (Some(30.0), 3));
         assert_eq!(spec.tools, vec!["flujo.builtins.http_get"]);
-        assert_eq!(spec.chat_settings().timeout, Some(Duration::from_secs(30)));
+        assert_eq!(spec.chat_settings().timeout, Some(std::time::Duration::from_secs(30)));
         for bad in [
             json!({"tools": "x"}),
             json!({"model_settings": {"temperature": "hot"}}),
