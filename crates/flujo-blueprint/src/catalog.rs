@@ -248,8 +248,14 @@ fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Pa
     }
     if let Some(n) = f.take("timeout_s") {
         match n.to_json().as_f64() {
-            Some(t) if t > 0.0 && t.is_finite() => out.timeout_s = Some(t),
-            _ => d.report(rules::BP_TYPE, n.loc, format!("`timeout_s` of {what} must be a positive number")),
+            Some(t) => match flujo_core::limits::check_duration_secs(t) {
+                Ok(()) => out.timeout_s = Some(t),
+                Err(e) => d.report(rules::BP_RANGE, n.loc, format!("`timeout_s` of {what} {e}")),
+            },
+            None if matches!(n.kind, NodeKind::Float(_)) => {
+                d.report(rules::BP_RANGE, n.loc, format!("`timeout_s` of {what} must be a finite number of seconds"))
+            }
+            None => d.report(rules::BP_TYPE, n.loc, format!("`timeout_s` of {what} must be a positive number")),
         }
     }
     if let Some(n) = f.take("side_effects") {
@@ -288,7 +294,7 @@ mod tests {
         let text = "skills:\n  a:\n    command: python3 a.py\n    timout_s: 3\n  b: {description: x}\n";
         let (_, diags) = SkillCatalog::parse(text, Path::new("skills.yaml"));
         let rules: Vec<&str> = diags.iter().map(|d| d.rule.as_str()).collect();
-        assert_eq!(rules, vec!["BP-TYPE", "BP-UNKNOWN-FIELD", "BP-MISSING-FIELD"], "{diags:?}");
+        assert_eq!(rules, vec!["BP-TYPE", "BP-FIELD-TYPO", "BP-MISSING-FIELD"], "{diags:?}");
         assert_eq!(diags[1].suggestion.as_deref(), Some("did you mean `timeout_s`?"));
     }
 }

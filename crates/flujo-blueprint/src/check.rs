@@ -145,12 +145,16 @@ fn step_rules(s: &RawStep, d: &mut Decoder<'_>) {
         }
     }
     match &s.kind {
-        RawKind::Loop { exit_expression: Some(e), .. } if !reads_dynamic_name(&e.v) => {
+        RawKind::Loop { exit_expression: Some(e), max_loops, .. }
+            if !reads_dynamic_name(&e.v) && !constant_truthy(&e.v) =>
+        {
+            // A constant true exit (`"true"`, `"1 == 1"`) exits after the first iteration: that is an exit.
             d.report_with(
                 rules::LOOP_NO_EXIT,
                 e.loc,
                 format!(
-                    "the exit_expression `{}` of loop {label} reads nothing the loop changes, so it never changes",
+                    "the exit_expression `{}` of loop {label} reads nothing the loop changes and is never true, so \
+                     the loop always runs max_loops ({max_loops}) times",
                     e.v
                 ),
                 Some("test the iteration's output (`previous_step`) or the context (`context.KEY`)".to_owned()),
@@ -171,6 +175,13 @@ fn step_rules(s: &RawStep, d: &mut Decoder<'_>) {
     for child in s.single_children() {
         step_rules(child, d);
     }
+}
+
+/// True when a constant expression (one that reads no name the loop can change) evaluates to a true value.
+fn constant_truthy(src: &str) -> bool {
+    let Ok(expr) = flujo_template::compile_expression(src) else { return false };
+    let input = Value::Null;
+    expr.eval_bool(&flujo_template::Scope::new(&input), flujo_template::UndefinedMode::Lenient).unwrap_or(false)
 }
 
 /// True when an expression reads one of [`DYNAMIC_NAMES`] as a top-level name (outside string literals and

@@ -1,7 +1,9 @@
 //! Decoding: the spanned YAML tree → the raw blueprint ([`crate::raw`]), reporting every structural problem.
 //!
 //! The decoder never stops at the first problem. A field with the wrong type is reported (`BP-TYPE`) and
-//! skipped; an unknown key is a warning with the closest known field (`BP-UNKNOWN-FIELD`); a missing
+//! skipped, an out-of-range number too (`BP-RANGE`); an unknown key is a warning (`BP-UNKNOWN-FIELD`), or an
+//! error with the suggestion when it is a near miss of a real field (`BP-FIELD-TYPO`); a step, branch or state
+//! name that cannot be a journal path segment is `BP-NAME`; a missing
 //! required field is `BP-MISSING-FIELD`; an unknown kind is `BP-UNKNOWN-KIND` with the closest kind. Local
 //! checks that only need one value run here too: template and expression syntax (`TEMPLATE`), unknown
 //! filters (`V-T3`), `previous_step.output` (`V-T1`), JSON Schemas, and the nesting and size limits
@@ -94,6 +96,36 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
         _ => &[],
     }
 }
+
+/// The blueprint format versions this loader reads (the Python project's loader documents `"0.1"` as the
+/// only version; an absent `version` means `"0.1"`).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1"];
+
+/// Known `model_settings` keys (passed to the provider; the first three are typed and checked here).
+const MODEL_SETTINGS_FIELDS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "top_k",
+    "seed",
+    "stop",
+    "stop_sequences",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "reasoning_effort",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "n",
+    "user",
+    "metadata",
+    "parallel_tool_calls",
+    "tool_choice",
+    "service_tier",
+    "thinking",
+];
 
 /// How to replace a Python import path (`pkg.mod:fn`) from an old blueprint.
 pub(crate) const PYTHON_REPLACEMENT: &str = "declare a `command` skill in skills.yaml next to the blueprint, e.g. \
@@ -203,14 +235,24 @@ impl<'a> Decoder<'a> {
             if used {
                 continue;
             }
-            let suggestion =
-                hint(&key).or_else(|| closest(&key, known.iter().copied()).map(|c| format!("did you mean `{c}`?")));
-            self.report_with(
-                rules::BP_UNKNOWN_FIELD,
-                k.loc,
-                format!("unknown field `{key}` in {what}; it is ignored"),
-                suggestion,
-            );
+            if let Some(h) = hint(&key) {
+                self.report_with(
+                    rules::BP_UNKNOWN_FIELD,
+                    k.loc,
+                    format!("unknown field `{key}` in {what}; it is ignored"),
+                    Some(h),
+                );
+            } else if let Some(c) = closest(&key, known.iter().copied()) {
+                // A near miss of a real field is a typo: ignoring it would silently change what runs.
+                self.report_with(
+                    rules::BP_FIELD_TYPO,
+                    k.loc,
+                    format!("unknown field `{key}` in {what}; it looks like a misspelling of `{c}`"),
+                    Some(format!("did you mean `{c}`?")),
+                );
+            } else {
+                self.report(rules::BP_UNKNOWN_FIELD, k.loc, format!("unknown field `{key}` in {what}; it is ignored"));
+            }
         }
     }
 
@@ -263,10 +305,6 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn u32_field(&mut self, node: &Node, what: &str) -> Option<u32> {
-        self.unsigned(node, what, u64::from(u32::MAX)).and_then(|u| u32::try_from(u).ok())
-    }
-
     fn number(&mut self, node: &Node, what: &str) -> Option<f64> {
         match node.kind {
             NodeKind::UInt(u) => Some(u as f64),
@@ -286,6 +324,172 @@ impl<'a> Decoder<'a> {
             return None;
         }
         Some(n)
+    }
+
+    /// A duration in seconds: a number, greater than 0, at most [`flujo_core::limits::MAX_DURATION_S`]
+    /// (`BP-RANGE` otherwise).
+    fn duration_secs(&mut self, node: &Node, what: &str) -> Option<f64> {
+        let n = match node.kind {
+            NodeKind::Float(f) if !f.is_finite() => f,
+            _ => self.number(node, what)?,
+        };
+        match flujo_core::limits::check_duration_secs(n) {
+            Ok(()) => Some(n),
+            Err(e) => {
+                self.report_with(
+                    rules::BP_RANGE,
+                    node.loc,
+                    format!("{what} {e}"),
+                    Some(format!(
+                        "give a number of seconds between 0 (exclusive) and {} (7 days); leave it out for no timeout",
+                        flujo_core::limits::MAX_DURATION_S
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    /// A retry count: a non-negative integer, at most [`flujo_core::limits::MAX_RETRIES`].
+    fn retries(&mut self, node: &Node, what: &str) -> Option<u32> {
+        let n = self.unsigned(node, what, u64::MAX)?;
+        match flujo_core::limits::check_retries(n) {
+            Ok(()) => u32::try_from(n).ok(),
+            Err(e) => {
+                self.report(rules::BP_RANGE, node.loc, format!("{what} {e}"));
+                None
+            }
+        }
+    }
+
+    /// A count in `1..=max` (`BP-RANGE` when out of range).
+    fn count(&mut self, node: &Node, what: &str, max: u32) -> Option<u32> {
+        let n = self.unsigned(node, what, u64::MAX)?;
+        match flujo_core::limits::check_count(n, max) {
+            Ok(()) => u32::try_from(n).ok(),
+            Err(e) => {
+                self.report(rules::BP_RANGE, node.loc, format!("{what} {e}"));
+                None
+            }
+        }
+    }
+
+    /// A name that becomes a journal path segment (step, branch, state): `BP-NAME` when it cannot be one.
+    pub fn check_segment_name(&mut self, name: &str, loc: Loc, what: &str) {
+        if let Err(e) = flujo_core::limits::check_name(name) {
+            let shown: String = name.chars().take(60).collect();
+            let shown = if shown.len() < name.len() { format!("{shown}…") } else { shown };
+            self.report_with(
+                rules::BP_NAME,
+                loc,
+                format!("{what} {shown:?} {e}"),
+                Some(format!("rename it, e.g. {:?}", flujo_core::limits::suggest_name(name))),
+            );
+        }
+    }
+
+    /// A number in `lo..=hi` (`BP-RANGE` otherwise).
+    fn ranged(&mut self, node: &Node, what: &str, lo: f64, hi: f64) -> Option<f64> {
+        let n = self.number(node, what)?;
+        if !(lo..=hi).contains(&n) {
+            let n = flujo_core::limits::show_number(n);
+            self.report(rules::BP_RANGE, node.loc, format!("{what} must be between {lo} and {hi}, got {n}"));
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Checks an agent's `model_settings`: the typed keys' types and ranges, and unknown keys (a warning, or
+    /// `BP-FIELD-TYPO` near a known key). Every other key is passed to the provider as is.
+    fn model_settings(&mut self, node: &Node, agent: &str) {
+        let what = format!("`model_settings` of {agent}");
+        let NodeKind::Map(entries) = &node.kind else { return };
+        let mut f = Fields {
+            loc: node.loc,
+            entries: resolve_merges(entries).into_iter().map(|(key, k, v)| (key, k, v, false)).collect(),
+        };
+        if let Some(n) = f.take("temperature") {
+            self.ranged(n, &format!("`temperature` in {what}"), 0.0, 2.0);
+        }
+        if let Some(n) = f.take("top_p") {
+            self.ranged(n, &format!("`top_p` in {what}"), 0.0, 1.0);
+        }
+        for key in ["max_tokens", "max_completion_tokens"] {
+            if let Some(n) = f.take(key) {
+                match n.kind {
+                    NodeKind::UInt(u) if u >= 1 && u <= u64::from(u32::MAX) => {}
+                    NodeKind::UInt(_) | NodeKind::Int(_) => self.report(
+                        rules::BP_RANGE,
+                        n.loc,
+                        format!("`{key}` in {what} must be between 1 and {}", u32::MAX),
+                    ),
+                    _ => self.type_error(n, &format!("`{key}` in {what}"), "a positive integer"),
+                }
+            }
+        }
+        for key in ["presence_penalty", "frequency_penalty"] {
+            if let Some(n) = f.take(key) {
+                self.ranged(n, &format!("`{key}` in {what}"), -2.0, 2.0);
+            }
+        }
+        if let Some(n) = f.take("seed") {
+            if !matches!(n.kind, NodeKind::UInt(_) | NodeKind::Int(_)) {
+                self.type_error(n, &format!("`seed` in {what}"), "an integer");
+            }
+        }
+        for key in ["top_k", "n"] {
+            if let Some(n) = f.take(key) {
+                self.count(n, &format!("`{key}` in {what}"), u32::MAX);
+            }
+        }
+        if let Some(n) = f.take("top_logprobs") {
+            self.ranged(n, &format!("`top_logprobs` in {what}"), 0.0, 20.0);
+        }
+        for key in ["logprobs", "parallel_tool_calls"] {
+            if let Some(n) = f.take(key) {
+                self.boolean(n, &format!("`{key}` in {what}"));
+            }
+        }
+        for key in ["stop", "stop_sequences"] {
+            if let Some(n) = f.take(key) {
+                let ok = match &n.kind {
+                    NodeKind::Str(_) => true,
+                    NodeKind::Seq(items) => items.iter().all(|i| matches!(i.kind, NodeKind::Str(_))),
+                    _ => false,
+                };
+                if !ok {
+                    self.type_error(n, &format!("`{key}` in {what}"), "a string or a list of strings");
+                }
+            }
+        }
+        if let Some(n) = f.take("reasoning_effort") {
+            self.choice(
+                n,
+                &format!("`reasoning_effort` in {what}"),
+                &[("minimal", ()), ("low", ()), ("medium", ()), ("high", ())],
+            );
+        }
+        for key in MODEL_SETTINGS_FIELDS {
+            f.take(key);
+        }
+        for (key, k, _, used) in f.entries {
+            if used {
+                continue;
+            }
+            match closest(&key, MODEL_SETTINGS_FIELDS.iter().copied()) {
+                Some(c) => self.report_with(
+                    rules::BP_FIELD_TYPO,
+                    k.loc,
+                    format!("unknown key `{key}` in {what}; it looks like a misspelling of `{c}`"),
+                    Some(format!("did you mean `{c}`?")),
+                ),
+                None => self.report(
+                    rules::BP_UNKNOWN_FIELD,
+                    k.loc,
+                    format!("unknown key `{key}` in {what}; it is passed to the provider as is"),
+                ),
+            }
+        }
     }
 
     fn string_list(&mut self, node: &Node, what: &str) -> Vec<Sp<String>> {
@@ -420,9 +624,34 @@ impl<'a> Decoder<'a> {
         };
         if let Some(n) = f.take("version") {
             bp.version = self.scalar(n, "`version`").map(|s| s.v);
+            if let Some(v) = bp.version.as_deref().filter(|v| !SUPPORTED_VERSIONS.contains(v)) {
+                let shown: String = v.chars().take(40).collect();
+                self.report_with(
+                    rules::BP_VERSION,
+                    n.loc,
+                    format!(
+                        "unsupported blueprint version `{shown}`; this Flujo reads version {}",
+                        SUPPORTED_VERSIONS.join(", ")
+                    ),
+                    Some("write `version: \"0.1\"` (or leave `version` out)".to_owned()),
+                );
+            }
         }
         if let Some(n) = f.take("name") {
             bp.name = self.scalar(n, "`name`").map(|s| s.v);
+            if let Some(name) = &bp.name {
+                let len = name.chars().count();
+                if len > flujo_core::limits::MAX_NAME_LEN || name.chars().any(char::is_control) {
+                    self.report(
+                        rules::BP_NAME,
+                        n.loc,
+                        format!(
+                            "the pipeline name must be at most {} characters without control characters ({len} given)",
+                            flujo_core::limits::MAX_NAME_LEN
+                        ),
+                    );
+                }
+            }
         }
         if let Some(n) = f.take("description") {
             self.scalar(n, "`description`");
@@ -487,23 +716,29 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.take("model_settings") {
             decl.model_settings = self.object(n, &format!("`model_settings` of {what}")).map(Value::Object);
+            if decl.model_settings.is_some() {
+                self.model_settings(n, &what);
+            }
         }
         if let Some(n) = f.take("timeout") {
-            decl.timeout_s = self.non_negative(n, &format!("`timeout` of {what}"));
+            decl.timeout_s = self.duration_secs(n, &format!("`timeout` of {what}"));
+        }
+        if let Some(n) = f.take("timeout_s") {
+            // The model layer reads `timeout_s` when `timeout` is absent: check it the same way.
+            let t = self.duration_secs(n, &format!("`timeout_s` of {what}"));
+            decl.timeout_s = decl.timeout_s.or(t);
         }
         if let Some(n) = f.take("max_retries") {
-            decl.max_retries = self.u32_field(n, &format!("`max_retries` of {what}"));
+            decl.max_retries = self.retries(n, &format!("`max_retries` of {what}"));
         }
         if let Some(n) = f.take("tools") {
             decl.tools = self.string_list(n, &format!("`tools` of {what}"));
         }
         if let Some(n) = f.take("max_turns") {
             // Model turns of a plain step that offers `tools` (an extension; `agentic_loop` has its own).
-            if self.u32_field(n, &format!("`max_turns` of {what}")) == Some(0) {
-                self.report(rules::BP_TYPE, n.loc, format!("`max_turns` of {what} must be at least 1"));
-            }
+            self.count(n, &format!("`max_turns` of {what}"), flujo_core::limits::MAX_TURNS);
         }
-        self.finish(f, AGENT_FIELDS, &what, |k| (k == "timeout_s").then(|| "did you mean `timeout`?".to_owned()));
+        self.finish(f, AGENT_FIELDS, &what, |_| None);
         Some(decl)
     }
 
@@ -563,6 +798,8 @@ impl<'a> Decoder<'a> {
         entries
             .into_iter()
             .map(|(name, key, value)| {
+                let kind = if what.starts_with("`states`") { "the state name" } else { "the branch name" };
+                self.check_segment_name(&name, key.loc, kind);
                 let steps = self.steps(value, depth, &format!("`{name}` of {what}"));
                 RawBranch { name: Sp::new(name, key.loc), steps }
             })
@@ -592,13 +829,25 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, "a step")?;
 
         let name = match f.take("name") {
-            Some(n) => self.scalar(n, "a step's `name`").unwrap_or_else(|| Sp::new(String::new(), n.loc)),
+            Some(n) => match self.scalar(n, "a step's `name`") {
+                Some(name) => {
+                    self.check_segment_name(&name.v, name.loc, "the step name");
+                    name
+                }
+                None => Sp::new(String::new(), n.loc),
+            },
             None => {
                 self.report(rules::BP_MISSING_FIELD, f.loc, "the step has no `name`");
                 Sp::new(String::new(), f.loc)
             }
         };
-        let label = if name.v.is_empty() { "the step".to_owned() } else { format!("step `{}`", name.v) };
+        let label = if name.v.is_empty() {
+            "the step".to_owned()
+        } else if name.v.chars().count() > 80 || name.v.chars().any(char::is_control) {
+            format!("step {:?}…", name.v.chars().take(60).collect::<String>())
+        } else {
+            format!("step `{}`", name.v)
+        };
 
         // The kind decides which fields are valid.
         let kind_name: Option<String> = match f.take("kind") {
@@ -723,7 +972,7 @@ impl<'a> Decoder<'a> {
                         None
                     }
                 };
-                let ttl_s = f.take("ttl_s").and_then(|n| self.non_negative(n, &format!("`ttl_s` of {label}")));
+                let ttl_s = f.take("ttl_s").and_then(|n| self.duration_secs(n, &format!("`ttl_s` of {label}")));
                 RawKind::Cache { wrapped, ttl_s }
             }
             Some("state_machine") => self.state_machine_kind(&mut f, &label, depth),
@@ -747,10 +996,8 @@ impl<'a> Decoder<'a> {
                     f.take("tools").map(|n| self.string_list(n, &format!("`tools` of {label}"))).unwrap_or_default();
                 let mut max_turns = 10;
                 if let Some(n) = f.take("max_turns") {
-                    match self.u32_field(n, "`max_turns`") {
-                        Some(0) => self.report(rules::BP_TYPE, n.loc, "`max_turns` must be at least 1"),
-                        Some(v) => max_turns = v,
-                        None => {}
+                    if let Some(v) = self.count(n, &format!("`max_turns` of {label}"), flujo_core::limits::MAX_TURNS) {
+                        max_turns = v;
                     }
                 }
                 RawKind::AgenticLoop { planner, tools, max_turns }
@@ -833,19 +1080,23 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, &what)?;
         let mut cfg = StepConfig::default();
         if let Some(n) = f.take("max_retries") {
-            cfg.max_retries = self.u32_field(n, "`max_retries`").unwrap_or(cfg.max_retries);
+            cfg.max_retries = self.retries(n, &format!("`max_retries` of {label}")).unwrap_or(cfg.max_retries);
         }
         if let Some(n) = f.take("timeout_s") {
-            cfg.timeout_s = self.non_negative(n, "`timeout_s`");
+            cfg.timeout_s = self.duration_secs(n, &format!("`timeout_s` of {label}"));
         }
         if let Some(n) = f.take("temperature") {
-            cfg.temperature = self.number(n, "`temperature`");
+            cfg.temperature = self.ranged(n, &format!("`temperature` of {label}"), 0.0, 2.0);
         }
         if let Some(n) = f.take("top_p") {
-            cfg.top_p = self.number(n, "`top_p`");
+            cfg.top_p = self.ranged(n, &format!("`top_p` of {label}"), 0.0, 1.0);
         }
         if let Some(n) = f.take("max_tokens") {
-            cfg.max_tokens = self.unsigned(n, "`max_tokens`", u64::MAX);
+            cfg.max_tokens = self.unsigned(n, "`max_tokens`", u64::from(u32::MAX));
+            if cfg.max_tokens == Some(0) {
+                self.report(rules::BP_RANGE, n.loc, format!("`max_tokens` of {label} must be at least 1"));
+                cfg.max_tokens = None;
+            }
         }
         if is_import {
             // The import's own settings are read by `import_config`; leave them marked unread here.
@@ -1080,12 +1331,8 @@ impl<'a> Decoder<'a> {
         };
         let mut max_loops = DEFAULT_MAX_LOOPS;
         if let Some(n) = g.take("max_loops") {
-            if let Some(m) = self.u32_field(n, "`max_loops`") {
-                if m == 0 {
-                    self.report(rules::BP_TYPE, n.loc, "`max_loops` must be at least 1");
-                } else {
-                    max_loops = m;
-                }
+            if let Some(m) = self.count(n, &format!("`max_loops` of {label}"), flujo_core::limits::MAX_ITERATIONS) {
+                max_loops = m;
             }
         }
         let exit_expression = g.take("exit_expression").and_then(|n| self.scalar(n, "`exit_expression`"));
@@ -1341,10 +1588,8 @@ impl<'a> Decoder<'a> {
         }
         let mut max_hops = 100;
         if let Some(n) = f.take("max_hops") {
-            match self.u32_field(n, "`max_hops`") {
-                Some(0) => self.report(rules::BP_TYPE, n.loc, "`max_hops` must be at least 1"),
-                Some(m) => max_hops = m,
-                None => {}
+            if let Some(m) = self.count(n, &format!("`max_hops` of {label}"), flujo_core::limits::MAX_ITERATIONS) {
+                max_hops = m;
             }
         }
         RawKind::StateMachine { states, start_state, end_states, transitions, max_hops }

@@ -4,8 +4,9 @@
 //! *parse, then validate into a richer type*:
 //!
 //! 1. the YAML layer parses the text into a spanned tree (hardened: size, depth, alias-bomb and node budgets);
-//! 2. the decoder turns it into raw structs that mirror the YAML, reporting wrong types, unknown fields
-//!    (warnings, never silently ignored), missing fields, unknown kinds and template syntax;
+//! 2. the decoder turns it into raw structs that mirror the YAML, reporting wrong types, out-of-range numbers,
+//!    names that cannot be journal path segments, unknown fields (warnings, never silently ignored; a near
+//!    miss of a real field is an error), missing fields, unknown kinds and template syntax;
 //! 3. the checker runs the rules that look at several values: duplicate names, context data flow, state
 //!    machine graphs, parallel write conflicts, loops that cannot exit;
 //! 4. lowering resolves agents, imports (recursively, cycle-checked) and skills (registry + `skills.yaml`)
@@ -58,7 +59,7 @@ use serde_json::{Map, Value};
 
 pub use catalog::{CatalogSkill, SkillCatalog, CATALOG_FILE};
 pub use check::READ_ONLY_FIELDS;
-pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING};
+pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING, SUPPORTED_VERSIONS};
 pub use diagnostic::{render_json, render_sarif, render_text, Diagnostic, LoadFailure, Severity};
 pub use load::{load_file, load_str, validate_file, validate_str, LoadOptions, Loaded, MAX_IMPORT_DEPTH};
 pub use rules::RULES;

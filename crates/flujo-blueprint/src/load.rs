@@ -35,6 +35,12 @@ pub struct LoadOptions<'a> {
     /// Step kinds registered by the user (each needs a `StepPolicy` in the engine); such steps become
     /// [`flujo_core::StepKind::Custom`] with their kind-specific fields as `spec`.
     pub custom_kinds: Vec<String>,
+    /// Allow imports outside the importing blueprint's folder (`--allow-imports-outside`, `[imports]
+    /// allow_outside = true`). By default an import must lie in the folder of the blueprint that declares it,
+    /// or below it, like `system_prompt.from_file` (`BP-IMPORT-OUTSIDE`).
+    pub allow_imports_outside: bool,
+    /// Model providers configured besides [`flujo_core::limits::BUILTIN_PROVIDERS`] (`[providers.NAME]`).
+    pub providers: Vec<String>,
 }
 
 impl std::fmt::Debug for LoadOptions<'_> {
@@ -43,6 +49,8 @@ impl std::fmt::Debug for LoadOptions<'_> {
             .field("registry", &self.registry.map(|_| "dyn SkillRegistry"))
             .field("strict", &self.strict)
             .field("custom_kinds", &self.custom_kinds)
+            .field("allow_imports_outside", &self.allow_imports_outside)
+            .field("providers", &self.providers)
             .finish()
     }
 }
@@ -137,6 +145,7 @@ fn run_here(source: Source<'_>, opts: &LoadOptions<'_>) -> Outcome {
         catalog_dirs: HashSet::new(),
         stack: Vec::new(),
         cache: HashMap::new(),
+        root_dir: base_dir.clone(),
     };
     let result = match source {
         Source::File(p) => loader.load_path(p, None, false),
@@ -204,6 +213,8 @@ struct Loader<'o> {
     stack: Vec<PathBuf>,
     /// Canonical path → result, so each file is loaded once.
     cache: HashMap<(PathBuf, bool), FileResult>,
+    /// The folder of the root blueprint: imports (at any depth) must lie inside it unless allowed.
+    root_dir: PathBuf,
 }
 
 impl Loader<'_> {
@@ -301,6 +312,24 @@ impl Loader<'_> {
         let mut import_canon: Map<String, Value> = Map::new();
         for (alias, path) in &raw.imports {
             let child_path = normalize(&dir.join(&path.v));
+            if !self.opts.allow_imports_outside && !within(&self.root_dir, &child_path) {
+                d.report_with(
+                    rules::BP_IMPORT_OUTSIDE,
+                    path.loc,
+                    format!(
+                        "import `{}` (`{}`) is outside the folder of the blueprint being loaded",
+                        alias.v, path.v
+                    ),
+                    Some(
+                        "move the imported blueprint into this folder or below it, or allow it explicitly: \
+                         `flujo run/validate --allow-imports-outside`, or `[imports] allow_outside = true` in flujo.toml"
+                            .to_owned(),
+                    ),
+                );
+                imports.insert(alias.v.clone(), Arc::new(Pipeline::new(alias.v.clone(), Vec::new())));
+                import_canon.insert(alias.v.clone(), serde_json::json!({"path": path.v, "blueprint": Value::Null}));
+                continue;
+            }
             let inherited = raw.steps.iter().any(|s| inherits_import(s, &alias.v));
             let child = self.load_path(&child_path, Some((file, path.loc, &path.v)), inherited);
             let (pipeline, canon) = match child {
@@ -312,6 +341,11 @@ impl Loader<'_> {
         }
 
         let agents = self.agents(&raw.agents, &dir, &mut d);
+        for (name, decl) in &raw.agents {
+            if let Some(model) = &decl.model {
+                check_model_id(&model.v, model.loc, &name.v, &self.opts.providers, &mut d);
+            }
+        }
         let pipeline = {
             let mut lower = Lowerer {
                 d: &mut d,
@@ -417,6 +451,64 @@ impl Loader<'_> {
     }
 }
 
+/// `BP-MODEL` unless `model` is `provider:model` with a known provider (built in or configured).
+fn check_model_id(model: &str, loc: Loc, agent: &str, configured: &[String], d: &mut Decoder<'_>) {
+    let providers: Vec<&str> =
+        flujo_core::limits::BUILTIN_PROVIDERS.iter().copied().chain(configured.iter().map(String::as_str)).collect();
+    let known = providers.join(", ");
+    match model.split_once(':') {
+        Some((provider, name)) if providers.contains(&provider) => {
+            if name.trim().is_empty() {
+                d.report_with(
+                    rules::BP_MODEL,
+                    loc,
+                    format!("the model of agent `{agent}` (`{model}`) names no model after `{provider}:`"),
+                    Some(format!("e.g. `{provider}:{}`", if provider == "mock" { "echo" } else { "MODEL" })),
+                );
+            }
+        }
+        Some((provider, name)) => {
+            let suggestion = crate::suggest::closest(provider, providers.iter().copied())
+                .map(|p| format!("did you mean `{p}:{name}`?"))
+                .unwrap_or_else(|| format!("known providers: {known} (add others as [providers.NAME] in flujo.toml)"));
+            d.report_with(
+                rules::BP_MODEL,
+                loc,
+                format!("the model of agent `{agent}` (`{model}`) has an unknown provider `{provider}`"),
+                Some(suggestion),
+            );
+        }
+        None => {
+            let lower = model.to_lowercase();
+            let provider = if lower.starts_with("claude") {
+                "anthropic"
+            } else if lower.starts_with("gpt")
+                || lower.starts_with("o1")
+                || lower.starts_with("o3")
+                || lower.starts_with("o4")
+                || lower.starts_with("chatgpt")
+            {
+                "openai"
+            } else {
+                ""
+            };
+            let suggestion = if provider.is_empty() || model.trim().is_empty() {
+                format!("write `provider:model`; known providers: {known}")
+            } else {
+                format!("did you mean `{provider}:{model}`?")
+            };
+            d.report_with(
+                rules::BP_MODEL,
+                loc,
+                format!(
+                    "the model of agent `{agent}` (`{model}`) has no provider; models are written `provider:model`"
+                ),
+                Some(suggestion),
+            );
+        }
+    }
+}
+
 pub(crate) enum ReadError {
     TooLarge(u64),
     Io(std::io::Error),
@@ -505,6 +597,32 @@ fn inside_folder(dir: &Path, rel: &Path) -> bool {
         (Ok(d), Ok(f)) => f.starts_with(d),
         // A file that does not exist is reported by the read.
         _ => true,
+    }
+}
+
+/// Whether `path` lies in `root` or below it: by real paths (symbolic links followed) when both exist, else
+/// lexically (`..` resolved against the absolute path).
+fn within(root: &Path, path: &Path) -> bool {
+    if let (Ok(r), Ok(p)) = (std::fs::canonicalize(root), std::fs::canonicalize(path)) {
+        return p.starts_with(r);
+    }
+    let lexical = |p: &Path| -> Option<PathBuf> {
+        let abs = std::path::absolute(p).ok()?;
+        let mut out = PathBuf::new();
+        for c in abs.components() {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                other => out.push(other),
+            }
+        }
+        Some(out)
+    };
+    match (lexical(root), lexical(path)) {
+        (Some(r), Some(p)) => p.starts_with(r),
+        _ => false,
     }
 }
 

@@ -238,6 +238,21 @@ impl Lowerer<'_, '_> {
         if self.catalog.contains(&id.v) {
             return;
         }
+        let model =
+            model_id_used_as_skill(&id.v).filter(|_| self.registry.is_none_or(|r| r.resolve(&id.v, params).is_err()));
+        if let Some(model) = model {
+            // `agent: "mock:echo"`: a model id where a skill id belongs (models are declared under `agents:`).
+            self.d.report_with(
+                rules::BP_SKILL_MISSING,
+                id.loc,
+                format!("{label}: `{}` is a model id, not a skill", id.v),
+                Some(format!(
+                    "declare the model under `agents:` and use it with `uses: agents.NAME`, e.g. \
+                     `agents: {{writer: {{model: \"{model}\"}}}}` and `uses: agents.writer`"
+                )),
+            );
+            return;
+        }
         let python = || {
             (
                 format!("{label}: skill `{}` is a Python import path; Flujo (Rust) cannot import Python code", id.v),
@@ -294,4 +309,17 @@ impl Lowerer<'_, '_> {
             }
         }
     }
+}
+
+/// `provider:model` with a known provider (or a near miss of one, corrected), when a skill id was expected.
+fn model_id_used_as_skill(id: &str) -> Option<String> {
+    let (provider, model) = id.split_once(':')?;
+    if model.is_empty() || model.contains(':') {
+        return None;
+    }
+    let providers = flujo_core::limits::BUILTIN_PROVIDERS;
+    if providers.contains(&provider) {
+        return Some(id.to_owned());
+    }
+    closest(provider, providers.iter().copied()).map(|p| format!("{p}:{model}"))
 }

@@ -22,6 +22,12 @@ pub const BP_IMPORT_CYCLE: &str = "BP-IMPORT-CYCLE";
 pub const BP_FALLBACK_MISSING: &str = "BP-FALLBACK-MISSING";
 pub const BP_FALLBACK_CYCLE: &str = "BP-FALLBACK-CYCLE";
 pub const BP_PROMPT_FILE: &str = "BP-PROMPT-FILE";
+pub const BP_NAME: &str = "BP-NAME";
+pub const BP_RANGE: &str = "BP-RANGE";
+pub const BP_FIELD_TYPO: &str = "BP-FIELD-TYPO";
+pub const BP_VERSION: &str = "BP-VERSION";
+pub const BP_MODEL: &str = "BP-MODEL";
+pub const BP_IMPORT_OUTSIDE: &str = "BP-IMPORT-OUTSIDE";
 pub const TEMPLATE: &str = "TEMPLATE";
 pub const V_T1: &str = "V-T1";
 pub const V_T3: &str = "V-T3";
@@ -43,7 +49,7 @@ pub const RULES: &[(&str, &str)] = &[
     (BP_LIMIT, "The blueprint exceeds a hard limit: 4 MiB, YAML nesting, step nesting (64), 100k steps, import depth, alias expansion."),
     (BP_TYPE, "A field has the wrong type or an invalid value."),
     (BP_UNKNOWN_KIND, "A step's `kind` is not a known step kind."),
-    (BP_UNKNOWN_FIELD, "A key is not a field Flujo knows at this place; it is ignored (warning)."),
+    (BP_UNKNOWN_FIELD, "A key is not a field Flujo knows at this place, nor a near miss of one; it is ignored (warning)."),
     (BP_MISSING_FIELD, "A required field is missing."),
     (BP_DUP_KEY, "A mapping repeats a key."),
     (BP_DUP_NAME, "Two sibling steps have the same name."),
@@ -55,6 +61,12 @@ pub const RULES: &[(&str, &str)] = &[
     (BP_FALLBACK_MISSING, "A fallback names a sibling step that does not exist."),
     (BP_FALLBACK_CYCLE, "Sibling fallbacks refer to each other in a cycle."),
     (BP_PROMPT_FILE, "An agent's `system_prompt.from_file` cannot be read, or lies outside the blueprint's folder."),
+    (BP_NAME, "A step, branch or state name is empty, too long (256), has `/`, `:`, control characters or edge whitespace."),
+    (BP_RANGE, "A number is out of its range: timeouts and TTLs (0 < s <= 7 days), max_retries (<= 100), model settings."),
+    (BP_FIELD_TYPO, "An unknown key is a near miss of a real field (e.g. `agnt` for `agent`); it would be ignored."),
+    (BP_VERSION, "The blueprint's `version` is not one this Flujo reads (\"0.1\")."),
+    (BP_MODEL, "An agent's `model` is not `provider:model` with a known provider."),
+    (BP_IMPORT_OUTSIDE, "An import lies outside the blueprint's folder (lift with --allow-imports-outside or [imports])."),
     (TEMPLATE, "A template or expression does not parse."),
     (V_T1, "A template uses `previous_step.output`, a Python-era habit: `previous_step` is already the output (warning)."),
     (V_T3, "A template or expression uses an unknown filter."),
@@ -62,7 +74,7 @@ pub const RULES: &[(&str, &str)] = &[
     (V_CTX2, "Only the root of an `input_keys` entry is known to be produced upstream (warning)."),
     (CTX_OUTPUT_KEYS, "`updates_context: true` without `output_keys` or `sink_to` merges the whole output (warning)."),
     (CTX_READONLY, "A step writes a framework field of the context (run_id, initial_prompt, steps, hitl_history, status)."),
-    (LOOP_NO_EXIT, "A loop's exit_expression reads nothing the loop can change, so it is constant (warning)."),
+    (LOOP_NO_EXIT, "A loop's exit_expression reads nothing the loop can change and is not true (warning)."),
     (HITL_NESTED_001, "A hitl step is nested where a pause cannot be resumed safely (no such construct exists today)."),
     (SM_UNKNOWN_STATE, "A state machine names a state that is not declared."),
     (SM_UNREACHABLE, "A state cannot be reached from start_state (warning)."),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flujo_blueprint::{Diagnostic, LoadOptions, Loaded};
-use flujo_core::{FlujoError, Pipeline, RunEvent, RunResult, RunStatus, SkillRegistry, Store};
+use flujo_core::{
+    FlujoError, IdGen, PendingPause, Pipeline, RunEvent, RunResult, RunStatus, SkillRegistry, Store, StoreError,
+};
 use flujo_engine::{Flujo, ResumeRequest, RunOptions};
 use flujo_skills::{BuiltinRegistry, CommandSkill, CommandSpec};
 use serde_json::{Map, Value};
@@ -14,11 +16,40 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::*;
 
+/// Blueprint loading settings from `flujo.toml` and the command line, set once per process by [`dispatch`].
+struct LoadSettings {
+    allow_imports_outside: bool,
+    providers: Vec<String>,
+}
+
+static LOAD_SETTINGS: std::sync::OnceLock<LoadSettings> = std::sync::OnceLock::new();
+
+/// [`LoadOptions`] with the process's [`LoadSettings`].
+fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> LoadOptions<'a> {
+    let settings = LOAD_SETTINGS.get();
+    LoadOptions {
+        registry: Some(registry),
+        strict,
+        allow_imports_outside: settings.is_some_and(|s| s.allow_imports_outside),
+        providers: settings.map(|s| s.providers.clone()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::config(e.0))?;
     for note in &config.notes {
-        eprintln!("warning: {note}");
+        errln!("warning: {note}");
     }
+    let flag = match &cli.command {
+        Command::Run(a) => a.allow_imports_outside,
+        Command::Validate(a) => a.allow_imports_outside,
+        _ => false,
+    };
+    let _ = LOAD_SETTINGS.set(LoadSettings {
+        allow_imports_outside: flag || config.imports_allow_outside(),
+        providers: config.provider_names(),
+    });
     match cli.command {
         Command::Init { force } => crate::scaffold::init(force),
         Command::Run(args) => run(args, &config).await,
@@ -27,12 +58,12 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Lens(cmd) => crate::lens::dispatch(cmd, &config).await,
         Command::Dev(DevCommand::Explain { pipeline }) => {
             let loaded = load(&pipeline_path(pipeline)?, false)?;
-            print!("{}", crate::view::explain(&loaded.pipeline));
+            out!("{}", crate::view::explain(&loaded.pipeline));
             Ok(EXIT_OK)
         }
         Command::Dev(DevCommand::Visualize { pipeline }) => {
             let loaded = load(&pipeline_path(pipeline)?, false)?;
-            print!("{}", crate::view::mermaid(&loaded.pipeline));
+            out!("{}", crate::view::mermaid(&loaded.pipeline));
             Ok(EXIT_OK)
         }
         Command::Dev(DevCommand::Budgets { pipeline }) => {
@@ -44,11 +75,11 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
                 "total_tokens_limit": limits.total_tokens_limit,
                 "sources": sources,
             });
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(EXIT_OK)
         }
         Command::Dev(DevCommand::ShowConfig) => {
-            println!("{}", serde_json::to_string_pretty(&config.to_json()).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&config.to_json()).unwrap_or_default());
             Ok(EXIT_OK)
         }
     }
@@ -56,13 +87,84 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
 
 fn pipeline_path(p: Option<PathBuf>) -> Result<PathBuf, CliError> {
     let path = p.unwrap_or_else(|| PathBuf::from("pipeline.yaml"));
-    if !path.is_file() {
-        return Err(CliError::config(format!(
-            "pipeline file {} not found (give a path, or run `flujo init` to create pipeline.yaml)",
-            path.display()
-        )));
-    }
+    check_regular_file(&path, "pipeline file", " (give a path, or run `flujo init` to create pipeline.yaml)")
+        .map_err(CliError::config)?;
     Ok(path)
+}
+
+/// Checks that `path` names a regular file without opening it (a FIFO would block): the error says what it
+/// is instead ("not found", "is a directory", "is not a regular file"). `hint` is appended to "not found".
+pub fn check_regular_file(path: &Path, what: &str, hint: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_dir() => Err(format!("{what} {} is a directory, not a file", path.display())),
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt;
+            let ft = m.file_type();
+            let kind = if ft.is_fifo() {
+                "a FIFO (named pipe)"
+            } else if ft.is_socket() {
+                "a socket"
+            } else if ft.is_char_device() || ft.is_block_device() {
+                "a device"
+            } else {
+                "a special file"
+            };
+            Err(format!("{what} {} is not a regular file: it is {kind}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("{what} {} not found{hint}", path.display())),
+        Err(e) => Err(format!("cannot read {what} {}: {e}", path.display())),
+    }
+}
+
+/// A run id given on the command line (`--run-id`, `resume RUN_ID`, `lens … RUN_ID`): bounded and
+/// printable (see [`flujo_core::check_run_id`]); otherwise exit 2 with kind `invalid_run_id`.
+pub fn check_run_id_arg(id: &str) -> Result<(), CliError> {
+    flujo_core::check_run_id(id).map_err(|reason| {
+        CliError::usage(
+            "invalid_run_id",
+            format!("invalid run id '{}': {reason}", flujo_core::shorten_for_display(id, 40)),
+        )
+    })
+}
+
+/// The longest `--pause-id` accepted (pause ids are step paths).
+const MAX_PAUSE_ID_CHARS: usize = 4096;
+
+fn check_pause_id_arg(id: &str) -> Result<(), CliError> {
+    let bad = |reason: String| {
+        CliError::usage(
+            "invalid_resume_input",
+            format!("invalid --pause-id '{}': {reason}", flujo_core::shorten_for_display(id, 40)),
+        )
+    };
+    if id.is_empty() {
+        return Err(bad("a pause id cannot be empty".into()));
+    }
+    let n = id.chars().count();
+    if n > MAX_PAUSE_ID_CHARS {
+        return Err(bad(format!("a pause id has at most {MAX_PAUSE_ID_CHARS} characters; this one has {n}")));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_control()) {
+        return Err(bad(format!("a pause id cannot contain the control character U+{:04X}", u32::from(c))));
+    }
+    Ok(())
+}
+
+/// An unknown run id: a usage error (exit 2), like an unknown pause id.
+pub fn run_not_found(id: &str, uri: &str) -> CliError {
+    let note = if keeps_state(uri) { "" } else { " (this store keeps no runs after the process that ran them exits)" };
+    CliError::usage(
+        "run_not_found",
+        format!("run '{}' not found in {uri}{note}", flujo_core::shorten_for_display(id, 80)),
+    )
+}
+
+/// Whether a state store URI keeps runs after the process exits (`memory://` and SQLite `:memory:` do not).
+pub fn keeps_state(uri: &str) -> bool {
+    let uri = uri.trim();
+    let lower = uri.to_ascii_lowercase();
+    !(lower == "memory" || lower.starts_with("memory://") || lower.contains(":memory:"))
 }
 
 /// Rules whose failure is an import or skill resolution problem (exit 3) rather than invalid content (exit 4).
@@ -72,14 +174,15 @@ fn is_resolution_rule(rule: &str) -> bool {
 
 fn print_diagnostics(diags: &[Diagnostic]) {
     if !diags.is_empty() {
-        eprint!("{}", flujo_blueprint::render_text(diags));
+        err!("{}", flujo_blueprint::render_text(diags));
     }
 }
 
-/// Loads and validates a blueprint; warnings go to stderr, errors become exit 3 or 4.
+/// Loads and validates a blueprint; warnings go to stderr, errors become exit 3 or 4 (with the diagnostics
+/// in the `--json` object).
 fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
     let builtins = BuiltinRegistry::new();
-    let opts = LoadOptions { registry: Some(&builtins), strict, ..Default::default() };
+    let opts = load_options(&builtins, strict);
     match flujo_blueprint::load_file(path, &opts) {
         Ok(loaded) => {
             print_diagnostics(&loaded.diagnostics);
@@ -91,7 +194,10 @@ fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
             let resolution = errors.iter().any(|d| is_resolution_rule(&d.rule));
             let (kind, code) =
                 if resolution { ("resolution_error", EXIT_RESOLUTION) } else { ("validation_failed", EXIT_VALIDATION) };
-            Err(CliError::new(kind, code, format!("{} has {} error(s); see above", path.display(), errors.len())))
+            let mut e =
+                CliError::new(kind, code, format!("{} has {} error(s); see above", path.display(), errors.len()));
+            e.diagnostics = serde_json::to_value(&failure.diagnostics).ok().map(Box::new);
+            Err(e)
         }
     }
 }
@@ -119,7 +225,7 @@ fn registry_for_stored_run(run: &flujo_core::RunRecord) -> Result<Arc<dyn SkillR
     for changed in flujo_blueprint::origin::changed_files(origin) {
         match changed.role {
             flujo_core::OriginRole::Prompt => {
-                eprintln!("note: {changed}; the run goes on with the prompt text stored with it")
+                errln!("note: {changed}; the run goes on with the prompt text stored with it")
             }
             _ => blocking.push(changed.to_string()),
         }
@@ -175,23 +281,85 @@ fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn Skil
 }
 
 fn open_store(uri: &str) -> Result<Arc<dyn Store>, CliError> {
-    flujo_store::open_store(uri).map_err(|e| CliError::config(format!("state store '{uri}': {e}")))
+    if let Some(file) = crate::lens::sqlite_file(uri) {
+        let path = Path::new(&file);
+        if path.exists() {
+            check_regular_file(path, "state store", "").map_err(CliError::config)?;
+        }
+    }
+    flujo_store::open_store(uri)
+        .map_err(|e| CliError::config(format!("state store '{}': {e}", crate::lens::mask_uri(uri))))
 }
 
-fn read_input(args: &InputArgs, default: Option<Value>) -> Result<Option<Value>, CliError> {
+/// The error of an input over the size limit.
+fn too_large(what: &str, limit: u64, src: &str) -> CliError {
+    CliError::usage(
+        "input_too_large",
+        format!(
+            "{what} is larger than the input limit of {}{} (from {src}); raise `max_input_bytes` under [limits] in \
+             flujo.toml or FLUJO_MAX_INPUT_BYTES",
+            crate::config::human_bytes(limit),
+            if limit >= 1024 { format!(" = {limit} bytes") } else { String::new() }
+        ),
+    )
+}
+
+/// `-i TEXT`, `-i -` (stdin) or `--input-json JSON`, each at most `max_input_bytes`.
+fn read_input(args: &InputArgs, default: Option<Value>, cfg: &Config) -> Result<Option<Value>, CliError> {
+    let (limit, src) = (cfg.max_input_bytes.0, cfg.max_input_bytes.1.describe());
     if let Some(json) = &args.input_json {
+        if json.len() as u64 > limit {
+            return Err(too_large("--input-json", limit, &src));
+        }
         return serde_json::from_str(json)
             .map(Some)
             .map_err(|e| CliError::config(format!("--input-json is not valid JSON: {e}")));
     }
     match args.input.as_deref() {
         Some("-") => {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).map_err(|e| CliError::config(format!("cannot read stdin: {e}")))?;
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .take(limit.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| CliError::config(format!("cannot read stdin: {e}")))?;
+            if bytes.len() as u64 > limit {
+                return Err(too_large("the input on stdin (-i -)", limit, &src));
+            }
+            let s = String::from_utf8(bytes)
+                .map_err(|e| CliError::config(format!("the input on stdin (-i -) is not UTF-8 text: {e}")))?;
             Ok(Some(Value::String(s.trim_end_matches('\n').to_owned())))
         }
+        Some(text) if text.len() as u64 > limit => Err(too_large("-i TEXT", limit, &src)),
         Some(text) => Ok(Some(Value::String(text.to_owned()))),
         None => Ok(default),
+    }
+}
+
+/// `--context JSON`: a JSON object of at most `max_input_bytes`.
+fn read_context(text: Option<&str>, cfg: &Config) -> Result<Map<String, Value>, CliError> {
+    let Some(text) = text else { return Ok(Map::new()) };
+    if text.len() as u64 > cfg.max_input_bytes.0 {
+        return Err(too_large("--context", cfg.max_input_bytes.0, &cfg.max_input_bytes.1.describe()));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(CliError::usage(
+            "context_validation",
+            format!("--context must be a JSON object, got {}", json_type(&other)),
+        )),
+        Err(e) => Err(CliError::config(format!("--context is not valid JSON: {e}"))),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -233,41 +401,61 @@ fn runner(
 
 async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     let path = pipeline_path(args.pipeline.clone())?;
-    let input = read_input(&args.input, Some(Value::String(String::new())))?.unwrap_or(Value::Null);
-    let context: Map<String, Value> = match &args.context {
-        None => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(CliError::config("--context must be a JSON object")),
-            Err(e) => return Err(CliError::config(format!("--context is not valid JSON: {e}"))),
-        },
-    };
+    if let Some(id) = &args.run_id {
+        check_run_id_arg(id)?;
+    }
+    let input = read_input(&args.input, Some(Value::String(String::new())), cfg)?.unwrap_or(Value::Null);
+    let context = read_context(args.context.as_deref(), cfg)?;
     let loaded = load(&path, false)?;
-    let reg = registry_for(Some(&loaded), None)?;
+    let name = loaded.pipeline.name.clone();
+    let on_err = |e: CliError| e.with_run(None, Some(&name));
+    let reg = registry_for(Some(&loaded), None).map_err(on_err)?;
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
-    let store = open_store(&uri)?;
+    let store = open_store(&uri).map_err(on_err)?;
     let origin = flujo_blueprint::origin::origin_of(&loaded, &path);
-    let flujo = runner(loaded.pipeline, store, reg, cfg, Some(origin))?;
-    let opts = RunOptions { input, run_id: args.run_id.clone(), context, usage_limits: None, stream_tokens: args.live };
+    let flujo = runner(loaded.pipeline, store.clone(), reg, cfg, Some(origin)).map_err(on_err)?;
+    // The id is chosen here, so that every message (an interruption, a store failure) can name it.
+    let run_id = args.run_id.clone().unwrap_or_else(|| flujo_engine::UuidIds.new_run_id());
+    let opts =
+        RunOptions { input, run_id: Some(run_id.clone()), context, usage_limits: None, stream_tokens: args.live };
+    let watch = RunWatch {
+        run_id,
+        pipeline: name,
+        store,
+        hint: ResumeHint::new(&uri, args.state.is_some()),
+        json: args.json,
+        live: args.live,
+        resuming: false,
+    };
     let (events, fut) = flujo.run_streaming(opts).await;
-    let result = drive(fut, events, args.live, args.json).await?;
-    Ok(finish(&result, args.json))
+    let result = drive(fut, events, &watch).await?;
+    Ok(finish(&result, &watch))
 }
 
 async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
+    check_run_id_arg(&args.run_id)?;
+    if let Some(p) = &args.pause_id {
+        check_pause_id_arg(p)?;
+    }
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
+    if let Some(file) = crate::lens::sqlite_file(&uri) {
+        // Opening a SQLite store creates its file: an unknown run must not leave one behind.
+        if !Path::new(&file).exists() {
+            return Err(run_not_found(&args.run_id, &crate::lens::mask_uri(&uri)));
+        }
+    }
     let store = open_store(&uri)?;
     let run = store
         .get_run(&args.run_id)
         .await
-        .map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()))?
-        .ok_or_else(|| {
-            CliError::new("run_not_found", EXIT_FAILED, format!("run '{}' not found in {uri}", args.run_id))
-        })?;
+        .map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()).with_run(Some(&args.run_id), None))?
+        .ok_or_else(|| run_not_found(&args.run_id, &crate::lens::mask_uri(&uri)))?;
+    let name = run.pipeline_name.clone();
+    let on_err = |e: CliError| e.with_run(Some(&args.run_id), Some(&name));
     let (pipeline, reg) = match &args.pipeline {
         Some(p) => {
-            let loaded = load(&pipeline_path(Some(p.clone()))?, false)?;
-            let reg = registry_for(Some(&loaded), None)?;
+            let loaded = load(&pipeline_path(Some(p.clone())).map_err(on_err)?, false).map_err(on_err)?;
+            let reg = registry_for(Some(&loaded), None).map_err(on_err)?;
             (loaded.pipeline, reg)
         }
         None => {
@@ -280,79 +468,233 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
             let pipeline: Pipeline = flujo_engine::pipeline_from_definition(&def).map_err(|e| {
                 CliError::config(format!("the stored pipeline definition cannot be read ({e}); pass --pipeline FILE"))
             })?;
-            (pipeline, registry_for_stored_run(&run)?)
+            (pipeline, registry_for_stored_run(&run).map_err(on_err)?)
         }
     };
-    let flujo = runner(pipeline, store, reg, cfg, None)?;
-    let answer = read_input(&args.input, None)?;
+    let flujo = runner(pipeline, store.clone(), reg, cfg, None).map_err(on_err)?;
+    let answer = read_input(&args.input, None, cfg).map_err(on_err)?;
     let req = ResumeRequest { pause_id: args.pause_id.clone(), answer, stream_tokens: args.live };
+    let watch = RunWatch {
+        run_id: args.run_id.clone(),
+        pipeline: name.clone(),
+        store,
+        hint: ResumeHint::new(&uri, args.state.is_some()),
+        json: args.json,
+        live: args.live,
+        resuming: true,
+    };
     let (events, fut) = flujo.resume_streaming(&args.run_id, req);
-    let result = drive(fut, events, args.live, args.json).await?;
-    Ok(finish(&result, args.json))
+    let result = drive(fut, events, &watch).await?;
+    Ok(finish(&result, &watch))
 }
 
-/// Awaits a run while printing live events and progress to stderr; Ctrl-C exits 130 (the run stays
+/// How to tell the user to continue a run: whether the store keeps runs, and the `--state` to repeat.
+pub struct ResumeHint {
+    durable: bool,
+    /// The `--state URI` argument to repeat (only when it was given explicitly), password masked.
+    state_arg: Option<String>,
+    uri: String,
+}
+
+impl ResumeHint {
+    pub fn new(uri: &str, explicit: bool) -> Self {
+        let masked = crate::lens::mask_uri(uri);
+        ResumeHint { durable: keeps_state(uri), state_arg: explicit.then(|| masked.clone()), uri: masked }
+    }
+
+    /// `flujo resume RUN_ID[ --state URI]`.
+    fn resume(&self, run_id: &str) -> String {
+        let mut cmd = format!("flujo resume {}", crate::lens::shell_quote(run_id));
+        if let Some(s) = &self.state_arg {
+            cmd.push_str(" --state ");
+            cmd.push_str(&crate::lens::shell_quote(s));
+        }
+        cmd
+    }
+
+    /// The command that answers `pause` of `run_id`.
+    pub fn answer(&self, run_id: &str, pause: &PendingPause) -> String {
+        resume_command(run_id, &pause.pause_id, pause.input_schema.as_ref(), self.state_arg.as_deref())
+    }
+
+    /// Why nothing can be resumed from a store that keeps no state.
+    fn not_kept(&self) -> String {
+        format!(
+            "the state store {} keeps no state after this process exits, so this run cannot be resumed; use a durable \
+             store (for example --state sqlite:///.flujo/state.db)",
+            self.uri
+        )
+    }
+}
+
+/// The `flujo resume` command that answers a pause (`-i ANSWER` for text answers, `--input-json JSON`
+/// otherwise), repeating `--state` when given.
+pub fn resume_command(run_id: &str, pause_id: &str, schema: Option<&Value>, state: Option<&str>) -> String {
+    use crate::lens::shell_quote;
+    let mut cmd = format!("flujo resume {} --pause-id {}", shell_quote(run_id), shell_quote(pause_id));
+    let text_answer = match schema {
+        None => true,
+        Some(s) => {
+            s.get("type").and_then(Value::as_str) == Some("string")
+                || s.get("enum").and_then(Value::as_array).is_some_and(|e| e.iter().all(Value::is_string))
+        }
+    };
+    cmd.push_str(if text_answer { " -i ANSWER" } else { " --input-json JSON" });
+    if let Some(state) = state {
+        cmd.push_str(" --state ");
+        cmd.push_str(&shell_quote(state));
+    }
+    cmd
+}
+
+/// What [`drive`] needs to report on a run it does not get a result for.
+struct RunWatch {
+    run_id: String,
+    pipeline: String,
+    store: Arc<dyn Store>,
+    hint: ResumeHint,
+    json: bool,
+    live: bool,
+    /// `flujo resume` (the run is recorded already).
+    resuming: bool,
+}
+
+impl RunWatch {
+    /// A run error as a CLI error naming the run where the user needs it (`started`: the run was recorded
+    /// and began walking).
+    fn error(&self, e: FlujoError, started: bool) -> CliError {
+        let err = match e {
+            FlujoError::InvalidResumeInput { .. }
+            | FlujoError::NotResumable { .. }
+            | FlujoError::PipelineMismatch { .. }
+            | FlujoError::RunNotFound(_) => CliError::usage(e.kind(), e.to_string()),
+            FlujoError::Store(StoreError::RunNotFound(id)) => run_not_found(&id, &self.hint.uri),
+            FlujoError::ContextValidation(_) | FlujoError::InvalidRunId { .. } => {
+                // Refused before the run was recorded: there is no run to name.
+                return CliError::usage(e.kind(), e.to_string()).with_run(None, Some(&self.pipeline));
+            }
+            FlujoError::Store(StoreError::RunExists(_)) => CliError::usage(
+                "run_exists",
+                format!("a run with id '{}' exists already; choose another --run-id", self.run_id),
+            ),
+            FlujoError::Store(e) if !started && !self.resuming => {
+                return CliError::new(
+                    "store_error",
+                    EXIT_FAILED,
+                    format!("run {} could not be recorded, and no step ran: {e}", self.run_id),
+                )
+                .with_run(None, Some(&self.pipeline));
+            }
+            FlujoError::Store(e) => {
+                let next = if self.hint.durable {
+                    format!(
+                        "the run stopped at its last committed step; once the store works again, continue it with `{}`",
+                        self.hint.resume(&self.run_id)
+                    )
+                } else {
+                    self.hint.not_kept()
+                };
+                CliError::new("store_error", EXIT_FAILED, format!("run {}: {e}; {next}", self.run_id))
+            }
+            other => build_error(other),
+        };
+        err.with_run(Some(&self.run_id), Some(&self.pipeline))
+    }
+
+    /// Ctrl-C: say what became of the run (naming its id), print the `--json` object, exit 130.
+    async fn interrupted(&self, started: bool) -> ! {
+        let recorded = self.resuming
+            || started
+            || matches!(
+                tokio::time::timeout(Duration::from_secs(2), self.store.get_run(&self.run_id)).await,
+                Ok(Ok(Some(_)))
+            );
+        let message = if !self.hint.durable {
+            format!("run {} is lost: {}", self.run_id, self.hint.not_kept())
+        } else if recorded {
+            format!(
+                "run {} stopped after its last committed step; continue it with `{}`",
+                self.run_id,
+                self.hint.resume(&self.run_id)
+            )
+        } else {
+            format!("before run {} was recorded; there is nothing to resume", self.run_id)
+        };
+        let mut e =
+            CliError::new("interrupted", EXIT_INTERRUPTED, message).with_run(Some(&self.run_id), Some(&self.pipeline));
+        e.status = "interrupted";
+        e.report(self.json);
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
+    }
+}
+
+/// Awaits a run while printing live events and progress to stderr; Ctrl-C exits 130 naming the run (it stays
 /// resumable from its last committed step).
 async fn drive(
     fut: impl std::future::Future<Output = Result<RunResult, FlujoError>>,
     mut events: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
-    live: bool,
-    json: bool,
+    watch: &RunWatch,
 ) -> Result<RunResult, CliError> {
     let started = Instant::now();
     let mut done_steps = 0u64;
     let mut last_progress = Instant::now();
     tokio::pin!(fut);
+    // One listener for the whole run, so that a Ctrl-C between two events is not missed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     let mut events_open = true;
+    let mut run_started = false;
     let mut printer = crate::view::LivePrinter::default();
     loop {
         tokio::select! {
             res = &mut fut => {
                 while let Ok(ev) = events.try_recv() {
-                    if live {
+                    run_started |= matches!(ev, RunEvent::RunStarted { .. });
+                    if watch.live {
                         printer.print(&ev);
                     }
                     crate::view::print_step_warnings(&ev);
                 }
-                return res.map_err(|e| match e {
-                    FlujoError::InvalidResumeInput { .. } | FlujoError::NotResumable { .. } | FlujoError::PipelineMismatch { .. } => {
-                        CliError::new(e.kind(), EXIT_CONFIG, e.to_string())
-                    }
-                    FlujoError::RunNotFound(_) => CliError::new(e.kind(), EXIT_FAILED, e.to_string()),
-                    other => CliError::new(other.kind(), EXIT_FAILED, other.to_string()),
-                });
+                return res.map_err(|e| watch.error(e, run_started));
             }
             ev = events.recv(), if events_open => {
                 match ev {
                     None => events_open = false,
                     Some(ev) => {
-                        if let RunEvent::StepFinished { .. } = ev {
-                            done_steps += 1;
+                        match ev {
+                            RunEvent::StepFinished { .. } => done_steps += 1,
+                            RunEvent::RunStarted { .. } => run_started = true,
+                            _ => {}
                         }
                         crate::view::print_step_warnings(&ev);
-                        if live {
+                        if watch.live {
                             printer.print(&ev);
-                        } else if !json && started.elapsed() > Duration::from_secs(2) && last_progress.elapsed() > Duration::from_secs(2) {
-                            eprintln!("… running: {done_steps} steps finished ({:.0}s)", started.elapsed().as_secs_f64());
+                        } else if !watch.json && started.elapsed() > Duration::from_secs(2) && last_progress.elapsed() > Duration::from_secs(2) {
+                            errln!("… running: {done_steps} steps finished ({:.0}s)", started.elapsed().as_secs_f64());
                             last_progress = Instant::now();
                         }
                     }
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted: the run can be continued with `flujo resume RUN_ID`");
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            _ = &mut ctrl_c => {
+                while let Ok(ev) = events.try_recv() {
+                    run_started |= matches!(ev, RunEvent::RunStarted { .. });
+                }
+                watch.interrupted(run_started).await;
             }
         }
     }
 }
 
 /// Prints the result and returns the exit code of its status.
-fn finish(result: &RunResult, json: bool) -> u8 {
-    if json {
-        println!("{}", serde_json::to_string(result).unwrap_or_else(|_| "{}".into()));
+fn finish(result: &RunResult, watch: &RunWatch) -> u8 {
+    if watch.json {
+        outln!("{}", serde_json::to_string(result).unwrap_or_else(|_| "{}".into()));
+        if result.status == RunStatus::Paused && !watch.hint.durable {
+            errln!("note: {}", watch.hint.not_kept());
+        }
     } else {
-        crate::view::print_summary(result);
+        crate::view::print_summary(result, &watch.hint);
     }
     match result.status {
         RunStatus::Completed => EXIT_OK,
@@ -370,12 +712,21 @@ fn finish(result: &RunResult, json: bool) -> u8 {
     }
 }
 
-fn validate(args: ValidateArgs) -> Result<u8, CliError> {
-    if !args.path.is_file() {
-        return Err(CliError::config(format!("{} not found", args.path.display())));
+impl ResumeHint {
+    /// The lines under a pending pause in a run summary: how to answer it, or why it cannot be answered.
+    pub fn pause_lines(&self, run_id: &str, pause: &PendingPause) -> String {
+        if self.durable {
+            format!("  answer with: {}", self.answer(run_id, pause))
+        } else {
+            format!("  cannot be answered: {}", self.not_kept())
+        }
     }
+}
+
+fn validate(args: ValidateArgs) -> Result<u8, CliError> {
+    check_regular_file(&args.path, "blueprint", "").map_err(CliError::config)?;
     let builtins = BuiltinRegistry::new();
-    let opts = LoadOptions { registry: Some(&builtins), strict: args.strict, ..Default::default() };
+    let opts = load_options(&builtins, args.strict);
     let mut diags = flujo_blueprint::validate_file(&args.path, &opts);
     if args.strict {
         for d in &mut diags {
@@ -387,13 +738,13 @@ fn validate(args: ValidateArgs) -> Result<u8, CliError> {
     match args.format {
         Format::Text => {
             if diags.is_empty() {
-                println!("{}: ok", args.path.display());
+                outln!("{}: ok", args.path.display());
             } else {
-                print!("{}", flujo_blueprint::render_text(&diags));
+                out!("{}", flujo_blueprint::render_text(&diags));
             }
         }
-        Format::Json => println!("{}", flujo_blueprint::render_json(&diags)),
-        Format::Sarif => println!("{}", flujo_blueprint::render_sarif(&diags)),
+        Format::Json => outln!("{}", flujo_blueprint::render_json(&diags)),
+        Format::Sarif => outln!("{}", flujo_blueprint::render_sarif(&diags)),
     }
     Ok(if diags.iter().any(Diagnostic::is_error) { EXIT_VALIDATION } else { EXIT_OK })
 }

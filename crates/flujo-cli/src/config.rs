@@ -17,7 +17,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Source::Default => "default".into(),
             Source::File(p) => p.display().to_string(),
@@ -31,6 +31,9 @@ impl Source {
 pub struct Config {
     pub state_uri: (String, Source),
     pub strict_templates: (bool, Source),
+    /// The largest run input accepted (`-i`, `-i -`, `--input-json`, `--context`), in bytes:
+    /// `[limits] max_input_bytes` or FLUJO_MAX_INPUT_BYTES.
+    pub max_input_bytes: (u64, Source),
     pub file: Option<PathBuf>,
     /// Notes for stderr (sections not used yet, …).
     pub notes: Vec<String>,
@@ -122,6 +125,39 @@ fn parse_limits(t: &toml::Value, what: &str, file: &Path) -> Result<flujo_core::
 
 pub const DEFAULT_STATE_URI: &str = "sqlite:///.flujo/state.db";
 
+/// The largest `flujo.toml` read.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Default of `[limits] max_input_bytes`: 16 MiB.
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 16 << 20;
+
+/// `16777216` → `16 MiB`, `1500` → `1500 bytes`.
+pub fn human_bytes(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size && n.is_multiple_of(size) {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// A byte size: a plain number of bytes, or a number with `KiB`/`MiB`/`GiB` (also `K`/`M`/`G`, `KB`/`MB`/`GB`
+/// as powers of 1024).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
@@ -145,6 +181,7 @@ impl Config {
         let mut cfg = Config {
             state_uri: (DEFAULT_STATE_URI.into(), Source::Default),
             strict_templates: (false, Source::Default),
+            max_input_bytes: (DEFAULT_MAX_INPUT_BYTES, Source::Default),
             file: None,
             notes: Vec::new(),
             table: toml::Table::new(),
@@ -154,12 +191,19 @@ impl Config {
         let candidate = path.map(Path::to_path_buf).or(env_path);
         let file = match candidate {
             Some(p) => {
-                if !p.is_file() {
-                    return Err(ConfigError(format!("config file {} not found", p.display())));
-                }
+                crate::commands::check_regular_file(&p, "config file", "").map_err(ConfigError)?;
                 Some(p)
             }
-            None => Some(PathBuf::from("flujo.toml")).filter(|p| p.is_file()),
+            None => {
+                let default = PathBuf::from("flujo.toml");
+                match std::fs::symlink_metadata(&default) {
+                    Err(_) => None,
+                    Ok(_) => {
+                        crate::commands::check_regular_file(&default, "config file", "").map_err(ConfigError)?;
+                        Some(default)
+                    }
+                }
+            }
         };
         if let Some(file) = &file {
             cfg.apply_file(file)?;
@@ -169,6 +213,14 @@ impl Config {
         if let Ok(v) = std::env::var("FLUJO_STATE_URI") {
             cfg.state_uri = (v, Source::Env("FLUJO_STATE_URI"));
         }
+        if let Ok(v) = std::env::var("FLUJO_MAX_INPUT_BYTES") {
+            let n = parse_bytes(&v).filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError(format!(
+                    "FLUJO_MAX_INPUT_BYTES: expected a positive size such as 16777216 or 64MiB, got '{v}'"
+                ))
+            })?;
+            cfg.max_input_bytes = (n, Source::Env("FLUJO_MAX_INPUT_BYTES"));
+        }
         if let Ok(v) = std::env::var("FLUJO_STRICT_TEMPLATES") {
             cfg.strict_templates = (parse_bool(&v, "FLUJO_STRICT_TEMPLATES")?, Source::Env("FLUJO_STRICT_TEMPLATES"));
         }
@@ -176,6 +228,14 @@ impl Config {
     }
 
     fn apply_file(&mut self, file: &Path) -> Result<(), ConfigError> {
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigError(format!(
+                "{} has {len} bytes; a configuration file has at most {}",
+                file.display(),
+                human_bytes(MAX_CONFIG_BYTES)
+            )));
+        }
         let text =
             std::fs::read_to_string(file).map_err(|e| ConfigError(format!("cannot read {}: {e}", file.display())))?;
         let table: toml::Table = text
@@ -215,8 +275,57 @@ impl Config {
                         }
                     }
                 }
+                "limits" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [limits] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("max_input_bytes", toml::Value::Integer(n)) if *n > 0 => {
+                                self.max_input_bytes = (*n as u64, src.clone())
+                            }
+                            ("max_input_bytes", toml::Value::String(text)) if parse_bytes(text).is_some_and(|n| n > 0) => {
+                                self.max_input_bytes = (parse_bytes(text).unwrap_or(DEFAULT_MAX_INPUT_BYTES), src.clone())
+                            }
+                            ("max_input_bytes", other) => {
+                                return Err(ConfigError(format!(
+                                    "{}: limits.max_input_bytes must be a positive number of bytes (or a size such as \"64MiB\"), got {other}",
+                                    file.display()
+                                )))
+                            }
+                            (other, _) => self.notes.push(format!(
+                                "{}: unknown key limits.{other} (known: max_input_bytes); it is ignored",
+                                file.display()
+                            )),
+                        }
+                    }
+                }
                 // Read by flujo-llm (`LlmConfig::from_toml`), which reports their own errors.
                 "cost" | "providers" => {}
+                // `[imports] allow_outside = true`: imports may leave the blueprint's folder.
+                "imports" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [imports] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("allow_outside", toml::Value::Boolean(_)) => {}
+                            ("allow_outside", other) => {
+                                return Err(ConfigError(format!(
+                                    "{}: imports.allow_outside must be true or false, got {}",
+                                    file.display(),
+                                    other.type_str()
+                                )))
+                            }
+                            (other, _) => {
+                                return Err(ConfigError(format!(
+                                    "{}: unknown key imports.{other} (known: allow_outside)",
+                                    file.display()
+                                )))
+                            }
+                        }
+                    }
+                }
                 "budgets" => {
                     let Some(b) = value.as_table() else {
                         return Err(ConfigError(format!("{}: [budgets] must be a table", file.display())));
@@ -255,7 +364,7 @@ impl Config {
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, [templates], [cost], [providers], [budgets]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, [templates], [limits], [cost], [providers], [budgets], [imports]); it is ignored",
                     file.display()
                 )),
             }
@@ -263,11 +372,26 @@ impl Config {
         Ok(())
     }
 
+    /// `[imports] allow_outside` (default false).
+    pub fn imports_allow_outside(&self) -> bool {
+        self.table.get("imports").and_then(|t| t.get("allow_outside")).and_then(toml::Value::as_bool).unwrap_or(false)
+    }
+
+    /// The names of the `[providers.NAME]` sections (model providers besides the built-in ones).
+    pub fn provider_names(&self) -> Vec<String> {
+        self.table
+            .get("providers")
+            .and_then(toml::Value::as_table)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "file": self.file.as_ref().map(|f| f.display().to_string()),
             "state_uri": {"value": self.state_uri.0, "source": self.state_uri.1.describe()},
             "templates": {"strict": {"value": self.strict_templates.0, "source": self.strict_templates.1.describe()}},
+            "limits": {"max_input_bytes": {"value": self.max_input_bytes.0, "source": self.max_input_bytes.1.describe()}},
             "notes": self.notes,
             "budgets": self.budgets.iter().map(|b| json!({
                 "pipeline_glob": b.glob,

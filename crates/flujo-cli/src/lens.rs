@@ -2,9 +2,10 @@
 //! `verify`, `stats` and `prune`, all over [`flujo_engine::TaskClient`].
 //!
 //! Every subcommand takes `--state URI` (default: the configured `state_uri`) and `--json`, which prints
-//! exactly one JSON object or array on stdout (logs and errors go to stderr). Run-id arguments accept a
-//! unique prefix; an ambiguous prefix is a usage error (exit 2) listing the candidates, an unknown one exits
-//! 1 with `run_not_found`. Spans are derived from the journal: one per finished step execution, nested by
+//! exactly one JSON object or array on stdout (logs and errors go to stderr; a failure prints the error
+//! object of `CliError::to_json`). Run-id arguments accept a unique prefix; an ambiguous prefix is a usage
+//! error (exit 2) listing the candidates, and so is an unknown one (`run_not_found`). Table cells are cut to
+//! 200 characters with control characters escaped, so no stored value can break a table. Spans are derived from the journal: one per finished step execution, nested by
 //! path. Every value lens prints goes through [`flujo_core::redact`], so secret-named keys never show.
 
 use std::collections::{BTreeMap, HashMap};
@@ -101,7 +102,45 @@ pub enum LensCommand {
     },
 }
 
+impl LensCommand {
+    /// The options every subcommand takes.
+    pub fn opts(&self) -> &LensOpts {
+        match self {
+            LensCommand::List { opts, .. }
+            | LensCommand::Show { opts, .. }
+            | LensCommand::Stats { opts, .. }
+            | LensCommand::Prune { opts, .. } => opts,
+            LensCommand::Trace(a) | LensCommand::Spans(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => &a.opts,
+        }
+    }
+
+    /// The run id (or prefix) the subcommand names, if any.
+    fn run_arg(&self) -> Option<&str> {
+        match self {
+            LensCommand::Show { run_id, .. } => Some(run_id),
+            LensCommand::Trace(a) | LensCommand::Spans(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => {
+                Some(&a.run_id)
+            }
+            _ => None,
+        }
+    }
+}
+
 pub async fn dispatch(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> {
+    if let Some(id) = cmd.run_arg() {
+        crate::commands::check_run_id_arg(id)?;
+        let uri = cmd.opts().state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
+        if let Some(path) = sqlite_file(&uri) {
+            if !std::path::Path::new(&path).exists() {
+                let place = format!("{} (there is no state store file {path} yet)", mask_uri(&uri));
+                return Err(crate::commands::run_not_found(id, &place));
+            }
+        }
+    }
+    dispatch_inner(cmd, cfg).await
+}
+
+async fn dispatch_inner(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> {
     match cmd {
         LensCommand::List { status, pipeline, since, limit, opts } => {
             let lens = Lens::open(&opts, cfg)?;
@@ -148,7 +187,10 @@ impl Lens {
     fn open(opts: &LensOpts, cfg: &Config) -> Result<Self, CliError> {
         let uri = opts.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
         if let Some(path) = sqlite_file(&uri) {
-            if !std::path::Path::new(&path).is_file() {
+            if std::path::Path::new(&path).exists() {
+                crate::commands::check_regular_file(std::path::Path::new(&path), "state store", "")
+                    .map_err(CliError::config)?;
+            } else {
                 return Err(CliError::config(format!(
                     "no state store at {path} (state_uri {}): nothing has run with this store yet",
                     mask_uri(&uri)
@@ -163,8 +205,10 @@ impl Lens {
 
     fn error(&self, e: ClientError) -> CliError {
         match e {
-            ClientError::RunNotFound(id) => {
-                CliError::new("run_not_found", EXIT_FAILED, format!("run '{id}' not found in {}", mask_uri(&self.uri)))
+            ClientError::RunNotFound(id)
+            | ClientError::Run(FlujoError::RunNotFound(id))
+            | ClientError::Store(flujo_core::StoreError::RunNotFound(id)) => {
+                crate::commands::run_not_found(&id, &mask_uri(&self.uri))
             }
             e @ ClientError::AmbiguousPrefix { .. } => CliError::new("ambiguous_run_id", EXIT_CONFIG, e.to_string()),
             ClientError::Run(e @ FlujoError::Config(_)) => CliError::config(e.to_string()),
@@ -193,7 +237,7 @@ impl Lens {
             return Ok(EXIT_OK);
         }
         if runs.is_empty() {
-            println!("no runs");
+            outln!("no runs");
             return Ok(EXIT_OK);
         }
         let mut t = Table::new(&["RUN ID", "PIPELINE", "STATUS", "CREATED", "STEPS", "TOKENS", "COST"], &[4, 5, 6]);
@@ -208,7 +252,7 @@ impl Lens {
                 format_cost(r.total_cost_usd),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
         Ok(EXIT_OK)
     }
 
@@ -243,7 +287,7 @@ impl Lens {
                 "created_at_ms": view.created_at_ms,
                 "updated_at": format_ts(view.updated_at_ms),
                 "updated_at_ms": view.updated_at_ms,
-                "duration_ms": view.updated_at_ms - view.created_at_ms,
+                "duration_ms": view.updated_at_ms.saturating_sub(view.created_at_ms),
                 "generation": view.generation,
                 "input": redact(&view.input),
                 "output": output,
@@ -260,9 +304,9 @@ impl Lens {
         let _ = writeln!(
             out,
             "run {} (pipeline {} {}): {}",
-            view.run_id,
-            view.pipeline_name,
-            view.pipeline_version,
+            cell(&view.run_id),
+            cell(&view.pipeline_name),
+            cell(&view.pipeline_version),
             view.status.as_str()
         );
         let _ = writeln!(
@@ -270,7 +314,7 @@ impl Lens {
             "  created {}   updated {}   ({} ms)",
             format_ts(view.created_at_ms),
             format_ts(view.updated_at_ms),
-            view.updated_at_ms - view.created_at_ms
+            view.updated_at_ms.saturating_sub(view.created_at_ms)
         );
         let _ = writeln!(
             out,
@@ -321,7 +365,7 @@ impl Lens {
             out.push_str(&t.render());
             if verbose {
                 for (r, s) in journal.iter().zip(&steps) {
-                    let _ = writeln!(out, "[{}] {} ({}):", r.seq, r.path, r.step);
+                    let _ = writeln!(out, "[{}] {} ({}):", r.seq, cell(&r.path), cell(&r.step));
                     let _ = writeln!(out, "    output: {}", compact(&s["output"]));
                     if let Some(f) = &r.feedback {
                         let _ = writeln!(out, "    feedback: {f}");
@@ -330,25 +374,14 @@ impl Lens {
                 }
             }
         }
-        print!("{out}");
+        out!("{out}");
         Ok(EXIT_OK)
     }
 
     /// The `flujo resume` command that answers a pause.
     fn resume_command(&self, run_id: &str, pause_id: &str, schema: Option<&Value>) -> String {
-        let mut cmd = format!("flujo resume {run_id} --pause-id {}", shell_quote(pause_id));
-        let text_answer = match schema {
-            None => true,
-            Some(s) => {
-                s.get("type").and_then(Value::as_str) == Some("string")
-                    || s.get("enum").and_then(Value::as_array).is_some_and(|e| e.iter().all(Value::is_string))
-            }
-        };
-        cmd.push_str(if text_answer { " -i ANSWER" } else { " --input-json JSON" });
-        if self.explicit_state {
-            let _ = write!(cmd, " --state {}", shell_quote(&mask_uri(&self.uri)));
-        }
-        cmd
+        let state = self.explicit_state.then(|| mask_uri(&self.uri));
+        crate::commands::resume_command(run_id, pause_id, schema, state.as_deref())
     }
 
     async fn trace(&self, prefix: &str) -> Result<u8, CliError> {
@@ -367,8 +400,8 @@ impl Lens {
         }
         let mut out = format!(
             "trace of run {} (pipeline {}, {}), {} spans, from {}\n",
-            run.run_id,
-            run.pipeline_name,
+            cell(&run.run_id),
+            cell(&run.pipeline_name),
             run.status.as_str(),
             journal.len(),
             format_ts(spans.base_ms)
@@ -377,7 +410,7 @@ impl Lens {
         for &i in &spans.roots {
             spans.tree_text(i, 0, &mut out);
         }
-        print!("{out}");
+        out!("{out}");
         Ok(EXIT_OK)
     }
 
@@ -399,14 +432,14 @@ impl Lens {
                 r.step.clone(),
                 r.kind.clone(),
                 step_status(r.status).to_owned(),
-                (r.started_at_ms - spans.base_ms).to_string(),
+                r.started_at_ms.saturating_sub(spans.base_ms).to_string(),
                 format!("{:.1}", r.latency_ms),
                 r.attempts.to_string(),
                 r.tokens.total().to_string(),
                 format_cost(r.cost_usd),
             ]);
         }
-        print!("{}", t.render());
+        out!("{}", t.render());
         Ok(EXIT_OK)
     }
 
@@ -425,14 +458,14 @@ impl Lens {
                 "mismatch": report.mismatch,
             }));
         } else if let Some(r) = recomputed {
-            println!(
+            outln!(
                 "replay of run {}: matches (status {}, output {}); no agent was called",
                 report.run_id,
                 r.status.as_str(),
                 r.output.as_ref().map_or_else(|| "none".to_owned(), |o| compact(&redact_run_output(o, &journal)))
             );
         } else {
-            println!(
+            outln!(
                 "replay of run {}: MISMATCH: {}",
                 report.run_id,
                 report.mismatch.as_deref().unwrap_or("the journal does not reproduce the run")
@@ -454,15 +487,18 @@ impl Lens {
             }));
         } else {
             match &report.broken {
-                None => println!(
+                None => outln!(
                     "journal of run {} verified: {} records, last hash {}",
                     report.run_id,
                     report.records,
                     report.last_hash.as_deref().unwrap_or("(none)")
                 ),
-                Some(b) => println!(
+                Some(b) => outln!(
                     "journal of run {} is BROKEN at seq {} (path {}): {}",
-                    report.run_id, b.seq, b.path, b.reason
+                    report.run_id,
+                    b.seq,
+                    b.path,
+                    b.reason
                 ),
             }
         }
@@ -476,13 +512,21 @@ impl Lens {
         let mut by_pipeline: BTreeMap<&str, Agg> = BTreeMap::new();
         let mut total = Agg::default();
         for r in &runs {
-            let d = r.updated_at_ms - r.created_at_ms;
+            let d = r.updated_at_ms.saturating_sub(r.created_at_ms);
+            // A run still marked running has not recorded its totals: they come from its journal.
+            let (tokens, cost) = if r.status == RunStatus::Running {
+                let journal = self.client.store().load_journal(&r.run_id).await.map_err(|e| self.error(e.into()))?;
+                let (t, c) = flujo_engine::journal_usage(&journal);
+                (t.max(r.total_tokens), c.max(r.total_cost_usd))
+            } else {
+                (r.total_tokens, r.total_cost_usd)
+            };
             for agg in [
                 by_status.entry(r.status.as_str()).or_default(),
                 by_pipeline.entry(r.pipeline_name.as_str()).or_default(),
                 &mut total,
             ] {
-                agg.add(d, r.total_tokens, r.total_cost_usd);
+                agg.add(d, tokens, cost);
             }
         }
         if self.json {
@@ -521,7 +565,7 @@ impl Lens {
             out.push('\n');
             out.push_str(&t.render());
         }
-        print!("{out}");
+        out!("{out}");
         Ok(EXIT_OK)
     }
 
@@ -537,7 +581,7 @@ impl Lens {
             }));
         } else {
             let which = status.map_or_else(|| "finished".to_owned(), |s| s.as_str().to_owned());
-            println!(
+            outln!(
                 "pruned {deleted} {which} run{} created before {} (older than {older_than})",
                 if deleted == 1 { "" } else { "s" },
                 format_ts(cutoff_ms)
@@ -709,7 +753,7 @@ impl<'a> Spans<'a> {
             "kind": r.kind,
             "status": step_status(r.status),
             "start_ms": r.started_at_ms,
-            "offset_ms": r.started_at_ms - self.base_ms,
+            "offset_ms": r.started_at_ms.saturating_sub(self.base_ms),
             "duration_ms": r.latency_ms,
             "attempts": r.attempts,
             "tokens": {"prompt": r.tokens.prompt, "completion": r.tokens.completion, "total": r.tokens.total()},
@@ -742,12 +786,12 @@ impl<'a> Spans<'a> {
         let _ = writeln!(
             out,
             "{:>10} {:>11}  {}{mark} {} ({}) [{}]{}",
-            format!("+{} ms", r.started_at_ms - self.base_ms),
+            format!("+{} ms", r.started_at_ms.saturating_sub(self.base_ms)),
             format!("{:.1} ms", r.latency_ms),
             "  ".repeat(depth),
-            r.step,
-            r.kind,
-            r.path,
+            cell(&r.step),
+            cell(&r.kind),
+            cell(&r.path),
             if r.attempts > 1 { format!(" ×{}", r.attempts) } else { String::new() }
         );
         for &c in &self.children[i] {
@@ -768,8 +812,8 @@ struct Agg {
 impl Agg {
     fn add(&mut self, duration_ms: i64, tokens: u64, cost: f64) {
         self.count += 1;
-        self.total_ms += duration_ms;
-        self.tokens += tokens;
+        self.total_ms = self.total_ms.saturating_add(duration_ms);
+        self.tokens = self.tokens.saturating_add(tokens);
         if cost.is_finite() {
             self.cost += cost;
         }
@@ -796,7 +840,7 @@ impl Agg {
 // Rendering helpers.
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
+    outln!("{}", serde_json::to_string(v).unwrap_or_else(|_| "null".into()));
 }
 
 fn compact(v: &Value) -> String {
@@ -824,8 +868,9 @@ impl Table {
         Table { header: header.iter().map(|h| (*h).to_owned()).collect(), right: right.to_vec(), rows: Vec::new() }
     }
 
+    /// Adds a row; each cell is made printable and cut to [`MAX_CELL_CHARS`] (see [`cell`]).
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| cell(c)).collect());
     }
 
     fn render(&self) -> String {
@@ -839,27 +884,39 @@ impl Table {
         let widths: Vec<usize> = (0..self.header.len()).map(width).collect();
         let mut out = String::new();
         for row in std::iter::once(&self.header).chain(&self.rows) {
-            let cells: Vec<String> = row
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let w = widths.get(i).copied().unwrap_or(0);
-                    if self.right.contains(&i) {
-                        format!("{c:>w$}")
-                    } else {
-                        format!("{c:<w$}")
-                    }
-                })
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
+            let mut line = String::new();
+            for (i, c) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                // Padding by hand: a formatting width is limited to 65,535.
+                let pad = " ".repeat(widths.get(i).copied().unwrap_or(0).saturating_sub(c.chars().count()));
+                if self.right.contains(&i) {
+                    line.push_str(&pad);
+                    line.push_str(c);
+                } else {
+                    line.push_str(c);
+                    line.push_str(&pad);
+                }
+            }
+            out.push_str(line.trim_end());
             out.push('\n');
         }
         out
     }
 }
 
+/// The longest table cell shown; longer stored values (a 70,000-character step name) are cut with `…`.
+const MAX_CELL_CHARS: usize = 200;
+
+/// A stored value as a table cell: control characters escaped (they would break the table or drive the
+/// terminal), at most [`MAX_CELL_CHARS`] characters.
+fn cell(s: &str) -> String {
+    flujo_core::shorten_for_display(s, MAX_CELL_CHARS)
+}
+
 /// Quotes a word for a POSIX shell when it needs it.
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
         s.to_owned()
     } else {
@@ -868,7 +925,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The URI with any password of its userinfo masked (`postgres://u:***@h/db`).
-fn mask_uri(uri: &str) -> String {
+pub(crate) fn mask_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -881,7 +938,7 @@ fn mask_uri(uri: &str) -> String {
 }
 
 /// The database file a `sqlite://` URI names (`None` for other stores and `:memory:`).
-fn sqlite_file(uri: &str) -> Option<String> {
+pub(crate) fn sqlite_file(uri: &str) -> Option<String> {
     let (scheme, rest) = uri.trim().split_once("://")?;
     if !scheme.eq_ignore_ascii_case("sqlite") {
         return None;

@@ -4,6 +4,8 @@
 //! error · `4` validation failed · `5` paused · `130` interrupted. Logs and progress go to stderr; with
 //! `--json`, stdout carries exactly one JSON object.
 
+#[macro_use]
+mod out;
 mod commands;
 mod config;
 mod lens;
@@ -86,6 +88,9 @@ pub struct RunArgs {
     /// Stream step events to stderr as they happen.
     #[arg(long)]
     pub live: bool,
+    /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
+    #[arg(long = "allow-imports-outside")]
+    pub allow_imports_outside: bool,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +127,9 @@ pub struct ValidateArgs {
     /// Treat warnings as errors.
     #[arg(long)]
     pub strict: bool,
+    /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
+    #[arg(long = "allow-imports-outside")]
+    pub allow_imports_outside: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,21 +144,112 @@ pub enum DevCommand {
     Budgets { pipeline: Option<PathBuf> },
 }
 
-/// A user-facing failure: a kind, a message and the exit code.
+/// A user-facing failure: a kind, a message and the exit code, with the run and pipeline it concerns when
+/// there are some (so that `--json` and the message can name them).
 #[derive(Debug)]
 pub struct CliError {
     pub kind: &'static str,
     pub message: String,
     pub code: u8,
+    /// The run the failure concerns (e.g. a generated id the user needs to resume it).
+    pub run_id: Option<String>,
+    /// The pipeline's name, once known.
+    pub pipeline: Option<String>,
+    /// Blueprint diagnostics (validation and resolution failures), as `flujo validate --format json` gives them.
+    pub diagnostics: Option<Box<serde_json::Value>>,
+    /// `error` (the command failed without a run result) or `interrupted`.
+    pub status: &'static str,
 }
 
 impl CliError {
     pub fn new(kind: &'static str, code: u8, message: impl Into<String>) -> Self {
-        CliError { kind, message: message.into(), code }
+        CliError {
+            kind,
+            message: message.into(),
+            code,
+            run_id: None,
+            pipeline: None,
+            diagnostics: None,
+            status: "error",
+        }
     }
     pub fn config(message: impl Into<String>) -> Self {
         CliError::new("config_error", EXIT_CONFIG, message)
     }
+    /// A usage error (exit 2) of another kind than `config_error`.
+    pub fn usage(kind: &'static str, message: impl Into<String>) -> Self {
+        CliError::new(kind, EXIT_CONFIG, message)
+    }
+    pub fn with_run(mut self, run_id: Option<&str>, pipeline: Option<&str>) -> Self {
+        if self.run_id.is_none() {
+            self.run_id = run_id.map(str::to_owned);
+        }
+        if self.pipeline.is_none() {
+            self.pipeline = pipeline.map(str::to_owned);
+        }
+        self
+    }
+
+    /// The one JSON object `--json` prints for a failure: the keys of SPEC §13's result object, with
+    /// `status` `error` (or `interrupted`), `error: {kind, message, exit_code[, diagnostics]}` and empty
+    /// results.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({"kind": self.kind, "message": self.message, "exit_code": self.code});
+        if let (Some(d), Some(obj)) = (&self.diagnostics, error.as_object_mut()) {
+            obj.insert("diagnostics".into(), (**d).clone());
+        }
+        serde_json::json!({
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "status": self.status,
+            "output": null,
+            "error": error,
+            "pending": [],
+            "step_history": [],
+            "total_cost_usd": 0.0,
+            "total_tokens": 0,
+            "context": null,
+        })
+    }
+
+    /// Prints the failure: the message on stderr and, with `--json`, the object on stdout.
+    pub fn report(&self, json: bool) {
+        errln!("error[{}]: {}", self.kind, self.message);
+        if json {
+            outln!("{}", self.to_json());
+        }
+    }
+}
+
+impl Cli {
+    /// Whether the command was asked for JSON on stdout (`--json`, or `validate --format json|sarif`).
+    pub fn wants_json(&self) -> bool {
+        match &self.command {
+            Command::Run(a) => a.json,
+            Command::Resume(a) => a.json,
+            Command::Validate(a) => a.format != Format::Text,
+            Command::Lens(l) => l.opts().json,
+            Command::Init { .. } | Command::Dev(_) => false,
+        }
+    }
+}
+
+/// Whether the raw arguments ask for JSON (used when they cannot be parsed).
+fn args_want_json() -> bool {
+    let args: Vec<String> = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
+    let args = args.iter().take_while(|a| *a != "--");
+    let mut prev_format = false;
+    for a in args {
+        if a == "--json"
+            || a == "--format=json"
+            || a == "--format=sarif"
+            || (prev_format && (a == "json" || a == "sarif"))
+        {
+            return true;
+        }
+        prev_format = a == "--format";
+    }
+    false
 }
 
 /// `FLUJO_LOG=info` (or `FLUJO_LOG=flujo_engine=debug,info`, …) prints tracing events and closed spans —
@@ -167,25 +266,40 @@ fn init_logging() {
                 .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
             let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
         }
-        Err(e) => eprintln!("warning: FLUJO_LOG='{spec}' is not a valid filter ({e}); logging is off"),
+        Err(e) => errln!("warning: FLUJO_LOG='{spec}' is not a valid filter ({e}); logging is off"),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout, usage errors to stderr (exit 2); a closed pipe is not an error.
+            let _ = e.print();
+            let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG);
+            if code != EXIT_OK && args_want_json() {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+                outln!("{}", CliError::usage("usage_error", first).to_json());
+            }
+            return ExitCode::from(out::final_code(code));
+        }
+    };
     init_logging();
+    let json = cli.wants_json();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error[runtime_error]: cannot start the async runtime: {e}");
+            CliError::new("runtime_error", EXIT_FAILED, format!("cannot start the async runtime: {e}")).report(json);
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match rt.block_on(commands::dispatch(cli)) {
-        Ok(code) => ExitCode::from(code),
+    let code = match rt.block_on(commands::dispatch(cli)) {
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error[{}]: {}", e.kind, e.message);
-            ExitCode::from(e.code)
+            e.report(json);
+            e.code
         }
-    }
+    };
+    ExitCode::from(out::final_code(code))
 }

@@ -95,8 +95,8 @@ pub fn init(force: bool) -> Result<u8, CliError> {
     std::fs::create_dir_all(".flujo").map_err(|e| CliError::config(format!("cannot create .flujo/: {e}")))?;
     for (name, text) in files {
         std::fs::write(name, text).map_err(|e| CliError::config(format!("cannot write {name}: {e}")))?;
-        eprintln!("created {name}");
+        errln!("created {name}");
     }
-    eprintln!("created .flujo/\nnext: flujo run");
+    errln!("created .flujo/\nnext: flujo run");
     Ok(EXIT_OK)
 }

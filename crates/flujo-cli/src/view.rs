@@ -105,33 +105,28 @@ pub struct LivePrinter {
 
 impl LivePrinter {
     pub fn print(&mut self, ev: &RunEvent) {
-        use std::io::Write;
         if let RunEvent::ModelAttempt { path, attempt, .. } = ev {
             // A re-ask or retry: its answer goes on a line of its own, not after the previous one.
-            let mut err = std::io::stderr().lock();
             if self.streaming.is_some() {
-                let _ = writeln!(err);
+                errln!();
             }
-            let _ = write!(err, "    ✎ {path} (attempt {attempt}) ");
-            let _ = err.flush();
+            err!("    ✎ {path} (attempt {attempt}) ");
             self.streaming = Some(path.clone());
             return;
         }
         if let RunEvent::TokenDelta { path, delta, .. } = ev {
-            let mut err = std::io::stderr().lock();
             if self.streaming.as_deref() != Some(path.as_str()) {
                 if self.streaming.is_some() {
-                    let _ = writeln!(err);
+                    errln!();
                 }
-                let _ = write!(err, "    ✎ {path} ");
+                err!("    ✎ {path} ");
                 self.streaming = Some(path.clone());
             }
-            let _ = write!(err, "{delta}");
-            let _ = err.flush();
+            err!("{delta}");
             return;
         }
         if self.streaming.take().is_some() {
-            eprintln!();
+            errln!();
         }
         print_event(ev);
     }
@@ -140,10 +135,10 @@ impl LivePrinter {
 fn print_event(ev: &RunEvent) {
     match ev {
         RunEvent::RunStarted { run_id, pipeline, resumed } => {
-            eprintln!("▶ run {run_id} of {pipeline}{}", if *resumed { " (resumed)" } else { "" })
+            errln!("▶ run {run_id} of {pipeline}{}", if *resumed { " (resumed)" } else { "" })
         }
-        RunEvent::StepStarted { path, step, kind, .. } => eprintln!("  · {path} {step} ({kind})"),
-        RunEvent::StepFinished { result, replayed, .. } => eprintln!(
+        RunEvent::StepStarted { path, step, kind, .. } => errln!("  · {path} {step} ({kind})"),
+        RunEvent::StepFinished { result, replayed, .. } => errln!(
             "  {} {} {} {:.1} ms{}",
             if result.status == StepStatus::Completed { "✓" } else { "✗" },
             result.path,
@@ -153,13 +148,13 @@ fn print_event(ev: &RunEvent) {
         ),
         RunEvent::Paused { pending, .. } => {
             for p in pending {
-                eprintln!("  ⏸ {} awaiting input: {}", p.pause_id, p.message)
+                errln!("  ⏸ {} awaiting input: {}", p.pause_id, p.message)
             }
         }
-        RunEvent::RunFinished { status, .. } => eprintln!("■ {}", status.as_str()),
-        RunEvent::ToolCall { path, tool, arguments, .. } => eprintln!("    ⚒ {path} {tool} {arguments}"),
+        RunEvent::RunFinished { status, .. } => errln!("■ {}", status.as_str()),
+        RunEvent::ToolCall { path, tool, arguments, .. } => errln!("    ⚒ {path} {tool} {arguments}"),
         RunEvent::ToolResult { path, tool, ok, .. } => {
-            eprintln!("    {} {path} {tool} {}", if *ok { "↳" } else { "↯" }, if *ok { "ok" } else { "failed" })
+            errln!("    {} {path} {tool} {}", if *ok { "↳" } else { "↯" }, if *ok { "ok" } else { "failed" })
         }
         _ => {}
     }
@@ -171,27 +166,27 @@ pub fn print_step_warnings(ev: &RunEvent) {
     if let RunEvent::StepFinished { result, replayed: false, .. } = ev {
         for w in result.metadata.get("warnings").and_then(|w| w.as_array()).into_iter().flatten() {
             let text = w.as_str().map(str::to_owned).unwrap_or_else(|| w.to_string());
-            eprintln!("warning: step '{}' ({}): {text}", result.name, result.path);
+            errln!("warning: step '{}' ({}): {text}", result.name, result.path);
         }
     }
 }
 
-pub fn print_summary(r: &RunResult) {
-    println!("run {} ({}): {}", r.run_id, r.pipeline, r.status.as_str());
+pub fn print_summary(r: &RunResult, hint: &crate::commands::ResumeHint) {
+    outln!("run {} ({}): {}", r.run_id, r.pipeline, r.status.as_str());
     if let Some(o) = &r.output {
-        println!("output: {}", serde_json::to_string_pretty(o).unwrap_or_default());
+        outln!("output: {}", serde_json::to_string_pretty(o).unwrap_or_default());
     }
     if let Some(e) = &r.error {
-        println!("error [{}]: {}", e.kind, e.message);
+        outln!("error [{}]: {}", e.kind, e.message);
     }
     for p in &r.pending {
-        println!("paused at {} ({}): {}", p.pause_id, p.step, p.message);
+        outln!("paused at {} ({}): {}", p.pause_id, p.step, p.message);
         if let Some(s) = &p.input_schema {
-            println!("  answer must match: {s}");
+            outln!("  answer must match: {s}");
         }
-        println!("  answer with: flujo resume {} --pause-id '{}' -i ANSWER", r.run_id, p.pause_id);
+        outln!("{}", hint.pause_lines(&r.run_id, p));
     }
     if r.total_tokens > 0 || r.total_cost_usd > 0.0 {
-        println!("usage: {} tokens, ${:.6}", r.total_tokens, r.total_cost_usd);
+        outln!("usage: {} tokens, ${:.6}", r.total_tokens, r.total_cost_usd);
     }
 }

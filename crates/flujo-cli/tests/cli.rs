@@ -224,12 +224,21 @@ fn bad_inputs_get_clear_errors_and_documented_exit_codes() {
 
 #[test]
 fn validate_formats_and_locations() {
-    let dir = project(&[("w.yaml", "name: x\nsteps:\n  - name: a\n    agnet: {id: flujo.builtins.passthrough}\n")]);
+    let dir = project(&[
+        ("w.yaml", "name: x\nsteps:\n  - name: a\n    colour: {id: flujo.builtins.passthrough}\n"),
+        ("typo.yaml", "name: x\nsteps:\n  - name: a\n    agnet: {id: flujo.builtins.passthrough}\n"),
+    ]);
     let o = flujo(dir.path(), &["validate", "w.yaml", "--format", "json"]);
-    assert_eq!(code(&o), 0, "unknown field is a warning: {}", stderr(&o));
+    assert_eq!(code(&o), 0, "an unknown field near no real field is a warning: {}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let text = v.to_string();
-    assert!(text.contains("BP-UNKNOWN-FIELD") && text.contains("agent"), "{text}");
+    assert!(text.contains("BP-UNKNOWN-FIELD") && text.contains("colour"), "{text}");
+    // A near miss of a real field is an error (audit: `agnt:` ran as a passthrough, exit 0).
+    let o = flujo(dir.path(), &["validate", "typo.yaml", "--format", "json"]);
+    assert_eq!(code(&o), 4, "a misspelt field is an error");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["diagnostics"][0]["rule"], "BP-FIELD-TYPO");
+    assert_eq!(v["diagnostics"][0]["suggestion"], "did you mean `agent`?");
     let o = flujo(dir.path(), &["validate", "w.yaml", "--strict"]);
     assert_eq!(code(&o), 4, "--strict makes warnings errors");
     let o = flujo(dir.path(), &["validate", "w.yaml", "--format", "sarif"]);
@@ -309,7 +318,7 @@ fn dev_tools_explain_visualize_show_config() {
 
 #[test]
 fn logs_go_to_stderr_and_stdout_is_one_json_object() {
-    let dir = project(&[("p.yaml", "name: x\nsteps:\n  - name: a\n    agnet: oops\n")]);
+    let dir = project(&[("p.yaml", "name: x\nsteps:\n  - name: a\n    colour: oops\n")]);
     let o = flujo(dir.path(), &["run", "p.yaml", "--json", "--live", "--state", "memory://"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     json_out(&o);

@@ -266,10 +266,11 @@ fn run_ids_accept_unique_prefixes_only() {
         assert_eq!(code(&o), 2, "{sub}: {}", stderr(&o));
         let err = stderr(&o);
         assert!(err.contains("ambiguous") && err.contains("abc-1") && err.contains("abc-2"), "{sub}: {err}");
-        assert!(stdout(&o).is_empty(), "errors go to stderr");
+        let v: Value = serde_json::from_str(stdout(&o).trim()).expect("--json: one error object on stdout");
+        assert_eq!(v["error"]["kind"], "ambiguous_run_id", "{sub}: {v}");
 
         let o = p.run(&["lens", sub, "zzz"]);
-        assert_eq!(code(&o), 1, "{sub}");
+        assert_eq!(code(&o), 2, "an unknown run id is a usage error: {sub}");
         assert!(stderr(&o).contains("run_not_found"), "{sub}: {}", stderr(&o));
     }
 }
@@ -298,7 +299,7 @@ fn prune_deletes_finished_runs_and_refuses_bad_durations() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["run_id"], "wait-1", "a paused run is kept unless named");
     let o = p.run(&["lens", "show", "done-1"]);
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2, "a pruned run is an unknown run id: {}", stderr(&o));
 
     let o = p.run(&["lens", "prune", "--older-than", "0s", "--status", "paused"]);
     assert_eq!(code(&o), 0);
@@ -336,7 +337,9 @@ fn verify_names_a_tampered_journal_row() {
     drop(conn);
     let o = p.run(&["lens", "verify", "t-1", "--json"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("seq 1") && stdout(&o).is_empty(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("seq 1"), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).expect("--json: one error object on stdout");
+    assert_eq!(v["error"]["kind"], "store_error", "{v}");
 }
 
 #[test]

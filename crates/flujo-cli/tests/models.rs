@@ -395,17 +395,19 @@ steps:
       d: [{name: d, uses: agents.w}]
 "#;
     std::fs::write(env.dir.path().join("fan.yaml"), p).unwrap();
+    // Each call reports exactly its reservation (27 tokens), so three fit in 90 whichever order the branches
+    // reserve and finish in; the fourth is refused.
     for _ in 0..4 {
-        env.fake.push_reply(ScriptedReply::Text("paid".into()));
+        env.fake.push_reply_with_usage(ScriptedReply::Text("paid".into()), TokenUsage { prompt: 17, completion: 10 });
     }
     let o = flujo(env.dir.path(), &["run", "fan.yaml", "-i", "x", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let v = json_of(&o);
     assert_eq!(v["error"]["kind"], "usage_limit_exceeded", "{v}");
     assert_eq!(env.fake.call_count(), 3);
-    assert_eq!(v["total_tokens"], 45);
+    assert_eq!(v["total_tokens"], 81);
     let fan = v["step_history"].as_array().unwrap().iter().find(|s| s["name"] == "fan").expect("fan in history");
-    assert_eq!(fan["tokens"]["prompt"], 30, "{v}");
+    assert_eq!(fan["tokens"]["prompt"], 51, "{v}");
     assert_eq!(fan["output"].as_object().unwrap().len(), 3, "{v}");
     assert_eq!(v["output"], fan["output"]);
 }

@@ -89,6 +89,13 @@ pub enum FlujoError {
     BlockingInsideRuntime,
     #[error("runtime error: {0}")]
     Runtime(String),
+    /// A run id chosen by the caller is unusable (empty, too long, control characters; see [`crate::ids`]).
+    #[error("invalid run id '{shown}': {reason}")]
+    InvalidRunId { shown: String, reason: String },
+    /// The initial context of a run is refused before any step runs: it sets a framework field, or it
+    /// violates the pipeline's `context_schema`.
+    #[error("context validation failed: {0}")]
+    ContextValidation(String),
 }
 
 impl FlujoError {
@@ -105,6 +112,8 @@ impl FlujoError {
             FlujoError::NoStore => "no_store",
             FlujoError::BlockingInsideRuntime => "blocking_inside_runtime",
             FlujoError::Runtime(_) => "runtime_error",
+            FlujoError::InvalidRunId { .. } => "invalid_run_id",
+            FlujoError::ContextValidation(_) => "context_validation",
         }
     }
 }

@@ -14,7 +14,9 @@
 
 pub mod context;
 pub mod error;
+pub mod ids;
 pub mod journal;
+pub mod limits;
 pub mod patch;
 pub mod redact;
 pub mod result;
@@ -26,6 +28,7 @@ pub mod suggest;
 
 pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};
+pub use ids::{check_run_id, shorten_for_display, MAX_RUN_ID_CHARS};
 pub use journal::{verify_chain, ChainError, JournalRecord};
 pub use patch::PatchOp;
 pub use redact::{is_secret_key, needs_redaction, redact, redact_at, REDACTED};

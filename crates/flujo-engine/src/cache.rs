@@ -40,7 +40,7 @@ impl CacheBackend for MemoryCache {
     }
 
     fn put(&self, key: [u8; 32], value: Arc<Value>, ttl_s: Option<f64>) {
-        let expires = ttl_s.map(|t| self.clock.now_ms() + (t * 1000.0) as i64);
+        let expires = ttl_s.map(|t| self.clock.now_ms().saturating_add((t * 1000.0) as i64));
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (value, expires));
     }
 }

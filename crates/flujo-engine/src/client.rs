@@ -110,7 +110,41 @@ pub struct RunView {
     pub journal_len: usize,
 }
 
+/// The usage a journal records: the tokens and cost of every record not already counted by an enclosing
+/// record. A composite's record carries the usage of all its children and is committed after them, so a
+/// record is enclosed when a later record has an ancestor path of its own. Linear in the journal (times
+/// path depth).
+pub fn journal_usage(records: &[JournalRecord]) -> (u64, f64) {
+    let mut later: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let (mut tokens, mut cost) = (0u64, 0.0f64);
+    for r in records.iter().rev() {
+        let path = r.path.as_str();
+        let enclosed = path.char_indices().any(|(i, c)| c == '/' && later.contains(&path[..i]));
+        if !enclosed {
+            tokens = tokens.saturating_add(r.tokens.total());
+            if r.cost_usd.is_finite() {
+                cost += r.cost_usd;
+            }
+        }
+        later.insert(path);
+    }
+    (tokens, cost)
+}
+
 impl RunView {
+    /// The view of `run` with its journal. A run still marked `running` (in progress, or killed) has not
+    /// recorded its totals yet: they are computed from the journal ([`journal_usage`]).
+    pub fn with_journal(run: RunRecord, journal: &[JournalRecord]) -> Self {
+        let unfinished = run.status == RunStatus::Running;
+        let mut view = RunView::from_record(run, journal.len());
+        if unfinished {
+            let (tokens, cost) = journal_usage(journal);
+            view.total_tokens = view.total_tokens.max(tokens);
+            view.total_cost_usd = view.total_cost_usd.max(cost);
+        }
+        view
+    }
+
     pub fn from_record(run: RunRecord, journal_len: usize) -> Self {
         RunView {
             run_id: run.run_id,
@@ -259,8 +293,8 @@ impl TaskClient {
         let runs = self.store.list_runs(filter).await?;
         let mut views = Vec::with_capacity(runs.len());
         for run in runs {
-            let len = self.store.load_journal(&run.run_id).await?.len();
-            views.push(RunView::from_record(run, len));
+            let journal = self.store.load_journal(&run.run_id).await?;
+            views.push(RunView::with_journal(run, &journal));
         }
         Ok(views)
     }
@@ -268,8 +302,8 @@ impl TaskClient {
     /// The run `run_id` (an exact id), or `None`.
     pub async fn get_run(&self, run_id: &str) -> Result<Option<RunView>, ClientError> {
         let Some(run) = self.store.get_run(run_id).await? else { return Ok(None) };
-        let len = self.store.load_journal(run_id).await?.len();
-        Ok(Some(RunView::from_record(run, len)))
+        let journal = self.store.load_journal(run_id).await?;
+        Ok(Some(RunView::with_journal(run, &journal)))
     }
 
     /// The journal of `run_id` in seq order (`RunNotFound` for an unknown run).

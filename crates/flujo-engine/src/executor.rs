@@ -884,12 +884,14 @@ impl ExecutorCore {
             })
         })?;
         let fut = agent.call(call);
-        let res = match timeout_s {
-            Some(t) if t > 0.0 => match tokio::time::timeout(std::time::Duration::from_secs_f64(t), fut).await {
+        // Bounds were checked when the runner was built (`prepare`); an unusable value never panics here.
+        let res = match timeout_s.map(|t| (t, flujo_core::limits::duration_from_secs(t))) {
+            Some((t, Ok(limit))) => match tokio::time::timeout(limit, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(flujo_core::SkillError::new(format!("timed out after {t}s"))),
             },
-            _ => fut.await,
+            Some((t, Err(e))) => Err(flujo_core::SkillError::fatal(format!("timeout_s {t} {e}"))),
+            None => fut.await,
         };
         // Every call is reconciled to the usage it reported — a failed one too (its error carries what the
         // provider billed before the failure, 0 when nothing was); the reservation is released, never spent.

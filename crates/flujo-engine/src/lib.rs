@@ -31,7 +31,7 @@ pub mod policy;
 pub mod prepare;
 pub mod runner;
 
-pub use client::{ClientError, ReplayReport, RunView, TaskClient, VerifyReport};
+pub use client::{journal_usage, ClientError, ReplayReport, RunView, TaskClient, VerifyReport};
 pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};
 pub use policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome, StepPolicy};
 pub use runner::{

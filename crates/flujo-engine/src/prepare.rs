@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flujo_core::{AgentRef, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value};
+use flujo_core::{limits, AgentRef, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value};
 
 use crate::policy::ExecutionDispatcher;
 
@@ -88,7 +88,13 @@ const MAX_IMPORT_DEPTH: usize = 32;
 pub const MAX_NESTING_DEPTH: usize = 256;
 
 fn err(step: &Step, message: impl Into<String>) -> FlujoError {
-    FlujoError::Resolution { step: step.name.clone(), message: message.into() }
+    // A name over the limit is itself the error: keep the message readable.
+    let name = if step.name.chars().count() > limits::MAX_NAME_LEN {
+        format!("{}…", step.name.chars().take(60).collect::<String>())
+    } else {
+        step.name.clone()
+    };
+    FlujoError::Resolution { step: name, message: message.into() }
 }
 
 /// An unknown model provider is a configuration problem (a provider is added in the configuration), reported
@@ -110,6 +116,12 @@ impl<'a> Preparer<'a> {
     }
 
     pub fn pipeline(&mut self, p: &Pipeline) -> Result<(), FlujoError> {
+        if p.name.chars().count() > limits::MAX_NAME_LEN || p.name.chars().any(char::is_control) {
+            return Err(FlujoError::Config(format!(
+                "the pipeline name must be at most {} characters without control characters",
+                limits::MAX_NAME_LEN
+            )));
+        }
         if let Some(schema) = &p.context_schema {
             self.schema(schema, &p.name)?;
         }
@@ -127,7 +139,26 @@ impl<'a> Preparer<'a> {
         steps.iter().try_for_each(|s| self.step(s))
     }
 
+    /// The bounds of a model agent's declaration: `max_retries` (re-asks), `timeout`, `max_turns`.
+    fn model_bounds(step: &Step, settings: &Value) -> Result<(), FlujoError> {
+        if let Some(n) = settings.get("max_retries").and_then(Value::as_u64) {
+            limits::check_retries(n).map_err(|e| err(step, format!("agent max_retries {e}")))?;
+        }
+        for key in ["timeout", "timeout_s"] {
+            if let Some(t) = settings.get(key).and_then(Value::as_f64) {
+                limits::check_duration_secs(t).map_err(|e| err(step, format!("agent {key} {e}")))?;
+            }
+        }
+        if let Some(n) = settings.get("max_turns").and_then(Value::as_u64) {
+            limits::check_count(n, limits::MAX_TURNS).map_err(|e| err(step, format!("agent max_turns {e}")))?;
+        }
+        Ok(())
+    }
+
     fn agent(&mut self, step: &Step, agent: &AgentRef) -> Result<(), FlujoError> {
+        if let AgentRef::Model { settings, .. } = agent {
+            Self::model_bounds(step, settings)?;
+        }
         let skill = match agent {
             AgentRef::Skill { id, params } => self.skills.resolve(id, params).map_err(|e| err(step, e.to_string()))?,
             AgentRef::Model { model, settings } => match self.models {
@@ -151,9 +182,9 @@ impl<'a> Preparer<'a> {
         let AgentRef::Model { model, settings } = agent else {
             return Err(err(step, "only model agents can call tools"));
         };
-        if max_turns == 0 {
-            return Err(err(step, "max_turns must be at least 1"));
-        }
+        Self::model_bounds(step, settings)?;
+        limits::check_count(u64::from(max_turns), limits::MAX_TURNS)
+            .map_err(|e| err(step, format!("max_turns {e}")))?;
         let Some(models) = self.models else {
             return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
         };
@@ -196,7 +227,38 @@ impl<'a> Preparer<'a> {
         r
     }
 
+    /// Names that become journal path segments (branch and state names) must be valid and unique, so that a
+    /// path names exactly one step execution.
+    fn segment_names<'n>(
+        &self,
+        step: &Step,
+        what: &str,
+        names: impl Iterator<Item = &'n str>,
+    ) -> Result<(), FlujoError> {
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let shown: String = name.chars().take(60).collect();
+            limits::check_name(name).map_err(|e| err(step, format!("{what} name {shown:?} {e}")))?;
+            if !seen.insert(name) {
+                return Err(err(step, format!("{what} name {shown:?} is used twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The step's own bounds: its name, retries and timeout.
+    fn step_bounds(&self, step: &Step) -> Result<(), FlujoError> {
+        limits::check_name(&step.name).map_err(|e| err(step, format!("the step name {e}")))?;
+        limits::check_retries(u64::from(step.config.max_retries))
+            .map_err(|e| err(step, format!("config.max_retries {e}")))?;
+        if let Some(t) = step.config.timeout_s {
+            limits::check_duration_secs(t).map_err(|e| err(step, format!("config.timeout_s {e}")))?;
+        }
+        Ok(())
+    }
+
     fn step_inner(&mut self, step: &Step) -> Result<(), FlujoError> {
+        self.step_bounds(step)?;
         if let Some(input) = &step.input {
             self.template_value(step, input)?;
         }
@@ -230,9 +292,8 @@ impl<'a> Preparer<'a> {
             },
             StepKind::Step { agent: None } => {}
             StepKind::Loop(l) => {
-                if l.max_loops == 0 {
-                    return Err(err(step, "loop max_loops must be at least 1"));
-                }
+                limits::check_count(u64::from(l.max_loops), limits::MAX_ITERATIONS)
+                    .map_err(|e| err(step, format!("loop max_loops {e}")))?;
                 if let Some(e) = &l.exit_expression {
                     self.expr(step, e)?;
                 }
@@ -259,6 +320,7 @@ impl<'a> Preparer<'a> {
                 self.steps(&m.body)?;
             }
             StepKind::Conditional(c) => {
+                self.segment_names(step, "branch", c.branches.iter().map(|(n, _)| n.as_str()))?;
                 if let Some(e) = &c.condition_expression {
                     self.expr(step, e)?;
                 }
@@ -273,11 +335,13 @@ impl<'a> Preparer<'a> {
                 }
             }
             StepKind::Parallel(p) => {
+                self.segment_names(step, "branch", p.branches.iter().map(|(n, _)| n.as_str()))?;
                 for (_, b) in &p.branches {
                     self.steps(b)?;
                 }
             }
             StepKind::DynamicRouter(r) => {
+                self.segment_names(step, "branch", r.branches.iter().map(|(n, _)| n.as_str()))?;
                 self.agent(step, &r.router_agent)?;
                 for (_, b) in &r.branches {
                     self.steps(b)?;
@@ -291,6 +355,9 @@ impl<'a> Preparer<'a> {
                 }
             }
             StepKind::Cache(c) => {
+                if let Some(t) = c.ttl_s {
+                    limits::check_duration_secs(t).map_err(|e| err(step, format!("cache ttl_s {e}")))?;
+                }
                 self.step(&c.wrapped_step)?;
                 self.out.fingerprints.insert(addr(&*c.wrapped_step), c.wrapped_step.fingerprint());
             }
@@ -303,6 +370,9 @@ impl<'a> Preparer<'a> {
                 self.depth -= 1;
             }
             StepKind::StateMachine(sm) => {
+                self.segment_names(step, "state", sm.states.iter().map(|(n, _)| n.as_str()))?;
+                limits::check_count(u64::from(sm.max_hops), limits::MAX_ITERATIONS)
+                    .map_err(|e| err(step, format!("state machine max_hops {e}")))?;
                 let names: Vec<&str> = sm.states.iter().map(|(n, _)| n.as_str()).collect();
                 if !names.contains(&sm.start_state.as_str()) {
                     return Err(err(step, format!("start_state '{}' is not a state", sm.start_state)));
@@ -324,9 +394,6 @@ impl<'a> Preparer<'a> {
             StepKind::AgenticLoop(a) => {
                 if !matches!(a.planner, AgentRef::Model { .. }) {
                     return Err(err(step, "the planner of an agentic_loop must be a model agent (uses: agents.NAME)"));
-                }
-                if a.max_turns == 0 {
-                    return Err(err(step, "agentic_loop max_turns must be at least 1"));
                 }
                 // The loop offers its own `tools:` and those the planner agent declares (union, in that order).
                 let mut tools = a.tools.clone();

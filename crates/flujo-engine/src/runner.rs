@@ -335,6 +335,13 @@ impl Flujo {
 
     async fn start(&self, opts: RunOptions, telemetry: Option<Arc<dyn Telemetry>>) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
+        if let Some(id) = &opts.run_id {
+            flujo_core::check_run_id(id).map_err(|reason| FlujoError::InvalidRunId {
+                shown: flujo_core::shorten_for_display(id, 40),
+                reason,
+            })?;
+        }
+        self.check_initial_context(&opts.context)?;
         let run_id: Arc<str> = Arc::from(opts.run_id.unwrap_or_else(|| inner.ids.new_run_id()).as_str());
         let limits = stricter(inner.usage_limits, opts.usage_limits);
         let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id)?;
@@ -382,6 +389,45 @@ impl Flujo {
         .stream_tokens(opts.stream_tokens);
         let ctx = Context::new(&run_id, opts.input.clone(), opts.context);
         self.walk(state, ctx, opts.input, 0, false).await
+    }
+
+    /// The initial context is validated like every update (SPEC §4), before the run is recorded: it may not
+    /// set a framework field (`run_id`, `initial_prompt`, `steps`, `hitl_history`, `import_artifacts`,
+    /// `status`), and with a `context_schema` the user fields must satisfy it (types and `required` keys).
+    fn check_initial_context(&self, context: &Map<String, Value>) -> Result<(), FlujoError> {
+        let reserved: Vec<&str> =
+            context.keys().map(String::as_str).filter(|k| flujo_core::context::FRAMEWORK_FIELDS.contains(k)).collect();
+        if !reserved.is_empty() {
+            return Err(FlujoError::ContextValidation(format!(
+                "{} {} framework field{} that the run sets itself and cannot be given (framework fields: {})",
+                reserved.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", "),
+                if reserved.len() == 1 { "is a" } else { "are" },
+                if reserved.len() == 1 { "" } else { "s" },
+                flujo_core::context::FRAMEWORK_FIELDS.join(", ")
+            )));
+        }
+        let inner = &*self.inner;
+        let Some(schema) = inner.pipeline.context_schema.as_ref().and_then(|s| inner.core.prepared.schema(s)) else {
+            return Ok(());
+        };
+        let user = Value::Object(context.clone());
+        let errors: Vec<String> = schema
+            .iter_errors(&user)
+            .take(20)
+            .map(|e| {
+                let at = e.instance_path.to_string();
+                let e = flujo_core::shorten_for_display(&e.to_string(), 300);
+                format!("{e} (at {})", if at.is_empty() { "the context root" } else { at.as_str() })
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(FlujoError::ContextValidation(format!(
+                "the initial context does not match the pipeline's context_schema: {}",
+                errors.join("; ")
+            )))
+        }
     }
 
     /// Answers the single pending pause of `run_id` with `answer`.

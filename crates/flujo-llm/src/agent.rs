@@ -10,7 +10,6 @@
 //! [`flujo_core::Skill::estimate`] gives the quota reservation of a call (Reserve → Execute → Reconcile).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use flujo_core::{ContextSnapshot, DeltaSink, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, TokenUsage, Usage};
@@ -186,7 +185,7 @@ impl AgentSpec {
             top_p: self.model_settings.top_p,
             max_tokens: self.model_settings.max_tokens,
             token_limit_param: self.model_settings.token_limit_param,
-            timeout: self.timeout_s.filter(|t| *t > 0.0).map(Duration::from_secs_f64),
+            timeout: self.timeout_s.and_then(|t| flujo_core::limits::duration_from_secs(t).ok()),
             extra: self.model_settings.extra.clone(),
             ..Default::default()
         }
@@ -580,7 +579,7 @@ mod tests {
         assert_eq!(spec.model_settings.extra, json!({"seed": 1}).as_object().unwrap().clone());
         assert_eq!((spec.timeout_s, spec.max_retries()), (Some(30.0), 3));
         assert_eq!(spec.tools, vec!["flujo.builtins.http_get"]);
-        assert_eq!(spec.chat_settings().timeout, Some(Duration::from_secs(30)));
+        assert_eq!(spec.chat_settings().timeout, Some(std::time::Duration::from_secs(30)));
         for bad in [
             json!({"tools": "x"}),
             json!({"model_settings": {"temperature": "hot"}}),

@@ -141,8 +141,8 @@ impl ProviderConfig {
         }
         let timeout = match self.timeout_s {
             None => DEFAULT_TIMEOUT,
-            Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
-            Some(s) => return Err(LlmError::Config(format!("providers.{name}.timeout_s must be positive, got {s}"))),
+            Some(s) => flujo_core::limits::duration_from_secs(s)
+                .map_err(|e| LlmError::Config(format!("providers.{name}.timeout_s {e}")))?,
         };
         let mut retry = self.retry.unwrap_or_default();
         if let Some(n) = self.max_attempts {

@@ -500,10 +500,9 @@ struct Sleep {
 fn build_sleep(p: &Params<'_>) -> Result<Arc<dyn Skill>, ResolveError> {
     let duration = match p.get("ms") {
         None => return Err(p.bad("missing required param `ms`")),
-        Some(v) => match (v.as_u64(), v.as_f64()) {
-            (Some(ms), _) => Duration::from_millis(ms),
-            (None, Some(ms)) if ms.is_finite() && ms >= 0.0 => Duration::from_secs_f64(ms / 1000.0),
-            _ => return Err(p.bad(format!("`ms` must be a non-negative number, got {v}"))),
+        Some(v) => match v.as_f64() {
+            Some(ms) => flujo_core::limits::duration_from_millis(ms).map_err(|e| p.bad(format!("`ms` {e}")))?,
+            None => return Err(p.bad(format!("`ms` must be a non-negative number, got {v}"))),
         },
     };
     Ok(Arc::new(Sleep { info: p.info(), duration }))

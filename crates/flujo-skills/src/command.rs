@@ -75,6 +75,10 @@ impl CommandSkill {
         if spec.command.is_empty() {
             return Err(ResolveError::BadParams { id: spec.id.clone(), message: "`command` is empty".into() });
         }
+        if let Some(t) = spec.timeout_s {
+            flujo_core::limits::check_duration_secs(t)
+                .map_err(|e| ResolveError::BadParams { id: spec.id.clone(), message: format!("`timeout_s` {e}") })?;
+        }
         let input_validator = compile(&spec.input_schema, &spec.id, "input_schema")?;
         let output_validator = compile(&spec.output_schema, &spec.id, "output_schema")?;
         Ok(CommandSkill { spec, params, input_validator, output_validator })
@@ -136,17 +140,18 @@ impl Skill for CommandSkill {
             let _ = stdin.shutdown().await;
         }
         let timeout = self.spec.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S);
-        let out =
-            match tokio::time::timeout(Duration::from_secs_f64(timeout.max(0.001)), child.wait_with_output()).await {
-                Ok(Ok(out)) => out,
-                Ok(Err(e)) => {
-                    return Err(SkillError::new(format!("command skill '{id}': waiting for the process failed: {e}")))
-                }
-                Err(_) => {
-                    // The child is killed when its handle (moved into the timed-out future) is dropped.
-                    return Err(SkillError::new(format!("command skill '{id}' timed out after {timeout}s")));
-                }
-            };
+        // `new` checked the range; never panic on an unusable value.
+        let limit = flujo_core::limits::duration_from_secs(timeout).unwrap_or(Duration::from_secs(60));
+        let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                return Err(SkillError::new(format!("command skill '{id}': waiting for the process failed: {e}")))
+            }
+            Err(_) => {
+                // The child is killed when its handle (moved into the timed-out future) is dropped.
+                return Err(SkillError::new(format!("command skill '{id}' timed out after {timeout}s")));
+            }
+        };
         if !out.status.success() {
             let code = out.status.code().map(|c| c.to_string()).unwrap_or_else(|| "a signal".into());
             return Err(SkillError::new(format!(

@@ -353,13 +353,19 @@ fn renderers_cover_all_diagnostics() {
 
 #[test]
 fn strict_turns_warnings_into_errors() {
-    let yaml = "name: x\nsteps:\n  - name: a\n    agnt: {id: flujo.builtins.passthrough}\n";
+    let yaml = "name: x\nsteps:\n  - name: a\n    colour: red\n    agent: {id: flujo.builtins.passthrough}\n";
     let registry = registry();
     let loaded = load_str(yaml, Path::new("x.yaml"), &opts(&registry)).unwrap();
     assert_eq!(loaded.diagnostics.len(), 1);
     assert_eq!(loaded.diagnostics[0].severity, Severity::Warning);
     let strict = LoadOptions { strict: true, ..opts(&registry) };
     let failure = load_str(yaml, Path::new("x.yaml"), &strict).unwrap_err();
+    assert_eq!(failure.diagnostics[0].severity, Severity::Error);
+    assert_eq!(failure.diagnostics[0].rule, "BP-UNKNOWN-FIELD");
+    // A near miss of a real field is an error without `strict` (audit: `agnt:` ran as a passthrough, exit 0).
+    let typo = "name: x\nsteps:\n  - name: a\n    agnt: {id: flujo.builtins.passthrough}\n";
+    let failure = load_str(typo, Path::new("x.yaml"), &opts(&registry)).unwrap_err();
+    assert_eq!(failure.diagnostics[0].rule, "BP-FIELD-TYPO");
     assert_eq!(failure.diagnostics[0].severity, Severity::Error);
     assert_eq!(failure.diagnostics[0].suggestion.as_deref(), Some("did you mean `agent`?"));
 }

@@ -323,7 +323,8 @@ fn special_files_are_refused_not_read() {
         let text = format!(
             "name: special\nimports: {{child: \"{target}\"}}\nagents:\n  w: {{model: \"mock:echo\", system_prompt: {{from_file: \"{target}\"}}}}\nsteps:\n  - {{name: a, uses: imports.child}}\n  - {{name: b, uses: agents.w}}\n"
         );
-        let diags = validate_str(&text, &dir.join("main.yaml"), &LoadOptions::default());
+        let allow = LoadOptions { allow_imports_outside: true, ..LoadOptions::default() };
+        let diags = validate_str(&text, &dir.join("main.yaml"), &allow);
         let rules = rules_of(&diags);
         assert!(rules.contains(&"BP-IMPORT-MISSING") && rules.contains(&"BP-PROMPT-FILE"), "{target}: {diags:?}");
         assert!(diags.iter().any(|d| d.message.contains("not a regular file")), "{target}: {diags:?}");
