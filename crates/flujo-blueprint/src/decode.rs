@@ -107,6 +107,7 @@ const MODEL_SETTINGS_FIELDS: &[&str] = &[
     "top_p",
     "max_tokens",
     "max_completion_tokens",
+    "token_limit_param",
     "top_k",
     "seed",
     "stop",
@@ -413,6 +414,21 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.take("top_p") {
             self.ranged(n, &format!("`top_p` in {what}"), 0.0, 1.0);
+        }
+        if let (true, Some(n)) = (f.has("max_tokens"), f.entries.iter().find(|e| e.0 == "max_completion_tokens")) {
+            let loc = n.1.loc;
+            self.report(
+                rules::BP_TYPE,
+                loc,
+                format!("{what} sets both `max_tokens` and `max_completion_tokens`; set one"),
+            );
+        }
+        if let Some(n) = f.take("token_limit_param") {
+            self.choice(
+                n,
+                &format!("`token_limit_param` in {what}"),
+                &[("max_tokens", ()), ("max_completion_tokens", ())],
+            );
         }
         for key in ["max_tokens", "max_completion_tokens"] {
             if let Some(n) = f.take(key) {
