@@ -368,15 +368,21 @@ async fn token_deltas_stream_as_run_events() {
 /// that was not offered is reported to the model under the offered tool names, as a failed tool result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planner_agents_own_tools_are_offered_too() {
+    planner_tools("openai").await;
+    planner_tools("anthropic").await;
+}
+
+async fn planner_tools(provider: &str) {
     let fake = FakeProvider::start().await.unwrap();
     fake.push_reply(ScriptedReply::ToolCall { name: "flujo_builtins_stringify".into(), arguments: json!({"x": 1}) });
     fake.push_reply(ScriptedReply::ToolCall { name: "made_up".into(), arguments: json!({}) });
     fake.push_reply(ScriptedReply::Text("done".into()));
-    let settings = json!({"model": "openai:gpt-test", "tools": ["flujo.builtins.stringify"]});
+    let model = format!("{provider}:gpt-test");
+    let settings = json!({"model": model, "tools": ["flujo.builtins.stringify"]});
     let step = Step::new(
         "solve",
         StepKind::AgenticLoop(AgenticLoopSpec {
-            planner: AgentRef::Model { model: "openai:gpt-test".into(), settings },
+            planner: AgentRef::Model { model: model.clone(), settings },
             tools: vec!["test.count".into()],
             max_turns: 5,
         }),
@@ -390,13 +396,28 @@ async fn the_planner_agents_own_tools_are_offered_too() {
     let r = flujo.run(json!("go")).await.unwrap();
     assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
     let calls = fake.calls();
-    let offered: Vec<&str> =
-        calls[0].body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
-    assert_eq!(offered, ["test_count", "flujo_builtins_stringify"]);
+    let offered: Vec<&str> = calls[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().or(t["name"].as_str()).unwrap())
+        .collect();
+    assert_eq!(offered, ["test_count", "flujo_builtins_stringify"], "{provider}");
     let third = &calls[2].body["messages"];
     let last = third.as_array().unwrap().last().unwrap();
-    assert_eq!(last["role"], "tool");
-    assert_eq!(last["content"], "error: unknown tool 'made_up' (available: test_count, flujo_builtins_stringify)");
+    let message = "error: unknown tool 'made_up' (available: test_count, flujo_builtins_stringify)";
+    if provider == "openai" {
+        assert_eq!(last["role"], "tool");
+        assert_eq!(last["content"], message);
+    } else {
+        // Anthropic: the failed call's tool_result block says `is_error: true`; the successful one does not.
+        let block = last["content"].as_array().unwrap().last().unwrap();
+        assert_eq!(block["type"], "tool_result", "{last}");
+        assert_eq!(block["content"], message);
+        assert_eq!(block["is_error"], true, "{last}");
+        let first_result = &calls[1].body["messages"].as_array().unwrap().last().unwrap()["content"][0];
+        assert!(first_result.get("is_error").is_none(), "{first_result}");
+    }
 }
 
 /// A tool loop stopped by the budget between turns keeps the turns it paid for in the step's figures.
