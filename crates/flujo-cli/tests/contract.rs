@@ -5,6 +5,9 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod common;
+use common::*;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -12,47 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flujo"));
-    c.args(args)
-        .current_dir(dir)
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
-        .env_remove("FLUJO_MAX_INPUT_BYTES")
-        .stdin(Stdio::null());
-    c
-}
-
-fn flujo(dir: &Path, args: &[&str]) -> Output {
-    cmd(dir, args).output().expect("flujo runs")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn no_panic(o: &Output, what: &str) {
     let err = stderr(o);
     assert!(!err.contains("panicked"), "{what} panicked: {err}");
     assert_ne!(code(o), 101, "{what}: {err}");
     assert!(o.status.code().is_some(), "{what} died of a signal: {:?}", o.status);
-}
-
-/// Stdout as exactly one JSON object.
-fn json_out(o: &Output) -> Value {
-    let text = stdout(o);
-    let v: Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {text:?}\nstderr: {}", stderr(o)));
-    assert!(v.is_object(), "{text}");
-    v
 }
 
 /// The keys of the SPEC §13 result object, present in every `--json` answer of run and resume.
@@ -80,18 +47,6 @@ fn error_object(o: &Output, kind: &str, exit: i32) -> Value {
     assert_eq!(v["error"]["exit_code"], exit, "{v}");
     assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     v
-}
-
-fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (name, text) in files {
-        let p = dir.path().join(name);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).expect("mkdir");
-        }
-        std::fs::write(p, text).expect("write");
-    }
-    dir
 }
 
 const QUICK: &str = "version: '0.1'\nname: quick\nsteps:\n  - name: a\n    agent: {id: flujo.builtins.transform, params: {expr: 'previous_step'}}\n  - name: b\n    agent: {id: flujo.builtins.transform, params: {expr: '2'}}\n";

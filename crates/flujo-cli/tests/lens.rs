@@ -3,39 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+use common::*;
+
+use std::process::Output;
 
 use serde_json::{json, Value};
-
-fn flujo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flujo"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
-        .output()
-        .expect("flujo runs")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Parses stdout as exactly one JSON value.
-fn json_out(o: &Output) -> Value {
-    let text = stdout(o);
-    serde_json::from_str(text.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {text}\nstderr: {}", stderr(o)))
-}
 
 /// A project folder with the test pipelines and a SQLite state URI inside it.
 struct Project {
@@ -116,7 +89,7 @@ impl Project {
         all.extend(args);
         all.push("--json");
         let o = self.run(&all);
-        (code(&o), json_out(&o))
+        (code(&o), json_value(&o))
     }
 }
 

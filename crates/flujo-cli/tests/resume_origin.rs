@@ -3,31 +3,8 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-use serde_json::Value;
-
-fn flujo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flujo"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
-        .output()
-        .expect("flujo runs")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn json_out(o: &Output) -> Value {
-    let text = String::from_utf8_lossy(&o.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-        panic!("stdout is not one JSON object ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&o.stderr))
-    })
-}
+mod common;
+use common::*;
 
 const PIPELINE: &str =
     "name: p\nsteps:\n  - kind: hitl\n    name: ask\n    message: go?\n  - name: use\n    agent: eff\n";

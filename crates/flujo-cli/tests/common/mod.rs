@@ -1,0 +1,67 @@
+//! Helpers shared by the binary's integration tests: run the real `flujo` in a folder with a clean
+//! environment, read its exit code and output, lay out a project.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// `flujo ARGS` in `dir`, with none of the caller's `FLUJO_*` settings and an empty stdin.
+pub fn cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flujo"));
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("FLUJO_STATE_URI")
+        .env_remove("FLUJO_CONFIG")
+        .env_remove("FLUJO_MAX_INPUT_BYTES")
+        .env_remove("FLUJO_STRICT_TEMPLATES")
+        .env_remove("FLUJO_LOG")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `flujo ARGS` in `dir` to completion.
+pub fn flujo(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir, args).output().expect("flujo runs")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Stdout as exactly one JSON value.
+pub fn json_value(o: &Output) -> Value {
+    let text = stdout(o);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON value ({e}): {text:?}\nstderr: {}", stderr(o)))
+}
+
+/// Stdout as exactly one JSON object.
+pub fn json_out(o: &Output) -> Value {
+    let v = json_value(o);
+    assert!(v.is_object(), "stdout is not a JSON object: {v}");
+    v
+}
+
+/// A temporary folder holding `files` (`(relative path, text)`).
+pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        let p = dir.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(p, text).expect("write");
+    }
+    dir
+}
