@@ -15,7 +15,7 @@ use minijinja::{Environment, Expression};
 use serde_json::Value;
 
 use crate::convert::to_json;
-use crate::env::{env, template_env, KNOWN_FILTERS, MAX_OUTPUT_BYTES, TEMPLATE_NAME};
+use crate::env::{env, limits_guard, template_env, KNOWN_FILTERS, MAX_OUTPUT_BYTES, TEMPLATE_NAME};
 use crate::error::{from_minijinja, TemplateError};
 use crate::fast::{truthy, FastPath};
 use crate::guard;
@@ -186,6 +186,7 @@ impl CompiledExpr {
         if let Some(v) = self.fast(scope) {
             return Ok(v.clone());
         }
+        let _limits = limits_guard();
         to_json(&self.eval_raw(scope, mode)?)
     }
 
@@ -195,6 +196,7 @@ impl CompiledExpr {
         if let Some(v) = self.fast(scope) {
             return Ok(truthy(v));
         }
+        let _limits = limits_guard();
         Ok(self.eval_raw(scope, mode)?.is_true())
     }
 
@@ -314,6 +316,7 @@ impl CompiledTemplate {
         let Some(jinja) = &self.0.jinja else {
             return check_len(self.0.source.clone(), limit);
         };
+        let _limits = limits_guard();
         if let (Some(expr), true) = (&jinja.single, jinja.single_exact) {
             match expr.fast(scope) {
                 Some(Value::String(s)) => return check_len(s.clone(), limit),
@@ -326,7 +329,7 @@ impl CompiledTemplate {
             let value = expr.eval_raw(scope, mode)?;
             let text = match value.as_str() {
                 Some(s) => s.to_owned(),
-                None => value.to_string(),
+                None => minijinja::limits::format_bounded(format_args!("{value}")).map_err(|e| from_minijinja(&e))?,
             };
             return check_len(text, limit);
         }
