@@ -186,8 +186,8 @@ impl CompiledExpr {
         if let Some(v) = self.fast(scope) {
             return Ok(v.clone());
         }
-        let _limits = limits_guard();
-        to_json(&self.eval_raw(scope, mode)?)
+        let limits = limits_guard();
+        within(&limits, self.eval_raw(scope, mode).and_then(|v| to_json(&v)))
     }
 
     /// Evaluates the expression for its Jinja truthiness (empty strings, lists and maps, `0`, `none` and
@@ -196,8 +196,8 @@ impl CompiledExpr {
         if let Some(v) = self.fast(scope) {
             return Ok(truthy(v));
         }
-        let _limits = limits_guard();
-        Ok(self.eval_raw(scope, mode)?.is_true())
+        let limits = limits_guard();
+        within(&limits, self.eval_raw(scope, mode).map(|v| v.is_true()))
     }
 
     /// The source as given to [`compile_expression`].
@@ -316,7 +316,17 @@ impl CompiledTemplate {
         let Some(jinja) = &self.0.jinja else {
             return check_len(self.0.source.clone(), limit);
         };
-        let _limits = limits_guard();
+        let limits = limits_guard();
+        within(&limits, self.render_jinja(jinja, scope, mode, limit))
+    }
+
+    fn render_jinja(
+        &self,
+        jinja: &Jinja,
+        scope: &Scope<'_>,
+        mode: UndefinedMode,
+        limit: usize,
+    ) -> Result<String, TemplateError> {
         if let (Some(expr), true) = (&jinja.single, jinja.single_exact) {
             match expr.fast(scope) {
                 Some(Value::String(s)) => return check_len(s.clone(), limit),
@@ -374,6 +384,13 @@ impl CompiledTemplate {
     pub fn is_literal(&self) -> bool {
         self.0.jinja.is_none()
     }
+}
+
+/// `result`, unless the render ran out of its iteration budget (then iterations ended early and the result
+/// is not to be trusted).
+fn within<T>(limits: &minijinja::limits::LimitsGuard, result: Result<T, TemplateError>) -> Result<T, TemplateError> {
+    limits.check().map_err(|e| from_minijinja(&e))?;
+    result
 }
 
 fn check_len(text: String, limit: usize) -> Result<String, TemplateError> {

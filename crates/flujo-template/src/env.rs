@@ -55,11 +55,16 @@ pub const MAX_ITEMS: usize = 1_000_000;
 /// value an expression evaluates to).
 pub const MAX_BUILT_BYTES: usize = 256 << 20;
 
+/// The items all iterations of one render or evaluation may step through (loops, comparisons, searches and
+/// conversions of sequences): work inside one instruction that fuel does not count.
+pub const MAX_ITERATIONS: u64 = 50_000_000;
+
 /// The limits every render and evaluation runs under (see the module docs).
 pub(crate) const LIMITS: minijinja::limits::Limits = minijinja::limits::Limits {
     max_string_bytes: MAX_STRING_BYTES,
     max_items: MAX_ITEMS,
     budget_bytes: MAX_BUILT_BYTES,
+    max_iterations: MAX_ITERATIONS,
 };
 
 /// Applies [`LIMITS`] with a fresh budget until dropped: held for the whole of one render or evaluation.

@@ -520,7 +520,7 @@ fn fuzz_expression_huge_constant_repetition_is_refused() {
 
 fn eval_err(src: &str, scope: &Scope<'_>) -> String {
     match compile_expression(src).and_then(|e| e.eval(scope, UndefinedMode::Lenient)) {
-        Ok(v) => panic!("{src}: expected an error, got {v}"),
+        Ok(v) => panic!("{src}: expected an error, got {:.200}", v.to_string()),
         Err(e) => e.to_string(),
     }
 }
@@ -620,6 +620,14 @@ fn built_values_are_bounded() {
     assert!(e.contains("value too large"), "{e}");
     let e = eval_err("[previous_step * 8000000] * 100", &s);
     assert!(e.contains("value too large"), "{e}");
+    // work inside single instructions (comparing, searching, sorting lazily repeated sequences) is bounded
+    for src in [
+        "{% set n = (previous_step | length) * 500000 %}{% set a = [[1] * n] * n %}{% set b = [[1] * n] * n %}{{ a == b }}",
+        "{% set n = (previous_step | length) * 500000 %}{% set big = [range(100000)] * n %}{{ (range(99999) | list) in big }}",
+    ] {
+        let e = render_err(src, &s);
+        assert!(e.contains("iterated over more than"), "{src}: {e}");
+    }
     // ordinary work is unaffected, and each render has its own budget
     for _ in 0..3 {
         assert_eq!(render("{{ (previous_step * 4000000) | length }}", &s), "8000000");

@@ -27,6 +27,9 @@ pub struct Limits {
     pub max_items: usize,
     /// The bytes all strings and lists built during one render may add up to (inside a [`LimitsGuard`]).
     pub budget_bytes: usize,
+    /// The items all iterations during one render may step through (inside a [`LimitsGuard`]): comparing,
+    /// sorting or searching lazily repeated sequences is work that fuel does not see.
+    pub max_iterations: u64,
 }
 
 impl Limits {
@@ -35,6 +38,7 @@ impl Limits {
         max_string_bytes: 16 << 20,
         max_items: 1_000_000,
         budget_bytes: 256 << 20,
+        max_iterations: 50_000_000,
     };
 }
 
@@ -48,6 +52,10 @@ thread_local! {
     static LIMITS: Cell<Limits> = const { Cell::new(Limits::DEFAULT) };
     /// Bytes left in the budget of the current guard; `None` outside a guard.
     static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Iterations left in the current guard; once it reaches 0 iterations end early and the render fails.
+    static STEPS: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Set when the iteration budget ran out.
+    static EXHAUSTED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Applies `limits` on this thread, with a fresh budget, until dropped.
@@ -56,19 +64,84 @@ thread_local! {
 pub struct LimitsGuard {
     prev: Limits,
     prev_left: Option<usize>,
+    prev_steps: Option<u64>,
+    prev_exhausted: bool,
 }
 
 /// Applies `limits` to what templates build on this thread until the guard is dropped.
 pub fn enter(limits: Limits) -> LimitsGuard {
     let prev = LIMITS.with(|l| l.replace(limits));
     let prev_left = LEFT.with(|l| l.replace(Some(limits.budget_bytes)));
-    LimitsGuard { prev, prev_left }
+    let prev_steps = STEPS.with(|l| l.replace(Some(limits.max_iterations)));
+    let prev_exhausted = EXHAUSTED.with(|e| e.replace(false));
+    LimitsGuard {
+        prev,
+        prev_left,
+        prev_steps,
+        prev_exhausted,
+    }
+}
+
+impl LimitsGuard {
+    /// The error to report if the iteration budget ran out during this guard: iterations then ended early,
+    /// so whatever the render produced must be discarded.
+    pub fn check(&self) -> Result<(), Error> {
+        if EXHAUSTED.with(Cell::get) {
+            Err(too_large(format!(
+                "the template iterated over more than {} items",
+                current().max_iterations
+            )))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Drop for LimitsGuard {
     fn drop(&mut self) {
         LIMITS.with(|l| l.set(self.prev));
         LEFT.with(|l| l.set(self.prev_left));
+        STEPS.with(|l| l.set(self.prev_steps));
+        EXHAUSTED.with(|e| e.set(self.prev_exhausted));
+    }
+}
+
+type DynIter = Box<dyn Iterator<Item = Value> + Send + Sync>;
+
+/// Counts the items of `iter` against the iteration budget, when a guard is alive.
+pub(crate) fn counted(iter: DynIter) -> DynIter {
+    if STEPS.with(Cell::get).is_none() {
+        return iter;
+    }
+    Box::new(Counted(iter))
+}
+
+struct Counted(DynIter);
+
+impl Iterator for Counted {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        let go_on = STEPS.with(|s| match s.get() {
+            Some(0) => {
+                EXHAUSTED.with(|e| e.set(true));
+                false
+            }
+            Some(n) => {
+                s.set(Some(n - 1));
+                true
+            }
+            None => true,
+        });
+        if go_on {
+            self.0.next()
+        } else {
+            None
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
     }
 }
 

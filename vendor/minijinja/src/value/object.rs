@@ -329,7 +329,8 @@ macro_rules! impl_object_helpers {
         where
             Self: 'static,
         {
-            match self.enumerate() {
+            // flujo: every item iterated counts against the per-render iteration budget (`limits`)
+            let iter: Option<Box<dyn Iterator<Item = Value> + Send + Sync>> = match self.enumerate() {
                 Enumerator::NonEnumerable => None,
                 Enumerator::Empty => Some(Box::new(None::<Value>.into_iter())),
                 Enumerator::Seq(l) => {
@@ -356,7 +357,8 @@ macro_rules! impl_object_helpers {
                 }
                 Enumerator::Str(s) => Some(Box::new(s.iter().copied().map(Value::from))),
                 Enumerator::Values(v) => Some(Box::new(v.into_iter())),
-            }
+            };
+            iter.map(crate::limits::counted)
         }
 
         /// Iterate over key and value at once.
