@@ -199,6 +199,7 @@ mod tests {
             idempotency_key: Arc::from("r1:0"),
             context: Context::new("r1", Value::Null, Default::default()).snapshot(),
             deltas: None,
+            this: None,
         }
     }
 

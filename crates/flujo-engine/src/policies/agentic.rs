@@ -78,8 +78,10 @@ pub(crate) async fn run_tool_loop(
     for turn in 0..set.max_turns {
         let turn_path = child_path(base, format_args!("turn:{turn}"));
         let input = json!({"input": f.input, "messages": messages, "tools": tool_specs});
-        let reply =
-            f.core.journaled_call(f.step, planner, target, "model_turn", input, ctx, turn_path.clone(), f.run).await?;
+        let reply = f
+            .core
+            .journaled_call(f.step, planner, target, "model_turn", input, ctx, f.lex.this, turn_path.clone(), f.run)
+            .await?;
         let (reply, (t, c)) = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -131,7 +133,11 @@ pub(crate) async fn run_tool_loop(
                 Some((id, skill)) => {
                     let tool_path = child_path(&turn_path, format_args!("tool:{j}"));
                     tool_calls_made += 1;
-                    match f.core.journaled_call(f.step, skill, id, "tool_call", args, ctx, tool_path, f.run).await? {
+                    match f
+                        .core
+                        .journaled_call(f.step, skill, id, "tool_call", args, ctx, f.lex.this, tool_path, f.run)
+                        .await?
+                    {
                         Ok((v, (t, c))) => {
                             tokens.add(t);
                             cost += c;
