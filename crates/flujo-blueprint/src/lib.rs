@@ -45,6 +45,7 @@ mod decode;
 mod diagnostic;
 mod load;
 mod lower;
+pub mod origin;
 mod raw;
 pub mod rules;
 mod suggest;

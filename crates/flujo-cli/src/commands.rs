@@ -98,13 +98,51 @@ fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
 
 /// Built-in skills plus the command skills of the blueprint's catalog.
 fn registry_for(loaded: Option<&Loaded>, extra_catalog_dir: Option<&Path>) -> Result<Arc<dyn SkillRegistry>, CliError> {
-    let mut reg = BuiltinRegistry::new();
     let mut catalog = loaded.map(|l| l.catalog.clone()).unwrap_or_default();
     if let Some(dir) = extra_catalog_dir {
         let (c, diags) = flujo_blueprint::SkillCatalog::load_dir(dir);
         print_diagnostics(&diags);
         catalog.merge(&c);
     }
+    registry_from(&catalog)
+}
+
+/// The skills a stored run was started with, from the catalogs its origin recorded (wherever we are now).
+/// A catalog or a program it runs that changed since the run started is a `pipeline_mismatch`; a changed
+/// prompt file is only a note (its text is part of the stored definition). Runs stored without an origin
+/// (older versions, pipelines built in code) read `skills.yaml` of the current folder, as before.
+fn registry_for_stored_run(run: &flujo_core::RunRecord) -> Result<Arc<dyn SkillRegistry>, CliError> {
+    let Some(origin) = &run.origin else {
+        return registry_for(None, Some(Path::new(".")));
+    };
+    let mut blocking = Vec::new();
+    for changed in flujo_blueprint::origin::changed_files(origin) {
+        match changed.role {
+            flujo_core::OriginRole::Prompt => {
+                eprintln!("note: {changed}; the run goes on with the prompt text stored with it")
+            }
+            _ => blocking.push(changed.to_string()),
+        }
+    }
+    if !blocking.is_empty() {
+        return Err(CliError::new(
+            "pipeline_mismatch",
+            EXIT_CONFIG,
+            format!(
+                "run '{}' cannot be resumed with the skills it started with: {}; restore them, or pass \
+                 --pipeline FILE to resume with the current files",
+                run.run_id,
+                blocking.join("; ")
+            ),
+        ));
+    }
+    let (catalog, diags) = flujo_blueprint::origin::catalog_of(origin);
+    print_diagnostics(&diags);
+    registry_from(&catalog)
+}
+
+fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn SkillRegistry>, CliError> {
+    let mut reg = BuiltinRegistry::new();
     for id in catalog.ids().map(str::to_owned).collect::<Vec<_>>() {
         let Some(skill) = catalog.get(&id) else { continue };
         match &skill.command {
@@ -176,9 +214,14 @@ fn runner(
     store: Arc<dyn Store>,
     reg: Arc<dyn SkillRegistry>,
     cfg: &Config,
+    origin: Option<flujo_core::RunOrigin>,
 ) -> Result<Flujo, CliError> {
     let (limits, _) = cfg.budget_for(&pipeline.name);
-    Flujo::builder(pipeline)
+    let builder = match origin {
+        Some(o) => Flujo::builder(pipeline).origin(o),
+        None => Flujo::builder(pipeline),
+    };
+    builder
         .store(store)
         .skills(reg)
         .models(models(cfg)?)
@@ -203,7 +246,8 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     let reg = registry_for(Some(&loaded), None)?;
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
     let store = open_store(&uri)?;
-    let flujo = runner(loaded.pipeline, store, reg, cfg)?;
+    let origin = flujo_blueprint::origin::origin_of(&loaded, &path);
+    let flujo = runner(loaded.pipeline, store, reg, cfg, Some(origin))?;
     let opts = RunOptions { input, run_id: args.run_id.clone(), context, usage_limits: None, stream_tokens: args.live };
     let (events, fut) = flujo.run_streaming(opts).await;
     let result = drive(fut, events, args.live, args.json).await?;
@@ -236,11 +280,10 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
             let pipeline: Pipeline = flujo_engine::pipeline_from_definition(&def).map_err(|e| {
                 CliError::config(format!("the stored pipeline definition cannot be read ({e}); pass --pipeline FILE"))
             })?;
-            // Command skills live in skills.yaml of the project folder.
-            (pipeline, registry_for(None, Some(Path::new(".")))?)
+            (pipeline, registry_for_stored_run(&run)?)
         }
     };
-    let flujo = runner(pipeline, store, reg, cfg)?;
+    let flujo = runner(pipeline, store, reg, cfg, None)?;
     let answer = read_input(&args.input, None)?;
     let req = ResumeRequest { pause_id: args.pause_id.clone(), answer, stream_tokens: args.live };
     let (events, fut) = flujo.resume_streaming(&args.run_id, req);

@@ -1,5 +1,5 @@
-//! Crash harness: a child `flujo run` is killed with SIGKILL at random moments; `flujo resume RUN_ID` from a
-//! new process must finish the run with the same output as an uninterrupted run, no step whose record was
+//! Crash harness: a child `flujo run` is killed with SIGKILL at random moments, then up to two `flujo resume`
+//! processes of the same run are killed too; a last `flujo resume RUN_ID` from a new process must finish the run with the same output as an uninterrupted run, no step whose record was
 //! committed may execute again, and the journal's hash chain must verify.
 //!
 //! Side effects are observable: the command skill appends `IDEMPOTENCY_KEY NONCE` to `side.log` before it
@@ -121,13 +121,17 @@ fn sigkill_at_random_points_then_resume() {
     eprintln!("crash harness: seed {seed}, {}", soak.map_or(format!("{kills} kills"), |m| format!("soak for {m} min")));
     let mut rng = Rng(seed);
     let mut killed_mid_run = 0;
+    let mut killed_in_resume = 0;
     let mut double_runs = 0;
     let mut done = 0;
     for i in 0.. {
         match deadline {
             Some(d) if Instant::now() >= d => break,
             Some(_) if i > 0 && i % 100 == 0 => {
-                eprintln!("  … {i} kills, {killed_mid_run} mid-run, {double_runs} at-least-once re-runs")
+                eprintln!(
+                    "  … {i} runs killed, {killed_mid_run} mid-run, {killed_in_resume} kills during resume, \
+                     {double_runs} at-least-once re-runs"
+                )
             }
             Some(_) => {}
             None if i >= kills => break,
@@ -159,6 +163,21 @@ fn sigkill_at_random_points_then_resume() {
             killed_mid_run += 1;
         }
         drop(store);
+        // Up to two more kills, each during a `flujo resume` of the same run.
+        for _ in 0..rng.next() % 3 {
+            let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64).max(1));
+            let mut child = flujo(dir.path())
+                .args(["resume", &run_id, "--json", "--state", &state])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay);
+            let _ = child.kill();
+            if child.wait().unwrap().code().is_none() {
+                killed_in_resume += 1;
+            }
+        }
         let o = flujo(dir.path()).args(["resume", &run_id, "--json", "--state", &state]).output().unwrap();
         assert_eq!(
             o.status.code(),
@@ -204,9 +223,10 @@ fn sigkill_at_random_points_then_resume() {
         }
     }
     eprintln!(
-        "seed {seed}: {done} kills, {killed_mid_run} mid-run; {double_runs} uncommitted executions re-ran \
-         (at-least-once)"
+        "seed {seed}: {done} runs killed, {killed_mid_run} mid-run, {killed_in_resume} more kills during resume; \
+         {double_runs} uncommitted executions re-ran (at-least-once)"
     );
+    assert!(soak.is_some() || done < 20 || killed_in_resume > 0, "some kills should land during a resume");
     assert!(killed_mid_run >= done / 2, "most kills should land mid-run ({killed_mid_run}/{done})");
 }
 

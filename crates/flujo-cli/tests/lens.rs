@@ -409,3 +409,33 @@ fn a_missing_state_file_is_not_created() {
     assert!(stderr(&o).contains("no state store"), "{}", stderr(&o));
     assert!(!p.db().exists(), "lens must not create a state store");
 }
+
+#[test]
+fn verify_finds_a_deleted_last_record_and_a_forged_run_output() {
+    let p = Project::new();
+    p.start("quick.yaml", "t-del", 0);
+    p.start("quick.yaml", "t-out", 0);
+    let conn = rusqlite::Connection::open(p.db()).unwrap();
+    let changed = conn.execute("DELETE FROM journal WHERE run_id = 't-del' AND seq = 2", []).unwrap();
+    assert_eq!(changed, 1);
+    let changed = conn.execute("UPDATE runs SET output = '1000000' WHERE run_id = 't-out'", []).unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    // The remaining chain is intact, but the run row commits to three records.
+    let (rc, verify) = p.lens(&["verify", "t-del"]);
+    assert_eq!(rc, 1, "{verify}");
+    assert_eq!(verify["ok"], false);
+    let reason = verify["broken"]["reason"].as_str().unwrap();
+    assert!(reason.contains("commits to 3") && reason.contains("holds 2"), "{reason}");
+
+    // The chain is intact, but the stored output is not the last record's.
+    let (rc, verify) = p.lens(&["verify", "t-out"]);
+    assert_eq!(rc, 1, "{verify}");
+    assert!(verify["broken"]["reason"].as_str().unwrap().contains("stored output"), "{verify}");
+    // Resume of the completed run does not print the forged output as the result.
+    let o = p.run(&["resume", "t-out"]);
+    assert_ne!(code(&o), 0, "{}", stdout(&o));
+    assert!(!stdout(&o).contains("1000000"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("lens verify"), "{}", stderr(&o));
+}

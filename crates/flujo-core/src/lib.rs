@@ -40,5 +40,6 @@ pub use skill::{
 };
 pub use step::*;
 pub use store::{
-    BlobStore, JournalStore, RunFilter, RunOwner, RunRecord, RunStore, RunUpdate, Store, SystemStateStore,
+    BlobStore, ChainHead, JournalStore, OriginFile, OriginRole, RunFilter, RunOrigin, RunOwner, RunRecord, RunStore,
+    RunUpdate, Store, SystemStateStore,
 };

@@ -40,6 +40,58 @@ pub struct RunRecord {
     /// The owner's lease: it heartbeats before this time, or another process may take the run over.
     #[serde(default)]
     pub lease_expires_at_ms: Option<i64>,
+    /// Where the blueprint came from and the files besides the definition the run depends on (set by the
+    /// CLI; `None` for pipelines built in code).
+    #[serde(default)]
+    pub origin: Option<RunOrigin>,
+    /// The journal as of the run's last status change: the run row commits to the hash chain, so a deleted
+    /// trailing record is detected (`None` for runs stored before this was recorded).
+    #[serde(default)]
+    pub journal_head: Option<ChainHead>,
+}
+
+/// The run row's commitment to its journal: how many records it had and the hash of the last one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    /// Number of records.
+    pub len: u64,
+    /// Hash of the last record (the genesis hash when `len` is 0).
+    pub hash: String,
+}
+
+/// Where a run's blueprint came from: what `flujo resume RUN_ID` needs to run the run's skills from any
+/// folder, and the content hashes that tell whether those files changed since the run started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RunOrigin {
+    /// The blueprint file, absolute.
+    pub blueprint: String,
+    /// The blueprint's folder, absolute (imports, prompt files and command skills are relative to it).
+    pub base_dir: String,
+    /// Files the run depends on besides its stored definition.
+    #[serde(default)]
+    pub files: Vec<OriginFile>,
+}
+
+/// One file a run depends on, with its content hash when the run started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginFile {
+    pub role: OriginRole,
+    /// Absolute path.
+    pub path: String,
+    /// blake3 of the content, hex.
+    pub blake3: String,
+}
+
+/// What an [`OriginFile`] is to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginRole {
+    /// A `skills.yaml`: resume reads the run's command skills from it.
+    SkillsCatalog,
+    /// A file a command skill runs (its program or script argument).
+    SkillProgram,
+    /// A `system_prompt.from_file` (its text is part of the stored definition).
+    Prompt,
 }
 
 /// The process walking a run.
@@ -73,6 +125,8 @@ pub struct RunUpdate {
     pub lease_expires_at_ms: Option<i64>,
     /// When set, the update applies only if the stored owner id equals this (`Some(None)`: no owner).
     pub expected_owner: Option<Option<String>>,
+    /// The journal head to record with the new status (`None` leaves the stored one unchanged).
+    pub journal_head: Option<ChainHead>,
 }
 
 /// Filter for [`RunStore::list_runs`].

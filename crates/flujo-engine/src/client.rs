@@ -165,6 +165,57 @@ impl VerifyReport {
     }
 }
 
+/// Checks the run row against its (already verified) journal: the committed head, then a completed run's output.
+pub(crate) fn check_run_row(run: &RunRecord, records: &[JournalRecord]) -> Option<ChainError> {
+    let at = |i: usize, reason: String| {
+        let r = records.get(i);
+        ChainError { seq: r.map_or(i as u64, |r| r.seq), path: r.map(|r| r.path.clone()).unwrap_or_default(), reason }
+    };
+    if let Some(head) = &run.journal_head {
+        let len = usize::try_from(head.len).unwrap_or(usize::MAX);
+        let shorter = records.len() < len;
+        let longer = records.len() > len && run.status != RunStatus::Running;
+        if shorter || longer {
+            return Some(at(
+                records.len().min(len),
+                format!(
+                    "the run row ({}) commits to {} journal record(s), the journal holds {}{}",
+                    run.status.as_str(),
+                    head.len,
+                    records.len(),
+                    if shorter { ": records were deleted" } else { ": records were added" }
+                ),
+            ));
+        }
+        let committed = match len.checked_sub(1) {
+            Some(i) => records.get(i).map(|r| r.hash.as_str()),
+            None => Some(flujo_core::journal::GENESIS_HASH),
+        };
+        if committed != Some(head.hash.as_str()) {
+            return Some(at(
+                len.saturating_sub(1),
+                format!(
+                    "the run row commits to last hash {}, the journal has {}",
+                    head.hash,
+                    committed.unwrap_or("none")
+                ),
+            ));
+        }
+    }
+    if run.status == RunStatus::Completed {
+        let last_top = records.iter().enumerate().rev().find(|(_, r)| !r.path.contains('/'));
+        if let Some((i, r)) = last_top {
+            if run.output.as_ref() != Some(&*r.output) {
+                return Some(at(
+                    i,
+                    "the run's stored output is not the output of the record that produced it".to_owned(),
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// A client over a state store. Cheap to clone.
 #[derive(Clone)]
 pub struct TaskClient {
@@ -289,13 +340,20 @@ impl TaskClient {
     }
 
     /// Recomputes the hash chain of `run_id`'s journal.
+    ///
+    /// Beyond the chain itself, the run row must agree with it: the row commits to the journal's length and
+    /// last hash at every status change (a deleted trailing record is found; a `running` run may have more
+    /// records than its last commitment, never fewer), and a completed run's stored output must be the
+    /// output of the last top-level record (a forged `runs.output` is found).
     pub async fn verify(&self, run_id: &str) -> Result<VerifyReport, ClientError> {
+        let run = self.store.get_run(run_id).await?.ok_or_else(|| ClientError::RunNotFound(run_id.to_owned()))?;
         let records = self.journal(run_id).await?;
+        let broken = verify_chain(&records).err().or_else(|| check_run_row(&run, &records));
         Ok(VerifyReport {
             run_id: run_id.to_owned(),
             records: records.len(),
             last_hash: records.last().map(|r| r.hash.clone()),
-            broken: verify_chain(&records).err(),
+            broken,
         })
     }
 

@@ -53,6 +53,8 @@ impl<'a> Lexical<'a> {
 struct Tail {
     next_seq: u64,
     last_hash: String,
+    /// The output of the last top-level record committed by this writer, as journaled (redacted).
+    last_top_output: Option<Arc<Value>>,
 }
 
 /// Appends hash-chained records for one run, one at a time, in commit order.
@@ -63,7 +65,14 @@ pub(crate) struct JournalWriter {
 
 impl JournalWriter {
     pub(crate) fn new(store: Arc<dyn Store>, next_seq: u64, last_hash: String) -> Self {
-        JournalWriter { store, tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash }) }
+        JournalWriter { store, tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash, last_top_output: None }) }
+    }
+
+    /// The journal as committed so far: record count and last hash (what the run row commits to), and the
+    /// output of the last top-level record this writer committed, as journaled.
+    pub(crate) async fn head(&self) -> (flujo_core::ChainHead, Option<Arc<Value>>) {
+        let tail = self.tail.lock().await;
+        (flujo_core::ChainHead { len: tail.next_seq, hash: tail.last_hash.clone() }, tail.last_top_output.clone())
     }
 
     /// Redacts, seals and durably appends `record`; returns it sealed, with its original (unredacted) patch so
@@ -76,6 +85,9 @@ impl JournalWriter {
         self.store.append(&record).await?;
         tail.next_seq += 1;
         tail.last_hash.clone_from(&record.hash);
+        if !record.path.contains('/') {
+            tail.last_top_output = Some(record.output.clone());
+        }
         drop(tail);
         if let Some(p) = original_patch {
             record.patch = p;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use flujo_core::runtime::{PerRunQuotas, SystemClock};
 use flujo_core::{
-    Clock, Context, FlujoError, GovernancePolicy, IdGen, Interrupt, Map, ModelRegistry, Pipeline, QuotaManager,
-    RunError, RunEvent, RunOwner, RunRecord, RunResult, RunStatus, RunUpdate, SkillRegistry, StepStatus, Store,
-    StoreError, Telemetry, UsageLimits, Value,
+    ChainHead, Clock, Context, FlujoError, GovernancePolicy, IdGen, Interrupt, Map, ModelRegistry, Pipeline,
+    QuotaManager, RunError, RunEvent, RunOrigin, RunOwner, RunRecord, RunResult, RunStatus, RunUpdate, SkillRegistry,
+    StepStatus, Store, StoreError, Telemetry, UsageLimits, Value,
 };
 use flujo_template::UndefinedMode;
 
@@ -50,6 +50,7 @@ pub struct FlujoRuntimeBuilder {
     undefined: UndefinedMode,
     usage_limits: UsageLimits,
     lease: std::time::Duration,
+    origin: Option<RunOrigin>,
 }
 
 /// Default lease of a run's owner; the heartbeat renews it every third of it.
@@ -72,6 +73,7 @@ impl FlujoRuntimeBuilder {
             undefined: UndefinedMode::Lenient,
             usage_limits: UsageLimits::default(),
             lease: DEFAULT_LEASE,
+            origin: None,
         }
     }
 
@@ -130,6 +132,12 @@ impl FlujoRuntimeBuilder {
         self.undefined = if strict { UndefinedMode::Strict } else { UndefinedMode::Lenient };
         self
     }
+    /// Where the pipeline came from (blueprint folder and content hashes of the files it depends on), stored
+    /// with every run so `flujo resume RUN_ID` can find the run's skills from any folder.
+    pub fn origin(mut self, origin: RunOrigin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
     /// Default budget of every run (a run may pass stricter limits in [`RunOptions`]).
     pub fn usage_limits(mut self, limits: UsageLimits) -> Self {
         self.usage_limits = limits;
@@ -175,6 +183,7 @@ impl FlujoRuntimeBuilder {
                 definition,
                 owner: crate::ownership::new_owner(),
                 lease: self.lease,
+                origin: self.origin,
             }),
         })
     }
@@ -235,6 +244,7 @@ struct Inner {
     /// This runner's identity as the owner of the runs it walks.
     owner: RunOwner,
     lease: std::time::Duration,
+    origin: Option<RunOrigin>,
 }
 
 /// A runner for one pipeline. Cheap to clone; safe to share between tasks.
@@ -336,6 +346,8 @@ impl Flujo {
                     updated_at_ms: now,
                     owner: Some(inner.owner.clone()),
                     lease_expires_at_ms: Some(now + inner.lease.as_millis() as i64),
+                    origin: inner.origin.clone(),
+                    journal_head: Some(ChainHead { len: 0, hash: genesis() }),
                 };
                 store.create_run(&record).await?;
                 Some(JournalWriter::new(store.clone(), 0, genesis()))
@@ -486,6 +498,7 @@ impl Flujo {
                 total_cost_usd: run.total_cost_usd,
                 total_tokens: run.total_tokens,
                 updated_at_ms: now,
+                journal_head: None,
             })
             .await
             .map_err(|e| match e {
@@ -628,6 +641,20 @@ impl Flujo {
         };
         let spent = state.quota.spent();
         if let (true, Some(store)) = (persist, &inner.store) {
+            let (journal_head, last_top_output) = match &state.journal {
+                Some(w) => {
+                    let (head, out) = w.head().await;
+                    (Some(head), out)
+                }
+                None => (None, None),
+            };
+            // The run output is stored as the journal holds it (a secret output stays hidden), so `lens
+            // verify` can check it against the record that produced it.
+            let stored = match (&output, last_top_output) {
+                (Some(_), Some(journaled)) if status == RunStatus::Completed => Some((*journaled).clone()),
+                (Some(o), _) => Some(stored_output(o, &history)),
+                (None, _) => None,
+            };
             store
                 .update_run(&RunUpdate {
                     owner: None,
@@ -637,12 +664,13 @@ impl Flujo {
                     expected: vec![RunStatus::Running],
                     status,
                     pending: pending.clone(),
-                    output: output.as_ref().map(|o| stored_output(o, &history)),
+                    output: stored,
                     error: error.clone(),
                     generation,
                     total_cost_usd: spent.cost_usd,
                     total_tokens: spent.tokens,
                     updated_at_ms: inner.clock.now_ms(),
+                    journal_head,
                 })
                 .await?;
         }
@@ -680,6 +708,15 @@ impl Flujo {
         let inner = &*self.inner;
         let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
         let records = store.load_journal(&run.run_id).await?;
+        // A finished run is only reported as what its journal proves (see `lens verify`).
+        if let Some(broken) =
+            flujo_core::verify_chain(&records).err().or_else(|| crate::client::check_run_row(run, &records))
+        {
+            return Err(FlujoError::NotResumable {
+                run_id: run.run_id.clone(),
+                reason: format!("its stored state does not match its journal ({broken}); see `flujo lens verify`"),
+            });
+        }
         let mut latest: HashMap<&str, &flujo_core::JournalRecord> = HashMap::new();
         let mut ctx = Context::new(&run.run_id, run.input.clone(), run.initial_context.clone());
         for r in &records {

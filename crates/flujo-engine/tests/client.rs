@@ -194,7 +194,8 @@ async fn replay_reports_a_composite_that_does_not_match_its_children() {
     let source: Arc<dyn Store> = Arc::new(MemoryStore::new());
     run(&source, counting_loop(), "run-loop", json!(0)).await;
     for b in backends() {
-        // The loop's own record claims another output; the chain is resealed, so only a replay can tell.
+        // The loop's own record claims another output; the chain is resealed, so the chain alone verifies —
+        // but the run row still commits to the old last hash, and a replay recomputes the loop.
         copy_run(&source, &b.store, "run-loop", true, |r| {
             if r.path == "1" {
                 r.output = Arc::new(json!(40));
@@ -202,7 +203,10 @@ async fn replay_reports_a_composite_that_does_not_match_its_children() {
         })
         .await;
         let client = TaskClient::new(Arc::clone(&b.store), builtins());
-        assert!(client.verify("run-loop").await.unwrap().is_ok(), "{}", b.name);
+        let records = b.store.load_journal("run-loop").await.unwrap();
+        assert!(flujo_core::verify_chain(&records).is_ok(), "{}", b.name);
+        let broken = client.verify("run-loop").await.unwrap().broken.expect("the run row no longer matches");
+        assert!(broken.reason.contains("last hash"), "{}: {}", b.name, broken.reason);
         let replay = client.replay("run-loop").await.unwrap();
         assert!(!replay.matches, "{}", b.name);
         assert!(replay.result.is_none());

@@ -37,6 +37,8 @@ fn run(run_id: &str) -> RunRecord {
         updated_at_ms: 0,
         owner: None,
         lease_expires_at_ms: None,
+        origin: None,
+        journal_head: None,
     }
 }
 

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use flujo_core::journal::GENESIS_HASH;
 use flujo_core::{
-    verify_chain, JournalRecord, Map, PatchOp, PendingPause, RunError, RunFilter, RunOwner, RunRecord, RunStatus,
-    RunUpdate, StepStatus, Store, StoreError, TokenUsage,
+    verify_chain, ChainHead, JournalRecord, Map, OriginFile, OriginRole, PatchOp, PendingPause, RunError, RunFilter,
+    RunOrigin, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus, Store, StoreError, TokenUsage,
 };
 use serde_json::json;
 
@@ -231,6 +231,23 @@ pub fn sample_run(run_id: &str) -> RunRecord {
         updated_at_ms: 1_700_000_000_456,
         owner: Some(sample_owner("owner-a")),
         lease_expires_at_ms: Some(1_700_000_030_456),
+        origin: Some(RunOrigin {
+            blueprint: "/home/ada/proj/pipeline.yaml".to_owned(),
+            base_dir: "/home/ada/proj".to_owned(),
+            files: vec![
+                OriginFile {
+                    role: OriginRole::SkillsCatalog,
+                    path: "/home/ada/proj/skills.yaml".to_owned(),
+                    blake3: blob_hash(b"skills"),
+                },
+                OriginFile {
+                    role: OriginRole::Prompt,
+                    path: "/home/ada/proj/prompts/sys é.md".to_owned(),
+                    blake3: blob_hash(b"prompt"),
+                },
+            ],
+        }),
+        journal_head: Some(ChainHead { len: 3, hash: blob_hash(b"head") }),
     }
 }
 
@@ -260,6 +277,8 @@ pub fn fresh_run(run_id: &str, pipeline: &str, status: RunStatus, created_at_ms:
         updated_at_ms: created_at_ms,
         owner: None,
         lease_expires_at_ms: None,
+        origin: None,
+        journal_head: None,
     }
 }
 
@@ -373,6 +392,7 @@ fn update_of(run: &RunRecord, expected: Vec<RunStatus>, status: RunStatus) -> Ru
         owner: run.owner.clone(),
         lease_expires_at_ms: run.lease_expires_at_ms,
         expected_owner: None,
+        journal_head: None,
     }
 }
 
@@ -428,6 +448,7 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
         owner: Some(sample_owner("owner-b")),
         lease_expires_at_ms: Some(25),
         expected_owner: None,
+        journal_head: Some(ChainHead { len: 4, hash: blob_hash(b"four") }),
     };
     store.update_run(&update).await.ctx("update_run (expected running)")?;
     let mut want = run.clone();
@@ -441,9 +462,11 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
     want.updated_at_ms = update.updated_at_ms;
     want.owner.clone_from(&update.owner);
     want.lease_expires_at_ms = update.lease_expires_at_ms;
+    want.journal_head.clone_from(&update.journal_head);
     ensure_eq("run after update (updated fields set, others kept)", &get(&store, "r-cas").await?, &want)?;
 
-    // A second transition, expecting one of several statuses; clears pending/output/error again.
+    // A second transition, expecting one of several statuses; clears pending/output/error again, and keeps
+    // the journal head (the update names none).
     let back = RunUpdate {
         expected: vec![RunStatus::Failed, RunStatus::Paused],
         status: RunStatus::Running,
@@ -451,6 +474,7 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
         output: None,
         error: None,
         updated_at_ms: 30,
+        journal_head: None,
         ..update
     };
     store.update_run(&back).await.ctx("update_run (expected failed or paused)")?;
@@ -460,6 +484,7 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
         format!("second update must clear pending/output/error, got {got:?}")
     })?;
     ensure_eq("updated_at_ms after second update", &got.updated_at_ms, &30)?;
+    ensure_eq("journal head kept by an update without one", &got.journal_head, &want.journal_head)?;
     ensure_eq("created_at_ms is never updated", &got.created_at_ms, &10)
 }
 

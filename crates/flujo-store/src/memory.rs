@@ -155,6 +155,9 @@ impl RunStore for MemoryStore {
             }
             run.owner.clone_from(&update.owner);
             run.lease_expires_at_ms = update.lease_expires_at_ms;
+            if let Some(head) = &update.journal_head {
+                run.journal_head = Some(head.clone());
+            }
             run.status = update.status;
             run.pending.clone_from(&update.pending);
             run.output.clone_from(&update.output);

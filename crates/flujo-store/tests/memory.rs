@@ -247,6 +247,7 @@ async fn bytes_written_counts_runs_records_and_new_blobs() {
         owner: None,
         lease_expires_at_ms: None,
         expected_owner: None,
+        journal_head: None,
     };
     store.update_run(&update).await.unwrap();
     assert!(store.bytes_written() >= before_update + 500);

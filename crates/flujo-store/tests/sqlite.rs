@@ -137,6 +137,7 @@ async fn reopening_after_drop_keeps_everything() {
         owner: None,
         lease_expires_at_ms: None,
         expected_owner: None,
+        journal_head: None,
     };
     let blob = {
         let store = open(&path);

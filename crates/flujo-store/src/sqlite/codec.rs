@@ -16,8 +16,8 @@ use std::io;
 use std::sync::Arc;
 
 use flujo_core::{
-    JournalRecord, Map, PatchOp, PendingPause, RunError, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus,
-    StoreError, TokenUsage, Value,
+    ChainHead, JournalRecord, Map, PatchOp, PendingPause, RunError, RunOrigin, RunOwner, RunRecord, RunStatus,
+    RunUpdate, StepStatus, StoreError, TokenUsage, Value,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -60,6 +60,8 @@ pub(crate) struct RunRow {
     pub owner_id: Option<String>,
     pub owner: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
+    pub origin: Option<String>,
+    pub journal_head: Option<String>,
 }
 
 impl RunRow {
@@ -70,6 +72,8 @@ impl RunRow {
             + opt_len(&self.definition)
             + opt_len(&self.output)
             + opt_len(&self.error)
+            + opt_len(&self.origin)
+            + opt_len(&self.journal_head)
     }
 }
 
@@ -90,6 +94,8 @@ pub(crate) struct UpdateRow {
     pub owner: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
     pub expected_owner: Option<Option<String>>,
+    /// `None` keeps the stored head.
+    pub journal_head: Option<String>,
 }
 
 impl UpdateRow {
@@ -295,6 +301,8 @@ pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
         owner_id: run.owner.as_ref().map(|o| o.id.clone()),
         owner: run.owner.as_ref().map(|o| to_json("owner", o)).transpose()?,
         lease_expires_at_ms: run.lease_expires_at_ms,
+        origin: run.origin.as_ref().map(|o| to_json("origin", o)).transpose()?,
+        journal_head: run.journal_head.as_ref().map(|h| to_json("journal_head", h)).transpose()?,
     })
 }
 
@@ -314,6 +322,7 @@ pub(crate) fn encode_update(update: &RunUpdate) -> Result<UpdateRow, StoreError>
         owner: update.owner.as_ref().map(|o| to_json("owner", o)).transpose()?,
         lease_expires_at_ms: update.lease_expires_at_ms,
         expected_owner: update.expected_owner.clone(),
+        journal_head: update.journal_head.as_ref().map(|h| to_json("journal_head", h)).transpose()?,
     })
 }
 
@@ -407,6 +416,8 @@ pub(crate) struct StoredRun {
     pub updated_at_ms: i64,
     pub owner: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
+    pub origin: Option<String>,
+    pub journal_head: Option<String>,
 }
 
 pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
@@ -431,6 +442,8 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
         updated_at_ms: s.updated_at_ms,
         owner: s.owner.as_deref().map(|o| from_json::<RunOwner>(row, "owner", o)).transpose()?,
         lease_expires_at_ms: s.lease_expires_at_ms,
+        origin: s.origin.as_deref().map(|o| from_json::<RunOrigin>(row, "origin", o)).transpose()?,
+        journal_head: s.journal_head.as_deref().map(|h| from_json::<ChainHead>(row, "journal_head", h)).transpose()?,
         pipeline_name: s.pipeline_name,
         pipeline_version: s.pipeline_version,
         pipeline_hash: s.pipeline_hash,

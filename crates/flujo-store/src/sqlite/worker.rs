@@ -321,8 +321,8 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
         .prepare_cached(
             "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
              initial_context, pending, output, error, generation, total_cost_usd, total_tokens, created_at_ms, \
-             updated_at_ms, owner_id, owner, lease_expires_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+             updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
              ON CONFLICT (run_id) DO NOTHING",
         )?
         .execute(params![
@@ -345,6 +345,8 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
             r.owner_id,
             r.owner,
             r.lease_expires_at_ms,
+            r.origin,
+            r.journal_head,
         ])?;
     if inserted == 0 {
         return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
@@ -380,7 +382,8 @@ fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
     }
     conn.prepare_cached(
         "UPDATE runs SET status = ?2, pending = ?3, output = ?4, error = ?5, generation = ?6, total_cost_usd = ?7, \
-         total_tokens = ?8, updated_at_ms = ?9, owner_id = ?10, owner = ?11, lease_expires_at_ms = ?12 WHERE run_id = ?1",
+         total_tokens = ?8, updated_at_ms = ?9, owner_id = ?10, owner = ?11, lease_expires_at_ms = ?12, \
+         journal_head = COALESCE(?13, journal_head) WHERE run_id = ?1",
     )?
     .execute(params![
         u.run_id,
@@ -395,6 +398,7 @@ fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
         u.owner_id,
         u.owner,
         u.lease_expires_at_ms,
+        u.journal_head,
     ])?;
     Ok(u.payload_len())
 }
@@ -597,7 +601,7 @@ fn serve_read(conn: &Connection, read: Read) {
 
 const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
                            initial_context, pending, output, error, generation, total_cost_usd, total_tokens, \
-                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms";
+                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms, origin, journal_head";
 
 fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     Ok(StoredRun {
@@ -619,6 +623,8 @@ fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
         updated_at_ms: row.get(15)?,
         owner: row.get(16)?,
         lease_expires_at_ms: row.get(17)?,
+        origin: row.get(18)?,
+        journal_head: row.get(19)?,
     })
 }
 
