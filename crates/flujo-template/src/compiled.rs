@@ -316,6 +316,14 @@ impl CompiledTemplate {
         let Some(jinja) = &self.0.jinja else {
             return check_len(self.0.source.clone(), limit);
         };
+        if let (Some(expr), true) = (&jinja.single, jinja.single_exact) {
+            match expr.fast(scope) {
+                Some(Value::String(s)) => return check_len(s.clone(), limit),
+                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => return check_len(n.to_string(), limit),
+                _ => {}
+            }
+        }
+        // everything else runs under the value limits
         let limits = limits_guard();
         within(&limits, self.render_jinja(jinja, scope, mode, limit))
     }
@@ -327,13 +335,6 @@ impl CompiledTemplate {
         mode: UndefinedMode,
         limit: usize,
     ) -> Result<String, TemplateError> {
-        if let (Some(expr), true) = (&jinja.single, jinja.single_exact) {
-            match expr.fast(scope) {
-                Some(Value::String(s)) => return check_len(s.clone(), limit),
-                Some(Value::Number(n)) if n.is_i64() || n.is_u64() => return check_len(n.to_string(), limit),
-                _ => {}
-            }
-        }
         if let (Some(expr), true, UndefinedMode::Lenient) = (&jinja.single, jinja.single_exact, mode) {
             // `{{ expr }}` alone: evaluating the expression and formatting it is what the template would do
             let value = expr.eval_raw(scope, mode)?;
