@@ -29,7 +29,10 @@ fn main() {
     let mut user = Map::new();
     user.insert("count".into(), json!(3));
     user.insert("user".into(), json!({"name": "ada"}));
-    user.insert("items".into(), json!((0..100).map(|i| json!({"id": i, "title": format!("item {i}")})).collect::<Vec<_>>()));
+    user.insert(
+        "items".into(),
+        json!((0..100).map(|i| json!({"id": i, "title": format!("item {i}")})).collect::<Vec<_>>()),
+    );
     user.insert("big".into(), json!({"blob": "y".repeat(1 << 20)}));
     let mut ctx = Context::new("run", json!("hello"), user);
     ctx.set_step_output("a", Arc::new(json!("x")));

@@ -232,7 +232,7 @@ impl Object for StepsObject {
 /// become strings. The JSON built (strings, and 32 bytes per item) may not exceed [`crate::MAX_BUILT_BYTES`]:
 /// a lazy `[s] * n` of a long string `s` would otherwise be copied `n` times.
 pub(crate) fn to_json(v: &MjValue) -> Result<Value, TemplateError> {
-    let mut left = crate::MAX_BUILT_BYTES;
+    let mut left = crate::env::built_bytes();
     to_json_at(v, 0, &mut left)
 }
 

@@ -63,9 +63,24 @@ pub const MAX_ITERATIONS: u64 = 50_000_000;
 pub(crate) const LIMITS: minijinja::limits::Limits = minijinja::limits::Limits {
     max_string_bytes: MAX_STRING_BYTES,
     max_items: MAX_ITEMS,
-    budget_bytes: MAX_BUILT_BYTES,
-    max_iterations: MAX_ITERATIONS,
+    budget_bytes: built_bytes(),
+    max_iterations: fuzz_scaled(MAX_ITERATIONS),
 };
+
+/// `n`, or a twentieth of it in fuzzing builds (see [`fuel`]): the budgets that bound work.
+#[allow(unexpected_cfgs)]
+const fn fuzz_scaled(n: u64) -> u64 {
+    if cfg!(fuzzing) {
+        n / 20
+    } else {
+        n
+    }
+}
+
+/// The per-render byte budget in force ([`MAX_BUILT_BYTES`], scaled in fuzzing builds).
+pub(crate) const fn built_bytes() -> usize {
+    fuzz_scaled(MAX_BUILT_BYTES as u64) as usize
+}
 
 /// Applies [`LIMITS`] with a fresh budget until dropped: held for the whole of one render or evaluation.
 pub(crate) fn limits_guard() -> minijinja::limits::LimitsGuard {

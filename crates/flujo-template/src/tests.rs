@@ -628,6 +628,16 @@ fn built_values_are_bounded() {
         let e = render_err(src, &s);
         assert!(e.contains("iterated over more than"), "{src}: {e}");
     }
+    // an empty sequence repeated a huge number of times is empty at once (walking the copies yielded nothing)
+    assert_eq!(eval("(previous_step | list | reject | list) * 1000000000000000000", &s), json!([]));
+    // constant comparisons of sequences are not folded while compiling (that was unbounded work outside any
+    // budget); they run, bounded, when evaluated (found by the `expression_eval` fuzz target)
+    let t = std::time::Instant::now();
+    let e = eval_err("[[1] * 100000] * 100000 == [[1] * 100000] * 100000", &s);
+    assert!(e.contains("iterated over more than"), "{e}");
+    let e = eval_err("[[10 ] * 11010 ] * 11054", &s);
+    assert!(e.contains("value too large"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
     // ordinary work is unaffected, and each render has its own budget
     for _ in 0..3 {
         assert_eq!(render("{{ (previous_step * 4000000) | length }}", &s), "8000000");

@@ -239,6 +239,15 @@ impl Expr<'_> {
 }
 
 fn eval_binop(op: BinOpKind, left: &Value, right: &Value) -> Option<Value> {
+    // flujo: comparing or searching sequences and maps is left to run time, where it is bounded (`limits`):
+    // folded here, `[[1] * 10**5] * 10**5 == …` walked 10**10 items while compiling
+    if matches!(
+        op,
+        BinOpKind::Eq | BinOpKind::Ne | BinOpKind::Lt | BinOpKind::Lte | BinOpKind::Gt | BinOpKind::Gte | BinOpKind::In
+    ) && (left.as_object().is_some() || right.as_object().is_some())
+    {
+        return None;
+    }
     match op {
         BinOpKind::Add => ops::add(left, right).ok(),
         BinOpKind::Sub => ops::sub(left, right).ok(),
@@ -270,6 +279,10 @@ fn eval_binop(op: BinOpKind, left: &Value, right: &Value) -> Option<Value> {
 }
 
 fn eval_compare(op: CompareOpKind, left: &Value, right: &Value) -> Option<Value> {
+    // flujo: see `eval_binop`
+    if left.as_object().is_some() || right.as_object().is_some() {
+        return None;
+    }
     match op {
         CompareOpKind::Eq => Some(Value::from(left == right)),
         CompareOpKind::Ne => Some(Value::from(left != right)),

@@ -407,8 +407,12 @@ fn repeat_iterable(n: &Value, seq: &DynObject) -> Result<Value, Error> {
         )
     }));
 
-    // flujo: `len * n` is checked (it overflowed: a panic) and bounded by the item limit
+    // flujo: `len * n` is checked (it overflowed: a panic) and bounded by the item limit; an empty sequence
+    // repeated stays empty (walking `n` empty copies was unbounded work that yields nothing)
     ok!(limits::items(len.checked_mul(n)));
+    if len == 0 || n == 0 {
+        return Ok(Value::from(Vec::<Value>::new()));
+    }
     let total = len * n;
 
     // This is not optimal.  We only query the enumerator for the length once
