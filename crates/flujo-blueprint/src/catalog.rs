@@ -7,6 +7,8 @@
 //!     input_schema: {type: string}
 //!     output_schema: {type: string}
 //!     timeout_s: 30
+//!     max_output_bytes: 1048576              # bound on stdout and on stderr (default 16 MiB)
+//!     max_input_bytes: 1048576               # bound on the JSON written to stdin (default 16 MiB)
 //!     side_effects: false
 //!     description: Summarizes text.
 //! ```
@@ -30,8 +32,18 @@ use crate::yaml::{self, NodeKind};
 /// The file name of the catalog looked up next to a blueprint.
 pub const CATALOG_FILE: &str = "skills.yaml";
 
-const SKILL_FIELDS: &[&str] =
-    &["command", "http", "env", "input_schema", "output_schema", "timeout_s", "side_effects", "description"];
+const SKILL_FIELDS: &[&str] = &[
+    "command",
+    "http",
+    "env",
+    "input_schema",
+    "output_schema",
+    "timeout_s",
+    "max_output_bytes",
+    "max_input_bytes",
+    "side_effects",
+    "description",
+];
 
 /// Skills declared in `skills.yaml` files, by id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -59,6 +71,12 @@ pub struct CatalogSkill {
     pub output_schema: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<f64>,
+    /// `command` skills: the most bytes read from stdout (and from stderr).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<u64>,
+    /// `command` skills: the most bytes of JSON written to stdin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_input_bytes: Option<u64>,
     pub side_effects: bool,
     /// The folder of the `skills.yaml` that declares the skill: `command` skills run there.
     pub dir: PathBuf,
@@ -181,6 +199,8 @@ fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Pa
         input_schema: None,
         output_schema: None,
         timeout_s: None,
+        max_output_bytes: None,
+        max_input_bytes: None,
         side_effects: false,
         dir: dir.to_owned(),
         file: file.to_owned(),
@@ -256,6 +276,20 @@ fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Pa
                 d.report(rules::BP_RANGE, n.loc, format!("`timeout_s` of {what} must be a finite number of seconds"))
             }
             None => d.report(rules::BP_TYPE, n.loc, format!("`timeout_s` of {what} must be a positive number")),
+        }
+    }
+    for key in ["max_output_bytes", "max_input_bytes"] {
+        if let Some(n) = f.take(key) {
+            match n.to_json().as_u64() {
+                Some(b) if b > 0 => {
+                    if key == "max_output_bytes" {
+                        out.max_output_bytes = Some(b);
+                    } else {
+                        out.max_input_bytes = Some(b);
+                    }
+                }
+                _ => d.report(rules::BP_TYPE, n.loc, format!("`{key}` of {what} must be a positive integer (bytes)")),
+            }
         }
     }
     if let Some(n) = f.take("side_effects") {

@@ -51,6 +51,10 @@ impl ContextSnapshot {
     pub fn field(&self, key: &str) -> Option<&Arc<Value>> {
         self.fields.get(key)
     }
+    /// `resume_input` in templates: the answer to the latest pause (the last `hitl_history` entry).
+    pub fn resume_input(&self) -> Option<&Value> {
+        self.field("hitl_history")?.as_array()?.last()?.get("answer")
+    }
     pub fn fields(&self) -> impl Iterator<Item = (&String, &Arc<Value>)> {
         self.fields.iter()
     }

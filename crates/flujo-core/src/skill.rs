@@ -33,6 +33,9 @@ pub struct SkillCall {
     /// Stable across re-runs of the same step execution (derived from run id and path).
     pub idempotency_key: Arc<str>,
     pub context: ContextSnapshot,
+    /// The current map item (`this` in templates) when the step runs inside a map body, so that skills
+    /// evaluating templates or expressions see the same names as the step's `input:` template (SPEC §3).
+    pub this: Option<Arc<Value>>,
     /// Where a model streams its answer as it is generated, when the run streams tokens; skills that do not
     /// stream ignore it.
     pub deltas: Option<DeltaSink>,

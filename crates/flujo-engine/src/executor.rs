@@ -376,7 +376,7 @@ fn into_owned(v: Arc<Value>) -> Value {
 
 /// The value of the last hitl answer in the context (`resume_input` in templates).
 pub(crate) fn last_answer(ctx: &flujo_core::ContextSnapshot) -> Option<Value> {
-    ctx.field("hitl_history")?.as_array()?.last()?.get("answer").cloned()
+    ctx.resume_input().cloned()
 }
 
 impl ExecutorCore {
@@ -905,19 +905,21 @@ impl ExecutorCore {
 
     /// Runs an agent whose decision steers the walk (router, condition skill, loop exit skill) as a journaled
     /// leaf at `path`, so replay reuses its recorded answer instead of calling it again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn journaled_decision(
         &self,
         step: &Step,
         agent: &flujo_core::AgentRef,
         input: Value,
         ctx: &Context,
+        this: Option<&Value>,
         path: String,
         run: &RunState,
     ) -> Result<Result<Value, String>, Interrupt> {
         let Some(skill) = self.prepared.agent(agent) else {
             return Ok(Err(format!("agent for '{path}' was not resolved")));
         };
-        self.journaled_call(step, skill, agent_target(agent), "decision", input, ctx, path, run)
+        self.journaled_call(step, skill, agent_target(agent), "decision", input, ctx, this, path, run)
             .await
             .map(|r| r.map(|(v, _)| v).map_err(|(e, _)| e))
     }
@@ -933,6 +935,7 @@ impl ExecutorCore {
         kind: &str,
         input: Value,
         ctx: &Context,
+        this: Option<&Value>,
         path: String,
         run: &RunState,
     ) -> Result<Result<(Value, (TokenUsage, f64)), (String, (TokenUsage, f64))>, Interrupt> {
@@ -960,6 +963,7 @@ impl ExecutorCore {
             idempotency_key: Arc::from(format!("{}:{}", run.run_id, path).as_str()),
             context: ctx.snapshot(),
             deltas: None,
+            this: this.map(|v| Arc::new(v.clone())),
         };
         let res = self.call_agent(skill, target, call, run, step.config.timeout_s).await?;
         let mut outcome = match &res {

@@ -32,6 +32,7 @@ fn call(input: Value) -> SkillCall {
         idempotency_key: Arc::from("run-1/0"),
         context: ContextSnapshot::default(),
         deltas: None,
+        this: None,
     }
 }
 

@@ -296,6 +296,16 @@ impl Skill for Stringify {
 // -----------------------------------------------------------------------------------------------
 // transform / render_template
 
+/// The template scope of a call: the names every template and expression of a step sees (SPEC §5):
+/// `previous_step` (the input), `context`, `steps`, `initial_prompt`, `resume_input` and, inside a map body,
+/// `this`.
+fn call_scope(call: &SkillCall) -> Scope<'_> {
+    let mut scope = Scope::new(&call.input).with_context(&call.context);
+    scope.resume_input = call.context.resume_input();
+    scope.this = call.this.as_deref();
+    scope
+}
+
 struct Transform {
     info: SkillInfo,
     expr: CompiledExpr,
@@ -312,8 +322,7 @@ fn build_transform(p: &Params<'_>) -> Result<Arc<dyn Skill>, ResolveError> {
 #[async_trait]
 impl Skill for Transform {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
-        let scope = Scope::new(&call.input).with_context(&call.context);
-        match self.expr.eval(&scope, self.mode) {
+        match self.expr.eval(&call_scope(&call), self.mode) {
             Ok(value) => Ok(SkillOutput::value(value)),
             Err(e) => Err(SkillError::fatal(format!("transform: {e}"))),
         }
@@ -339,8 +348,7 @@ fn build_render_template(p: &Params<'_>) -> Result<Arc<dyn Skill>, ResolveError>
 #[async_trait]
 impl Skill for RenderTemplate {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
-        let scope = Scope::new(&call.input).with_context(&call.context);
-        match self.template.render(&scope, self.mode) {
+        match self.template.render(&call_scope(&call), self.mode) {
             Ok(text) => Ok(SkillOutput::value(Value::String(text))),
             Err(e) => Err(SkillError::fatal(format!("render_template: {e}"))),
         }

@@ -159,6 +159,7 @@ mod tests {
             idempotency_key: Arc::from("k"),
             context: ContextSnapshot::default(),
             deltas: None,
+            this: None,
         }
     }
 

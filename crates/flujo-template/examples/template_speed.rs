@@ -29,6 +29,10 @@ fn main() {
     let mut user = Map::new();
     user.insert("count".into(), json!(3));
     user.insert("user".into(), json!({"name": "ada"}));
+    user.insert(
+        "items".into(),
+        json!((0..100).map(|i| json!({"id": i, "title": format!("item {i}")})).collect::<Vec<_>>()),
+    );
     user.insert("big".into(), json!({"blob": "y".repeat(1 << 20)}));
     let mut ctx = Context::new("run", json!("hello"), user);
     ctx.set_step_output("a", Arc::new(json!("x")));
@@ -59,6 +63,15 @@ fn main() {
     time("tmpl  {{ previous_step }} (render)", || single.render(&scope, lenient).is_ok());
     time("tmpl  Hello {{ context.user.name | upper }}, … (render)", || hello.render(&scope, lenient).is_ok());
     time("tmpl  {{#each}}{{#if}} (render)", || each.render(&scope, lenient).is_ok_and(|s| s == "23"));
+    let (Ok(each100), Ok(concat)) = (
+        compile_template("{{#each context.items}}- {{ this.title }}\n{{/each}}"),
+        compile_template("{% for i in range(100) %}{{ 'item ' ~ i ~ ',' }}{% endfor %}{{ [1, 2] * 50 | join('') }}"),
+    ) else {
+        eprintln!("compile failed");
+        std::process::exit(1);
+    };
+    time("tmpl  {{#each context.items}} 100 items (render)", || each100.render(&scope, lenient).is_ok());
+    time("tmpl  100 x `~`, repeat, join (render)", || concat.render(&scope, lenient).is_ok());
     time("json  compiled input (3 fields)", || compiled_input.render(&scope, lenient).is_ok());
     time("json  render_json input (cache lookups)", || render_json(&input, &scope, lenient).is_ok());
     time("compile_expression (cache hit)", || compile_expression("previous_step + 1").is_ok());

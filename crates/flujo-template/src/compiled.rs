@@ -15,7 +15,7 @@ use minijinja::{Environment, Expression};
 use serde_json::Value;
 
 use crate::convert::to_json;
-use crate::env::{env, template_env, KNOWN_FILTERS, MAX_OUTPUT_BYTES, TEMPLATE_NAME};
+use crate::env::{env, limits_guard, template_env, KNOWN_FILTERS, MAX_OUTPUT_BYTES, TEMPLATE_NAME};
 use crate::error::{from_minijinja, TemplateError};
 use crate::fast::{truthy, FastPath};
 use crate::guard;
@@ -186,7 +186,8 @@ impl CompiledExpr {
         if let Some(v) = self.fast(scope) {
             return Ok(v.clone());
         }
-        to_json(&self.eval_raw(scope, mode)?)
+        let limits = limits_guard();
+        within(&limits, self.eval_raw(scope, mode).and_then(|v| to_json(&v)))
     }
 
     /// Evaluates the expression for its Jinja truthiness (empty strings, lists and maps, `0`, `none` and
@@ -195,7 +196,8 @@ impl CompiledExpr {
         if let Some(v) = self.fast(scope) {
             return Ok(truthy(v));
         }
-        Ok(self.eval_raw(scope, mode)?.is_true())
+        let limits = limits_guard();
+        within(&limits, self.eval_raw(scope, mode).map(|v| v.is_true()))
     }
 
     /// The source as given to [`compile_expression`].
@@ -321,12 +323,24 @@ impl CompiledTemplate {
                 _ => {}
             }
         }
+        // everything else runs under the value limits
+        let limits = limits_guard();
+        within(&limits, self.render_jinja(jinja, scope, mode, limit))
+    }
+
+    fn render_jinja(
+        &self,
+        jinja: &Jinja,
+        scope: &Scope<'_>,
+        mode: UndefinedMode,
+        limit: usize,
+    ) -> Result<String, TemplateError> {
         if let (Some(expr), true, UndefinedMode::Lenient) = (&jinja.single, jinja.single_exact, mode) {
             // `{{ expr }}` alone: evaluating the expression and formatting it is what the template would do
             let value = expr.eval_raw(scope, mode)?;
             let text = match value.as_str() {
                 Some(s) => s.to_owned(),
-                None => value.to_string(),
+                None => minijinja::limits::format_bounded(format_args!("{value}")).map_err(|e| from_minijinja(&e))?,
             };
             return check_len(text, limit);
         }
@@ -371,6 +385,13 @@ impl CompiledTemplate {
     pub fn is_literal(&self) -> bool {
         self.0.jinja.is_none()
     }
+}
+
+/// `result`, unless the render ran out of its iteration budget (then iterations ended early and the result
+/// is not to be trusted).
+fn within<T>(limits: &minijinja::limits::LimitsGuard, result: Result<T, TemplateError>) -> Result<T, TemplateError> {
+    limits.check().map_err(|e| from_minijinja(&e))?;
+    result
 }
 
 fn check_len(text: String, limit: usize) -> Result<String, TemplateError> {

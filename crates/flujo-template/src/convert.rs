@@ -228,29 +228,51 @@ impl Object for StepsObject {
 }
 
 /// Maps a minijinja value back to JSON: undefined and none become `null`, integers stay integers (`i64`,
-/// else `u64`; wider ones become floats), non-finite floats become `null`, map keys become strings.
+/// else `u64`; an integer outside both ranges is an error), a float that is not finite is an error, map keys
+/// become strings. The JSON built (strings, and 32 bytes per item) may not exceed [`crate::MAX_BUILT_BYTES`]:
+/// a lazy `[s] * n` of a long string `s` would otherwise be copied `n` times.
 pub(crate) fn to_json(v: &MjValue) -> Result<Value, TemplateError> {
-    to_json_at(v, 0)
+    let mut left = crate::env::built_bytes();
+    to_json_at(v, 0, &mut left)
 }
 
-fn to_json_at(v: &MjValue, depth: usize) -> Result<Value, TemplateError> {
+fn spend(left: &mut usize, bytes: usize) -> Result<(), TemplateError> {
+    match left.checked_sub(bytes) {
+        Some(rest) => {
+            *left = rest;
+            Ok(())
+        }
+        None => Err(TemplateError::render(format!(
+            "invalid operation: value too large: the result exceeds {} bytes",
+            crate::MAX_BUILT_BYTES
+        ))),
+    }
+}
+
+fn to_json_at(v: &MjValue, depth: usize, left: &mut usize) -> Result<Value, TemplateError> {
     if depth > MAX_DEPTH {
         return Err(TemplateError::render(format!("value nested deeper than {MAX_DEPTH} levels")));
     }
     if let Some(view) = v.downcast_object_ref::<JsonView>() {
+        // the run's own data, already in memory: not counted
         return Ok(view.node().clone());
     }
+    spend(left, 32)?;
     Ok(match v.kind() {
         ValueKind::Undefined | ValueKind::None => Value::Null,
         ValueKind::Bool => Value::Bool(v.is_true()),
-        ValueKind::Number => number_to_json(v),
-        ValueKind::String => Value::String(v.as_str().unwrap_or_default().to_owned()),
+        ValueKind::Number => number_to_json(v)?,
+        ValueKind::String => {
+            let s = v.as_str().unwrap_or_default();
+            spend(left, s.len())?;
+            Value::String(s.to_owned())
+        }
         ValueKind::Bytes => Value::Array(v.as_bytes().unwrap_or_default().iter().map(|b| Value::from(*b)).collect()),
         ValueKind::Seq | ValueKind::Iterable => {
             let iter = v.try_iter().map_err(|e| crate::error::from_minijinja(&e))?;
-            let mut items = Vec::with_capacity(iter.size_hint().0);
+            let mut items = Vec::with_capacity(iter.size_hint().0.min(crate::MAX_ITEMS));
             for item in iter {
-                items.push(to_json_at(&item, depth + 1)?);
+                items.push(to_json_at(&item, depth + 1, left)?);
             }
             Value::Array(items)
         }
@@ -261,28 +283,39 @@ fn to_json_at(v: &MjValue, depth: usize) -> Result<Value, TemplateError> {
                     for (key, value) in pairs {
                         let key = match key.as_str() {
                             Some(s) => s.to_owned(),
-                            None => key.to_string(),
+                            None => minijinja::limits::format_bounded(format_args!("{key}"))
+                                .map_err(|e| crate::error::from_minijinja(&e))?,
                         };
-                        map.insert(key, to_json_at(&value, depth + 1)?);
+                        spend(left, key.len())?;
+                        map.insert(key, to_json_at(&value, depth + 1, left)?);
                     }
                 }
             }
             Value::Object(map)
         }
-        ValueKind::Plain => Value::String(v.to_string()),
+        ValueKind::Plain => Value::String(
+            minijinja::limits::format_bounded(format_args!("{v}")).map_err(|e| crate::error::from_minijinja(&e))?,
+        ),
         // an invalid value carries an error: surface it
         _ => return Err(TemplateError::render(format!("invalid value: {v}"))),
     })
 }
 
-fn number_to_json(v: &MjValue) -> Value {
+fn number_to_json(v: &MjValue) -> Result<Value, TemplateError> {
     if v.is_integer() {
         if let Ok(i) = i64::try_from(v.clone()) {
-            return Value::from(i);
+            return Ok(Value::from(i));
         }
         if let Ok(u) = u64::try_from(v.clone()) {
-            return Value::from(u);
+            return Ok(Value::from(u));
         }
+        return Err(TemplateError::render(format!(
+            "invalid operation: integer overflow: {v} does not fit in a 64-bit integer"
+        )));
     }
-    f64::try_from(v.clone()).ok().and_then(Number::from_f64).map_or(Value::Null, Value::Number)
+    f64::try_from(v.clone())
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
+        .ok_or_else(|| TemplateError::render(format!("invalid operation: the result {v} is not a finite number")))
 }

@@ -10,8 +10,14 @@
 //! * a compact, non-HTML-escaping `tojson` filter whose output any JSON parser accepts;
 //! * runaway evaluation is guarded by *fuel* ([`MAX_FUEL`] instructions per render or evaluation, so nested
 //!   loops end) and by minijinja's recursion limit (macros calling themselves); rendered text is capped at
-//!   [`MAX_OUTPUT_BYTES`] while it is written (see [`crate::CompiledTemplate::render`]); minijinja itself caps
-//!   a single string repetition at 100 MB.
+//!   [`MAX_OUTPUT_BYTES`] while it is written (see [`crate::CompiledTemplate::render`]);
+//! * every value a render builds is bounded by the patched minijinja of `vendor/minijinja` (`limits.rs`):
+//!   one string at most [`MAX_STRING_BYTES`], one list or map at most [`MAX_ITEMS`] items (lazy ones too:
+//!   `seq * n`), and all of them together at most [`MAX_BUILT_BYTES`] per render or evaluation, checked
+//!   *before* the value is built (`~`, `+`, `*`, `join`, `replace`, `indent`, `format` widths, `list`,
+//!   `string`, …) so that an over-limit render is an error, never an allocation failure;
+//! * arithmetic: division (`/`, `//`, `%`) by zero, integer overflow and float results that are not finite
+//!   are errors, never `inf`, `NaN` or `null`.
 
 use std::sync::LazyLock;
 
@@ -37,6 +43,48 @@ const fn fuel() -> u64 {
     } else {
         MAX_FUEL
     }
+}
+
+/// The longest string one template operation may build (`~`, `+`, `*`, `join`, …), in bytes.
+pub const MAX_STRING_BYTES: usize = 16 << 20;
+
+/// The most items one list or map built by a template may have (lazy repetitions such as `seq * n` too).
+pub const MAX_ITEMS: usize = 1_000_000;
+
+/// The bytes all strings and lists built during one render or evaluation may add up to (including the JSON
+/// value an expression evaluates to).
+pub const MAX_BUILT_BYTES: usize = 256 << 20;
+
+/// The items all iterations of one render or evaluation may step through (loops, comparisons, searches and
+/// conversions of sequences): work inside one instruction that fuel does not count.
+pub const MAX_ITERATIONS: u64 = 50_000_000;
+
+/// The limits every render and evaluation runs under (see the module docs).
+pub(crate) const LIMITS: minijinja::limits::Limits = minijinja::limits::Limits {
+    max_string_bytes: MAX_STRING_BYTES,
+    max_items: MAX_ITEMS,
+    budget_bytes: built_bytes(),
+    max_iterations: fuzz_scaled(MAX_ITERATIONS),
+};
+
+/// `n`, or a twentieth of it in fuzzing builds (see [`fuel`]): the budgets that bound work.
+#[allow(unexpected_cfgs)]
+const fn fuzz_scaled(n: u64) -> u64 {
+    if cfg!(fuzzing) {
+        n / 20
+    } else {
+        n
+    }
+}
+
+/// The per-render byte budget in force ([`MAX_BUILT_BYTES`], scaled in fuzzing builds).
+pub(crate) const fn built_bytes() -> usize {
+    fuzz_scaled(MAX_BUILT_BYTES as u64) as usize
+}
+
+/// Applies [`LIMITS`] with a fresh budget until dropped: held for the whole of one render or evaluation.
+pub(crate) fn limits_guard() -> minijinja::limits::LimitsGuard {
+    minijinja::limits::enter(LIMITS)
 }
 
 /// The maximum nesting of blocks, loops and macro calls.
@@ -111,7 +159,7 @@ pub(crate) fn env(mode: UndefinedMode) -> &'static Environment<'static> {
 fn build(undefined: UndefinedBehavior) -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(undefined);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.set_unknown_method_callback(bounded_methods);
     env.set_fuel(Some(fuel()));
     env.set_recursion_limit(MAX_RECURSION);
     env.set_keep_trailing_newline(true);
@@ -127,6 +175,56 @@ fn build(undefined: UndefinedBehavior) -> Environment<'static> {
     env.remove_global("debug");
     env.add_filter("tojson", tojson);
     env
+}
+
+/// Python methods (minijinja-contrib's `pycompat`), with the growing ones bounded like the filters:
+/// `str.replace` is checked before it runs, `str.join` is done here with a bounded buffer.
+fn bounded_methods(
+    state: &minijinja::State,
+    value: &MjValue,
+    method: &str,
+    args: &[MjValue],
+) -> Result<MjValue, Error> {
+    if let Some(s) = value.as_str() {
+        match method {
+            "replace" => {
+                if let (Some(old), Some(new)) =
+                    (args.first().and_then(MjValue::as_str), args.get(1).and_then(MjValue::as_str))
+                {
+                    let count = if old.is_empty() { s.chars().count() + 1 } else { s.matches(old).count() };
+                    let len = count.checked_mul(new.len()).and_then(|n| n.checked_add(s.len()));
+                    if len.is_none_or(|n| n > MAX_STRING_BYTES) {
+                        return Err(too_large(format!("a string longer than {MAX_STRING_BYTES} bytes")));
+                    }
+                }
+            }
+            "join" => {
+                let [items] = args else {
+                    return Err(Error::new(ErrorKind::InvalidOperation, "join() takes exactly one argument"));
+                };
+                let mut out = String::new();
+                for (i, item) in items.try_iter()?.enumerate() {
+                    if i > 0 {
+                        out.push_str(s);
+                    }
+                    match item.as_str() {
+                        Some(text) => out.push_str(text),
+                        None => out.push_str(&minijinja::limits::format_bounded(format_args!("{item}"))?),
+                    }
+                    if out.len() > MAX_STRING_BYTES {
+                        return Err(too_large(format!("a string longer than {MAX_STRING_BYTES} bytes")));
+                    }
+                }
+                return Ok(MjValue::from(out));
+            }
+            _ => {}
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+fn too_large(what: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, format!("value too large: {what}"))
 }
 
 /// `tojson`: compact JSON (`indent=N` or `indent=true` for pretty output), without HTML escaping.

@@ -8,8 +8,10 @@
 //! literal (or constant) repeated into more than [`MAX_REPEATED_ITEMS`] items, or a constant string built to
 //! more than [`MAX_CONST_STRING_BYTES`] bytes, is a syntax error.
 //!
-//! Only sizes known from the source are checked: a sequence that comes from the scope or from a `{% set %}`
-//! variable, repeated by a large number, is not caught here (see `fuzz/README.md`).
+//! Only sizes known from the source are checked here; every size is also checked while rendering, by the
+//! patched minijinja of `vendor/minijinja` (see `crate::env`): a sequence that comes from the scope, a
+//! `{% set %}` variable or a filter (`([1] | default([])) * 10**18`), repeated by a large number, is an error
+//! there.
 
 use minijinja::machinery::ast::{self, BinOpKind, CallArg, Expr, Stmt, UnaryOpKind};
 use minijinja::machinery::WhitespaceConfig;

@@ -28,7 +28,10 @@ pub use compiled::{
     compile_expression, compile_json, compile_template, render_json, unknown_expression_filters, unknown_filters,
     CompiledExpr, CompiledJson, CompiledTemplate,
 };
-pub use env::{KNOWN_FILTERS, MAX_FUEL, MAX_OUTPUT_BYTES, MAX_RECURSION};
+pub use env::{
+    KNOWN_FILTERS, MAX_BUILT_BYTES, MAX_FUEL, MAX_ITEMS, MAX_ITERATIONS, MAX_OUTPUT_BYTES, MAX_RECURSION,
+    MAX_STRING_BYTES,
+};
 pub use error::TemplateError;
 pub use lexer::is_template;
 pub use scope::Scope;

@@ -418,7 +418,9 @@ fn json_conversion_is_faithful() {
     assert_eq!(eval("previous_step.n", &s), Value::Null);
     assert_eq!(eval("previous_step.zzz", &s), Value::Null);
     assert_eq!(eval("previous_step.b", &s), json!(false));
-    assert_eq!(eval("1 / 0.0 if false else 2 ** 70", &s), json!(2f64.powi(70)));
+    assert_eq!(eval("1 / 0.0 if false else 2.0 ** 70", &s), json!(2f64.powi(70)));
+    // an integer JSON cannot hold exactly is an error, not a silently rounded float
+    assert!(eval_err("2 ** 70", &s).contains("integer overflow"));
     assert_eq!(eval("range(3) | list", &s), json!([0, 1, 2]));
     assert_eq!(eval("{1: 'a'}", &s), json!({"1": "a"}));
 }
@@ -514,4 +516,133 @@ fn fuzz_expression_huge_constant_repetition_is_refused() {
     assert_eq!(eval("[0] * 3", &s), json!([0, 0, 0]));
     assert_eq!(eval("['a'] * previous_step", &s), json!(["a", "a"]));
     assert_eq!(render("{{ 'ab' * 2 }}|{{ previous_step * 1000000 }}", &s), "abab|2000000");
+}
+
+fn eval_err(src: &str, scope: &Scope<'_>) -> String {
+    match compile_expression(src).and_then(|e| e.eval(scope, UndefinedMode::Lenient)) {
+        Ok(v) => panic!("{src}: expected an error, got {:.200}", v.to_string()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn render_err(src: &str, scope: &Scope<'_>) -> String {
+    match compile_template(src).and_then(|t| t.render(scope, UndefinedMode::Lenient)) {
+        Ok(v) => panic!("{src}: expected an error, got {} bytes", v.len()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn arithmetic_errors_are_errors_not_null_or_inf() {
+    let prev = json!(7);
+    let s = Scope::new(&prev);
+    for src in [
+        "previous_step / 0",
+        "previous_step / 0.0",
+        "previous_step // 0",
+        "previous_step // 0.0",
+        "previous_step % 0",
+        "previous_step % 0.0",
+        "1 / (previous_step - 7)",
+    ] {
+        let e = eval_err(src, &s);
+        assert!(e.contains("division by zero"), "{src}: {e}");
+        let e = render_err(&format!("{{{{ {src} }}}}"), &s);
+        assert!(e.contains("division by zero"), "{src}: {e}");
+        let e = render_err(&format!("x{{{{ {src} }}}}"), &s);
+        assert!(e.contains("division by zero"), "{src}: {e}");
+        let cond = compile_expression(src).and_then(|e| e.eval_bool(&s, UndefinedMode::Lenient));
+        assert!(cond.is_err(), "{src}");
+    }
+    for src in ["1e308 * previous_step", "previous_step ** 1000.0", "(previous_step * -1) ** 0.5", "'inf' | float"] {
+        let e = eval_err(src, &s);
+        assert!(e.contains("not a finite number"), "{src}: {e}");
+    }
+    for src in
+        ["previous_step ** 100", "2 ** 64 * previous_step", "170141183460469231731687303715884105727 + previous_step"]
+    {
+        let e = eval_err(src, &s);
+        assert!(e.contains("overflow") || e.contains("unable to calculate"), "{src}: {e}");
+    }
+    // exact results still work, in templates too
+    assert_eq!(eval("previous_step / 2", &s), json!(3.5));
+    assert_eq!(eval("previous_step // 2", &s), json!(3));
+    assert_eq!(eval("previous_step % 4", &s), json!(3));
+    assert_eq!(eval("2 ** 63", &s), json!(9_223_372_036_854_775_808_u64));
+    assert_eq!(render("{{ 2 ** 100 }}", &s), "1267650600228229401496703205376");
+}
+
+#[test]
+fn built_values_are_bounded() {
+    let prev = json!("xy");
+    let s = Scope::new(&prev);
+    let string_bombs = [
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% set ns = namespace(s=previous_step) %}{% for i in range(40) %}{% set ns.s = ns.s * 2 %}{% endfor %}",
+        "{{ (previous_step * 8000000) | replace('x', previous_step * 100) }}",
+        "{{ (previous_step * 8000000).replace('x', previous_step * 100) }}",
+        "{{ previous_step | indent(100000000) | length }}",
+        "{{ ([previous_step * 8000000] * 3) | join }}",
+        "{{ (previous_step * 8000000).join([1, 2, 3]) | length }}",
+        "{{ ([previous_step * 8000000] * 3) | string | length }}",
+        "{{ ([previous_step * 8000000] * 3) | pprint | length }}",
+        "{{ '%999999999d' | format(1) }}",
+        "{{ '{:>999999999}'.format(1) }}",
+        "{% set x %}{% for i in range(100000) %}{{ previous_step * 1000 }}{% endfor %}{% endset %}{{ x | length }}",
+        "{{ ([previous_step * 8000000] * 3) | upper | length }}",
+    ];
+    for src in string_bombs {
+        let e = render_err(src, &s);
+        assert!(e.contains("value too large"), "{src}: {e}");
+    }
+    let list_bombs = [
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l * 2 %}{% endfor %}{{ ns.l|length }}",
+        "{{ ([1] | default([])) * 4 * 1048577 * 1048577 * 1048577 * 77 }}",
+        "{{ ([1] | list) * 9223372036854775807 }}",
+        "{{ [1] | slice(1000000000000) }}",
+        "{{ [1] | batch(1000000000000) }}",
+        "{{ (previous_step * 8000000) | list | length }}",
+    ];
+    for src in list_bombs {
+        let e = render_err(src, &s);
+        assert!(e.contains("value too large"), "{src}: {e}");
+    }
+    // many mid-sized values add up to the per-render budget
+    let e = render_err(
+        "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [(previous_step * 4000000) ~ i] %}{% endfor %}",
+        &s,
+    );
+    assert!(e.contains("value too large"), "{e}");
+    // expressions: the repetition through a filter the fuzzer found, and a result too large to convert
+    let e = eval_err("([1] | default([])) * 4 * 1048577 * 1048577 * 1048577 * 77", &s);
+    assert!(e.contains("value too large"), "{e}");
+    let e = eval_err("[previous_step * 8000000] * 100", &s);
+    assert!(e.contains("value too large"), "{e}");
+    // work inside single instructions (comparing, searching, sorting lazily repeated sequences) is bounded
+    for src in [
+        "{% set n = (previous_step | length) * 500000 %}{% set a = [[1] * n] * n %}{% set b = [[1] * n] * n %}{{ a == b }}",
+        "{% set n = (previous_step | length) * 500000 %}{% set big = [range(100000)] * n %}{{ (range(99999) | list) in big }}",
+    ] {
+        let e = render_err(src, &s);
+        assert!(e.contains("iterated over more than"), "{src}: {e}");
+    }
+    // an empty sequence repeated a huge number of times is empty at once (walking the copies yielded nothing)
+    assert_eq!(eval("(previous_step | list | reject | list) * 1000000000000000000", &s), json!([]));
+    // constant comparisons of sequences are not folded while compiling (that was unbounded work outside any
+    // budget); they run, bounded, when evaluated (found by the `expression_eval` fuzz target)
+    let t = std::time::Instant::now();
+    let e = eval_err("[[1] * 100000] * 100000 == [[1] * 100000] * 100000", &s);
+    assert!(e.contains("iterated over more than"), "{e}");
+    let e = eval_err("[[10 ] * 11010 ] * 11054", &s);
+    assert!(e.contains("value too large"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    // ordinary work is unaffected, and each render has its own budget
+    for _ in 0..3 {
+        assert_eq!(render("{{ (previous_step * 4000000) | length }}", &s), "8000000");
+    }
+    assert_eq!(eval("([1, 2] * 3) | length", &s), json!(6));
+    assert_eq!(render("{{ ['a', 'b'] | join('-') }}{{ '-'.join(['c', 'd']) }}", &s), "a-bc-d");
+    assert_eq!(render("{{ 'abc'.replace('b', 'xx') }}{{ 'abc' | replace('', '.') }}", &s), "axxc.a.b.c.");
 }

@@ -38,6 +38,7 @@ impl StepPolicy for AgentStepPolicy {
         let path: Arc<str> = Arc::from(f.path);
         let step_name: Arc<str> = Arc::from(f.step.name.as_str());
         let key: Arc<str> = Arc::from(format!("{}:{}", f.run.run_id, f.path).as_str());
+        let this = f.lex.this.map(|v| Arc::new(v.clone()));
         let mut input = Some(f.input);
         let mut last_error = String::new();
         let mut retry_after = None;
@@ -86,6 +87,7 @@ impl StepPolicy for AgentStepPolicy {
                 idempotency_key: key.clone(),
                 context: f.ctx.snapshot(),
                 deltas: None,
+                this: this.clone(),
             };
             let res = f.core.call_agent(skill, agent_target(agent), call, f.run, f.step.config.timeout_s).await?;
             match res {

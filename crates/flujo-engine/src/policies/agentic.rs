@@ -102,7 +102,7 @@ pub(crate) async fn run_tool_loop(
         let input = json!({"input": f.input, "messages": messages, "tools": tool_specs});
         let reply = match f
             .core
-            .journaled_call(f.step, planner, target, "model_turn", input, ctx, turn_path.clone(), f.run)
+            .journaled_call(f.step, planner, target, "model_turn", input, ctx, f.lex.this, turn_path.clone(), f.run)
             .await
         {
             Ok(r) => r,
@@ -188,7 +188,7 @@ pub(crate) async fn run_tool_loop(
                     }
                     let res = f
                         .core
-                        .journaled_call(f.step, skill, id, "tool_call", args, ctx, tool_path.clone(), f.run)
+                        .journaled_call(f.step, skill, id, "tool_call", args, ctx, f.lex.this, tool_path.clone(), f.run)
                         .await;
                     let res = match res {
                         Ok(r) => r,

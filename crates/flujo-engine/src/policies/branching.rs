@@ -38,7 +38,7 @@ impl StepPolicy for ConditionalPolicy {
             }
         } else if let Some(agent) = &spec.condition {
             let path = child_path(f.path, "condition");
-            match f.core.journaled_decision(f.step, agent, f.input.clone(), f.ctx, path, f.run).await? {
+            match f.core.journaled_decision(f.step, agent, f.input.clone(), f.ctx, f.lex.this, path, f.run).await? {
                 Ok(v) => v,
                 Err(e) => return Ok(PolicyOutcome::failure(Value::Null, format!("condition: {e}"))),
             }
@@ -101,11 +101,14 @@ impl StepPolicy for RouterPolicy {
             return Ok(PolicyOutcome::failure(Value::Null, "router policy used for another kind"));
         };
         let path = child_path(f.path, "router");
-        let decision =
-            match f.core.journaled_decision(f.step, &spec.router_agent, f.input.clone(), f.ctx, path, f.run).await? {
-                Ok(v) => v,
-                Err(e) => return Ok(PolicyOutcome::failure(Value::Null, format!("router_agent failed: {e}"))),
-            };
+        let decision = match f
+            .core
+            .journaled_decision(f.step, &spec.router_agent, f.input.clone(), f.ctx, f.lex.this, path, f.run)
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok(PolicyOutcome::failure(Value::Null, format!("router_agent failed: {e}"))),
+        };
         let chosen: Vec<String> = match &decision {
             Value::String(s) => vec![s.clone()],
             Value::Array(items) => {

@@ -60,7 +60,7 @@ impl StepPolicy for LoopPolicy {
                 }
             } else if let Some(agent) = &spec.exit_condition {
                 let path = format!("{base}/exit");
-                match f.core.journaled_decision(f.step, agent, last.clone(), f.ctx, path, f.run).await? {
+                match f.core.journaled_decision(f.step, agent, last.clone(), f.ctx, f.lex.this, path, f.run).await? {
                     Ok(v) => exited = truthy(&v),
                     Err(e) => return Ok(PolicyOutcome::failure(last, format!("exit_condition: {e}"))),
                 }

@@ -19,6 +19,7 @@ fn call_with(input: Value, attempt: u32, context: ContextSnapshot) -> SkillCall 
         idempotency_key: Arc::from("run-1/0"),
         context,
         deltas: None,
+        this: None,
     }
 }
 
@@ -301,4 +302,38 @@ async fn aggregate_ops() {
     assert!(!run("aggregate", json!({"op": "sum"}), json!(5)).await.unwrap_err().retryable);
     assert!(bad_params("aggregate", json!({})).contains("op"));
     assert!(bad_params("aggregate", json!({"op": "median"})).contains("median"));
+}
+
+#[tokio::test]
+async fn transform_and_render_template_see_every_scope_name() {
+    // `this` (the map item), `resume_input` (the latest answer), `context`, `steps`, `initial_prompt`
+    let mut ctx = Context::new("run-1", json!("hello"), Map::new());
+    ctx.apply(PatchOp::set(p("hitl_history"), json!([{"answer": "first"}, {"answer": "yes"}]))).unwrap();
+    let ctx = ctx.snapshot();
+    for (id, key, src) in [
+        ("flujo.builtins.transform", "expr", "[this, resume_input, initial_prompt, previous_step] | join(',')"),
+        (
+            "flujo.builtins.render_template",
+            "template",
+            "{{ this }},{{ resume_input }},{{ initial_prompt }},{{ previous_step }}",
+        ),
+    ] {
+        let skill = BuiltinRegistry::new().resolve(id, &json!({ key: src, "strict": true })).unwrap();
+        let mut call = call_with(json!("in"), 1, ctx.clone());
+        call.this = Some(Arc::new(json!(7)));
+        let out = skill.call(call).await.unwrap().output;
+        assert_eq!(out, json!("7,yes,hello,in"), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn arithmetic_errors_fail_the_transform() {
+    for expr in ["previous_step / 0", "previous_step % 0", "previous_step // 0", "previous_step * 1e308 * 10"] {
+        let err = run("flujo.builtins.transform", json!({ "expr": expr }), json!(5)).await.unwrap_err();
+        assert!(
+            err.message.contains("division by zero") || err.message.contains("not a finite number"),
+            "{expr}: {}",
+            err.message
+        );
+    }
 }
