@@ -5,8 +5,9 @@
 //! Checked for every run, whatever the case says: no panic (`panicked at` on stderr, exit code 101), no death by
 //! signal, no hang (a per-run timeout, default 60 s, kills the whole process group), and with `--json` in the
 //! arguments stdout is exactly one JSON object. The case then pins the exit code and, optionally, substrings of
-//! stdout/stderr and fields of the JSON object. `FLUJO_CATALOGUE_MD=FILE` also writes the catalogue as a
-//! Markdown table (input, expected exit code, expected message) to FILE.
+//! stdout/stderr and fields of the JSON object. The catalogue is also kept as a Markdown table (input,
+//! command, expected exit code, expected message) in `tests/bad_inputs/README.md`; the test fails when the
+//! table is not the one the cases give, and `FLUJO_UPDATE_CATALOGUE=1` rewrites it.
 //!
 //! ```toml
 //! description = "division by zero in a transform expression fails the step"
@@ -35,7 +36,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The catalogue must not shrink below this many cases (raised as cases land; issue 10 asks for at least 80).
-const MIN_CASES: usize = 6;
+const MIN_CASES: usize = 148;
 /// Cases run concurrently (each is one or a few short processes).
 const WORKERS: usize = 4;
 
@@ -313,8 +314,24 @@ fn markdown_table(dirs: &[PathBuf]) -> String {
 fn bad_input_catalogue() {
     let dirs = case_dirs();
     assert!(dirs.len() >= MIN_CASES, "the catalogue holds {} cases, fewer than {MIN_CASES}", dirs.len());
-    if let Ok(out) = std::env::var("FLUJO_CATALOGUE_MD") {
-        std::fs::write(out, markdown_table(&dirs)).expect("write catalogue table");
+    let doc = catalogue_root().join("README.md");
+    let table = format!(
+        "# The bad-input catalogue\n\nGenerated from the `case.toml` files next to this one by \
+         `FLUJO_UPDATE_CATALOGUE=1 cargo test -p flujo-cli --test bad_inputs`; the test fails when this table is \
+         out of date. Each case is run by `./scripts/test.sh`: none may panic, hang or succeed wrongly. The \
+         command and expectations shown are those of the case's last run.\n\n{} cases.\n\n{}",
+        dirs.len(),
+        markdown_table(&dirs)
+    );
+    if std::env::var_os("FLUJO_UPDATE_CATALOGUE").is_some() {
+        std::fs::write(&doc, &table).expect("write catalogue table");
+    } else {
+        let current = std::fs::read_to_string(&doc).unwrap_or_default();
+        assert!(
+            current == table,
+            "{} is out of date; run FLUJO_UPDATE_CATALOGUE=1 cargo test -p flujo-cli --test bad_inputs",
+            doc.display()
+        );
     }
     let queue = Arc::new(Mutex::new(dirs.clone()));
     let failures = Arc::new(Mutex::new(Vec::new()));
