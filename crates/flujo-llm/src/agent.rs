@@ -345,18 +345,29 @@ impl LlmAgent {
     }
 
     /// The opening messages of a call: the rendered system prompt and the input as the user message.
-    pub fn messages(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<Vec<ChatMessage>, LlmError> {
+    pub fn messages(
+        &self,
+        input: &Value,
+        context: Option<&ContextSnapshot>,
+        this: Option<&Value>,
+    ) -> Result<Vec<ChatMessage>, LlmError> {
         let mut out = Vec::with_capacity(2);
-        if let Some(text) = self.system_prompt(input, context)? {
+        if let Some(text) = self.system_prompt(input, context, this)? {
             out.push(ChatMessage::system(text));
         }
         out.push(ChatMessage::user(render_input(input)));
         Ok(out)
     }
 
-    /// The system prompt for a call with `input`: rendered with its `variables`, the context and
-    /// `previous_step` = `input` when it is a template.
-    pub fn system_prompt(&self, input: &Value, context: Option<&ContextSnapshot>) -> Result<Option<String>, LlmError> {
+    /// The system prompt for a call with `input`: rendered with its `variables`, the context (with
+    /// `resume_input`), `previous_step` = `input` and, inside a map body, `this` when it is a template —
+    /// the names every template of the step sees (SPEC §5).
+    pub fn system_prompt(
+        &self,
+        input: &Value,
+        context: Option<&ContextSnapshot>,
+        this: Option<&Value>,
+    ) -> Result<Option<String>, LlmError> {
         Ok(match &self.prompt {
             None => None,
             Some(Prompt::Text(t)) => Some(t.clone()),
@@ -366,7 +377,9 @@ impl LlmAgent {
                 let mut scope = Scope::new(input).with_extra(&vars);
                 if let Some(c) = context {
                     scope = scope.with_context(c);
+                    scope.resume_input = c.resume_input();
                 }
+                scope.this = this;
                 let text = t
                     .render(&scope, UndefinedMode::Lenient)
                     .map_err(|e| LlmError::Config(format!("system_prompt: {e}")))?;
@@ -388,7 +401,7 @@ impl LlmAgent {
         context: Option<&ContextSnapshot>,
         deltas: Option<DeltaSink>,
     ) -> Result<AgentAnswer, LlmError> {
-        self.run_accounted(input, context, deltas).await.map_err(|f| f.error)
+        self.run_accounted(input, context, None, deltas).await.map_err(|f| f.error)
     }
 
     /// `Err` when a call of this agent cannot succeed whatever its input: strict pricing without a price, or
@@ -408,6 +421,7 @@ impl LlmAgent {
         &self,
         input: &Value,
         context: Option<&ContextSnapshot>,
+        this: Option<&Value>,
         deltas: Option<DeltaSink>,
     ) -> Result<AgentAnswer, AgentFailure> {
         let model = match &self.backend {
@@ -428,7 +442,7 @@ impl LlmAgent {
         };
         let price = self.pricing.clone().map_err(|e| AgentFailure::before_sending(e.into()))?;
         let cost = |usage: TokenUsage| price.map_or(0.0, |p| p.cost(usage));
-        let messages = self.messages(input, context).map_err(AgentFailure::before_sending)?;
+        let messages = self.messages(input, context, this).map_err(AgentFailure::before_sending)?;
         let mut settings = self.spec.chat_settings();
         settings.stream = deltas;
         let mut warnings = Vec::new();
@@ -497,7 +511,7 @@ impl LlmAgent {
 impl Skill for LlmAgent {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         let answer = self
-            .run_accounted(&call.input, Some(&call.context), call.deltas)
+            .run_accounted(&call.input, Some(&call.context), call.this.as_deref(), call.deltas)
             .await
             .map_err(AgentFailure::into_skill_error)?;
         Ok(SkillOutput {
@@ -598,9 +612,19 @@ mod tests {
         spec.system_prompt = Some("Be {{ tone }} about {{ previous_step.topic }}.".into());
         spec.system_prompt_variables.insert("tone".into(), json!("brief"));
         let agent = LlmAgent::new(spec, Arc::new(MockModel::new(MockKind::Json)), Ok(None)).unwrap();
-        let msgs = agent.messages(&json!({"topic": "rust"}), None).unwrap();
+        let msgs = agent.messages(&json!({"topic": "rust"}), None, None).unwrap();
         assert_eq!(msgs[0].content, "Be brief about rust.");
         assert_eq!(msgs[1].content, "{\"topic\":\"rust\"}");
+    }
+
+    #[test]
+    fn the_prompt_template_sees_the_map_item_as_this() {
+        let mut spec = AgentSpec::new("mock:json");
+        spec.system_prompt = Some("Item {{ this.id }} of {{ previous_step }}.".into());
+        let agent = LlmAgent::new(spec, Arc::new(MockModel::new(MockKind::Json)), Ok(None)).unwrap();
+        let item = json!({"id": 7});
+        let msgs = agent.messages(&json!("list"), None, Some(&item)).unwrap();
+        assert_eq!(msgs[0].content, "Item 7 of list.");
     }
 
     #[test]

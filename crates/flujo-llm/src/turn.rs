@@ -42,7 +42,12 @@ impl TurnSkill {
         TurnSkill { agent }
     }
 
-    fn parse(&self, input: &Value, context: &flujo_core::ContextSnapshot) -> Result<Turn, SkillError> {
+    fn parse(
+        &self,
+        input: &Value,
+        context: &flujo_core::ContextSnapshot,
+        call_this: Option<&Value>,
+    ) -> Result<Turn, SkillError> {
         let mut messages: Vec<ChatMessage> =
             serde_json::from_value(input.get("messages").cloned().unwrap_or(json!([])))
                 .map_err(|e| SkillError::fatal(format!("agentic turn: bad messages: {e}")))?;
@@ -57,7 +62,7 @@ impl TurnSkill {
             let step_input = input.get("input").unwrap_or(&Value::Null);
             let mut prompt = self
                 .agent
-                .system_prompt(step_input, Some(context))
+                .system_prompt(step_input, Some(context), call_this)
                 .map_err(|e| SkillError::fatal(e.to_string()))?
                 .unwrap_or_default();
             if let (Some(out), true) = (self.agent.output(), offers_tools) {
@@ -95,7 +100,7 @@ impl TurnSkill {
 #[async_trait]
 impl Skill for TurnSkill {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
-        let (messages, tools, names) = self.parse(&call.input, &call.context)?;
+        let (messages, tools, names) = self.parse(&call.input, &call.context, call.this.as_deref())?;
         let Some(model) = self.agent.chat_model() else {
             return Err(SkillError::fatal(format!("model '{}' cannot hold a conversation", self.agent.spec().model)));
         };
