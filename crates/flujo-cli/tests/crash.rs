@@ -317,3 +317,46 @@ fn a_live_run_is_not_stolen_and_a_killed_one_resumes_at_once() {
     assert_eq!(run.status, RunStatus::Completed);
     assert!(run.owner.is_none() && run.lease_expires_at_ms.is_none(), "a finished run has no owner");
 }
+
+/// A command skill's process dies with the `flujo` process that started it, even when that one is killed
+/// with SIGKILL: a resumed run never races the orphan of the killed run's step.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_skill_process_dies_with_a_killed_flujo() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("skills.yaml"),
+        "skills:\n  hang:\n    command: [sh, -c, \"echo $$ > skill.pid; sleep 30; echo 1\"]\n    timeout_s: 60\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("p.yaml"), "name: orphan\nsteps:\n  - name: s\n    agent: hang\n").unwrap();
+    let mut child = flujo(dir.path())
+        .args(["run", "p.yaml", "--state", "memory://"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("skill.pid");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the skill never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    child.kill().unwrap(); // SIGKILL: no cleanup code of flujo runs
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Gone, or a zombie waiting for init to reap it.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    };
+    while alive() {
+        assert!(Instant::now() < deadline, "the skill process {pid} outlived the killed flujo");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

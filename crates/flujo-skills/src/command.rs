@@ -226,6 +226,26 @@ impl Skill for CommandSkill {
         // its own process group, so that everything it starts can be killed with it
         #[cfg(unix)]
         cmd.process_group(0);
+        // A command never outlives the flujo process that started it, even one killed with SIGKILL (which
+        // runs no cleanup): a resumed run would otherwise race the orphan of the killed run's step.
+        #[cfg(target_os = "linux")]
+        {
+            let parent = rustix::process::getpid();
+            // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls
+            // are allowed; it makes two raw system calls (prctl, getppid) through rustix, allocates nothing
+            // and takes no lock. (The one `unsafe` of the workspace; `unsafe_code` is denied everywhere else.)
+            #[allow(unsafe_code)]
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+                    // The parent may have died between fork and prctl: then nobody would send the signal.
+                    if rustix::process::getppid() != Some(parent) {
+                        return Err(std::io::Error::other("the flujo process that started this command is gone"));
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().map_err(|e| {
             SkillError::fatal(format!(
                 "command skill '{id}': cannot start {:?} in {}: {e}",
