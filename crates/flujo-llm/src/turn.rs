@@ -115,16 +115,14 @@ impl Skill for TurnSkill {
         let price = self.agent.price().ok().flatten();
         let cost_usd = price.map_or(0.0, |p| p.cost(reply.usage));
         let provider = model.provider().to_owned();
+        // A failed turn still carries what the provider billed for it.
+        let (usage, requests, finish_reason) = (reply.usage, reply.requests.max(1), reply.stop_reason.clone());
+        let fail = |error| {
+            crate::agent::AgentFailure { error, usage, cost_usd, requests, finish_reason: finish_reason.clone() }
+                .into_skill_error()
+        };
         if let Some(message) = reply.refusal.clone() {
-            let error = crate::error::LlmError::Refused { provider, message, usage: reply.usage };
-            return Err(crate::agent::AgentFailure {
-                error,
-                usage: reply.usage,
-                cost_usd,
-                requests: reply.requests.max(1),
-                finish_reason: reply.stop_reason.clone(),
-            }
-            .into_skill_error());
+            return Err(fail(crate::error::LlmError::Refused { provider, message, usage }));
         }
         let offered: Vec<Value> = tools.iter().map(|t| Value::String(t.name.clone())).collect();
         let tool_calls: Vec<Value> = reply
@@ -140,19 +138,11 @@ impl Skill for TurnSkill {
         let mut warnings = Vec::new();
         let output = match (self.agent.output(), tool_calls.is_empty()) {
             (Some(_), true) if reply.truncated() => {
-                let error = crate::error::LlmError::Truncated {
+                return Err(fail(crate::error::LlmError::Truncated {
                     provider,
                     max_tokens: settings.effective_max_tokens(),
-                    usage: reply.usage,
-                };
-                return Err(crate::agent::AgentFailure {
-                    error,
-                    usage: reply.usage,
-                    cost_usd,
-                    requests: reply.requests.max(1),
-                    finish_reason: reply.stop_reason.clone(),
-                }
-                .into_skill_error());
+                    usage,
+                }));
             }
             (Some(schema), true) => {
                 let text = reply.content.unwrap_or_default();
