@@ -349,20 +349,9 @@ fn read_context(text: Option<&str>, cfg: &Config) -> Result<Map<String, Value>, 
         Ok(Value::Object(m)) => Ok(m),
         Ok(other) => Err(CliError::usage(
             "context_validation",
-            format!("--context must be a JSON object, got {}", json_type(&other)),
+            format!("--context must be a JSON object, got {}", flujo_core::json_type_name(&other)),
         )),
         Err(e) => Err(CliError::config(format!("--context is not valid JSON: {e}"))),
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -46,3 +46,16 @@ pub use store::{
     BlobStore, ChainHead, JournalStore, OriginFile, OriginRole, RunFilter, RunOrigin, RunOwner, RunRecord, RunStore,
     RunUpdate, Store, SystemStateStore,
 };
+
+/// The JSON type of a value, for messages: `null`, `a boolean`, `a number`, `a string`, `an array`,
+/// `an object`.
+pub fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

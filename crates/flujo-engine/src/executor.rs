@@ -794,7 +794,7 @@ impl ExecutorCore {
                 other => {
                     return Err(format!(
                         "updates_context needs an object output (or exactly one output_key), got {}",
-                        json_type(other)
+                        flujo_core::json_type_name(other)
                     ))
                 }
             }
@@ -1029,17 +1029,6 @@ pub(crate) fn agent_target(agent: &flujo_core::AgentRef) -> &str {
     match agent {
         flujo_core::AgentRef::Skill { id, .. } => id,
         flujo_core::AgentRef::Model { model, .. } => model,
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
