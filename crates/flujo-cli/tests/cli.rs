@@ -9,19 +9,6 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-const KEYS: &[&str] = &[
-    "run_id",
-    "pipeline",
-    "status",
-    "output",
-    "error",
-    "pending",
-    "step_history",
-    "total_cost_usd",
-    "total_tokens",
-    "context",
-];
-
 #[test]
 fn init_then_run_pauses_with_exit_5_and_resume_from_a_new_process_completes() {
     let dir = tempfile::tempdir().unwrap();

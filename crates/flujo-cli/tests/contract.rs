@@ -22,20 +22,6 @@ fn no_panic(o: &Output, what: &str) {
     assert!(o.status.code().is_some(), "{what} died of a signal: {:?}", o.status);
 }
 
-/// The keys of the SPEC §13 result object, present in every `--json` answer of run and resume.
-const KEYS: &[&str] = &[
-    "run_id",
-    "pipeline",
-    "status",
-    "output",
-    "error",
-    "pending",
-    "step_history",
-    "total_cost_usd",
-    "total_tokens",
-    "context",
-];
-
 fn error_object(o: &Output, kind: &str, exit: i32) -> Value {
     no_panic(o, kind);
     assert_eq!(code(o), exit, "{kind}: {}", stderr(o));

@@ -8,6 +8,20 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+/// The keys of the SPEC §13 result object, present in every `--json` answer of run and resume.
+pub const KEYS: &[&str] = &[
+    "run_id",
+    "pipeline",
+    "status",
+    "output",
+    "error",
+    "pending",
+    "step_history",
+    "total_cost_usd",
+    "total_tokens",
+    "context",
+];
+
 /// `flujo ARGS` in `dir`, with none of the caller's `FLUJO_*` settings and an empty stdin.
 pub fn cmd(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flujo"));
