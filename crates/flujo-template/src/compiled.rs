@@ -23,16 +23,24 @@ use crate::lexer::{self, has_jinja_syntax, is_template};
 use crate::scope::{Refs, Scope};
 use crate::UndefinedMode;
 
-/// Each cache is cleared when it reaches this many entries (a guard against unbounded dynamic sources).
+/// Each cache is cleared when it reaches this many entries (a guard against unbounded dynamic sources)…
 const CACHE_CAPACITY: usize = 4096;
+/// … or when the sources it holds reach this many bytes (a compiled form is a small multiple of its source:
+/// constant folding keeps only small values, see `vendor/minijinja/src/limits.rs`).
+const CACHE_SOURCE_BYTES: usize = 8 << 20;
 
 struct Cache<T> {
-    map: RwLock<HashMap<Box<str>, T>>,
+    map: RwLock<CacheMap<T>>,
+}
+
+struct CacheMap<T> {
+    entries: HashMap<Box<str>, T>,
+    source_bytes: usize,
 }
 
 impl<T: Clone> Cache<T> {
     fn new() -> Self {
-        Cache { map: RwLock::new(HashMap::new()) }
+        Cache { map: RwLock::new(CacheMap { entries: HashMap::new(), source_bytes: 0 }) }
     }
 
     fn get_or_try_insert(
@@ -40,15 +48,18 @@ impl<T: Clone> Cache<T> {
         key: &str,
         make: impl FnOnce() -> Result<T, TemplateError>,
     ) -> Result<T, TemplateError> {
-        if let Some(hit) = self.map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        if let Some(hit) = self.map.read().unwrap_or_else(PoisonError::into_inner).entries.get(key) {
             return Ok(hit.clone());
         }
         let value = make()?;
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= CACHE_CAPACITY {
-            map.clear();
+        if map.entries.len() >= CACHE_CAPACITY || map.source_bytes.saturating_add(key.len()) > CACHE_SOURCE_BYTES {
+            map.entries.clear();
+            map.source_bytes = 0;
         }
-        map.insert(key.into(), value.clone());
+        if map.entries.insert(key.into(), value.clone()).is_none() {
+            map.source_bytes += key.len();
+        }
         Ok(value)
     }
 }

@@ -229,12 +229,18 @@ impl Object for StepsObject {
 
 /// Maps a minijinja value back to JSON: undefined and none become `null`, integers stay integers (`i64`,
 /// else `u64`; an integer outside both ranges is an error), a float that is not finite is an error, map keys
-/// become strings. The JSON built (strings, and 32 bytes per item) may not exceed [`crate::MAX_BUILT_BYTES`]:
-/// a lazy `[s] * n` of a long string `s` would otherwise be copied `n` times.
+/// become strings. The JSON built (strings, the size of a JSON value per item, and a key's and its hash's per
+/// map entry) may not exceed [`crate::MAX_BUILT_BYTES`]: a lazy `[s] * n` of a long string `s` would otherwise be
+/// copied `n` times, and `[[x] * 10**5] * 10**5` is small until it is converted.
 pub(crate) fn to_json(v: &MjValue) -> Result<Value, TemplateError> {
     let mut left = crate::env::built_bytes();
     to_json_at(v, 0, &mut left)
 }
+
+/// What one JSON value costs in memory (in an array, or as a map entry's value).
+const ITEM_BYTES: usize = std::mem::size_of::<Value>();
+/// What a map entry costs beyond its value: the key's `String` and the index map's hash.
+const ENTRY_BYTES: usize = std::mem::size_of::<String>() + std::mem::size_of::<u64>();
 
 fn spend(left: &mut usize, bytes: usize) -> Result<(), TemplateError> {
     match left.checked_sub(bytes) {
@@ -257,7 +263,7 @@ fn to_json_at(v: &MjValue, depth: usize, left: &mut usize) -> Result<Value, Temp
         // the run's own data, already in memory: not counted
         return Ok(view.node().clone());
     }
-    spend(left, 32)?;
+    spend(left, ITEM_BYTES)?;
     Ok(match v.kind() {
         ValueKind::Undefined | ValueKind::None => Value::Null,
         ValueKind::Bool => Value::Bool(v.is_true()),
@@ -270,7 +276,8 @@ fn to_json_at(v: &MjValue, depth: usize, left: &mut usize) -> Result<Value, Temp
         ValueKind::Bytes => Value::Array(v.as_bytes().unwrap_or_default().iter().map(|b| Value::from(*b)).collect()),
         ValueKind::Seq | ValueKind::Iterable => {
             let iter = v.try_iter().map_err(|e| crate::error::from_minijinja(&e))?;
-            let mut items = Vec::with_capacity(iter.size_hint().0.min(crate::MAX_ITEMS));
+            // never more room than the budget can fill
+            let mut items = Vec::with_capacity(iter.size_hint().0.min(*left / ITEM_BYTES));
             for item in iter {
                 items.push(to_json_at(&item, depth + 1, left)?);
             }
@@ -286,7 +293,7 @@ fn to_json_at(v: &MjValue, depth: usize, left: &mut usize) -> Result<Value, Temp
                             None => minijinja::limits::format_bounded(format_args!("{key}"))
                                 .map_err(|e| crate::error::from_minijinja(&e))?,
                         };
-                        spend(left, key.len())?;
+                        spend(left, ENTRY_BYTES + key.len())?;
                         map.insert(key, to_json_at(&value, depth + 1, left)?);
                     }
                 }

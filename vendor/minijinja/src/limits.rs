@@ -33,12 +33,12 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// flujo's defaults: 16 MiB strings, 1,000,000 items, 256 MiB per render.
+    /// flujo's defaults: 16 MiB strings, 1,000,000 items, 256 MiB per render, 10,000,000 items iterated.
     pub const DEFAULT: Limits = Limits {
         max_string_bytes: 16 << 20,
         max_items: 1_000_000,
         budget_bytes: 256 << 20,
-        max_iterations: 50_000_000,
+        max_iterations: 10_000_000,
     };
 }
 
@@ -104,6 +104,36 @@ impl Drop for LimitsGuard {
         STEPS.with(|l| l.set(self.prev_steps));
         EXHAUSTED.with(|e| e.set(self.prev_exhausted));
     }
+}
+
+/// The limits constant folding runs under: a folded value is kept with the compiled template.
+const FOLDING: Limits = Limits {
+    max_string_bytes: 4 << 10,
+    max_items: Limits::DEFAULT.max_items,
+    budget_bytes: 16 << 10,
+    max_iterations: 10_000,
+};
+
+thread_local! {
+    static IN_FOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `fold` (the compiler's constant folding) under the small [`FOLDING`] limits, once for the outermost
+/// call; `None` when it would exceed them.
+pub(crate) fn folding(fold: impl FnOnce() -> Option<Value>) -> Option<Value> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_FOLDING.with(|f| f.set(false));
+        }
+    }
+    if IN_FOLDING.with(|f| f.replace(true)) {
+        return fold();
+    }
+    let _reset = Reset;
+    let guard = enter(FOLDING);
+    let value = fold()?;
+    guard.check().ok().map(|()| value)
 }
 
 type DynIter = Box<dyn Iterator<Item = Value> + Send + Sync>;

@@ -208,6 +208,13 @@ impl Expr<'_> {
     }
 
     pub fn as_const(&self) -> Option<Value> {
+        // flujo: a folded constant lives as long as the compiled template (flujo caches thousands of them) and
+        // folding runs outside any render's budget, so it runs under small limits (`limits::folding`): what
+        // would build a larger value is left to run time, where the render's limits apply
+        crate::limits::folding(|| self.as_const_unbounded())
+    }
+
+    fn as_const_unbounded(&self) -> Option<Value> {
         match self {
             Expr::Const(c) => Some(c.value.clone()),
             Expr::List(l) => l.as_const(),
