@@ -43,6 +43,14 @@ const SKILL_FIELDS: &[&str] = &[
     "max_input_bytes",
     "side_effects",
     "description",
+    // the original's entries: `path` (refused: a Python import path), `arg_schema` (= `input_schema`), and
+    // descriptive metadata its registry keeps and Flujo (Rust) accepts without using
+    "path",
+    "arg_schema",
+    "capabilities",
+    "safety_level",
+    "auth_required",
+    "auth_scope",
 ];
 
 /// Skills declared in `skills.yaml` files, by id.
@@ -170,6 +178,7 @@ impl SkillCatalog {
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Some(mut top) = d.fields(&node, "a skills catalog") {
             if let Some(skills) = top.take("skills") {
+                // `skills: {id: entry, …}` (with an optional `version`)
                 if let Some(entries) = d.fields(skills, "`skills`") {
                     let list: Vec<_> = entries.all().map(|(k, _, v)| (k.to_owned(), v)).collect();
                     for (id, value) in list {
@@ -178,10 +187,20 @@ impl SkillCatalog {
                         }
                     }
                 }
+                d.finish(top, &["version", "skills"], "the skills catalog", |_| None);
             } else {
-                d.report(rules::BP_MISSING_FIELD, top.loc, "the skills catalog has no `skills:` mapping");
+                // the original's form: the top-level mapping is `id: entry` (a scalar `version` is not a skill)
+                let list: Vec<_> = top
+                    .all()
+                    .filter(|(k, _, v)| *k != "version" || matches!(v.kind, NodeKind::Map(_)))
+                    .map(|(k, _, v)| (k.to_owned(), v))
+                    .collect();
+                for (id, value) in list {
+                    if let Some(skill) = skill(&mut d, &id, value, &dir, file) {
+                        catalog.skills.insert(id, skill);
+                    }
+                }
             }
-            d.finish(top, &["version", "skills"], "the skills catalog", |_| None);
         }
         (catalog, d.diags)
     }
@@ -237,7 +256,18 @@ fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Pa
     if f.has("command") && f.has("http") {
         d.report(rules::BP_TYPE, f.loc, format!("{what} declares both `command` and `http`; use one"));
     }
-    if !f.has("command") && !f.has("http") {
+    if let Some(n) = f.take("path") {
+        // the original's entries name a Python factory (`path: pkg.mod:make_agent`)
+        d.report_with(
+            rules::BP_SKILL_MISSING,
+            n.loc,
+            format!(
+                "{what} is a Python import path (`path: {}`); Flujo (Rust) cannot import Python code",
+                n.as_str().unwrap_or("…")
+            ),
+            Some("give the skill a `command` (a program that reads JSON on stdin and writes JSON on stdout) or an `http` operation instead of `path`".to_owned()),
+        );
+    } else if !f.has("command") && !f.has("http") {
         d.report(rules::BP_MISSING_FIELD, f.loc, format!("{what} has neither `command` nor `http`"));
     }
     if let Some(n) = f.take("env") {
@@ -252,8 +282,14 @@ fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Pa
             }
         }
     }
+    // `arg_schema` is the original's other name of `input_schema`
+    let arg_schema = f.take("arg_schema");
     for key in ["input_schema", "output_schema"] {
-        if let Some(n) = f.take(key) {
+        let node = match f.take(key) {
+            None if key == "input_schema" => arg_schema,
+            n => n,
+        };
+        if let Some(n) = node {
             let value = n.to_json();
             if !matches!(n.kind, NodeKind::Map(_) | NodeKind::Bool(_)) {
                 d.report(rules::BP_TYPE, n.loc, format!("`{key}` of {what} must be a JSON Schema (a mapping)"));
@@ -304,6 +340,9 @@ fn skill(d: &mut Decoder<'_>, id: &str, node: &yaml::Node, dir: &Path, file: &Pa
             None => d.report(rules::BP_TYPE, n.loc, format!("`description` of {what} must be a string")),
         }
     }
+    for key in ["capabilities", "safety_level", "auth_required", "auth_scope"] {
+        f.take(key);
+    }
     d.finish(f, SKILL_FIELDS, &what, |_| None);
     Some(out)
 }
@@ -321,6 +360,21 @@ mod tests {
         assert_eq!(s.command.as_deref(), Some(&["python3".to_owned(), "echo.py".to_owned()][..]));
         assert_eq!(s.dir, PathBuf::from("/p"));
         assert!(s.info().side_effects);
+    }
+
+    #[test]
+    fn the_originals_unwrapped_form_is_read() {
+        let text = "version: \"0.1\"\nacme.echo:\n  command: [\"cat\"]\n  arg_schema: {type: string}\n  capabilities: [text]\n  safety_level: none\n  auth_required: false\nother:\n  http: {method: GET, url: \"http://x\"}\n";
+        let (cat, diags) = SkillCatalog::parse(text, Path::new("/p/skills.yaml"));
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(cat.ids().collect::<Vec<_>>(), vec!["acme.echo", "other"]);
+        assert_eq!(cat.get("acme.echo").unwrap().input_schema, Some(serde_json::json!({"type": "string"})));
+        // a Python factory is refused with what replaces it
+        let (_, diags) = SkillCatalog::parse("py:\n  path: \"mypkg.skills:make\"\n", Path::new("skills.yaml"));
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!(diags[0].rule, "BP-SKILL-MISSING");
+        assert!(diags[0].message.contains("mypkg.skills:make"), "{diags:?}");
+        assert!(diags[0].suggestion.as_deref().unwrap_or_default().contains("command"), "{diags:?}");
     }
 
     #[test]

@@ -237,7 +237,13 @@ fn state_machine_rules(
     transitions: &[crate::raw::RawTransition],
     d: &mut Decoder<'_>,
 ) {
-    let names: Vec<&str> = states.iter().map(|b| b.name.v.as_str()).collect();
+    // An end state need not be declared under `states` (as in the original): it is a state without steps.
+    let mut names: Vec<&str> = states.iter().map(|b| b.name.v.as_str()).collect();
+    for e in end_states {
+        if !names.contains(&e.v.as_str()) {
+            names.push(&e.v);
+        }
+    }
     let unknown = |name: &Sp<String>, role: &str, d: &mut Decoder<'_>| {
         if !names.contains(&name.v.as_str()) {
             let suggestion = closest(&name.v, names.iter().copied())
@@ -258,9 +264,6 @@ fn state_machine_rules(
         Some(s) => !unknown(s, "start_state", d),
         None => false,
     };
-    for e in end_states {
-        unknown(e, "end state", d);
-    }
     for t in transitions {
         if t.from.v != "*" {
             unknown(&t.from, "transition source", d);
@@ -274,6 +277,25 @@ fn state_machine_rules(
             format!("state machine {label} has no `end_states`, so it can never finish successfully"),
             Some("add `end_states: [STATE]`".to_owned()),
         );
+    }
+    // An end state only named in `end_states` that nothing leads to is likely a typo of a declared state.
+    let declared: Vec<&str> = states.iter().map(|b| b.name.v.as_str()).collect();
+    for e in end_states {
+        let targeted = transitions.iter().any(|t| t.to.v == e.v) || start.is_some_and(|s| s.v == e.v);
+        if !declared.contains(&e.v.as_str()) && !targeted {
+            let suggestion = closest(&e.v, declared.iter().copied())
+                .map(|c| format!("did you mean `{c}`?"))
+                .or_else(|| Some(format!("declared states: {}", declared.join(", "))));
+            d.report_with(
+                rules::SM_UNREACHABLE,
+                e.loc,
+                format!(
+                    "end state `{}` of state machine {label} is not declared under `states` and no transition leads to it",
+                    e.v
+                ),
+                suggestion,
+            );
+        }
     }
     let (Some(start), true) = (start, start_ok) else { return };
     // Reachability from the start state over every transition (any `on`, any `when`).

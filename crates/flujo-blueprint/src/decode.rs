@@ -805,6 +805,32 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// A sub-pipeline (a branch, a state, a loop or map body, a default branch) in any of the original's three
+    /// forms: a list of steps; `{steps: [...]}` (with an optional `name` or `description`, which are only
+    /// documentation); or a single step given as a mapping (`"true": {name: big, agent: …}`).
+    fn pipeline(&mut self, node: &Node, depth: usize, what: &str) -> Vec<RawStep> {
+        let NodeKind::Map(entries) = &node.kind else {
+            return self.steps(node, depth, what);
+        };
+        if !entries.iter().any(|(k, _)| k.as_str() == Some("steps")) {
+            return self.step(node, depth).into_iter().collect();
+        }
+        let Some(mut f) = self.fields(node, what) else {
+            return Vec::new();
+        };
+        let steps = match f.take("steps") {
+            Some(n) => self.steps(n, depth, &format!("`steps` of {what}")),
+            None => Vec::new(),
+        };
+        for key in ["name", "description"] {
+            if let Some(n) = f.take(key) {
+                let _ = self.scalar(n, &format!("`{key}` of {what}"));
+            }
+        }
+        self.finish(f, &["steps", "name", "description"], what, |_| None);
+        steps
+    }
+
     /// Named lists of steps (`branches:`, `states:`), in declaration order.
     fn branches(&mut self, node: &Node, depth: usize, what: &str) -> Vec<RawBranch> {
         let Some(fields) = self.fields(node, what) else {
@@ -816,7 +842,7 @@ impl<'a> Decoder<'a> {
             .map(|(name, key, value)| {
                 let kind = if what.starts_with("`states`") { "the state name" } else { "the branch name" };
                 self.check_segment_name(&name, key.loc, kind);
-                let steps = self.steps(value, depth, &format!("`{name}` of {what}"));
+                let steps = self.pipeline(value, depth, &format!("`{name}` of {what}"));
                 RawBranch { name: Sp::new(name, key.loc), steps }
             })
             .collect()
@@ -844,7 +870,22 @@ impl<'a> Decoder<'a> {
         }
         let mut f = self.fields(node, "a step")?;
 
-        let name = match f.take("name") {
+        // `step: NAME` is the original's legacy spelling of `name` (`name` wins when both are given).
+        let legacy_name = f.take("step");
+        let name_node = match f.take("name") {
+            Some(n) => {
+                if let Some(l) = legacy_name {
+                    self.report(
+                        rules::BP_UNKNOWN_FIELD,
+                        l.loc,
+                        "the step has both `name` and the legacy `step`; `step` is ignored".to_owned(),
+                    );
+                }
+                Some(n)
+            }
+            None => legacy_name,
+        };
+        let name = match name_node {
             Some(n) => match self.scalar(n, "a step's `name`") {
                 Some(name) => {
                     self.check_segment_name(&name.v, name.loc, "the step name");
@@ -1339,7 +1380,7 @@ impl<'a> Decoder<'a> {
         let what = format!("`loop` of {label}");
         let Some(mut g) = self.fields(node, &what) else { return RawKind::Invalid };
         let body = match g.take("body") {
-            Some(n) => self.steps(n, depth + 1, &format!("`body` of {label}")),
+            Some(n) => self.pipeline(n, depth + 1, &format!("`body` of {label}")),
             None => {
                 self.report(rules::BP_MISSING_FIELD, g.loc, format!("loop {label} has no `body`"));
                 Vec::new()
@@ -1392,7 +1433,7 @@ impl<'a> Decoder<'a> {
             self.check_template(&i.v, i.loc, &format!("the iterable_input of {label}"));
         }
         let body = match g.take("body") {
-            Some(n) => self.steps(n, depth + 1, &format!("`body` of {label}")),
+            Some(n) => self.pipeline(n, depth + 1, &format!("`body` of {label}")),
             None => {
                 self.report(rules::BP_MISSING_FIELD, g.loc, format!("map {label} has no `body`"));
                 Vec::new()
@@ -1433,7 +1474,7 @@ impl<'a> Decoder<'a> {
             }
         };
         let default_branch =
-            f.take("default_branch").map(|n| self.steps(n, depth + 1, &format!("`default_branch` of {label}")));
+            f.take("default_branch").map(|n| self.pipeline(n, depth + 1, &format!("`default_branch` of {label}")));
         RawKind::Conditional {
             condition_expression: condition_expression.map(|e| e.v),
             condition,
@@ -1478,21 +1519,76 @@ impl<'a> Decoder<'a> {
                 Some(self.string_list(n, "`context_include_keys`").into_iter().map(|s| s.v).collect());
         }
         if let Some(n) = f.take("reduce") {
-            p.reduce = self.choice(
-                n,
-                "`reduce`",
-                &[
-                    ("keys", ReduceMode::Keys),
-                    ("values", ReduceMode::Values),
-                    ("union", ReduceMode::Union),
-                    ("concat", ReduceMode::Concat),
-                    ("first", ReduceMode::First),
-                    ("last", ReduceMode::Last),
-                    ("majority_vote", ReduceMode::MajorityVote),
-                ],
-            );
+            p.reduce = self.reduce(n, label);
         }
         p
+    }
+
+    /// `reduce: MODE` or the original's mapping form `reduce: {mode: MODE}`; a Python reducer
+    /// (`{callable: pkg.mod:fn}`, `{path: …}`, or an import path as the mode) is refused with its replacement.
+    fn reduce(&mut self, node: &Node, label: &str) -> Option<ReduceMode> {
+        const MODES: &[(&str, ReduceMode)] = &[
+            ("keys", ReduceMode::Keys),
+            ("values", ReduceMode::Values),
+            ("union", ReduceMode::Union),
+            ("concat", ReduceMode::Concat),
+            ("first", ReduceMode::First),
+            ("last", ReduceMode::Last),
+            ("majority_vote", ReduceMode::MajorityVote),
+            ("code_consensus", ReduceMode::CodeConsensus),
+        ];
+        let what = format!("`reduce` of {label}");
+        let mode_node = if let NodeKind::Map(_) = node.kind {
+            let mut g = self.fields(node, &what)?;
+            for key in ["callable", "path"] {
+                if let Some(c) = g.take(key) {
+                    let shown = c.as_str().unwrap_or("…").to_owned();
+                    self.report_with(
+                        rules::BP_SKILL_MISSING,
+                        c.loc,
+                        format!(
+                            "{what} names a Python reducer (`{key}: {shown}`); Flujo (Rust) cannot import Python code"
+                        ),
+                        Some(format!(
+                            "use one of the built-in modes ({}), or reduce in a following step: {PYTHON_REPLACEMENT}",
+                            MODES.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", ")
+                        )),
+                    );
+                }
+            }
+            let mode = g.take("mode");
+            if let Some(e) = g.take("evaluator") {
+                self.report(
+                    rules::BP_UNKNOWN_FIELD,
+                    e.loc,
+                    format!("`evaluator` of {what} is only read by the `judge_selection` mode, which Flujo (Rust) does not have; it is ignored"),
+                );
+            }
+            self.finish(g, &["mode", "callable", "path", "evaluator"], &what, |_| None);
+            mode?
+        } else {
+            node
+        };
+        let text = mode_node.as_str().map(str::trim).unwrap_or_default();
+        if text == "judge_selection" {
+            self.report_with(
+                rules::BP_TYPE,
+                mode_node.loc,
+                format!("{what}: the `judge_selection` mode is not available in Flujo (Rust)"),
+                Some("use `majority_vote` or `code_consensus`, or a following step with a judge agent that picks from the branch outputs".to_owned()),
+            );
+            return None;
+        }
+        if looks_like_python_path(text) {
+            self.report_with(
+                rules::BP_SKILL_MISSING,
+                mode_node.loc,
+                format!("{what} is a Python import path (`{text}`); Flujo (Rust) cannot import Python code"),
+                Some(PYTHON_REPLACEMENT.to_owned()),
+            );
+            return None;
+        }
+        self.choice(mode_node, &format!("`reduce` mode of {label}"), MODES)
     }
 
     fn router_kind(&mut self, f: &mut Fields<'_>, label: &str, depth: usize) -> RawKind {
@@ -1580,11 +1676,17 @@ impl<'a> Decoder<'a> {
                 None
             }
         };
-        let end_states = match f.take("end_states") {
+        let end_states: Vec<Sp<String>> = match f.take("end_states") {
             Some(n) if n.as_str().is_some() => self.scalar(n, "`end_states`").into_iter().collect(),
             Some(n) => self.string_list(n, "`end_states`"),
             None => Vec::new(),
         };
+        // an end state need not be declared under `states`, so its name is checked here too
+        for e in &end_states {
+            if !states.iter().any(|b| b.name.v == e.v) {
+                self.check_segment_name(&e.v, e.loc, "the state name");
+            }
+        }
         let mut transitions = Vec::new();
         if let Some(n) = f.take("transitions") {
             match &n.kind {
@@ -1618,9 +1720,15 @@ impl<'a> Decoder<'a> {
         let from = f.take("from").and_then(|n| self.scalar(n, "`from`"));
         let to = f.take("to").and_then(|n| self.scalar(n, "`to`"));
         let on = match f.take("on") {
-            Some(n) => {
-                self.choice(n, "`on`", &[("success", TransitionOn::Success), ("failure", TransitionOn::Failure)])
-            }
+            Some(n) => self.choice(
+                n,
+                "`on`",
+                &[
+                    ("success", TransitionOn::Success),
+                    ("failure", TransitionOn::Failure),
+                    ("pause", TransitionOn::Pause),
+                ],
+            ),
             None => {
                 missing.push("on");
                 None
@@ -1673,6 +1781,12 @@ fn normalize_kind(kind: &str, custom: &[String]) -> Option<String> {
 fn other_kind_hint(key: &str, kind: &str, own: &[&str]) -> Option<String> {
     if own.contains(&key) {
         return None;
+    }
+    if kind == "loop" && key == "max_iterations" {
+        return Some(
+            "a loop's bound is `max_loops` inside the `loop:` block (the original ignores `max_iterations` on loops too)"
+                .to_owned(),
+        );
     }
     if matches!(kind, "loop" | "map") && (LOOP_FIELDS.contains(&key) || MAP_FIELDS.contains(&key)) {
         return Some(format!("`{key}` belongs inside the `{kind}:` block"));

@@ -141,8 +141,15 @@ impl Lowerer<'_, '_> {
                 ttl_s: *ttl_s,
             }),
             RawKind::StateMachine { states, start_state, end_states, transitions, max_hops } => {
+                let mut lowered = self.branches(states);
+                // an end state only named in `end_states` is a state without steps
+                for e in end_states {
+                    if !lowered.iter().any(|(n, _)| *n == e.v) {
+                        lowered.push((e.v.clone(), Vec::new()));
+                    }
+                }
                 StepKind::StateMachine(StateMachineSpec {
-                    states: self.branches(states),
+                    states: lowered,
                     start_state: start_state.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
                     end_states: end_states.iter().map(|e| e.v.clone()).collect(),
                     transitions: transitions

@@ -76,8 +76,8 @@ pub const RULES: &[(&str, &str)] = &[
     (CTX_READONLY, "A step writes a framework field of the context (run_id, initial_prompt, steps, hitl_history, status)."),
     (LOOP_NO_EXIT, "A loop's exit_expression reads nothing the loop can change and is not true (warning)."),
     (HITL_NESTED_001, "A hitl step is nested where a pause cannot be resumed safely (no such construct exists today)."),
-    (SM_UNKNOWN_STATE, "A state machine names a state that is not declared."),
-    (SM_UNREACHABLE, "A state cannot be reached from start_state (warning)."),
+    (SM_UNKNOWN_STATE, "A state machine names a state that is neither declared nor an end state."),
+    (SM_UNREACHABLE, "A state cannot be reached from start_state, or an undeclared end state from anywhere (warning)."),
     (SM_NO_END, "No end state can be reached from start_state."),
     (PAR_CONFLICT_RISK, "Two branches of a context_update parallel write the same context key (warning)."),
 ];

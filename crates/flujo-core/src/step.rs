@@ -297,6 +297,9 @@ pub enum ReduceMode {
     First,
     Last,
     MajorityVote,
+    /// The most frequent string output (compared with surrounding whitespace trimmed) when at least two agree;
+    /// otherwise `majority_vote` over all outputs (the original's `code_consensus`).
+    CodeConsensus,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -406,6 +409,9 @@ fn default_max_turns() -> u32 {
 pub enum TransitionOn {
     Success,
     Failure,
+    /// After a state in which a human answered a pause (a `hitl` step of the state paused the run and was
+    /// resumed): the original's `on: pause`.
+    Pause,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -345,6 +345,8 @@ pub struct SeqOutcome {
     pub feedback: Option<String>,
     pub tokens: TokenUsage,
     pub cost_usd: f64,
+    /// The name and (raw) feedback of the last step that ran; `None` for an empty sequence.
+    pub last_step: Option<(String, Option<String>)>,
 }
 
 impl SeqOutcome {
@@ -420,14 +422,26 @@ impl ExecutorCore {
                     return Ok(SeqOutcome {
                         status: StepStatus::Failed,
                         output,
-                        feedback: Some(format!("step '{}' failed: {}", step.name, feedback.unwrap_or_default())),
+                        feedback: Some(format!(
+                            "step '{}' failed: {}",
+                            step.name,
+                            feedback.as_deref().unwrap_or_default()
+                        )),
                         tokens,
                         cost_usd: cost,
+                        last_step: Some((step.name.clone(), feedback)),
                     });
                 }
                 prev = output;
             }
-            Ok(SeqOutcome { status: StepStatus::Completed, output: prev, feedback: None, tokens, cost_usd: cost })
+            Ok(SeqOutcome {
+                status: StepStatus::Completed,
+                output: prev,
+                feedback: None,
+                tokens,
+                cost_usd: cost,
+                last_step: steps.last().map(|s| (s.name.clone(), None)),
+            })
         })
     }
 
@@ -737,8 +751,20 @@ impl ExecutorCore {
 
     /// Evaluates an expression for its truthiness.
     pub fn eval_bool(&self, src: &str, prev: &Value, ctx: &Context, lex: &Lexical<'_>) -> Result<bool, String> {
+        self.eval_bool_with(src, prev, ctx, lex, &[])
+    }
+
+    /// [`Self::eval_bool`] with additional top-level names.
+    pub fn eval_bool_with(
+        &self,
+        src: &str,
+        prev: &Value,
+        ctx: &Context,
+        lex: &Lexical<'_>,
+        extra: &[(&str, &Value)],
+    ) -> Result<bool, String> {
         let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
-        self.with_scope(prev, ctx, lex, &[], |scope| expr.eval_bool(scope, self.undefined))
+        self.with_scope(prev, ctx, lex, extra, |scope| expr.eval_bool(scope, self.undefined))
             .map_err(|e| format!("expression '{src}': {e}"))
     }
 

@@ -195,6 +195,19 @@ pub fn reduce(mode: ReduceMode, outputs: &[(String, Value)]) -> Value {
             }
             Value::Array(items)
         }
+        ReduceMode::CodeConsensus => {
+            let mut counts: HashMap<&str, (usize, usize)> = HashMap::new();
+            for (i, (_, v)) in outputs.iter().enumerate() {
+                if let Some(s) = v.as_str() {
+                    let e = counts.entry(s.trim()).or_insert((0, i));
+                    e.0 += 1;
+                }
+            }
+            match counts.values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1))) {
+                Some((n, i)) if *n > 1 => outputs[*i].1.clone(),
+                _ => reduce(ReduceMode::MajorityVote, outputs),
+            }
+        }
         ReduceMode::MajorityVote => {
             let mut counts: HashMap<String, (usize, usize)> = HashMap::new();
             for (i, (_, v)) in outputs.iter().enumerate() {
@@ -277,6 +290,14 @@ mod tests {
         assert_eq!(reduce(ReduceMode::Concat, &outs), json!([1, 2, 2, 3, 2, 3]));
         assert_eq!(reduce(ReduceMode::Union, &outs), json!([1, 2, 3]));
         assert_eq!(reduce(ReduceMode::MajorityVote, &outs), json!([2, 3]));
+        // code_consensus: trimmed strings that agree win; without agreement, the majority vote
+        let code = |vals: Vec<Value>| -> Vec<(String, Value)> {
+            vals.into_iter().enumerate().map(|(i, v)| (format!("b{i}"), v)).collect()
+        };
+        let outs = code(vec![json!("x = 1\n"), json!("y = 2"), json!(" x = 1"), json!(7), json!(7), json!(7)]);
+        assert_eq!(reduce(ReduceMode::CodeConsensus, &outs), json!("x = 1\n"));
+        let outs = code(vec![json!("a"), json!("b"), json!(7), json!(7)]);
+        assert_eq!(reduce(ReduceMode::CodeConsensus, &outs), json!(7));
         assert_eq!(reduce(ReduceMode::First, &outs), json!([1, 2]));
         assert_eq!(reduce(ReduceMode::Last, &outs), json!([2, 3]));
     }

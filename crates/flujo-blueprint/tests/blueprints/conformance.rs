@@ -3,6 +3,8 @@
 //! * `test_data/blueprints/ok/*.yaml` (and `ok/*/main.yaml`) load with no diagnostic at all and then run on
 //!   the engine to completion or to a pause. Header comments steer the run: `# input: JSON`,
 //!   `# expect: completed|paused`, `# output: JSON`, `# run: skip (reason)`.
+//! * `test_data/blueprints/compat/*.yaml` (and `compat/*/main.yaml`): the same, for blueprints written in the
+//!   original Python Flujo's own forms; each names the original's verdict in `# original: …`.
 //! * `test_data/blueprints/err/*.yaml` (and `err/*/main.yaml`) each have a pinned snapshot of their
 //!   diagnostics next to them (`NAME.snap`, or `main.snap` in the folder) and name the rule(s) they exist for
 //!   in `# expect: RULE[, RULE…]`. `UPDATE_SNAPSHOTS=1 cargo test -p flujo-blueprint` rewrites the snapshots.
@@ -73,8 +75,11 @@ fn uses_model(steps: &[Step]) -> bool {
 fn ok_blueprints_load_cleanly_and_run() {
     let registry = registry();
     let mut failures = Vec::new();
-    for path in cases("ok") {
+    for path in cases("ok").into_iter().chain(cases("compat")) {
         let name = case_name(&path);
+        if name.starts_with("compat") && header(&path, "original").is_none() {
+            failures.push(format!("{name}: a compatibility case names the original's verdict in `# original:`"));
+        }
         let loaded = match load_file(&path, &opts(&registry)) {
             Ok(l) => l,
             Err(f) => {

@@ -104,6 +104,31 @@ impl StepPolicy for ImportPolicy {
 
 pub struct StateMachinePolicy;
 
+/// How many answers to pauses the run has received so far (`hitl_history`, appended by each answered `hitl`
+/// step, also when it is replayed).
+fn answers(ctx: &flujo_core::Context) -> usize {
+    ctx.field("hitl_history").and_then(|v| v.as_array()).map_or(0, Vec::len)
+}
+
+/// The original's `output` object of a transition's `when`: `{event, last_output, last_step: {name, success,
+/// feedback}}`.
+fn transition_payload(event: TransitionOn, seq: &crate::executor::SeqOutcome) -> Value {
+    let event = match event {
+        TransitionOn::Success => "success",
+        TransitionOn::Failure => "failure",
+        TransitionOn::Pause => "pause",
+    };
+    let last_step = match &seq.last_step {
+        Some((name, feedback)) => serde_json::json!({
+            "name": name,
+            "success": seq.succeeded(),
+            "feedback": feedback,
+        }),
+        None => Value::Null,
+    };
+    serde_json::json!({"event": event, "last_output": seq.output, "last_step": last_step})
+}
+
 #[async_trait]
 impl StepPolicy for StateMachinePolicy {
     async fn execute(&self, f: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt> {
@@ -121,6 +146,7 @@ impl StepPolicy for StateMachinePolicy {
             };
             visited.push(Value::String(current.clone()));
             let base = child_path(f.path, format_args!("state:{current}@{hop}"));
+            let answers_before = answers(f.ctx);
             let seq = f.core.run_sequence(steps, input, f.ctx, &base, f.lex, f.run, None).await?;
             tokens.add(seq.tokens);
             cost += seq.cost_usd;
@@ -128,20 +154,34 @@ impl StepPolicy for StateMachinePolicy {
             let is_end = spec.end_states.contains(&current);
             let mut next = None;
             if !is_end {
-                for t in &spec.transitions {
-                    if (t.from == current || t.from == "*") && t.on == on {
+                // A human answered a pause during this state: `on: pause` rules come first (a rule back to the
+                // same state is the state receiving its answer, which has happened: it is not a new hop).
+                let answered = answers(f.ctx) > answers_before;
+                let events: &[TransitionOn] =
+                    if answered { &[TransitionOn::Pause, on] } else { std::slice::from_ref(&on) };
+                'events: for &event in events {
+                    let payload = transition_payload(event, &seq);
+                    for t in &spec.transitions {
+                        if !((t.from == current || t.from == "*") && t.on == event) {
+                            continue;
+                        }
+                        if event == TransitionOn::Pause && t.to == current {
+                            continue;
+                        }
                         let take = match &t.when {
                             None => true,
-                            Some(w) => match f.core.eval_bool(w, &seq.output, f.ctx, f.lex) {
-                                Ok(b) => b,
-                                Err(e) => {
-                                    return Ok(PolicyOutcome::failure(seq.output, format!("transition when: {e}")))
+                            Some(w) => {
+                                match f.core.eval_bool_with(w, &seq.output, f.ctx, f.lex, &[("output", &payload)]) {
+                                    Ok(b) => b,
+                                    Err(e) => {
+                                        return Ok(PolicyOutcome::failure(seq.output, format!("transition when: {e}")))
+                                    }
                                 }
-                            },
+                            }
                         };
                         if take {
                             next = Some(t.to.clone());
-                            break;
+                            break 'events;
                         }
                     }
                 }
@@ -171,7 +211,7 @@ impl StepPolicy for StateMachinePolicy {
                         visited,
                     ));
                 }
-                (None, TransitionOn::Failure) => {
+                (None, TransitionOn::Failure | TransitionOn::Pause) => {
                     return Ok(finish(
                         StepStatus::Failed,
                         seq.output,
