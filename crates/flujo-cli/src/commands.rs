@@ -13,7 +13,7 @@ use flujo_engine::{Flujo, ResumeRequest, RunOptions};
 use flujo_skills::{BuiltinRegistry, CommandSkill, CommandSpec};
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::config::{Config, RuleLevel};
 use crate::*;
 
 /// Blueprint loading settings from `flujo.toml` and the command line, set once per process by [`dispatch`].
@@ -36,8 +36,9 @@ fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> LoadOptions<
     }
 }
 
-pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
-    let config = Config::load(cli.config.as_deref()).map_err(|e| CliError::config(e.0))?;
+/// Runs a command with the configuration `main` loaded (before the async runtime started: `env_file` sets
+/// environment variables).
+pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
     for note in &config.notes {
         errln!("warning: {note}");
     }
@@ -52,9 +53,13 @@ pub async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     });
     match cli.command {
         Command::Init { force } => crate::scaffold::init(force),
-        Command::Run(args) => run(args, &config).await,
+        Command::Run(mut args) => {
+            // `[run] json_output = true` (the original's CLI default)
+            args.json |= config.run_json_output;
+            run(args, &config).await
+        }
         Command::Resume(args) => resume(args, &config).await,
-        Command::Validate(args) => validate(args),
+        Command::Validate(args) => validate(args, &config),
         Command::Lens(cmd) => crate::lens::dispatch(cmd, &config).await,
         Command::Dev(DevCommand::Explain { pipeline }) => {
             let loaded = load(&pipeline_path(pipeline)?, false)?;
@@ -715,11 +720,77 @@ impl ResumeHint {
     }
 }
 
-fn validate(args: ValidateArgs) -> Result<u8, CliError> {
+/// The severity overrides `validate --profile` names: a profile of flujo.toml, or a TOML/JSON file of them.
+fn rule_levels(name: &str, config: &Config) -> Result<Vec<(String, RuleLevel)>, CliError> {
+    if let Some((_, levels)) = config.validation_profiles.iter().find(|(n, _)| n == name) {
+        return Ok(levels.clone());
+    }
+    let path = Path::new(name);
+    if !path.is_file() {
+        let known: Vec<&str> = config.validation_profiles.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(CliError::config(format!(
+            "no validation profile '{name}' ([validation.profiles.{name}] in flujo.toml; known: {}) and no rules file of that name",
+            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+        )));
+    }
+    check_regular_file(path, "rules file", "").map_err(CliError::config)?;
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::config(format!("cannot read {name}: {e}")))?;
+    // `{"RULE": "level"}` (JSON) or `"RULE" = "level"`, optionally under `[validation.rules]` (TOML)
+    let table: toml::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str::<Value>(&text)
+            .map_err(|e| CliError::config(format!("{name} is not valid JSON: {e}")))
+            .and_then(|v| toml::Value::try_from(v).map_err(|e| CliError::config(format!("{name}: {e}"))))?
+    } else {
+        let t: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| CliError::config(format!("{name} is not valid TOML: {e}")))?;
+        match t.get("validation").and_then(|v| v.get("rules")) {
+            Some(rules) => rules.clone(),
+            None => toml::Value::Table(t),
+        }
+    };
+    let wrapped = toml::Value::Table(toml::Table::from_iter([(
+        "profiles".to_owned(),
+        toml::Value::Table(toml::Table::from_iter([("file".to_owned(), table)])),
+    )]));
+    crate::config::parse_profiles(&wrapped, path)
+        .map(|mut p| p.pop().map(|(_, l)| l).unwrap_or_default())
+        .map_err(|e| CliError::config(e.0))
+}
+
+/// Applies severity overrides: an exact rule id wins over globs, then the first matching glob; `off` drops.
+fn apply_levels(diags: &mut Vec<Diagnostic>, levels: &[(String, RuleLevel)]) {
+    diags.retain_mut(|d| {
+        let level = levels
+            .iter()
+            .find(|(g, _)| *g == d.rule)
+            .or_else(|| levels.iter().find(|(g, _)| crate::config::glob_match(g, &d.rule)))
+            .map(|(_, l)| *l);
+        match level {
+            Some(RuleLevel::Off) => false,
+            Some(RuleLevel::Warning) => {
+                d.severity = flujo_blueprint::Severity::Warning;
+                true
+            }
+            Some(RuleLevel::Error) => {
+                d.severity = flujo_blueprint::Severity::Error;
+                true
+            }
+            None => true,
+        }
+    });
+}
+
+fn validate(args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
     check_regular_file(&args.path, "blueprint", "").map_err(CliError::config)?;
+    let profile = args.profile.clone().or_else(|| std::env::var("FLUJO_RULES_PROFILE").ok().filter(|p| !p.is_empty()));
+    let levels = match &profile {
+        Some(name) => rule_levels(name, config)?,
+        None => Vec::new(),
+    };
     let builtins = BuiltinRegistry::new();
     let opts = load_options(&builtins, args.strict);
     let mut diags = flujo_blueprint::validate_file(&args.path, &opts);
+    apply_levels(&mut diags, &levels);
     if args.strict {
         for d in &mut diags {
             if d.severity == flujo_blueprint::Severity::Warning {

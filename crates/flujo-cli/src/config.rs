@@ -41,7 +41,41 @@ pub struct Config {
     pub table: toml::Table,
     /// `[budgets.default]` and `[budgets.pipeline."GLOB"]`, in file order.
     pub budgets: Vec<Budget>,
+    /// `[run] json_output = true`: `flujo run` prints its JSON object as with `--json`.
+    pub run_json_output: bool,
+    /// `[validation.profiles.NAME]`: rule-id globs → `off` | `warning` | `error`, in file order.
+    pub validation_profiles: Vec<Profile>,
+    /// The variables `env_file` set (names only; the environment holds the values).
+    pub env_file_vars: Vec<String>,
 }
+
+/// A validation profile: its name and its rule-id globs with their levels, in file order.
+pub type Profile = (String, Vec<(String, RuleLevel)>);
+
+/// One `KEY=VALUE` of a dotenv file and its line number.
+pub type DotenvEntry = ((String, String), usize);
+
+/// A severity override of a validation profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleLevel {
+    Off,
+    Warning,
+    Error,
+}
+
+/// Settings of the original (Python) Flujo's `flujo.toml` that have no meaning here, with the reason; reported
+/// once each when present (never as "unknown").
+const NOT_APPLICABLE: &[(&str, &str)] = &[
+    ("blueprint_allowed_imports", "it allow-lists Python modules a blueprint may import; Flujo (Rust) imports no Python code (YAML imports are confined by [imports])"),
+    ("governance_policy_module", "it names a Python policy class; Flujo (Rust) has no Python policies ([governance] policies come with a later version)"),
+    ("settings", "it overrides the Python Flujo's Settings (default models, reflection, sandbox, …); agents here name their model in the blueprint, and the other settings have no counterpart"),
+    ("solve", "it configures the Python Flujo's `dev experimental solve`, which Flujo (Rust) does not have"),
+    ("bench", "it configures the Python Flujo's `dev experimental bench`; the benchmarks here are `cargo run -p flujo-bench`"),
+    ("aros", "it configures output coercion of the Python Flujo's agents; structured output here is the provider's JSON mode checked against `output_schema`"),
+    ("architect", "it configures `flujo create` (the Architect), which this version does not have yet"),
+    ("lockfile", "it configures `flujo lock`, which this version does not have yet"),
+    ("blueprint", "its `enabled_filters` allow-lists Python template filters; the template filters here are a fixed, sandboxed set"),
+];
 
 /// One budget section.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,8 +220,13 @@ impl Config {
             notes: Vec::new(),
             table: toml::Table::new(),
             budgets: Vec::new(),
+            run_json_output: false,
+            validation_profiles: Vec::new(),
+            env_file_vars: Vec::new(),
         };
-        let env_path = std::env::var_os("FLUJO_CONFIG").map(PathBuf::from);
+        // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
+        let env_path =
+            std::env::var_os("FLUJO_CONFIG").or_else(|| std::env::var_os("FLUJO_CONFIG_PATH")).map(PathBuf::from);
         let candidate = path.map(Path::to_path_buf).or(env_path);
         let file = match candidate {
             Some(p) => {
@@ -254,6 +293,76 @@ impl Config {
                         )))
                     }
                 },
+                "env_file" => {
+                    let Some(name) = value.as_str() else {
+                        return Err(ConfigError(format!(
+                            "{}: env_file must be a string (a dotenv file, relative to flujo.toml's folder), got {}",
+                            file.display(),
+                            value.type_str()
+                        )));
+                    };
+                    let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                    self.load_env_file(&base.join(name), file)?;
+                }
+                // The original's spelling: `[template] undefined_variables = "strict" | "warn" | "ignore"`.
+                "template" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [template] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v.as_str()) {
+                            ("undefined_variables", Some("strict")) => self.strict_templates = (true, src.clone()),
+                            ("undefined_variables", Some("warn" | "ignore")) => {
+                                self.strict_templates = (false, src.clone())
+                            }
+                            ("undefined_variables", _) => {
+                                return Err(ConfigError(format!(
+                                    "{}: template.undefined_variables must be \"strict\", \"warn\" or \"ignore\", got {v}",
+                                    file.display()
+                                )))
+                            }
+                            ("log_resolution", _) => self.notes.push(format!(
+                                "{}: template.log_resolution has no effect here (template resolution is not logged; `flujo lens show` has each step's rendered input)",
+                                file.display()
+                            )),
+                            (other, _) => self.notes.push(format!(
+                                "{}: unknown key template.{other} (known: undefined_variables); it is ignored",
+                                file.display()
+                            )),
+                        }
+                    }
+                }
+                "run" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [run] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("json_output", toml::Value::Boolean(b)) => self.run_json_output = *b,
+                            ("json_output", other) => {
+                                return Err(ConfigError(format!(
+                                    "{}: run.json_output must be true or false, got {}",
+                                    file.display(),
+                                    other.type_str()
+                                )))
+                            }
+                            ("pipeline_name", _) => self.notes.push(format!(
+                                "{}: run.pipeline_name has no effect here (it names the pipeline variable of a Python file; blueprints are YAML)",
+                                file.display()
+                            )),
+                            (other, _) => self.notes.push(format!(
+                                "{}: unknown key run.{other} (known: json_output, pipeline_name); it is ignored",
+                                file.display()
+                            )),
+                        }
+                    }
+                }
+                "validation" => self.validation_profiles = parse_profiles(value, file)?,
+                s if NOT_APPLICABLE.iter().any(|(k, _)| *k == s) => {
+                    let why = NOT_APPLICABLE.iter().find(|(k, _)| *k == s).map_or("", |(_, w)| *w);
+                    let shown = if value.is_table() { format!("[{s}]") } else { s.to_owned() };
+                    self.notes.push(format!("{}: {shown} has no effect here: {why}", file.display()));
+                }
                 "templates" => {
                     let Some(t) = value.as_table() else {
                         return Err(ConfigError(format!("{}: [templates] must be a table", file.display())));
@@ -364,9 +473,40 @@ impl Config {
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, [templates], [limits], [cost], [providers], [budgets], [imports]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports]); it is ignored",
                     file.display()
                 )),
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a dotenv file: `KEY=VALUE` lines (`export ` prefix, `#` comments, single or double quotes; `\n`
+    /// in double quotes). A variable already in the environment is kept (as the original's
+    /// `load_dotenv(override=False)`). A missing file is a note; a malformed line an error naming it.
+    fn load_env_file(&mut self, path: &Path, file: &Path) -> Result<(), ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.notes.push(format!(
+                    "{}: env_file {} does not exist; nothing loaded",
+                    file.display(),
+                    path.display()
+                ));
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(ConfigError(format!("{}: cannot read env_file {}: {e}", file.display(), path.display())))
+            }
+        };
+        let pairs = parse_dotenv(&text).map_err(|(line, why)| {
+            ConfigError(format!("{}:{line}: {why} (env_file of {})", path.display(), file.display()))
+        })?;
+        for ((key, value), _) in pairs {
+            if std::env::var_os(&key).is_none() {
+                // Single-threaded here: the configuration is loaded before the async runtime starts.
+                std::env::set_var(&key, &value);
+                self.env_file_vars.push(key);
             }
         }
         Ok(())
@@ -393,6 +533,15 @@ impl Config {
             "templates": {"strict": {"value": self.strict_templates.0, "source": self.strict_templates.1.describe()}},
             "limits": {"max_input_bytes": {"value": self.max_input_bytes.0, "source": self.max_input_bytes.1.describe()}},
             "notes": self.notes,
+            "env_file_vars": self.env_file_vars,
+            "run": {"json_output": self.run_json_output},
+            "validation_profiles": self.validation_profiles.iter().map(|(name, levels)| json!({
+                "name": name,
+                "rules": levels.iter().map(|(glob, level)| json!({
+                    "rule": glob,
+                    "level": match level { RuleLevel::Off => "off", RuleLevel::Warning => "warning", RuleLevel::Error => "error" },
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "budgets": self.budgets.iter().map(|b| json!({
                 "pipeline_glob": b.glob,
                 "total_cost_usd_limit": b.limits.total_cost_usd_limit,
@@ -401,4 +550,88 @@ impl Config {
             })).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `KEY=VALUE` pairs of a dotenv file with their line numbers, or the first malformed line and why.
+pub fn parse_dotenv(text: &str) -> Result<Vec<DotenvEntry>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").map(str::trim_start).unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((line_no, "expected KEY=VALUE".to_owned()));
+        };
+        let key = key.trim();
+        if key.is_empty()
+            || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err((line_no, format!("'{key}' is not a variable name (letters, digits, _)")));
+        }
+        let value = value.trim();
+        let value = if let Some(rest) = value.strip_prefix('"') {
+            let Some(end) = rest.rfind('"') else {
+                return Err((line_no, "unterminated double quote".to_owned()));
+            };
+            rest[..end].replace("\\n", "\n").replace("\\\"", "\"")
+        } else if let Some(rest) = value.strip_prefix('\'') {
+            let Some(end) = rest.rfind('\'') else {
+                return Err((line_no, "unterminated single quote".to_owned()));
+            };
+            rest[..end].to_owned()
+        } else {
+            // an unquoted value ends at ` #` (a comment)
+            value.split(" #").next().unwrap_or_default().trim_end().to_owned()
+        };
+        if value.contains('\0') {
+            return Err((line_no, "a value may not contain a NUL byte".to_owned()));
+        }
+        out.push(((key.to_owned(), value), line_no));
+    }
+    Ok(out)
+}
+
+/// `[validation.profiles.NAME]` tables: `"RULE-OR-GLOB" = "off" | "warning" | "error"`.
+pub fn parse_profiles(value: &toml::Value, file: &Path) -> Result<Vec<Profile>, ConfigError> {
+    let Some(t) = value.as_table() else {
+        return Err(ConfigError(format!("{}: [validation] must be a table", file.display())));
+    };
+    let mut out = Vec::new();
+    for (k, v) in t {
+        if k != "profiles" {
+            return Err(ConfigError(format!("{}: unknown key validation.{k} (known: profiles)", file.display())));
+        }
+        let Some(profiles) = v.as_table() else {
+            return Err(ConfigError(format!("{}: [validation.profiles] must be a table", file.display())));
+        };
+        for (name, rules) in profiles {
+            let Some(rules) = rules.as_table() else {
+                return Err(ConfigError(format!(
+                    "{}: [validation.profiles.{name}] must be a table of rule ids (or globs) and levels",
+                    file.display()
+                )));
+            };
+            let mut levels = Vec::new();
+            for (glob, level) in rules {
+                let level = match level.as_str().map(str::to_ascii_lowercase).as_deref() {
+                    Some("off" | "ignore") => RuleLevel::Off,
+                    Some("warning" | "warn") => RuleLevel::Warning,
+                    Some("error") => RuleLevel::Error,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{}: validation.profiles.{name}.\"{glob}\" must be \"off\", \"warning\" or \"error\", got {level}",
+                            file.display()
+                        )))
+                    }
+                };
+                levels.push((glob.clone(), level));
+            }
+            out.push((name.clone(), levels));
+        }
+    }
+    Ok(out)
 }

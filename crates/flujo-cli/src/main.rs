@@ -122,11 +122,15 @@ pub enum Format {
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
     pub path: PathBuf,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(long, value_enum, default_value = "text", alias = "output-format")]
     pub format: Format,
-    /// Treat warnings as errors.
-    #[arg(long)]
+    /// Treat warnings as errors (`--fail-on-warn` is the original's name).
+    #[arg(long, alias = "fail-on-warn")]
     pub strict: bool,
+    /// Severity overrides: a profile `[validation.profiles.NAME]` of flujo.toml (env FLUJO_RULES_PROFILE), or a
+    /// TOML/JSON file of `"RULE-OR-GLOB" = "off" | "warning" | "error"` (`--rules` is the original's name).
+    #[arg(long, alias = "rules", value_name = "NAME_OR_FILE")]
+    pub profile: Option<String>,
     /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
     #[arg(long = "allow-imports-outside")]
     pub allow_imports_outside: bool,
@@ -285,8 +289,16 @@ fn main() -> ExitCode {
             return ExitCode::from(out::final_code(code));
         }
     };
-    init_logging();
     let json = cli.wants_json();
+    // Loaded while the process is single-threaded: `env_file` may set environment variables.
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            CliError::config(e.0).report(json);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -294,7 +306,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let code = match rt.block_on(commands::dispatch(cli)) {
+    let code = match rt.block_on(commands::dispatch(cli, config)) {
         Ok(code) => code,
         Err(e) => {
             e.report(json);

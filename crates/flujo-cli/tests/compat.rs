@@ -139,3 +139,106 @@ fn python_only_entries_keep_a_clear_error_with_the_replacement() {
     assert!(text.contains("mypkg.reducers:pick") && text.contains("BP-SKILL-MISSING"), "{text}");
     assert!(text.contains("judge_selection"), "{text}");
 }
+
+/// `flujo.toml` as the original writes it: `env_file`, `[template] undefined_variables`, `[run] json_output`
+/// and validation profiles are honoured; its Python-only settings are each reported once as not applicable,
+/// never as unknown.
+#[test]
+fn the_originals_flujo_toml_is_honoured_or_explained() {
+    let toml = r#"
+state_uri = "sqlite:///state/ops.db"
+env_file = ".env.local"
+blueprint_allowed_imports = ["skills"]
+governance_policy_module = "mypkg.policies:Strict"
+
+[template]
+undefined_variables = "strict"
+
+[run]
+json_output = true
+pipeline_name = "pipeline"
+
+[settings]
+default_solution_model = "openai:gpt-4o"
+
+[aros]
+coercion_tolerant_level = 1
+
+[lockfile]
+enabled = true
+
+[validation.profiles.relaxed]
+"BP-UNKNOWN-FIELD" = "off"
+"V-T*" = "error"
+"#;
+    let dir = project(&[
+        ("flujo.toml", toml),
+        (".env.local", "# comment\nexport GREETING=\"hello\\nthere\"\nEMPTY=\nQUOTED='a # b'\nPLAIN=x # trailing comment\n"),
+        ("state/.keep", ""),
+        (
+            "p.yaml",
+            "name: p\nsteps:\n  - name: greet\n    agent: {id: flujo.builtins.transform, params: {expr: \"previous_step ~ '!'\"}}\n    bogus_key: 1\n",
+        ),
+        ("strict.yaml", "name: s\nsteps:\n  - name: a\n    input: \"{{ context.missing }}\"\n"),
+    ]);
+    // [run] json_output: one JSON object without --json; state_uri from the file
+    let o = flujo(dir.path(), &["run", "p.yaml", "-i", "hi"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_out(&o)["output"], "hi!");
+    assert!(dir.path().join("state/ops.db").is_file());
+    // each not-applicable setting is named once with its reason; nothing is "unknown"
+    let err = stderr(&o);
+    for key in [
+        "blueprint_allowed_imports",
+        "governance_policy_module",
+        "[settings]",
+        "[aros]",
+        "[lockfile]",
+        "run.pipeline_name",
+    ] {
+        assert_eq!(err.matches(key).count(), 1, "{key}: {err}");
+    }
+    assert!(err.contains("has no effect here"), "{err}");
+    assert!(!err.contains("unknown setting") && !err.contains("unknown key"), "{err}");
+    // env_file: loaded before the run (existing variables win), shown by show-config as names only
+    let o = cmd(dir.path(), &["dev", "show-config"]).env("QUOTED", "from the environment").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let shown = stdout(&o);
+    assert!(shown.contains("GREETING") && !shown.contains("hello"), "{shown}");
+    // [template] undefined_variables = "strict": an undefined name fails the step
+    let o = flujo(dir.path(), &["run", "strict.yaml", "-i", "x"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stdout(&o).contains("missing"), "{}", stdout(&o));
+    // validate --profile / --rules: `off` drops a rule, globs raise others
+    let o = flujo(dir.path(), &["validate", "p.yaml"]);
+    assert!(stdout(&o).contains("BP-UNKNOWN-FIELD"), "{}", stdout(&o));
+    for flag in ["--profile", "--rules"] {
+        let o = flujo(dir.path(), &["validate", "p.yaml", flag, "relaxed"]);
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+        assert!(!stdout(&o).contains("BP-UNKNOWN-FIELD"), "{}", stdout(&o));
+    }
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--profile", "nope"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("relaxed"), "{}", stderr(&o));
+    // a malformed env_file is a configuration error naming the line
+    std::fs::write(dir.path().join(".env.local"), "GOOD=1\nthis line is wrong\n").unwrap();
+    let o = flujo(dir.path(), &["run", "p.yaml", "-i", "hi"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains(".env.local:2"), "{}", stderr(&o));
+}
+
+#[test]
+fn env_file_values_reach_command_skills() {
+    let dir = project(&[
+        ("flujo.toml", "env_file = \"vars.env\"\n"),
+        ("vars.env", "FLUJO_COMPAT_GREETING='hi from env_file'\n"),
+        (
+            "skills.yaml",
+            "say:\n  command: [sh, -c, \"cat >/dev/null; printf '\\\"%s\\\"' \\\"$FLUJO_COMPAT_GREETING\\\"\"]\n",
+        ),
+        ("p.yaml", "name: p\nsteps:\n  - name: a\n    agent: {id: say}\n"),
+    ]);
+    let o = flujo(dir.path(), &["run", "p.yaml", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_out(&o)["output"], "hi from env_file");
+}

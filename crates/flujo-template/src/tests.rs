@@ -676,3 +676,35 @@ fn json_conversion_counts_real_sizes() {
     assert_eq!(eval("([[1] * previous_step] * 4) | length", &s), json!(4));
     assert_eq!(eval("([[1] * 1000] * 1000) | length", &s), json!(1000));
 }
+
+/// A namespace that holds itself (directly, through a list, or through another namespace) is a reference
+/// cycle; the end of each render breaks it, so rendering such a template leaks nothing (found by the
+/// `template_render` fuzz target: `{% set ns.l = ns %}` leaked the namespace on every render).
+#[test]
+fn namespace_cycles_do_not_leak() {
+    let prev = json!(null);
+    let s = Scope::new(&prev);
+    let before = minijinja::limits::live_namespaces();
+    for src in [
+        "{% set ns = namespace(l=[1]) %}{% set ns.l = ns %}{{ ns.l.l.l is defined }}",
+        "{% set ns = namespace() %}{% set ns.l = [ns, [ns]] %}{{ ns.l | length }}",
+        "{% set a = namespace() %}{% set b = namespace(a=a) %}{% set a.b = b %}{{ a.b.a.b is defined }}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(80) %}{% set ns.l = ns %}{% endfor %}x",
+    ] {
+        for _ in 0..3 {
+            let _ = render(src, &s);
+        }
+        assert_eq!(minijinja::limits::live_namespaces(), before, "{src}");
+    }
+    // expressions too
+    let _ = eval("namespace(a=1).a", &s);
+    assert_eq!(minijinja::limits::live_namespaces(), before);
+    // and a namespace still works within its render
+    assert_eq!(
+        render(
+            "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+            &s
+        ),
+        "3"
+    );
+}

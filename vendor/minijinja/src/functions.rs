@@ -450,7 +450,9 @@ mod builtins {
     /// or both (same behavior as [`dict`]).
     #[cfg_attr(docsrs, doc(cfg(feature = "builtins")))]
     pub fn namespace(defaults: Option<Value>) -> Result<Value, Error> {
-        let ns = crate::value::namespace_object::Namespace::default();
+        // flujo: tracked, so that the end of the render breaks the cycles it may take part in
+        let ns = std::sync::Arc::new(crate::value::namespace_object::Namespace::new());
+        crate::limits::track_namespace(&ns)?;
         if let Some(defaults) = defaults {
             if let Some(pairs) = defaults
                 .as_object()
@@ -472,7 +474,7 @@ mod builtins {
                 ));
             }
         }
-        Ok(Value::from_object(ns))
+        Ok(Value::from_dyn_object(ns))
     }
 }
 

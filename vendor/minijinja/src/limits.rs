@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::fmt;
 
 use crate::error::{Error, ErrorKind};
+use crate::value::namespace_object::Namespace;
 use crate::value::{Value, ValueMap, ValueRepr};
 
 /// The bounds on values built by templates.
@@ -49,6 +50,9 @@ impl Default for Limits {
 }
 
 thread_local! {
+    /// The namespaces created while the current guard is alive (see [`track_namespace`]).
+    static NAMESPACES: std::cell::RefCell<Option<Vec<std::sync::Weak<Namespace>>>> =
+        const { std::cell::RefCell::new(None) };
     static LIMITS: Cell<Limits> = const { Cell::new(Limits::DEFAULT) };
     /// Bytes left in the budget of the current guard; `None` outside a guard.
     static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
@@ -62,6 +66,7 @@ thread_local! {
 #[must_use = "the limits apply only while the guard is alive"]
 #[derive(Debug)]
 pub struct LimitsGuard {
+    prev_namespaces: Option<Vec<std::sync::Weak<Namespace>>>,
     prev: Limits,
     prev_left: Option<usize>,
     prev_steps: Option<u64>,
@@ -74,7 +79,9 @@ pub fn enter(limits: Limits) -> LimitsGuard {
     let prev_left = LEFT.with(|l| l.replace(Some(limits.budget_bytes)));
     let prev_steps = STEPS.with(|l| l.replace(Some(limits.max_iterations)));
     let prev_exhausted = EXHAUSTED.with(|e| e.replace(false));
+    let prev_namespaces = NAMESPACES.with(|n| n.replace(Some(Vec::new())));
     LimitsGuard {
+        prev_namespaces,
         prev,
         prev_left,
         prev_steps,
@@ -99,6 +106,14 @@ impl LimitsGuard {
 
 impl Drop for LimitsGuard {
     fn drop(&mut self) {
+        // The render is over: nothing it made is used any more, so the namespaces it created are emptied, which
+        // breaks any reference cycle through them (`{% set ns.me = ns %}`, `{% set ns.l = [ns] %}`).
+        let created = NAMESPACES.with(|n| n.replace(self.prev_namespaces.take()));
+        for ns in created.into_iter().flatten() {
+            if let Some(ns) = ns.upgrade() {
+                ns.clear();
+            }
+        }
         LIMITS.with(|l| l.set(self.prev));
         LEFT.with(|l| l.set(self.prev_left));
         STEPS.with(|l| l.set(self.prev_steps));
@@ -134,6 +149,29 @@ pub(crate) fn folding(fold: impl FnOnce() -> Option<Value>) -> Option<Value> {
     let guard = enter(FOLDING);
     let value = fold()?;
     guard.check().ok().map(|()| value)
+}
+
+thread_local! {
+    pub(crate) static LIVE_NAMESPACES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The namespaces created on this thread and not dropped yet (on this thread): a leak check for tests.
+#[doc(hidden)]
+pub fn live_namespaces() -> usize {
+    LIVE_NAMESPACES.with(Cell::get)
+}
+
+/// Registers a namespace created during the current guard, to be emptied when the guard is dropped (outside a
+/// guard nothing is tracked). Each one counts against the byte budget (its allocation lives until the guard
+/// ends).
+pub(crate) fn track_namespace(ns: &std::sync::Arc<Namespace>) -> Result<(), Error> {
+    charge(64)?;
+    NAMESPACES.with(|n| {
+        if let Some(list) = n.borrow_mut().as_mut() {
+            list.push(std::sync::Arc::downgrade(ns));
+        }
+    });
+    Ok(())
 }
 
 type DynIter = Box<dyn Iterator<Item = Value> + Send + Sync>;

@@ -26,7 +26,26 @@ impl Object for Namespace {
 }
 
 impl Namespace {
+    /// flujo: a namespace, counted by [`crate::limits::live_namespaces`].
+    pub(crate) fn new() -> Namespace {
+        crate::limits::LIVE_NAMESPACES.with(|n| n.set(n.get() + 1));
+        Namespace::default()
+    }
+
     pub(crate) fn set_value(&self, key: &str, value: Value) {
         self.data.lock().unwrap().insert(key.into(), value);
+    }
+
+    /// flujo: drops the values, breaking reference cycles (`{% set ns.me = ns %}` kept the namespace alive
+    /// forever: a leak per render, found by the `template_render` fuzz target); see `limits::track_namespace`.
+    pub(crate) fn clear(&self) {
+        let values = std::mem::take(&mut *self.data.lock().unwrap());
+        drop(values);
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        crate::limits::LIVE_NAMESPACES.with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
