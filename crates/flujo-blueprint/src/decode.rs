@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use crate::diagnostic::Diagnostic;
 use crate::raw::{
     RawAgent, RawAgentDecl, RawBlueprint, RawBranch, RawFallback, RawKind, RawParallel, RawPrompt, RawStep,
-    RawTransition, Sp,
+    RawTransition, RawTreeSearch, Sp,
 };
 use crate::rules;
 use crate::suggest::closest;
@@ -44,6 +44,7 @@ pub const KNOWN_KINDS: &[&str] = &[
     "cache",
     "state_machine",
     "agentic_loop",
+    "tree_search",
 ];
 
 const TOP_FIELDS: &[&str] = &["version", "name", "description", "context_schema", "agents", "imports", "steps"];
@@ -77,6 +78,21 @@ const ROUTER_FIELDS: &[&str] = &[
 const LOOP_FIELDS: &[&str] =
     &["body", "max_loops", "exit_expression", "exit_condition", "iteration_input", "output", "on_max_loops"];
 const MAP_FIELDS: &[&str] = &["iterable_input", "body", "concurrency", "max_items"];
+const TREE_SEARCH_FIELDS: &[&str] = &[
+    "proposer",
+    "evaluator",
+    "branching_factor",
+    "beam_width",
+    "max_depth",
+    "max_iterations",
+    "goal_score_threshold",
+    "require_goal",
+    "path_max_tokens",
+    "static_invariants",
+    "discovery_agent",
+    "cost_function",
+    "candidate_validator",
+];
 const AGENT_FIELDS: &[&str] =
     &["model", "system_prompt", "output_schema", "model_settings", "timeout", "max_retries", "tools", "max_turns"];
 
@@ -93,6 +109,7 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
         "cache" => &["wrapped_step", "ttl_s"],
         "state_machine" => &["states", "start_state", "end_states", "transitions", "max_hops"],
         "agentic_loop" => &["planner", "tools", "max_turns"],
+        "tree_search" => TREE_SEARCH_FIELDS,
         _ => &[],
     }
 }
@@ -1059,6 +1076,7 @@ impl<'a> Decoder<'a> {
                 }
                 RawKind::AgenticLoop { planner, tools, max_turns }
             }
+            Some("tree_search") => self.tree_search_kind(&mut f, &label),
             Some(custom) => {
                 let mut spec = Map::new();
                 for (key, _, value) in f.all() {
@@ -1659,6 +1677,128 @@ impl<'a> Decoder<'a> {
             self.report(rules::BP_MISSING_FIELD, f.loc, format!("dynamic_router {label} has no `branches`"));
         }
         RawKind::Router { router_agent, parallel }
+    }
+
+    /// An agent of a composite step: `agents.NAME`, `{uses: agents.NAME}`, a skill id or `{id, params}`.
+    fn agent_field(&mut self, f: &mut Fields<'_>, key: &str, label: &str, required: bool) -> Option<RawAgent> {
+        let what = format!("the {key} of {label}");
+        match f.take(key) {
+            Some(n) if n.as_str().is_some_and(|s| s.starts_with("agents.") || s.starts_with("imports.")) => {
+                match self.uses(n, &what) {
+                    Some(Uses::Agent(a)) => Some(RawAgent::Declared(a)),
+                    Some(Uses::Import(alias)) => {
+                        self.report(
+                            rules::BP_TYPE,
+                            alias.loc,
+                            format!("{what} cannot be an import; use `agents.NAME` or a skill"),
+                        );
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Some(n) => self.agent_ref(n, &what),
+            None => {
+                if required {
+                    self.report(rules::BP_MISSING_FIELD, f.loc, format!("{label} has no `{key}`"));
+                }
+                None
+            }
+        }
+    }
+
+    fn tree_search_kind(&mut self, f: &mut Fields<'_>, label: &str) -> RawKind {
+        let proposer = self.agent_field(f, "proposer", label, true);
+        let evaluator = self.agent_field(f, "evaluator", label, true);
+        let mut spec = RawTreeSearch { proposer, evaluator, ..RawTreeSearch::default() };
+        for (key, max, slot) in [
+            ("branching_factor", 100, &mut spec.branching_factor),
+            ("beam_width", 100, &mut spec.beam_width),
+            ("max_depth", 1_000, &mut spec.max_depth),
+        ] {
+            if let Some(n) = f.take(key) {
+                if let Some(v) = self.count(n, &format!("`{key}` of {label}"), max) {
+                    *slot = v;
+                }
+            }
+        }
+        if let Some(n) = f.take("max_iterations") {
+            if !matches!(n.kind, NodeKind::Null) {
+                spec.max_iterations =
+                    self.count(n, &format!("`max_iterations` of {label}"), flujo_core::limits::MAX_ITERATIONS);
+            }
+        }
+        if let Some(n) = f.take("path_max_tokens") {
+            if let Some(v) = self.count(n, &format!("`path_max_tokens` of {label}"), 1_000_000) {
+                if v < 200 {
+                    self.report(rules::BP_RANGE, n.loc, format!("`path_max_tokens` of {label} must be at least 200"));
+                } else {
+                    spec.path_max_tokens = v;
+                }
+            }
+        }
+        if let Some(n) = f.take("goal_score_threshold") {
+            if let Some(t) = self.number(n, &format!("`goal_score_threshold` of {label}")) {
+                if (0.0..=1.0).contains(&t) {
+                    spec.goal_score_threshold = t;
+                } else {
+                    self.report(
+                        rules::BP_RANGE,
+                        n.loc,
+                        format!("`goal_score_threshold` of {label} must be between 0 and 1"),
+                    );
+                }
+            }
+        }
+        if let Some(n) = f.take("require_goal") {
+            if let Some(b) = self.boolean(n, &format!("`require_goal` of {label}")) {
+                spec.require_goal = b;
+            }
+        }
+        if let Some(n) = f.take("static_invariants") {
+            match &n.kind {
+                NodeKind::Seq(items) => {
+                    for item in items {
+                        match item.as_str() {
+                            Some(e) if looks_like_python_path(e) => self.report_with(
+                                rules::BP_SKILL_MISSING,
+                                item.loc,
+                                format!("a static invariant of {label} is a Python import path (`{e}`); Flujo (Rust) cannot import Python code"),
+                                Some("write the invariant as an expression over `output` (the candidate) and `context`".to_owned()),
+                            ),
+                            Some(e) => {
+                                self.check_expression(e, item.loc, &format!("a static invariant of {label}"));
+                                spec.static_invariants.push(e.to_owned());
+                            }
+                            None => self.type_error(item, &format!("a static invariant of {label}"), "an expression (a string)"),
+                        }
+                    }
+                }
+                _ => self.type_error(n, &format!("`static_invariants` of {label}"), "a list of expressions"),
+            }
+        }
+        for key in ["cost_function", "candidate_validator"] {
+            if let Some(n) = f.take(key) {
+                self.report_with(
+                    rules::BP_SKILL_MISSING,
+                    n.loc,
+                    format!("`{key}` of {label} is a Python callable; Flujo (Rust) cannot import Python code"),
+                    Some(if key == "cost_function" {
+                        "the cost of a node here is its depth".to_owned()
+                    } else {
+                        "empty candidates are dropped; express other rules as `static_invariants`".to_owned()
+                    }),
+                );
+            }
+        }
+        if let Some(n) = f.take("discovery_agent") {
+            self.report(
+                rules::BP_UNKNOWN_FIELD,
+                n.loc,
+                format!("`discovery_agent` of {label} is not supported by this version (invariants a model deduces); it is ignored: list the invariants in `static_invariants`"),
+            );
+        }
+        RawKind::TreeSearch(Box::new(spec))
     }
 
     fn state_machine_kind(&mut self, f: &mut Fields<'_>, label: &str, depth: usize) -> RawKind {

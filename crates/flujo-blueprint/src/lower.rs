@@ -133,6 +133,22 @@ impl Lowerer<'_, '_> {
                     max_turns: *max_turns,
                 })
             }
+            RawKind::TreeSearch(t) => {
+                let proposer = t.proposer.as_ref().and_then(|a| self.agent(a, &label));
+                let evaluator = t.evaluator.as_ref().and_then(|a| self.agent(a, &label));
+                StepKind::TreeSearch(flujo_core::TreeSearchSpec {
+                    proposer: proposer.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
+                    evaluator: evaluator.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
+                    branching_factor: t.branching_factor,
+                    beam_width: t.beam_width,
+                    max_depth: t.max_depth,
+                    max_iterations: t.max_iterations,
+                    goal_score_threshold: t.goal_score_threshold,
+                    require_goal: t.require_goal,
+                    path_max_tokens: t.path_max_tokens,
+                    static_invariants: t.static_invariants.clone(),
+                })
+            }
             RawKind::Cache { wrapped, ttl_s } => StepKind::Cache(CacheSpec {
                 wrapped_step: Box::new(match wrapped {
                     Some(w) => self.step(w),

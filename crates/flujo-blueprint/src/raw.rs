@@ -164,6 +164,7 @@ pub(crate) enum RawKind {
         tools: Vec<Sp<String>>,
         max_turns: u32,
     },
+    TreeSearch(Box<RawTreeSearch>),
     StateMachine {
         states: Vec<RawBranch>,
         start_state: Option<Sp<String>>,
@@ -211,5 +212,37 @@ impl RawStep {
             v.push(&**w);
         }
         v
+    }
+}
+
+/// `tree_search` as written (defaults filled in).
+#[derive(Debug, Clone)]
+pub(crate) struct RawTreeSearch {
+    pub proposer: Option<RawAgent>,
+    pub evaluator: Option<RawAgent>,
+    pub branching_factor: u32,
+    pub beam_width: u32,
+    pub max_depth: u32,
+    pub max_iterations: Option<u32>,
+    pub goal_score_threshold: f64,
+    pub require_goal: bool,
+    pub path_max_tokens: u32,
+    pub static_invariants: Vec<String>,
+}
+
+impl Default for RawTreeSearch {
+    fn default() -> Self {
+        RawTreeSearch {
+            proposer: None,
+            evaluator: None,
+            branching_factor: 3,
+            beam_width: 3,
+            max_depth: 5,
+            max_iterations: None,
+            goal_score_threshold: 1.0,
+            require_goal: false,
+            path_max_tokens: 2000,
+            static_invariants: Vec::new(),
+        }
     }
 }

@@ -360,3 +360,100 @@ fn a_skill_process_dies_with_a_killed_flujo() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `tree_search`: the proposer and the evaluator are command skills that log each call; killing the run at
+/// random moments of the search and resuming it gives the same winner, and no call whose record was
+/// committed is made again.
+#[test]
+fn tree_search_killed_mid_search_resumes_without_repeating_calls() {
+    const SEARCH_SKILLS: &str = r#"skills:
+  propose:
+    command: ["sh", "-c", "in=$(cat); c=$(printf %s \"$in\" | sed -n 's/.*\"candidate\":\"\\([a-z]*\\)\".*/\\1/p'); nonce=$$-$(date +%s%N); echo \"$FLUJO_IDEMPOTENCY_KEY $nonce\" >> side.log; sleep 0.02; echo \"{\\\"candidates\\\": [\\\"${c}a\\\", \\\"${c}b\\\"], \\\"nonce\\\": \\\"$nonce\\\"}\""]
+    side_effects: true
+  judge:
+    command: ["sh", "-c", "in=$(cat); c=$(printf %s \"$in\" | sed -n 's/.*\"candidate\":\"\\([a-z]*\\)\".*/\\1/p'); nb=$(printf %s \"$c\" | tr -cd b | wc -c); nonce=$$-$(date +%s%N); echo \"$FLUJO_IDEMPOTENCY_KEY $nonce\" >> side.log; sleep 0.02; echo \"{\\\"score\\\": $(awk \"BEGIN{print $nb/3}\"), \\\"nonce\\\": \\\"$nonce\\\"}\""]
+    side_effects: true
+"#;
+    const SEARCH: &str = r#"version: "0.1"
+name: search
+steps:
+  - kind: tree_search
+    name: search
+    proposer: propose
+    evaluator: judge
+    branching_factor: 2
+    beam_width: 2
+    max_depth: 6
+    config: {max_retries: 0}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SEARCH_SKILLS).unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), SEARCH).unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = Instant::now();
+    let o = flujo(dir.path())
+        .args(["run", "-i", "a", "--json", "--state", &state, "--run-id", "straight"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let straight: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(straight["output"], "abbb", "{straight}");
+    let full = t.elapsed();
+    let calls = side_log(dir.path()).len();
+    assert_eq!(calls, 4 + 8, "four expansions of one proposal and two evaluations each");
+
+    let seed = std::env::var("FLUJO_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7ee5_u64) | 1;
+    let mut rng = Rng(seed);
+    let mut mid_search = 0;
+    for i in 0..12 {
+        let run_id = format!("search-{i}");
+        let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64).max(1));
+        let mut child = flujo(dir.path())
+            .args(["run", "-i", "a", "--json", "--state", &state, "--run-id", &run_id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        if child.wait().unwrap().code().is_none() {
+            let logged = side_log(dir.path()).iter().filter(|(k, _)| k.starts_with(&format!("{run_id}:"))).count();
+            if logged > 0 && logged < calls {
+                mid_search += 1;
+            }
+        }
+        let store = flujo_store::open_store(&state).unwrap();
+        let exists = rt.block_on(store.get_run(&run_id)).unwrap().is_some();
+        drop(store);
+        if !exists {
+            continue;
+        }
+        let o = flujo(dir.path()).args(["resume", &run_id, "--json", "--state", &state]).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "seed {seed} kill {i}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["output"], "abbb", "seed {seed} kill {i}");
+        let store = flujo_store::open_store(&state).unwrap();
+        let records = rt.block_on(store.load_journal(&run_id)).unwrap();
+        verify_chain(&records).unwrap_or_else(|e| panic!("seed {seed} kill {i}: chain: {e}"));
+        let log = side_log(dir.path());
+        let mut last: HashMap<&str, &str> = HashMap::new();
+        for (k, n) in &log {
+            last.insert(k, n);
+        }
+        let mut committed = 0;
+        for r in records.iter().filter(|r| r.status == flujo_core::StepStatus::Completed) {
+            if let Some(nonce) = r.output.get("nonce").and_then(Value::as_str) {
+                committed += 1;
+                let key = format!("{run_id}:{}", r.path);
+                assert_eq!(
+                    last.get(key.as_str()).copied(),
+                    Some(nonce),
+                    "seed {seed} kill {i}: {key} ran after its record committed"
+                );
+            }
+        }
+        assert_eq!(committed, calls, "seed {seed} kill {i}: every call has its record");
+    }
+    assert!(mid_search >= 3, "some kills should land mid-search ({mid_search}/12)");
+}

@@ -173,6 +173,8 @@ pub enum StepKind {
     StateMachine(StateMachineSpec),
     /// A planner model chooses tools (skills) turn by turn until it answers.
     AgenticLoop(AgenticLoopSpec),
+    /// A beam search: a proposer suggests candidates, an evaluator scores them (the original's `TreeSearchStep`).
+    TreeSearch(TreeSearchSpec),
     /// A kind registered by the user with its own `StepPolicy`.
     Custom {
         custom_kind: String,
@@ -196,6 +198,7 @@ impl StepKind {
             StepKind::Import(_) => "import",
             StepKind::StateMachine(_) => "state_machine",
             StepKind::AgenticLoop(_) => "agentic_loop",
+            StepKind::TreeSearch(_) => "tree_search",
             StepKind::Custom { custom_kind, .. } => custom_kind,
         }
     }
@@ -402,6 +405,51 @@ pub struct AgenticLoopSpec {
 
 fn default_max_turns() -> u32 {
     10
+}
+
+/// `tree_search`: a best-first beam search. From each node taken off the frontier (the best by `f = g + h`), the
+/// proposer suggests up to `branching_factor` candidates; the evaluator scores each (0–1); the frontier keeps the
+/// best `beam_width` nodes; the search ends at a candidate scoring at least `goal_score_threshold`, or when the
+/// frontier is empty, `max_iterations` nodes were expanded or every node is `max_depth` deep. Each proposer and
+/// evaluator call is journaled at its own path (`P/node:N/propose`, `P/node:N/eval:J`), so a resumed run repeats
+/// none of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeSearchSpec {
+    pub proposer: AgentRef,
+    pub evaluator: AgentRef,
+    #[serde(default = "three")]
+    pub branching_factor: u32,
+    #[serde(default = "three")]
+    pub beam_width: u32,
+    #[serde(default = "five")]
+    pub max_depth: u32,
+    /// The most nodes expanded (taken off the frontier); unbounded when `None` (the depth and beam bound it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_iterations: Option<u32>,
+    #[serde(default = "full_score")]
+    pub goal_score_threshold: f64,
+    /// Without a candidate reaching the threshold the step fails (else the best candidate is the output).
+    #[serde(default)]
+    pub require_goal: bool,
+    /// The budget of the path summary given to the proposer and evaluator, in estimated tokens.
+    #[serde(default = "two_thousand")]
+    pub path_max_tokens: u32,
+    /// Expressions every candidate must satisfy (`output` is the candidate); a violating one is dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_invariants: Vec<String>,
+}
+
+fn three() -> u32 {
+    3
+}
+fn five() -> u32 {
+    5
+}
+fn full_score() -> f64 {
+    1.0
+}
+fn two_thousand() -> u32 {
+    2000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

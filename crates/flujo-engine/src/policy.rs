@@ -95,6 +95,7 @@ impl ExecutionDispatcher {
         d.register("import", Arc::new(ImportPolicy));
         d.register("state_machine", Arc::new(StateMachinePolicy));
         d.register("agentic_loop", Arc::new(AgenticLoopPolicy));
+        d.register("tree_search", Arc::new(TreeSearchPolicy));
         d
     }
 

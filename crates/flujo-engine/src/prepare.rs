@@ -391,6 +391,27 @@ impl<'a> Preparer<'a> {
                     self.steps(b)?;
                 }
             }
+            StepKind::TreeSearch(t) => {
+                for (what, n, max) in [
+                    ("branching_factor", t.branching_factor, 100),
+                    ("beam_width", t.beam_width, 100),
+                    ("max_depth", t.max_depth, 1_000),
+                ] {
+                    limits::check_count(u64::from(n), max).map_err(|e| err(step, format!("tree_search {what} {e}")))?;
+                }
+                if let Some(n) = t.max_iterations {
+                    limits::check_count(u64::from(n), limits::MAX_ITERATIONS)
+                        .map_err(|e| err(step, format!("tree_search max_iterations {e}")))?;
+                }
+                if !(0.0..=1.0).contains(&t.goal_score_threshold) {
+                    return Err(err(step, "tree_search goal_score_threshold must be between 0 and 1"));
+                }
+                self.agent(step, &t.proposer)?;
+                self.agent(step, &t.evaluator)?;
+                for e in &t.static_invariants {
+                    self.expr(step, e)?;
+                }
+            }
             StepKind::AgenticLoop(a) => {
                 if !matches!(a.planner, AgentRef::Model { .. }) {
                     return Err(err(step, "the planner of an agentic_loop must be a model agent (uses: agents.NAME)"));

@@ -6,6 +6,7 @@ mod branching;
 mod hitl;
 mod looping;
 mod nesting;
+mod tree_search;
 
 pub use agent::AgentStepPolicy;
 pub use agentic::AgenticLoopPolicy;
@@ -13,3 +14,4 @@ pub use branching::{ConditionalPolicy, ParallelPolicy, RouterPolicy};
 pub use hitl::HitlPolicy;
 pub use looping::{LoopPolicy, MapPolicy};
 pub use nesting::{CachePolicy, ImportPolicy, StateMachinePolicy};
+pub use tree_search::TreeSearchPolicy;
