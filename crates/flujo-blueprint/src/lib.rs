@@ -63,7 +63,7 @@ pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING, SUPPORTED_VERSIONS};
 pub use diagnostic::{render_json, render_sarif, render_text, Diagnostic, LoadFailure, Severity};
 pub use load::{load_file, load_str, validate_file, validate_str, LoadOptions, Loaded, MAX_IMPORT_DEPTH};
 pub use rules::RULES;
-pub use yaml::{MAX_BLUEPRINT_BYTES, MAX_YAML_DEPTH};
+pub use yaml::{yaml_to_json, MAX_BLUEPRINT_BYTES, MAX_YAML_DEPTH};
 
 /// A model agent declared under `agents:`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

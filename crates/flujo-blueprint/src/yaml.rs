@@ -400,6 +400,18 @@ pub(crate) fn decode_utf8(bytes: &[u8]) -> Result<&str, ParseError> {
     })
 }
 
+/// Parses one YAML document (with the blueprint parser's budgets: size, depth, alias expansion) into JSON;
+/// the error names the line and column.
+pub fn yaml_to_json(text: &str) -> Result<Value, String> {
+    let out: Option<Result<Value, String>> = with_parser_stack(|| {
+        Some(match parse(text) {
+            Ok(node) => Ok(node.to_json()),
+            Err(e) => Err(format!("{} (line {}, column {})", e.message, e.loc.line, e.loc.col)),
+        })
+    });
+    out.unwrap_or_else(|| Err("the YAML parser did not run".to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,11 @@ fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> LoadOptions<
 
 /// Runs a command with the configuration `main` loaded (before the async runtime started: `env_file` sets
 /// environment variables).
+/// The project's `pipeline.yaml` (set once by [`dispatch`]).
+static DEFAULT_PIPELINE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
+    let _ = DEFAULT_PIPELINE.set(config.default_pipeline());
     for note in &config.notes {
         errln!("warning: {note}");
     }
@@ -91,7 +95,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
 }
 
 fn pipeline_path(p: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    let path = p.unwrap_or_else(|| PathBuf::from("pipeline.yaml"));
+    let path = p.unwrap_or_else(|| DEFAULT_PIPELINE.get().cloned().unwrap_or_else(|| PathBuf::from("pipeline.yaml")));
     check_regular_file(&path, "pipeline file", " (give a path, or run `flujo init` to create pipeline.yaml)")
         .map_err(CliError::config)?;
     Ok(path)
@@ -344,6 +348,58 @@ fn read_input(args: &InputArgs, default: Option<Value>, cfg: &Config) -> Result<
     }
 }
 
+/// The input of `run` without `-i`/`--input-json`, as the original reads it: `FLUJO_INPUT` when set and not
+/// empty, else stdin when it is a pipe or a file (trailing whitespace trimmed), else the empty string.
+fn implicit_input(cfg: &Config) -> Result<Value, CliError> {
+    use std::io::IsTerminal;
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(v) = std::env::var_os("FLUJO_INPUT").filter(|v| !v.is_empty()) {
+        let text = v.into_string().map_err(|_| CliError::config("FLUJO_INPUT is not UTF-8 text"))?;
+        if text.len() as u64 > cfg.max_input_bytes.0 {
+            return Err(too_large("FLUJO_INPUT", cfg.max_input_bytes.0, &cfg.max_input_bytes.1.describe()));
+        }
+        return Ok(Value::String(text));
+    }
+    let stdin = std::io::stdin();
+    let piped = !stdin.is_terminal()
+        && std::fs::metadata("/dev/stdin").is_ok_and(|m| m.file_type().is_fifo() || m.file_type().is_file());
+    if !piped {
+        return Ok(Value::String(String::new()));
+    }
+    let dash = InputArgs { input: Some("-".to_owned()), input_json: None };
+    let text = read_input(&dash, None, cfg)?.unwrap_or(Value::String(String::new()));
+    Ok(match text {
+        Value::String(s) => Value::String(s.trim().to_owned()),
+        other => other,
+    })
+}
+
+/// `--context-file FILE`: a JSON object, or YAML for `.yaml`/`.yml`, of at most `max_input_bytes`.
+fn read_context_file(file: &Path, cfg: &Config) -> Result<Map<String, Value>, CliError> {
+    check_regular_file(file, "context file", "").map_err(CliError::config)?;
+    let limit = cfg.max_input_bytes.0;
+    if std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) > limit {
+        return Err(too_large("--context-file", limit, &cfg.max_input_bytes.1.describe()));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::config(format!("cannot read context file {}: {e}", file.display())))?;
+    let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let value: Value = if yaml {
+        flujo_blueprint::yaml_to_json(&text)
+            .map_err(|e| CliError::config(format!("context file {} is not valid YAML: {e}", file.display())))?
+    } else {
+        serde_json::from_str(&text)
+            .map_err(|e| CliError::config(format!("context file {} is not valid JSON: {e}", file.display())))?
+    };
+    match value {
+        Value::Object(m) => Ok(m),
+        other => Err(CliError::usage(
+            "context_validation",
+            format!("context file {} must hold an object, got {}", file.display(), flujo_core::json_type_name(&other)),
+        )),
+    }
+}
+
 /// `--context JSON`: a JSON object of at most `max_input_bytes`.
 fn read_context(text: Option<&str>, cfg: &Config) -> Result<Map<String, Value>, CliError> {
     let Some(text) = text else { return Ok(Map::new()) };
@@ -401,15 +457,39 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     if let Some(id) = &args.run_id {
         check_run_id_arg(id)?;
     }
-    let input = read_input(&args.input, Some(Value::String(String::new())), cfg)?.unwrap_or(Value::Null);
-    let context = read_context(args.context.as_deref(), cfg)?;
+    let input = match read_input(&args.input, None, cfg)? {
+        Some(v) => v,
+        None => implicit_input(cfg)?,
+    };
+    let context = match &args.context_file {
+        Some(file) => read_context_file(file, cfg)?,
+        None => read_context(args.context.as_deref(), cfg)?,
+    };
     let loaded = load(&path, false)?;
     let name = loaded.pipeline.name.clone();
     let on_err = |e: CliError| e.with_run(None, Some(&name));
     let reg = registry_for(Some(&loaded), None).map_err(on_err)?;
+    let origin = flujo_blueprint::origin::origin_of(&loaded, &path);
+    if args.dry_run {
+        // Everything is resolved (the runner is built: skills, models, prices, budget), nothing is called.
+        let plan = crate::view::explain(&loaded.pipeline);
+        let (limits, _) = cfg.budget_for(&name);
+        runner(loaded.pipeline, Arc::new(flujo_store::MemoryStore::new()), reg, cfg, Some(origin)).map_err(on_err)?;
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::json!({"pipeline": name, "status": "dry_run", "input": input, "context": context,
+                    "budget": {"total_cost_usd_limit": limits.total_cost_usd_limit, "total_tokens_limit": limits.total_tokens_limit},
+                    "plan": plan})
+            );
+        } else {
+            outln!("dry run of {name}: everything resolves; nothing was called");
+            out!("{plan}");
+        }
+        return Ok(EXIT_OK);
+    }
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
     let store = open_store(&uri).map_err(on_err)?;
-    let origin = flujo_blueprint::origin::origin_of(&loaded, &path);
     let flujo = runner(loaded.pipeline, store.clone(), reg, cfg, Some(origin)).map_err(on_err)?;
     // The id is chosen here, so that every message (an interruption, a store failure) can name it.
     let run_id = args.run_id.clone().unwrap_or_else(|| flujo_engine::UuidIds.new_run_id());
@@ -423,6 +503,7 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
         json: args.json,
         live: args.live,
         resuming: false,
+        summary: args.summary,
     };
     let (events, fut) = flujo.run_streaming(opts).await;
     let result = drive(fut, events, &watch).await?;
@@ -479,6 +560,7 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
         json: args.json,
         live: args.live,
         resuming: true,
+        summary: false,
     };
     let (events, fut) = flujo.resume_streaming(&args.run_id, req);
     let result = drive(fut, events, &watch).await?;
@@ -554,6 +636,8 @@ struct RunWatch {
     live: bool,
     /// `flujo resume` (the run is recorded already).
     resuming: bool,
+    /// `run --summary`: the totals line always.
+    summary: bool,
 }
 
 impl RunWatch {
@@ -692,6 +776,9 @@ fn finish(result: &RunResult, watch: &RunWatch) -> u8 {
         }
     } else {
         crate::view::print_summary(result, &watch.hint);
+        if watch.summary && result.total_tokens == 0 && result.total_cost_usd == 0.0 {
+            outln!("usage: 0 tokens, $0.000000");
+        }
     }
     match result.status {
         RunStatus::Completed => EXIT_OK,
@@ -780,8 +867,8 @@ fn apply_levels(diags: &mut Vec<Diagnostic>, levels: &[(String, RuleLevel)]) {
     });
 }
 
-fn validate(args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
-    check_regular_file(&args.path, "blueprint", "").map_err(CliError::config)?;
+fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
+    let path = pipeline_path(args.path.take())?;
     let profile = args.profile.clone().or_else(|| std::env::var("FLUJO_RULES_PROFILE").ok().filter(|p| !p.is_empty()));
     let levels = match &profile {
         Some(name) => rule_levels(name, config)?,
@@ -789,7 +876,7 @@ fn validate(args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
     };
     let builtins = BuiltinRegistry::new();
     let opts = load_options(&builtins, args.strict);
-    let mut diags = flujo_blueprint::validate_file(&args.path, &opts);
+    let mut diags = flujo_blueprint::validate_file(&path, &opts);
     apply_levels(&mut diags, &levels);
     if args.strict {
         for d in &mut diags {
@@ -801,7 +888,7 @@ fn validate(args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
     match args.format {
         Format::Text => {
             if diags.is_empty() {
-                outln!("{}: ok", args.path.display());
+                outln!("{}: ok", path.display());
             } else {
                 out!("{}", flujo_blueprint::render_text(&diags));
             }

@@ -47,6 +47,52 @@ pub struct Config {
     pub validation_profiles: Vec<Profile>,
     /// The variables `env_file` set (names only; the environment holds the values).
     pub env_file_vars: Vec<String>,
+    /// The project folder (see [`project_root`]).
+    pub project_root: Option<PathBuf>,
+}
+
+/// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
+/// current one up (the filesystem root excluded, as in the original) holding `flujo.toml`, `pipeline.yaml` or
+/// `pipeline.yml`; `None` when there is none. The current folder is returned as `.`.
+pub fn project_root(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+    let given = explicit.map(|p| (p.to_path_buf(), "--project")).or_else(|| {
+        std::env::var_os("FLUJO_PROJECT_ROOT")
+            .filter(|v| !v.is_empty())
+            .map(|v| (PathBuf::from(v), "FLUJO_PROJECT_ROOT"))
+    });
+    if let Some((dir, what)) = given {
+        if !dir.is_dir() {
+            return Err(ConfigError(format!("{what} '{}' does not exist or is not a folder", dir.display())));
+        }
+        return Ok(Some(dir));
+    }
+    let marked = |d: &Path| ["flujo.toml", "pipeline.yaml", "pipeline.yml"].iter().any(|m| d.join(m).exists());
+    if marked(Path::new(".")) {
+        return Ok(Some(PathBuf::from(".")));
+    }
+    let Ok(cwd) = std::env::current_dir() else { return Ok(None) };
+    let mut dir = cwd.parent();
+    while let Some(d) = dir {
+        if d.parent().is_none() {
+            break;
+        }
+        if marked(d) {
+            return Ok(Some(d.to_path_buf()));
+        }
+        dir = d.parent();
+    }
+    Ok(None)
+}
+
+/// `sqlite:///REL` → `sqlite:///BASE/REL` (absolute, relative and other URIs unchanged otherwise).
+fn anchor_sqlite(uri: &str, base: &Path) -> String {
+    match uri.strip_prefix("sqlite:///") {
+        Some(rest) if !rest.starts_with('/') && !rest.is_empty() => {
+            let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+            format!("sqlite:///{}", base.join(rest).display())
+        }
+        _ => uri.to_owned(),
+    }
 }
 
 /// A validation profile: its name and its rule-id globs with their levels, in file order.
@@ -210,8 +256,36 @@ fn parse_bool(v: &str, what: &str) -> Result<bool, ConfigError> {
 }
 
 impl Config {
-    /// Loads `path` (or `flujo.toml` in the current folder when it exists), then applies the environment.
-    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Loads `path`, else the project's `flujo.toml` (`root`, see [`project_root`]; the current folder
+    /// without one), then applies the environment. A relative `sqlite:///` path in the file is relative to the
+    /// file's folder, and the default state lives in the project folder.
+    pub fn load_in(path: Option<&Path>, root: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load_at(path, root)?;
+        cfg.project_root = root.map(Path::to_path_buf);
+        let here = |p: &Path| p.as_os_str().is_empty() || p == Path::new(".");
+        match (&cfg.state_uri.1, &cfg.file, root) {
+            (Source::File(_), Some(file), _) => {
+                if let Some(dir) = file.parent().filter(|d| !here(d)) {
+                    cfg.state_uri.0 = anchor_sqlite(&cfg.state_uri.0, dir);
+                }
+            }
+            (Source::Default, _, Some(root)) if !here(root) => {
+                cfg.state_uri.0 = anchor_sqlite(&cfg.state_uri.0, root);
+            }
+            _ => {}
+        }
+        Ok(cfg)
+    }
+
+    /// The default blueprint: the project's `pipeline.yaml`.
+    pub fn default_pipeline(&self) -> PathBuf {
+        match &self.project_root {
+            Some(root) if root != Path::new(".") => root.join("pipeline.yaml"),
+            _ => PathBuf::from("pipeline.yaml"),
+        }
+    }
+
+    fn load_at(path: Option<&Path>, root: Option<&Path>) -> Result<Config, ConfigError> {
         let mut cfg = Config {
             state_uri: (DEFAULT_STATE_URI.into(), Source::Default),
             strict_templates: (false, Source::Default),
@@ -223,6 +297,7 @@ impl Config {
             run_json_output: false,
             validation_profiles: Vec::new(),
             env_file_vars: Vec::new(),
+            project_root: None,
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
         let env_path =
@@ -234,7 +309,10 @@ impl Config {
                 Some(p)
             }
             None => {
-                let default = PathBuf::from("flujo.toml");
+                let default = match root {
+                    Some(r) if r != Path::new(".") => r.join("flujo.toml"),
+                    _ => PathBuf::from("flujo.toml"),
+                };
                 match std::fs::symlink_metadata(&default) {
                     Err(_) => None,
                     Ok(_) => {

@@ -28,9 +28,13 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Parser, Debug)]
 #[command(name = "flujo", version, about = "Durable, type-safe workflows for AI agents", propagate_version = true)]
 pub struct Cli {
-    /// Configuration file (default: ./flujo.toml when present; env FLUJO_CONFIG).
+    /// Configuration file (default: the project's flujo.toml when present; env FLUJO_CONFIG).
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// The project folder (env FLUJO_PROJECT_ROOT); by default the nearest folder, from the current one up,
+    /// holding flujo.toml, pipeline.yaml or pipeline.yml. Its flujo.toml and pipeline.yaml are the defaults.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,8 +63,9 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct InputArgs {
-    /// Input as text; `-` reads stdin.
-    #[arg(short = 'i', long = "input", conflicts_with = "input_json")]
+    /// Input as text; `-` reads stdin (`--input-data` is the original's name). Without an input, `run` reads
+    /// FLUJO_INPUT, else piped stdin.
+    #[arg(short = 'i', long = "input", alias = "input-data", conflicts_with = "input_json")]
     pub input: Option<String>,
     /// Input as any JSON value.
     #[arg(long = "input-json")]
@@ -73,21 +78,30 @@ pub struct RunArgs {
     pub pipeline: Option<PathBuf>,
     #[command(flatten)]
     pub input: InputArgs,
-    /// Initial context fields, a JSON object.
-    #[arg(long)]
+    /// Initial context fields, a JSON object (`-d`/`--context-data` as in the original).
+    #[arg(long, short = 'd', alias = "context-data", conflicts_with = "context_file")]
     pub context: Option<String>,
+    /// Initial context fields from a file: a JSON object, or YAML for `.yaml`/`.yml`.
+    #[arg(long = "context-file", short = 'f', value_name = "FILE")]
+    pub context_file: Option<PathBuf>,
     /// Use this run id.
     #[arg(long = "run-id")]
     pub run_id: Option<String>,
     /// State store URI (sqlite:///path.db, memory://).
     #[arg(long)]
     pub state: Option<String>,
-    /// Print exactly one JSON object on stdout.
-    #[arg(long)]
+    /// Print exactly one JSON object on stdout (`--json-output` is the original's name).
+    #[arg(long, alias = "json-output")]
     pub json: bool,
-    /// Stream step events to stderr as they happen.
-    #[arg(long)]
+    /// Stream step events to stderr as they happen (`--progress` is the original's name).
+    #[arg(long, alias = "progress")]
     pub live: bool,
+    /// Load, check and resolve everything (skills, models, budget), print the plan, and call nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Print only the run id, status, output and totals.
+    #[arg(long)]
+    pub summary: bool,
     /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
     #[arg(long = "allow-imports-outside")]
     pub allow_imports_outside: bool,
@@ -121,7 +135,8 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    pub path: PathBuf,
+    /// The blueprint (default: the project's pipeline.yaml).
+    pub path: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text", alias = "output-format")]
     pub format: Format,
     /// Treat warnings as errors (`--fail-on-warn` is the original's name).
@@ -290,8 +305,15 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.wants_json();
+    let root = match config::project_root(cli.project.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            CliError::config(e.0).report(json);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // Loaded while the process is single-threaded: `env_file` may set environment variables.
-    let config = match config::Config::load(cli.config.as_deref()) {
+    let config = match config::Config::load_in(cli.config.as_deref(), root.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             CliError::config(e.0).report(json);

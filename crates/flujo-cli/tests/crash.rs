@@ -62,7 +62,8 @@ steps:
 
 fn flujo(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flujo"));
-    c.current_dir(dir).env_remove("FLUJO_STATE_URI").env_remove("FLUJO_CONFIG");
+    // stdin closed: without `-i`, `flujo run` reads piped stdin as its input
+    c.current_dir(dir).env_remove("FLUJO_STATE_URI").env_remove("FLUJO_CONFIG").stdin(Stdio::null());
     c
 }
 

@@ -2,7 +2,7 @@
 //!
 //! * `test_data/blueprints/ok/*.yaml` (and `ok/*/main.yaml`) load with no diagnostic at all and then run on
 //!   the engine to completion or to a pause. Header comments steer the run: `# input: JSON`,
-//!   `# expect: completed|paused`, `# output: JSON`, `# run: skip (reason)`.
+//!   `# expect: completed|paused`, `# output: JSON`, `# run: skip (reason)` (or `cli (reason)`: run by the CLI tests).
 //! * `test_data/blueprints/compat/*.yaml` (and `compat/*/main.yaml`): the same, for blueprints written in the
 //!   original Python Flujo's own forms; each names the original's verdict in `# original: …`.
 //! * `test_data/blueprints/err/*.yaml` (and `err/*/main.yaml`) each have a pinned snapshot of their
@@ -90,7 +90,8 @@ fn ok_blueprints_load_cleanly_and_run() {
         if !loaded.diagnostics.is_empty() {
             failures.push(format!("{name}: unexpected diagnostics:\n{}", render_text(&loaded.diagnostics)));
         }
-        if header(&path, "run").is_some_and(|r| r.starts_with("skip")) {
+        // `skip`: model agents (no provider here); `cli`: run by the CLI tests (catalog skills need the CLI)
+        if header(&path, "run").is_some_and(|r| r.starts_with("skip") || r.starts_with("cli")) {
             assert!(
                 uses_model(&loaded.pipeline.steps) || !loaded.catalog.is_empty(),
                 "{name}: only model-agent or catalog-skill blueprints may skip running"
