@@ -75,11 +75,19 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             out!("{}", crate::view::mermaid(&loaded.pipeline));
             Ok(EXIT_OK)
         }
-        Command::Dev(DevCommand::Budgets { pipeline }) => {
-            let loaded = load(&pipeline_path(pipeline)?, false)?;
-            let (limits, sources) = config.budget_for(&loaded.pipeline.name);
+        Command::Dev(DevCommand::Budgets { args }) => {
+            let name = match args.as_slice() {
+                [show, name] if show == "show" => name.clone(),
+                [show] if show == "show" => {
+                    return Err(CliError::usage("usage_error", "`dev budgets show` needs a pipeline name"));
+                }
+                [file] => load(&pipeline_path(Some(PathBuf::from(file)))?, false)?.pipeline.name,
+                [] => load(&pipeline_path(None)?, false)?.pipeline.name,
+                _ => return Err(CliError::usage("usage_error", "use `dev budgets [FILE]` or `dev budgets show NAME`")),
+            };
+            let (limits, sources) = config.budget_for(&name);
             let v = serde_json::json!({
-                "pipeline": loaded.pipeline.name,
+                "pipeline": name,
                 "total_cost_usd_limit": limits.total_cost_usd_limit,
                 "total_tokens_limit": limits.total_tokens_limit,
                 "sources": sources,
@@ -87,6 +95,12 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(EXIT_OK)
         }
+        Command::Dev(DevCommand::Version) => {
+            outln!("flujo version: {}", env!("CARGO_PKG_VERSION"));
+            Ok(EXIT_OK)
+        }
+        Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
+        Command::Status(args) => crate::lens::status(args, &config).await,
         Command::Dev(DevCommand::ShowConfig) => {
             outln!("{}", serde_json::to_string_pretty(&config.to_json()).unwrap_or_default());
             Ok(EXIT_OK)
@@ -292,7 +306,7 @@ fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn Skil
     Ok(Arc::new(reg))
 }
 
-fn open_store(uri: &str) -> Result<Arc<dyn Store>, CliError> {
+pub(crate) fn open_store(uri: &str) -> Result<Arc<dyn Store>, CliError> {
     if let Some(file) = crate::lens::sqlite_file(uri) {
         let path = Path::new(&file);
         if path.exists() {

@@ -44,6 +44,32 @@ pub struct RunArg {
     pub opts: LensOpts,
 }
 
+/// What `lens show` / `lens get` print besides the summary (the original's flags).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ShowOpts {
+    /// Also print each record's output and context patch.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Each step's output (as `--verbose`).
+    #[arg(long = "show-output")]
+    pub show_output: bool,
+    /// The run's input (always shown) and each step's output (as `--verbose`).
+    #[arg(long = "show-input")]
+    pub show_input: bool,
+    /// Each failed step's error (always in the step table's feedback; with the records as `--verbose`).
+    #[arg(long = "show-error")]
+    pub show_error: bool,
+    /// Print only the run's final output (JSON).
+    #[arg(long = "final-output")]
+    pub final_output: bool,
+}
+
+impl ShowOpts {
+    fn records(&self) -> bool {
+        self.verbose || self.show_output || self.show_input || self.show_error
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum LensCommand {
     /// List runs, newest first.
@@ -67,16 +93,35 @@ pub enum LensCommand {
     Show {
         /// Run id, or a unique prefix of one.
         run_id: String,
-        /// Also print each record's output and context patch.
-        #[arg(short, long)]
-        verbose: bool,
+        #[command(flatten)]
+        show: ShowOpts,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
+    /// `show` for the one run among the latest 100 whose id contains PARTIAL (the original's `lens get`).
+    Get {
+        /// A part of a run id.
+        partial: String,
+        #[command(flatten)]
+        show: ShowOpts,
         #[command(flatten)]
         opts: LensOpts,
     },
     /// The spans of a run as a tree, with start offsets and durations.
     Trace(RunArg),
     /// The spans of a run as a flat list.
-    Spans(RunArg),
+    Spans {
+        /// Run id, or a unique prefix of one.
+        run_id: String,
+        /// Only spans with this status (completed, failed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only spans whose step name contains this text.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
     /// Re-walk a run over its journal (no agent is called) and check that it reproduces; exit 1 if not.
     Replay(RunArg),
     /// Recompute a run's hash chain; exit 1 naming the first broken record.
@@ -84,8 +129,14 @@ pub enum LensCommand {
     /// Run counts and durations by status and by pipeline.
     Stats {
         /// Only runs created since then (30m, 2h, 7d or an RFC 3339 time).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hours")]
         since: Option<String>,
+        /// Only runs created in the last H hours (the original's option).
+        #[arg(long)]
+        hours: Option<f64>,
+        /// Only runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
         #[command(flatten)]
         opts: LensOpts,
     },
@@ -108,19 +159,20 @@ impl LensCommand {
         match self {
             LensCommand::List { opts, .. }
             | LensCommand::Show { opts, .. }
+            | LensCommand::Get { opts, .. }
+            | LensCommand::Spans { opts, .. }
             | LensCommand::Stats { opts, .. }
             | LensCommand::Prune { opts, .. } => opts,
-            LensCommand::Trace(a) | LensCommand::Spans(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => &a.opts,
+            LensCommand::Trace(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => &a.opts,
         }
     }
 
     /// The run id (or prefix) the subcommand names, if any.
     fn run_arg(&self) -> Option<&str> {
         match self {
-            LensCommand::Show { run_id, .. } => Some(run_id),
-            LensCommand::Trace(a) | LensCommand::Spans(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => {
-                Some(&a.run_id)
-            }
+            LensCommand::Show { run_id, .. } | LensCommand::Spans { run_id, .. } => Some(run_id),
+            LensCommand::Get { partial, .. } => Some(partial),
+            LensCommand::Trace(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => Some(&a.run_id),
             _ => None,
         }
     }
@@ -152,14 +204,28 @@ async fn dispatch_inner(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> 
             };
             lens.list(&filter).await
         }
-        LensCommand::Show { run_id, verbose, opts } => Lens::open(&opts, cfg)?.show(&run_id, verbose).await,
+        LensCommand::Show { run_id, show, opts } => Lens::open(&opts, cfg)?.show(&run_id, show).await,
+        LensCommand::Get { partial, show, opts } => {
+            let lens = Lens::open(&opts, cfg)?;
+            let id = lens.get(&partial).await?;
+            lens.show(&id, show).await
+        }
         LensCommand::Trace(a) => Lens::open(&a.opts, cfg)?.trace(&a.run_id).await,
-        LensCommand::Spans(a) => Lens::open(&a.opts, cfg)?.spans(&a.run_id).await,
+        LensCommand::Spans { run_id, status, name, opts } => {
+            let status = status.as_deref().map(parse_step_status).transpose()?;
+            Lens::open(&opts, cfg)?.spans(&run_id, status, name.as_deref()).await
+        }
         LensCommand::Replay(a) => Lens::open(&a.opts, cfg)?.replay(&a.run_id).await,
         LensCommand::Verify(a) => Lens::open(&a.opts, cfg)?.verify(&a.run_id).await,
-        LensCommand::Stats { since, opts } => {
-            let since_ms = since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?;
-            Lens::open(&opts, cfg)?.stats(since_ms).await
+        LensCommand::Stats { since, hours, pipeline, opts } => {
+            let mut since_ms = since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?;
+            if let Some(h) = hours {
+                if !(h.is_finite() && h > 0.0) {
+                    return Err(CliError::config(format!("--hours must be a positive number, got {h}")));
+                }
+                since_ms = Some(now_ms().saturating_sub((h * 3_600_000.0).min(i64::MAX as f64) as i64));
+            }
+            Lens::open(&opts, cfg)?.stats(since_ms, pipeline).await
         }
         LensCommand::Prune { older_than, status, opts } => {
             let Some(older_than) = older_than else {
@@ -256,11 +322,39 @@ impl Lens {
         Ok(EXIT_OK)
     }
 
-    async fn show(&self, prefix: &str, verbose: bool) -> Result<u8, CliError> {
+    /// The one run among the latest 100 whose id contains `partial`.
+    async fn get(&self, partial: &str) -> Result<String, CliError> {
+        let filter = RunFilter { limit: Some(100), ..RunFilter::default() };
+        let runs = self.client.list_runs(&filter).await.map_err(|e| self.error(e))?;
+        let found: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).filter(|id| id.contains(partial)).collect();
+        match found.as_slice() {
+            [one] => Ok((*one).to_owned()),
+            [] => Err(CliError::usage(
+                "run_not_found",
+                format!("no run among the latest 100 has an id containing '{partial}'"),
+            )),
+            many => Err(CliError::usage(
+                "ambiguous_run_id",
+                format!(
+                    "{} runs have an id containing '{partial}': {}; give more of the id",
+                    many.len(),
+                    many.iter().take(10).copied().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    async fn show(&self, prefix: &str, show: ShowOpts) -> Result<u8, CliError> {
+        let verbose = show.records();
         let id = self.resolve(prefix).await?;
         let view = self.client.get_run(&id).await.map_err(|e| self.error(e))?;
         let view = view.ok_or_else(|| self.error(ClientError::RunNotFound(id.clone())))?;
         let journal = self.client.journal(&id).await.map_err(|e| self.error(e))?;
+        if show.final_output {
+            let output = view.output.as_ref().map(|o| redact_run_output(o, &journal));
+            outln!("{}", serde_json::to_string(&output).unwrap_or_else(|_| "null".into()));
+            return Ok(EXIT_OK);
+        }
         let pending: Vec<Value> = view
             .pending
             .iter()
@@ -414,18 +508,21 @@ impl Lens {
         Ok(EXIT_OK)
     }
 
-    async fn spans(&self, prefix: &str) -> Result<u8, CliError> {
+    async fn spans(&self, prefix: &str, status: Option<StepStatus>, name: Option<&str>) -> Result<u8, CliError> {
         let (run, journal) = self.run_and_journal(prefix).await?;
         let spans = Spans::new(&run, &journal);
+        let keep = |r: &JournalRecord| status.is_none_or(|s| r.status == s) && name.is_none_or(|n| r.step.contains(n));
         if self.json {
-            print_json(&Value::Array((0..journal.len()).map(|i| spans.flat_json(i)).collect()));
+            print_json(&Value::Array(
+                (0..journal.len()).filter(|i| keep(&journal[*i])).map(|i| spans.flat_json(i)).collect(),
+            ));
             return Ok(EXIT_OK);
         }
         let mut t = Table::new(
             &["RUN ID", "PATH", "NAME", "KIND", "STATUS", "START MS", "DURATION MS", "ATTEMPTS", "TOKENS", "COST"],
             &[5, 6, 7, 8, 9],
         );
-        for r in &journal {
+        for r in journal.iter().filter(|r| keep(r)) {
             t.row(vec![
                 r.run_id.clone(),
                 r.path.clone(),
@@ -505,8 +602,8 @@ impl Lens {
         Ok(if report.is_ok() { EXIT_OK } else { EXIT_FAILED })
     }
 
-    async fn stats(&self, since_ms: Option<i64>) -> Result<u8, CliError> {
-        let filter = RunFilter { since_ms, ..RunFilter::default() };
+    async fn stats(&self, since_ms: Option<i64>, pipeline: Option<String>) -> Result<u8, CliError> {
+        let filter = RunFilter { since_ms, pipeline, ..RunFilter::default() };
         let runs = self.client.store().list_runs(&filter).await.map_err(|e| self.error(e.into()))?;
         let mut by_status: BTreeMap<&str, Agg> = BTreeMap::new();
         let mut by_pipeline: BTreeMap<&str, Agg> = BTreeMap::new();
@@ -950,6 +1047,15 @@ pub(crate) fn sqlite_file(uri: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------------------------
 // Statuses, durations and times.
 
+/// `completed` | `failed`: the status of a journal record (a span).
+fn parse_step_status(s: &str) -> Result<StepStatus, CliError> {
+    match s.to_ascii_lowercase().as_str() {
+        "completed" | "success" | "ok" => Ok(StepStatus::Completed),
+        "failed" | "failure" | "error" => Ok(StepStatus::Failed),
+        other => Err(CliError::config(format!("--status '{other}' is not a span status (completed, failed)"))),
+    }
+}
+
 fn parse_status(s: &str) -> Result<RunStatus, CliError> {
     RunStatus::parse(&s.to_ascii_lowercase()).ok_or_else(|| {
         CliError::config(format!("unknown run status '{s}' (expected running, paused, completed, failed or cancelled)"))
@@ -1082,6 +1188,112 @@ pub fn format_ts(ms: i64) -> String {
 fn format_ts_short(ms: i64) -> String {
     let full = format_ts(ms);
     full.get(..19).map_or(full.clone(), |s| s.replace('T', " "))
+}
+
+/// `flujo status`: each model provider's readiness (its API key present; providers are not contacted), the
+/// state store, and the latest three runs. Never creates the store.
+pub async fn status(args: crate::StatusArgs, cfg: &Config) -> Result<u8, CliError> {
+    let llm = flujo_llm::LlmConfig::from_toml(&cfg.table).map_err(|e| CliError::config(format!("flujo.toml: {e}")))?;
+    let mut names: Vec<String> = vec!["openai".into(), "anthropic".into()];
+    for n in llm.providers.keys() {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let providers: Vec<Value> = names
+        .iter()
+        .map(|name| {
+            let section = llm.providers.get(name).cloned().unwrap_or_default();
+            match section.resolve(name, &env) {
+                Ok(p) => {
+                    let status = match (&p.api_key, p.key_required) {
+                        (Some(_), _) => "ENABLED",
+                        (None, true) => "MISSING",
+                        (None, false) => "NO_KEY_NEEDED",
+                    };
+                    json!({"name": name, "enabled": status != "MISSING", "status": status, "key_env": p.key_env,
+                           "base_url": p.base_url})
+                }
+                Err(e) => json!({"name": name, "enabled": false, "status": "INVALID_CONFIG", "message": e.to_string()}),
+            }
+        })
+        .collect();
+    let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
+    let file = sqlite_file(&uri);
+    let store_json = json!({
+        "uri": mask_uri(&uri),
+        "durable": crate::commands::keeps_state(&uri),
+        "path": file,
+        "exists": file.as_deref().map(|f| std::path::Path::new(f).exists()),
+    });
+    // The latest runs, when the store exists (opening a SQLite store would create its file).
+    let mut history = json!({"available": false, "items": [], "total": 0});
+    let can_open = match &file {
+        Some(f) => std::path::Path::new(f).exists(),
+        None => crate::commands::keeps_state(&uri),
+    };
+    if can_open {
+        let store = crate::commands::open_store(&uri)?;
+        let filter = RunFilter { limit: Some(3), ..RunFilter::default() };
+        let runs =
+            store.list_runs(&filter).await.map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()))?;
+        let total = store
+            .list_runs(&RunFilter::default())
+            .await
+            .map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()))?
+            .len();
+        let items: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                json!({"run_id": r.run_id, "pipeline": r.pipeline_name, "status": r.status.as_str(),
+                       "created_at": format_ts(r.created_at_ms), "updated_at": format_ts(r.updated_at_ms),
+                       "duration_ms": r.updated_at_ms.saturating_sub(r.created_at_ms),
+                       "error": r.error.as_ref().map(|e| e.message.clone())})
+            })
+            .collect();
+        history = json!({"available": true, "items": items, "total": total});
+    }
+    if args.format == crate::StatusFormat::Json {
+        outln!(
+            "{}",
+            json!({"command": "status", "timestamp_utc": format_ts(now_ms()), "providers": providers,
+                   "state": store_json, "history": history})
+        );
+        return Ok(EXIT_OK);
+    }
+    let parts: Vec<String> = providers
+        .iter()
+        .map(|p| format!("{}: {}", p["name"].as_str().unwrap_or_default(), p["status"].as_str().unwrap_or_default()))
+        .collect();
+    outln!("Providers: {}", parts.join(", "));
+    outln!(
+        "State: {} ({}{})",
+        store_json["uri"].as_str().unwrap_or_default(),
+        if store_json["durable"] == Value::Bool(true) { "durable" } else { "not kept after the process" },
+        match store_json["exists"].as_bool() {
+            Some(false) => ", not created yet",
+            _ => "",
+        }
+    );
+    match history["items"].as_array() {
+        Some(items) if !items.is_empty() => {
+            let runs: Vec<String> = items
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {}",
+                        r["run_id"].as_str().unwrap_or_default(),
+                        r["status"].as_str().unwrap_or_default(),
+                        r["created_at"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            outln!("History: {} runs; latest: {}", history["total"], runs.join("; "));
+        }
+        _ => outln!("History: no runs"),
+    }
+    Ok(EXIT_OK)
 }
 
 #[cfg(test)]

@@ -35,6 +35,12 @@ pub struct Cli {
     /// holding flujo.toml, pipeline.yaml or pipeline.yml. Its flujo.toml and pipeline.yaml are the defaults.
     #[arg(long, global = true, value_name = "DIR")]
     pub project: Option<PathBuf>,
+    /// Log debug events to stderr (as FLUJO_LOG=debug; FLUJO_LOG, when set, wins).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Log informational events to stderr (as FLUJO_LOG=info; `--trace` is the original's other name).
+    #[arg(short = 'v', long, global = true, alias = "trace")]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -53,7 +59,9 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Validate a blueprint and print every diagnostic.
     Validate(ValidateArgs),
-    /// Inspect runs: list, show, trace, spans, replay, verify, stats, prune.
+    /// The model providers' readiness (API keys present), the state store and the latest runs.
+    Status(StatusArgs),
+    /// Inspect runs: list, show, get, trace, spans, replay, verify, stats, prune.
     #[command(subcommand)]
     Lens(lens::LensCommand),
     /// Developer tools.
@@ -108,6 +116,25 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// `text` or `json` (one line).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+    /// Accepted for the original's scripts: providers are never contacted (their keys are checked only).
+    #[arg(long = "no-network")]
+    pub no_network: bool,
+    /// State store URI (default: the configured one).
+    #[arg(long)]
+    pub state: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum StatusFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug)]
 pub struct ResumeArgs {
     pub run_id: String,
     #[command(flatten)]
@@ -159,8 +186,16 @@ pub enum DevCommand {
     Visualize { pipeline: Option<PathBuf> },
     /// The effective configuration and where each value came from.
     ShowConfig,
-    /// The budget (usage limits) a pipeline runs under and where each limit came from.
-    Budgets { pipeline: Option<PathBuf> },
+    /// The budget (usage limits) a pipeline runs under and where each limit came from: `dev budgets [FILE]`, or
+    /// `dev budgets show NAME` by pipeline name (the original's form).
+    Budgets {
+        #[arg(num_args = 0..=2, value_name = "FILE | show NAME")]
+        args: Vec<String>,
+    },
+    /// The version of flujo.
+    Version,
+    /// The same as `flujo validate`.
+    Validate(ValidateArgs),
 }
 
 /// A user-facing failure: a kind, a message and the exit code, with the run and pipeline it concerns when
@@ -248,6 +283,8 @@ impl Cli {
             Command::Resume(a) => a.json,
             Command::Validate(a) => a.format != Format::Text,
             Command::Lens(l) => l.opts().json,
+            Command::Status(a) => a.format == StatusFormat::Json,
+            Command::Dev(DevCommand::Validate(a)) => a.format != Format::Text,
             Command::Init { .. } | Command::Dev(_) => false,
         }
     }
@@ -273,8 +310,13 @@ fn args_want_json() -> bool {
 
 /// `FLUJO_LOG=info` (or `FLUJO_LOG=flujo_engine=debug,info`, …) prints tracing events and closed spans —
 /// `flujo.step` and `gen_ai.chat` with their attributes — to stderr. Unset: no subscriber, no cost.
-fn init_logging() {
-    let Ok(spec) = std::env::var("FLUJO_LOG") else { return };
+fn init_logging(debug: bool, verbose: bool) {
+    let spec = match std::env::var("FLUJO_LOG") {
+        Ok(spec) => spec,
+        Err(_) if debug => "debug".to_owned(),
+        Err(_) if verbose => "info".to_owned(),
+        Err(_) => return,
+    };
     match spec.parse::<tracing_subscriber::filter::Targets>() {
         Ok(filter) => {
             use tracing_subscriber::layer::SubscriberExt;
@@ -320,7 +362,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging();
+    init_logging(cli.debug, cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -350,3 +350,79 @@ fn run_takes_the_originals_options() {
     let o = flujo(dir.path(), &["run", "-i", "s", "--summary", "--state", "memory://"]);
     assert!(stdout(&o).contains("usage: 0 tokens"), "{}", stdout(&o));
 }
+
+/// The original's other commands and options: `status`, `dev version`, `dev validate`, `dev budgets show`,
+/// `lens get`, `lens show --final-output/--show-output`, `lens spans --status/--name`, `lens stats
+/// --pipeline/--hours`, global `--debug` and `-v`.
+#[test]
+fn the_originals_commands_answer() {
+    let dir = project(&[
+        ("flujo.toml", "[budgets.pipeline.\"p*\"]\ntotal_cost_usd_limit = 2.5\n"),
+        (
+            "pipeline.yaml",
+            "name: p\nsteps:\n  - name: first\n    agent: {id: flujo.builtins.transform, params: {expr: \"previous_step ~ '!'\"}}\n  - name: boom\n    agent: {id: flujo.builtins.fail, params: {message: no}}\n    config: {max_retries: 0}\n",
+        ),
+        ("ok.yaml", "name: q\nsteps:\n  - name: only\n    agent: {id: flujo.builtins.transform, params: {expr: \"previous_step ~ '?'\"}}\n"),
+    ]);
+    // status before any run: providers without keys, the store not created
+    let o = cmd(dir.path(), &["status", "--format", "json"])
+        .env_remove("OPENAI_API_KEY")
+        .env("ANTHROPIC_API_KEY", "k")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!(v["command"], "status");
+    let status_of =
+        |n: &str| v["providers"].as_array().unwrap().iter().find(|p| p["name"] == n).unwrap()["status"].clone();
+    assert_eq!(status_of("openai"), "MISSING");
+    assert_eq!(status_of("anthropic"), "ENABLED");
+    assert_eq!(v["state"]["exists"], false);
+    assert!(!dir.path().join(".flujo/state.db").exists(), "status creates no store");
+    // a failed and a completed run
+    let o = flujo(dir.path(), &["run", "-i", "x", "--run-id", "run-alpha-1", "--json"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let o = flujo(dir.path(), &["run", "ok.yaml", "-i", "y", "--run-id", "run-beta-2", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = flujo(dir.path(), &["status"]);
+    assert!(stdout(&o).contains("History: 2 runs"), "{}", stdout(&o));
+    // dev version / validate / budgets show
+    let o = flujo(dir.path(), &["dev", "version"]);
+    assert!(stdout(&o).starts_with("flujo version: "), "{}", stdout(&o));
+    let o = flujo(dir.path(), &["dev", "validate", "ok.yaml"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let o = flujo(dir.path(), &["dev", "budgets", "show", "pretty"]);
+    assert_eq!(json_out(&o)["total_cost_usd_limit"], 2.5, "{}", stdout(&o));
+    let o = flujo(dir.path(), &["dev", "budgets", "show", "other"]);
+    assert_eq!(json_out(&o)["total_cost_usd_limit"], Value::Null);
+    // lens get: a part of the id; none or several are errors naming them
+    let o = flujo(dir.path(), &["lens", "get", "beta", "--final-output"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "\"y?\"");
+    let o = flujo(dir.path(), &["lens", "get", "run-"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("run-alpha-1") && stderr(&o).contains("run-beta-2"), "{}", stderr(&o));
+    let o = flujo(dir.path(), &["lens", "get", "gamma"]);
+    assert_eq!(code(&o), 2);
+    let o = flujo(dir.path(), &["lens", "show", "run-alpha-1", "--show-output"]);
+    assert!(stdout(&o).contains("x!"), "{}", stdout(&o));
+    // spans filters
+    let o = flujo(dir.path(), &["lens", "spans", "run-alpha-1", "--status", "failed", "--json"]);
+    let spans = json_value(&o);
+    assert_eq!(spans.as_array().map(Vec::len), Some(1), "{spans}");
+    let o = flujo(dir.path(), &["lens", "spans", "run-alpha-1", "--name", "fir", "--json"]);
+    assert_eq!(json_value(&o).as_array().map(Vec::len), Some(1));
+    let o = flujo(dir.path(), &["lens", "spans", "run-alpha-1", "--status", "weird"]);
+    assert_eq!(code(&o), 2);
+    // stats filters
+    let o = flujo(dir.path(), &["lens", "stats", "--pipeline", "q", "--hours", "1", "--json"]);
+    assert_eq!(json_out(&o)["runs"], 1, "{}", stdout(&o));
+    let o = flujo(dir.path(), &["lens", "stats", "--hours", "-3"]);
+    assert_eq!(code(&o), 2);
+    // --debug and -v log to stderr; stdout keeps its one JSON object
+    let o = flujo(dir.path(), &["--debug", "run", "ok.yaml", "-i", "z", "--json", "--state", "memory://"]);
+    assert_eq!(json_out(&o)["output"], "z?");
+    assert!(!stderr(&o).is_empty());
+    let o = flujo(dir.path(), &["-v", "run", "ok.yaml", "-i", "z", "--json", "--state", "memory://"]);
+    assert_eq!(json_out(&o)["output"], "z?");
+}
