@@ -294,10 +294,10 @@ mod tests {
         let code = |vals: Vec<Value>| -> Vec<(String, Value)> {
             vals.into_iter().enumerate().map(|(i, v)| (format!("b{i}"), v)).collect()
         };
-        let outs = code(vec![json!("x = 1\n"), json!("y = 2"), json!(" x = 1"), json!(7), json!(7), json!(7)]);
-        assert_eq!(reduce(ReduceMode::CodeConsensus, &outs), json!("x = 1\n"));
-        let outs = code(vec![json!("a"), json!("b"), json!(7), json!(7)]);
-        assert_eq!(reduce(ReduceMode::CodeConsensus, &outs), json!(7));
+        let agreeing = code(vec![json!("x = 1\n"), json!("y = 2"), json!(" x = 1"), json!(7), json!(7), json!(7)]);
+        assert_eq!(reduce(ReduceMode::CodeConsensus, &agreeing), json!("x = 1\n"));
+        let disagreeing = code(vec![json!("a"), json!("b"), json!(7), json!(7)]);
+        assert_eq!(reduce(ReduceMode::CodeConsensus, &disagreeing), json!(7));
         assert_eq!(reduce(ReduceMode::First, &outs), json!([1, 2]));
         assert_eq!(reduce(ReduceMode::Last, &outs), json!([2, 3]));
     }
