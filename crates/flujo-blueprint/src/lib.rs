@@ -62,7 +62,7 @@ pub use check::READ_ONLY_FIELDS;
 pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING, SUPPORTED_VERSIONS};
 pub use diagnostic::{render_json, render_sarif, render_text, Diagnostic, LoadFailure, Severity};
 pub use load::{load_file, load_str, validate_file, validate_str, LoadOptions, Loaded, MAX_IMPORT_DEPTH};
-pub use rules::RULES;
+pub use rules::{describe as describe_rule, RULES};
 pub use yaml::{yaml_to_json, MAX_BLUEPRINT_BYTES, MAX_YAML_DEPTH};
 
 /// A model agent declared under `agents:`.

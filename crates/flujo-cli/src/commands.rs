@@ -858,6 +858,28 @@ fn rule_levels(name: &str, config: &Config) -> Result<Vec<(String, RuleLevel)>, 
         .map_err(|e| CliError::config(e.0))
 }
 
+/// The `(rule, message)` pairs of a baseline file written by `validate --update-baseline`.
+fn read_baseline(file: &Path) -> Result<std::collections::HashSet<(String, String)>, CliError> {
+    check_regular_file(file, "baseline", " (create it with --update-baseline)").map_err(CliError::config)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::config(format!("cannot read baseline {}: {e}", file.display())))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::config(format!("baseline {} is not valid JSON: {e}", file.display())))?;
+    let Some(findings) = v.get("findings").and_then(Value::as_array) else {
+        return Err(CliError::config(format!("baseline {} has no `findings` list", file.display())));
+    };
+    findings
+        .iter()
+        .map(|f| match (f.get("rule").and_then(Value::as_str), f.get("message").and_then(Value::as_str)) {
+            (Some(r), Some(m)) => Ok((r.to_owned(), m.to_owned())),
+            _ => Err(CliError::config(format!(
+                "baseline {}: each finding needs a `rule` and a `message`",
+                file.display()
+            ))),
+        })
+        .collect()
+}
+
 /// Applies severity overrides: an exact rule id wins over globs, then the first matching glob; `off` drops.
 fn apply_levels(diags: &mut Vec<Diagnostic>, levels: &[(String, RuleLevel)]) {
     diags.retain_mut(|d| {
@@ -892,6 +914,26 @@ fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
     let opts = load_options(&builtins, args.strict);
     let mut diags = flujo_blueprint::validate_file(&path, &opts);
     apply_levels(&mut diags, &levels);
+    let mut known = 0usize;
+    if let Some(file) = &args.baseline {
+        let key = |d: &Diagnostic| (d.rule.clone(), d.message.clone());
+        if args.update_baseline {
+            let findings: Vec<Value> =
+                diags.iter().map(|d| serde_json::json!({"rule": d.rule, "message": d.message})).collect();
+            let text = serde_json::to_string_pretty(&serde_json::json!({"version": 1, "findings": findings}))
+                .unwrap_or_default();
+            std::fs::write(file, text + "\n")
+                .map_err(|e| CliError::config(format!("cannot write baseline {}: {e}", file.display())))?;
+            errln!("baseline {}: {} finding(s) recorded", file.display(), diags.len());
+            known = diags.len();
+            diags.clear();
+        } else {
+            let baseline = read_baseline(file)?;
+            let before = diags.len();
+            diags.retain(|d| !baseline.contains(&key(d)));
+            known = before - diags.len();
+        }
+    }
     if args.strict {
         for d in &mut diags {
             if d.severity == flujo_blueprint::Severity::Warning {
@@ -905,6 +947,17 @@ fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
                 outln!("{}: ok", path.display());
             } else {
                 out!("{}", flujo_blueprint::render_text(&diags));
+            }
+            if known > 0 {
+                outln!("({known} finding(s) of the baseline not shown)");
+            }
+            if args.explain {
+                let mut ids: Vec<&str> = diags.iter().map(|d| d.rule.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                for id in ids {
+                    outln!("{id}: {}", flujo_blueprint::describe_rule(id).unwrap_or("(no description)"));
+                }
             }
         }
         Format::Json => outln!("{}", flujo_blueprint::render_json(&diags)),

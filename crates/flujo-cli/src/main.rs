@@ -173,6 +173,15 @@ pub struct ValidateArgs {
     /// TOML/JSON file of `"RULE-OR-GLOB" = "off" | "warning" | "error"` (`--rules` is the original's name).
     #[arg(long, alias = "rules", value_name = "NAME_OR_FILE")]
     pub profile: Option<String>,
+    /// After the findings, explain each rule id that occurs (text format).
+    #[arg(long)]
+    pub explain: bool,
+    /// Findings recorded in this baseline file (rule id and message) are not reported again.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the current findings to the `--baseline` file (and report none of them).
+    #[arg(long = "update-baseline", requires = "baseline")]
+    pub update_baseline: bool,
     /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
     #[arg(long = "allow-imports-outside")]
     pub allow_imports_outside: bool,

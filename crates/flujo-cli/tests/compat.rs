@@ -426,3 +426,33 @@ fn the_originals_commands_answer() {
     let o = flujo(dir.path(), &["-v", "run", "ok.yaml", "-i", "z", "--json", "--state", "memory://"]);
     assert_eq!(json_out(&o)["output"], "z?");
 }
+
+/// `validate --explain`, `--baseline` and `--update-baseline`: known findings are recorded once and not
+/// reported again; a new one still is.
+#[test]
+fn validate_explains_and_keeps_a_baseline() {
+    let dir = project(&[(
+        "p.yaml",
+        "name: p\nsteps:\n  - name: a\n    agent: {id: flujo.builtins.passthrough}\n    bogus: 1\n",
+    )]);
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--explain"]);
+    assert!(stdout(&o).contains("BP-UNKNOWN-FIELD: A key is not a field"), "{}", stdout(&o));
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--baseline", "base.json", "--update-baseline"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(dir.path().join("base.json").is_file());
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--baseline", "base.json", "--strict"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("1 finding(s) of the baseline not shown"), "{}", stdout(&o));
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: p\nsteps:\n  - name: a\n    agent: {id: flujo.builtins.passthrough}\n    bogus: 1\n    other: 2\n",
+    )
+    .unwrap();
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--baseline", "base.json", "--strict"]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    assert!(stdout(&o).contains("`other`") && !stdout(&o).contains("`bogus`"), "{}", stdout(&o));
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--baseline", "missing.json"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--update-baseline"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
