@@ -34,9 +34,83 @@ const DYNAMIC_NAMES: &[&str] =
 /// its context comes from the importing pipeline and the data-flow rules (`V-CTX1/2`) cannot judge it.
 pub(crate) fn check(bp: &RawBlueprint, d: &mut Decoder<'_>, inherits_context: bool) {
     sequence_rules(&bp.steps, d);
+    step_references(&bp.steps, &mut Vec::new(), d);
     let mut flow = Flow::new(bp.context_schema.as_ref());
     flow.wildcard = inherits_context;
     flow.sequence(&bp.steps, d);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// V-T4: references to steps that have not run
+// ---------------------------------------------------------------------------------------------------------
+
+/// `V-T4` (the original's rule): a step's `input` reads `steps.NAME` (or `context.steps.NAME`) where no step
+/// of that name is declared before it, in document order (nested steps included; `seen` collects the names).
+fn step_references(steps: &[RawStep], seen: &mut Vec<String>, d: &mut Decoder<'_>) {
+    for s in steps {
+        if let Some(input) = &s.input {
+            let mut refs = Vec::new();
+            collect_step_refs(input, &mut refs);
+            refs.sort();
+            refs.dedup();
+            for r in refs {
+                if !seen.contains(&r) {
+                    let suggestion = closest(&r, seen.iter().map(String::as_str))
+                        .map(|c| format!("did you mean `steps.{c}`?"))
+                        .or_else(|| Some("a step's output is in `steps` once that step has run".to_owned()));
+                    d.report_with(
+                        rules::V_T4,
+                        s.name.loc,
+                        format!("step `{}` reads `steps.{r}`, but no step `{r}` is declared before it", s.name.v),
+                        suggestion,
+                    );
+                }
+            }
+        }
+        for seq in s.child_sequences() {
+            step_references(seq, seen, d);
+        }
+        for child in s.single_children() {
+            step_references(std::slice::from_ref(child), seen, d);
+        }
+        seen.push(s.name.v.clone());
+    }
+}
+
+/// The `NAME`s of `steps.NAME` inside the `{{ … }}` and `{% … %}` tags of every string in `v`.
+fn collect_step_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(text) => {
+            for (open, close) in [("{{", "}}"), ("{%", "%}")] {
+                let mut rest = text.as_str();
+                while let Some(start) = rest.find(open) {
+                    let after = &rest[start + 2..];
+                    let end = after.find(close).unwrap_or(after.len());
+                    step_refs_in(&after[..end], out);
+                    rest = &after[end..];
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_step_refs(i, out)),
+        Value::Object(m) => m.values().for_each(|i| collect_step_refs(i, out)),
+        _ => {}
+    }
+}
+
+fn step_refs_in(code: &str, out: &mut Vec<String>) {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(pos) = code[from..].find("steps.") {
+        let at = from + pos;
+        from = at + "steps.".len();
+        if code[..at].chars().next_back().is_some_and(is_ident) {
+            continue; // `my_steps.x`
+        }
+        let name: String = code[from..].chars().take_while(|c| is_ident(*c)).collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
