@@ -35,6 +35,7 @@ const DYNAMIC_NAMES: &[&str] =
 pub(crate) fn check(bp: &RawBlueprint, d: &mut Decoder<'_>, inherits_context: bool) {
     sequence_rules(&bp.steps, d);
     step_references(&bp.steps, &mut Vec::new(), d);
+    previous_fields(bp, &bp.steps, d);
     let mut flow = Flow::new(bp.context_schema.as_ref());
     flow.wildcard = inherits_context;
     flow.sequence(&bp.steps, d);
@@ -50,7 +51,7 @@ fn step_references(steps: &[RawStep], seen: &mut Vec<String>, d: &mut Decoder<'_
     for s in steps {
         if let Some(input) = &s.input {
             let mut refs = Vec::new();
-            collect_step_refs(input, &mut refs);
+            collect_refs(input, "steps.", &mut refs);
             refs.sort();
             refs.dedup();
             for r in refs {
@@ -77,8 +78,53 @@ fn step_references(steps: &[RawStep], seen: &mut Vec<String>, d: &mut Decoder<'_
     }
 }
 
-/// The `NAME`s of `steps.NAME` inside the `{{ … }}` and `{% … %}` tags of every string in `v`.
-fn collect_step_refs(v: &Value, out: &mut Vec<String>) {
+/// `V-T5` (the original's rule): a step's `input` reads `previous_step.FIELD` where the previous step is an
+/// agent whose `output_schema` is an object listing its `properties` (and not `additionalProperties: true`)
+/// without FIELD.
+fn previous_fields(bp: &RawBlueprint, steps: &[RawStep], d: &mut Decoder<'_>) {
+    for pair in steps.windows(2) {
+        let (prev, cur) = (&pair[0], &pair[1]);
+        let RawKind::Step { agent: Some(crate::raw::RawAgent::Declared(name)) } = &prev.kind else { continue };
+        let Some(schema) = bp.agents.iter().find(|(n, _)| n.v == name.v).and_then(|(_, a)| a.output_schema.as_ref())
+        else {
+            continue;
+        };
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else { continue };
+        if schema.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false)) {
+            continue;
+        }
+        let Some(input) = &cur.input else { continue };
+        let mut refs = Vec::new();
+        collect_refs(input, "previous_step.", &mut refs);
+        refs.sort();
+        refs.dedup();
+        for field in refs.into_iter().filter(|f| f != "output" && !props.contains_key(f)) {
+            let suggestion = closest(&field, props.keys().map(String::as_str))
+                .map(|c| format!("did you mean `previous_step.{c}`?"))
+                .or_else(|| {
+                    Some(format!("its output_schema has: {}", props.keys().cloned().collect::<Vec<_>>().join(", ")))
+                });
+            d.report_with(
+                rules::V_T5,
+                cur.name.loc,
+                format!(
+                    "step `{}` reads `previous_step.{field}`, but the output_schema of `agents.{}` (step `{}`) has no property `{field}`",
+                    cur.name.v, name.v, prev.name.v
+                ),
+                suggestion,
+            );
+        }
+    }
+    for s in steps {
+        for seq in s.child_sequences() {
+            previous_fields(bp, seq, d);
+        }
+    }
+}
+
+/// The `NAME`s of `PREFIXNAME` (e.g. `steps.NAME`) inside the `{{ … }}` and `{% … %}` tags of every string in
+/// `v`.
+fn collect_refs(v: &Value, prefix: &str, out: &mut Vec<String>) {
     match v {
         Value::String(text) => {
             for (open, close) in [("{{", "}}"), ("{%", "%}")] {
@@ -86,23 +132,23 @@ fn collect_step_refs(v: &Value, out: &mut Vec<String>) {
                 while let Some(start) = rest.find(open) {
                     let after = &rest[start + 2..];
                     let end = after.find(close).unwrap_or(after.len());
-                    step_refs_in(&after[..end], out);
+                    refs_in(&after[..end], prefix, out);
                     rest = &after[end..];
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|i| collect_step_refs(i, out)),
-        Value::Object(m) => m.values().for_each(|i| collect_step_refs(i, out)),
+        Value::Array(items) => items.iter().for_each(|i| collect_refs(i, prefix, out)),
+        Value::Object(m) => m.values().for_each(|i| collect_refs(i, prefix, out)),
         _ => {}
     }
 }
 
-fn step_refs_in(code: &str, out: &mut Vec<String>) {
+fn refs_in(code: &str, prefix: &str, out: &mut Vec<String>) {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut from = 0;
-    while let Some(pos) = code[from..].find("steps.") {
+    while let Some(pos) = code[from..].find(prefix) {
         let at = from + pos;
-        from = at + "steps.".len();
+        from = at + prefix.len();
         if code[..at].chars().next_back().is_some_and(is_ident) {
             continue; // `my_steps.x`
         }
