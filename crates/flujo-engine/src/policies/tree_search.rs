@@ -315,23 +315,9 @@ impl StepPolicy for TreeSearchPolicy {
                        "candidate": candidate, "k": spec.branching_factor, "depth": s.nodes[cur].depth}),
             );
             let proposal_path = child_path(&node_path, "propose");
-            let proposal = match f
-                .core
-                .journaled_call(f.step, proposer, p_target, "proposer", input, ctx, f.lex.this, proposal_path, f.run)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => return stopped(&f, &s, e, best),
-            };
-            let proposal = match proposal {
-                Ok((v, (t, c))) => {
-                    s.tokens.add(t);
-                    s.cost += c;
-                    v
-                }
-                Err((e, (t, c))) => {
-                    s.tokens.add(t);
-                    s.cost += c;
+            let proposal = match call(&f, &mut s, proposer, p_target, "proposer", input, proposal_path).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
                     return Ok(finish(
                         &s,
                         PolicyOutcome::failure(Value::Null, format!("the proposer failed at node {cur}: {e}")),
@@ -341,6 +327,7 @@ impl StepPolicy for TreeSearchPolicy {
                         false,
                     ));
                 }
+                Err(e) => return stopped(&f, &s, e, best),
             };
             let mut candidates = extract_candidates(&proposal);
             candidates.truncate(spec.branching_factor as usize);
@@ -378,23 +365,9 @@ impl StepPolicy for TreeSearchPolicy {
                            "candidate": c, "depth": s.nodes[cur].depth + 1}),
                 );
                 let eval_path = child_path(&node_path, format_args!("eval:{j}"));
-                let verdict = match f
-                    .core
-                    .journaled_call(f.step, evaluator, e_target, "evaluator", input, ctx, f.lex.this, eval_path, f.run)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => return stopped(&f, &s, e, best),
-                };
-                let verdict = match verdict {
-                    Ok((v, (t, c))) => {
-                        s.tokens.add(t);
-                        s.cost += c;
-                        v
-                    }
-                    Err((e, (t, c))) => {
-                        s.tokens.add(t);
-                        s.cost += c;
+                let verdict = match call(&f, &mut s, evaluator, e_target, "evaluator", input, eval_path).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
                         return Ok(finish(
                             &s,
                             PolicyOutcome::failure(
@@ -407,6 +380,7 @@ impl StepPolicy for TreeSearchPolicy {
                             false,
                         ));
                     }
+                    Err(e) => return stopped(&f, &s, e, best),
                 };
                 let (score, hard) = score_evaluation(&verdict);
                 let depth = s.nodes[cur].depth + 1;
@@ -470,6 +444,28 @@ fn finish(
         o.metadata.insert("invariant_violations".into(), Value::Array(s.violations.clone()));
     }
     o
+}
+
+/// One journaled proposer or evaluator call, its usage added to the search's: the output, or the failure's
+/// message; `Err` when the run is stopped (budget, cancellation).
+async fn call(
+    f: &ExecutionFrame<'_>,
+    s: &mut Search<'_>,
+    skill: &std::sync::Arc<dyn flujo_core::Skill>,
+    target: &str,
+    kind: &str,
+    input: Value,
+    path: String,
+) -> Result<Result<Value, String>, Interrupt> {
+    let ctx: &flujo_core::Context = f.ctx;
+    let r = f.core.journaled_call(f.step, skill, target, kind, input, ctx, f.lex.this, path, f.run).await?;
+    let ((t, c), out) = match r {
+        Ok((v, usage)) => (usage, Ok(v)),
+        Err((e, usage)) => (usage, Err(e)),
+    };
+    s.tokens.add(t);
+    s.cost += c;
+    Ok(out)
 }
 
 /// The budget (or a cancellation) stopped the search: the calls already paid for stay in the step's figures.
