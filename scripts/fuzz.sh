@@ -7,8 +7,8 @@
 # nightly-only flags libFuzzer builds need. New corpus entries go to fuzz/corpus/TARGET (seeded from
 # fuzz/seeds/TARGET), crashes to fuzz/artifacts/TARGET, the log of each run to fuzz/logs/TARGET.log.
 # Exits non-zero if any target found something. See fuzz/README.md. FUZZ_TIMEOUT (seconds, default 10) is the
-# time one input may take; on a loaded machine, bounded-but-slow units (an expression that runs to its
-# iteration budget takes ~2 s uninstrumented) need more.
+# time one input may take (the slowest known unit takes ~2 s under ASan; a loaded machine needs more);
+# FUZZ_RSS_MB (default 2048) the memory limit (ASan's bookkeeping grows over hour-long runs: see fuzz/README.md).
 set -uo pipefail
 
 secs="${1:-60}"
@@ -37,7 +37,7 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs}s"
     # stdin from /dev/null: a blueprint may name /dev/stdin as an import or prompt file
     cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" \
+        -max_total_time="$secs" -rss_limit_mb="${FUZZ_RSS_MB:-2048}" -timeout="${FUZZ_TIMEOUT:-10}" \
         -dict="$(dict_of "$t")" -print_final_stats=1 </dev/null >"logs/$t.log" 2>&1
     rc=$?
     grep -E 'DONE|stat::number_of_executed_units|stat::peak_rss_mb' "logs/$t.log" | sed 's/^/   /'
