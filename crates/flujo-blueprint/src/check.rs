@@ -236,6 +236,9 @@ fn fallback_rules(steps: &[RawStep], d: &mut Decoder<'_>) {
     }
 }
 
+/// `max_loops` from which `V-CF1` warns (the original's threshold).
+const V_CF1_MAX_LOOPS: u32 = 1_000;
+
 fn step_rules(s: &RawStep, d: &mut Decoder<'_>) {
     let label = format!("step `{}`", s.name.v);
     if s.updates_context && s.output_keys.is_empty() && s.sink_to.is_none() {
@@ -262,6 +265,17 @@ fn step_rules(s: &RawStep, d: &mut Decoder<'_>) {
                     ),
                 );
             }
+        }
+    }
+    // V-CF1 (the original's rule): a loop allowed 1,000 iterations or more.
+    if let RawKind::Loop { max_loops, .. } = &s.kind {
+        if *max_loops >= V_CF1_MAX_LOOPS {
+            d.report_with(
+                rules::V_CF1,
+                s.name.loc,
+                format!("loop {label} declares max_loops={max_loops}; a loop that never meets its exit runs that many times"),
+                Some(format!("keep max_loops under {V_CF1_MAX_LOOPS} unless the loop really needs them")),
+            );
         }
     }
     match &s.kind {

@@ -33,6 +33,7 @@ pub const V_T1: &str = "V-T1";
 pub const V_T3: &str = "V-T3";
 pub const V_T4: &str = "V-T4";
 pub const V_T5: &str = "V-T5";
+pub const V_CF1: &str = "V-CF1";
 pub const V_CTX1: &str = "V-CTX1";
 pub const V_CTX2: &str = "V-CTX2";
 pub const CTX_OUTPUT_KEYS: &str = "CTX-OUTPUT-KEYS";
@@ -73,6 +74,7 @@ pub const RULES: &[(&str, &str)] = &[
     (V_T1, "A template uses `previous_step.output`, a Python-era habit: `previous_step` is already the output (warning)."),
     (V_T3, "A template or expression uses an unknown filter."),
     (V_T4, "A step's input reads `steps.NAME` where no step NAME is declared before it (warning; the original's rule)."),
+    (V_CF1, "A loop declares max_loops of 1,000 or more (warning; the original's rule, an error there)."),
     (V_T5, "A step's input reads `previous_step.FIELD` that the previous agent's output_schema does not have (warning; the original's rule)."),
     (V_CTX1, "An `input_keys` entry's root is never produced upstream (output_keys, sink_to, context_schema, …)."),
     (V_CTX2, "Only the root of an `input_keys` entry is known to be produced upstream (warning)."),
@@ -89,7 +91,7 @@ pub const RULES: &[(&str, &str)] = &[
 /// The severity a rule's diagnostics have (before `strict` turns warnings into errors).
 pub fn default_severity(rule: &str) -> Severity {
     match rule {
-        BP_UNKNOWN_FIELD | V_T1 | V_T4 | V_T5 | V_CTX2 | CTX_OUTPUT_KEYS | LOOP_NO_EXIT | SM_UNREACHABLE
+        BP_UNKNOWN_FIELD | V_T1 | V_T4 | V_T5 | V_CF1 | V_CTX2 | CTX_OUTPUT_KEYS | LOOP_NO_EXIT | SM_UNREACHABLE
         | PAR_CONFLICT_RISK => Severity::Warning,
         _ => Severity::Error,
     }

@@ -249,7 +249,13 @@ fn bench_blueprints_load_without_errors() {
     for path in &files {
         let loaded = load_file(path, &opts(&registry))
             .unwrap_or_else(|f| panic!("{}: {}", path.display(), render_text(&f.diagnostics)));
-        assert!(loaded.diagnostics.is_empty(), "{}: {}", path.display(), render_text(&loaded.diagnostics));
+        // The long-loop workloads are meant to run 1,000+ iterations: `V-CF1` warns about that, and only that.
+        assert!(
+            loaded.diagnostics.iter().all(|d| d.rule == "V-CF1" && d.severity == Severity::Warning),
+            "{}: {}",
+            path.display(),
+            render_text(&loaded.diagnostics)
+        );
         assert!(!loaded.pipeline.steps.is_empty());
     }
     let _ = std::fs::remove_dir_all(&dir);
