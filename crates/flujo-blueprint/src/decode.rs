@@ -1340,6 +1340,21 @@ impl<'a> Decoder<'a> {
     }
 
     /// An agent-like value: `"skill.id"`, `{id, params}` or `{uses: agents.NAME}`.
+    /// `agents.NAME` (an import is refused here: `what` needs an agent or a skill).
+    fn declared_agent(&mut self, node: &Node, what: &str) -> Option<RawAgent> {
+        match self.uses(node, what)? {
+            Uses::Agent(a) => Some(RawAgent::Declared(a)),
+            Uses::Import(alias) => {
+                self.report(
+                    rules::BP_TYPE,
+                    alias.loc,
+                    format!("{what} cannot be an import; use `agents.NAME` or a skill"),
+                );
+                None
+            }
+        }
+    }
+
     fn agent_ref(&mut self, node: &Node, what: &str) -> Option<RawAgent> {
         match &node.kind {
             NodeKind::Str(s) => {
@@ -1352,18 +1367,7 @@ impl<'a> Decoder<'a> {
             NodeKind::Map(_) => {
                 let mut f = self.fields(node, what)?;
                 if let Some(u) = f.take("uses") {
-                    let out = match self.uses(u, what) {
-                        Some(Uses::Agent(a)) => Some(RawAgent::Declared(a)),
-                        Some(Uses::Import(alias)) => {
-                            self.report(
-                                rules::BP_TYPE,
-                                alias.loc,
-                                format!("{what} cannot be an import; use `agents.NAME` or a skill"),
-                            );
-                            None
-                        }
-                        None => None,
-                    };
+                    let out = self.declared_agent(u, what);
                     self.finish(f, &["uses"], what, |_| None);
                     return out;
                 }
@@ -1684,18 +1688,7 @@ impl<'a> Decoder<'a> {
         let what = format!("the {key} of {label}");
         match f.take(key) {
             Some(n) if n.as_str().is_some_and(|s| s.starts_with("agents.") || s.starts_with("imports.")) => {
-                match self.uses(n, &what) {
-                    Some(Uses::Agent(a)) => Some(RawAgent::Declared(a)),
-                    Some(Uses::Import(alias)) => {
-                        self.report(
-                            rules::BP_TYPE,
-                            alias.loc,
-                            format!("{what} cannot be an import; use `agents.NAME` or a skill"),
-                        );
-                        None
-                    }
-                    None => None,
-                }
+                self.declared_agent(n, &what)
             }
             Some(n) => self.agent_ref(n, &what),
             None => {

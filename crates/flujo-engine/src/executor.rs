@@ -744,9 +744,21 @@ impl ExecutorCore {
         lex: &Lexical<'_>,
         extra: &[(&str, &Value)],
     ) -> Result<Value, String> {
+        self.with_expr(src, prev, ctx, lex, extra, |expr, scope| expr.eval(scope, self.undefined))
+    }
+
+    /// Compiles `src` (cached) and applies `f` to it in the usual scope; errors name the expression.
+    fn with_expr<R>(
+        &self,
+        src: &str,
+        prev: &Value,
+        ctx: &Context,
+        lex: &Lexical<'_>,
+        extra: &[(&str, &Value)],
+        f: impl FnOnce(&flujo_template::CompiledExpr, &Scope<'_>) -> Result<R, flujo_template::TemplateError>,
+    ) -> Result<R, String> {
         let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
-        self.with_scope(prev, ctx, lex, extra, |scope| expr.eval(scope, self.undefined))
-            .map_err(|e| format!("expression '{src}': {e}"))
+        self.with_scope(prev, ctx, lex, extra, |scope| f(&expr, scope)).map_err(|e| format!("expression '{src}': {e}"))
     }
 
     /// Evaluates an expression for its truthiness.
@@ -763,9 +775,7 @@ impl ExecutorCore {
         lex: &Lexical<'_>,
         extra: &[(&str, &Value)],
     ) -> Result<bool, String> {
-        let expr = flujo_template::compile_expression(src).map_err(|e| format!("expression '{src}': {e}"))?;
-        self.with_scope(prev, ctx, lex, extra, |scope| expr.eval_bool(scope, self.undefined))
-            .map_err(|e| format!("expression '{src}': {e}"))
+        self.with_expr(src, prev, ctx, lex, extra, |expr, scope| expr.eval_bool(scope, self.undefined))
     }
 
     /// Renders a template value (string or JSON) with `previous_step` = `prev`.
