@@ -24,7 +24,8 @@ use crate::yaml::Loc;
 /// Context fields the framework owns; steps may read them but not write them.
 pub const READ_ONLY_FIELDS: &[&str] = &["run_id", "initial_prompt", "steps", "hitl_history", "status"];
 /// Context fields that always exist.
-const FRAMEWORK_FIELDS: &[&str] = &["run_id", "initial_prompt", "steps", "hitl_history", "import_artifacts", "status"];
+pub(crate) const FRAMEWORK_FIELDS: &[&str] =
+    &["run_id", "initial_prompt", "steps", "hitl_history", "import_artifacts", "status"];
 
 /// Names a loop's exit expression must read (one of them) to be able to change between iterations.
 const DYNAMIC_NAMES: &[&str] =
@@ -39,6 +40,16 @@ pub(crate) fn check(bp: &RawBlueprint, d: &mut Decoder<'_>, inherits_context: bo
     let mut flow = Flow::new(bp.context_schema.as_ref());
     flow.wildcard = inherits_context;
     flow.sequence(&bp.steps, d);
+    crate::lint::lint(bp, d, inherits_context);
+}
+
+/// The top-level property names of a `context_schema`.
+pub(crate) fn context_schema_roots(schema: Option<&Value>) -> Vec<String> {
+    schema
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -124,7 +135,7 @@ fn previous_fields(bp: &RawBlueprint, steps: &[RawStep], d: &mut Decoder<'_>) {
 
 /// The `NAME`s of `PREFIXNAME` (e.g. `steps.NAME`) inside the `{{ … }}` and `{% … %}` tags of every string in
 /// `v`.
-fn collect_refs(v: &Value, prefix: &str, out: &mut Vec<String>) {
+pub(crate) fn collect_refs(v: &Value, prefix: &str, out: &mut Vec<String>) {
     match v {
         Value::String(text) => {
             for (open, close) in [("{{", "}}"), ("{%", "%}")] {
@@ -241,7 +252,7 @@ const V_CF1_MAX_LOOPS: u32 = 1_000;
 
 fn step_rules(s: &RawStep, d: &mut Decoder<'_>) {
     let label = format!("step `{}`", s.name.v);
-    if s.updates_context && s.output_keys.is_empty() && s.sink_to.is_none() {
+    if s.updates_context && !declares_writes(s) {
         d.report_with(
             rules::CTX_OUTPUT_KEYS,
             s.name.loc,
@@ -485,6 +496,8 @@ fn parallel_conflicts(label: &str, p: &RawParallel, d: &mut Decoder<'_>) {
     let mut exact: HashMap<Vec<String>, usize> = HashMap::new();
     let mut below: HashMap<Vec<String>, usize> = HashMap::new();
     let mut reported: HashSet<Vec<String>> = HashSet::new();
+    let mut from_imports = HashSet::new();
+    p.branches.iter().flat_map(|b| &b.steps).for_each(|s| import_writes(s, &mut from_imports));
     for (j, branch) in p.branches.iter().enumerate() {
         let mut writes = Vec::new();
         for s in &branch.steps {
@@ -498,6 +511,9 @@ fn parallel_conflicts(label: &str, p: &RawParallel, d: &mut Decoder<'_>) {
             let Some((i, key)) = hit else { continue };
             if reported.insert(key.clone()) {
                 let first = &p.branches[i].name.v;
+                // Import outputs on both sides: the original's V-P2 rather than V-P1.
+                let both_imports = from_imports.contains(path) && from_imports.iter().any(|w| w.starts_with(&key));
+                let before = d.diags.len();
                 d.report_with(
                     rules::PAR_CONFLICT_RISK,
                     *loc,
@@ -512,6 +528,11 @@ fn parallel_conflicts(label: &str, p: &RawParallel, d: &mut Decoder<'_>) {
                             .to_owned(),
                     ),
                 );
+                if both_imports && d.diags.len() > before {
+                    if let Some(last) = d.diags.last_mut() {
+                        "V-P2".clone_into(&mut last.rule_id);
+                    }
+                }
             }
         }
         for (path, _) in writes {
@@ -524,7 +545,7 @@ fn parallel_conflicts(label: &str, p: &RawParallel, d: &mut Decoder<'_>) {
 }
 
 /// The context paths a step (and everything inside it) writes.
-fn collect_writes(s: &RawStep, out: &mut Vec<Write>) {
+pub(crate) fn collect_writes(s: &RawStep, out: &mut Vec<Write>) {
     for (path, loc) in own_writes(s) {
         out.push((path, loc));
     }
@@ -567,10 +588,25 @@ fn context_skill_path<'v>(id: &str, params: &'v Value) -> Option<&'v str> {
     matches!(short, "context_set" | "context_merge").then(|| params.get("path").and_then(Value::as_str)).flatten()
 }
 
+/// True when the step says which context keys it writes: `output_keys`, `sink_to`, or an import's `outputs`.
+fn declares_writes(s: &RawStep) -> bool {
+    !s.output_keys.is_empty()
+        || s.sink_to.is_some()
+        || matches!(&s.kind, RawKind::Import { outputs, .. } if !outputs.is_empty())
+}
+
+/// The context paths the import steps inside `s` (itself included) map their outputs to.
+fn import_writes(s: &RawStep, out: &mut HashSet<Vec<String>>) {
+    if let RawKind::Import { outputs, .. } = &s.kind {
+        out.extend(outputs.iter().map(|o| split_context_path(&o.parent)));
+    }
+    s.child_sequences().into_iter().flatten().chain(s.single_children()).for_each(|c| import_writes(c, out));
+}
+
 /// True when the step merges keys nobody declared (`updates_context` without keys, `context_merge` without a
 /// path): after it, any key may exist.
-fn writes_unknown_keys(s: &RawStep) -> bool {
-    if s.updates_context && s.output_keys.is_empty() && s.sink_to.is_none() {
+pub(crate) fn writes_unknown_keys(s: &RawStep) -> bool {
+    if s.updates_context && !declares_writes(s) {
         return true;
     }
     matches!(&s.kind, RawKind::Step { agent: Some(RawAgent::Skill { id, params }) }

@@ -50,6 +50,11 @@ impl fmt::Display for Severity {
 pub struct Diagnostic {
     /// A stable rule id from [`crate::RULES`].
     pub rule: String,
+    /// The id the finding is reported under: the original project's catalogue id where this project's rule
+    /// checks the same thing under its own id (`BP-SKILL-MISSING` → `V-A6`, see [`rules::original_id`]),
+    /// otherwise `rule`. The original's JSON calls its ids `rule_id`.
+    #[serde(default)]
+    pub rule_id: String,
     pub severity: Severity,
     pub message: String,
     pub file: PathBuf,
@@ -64,6 +69,7 @@ impl Diagnostic {
     pub fn new(rule: &str, file: &Path, line: usize, column: usize, message: impl Into<String>) -> Self {
         Diagnostic {
             rule: rule.to_owned(),
+            rule_id: rules::original_id(rule).unwrap_or(rule).to_owned(),
             severity: rules::default_severity(rule),
             message: message.into(),
             file: file.to_owned(),
@@ -85,6 +91,21 @@ impl Diagnostic {
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
+
+    /// The rule ids as shown: `V-A6/BP-SKILL-MISSING` when the finding is reported under the original's id,
+    /// else the one id.
+    pub fn ids(&self) -> String {
+        if self.rule_id.is_empty() || self.rule_id == self.rule {
+            self.rule.clone()
+        } else {
+            format!("{}/{}", self.rule_id, self.rule)
+        }
+    }
+
+    /// True when the finding answers to `id` (its own rule id or the original's id it is reported under).
+    pub fn answers_to(&self, id: &str) -> bool {
+        self.rule == id || self.rule_id == id
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -93,7 +114,7 @@ impl fmt::Display for Diagnostic {
         if self.line > 0 {
             write!(f, ":{}:{}", self.line, self.column)?;
         }
-        write!(f, ": {}[{}]: {}", self.severity, self.rule, self.message)?;
+        write!(f, ": {}[{}]: {}", self.severity, self.ids(), self.message)?;
         if let Some(s) = &self.suggestion {
             write!(f, "\n  = help: {s}")?;
         }
@@ -159,8 +180,8 @@ pub fn render_text(diags: &[Diagnostic]) -> String {
     out
 }
 
-/// JSON: `{ok, errors, warnings, infos, diagnostics: [{rule, severity, message, file, line, column,
-/// suggestion?}]}`.
+/// JSON: `{ok, errors, warnings, infos, diagnostics: [{rule, rule_id, severity, message, file, line, column,
+/// suggestion?}]}` (`rule_id` is the original's catalogue id where there is one, else `rule`).
 pub fn render_json(diags: &[Diagnostic]) -> Value {
     let (errors, warnings, infos) = counts(diags);
     json!({
@@ -186,14 +207,25 @@ fn artifact_uri(path: &Path) -> String {
 /// diagnostic with its level and `physicalLocation` (region `startLine`/`startColumn` when known);
 /// suggestions are appended to the message text and kept in `properties.suggestion`.
 pub fn render_sarif(diags: &[Diagnostic]) -> Value {
-    let rule_list: Vec<Value> = rules::RULES
+    // The project's rules, then the original's ids that findings are reported under.
+    let mut all: Vec<(&str, &str)> = rules::RULES.to_vec();
+    for (id, _) in rules::RULES {
+        if let Some(orig) = rules::original_id(id) {
+            if !all.iter().any(|(i, _)| *i == orig) {
+                all.push((orig, rules::describe(orig).unwrap_or("")));
+            }
+        }
+    }
+    let rule_list: Vec<Value> = all
         .iter()
         .map(|(id, description)| {
             json!({
                 "id": id,
                 "name": id,
                 "shortDescription": {"text": description},
-                "defaultConfiguration": {"level": rules::default_severity(id).sarif_level()},
+                "defaultConfiguration": {"level": rules::default_severity(
+                    rules::RULES.iter().map(|(r, _)| *r).find(|r| rules::original_id(r) == Some(id)).unwrap_or(id)
+                ).sarif_level()},
             })
         })
         .collect();
@@ -208,17 +240,25 @@ pub fn render_sarif(diags: &[Diagnostic]) -> Value {
                 Some(s) => format!("{} (help: {s})", d.message),
                 None => d.message.clone(),
             };
+            let rule_id = if d.rule_id.is_empty() { &d.rule } else { &d.rule_id };
             let mut result = json!({
-                "ruleId": d.rule,
+                "ruleId": rule_id,
                 "level": d.severity.sarif_level(),
                 "message": {"text": text},
                 "locations": [{"physicalLocation": physical}],
             });
-            if let Some(index) = rules::RULES.iter().position(|(id, _)| *id == d.rule) {
+            if let Some(index) = all.iter().position(|(id, _)| id == rule_id) {
                 result["ruleIndex"] = json!(index);
             }
+            let mut properties = serde_json::Map::new();
             if let Some(s) = &d.suggestion {
-                result["properties"] = json!({"suggestion": s});
+                properties.insert("suggestion".into(), json!(s));
+            }
+            if *rule_id != d.rule {
+                properties.insert("flujo_rule".into(), json!(d.rule));
+            }
+            if !properties.is_empty() {
+                result["properties"] = Value::Object(properties);
             }
             result
         })
@@ -274,6 +314,27 @@ mod tests {
         let idx = r["ruleIndex"].as_u64().unwrap() as usize;
         assert_eq!(s["runs"][0]["tool"]["driver"]["rules"][idx]["id"], "BP-UNKNOWN-FIELD");
         assert!(s["runs"][0]["results"][1]["locations"][0]["physicalLocation"].get("region").is_none());
+    }
+
+    #[test]
+    fn findings_travel_under_the_original_id() {
+        let d = Diagnostic::new(rules::BP_SKILL_MISSING, Path::new("p.yaml"), 2, 3, "unknown skill `x`");
+        assert_eq!(d.rule_id, "V-A6");
+        assert!(d.answers_to("V-A6") && d.answers_to("BP-SKILL-MISSING") && !d.answers_to("V-A5"));
+        assert!(d.to_string().contains("error[V-A6/BP-SKILL-MISSING]: unknown skill"));
+        let j = render_json(std::slice::from_ref(&d));
+        assert_eq!(j["diagnostics"][0]["rule"], "BP-SKILL-MISSING");
+        assert_eq!(j["diagnostics"][0]["rule_id"], "V-A6");
+        let s = render_sarif(std::slice::from_ref(&d));
+        let r = &s["runs"][0]["results"][0];
+        assert_eq!(r["ruleId"], "V-A6");
+        assert_eq!(r["properties"]["flujo_rule"], "BP-SKILL-MISSING");
+        let idx = r["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(s["runs"][0]["tool"]["driver"]["rules"][idx]["id"], "V-A6");
+        assert_eq!(s["runs"][0]["tool"]["driver"]["rules"][idx]["defaultConfiguration"]["level"], "error");
+        // A rule that is the original's own id is shown once.
+        let t = Diagnostic::new(rules::V_T1, Path::new("p.yaml"), 1, 1, "m");
+        assert!(t.to_string().contains("warning[V-T1]: m"));
     }
 
     #[test]

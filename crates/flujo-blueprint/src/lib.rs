@@ -44,6 +44,7 @@ mod catalog;
 mod check;
 mod decode;
 mod diagnostic;
+mod lint;
 mod load;
 mod lower;
 pub mod origin;

@@ -883,10 +883,12 @@ fn read_baseline(file: &Path) -> Result<std::collections::HashSet<(String, Strin
 /// Applies severity overrides: an exact rule id wins over globs, then the first matching glob; `off` drops.
 fn apply_levels(diags: &mut Vec<Diagnostic>, levels: &[(String, RuleLevel)]) {
     diags.retain_mut(|d| {
+        // A finding answers to its own id and to the original's id it is reported under (`V-A6`).
+        let glob = |g: &str| crate::config::glob_match(g, &d.rule) || crate::config::glob_match(g, &d.rule_id);
         let level = levels
             .iter()
-            .find(|(g, _)| *g == d.rule)
-            .or_else(|| levels.iter().find(|(g, _)| crate::config::glob_match(g, &d.rule)))
+            .find(|(g, _)| d.answers_to(g))
+            .or_else(|| levels.iter().find(|(g, _)| glob(g)))
             .map(|(_, l)| *l);
         match level {
             Some(RuleLevel::Off) => false,
@@ -952,7 +954,11 @@ fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
                 outln!("({known} finding(s) of the baseline not shown)");
             }
             if args.explain {
-                let mut ids: Vec<&str> = diags.iter().map(|d| d.rule.as_str()).collect();
+                let mut ids: Vec<&str> = diags
+                    .iter()
+                    .flat_map(|d| [d.rule_id.as_str(), d.rule.as_str()])
+                    .filter(|i| !i.is_empty())
+                    .collect();
                 ids.sort_unstable();
                 ids.dedup();
                 for id in ids {

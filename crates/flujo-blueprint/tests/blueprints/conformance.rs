@@ -215,6 +215,12 @@ fn every_rule_has_an_err_case() {
             covered.extend(expect.split(',').map(|r| r.trim().to_owned()));
         }
     }
+    // The original's rules have a trigger case of their own under `rules/ID/` (see below).
+    for r in flujo_blueprint::rules::ORIGINAL_CATALOGUE {
+        if data_dir().join("rules").join(r.id).join("trigger.yaml").is_file() {
+            covered.push(r.id.to_owned());
+        }
+    }
     // HITL-NESTED-001 is reserved (no construct triggers it today); BP-IO needs an unreadable file (tested below).
     let exempt = ["HITL-NESTED-001", "BP-IO"];
     let missing: Vec<&str> =
@@ -405,4 +411,49 @@ fn without_registry_only_catalog_and_python_paths_are_checked() {
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!(diags[0].rule, "BP-SKILL-MISSING");
     assert_eq!(diags[0].line, 6);
+}
+
+/// For every rule of the original's catalogue that is built here, `rules/ID/trigger.yaml` reports a finding
+/// under `ID` (as its `rule` or its `rule_id`) and `rules/ID/clean.yaml` reports none. Every file carries the
+/// original's own verdict on it in a `# original` header, recorded by running flujo 0.6.11's `validate`.
+#[test]
+fn original_rules_trigger_and_stay_quiet() {
+    let registry = registry();
+    let mut failures = Vec::new();
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(data_dir().join("rules")).unwrap() {
+        dirs.push(entry.unwrap().file_name().to_string_lossy().into_owned());
+    }
+    for r in flujo_blueprint::rules::ORIGINAL_CATALOGUE {
+        let built = !r.ours.is_empty() && r.id != "HITL-NESTED-001";
+        if built != dirs.iter().any(|d| d == r.id) {
+            failures.push(format!(
+                "{}: built={built} but rules/{} {}",
+                r.id,
+                r.id,
+                if built { "is missing" } else { "exists" }
+            ));
+        }
+    }
+    for dir in &dirs {
+        if !flujo_blueprint::rules::ORIGINAL_CATALOGUE.iter().any(|r| r.id == dir) {
+            failures.push(format!("rules/{dir} is not a rule of the original's catalogue"));
+        }
+        for (file, expect) in [("trigger.yaml", true), ("clean.yaml", false)] {
+            let path = data_dir().join("rules").join(dir).join(file);
+            if header(&path, "original (flujo 0.6.11 validate)").is_none() {
+                failures.push(format!("rules/{dir}/{file}: no `# original (flujo 0.6.11 validate):` header"));
+            }
+            let diags = validate_file(&path, &opts(&registry));
+            let hit = diags.iter().any(|d| d.answers_to(dir) && d.rule_id == *dir);
+            if hit != expect {
+                failures.push(format!(
+                    "rules/{dir}/{file}: expected {dir} {}, got:\n{}",
+                    if expect { "reported" } else { "not reported" },
+                    render_text(&diags)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
