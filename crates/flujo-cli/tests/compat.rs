@@ -456,3 +456,40 @@ fn validate_explains_and_keeps_a_baseline() {
     let o = flujo(dir.path(), &["validate", "p.yaml", "--update-baseline"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+/// Findings travel under the original's ids: `BP-AGENT-MISSING` is `V-A6`, the state machine rules are
+/// `V-SM1`, in text, JSON (`rule_id`) and SARIF (`ruleId`); a rules file written with the original's ids
+/// (exact and globbed) changes them.
+#[test]
+fn findings_answer_to_the_originals_ids() {
+    let dir = project(&[
+        (
+            "p.yaml",
+            "version: \"0.1\"\nsteps:\n  - {name: s, uses: agents.nope}\n  - kind: StateMachine\n    name: sm\n    start_state: a\n    end_states: [done]\n    states:\n      a: [{name: s_a}]\n      orphan: [{name: s_o}]\n    transitions:\n      - {from: a, on: success, to: done}\n",
+        ),
+        ("rules.json", r#"{"V-A6": "warning", "V-SM*": "off"}"#),
+    ]);
+    let o = flujo(dir.path(), &["validate", "p.yaml"]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(text.contains("error[V-A6/BP-AGENT-MISSING]") && text.contains("warning[V-SM1/SM-UNREACHABLE]"), "{text}");
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--format", "json"]);
+    let v = json_value(&o);
+    let ids: Vec<(&str, &str)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["rule_id"].as_str().unwrap(), d["rule"].as_str().unwrap()))
+        .collect();
+    assert!(ids.contains(&("V-A6", "BP-AGENT-MISSING")) && ids.contains(&("V-SM1", "SM-UNREACHABLE")), "{ids:?}");
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--format", "sarif"]);
+    let v = json_value(&o);
+    let results = v["runs"][0]["results"].as_array().unwrap();
+    assert!(results.iter().any(|r| r["ruleId"] == "V-A6" && r["properties"]["flujo_rule"] == "BP-AGENT-MISSING"));
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--rules", "rules.json"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("warning[V-A6/BP-AGENT-MISSING]") && !text.contains("V-SM1"), "{text}");
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--explain"]);
+    assert!(stdout(&o).contains("V-A6: Unknown skill id or undeclared agent."), "{}", stdout(&o));
+}
