@@ -44,6 +44,7 @@ mod catalog;
 mod check;
 mod decode;
 mod diagnostic;
+pub mod fix;
 mod lint;
 mod load;
 mod lower;

@@ -905,6 +905,50 @@ fn apply_levels(diags: &mut Vec<Diagnostic>, levels: &[(String, RuleLevel)]) {
     });
 }
 
+/// `validate --fix` / `--fix-dry-run`: plans the mechanical fixes, prints them (stderr), and with `--fix`
+/// writes the fixed file after keeping `FILE.bak`. Returns true when the file changed.
+fn fix_file(path: &Path, diags: &[Diagnostic], args: &ValidateArgs) -> Result<bool, CliError> {
+    use flujo_blueprint::fix;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::config(format!("cannot read {} to fix it: {e}", path.display())))?;
+    let mut fixes = fix::plan_fixes(&text, path, diags);
+    if let Some(only) = &args.fix_rules {
+        let globs: Vec<&str> = only.split(',').map(str::trim).filter(|g| !g.is_empty()).collect();
+        fixes.retain(|f| globs.iter().any(|g| crate::config::glob_match(g, f.rule)));
+    }
+    if fixes.is_empty() {
+        errln!("No fixable issues found.");
+        return Ok(false);
+    }
+    errln!("Auto-fix {}:", if args.fix_dry_run { "preview" } else { "plan" });
+    for f in &fixes {
+        errln!("  - {}: {} change(s) — {}", f.rule, f.edits.len(), f.title);
+    }
+    let (fixed, applied) = fix::apply_fixes(&text, &fixes);
+    if args.fix_dry_run || applied == 0 {
+        errln!("{}", fix::diff_lines(&path.display().to_string(), &text, &fixed).trim_end());
+        return Ok(false);
+    }
+    let backup = {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".bak");
+        PathBuf::from(name)
+    };
+    std::fs::write(&backup, &text)
+        .map_err(|e| CliError::config(format!("cannot write the backup {}: {e}", backup.display())))?;
+    // Write next to the file and rename over it: an interrupted fix never leaves half a blueprint.
+    let tmp = {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".fix.tmp");
+        PathBuf::from(name)
+    };
+    std::fs::write(&tmp, &fixed)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| CliError::config(format!("cannot write {}: {e}", path.display())))?;
+    errln!("fixed {}: {applied} change(s) applied (backup: {})", path.display(), backup.display());
+    Ok(true)
+}
+
 fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
     let path = pipeline_path(args.path.take())?;
     let profile = args.profile.clone().or_else(|| std::env::var("FLUJO_RULES_PROFILE").ok().filter(|p| !p.is_empty()));
@@ -915,6 +959,9 @@ fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
     let builtins = BuiltinRegistry::new();
     let opts = load_options(&builtins, args.strict);
     let mut diags = flujo_blueprint::validate_file(&path, &opts);
+    if (args.fix || args.fix_dry_run) && fix_file(&path, &diags, &args)? {
+        diags = flujo_blueprint::validate_file(&path, &opts);
+    }
     apply_levels(&mut diags, &levels);
     let mut known = 0usize;
     if let Some(file) = &args.baseline {

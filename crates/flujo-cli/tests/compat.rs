@@ -493,3 +493,35 @@ fn findings_answer_to_the_originals_ids() {
     let o = flujo(dir.path(), &["validate", "p.yaml", "--explain"]);
     assert!(stdout(&o).contains("V-A6: Unknown skill id or undeclared agent."), "{}", stdout(&o));
 }
+
+/// `validate --fix-dry-run` shows the mechanical fixes without writing; `--fix` applies them (keeping a
+/// `.bak`), after which the blueprint validates and runs; `--fix-rules` limits the fixers.
+#[test]
+fn validate_fixes_what_is_mechanical() {
+    let original = "version: \"0.1\"\nname: fixme\nsteps:\n  - step: first\n    agnt: {id: flujo.builtins.transform, params: {expr: \"'x'\"}}\n  - name: second\n    input: \"{{ previous_step.output | uppercase }}\"\n  - kind: parallel\n    name: p\n    merge_strategy: no_merge\n    reduce: values\n    branches:\n      a:\n        description: branch a\n        steps:\n          - name: a1\n      b: {name: b1}\n";
+    let dir = project(&[("p.yaml", original)]);
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--fix-dry-run"]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let err = stderr(&o);
+    for rule in ["BP-FIELD-TYPO", "V-T1", "V-T3", "FORM-LEGACY-STEP", "FORM-STEPS-MAPPING", "FORM-SINGLE-STEP"] {
+        assert!(err.contains(&format!("  - {rule}: ")), "{rule}: {err}");
+    }
+    assert!(err.contains("-    5 |     agnt:") && err.contains("+    5 |     agent:"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("p.yaml")).unwrap(), original);
+    // Only the template fixers: the typo stays, so the file is still invalid.
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--fix", "--fix-rules", "V-T*"]);
+    assert_eq!(code(&o), 4, "{}", stdout(&o));
+    let text = std::fs::read_to_string(dir.path().join("p.yaml")).unwrap();
+    assert!(text.contains("{{ previous_step | upper }}") && text.contains("agnt:"), "{text}");
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--fix", "--yes"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(dir.path().join("p.yaml.bak").is_file());
+    let text = std::fs::read_to_string(dir.path().join("p.yaml")).unwrap();
+    assert!(text.contains("  - name: first\n    agent:") && text.contains("b: [{name: b1}]"), "{text}");
+    assert!(!text.contains("steps:\n          - name: a1"), "{text}");
+    let o = flujo(dir.path(), &["run", "p.yaml", "-i", "x", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_out(&o)["output"], json!(["X", "X"]));
+    let o = flujo(dir.path(), &["validate", "p.yaml", "--fix"]);
+    assert!(stderr(&o).contains("No fixable issues found."), "{}", stderr(&o));
+}
