@@ -25,7 +25,7 @@ struct LoadSettings {
 static LOAD_SETTINGS: std::sync::OnceLock<LoadSettings> = std::sync::OnceLock::new();
 
 /// [`LoadOptions`] with the process's [`LoadSettings`].
-fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> LoadOptions<'a> {
+pub(crate) fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> LoadOptions<'a> {
     let settings = LOAD_SETTINGS.get();
     LoadOptions {
         registry: Some(registry),
@@ -101,6 +101,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         }
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
         Command::Status(args) => crate::lens::status(args, &config).await,
+        Command::Lock(cmd) => crate::lock::dispatch(cmd, &config).await,
         Command::Dev(DevCommand::ShowConfig) => {
             outln!("{}", serde_json::to_string_pretty(&config.to_json()).unwrap_or_default());
             Ok(EXIT_OK)

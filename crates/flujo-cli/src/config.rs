@@ -49,6 +49,8 @@ pub struct Config {
     pub env_file_vars: Vec<String>,
     /// The project folder (see [`project_root`]).
     pub project_root: Option<PathBuf>,
+    /// `[lockfile]`: what `flujo lock` pins beyond the pipeline.
+    pub lockfile: crate::lock::LockSettings,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -119,7 +121,6 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("bench", "it configures the Python Flujo's `dev experimental bench`; the benchmarks here are `cargo run -p flujo-bench`"),
     ("aros", "it configures output coercion of the Python Flujo's agents; structured output here is the provider's JSON mode checked against `output_schema`"),
     ("architect", "it configures `flujo create` (the Architect), which this version does not have yet"),
-    ("lockfile", "it configures `flujo lock`, which this version does not have yet"),
     ("blueprint", "its `enabled_filters` allow-lists Python template filters; the template filters here are a fixed, sandboxed set"),
 ];
 
@@ -298,6 +299,7 @@ impl Config {
             validation_profiles: Vec::new(),
             env_file_vars: Vec::new(),
             project_root: None,
+            lockfile: crate::lock::LockSettings::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
         let env_path =
@@ -436,6 +438,40 @@ impl Config {
                     }
                 }
                 "validation" => self.validation_profiles = parse_profiles(value, file)?,
+                "lockfile" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [lockfile] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("external_files", toml::Value::Array(items)) => {
+                                let globs: Option<Vec<String>> =
+                                    items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+                                self.lockfile.external_files = globs.ok_or_else(|| {
+                                    ConfigError(format!("{}: lockfile.external_files must be a list of globs", file.display()))
+                                })?;
+                            }
+                            ("include_model_info", toml::Value::Boolean(b)) => self.lockfile.include_model_info = *b,
+                            ("enabled" | "auto_generate_on_run", _) => self.notes.push(format!(
+                                "{}: lockfile.{k} has no effect here: runs do not write the lockfile; `flujo lock generate` does",
+                                file.display()
+                            )),
+                            // Skills are always pinned with their schemas (the whole catalog entry is hashed).
+                            ("include_tool_schemas", toml::Value::Boolean(_)) => {}
+                            ("external_files" | "include_model_info" | "include_tool_schemas", other) => {
+                                return Err(ConfigError(format!(
+                                    "{}: lockfile.{k} has the wrong type ({})",
+                                    file.display(),
+                                    other.type_str()
+                                )))
+                            }
+                            (other, _) => self.notes.push(format!(
+                                "{}: unknown key lockfile.{other} (known: enabled, external_files, include_model_info, include_tool_schemas, auto_generate_on_run); it is ignored",
+                                file.display()
+                            )),
+                        }
+                    }
+                }
                 s if NOT_APPLICABLE.iter().any(|(k, _)| *k == s) => {
                     let why = NOT_APPLICABLE.iter().find(|(k, _)| *k == s).map_or("", |(_, w)| *w);
                     let shown = if value.is_table() { format!("[{s}]") } else { s.to_owned() };

@@ -9,6 +9,7 @@ mod out;
 mod commands;
 mod config;
 mod lens;
+mod lock;
 mod scaffold;
 mod view;
 
@@ -67,6 +68,10 @@ pub enum Command {
     /// Developer tools.
     #[command(subcommand)]
     Dev(DevCommand),
+    /// Pin a pipeline's blueprint, imports, skills, prompts, models and prices by content hash:
+    /// generate, verify (exit 4 on drift), compare, show.
+    #[command(subcommand)]
+    Lock(lock::LockCommand),
 }
 
 #[derive(Args, Debug)]
@@ -320,7 +325,10 @@ impl Cli {
             Command::Lens(l) => l.opts().json,
             Command::Status(a) => a.format == StatusFormat::Json,
             Command::Dev(DevCommand::Validate(a)) => a.format != Format::Text,
-            Command::Init { .. } | Command::Dev(_) => false,
+            Command::Lock(lock::LockCommand::Verify(a)) => matches!(a.format, lock::DiffFormat::Json),
+            Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
+            Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),
+            Command::Init { .. } | Command::Dev(_) | Command::Lock(_) => false,
         }
     }
 }

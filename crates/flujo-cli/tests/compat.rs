@@ -196,7 +196,7 @@ enabled = true
         "governance_policy_module",
         "[settings]",
         "[aros]",
-        "[lockfile]",
+        "lockfile.enabled",
         "run.pipeline_name",
     ] {
         assert_eq!(err.matches(key).count(), 1, "{key}: {err}");
