@@ -102,6 +102,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
         Command::Status(args) => crate::lens::status(args, &config).await,
         Command::Lock(cmd) => crate::lock::dispatch(cmd, &config).await,
+        Command::Create(args) => crate::create::create(args, &config).await,
         Command::Dev(DevCommand::ShowConfig) => {
             outln!("{}", serde_json::to_string_pretty(&config.to_json()).unwrap_or_default());
             Ok(EXIT_OK)
@@ -273,6 +274,8 @@ fn registry_for_stored_run(run: &flujo_core::RunRecord) -> Result<Arc<dyn SkillR
 
 fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn SkillRegistry>, CliError> {
     let mut reg = BuiltinRegistry::new();
+    // `flujo resume` and `lens replay` of a `flujo create` run find the Architect's check.
+    crate::create::register_check(&mut reg);
     for id in catalog.ids().map(str::to_owned).collect::<Vec<_>>() {
         let Some(skill) = catalog.get(&id) else { continue };
         match &skill.command {
@@ -445,7 +448,7 @@ fn models(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>, CliError> {
     flujo_llm::LlmRegistry::new(llm).map(Arc::new).map_err(|e| CliError::config(format!("flujo.toml: {e}")))
 }
 
-fn runner(
+pub(crate) fn runner(
     pipeline: Pipeline,
     store: Arc<dyn Store>,
     reg: Arc<dyn SkillRegistry>,

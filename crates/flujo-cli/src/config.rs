@@ -120,7 +120,6 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("solve", "it configures the Python Flujo's `dev experimental solve`, which Flujo (Rust) does not have"),
     ("bench", "it configures the Python Flujo's `dev experimental bench`; the benchmarks here are `cargo run -p flujo-bench`"),
     ("aros", "it configures output coercion of the Python Flujo's agents; structured output here is the provider's JSON mode checked against `output_schema`"),
-    ("architect", "it configures `flujo create` (the Architect), which this version does not have yet"),
     ("blueprint", "its `enabled_filters` allow-lists Python template filters; the template filters here are a fixed, sandboxed set"),
 ];
 
@@ -438,6 +437,31 @@ impl Config {
                     }
                 }
                 "validation" => self.validation_profiles = parse_profiles(value, file)?,
+                "architect" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [architect] must be a table", file.display())));
+                    };
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("model", toml::Value::String(_)) => {}
+                            ("model", other) => {
+                                return Err(ConfigError(format!(
+                                    "{}: architect.model must be a \"provider:model\" string, got {}",
+                                    file.display(),
+                                    other.type_str()
+                                )))
+                            }
+                            ("state_machine_default", _) => self.notes.push(format!(
+                                "{}: architect.state_machine_default has no effect here: the Architect is one write-validate-repair loop",
+                                file.display()
+                            )),
+                            (other, _) => self.notes.push(format!(
+                                "{}: unknown key architect.{other} (known: model, state_machine_default); it is ignored",
+                                file.display()
+                            )),
+                        }
+                    }
+                }
                 "lockfile" => {
                     let Some(t) = value.as_table() else {
                         return Err(ConfigError(format!("{}: [lockfile] must be a table", file.display())));

@@ -8,6 +8,7 @@
 mod out;
 mod commands;
 mod config;
+mod create;
 mod lens;
 mod lock;
 mod scaffold;
@@ -72,6 +73,8 @@ pub enum Command {
     /// generate, verify (exit 4 on drift), compare, show.
     #[command(subcommand)]
     Lock(lock::LockCommand),
+    /// The Architect: a model writes a blueprint for a goal, repaired until `flujo validate` accepts it.
+    Create(create::CreateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -328,6 +331,7 @@ impl Cli {
             Command::Lock(lock::LockCommand::Verify(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),
+            Command::Create(a) => a.json,
             Command::Init { .. } | Command::Dev(_) | Command::Lock(_) => false,
         }
     }

@@ -123,6 +123,12 @@ pub fn builtin_ids() -> Vec<String> {
     DEFS.iter().map(|d| format!("{BUILTIN_PREFIX}{}", d.name)).collect()
 }
 
+/// Every built-in skill: full id, description and the names of its params (for catalogs shown to people and
+/// models, e.g. `flujo create`).
+pub fn builtin_catalog() -> Vec<(String, &'static str, &'static [&'static str])> {
+    DEFS.iter().map(|d| (format!("{BUILTIN_PREFIX}{}", d.name), d.description, d.keys)).collect()
+}
+
 pub(crate) fn register_builtins(registry: &mut BuiltinRegistry) {
     for def in DEFS {
         let info = def_info(def);

@@ -27,7 +27,7 @@ mod command;
 mod counting;
 mod registry;
 
-pub use builtins::{builtin_ids, BUILTIN_PREFIX};
+pub use builtins::{builtin_catalog, builtin_ids, BUILTIN_PREFIX};
 pub use command::{CommandSkill, CommandSpec};
 pub use counting::{CallCounter, CountingSkill};
 pub use flujo_core::SkillRegistry;
