@@ -31,6 +31,14 @@ use crate::yaml::{self, NodeKind};
 
 /// The file name of the catalog looked up next to a blueprint.
 pub const CATALOG_FILE: &str = "skills.yaml";
+/// The catalog file names looked for in a folder, in this order (the original's lookup): the first that
+/// exists is read. JSON is read as YAML (it is a subset).
+pub const CATALOG_FILES: &[&str] = &[CATALOG_FILE, "skills.yml", "skills.json"];
+
+/// The skills catalog file of `dir`, if it has one.
+pub fn catalog_path(dir: &Path) -> Option<std::path::PathBuf> {
+    CATALOG_FILES.iter().map(|f| dir.join(f)).find(|p| p.is_file())
+}
 
 const SKILL_FIELDS: &[&str] = &[
     "command",
@@ -131,16 +139,17 @@ impl SkillCatalog {
         }
     }
 
-    /// Loads `dir/skills.yaml` if it exists (an empty catalog otherwise), with its diagnostics.
+    /// Loads the catalog of `dir` (`skills.yaml`, else `skills.yml`, else `skills.json`; an empty catalog when
+    /// there is none), with its diagnostics.
     pub fn load_dir(dir: &Path) -> (SkillCatalog, Vec<Diagnostic>) {
         yaml::with_parser_stack(|| SkillCatalog::load_dir_here(dir))
     }
 
     pub(crate) fn load_dir_here(dir: &Path) -> (SkillCatalog, Vec<Diagnostic>) {
-        let path = dir.join(CATALOG_FILE);
-        if !path.is_file() {
+        let Some(path) = catalog_path(dir) else {
             return (SkillCatalog::default(), Vec::new());
-        }
+        };
+        let shown = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         match crate::load::read_limited(&path) {
             Ok(bytes) => match yaml::decode_utf8(&bytes) {
                 Ok(text) => SkillCatalog::parse_here(text, &path),
@@ -151,10 +160,7 @@ impl SkillCatalog {
                     crate::load::ReadError::TooLarge(_) => rules::BP_LIMIT,
                     crate::load::ReadError::Io(_) => rules::BP_IO,
                 };
-                (
-                    SkillCatalog::default(),
-                    vec![Diagnostic::new(rule, &path, 0, 0, format!("cannot read {CATALOG_FILE}: {e}"))],
-                )
+                (SkillCatalog::default(), vec![Diagnostic::new(rule, &path, 0, 0, format!("cannot read {shown}: {e}"))])
             }
         }
     }

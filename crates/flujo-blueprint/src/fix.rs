@@ -191,6 +191,24 @@ pub fn apply_fixes(text: &str, fixes: &[Fix]) -> (String, usize) {
     (out, applied)
 }
 
+/// `flujo dev compile-yaml`: the blueprint as plain YAML — anchors, aliases and merge keys expanded, comments
+/// dropped — with, when `normalize`, the original's alternative forms rewritten as this project writes them
+/// (the `FORM-*` fixes: sub-pipelines as lists, `name:` for the legacy `step:`).
+pub fn compile_yaml(text: &str, file: &Path, normalize: bool) -> Result<String, String> {
+    let text = if normalize {
+        let fixes: Vec<Fix> = plan_fixes(text, file, &[]).into_iter().filter(|f| f.rule.starts_with("FORM-")).collect();
+        apply_fixes(text, &fixes).0
+    } else {
+        text.to_owned()
+    };
+    let json = yaml::yaml_to_json(&text)?;
+    let mut out = serde_saphyr::to_string(&json).map_err(|e| format!("cannot write the YAML: {e}"))?;
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
 /// A unified-style diff of two texts (whole-line changes, with line numbers), for `--fix-dry-run`.
 pub fn diff_lines(file: &str, before: &str, after: &str) -> String {
     let a: Vec<&str> = before.lines().collect();

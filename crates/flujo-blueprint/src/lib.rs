@@ -59,7 +59,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use catalog::{CatalogSkill, SkillCatalog, CATALOG_FILE};
+pub use catalog::{catalog_path, CatalogSkill, SkillCatalog, CATALOG_FILE, CATALOG_FILES};
 pub use check::READ_ONLY_FIELDS;
 pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING, SUPPORTED_VERSIONS};
 pub use diagnostic::{render_json, render_sarif, render_text, Diagnostic, LoadFailure, Severity};

@@ -100,6 +100,9 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
+        Command::Dev(DevCommand::CompileYaml { src, out, no_normalize }) => {
+            compile_yaml(&src, out.as_deref(), !no_normalize)
+        }
         Command::Status(args) => crate::lens::status(args, &config).await,
         Command::Lock(cmd) => crate::lock::dispatch(cmd, &config).await,
         Command::Create(args) => crate::create::create(args, &config).await,
@@ -907,6 +910,29 @@ fn apply_levels(diags: &mut Vec<Diagnostic>, levels: &[(String, RuleLevel)]) {
             None => true,
         }
     });
+}
+
+/// `dev compile-yaml`: validates, then prints (or writes) the blueprint as plain normalized YAML.
+fn compile_yaml(src: &Path, out: Option<&Path>, normalize: bool) -> Result<u8, CliError> {
+    let builtins = BuiltinRegistry::new();
+    let diags = flujo_blueprint::validate_file(src, &load_options(&builtins, false));
+    if diags.iter().any(Diagnostic::is_error) {
+        err!("{}", flujo_blueprint::render_text(&diags));
+        return Ok(EXIT_VALIDATION);
+    }
+    let text =
+        std::fs::read_to_string(src).map_err(|e| CliError::config(format!("cannot read {}: {e}", src.display())))?;
+    let yaml = flujo_blueprint::fix::compile_yaml(&text, src, normalize)
+        .map_err(|e| CliError::config(format!("{}: {e}", src.display())))?;
+    match out {
+        Some(file) => {
+            std::fs::write(file, &yaml)
+                .map_err(|e| CliError::config(format!("cannot write {}: {e}", file.display())))?;
+            errln!("wrote {}", file.display());
+        }
+        None => out!("{yaml}"),
+    }
+    Ok(EXIT_OK)
 }
 
 /// `validate --fix` / `--fix-dry-run`: plans the mechanical fixes, prints them (stderr), and with `--fix`

@@ -140,6 +140,17 @@ pub enum LensCommand {
         #[command(flatten)]
         opts: LensOpts,
     },
+    /// Render a run saved to a file (`flujo run --json > run.json`, or `flujo lens show RUN --json`) as a step
+    /// tree, without a state store (the original's `lens from-file`).
+    FromFile {
+        /// The JSON file.
+        path: std::path::PathBuf,
+        /// Characters of each input and output shown (0: none).
+        #[arg(long = "prompt-preview-len", default_value_t = 200)]
+        preview: usize,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
     /// Delete finished runs (and their journals) older than a duration.
     Prune {
         /// Age of the runs to delete: 30d, 12h, 90m, …
@@ -162,6 +173,7 @@ impl LensCommand {
             | LensCommand::Get { opts, .. }
             | LensCommand::Spans { opts, .. }
             | LensCommand::Stats { opts, .. }
+            | LensCommand::FromFile { opts, .. }
             | LensCommand::Prune { opts, .. } => opts,
             LensCommand::Trace(a) | LensCommand::Replay(a) | LensCommand::Verify(a) => &a.opts,
         }
@@ -227,6 +239,7 @@ async fn dispatch_inner(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> 
             }
             Lens::open(&opts, cfg)?.stats(since_ms, pipeline).await
         }
+        LensCommand::FromFile { path, preview, opts } => from_file(&path, preview, opts.json),
         LensCommand::Prune { older_than, status, opts } => {
             let Some(older_than) = older_than else {
                 return Err(CliError::config("prune needs --older-than DURATION (for example 30d, 12h or 90m)"));
@@ -1356,4 +1369,83 @@ mod tests {
         assert_eq!(parent_path("1/loop:2/0"), Some("1/loop:2"));
         assert_eq!(parent_path("1"), None);
     }
+}
+
+/// `lens from-file`: a saved run (the `--json` object of `flujo run`/`resume`, or of `lens show`) as a summary
+/// and a step tree indented by path depth.
+fn from_file(path: &std::path::Path, preview: usize, json_out: bool) -> Result<u8, CliError> {
+    let raw =
+        std::fs::read_to_string(path).map_err(|e| CliError::config(format!("cannot read {}: {e}", path.display())))?;
+    let v: Value =
+        serde_json::from_str(&raw).map_err(|e| CliError::config(format!("{} is not JSON: {e}", path.display())))?;
+    // `flujo run --json` has `step_history`; `lens show --json` has `steps` (journal records).
+    let steps = v.get("steps").or_else(|| v.get("step_history")).and_then(Value::as_array);
+    let (Some(run_id), Some(steps)) = (v.get("run_id").and_then(Value::as_str), steps) else {
+        return Err(CliError::config(format!(
+            "{} is not a saved run (expected the --json object of `flujo run` or `flujo lens show`: run_id and steps)",
+            path.display()
+        )));
+    };
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+    let mut entries: Vec<(String, String, String, Value, Value)> = Vec::new();
+    for s in steps {
+        let path = s
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| s.get("name").and_then(Value::as_str).unwrap_or("?"));
+        let name = s.get("step").or_else(|| s.get("name")).and_then(Value::as_str).unwrap_or("?");
+        let status =
+            s.get("status").map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned)).unwrap_or_default();
+        entries.push((
+            path.to_owned(),
+            name.to_owned(),
+            status,
+            s.get("input").cloned().unwrap_or(Value::Null),
+            s.get("output").cloned().unwrap_or(Value::Null),
+        ));
+    }
+    // A tree: parents before their children (the journal commits children first), siblings in path order.
+    let key = |p: &str| -> Vec<(u64, String)> {
+        p.split('/').map(|seg| (seg.parse::<u64>().unwrap_or(u64::MAX), seg.to_owned())).collect()
+    };
+    entries.sort_by_cached_key(|e| key(&e.0));
+    let depth = |p: &str| p.split('/').filter(|seg| seg.parse::<u64>().is_ok()).count().saturating_sub(1);
+    if json_out {
+        let items: Vec<Value> = entries
+            .iter()
+            .map(|(p, n, st, i, o)| json!({"path": p, "step": n, "status": st, "depth": depth(p), "input": redact(i), "output": redact(o)}))
+            .collect();
+        print_json(
+            &json!({"run_id": run_id, "pipeline": field("pipeline"), "status": field("status"), "steps": items}),
+        );
+        return Ok(EXIT_OK);
+    }
+    let clip = |v: &Value| -> String {
+        let s = compact(&redact(v));
+        if s.chars().count() > preview {
+            format!("{}…", s.chars().take(preview).collect::<String>())
+        } else {
+            s
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "run {} (pipeline {}): {}", cell(run_id), cell(&field("pipeline")), field("status"));
+    if let Some(e) = v.get("error").filter(|e| !e.is_null()) {
+        let _ = writeln!(out, "error [{}]: {}", text(&e["kind"]), text(&e["message"]));
+    }
+    for (p, n, st, i, o) in &entries {
+        let depth = depth(p);
+        let _ = writeln!(out, "{}- {} [{}] {}", "  ".repeat(depth), cell(n), cell(p), st);
+        if preview > 0 {
+            if !i.is_null() {
+                let _ = writeln!(out, "{}    input:  {}", "  ".repeat(depth), clip(i));
+            }
+            let _ = writeln!(out, "{}    output: {}", "  ".repeat(depth), clip(o));
+        }
+    }
+    if let Some(o) = v.get("output").filter(|o| !o.is_null()) {
+        let _ = writeln!(out, "output: {}", clip(o));
+    }
+    out!("{out}");
+    Ok(EXIT_OK)
 }

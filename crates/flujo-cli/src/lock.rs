@@ -341,8 +341,7 @@ impl Builder<'_> {
     }
 
     fn catalog_file(&mut self, dir: &Path) -> Result<(), CliError> {
-        let path = dir.join(flujo_blueprint::CATALOG_FILE);
-        if path.is_file() {
+        if let Some(path) = flujo_blueprint::catalog_path(dir) {
             self.file(&path, "skills")?;
         }
         Ok(())

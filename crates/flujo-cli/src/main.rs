@@ -237,6 +237,18 @@ pub enum DevCommand {
     },
     /// The version of flujo.
     Version,
+    /// A blueprint as plain, normalized YAML (anchors and merges expanded, comments dropped, the original's
+    /// alternative forms rewritten); it must validate first.
+    CompileYaml {
+        /// The blueprint.
+        src: PathBuf,
+        /// Write here instead of stdout.
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+        /// Keep the original's alternative forms as written.
+        #[arg(long = "no-normalize")]
+        no_normalize: bool,
+    },
     /// The same as `flujo validate`.
     Validate(ValidateArgs),
 }

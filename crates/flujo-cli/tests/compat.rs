@@ -525,3 +525,50 @@ fn validate_fixes_what_is_mechanical() {
     let o = flujo(dir.path(), &["validate", "p.yaml", "--fix"]);
     assert!(stderr(&o).contains("No fixable issues found."), "{}", stderr(&o));
 }
+
+/// `lens from-file` renders a saved run (`run --json`, `lens show --json`) as a step tree without a store;
+/// `dev compile-yaml` prints a blueprint as plain YAML with the original's forms normalized (and the result
+/// validates and runs the same); the skills catalog may be `skills.yml` or `skills.json` as in the original.
+#[test]
+fn saved_runs_compiled_yaml_and_catalog_names() {
+    let blueprint = "version: \"0.1\"\nname: forms\nsteps:\n  - step: first\n    agent: {id: words}\n  - kind: parallel\n    name: p\n    merge_strategy: no_merge\n    reduce: values\n    branches:\n      a:\n        steps:\n          - name: a1\n      b: {name: b1, agent: {id: flujo.builtins.transform, params: {expr: \"previous_step + 1\"}}}\n";
+    let dir = project(&[
+        ("p.yaml", blueprint),
+        ("skills.json", r#"{"words": {"command": ["sh", "-c", "tr -d '\"' | wc -w"]}}"#),
+    ]);
+    let p = dir.path();
+    let o = flujo(p, &["run", "p.yaml", "-i", "one two three", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_out(&o)["output"], json!([3, 4]));
+    std::fs::write(p.join("run.json"), &o.stdout).unwrap();
+    let o = flujo(p, &["lens", "from-file", "run.json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let tree = stdout(&o);
+    assert!(tree.contains("(pipeline forms): completed") && tree.contains("- first [0] completed"), "{tree}");
+    assert!(tree.contains("output: [3,4]"), "{tree}");
+    let o = flujo(p, &["lens", "from-file", "p.yaml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    // compile-yaml: list forms, `name:` for `step:`, and the compiled blueprint runs to the same output.
+    let o = flujo(p, &["dev", "compile-yaml", "p.yaml", "-o", "compiled.yaml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let compiled = std::fs::read_to_string(p.join("compiled.yaml")).unwrap();
+    assert!(compiled.contains("- name: first") && !compiled.contains("step: first"), "{compiled}");
+    assert!(!compiled.contains("steps:\n          - name: a1") && compiled.contains("- name: b1"), "{compiled}");
+    let o = flujo(p, &["run", "compiled.yaml", "-i", "one two three", "--json"]);
+    assert_eq!(json_out(&o)["output"], json!([3, 4]), "{}", stderr(&o));
+    let o = flujo(p, &["dev", "compile-yaml", "p.yaml", "--no-normalize"]);
+    assert!(stdout(&o).contains("step: first"), "{}", stdout(&o));
+    // The lock pins whichever catalog file there is.
+    let o = flujo(p, &["lock", "generate", "-p", "p.yaml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(std::fs::read_to_string(p.join("flujo.lock")).unwrap().contains("\"skills.json\""));
+    // An invalid blueprint is not compiled.
+    std::fs::write(p.join("bad.yaml"), "steps:\n  - {name: a, agnt: x}\n").unwrap();
+    let o = flujo(p, &["dev", "compile-yaml", "bad.yaml"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    // skills.yml is found too.
+    std::fs::rename(p.join("skills.json"), p.join("skills.yml")).unwrap();
+    let o = flujo(p, &["run", "p.yaml", "-i", "a b", "--json"]);
+    assert_eq!(json_out(&o)["output"], json!([2, 3]), "{}", stderr(&o));
+}
