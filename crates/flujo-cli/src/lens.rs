@@ -1309,68 +1309,6 @@ pub async fn status(args: crate::StatusArgs, cfg: &Config) -> Result<u8, CliErro
     Ok(EXIT_OK)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30m"), Some(1_800_000));
-        assert_eq!(parse_duration("2h"), Some(7_200_000));
-        assert_eq!(parse_duration("7d"), Some(604_800_000));
-        assert_eq!(parse_duration("0d"), Some(0));
-        assert_eq!(parse_duration("500ms"), Some(500));
-        for bad in ["", "d", "30", "-1d", "1.5h", "3 fortnights", "99999999999999999999d"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn times_round_trip() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-02-29T12:30:00.25Z"), Some(1_709_209_800_250));
-        assert_eq!(parse_rfc3339("2024-02-29T14:30:00.250+02:00"), Some(1_709_209_800_250));
-        assert_eq!(parse_rfc3339("2024-02-29"), Some(1_709_164_800_000));
-        assert_eq!(format_ts(1_709_209_800_250), "2024-02-29T12:30:00.250Z");
-        assert_eq!(format_ts(-1), "1969-12-31T23:59:59.999Z");
-        assert_eq!(format_ts_short(1_709_209_800_250), "2024-02-29 12:30:00");
-        for bad in ["2023-02-29", "2024-13-01", "2024-01-01T25:00:00Z", "2024-01-01T10:00:00", "yesterday"] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-        for ms in [0, 951_782_400_000, 1_709_209_800_250, 4_102_444_799_999] {
-            assert_eq!(parse_rfc3339(&format_ts(ms)), Some(ms));
-        }
-        assert_eq!(parse_since("2h", 10_000_000).ok(), Some(2_800_000));
-        assert!(parse_since("soon", 0).is_err());
-    }
-
-    #[test]
-    fn uris_and_quoting() {
-        assert_eq!(mask_uri("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(mask_uri("sqlite:///tmp/a@b.db"), "sqlite:///tmp/a@b.db");
-        assert_eq!(sqlite_file("sqlite:////tmp/s.db?durability=strict").as_deref(), Some("/tmp/s.db"));
-        assert_eq!(sqlite_file("sqlite:///.flujo/state.db").as_deref(), Some(".flujo/state.db"));
-        assert_eq!(sqlite_file("sqlite://:memory:"), None);
-        assert_eq!(sqlite_file("memory://"), None);
-        assert_eq!(shell_quote("1/loop:2/0"), "1/loop:2/0");
-        assert_eq!(shell_quote("branch:it's"), r"'branch:it'\''s'");
-    }
-
-    #[test]
-    fn tables_align() {
-        let mut t = Table::new(&["A", "N"], &[1]);
-        t.row(vec!["long".into(), "1".into()]);
-        t.row(vec!["x".into(), "100".into()]);
-        assert_eq!(t.render(), "A       N\nlong    1\nx     100\n");
-    }
-
-    #[test]
-    fn parents_are_the_enclosing_executions() {
-        assert_eq!(parent_path("1/loop:2/0"), Some("1/loop:2"));
-        assert_eq!(parent_path("1"), None);
-    }
-}
-
 /// `lens from-file`: a saved run (the `--json` object of `flujo run`/`resume`, or of `lens show`) as a summary
 /// and a step tree indented by path depth.
 fn from_file(path: &std::path::Path, preview: usize, json_out: bool) -> Result<u8, CliError> {
@@ -1448,4 +1386,66 @@ fn from_file(path: &std::path::Path, preview: usize, json_out: bool) -> Result<u
     }
     out!("{out}");
     Ok(EXIT_OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30m"), Some(1_800_000));
+        assert_eq!(parse_duration("2h"), Some(7_200_000));
+        assert_eq!(parse_duration("7d"), Some(604_800_000));
+        assert_eq!(parse_duration("0d"), Some(0));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        for bad in ["", "d", "30", "-1d", "1.5h", "3 fortnights", "99999999999999999999d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2024-02-29T12:30:00.25Z"), Some(1_709_209_800_250));
+        assert_eq!(parse_rfc3339("2024-02-29T14:30:00.250+02:00"), Some(1_709_209_800_250));
+        assert_eq!(parse_rfc3339("2024-02-29"), Some(1_709_164_800_000));
+        assert_eq!(format_ts(1_709_209_800_250), "2024-02-29T12:30:00.250Z");
+        assert_eq!(format_ts(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_ts_short(1_709_209_800_250), "2024-02-29 12:30:00");
+        for bad in ["2023-02-29", "2024-13-01", "2024-01-01T25:00:00Z", "2024-01-01T10:00:00", "yesterday"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        for ms in [0, 951_782_400_000, 1_709_209_800_250, 4_102_444_799_999] {
+            assert_eq!(parse_rfc3339(&format_ts(ms)), Some(ms));
+        }
+        assert_eq!(parse_since("2h", 10_000_000).ok(), Some(2_800_000));
+        assert!(parse_since("soon", 0).is_err());
+    }
+
+    #[test]
+    fn uris_and_quoting() {
+        assert_eq!(mask_uri("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(mask_uri("sqlite:///tmp/a@b.db"), "sqlite:///tmp/a@b.db");
+        assert_eq!(sqlite_file("sqlite:////tmp/s.db?durability=strict").as_deref(), Some("/tmp/s.db"));
+        assert_eq!(sqlite_file("sqlite:///.flujo/state.db").as_deref(), Some(".flujo/state.db"));
+        assert_eq!(sqlite_file("sqlite://:memory:"), None);
+        assert_eq!(sqlite_file("memory://"), None);
+        assert_eq!(shell_quote("1/loop:2/0"), "1/loop:2/0");
+        assert_eq!(shell_quote("branch:it's"), r"'branch:it'\''s'");
+    }
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new(&["A", "N"], &[1]);
+        t.row(vec!["long".into(), "1".into()]);
+        t.row(vec!["x".into(), "100".into()]);
+        assert_eq!(t.render(), "A       N\nlong    1\nx     100\n");
+    }
+
+    #[test]
+    fn parents_are_the_enclosing_executions() {
+        assert_eq!(parent_path("1/loop:2/0"), Some("1/loop:2"));
+        assert_eq!(parent_path("1"), None);
+    }
 }
