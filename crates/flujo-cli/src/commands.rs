@@ -100,6 +100,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
+        Command::Dev(DevCommand::HealthCheck(args)) => crate::health::health_check(args, &config).await,
         Command::Dev(DevCommand::CompileYaml { src, out, no_normalize }) => {
             compile_yaml(&src, out.as_deref(), !no_normalize)
         }

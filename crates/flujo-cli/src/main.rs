@@ -9,6 +9,7 @@ mod out;
 mod commands;
 mod config;
 mod create;
+mod health;
 mod lens;
 mod lock;
 mod scaffold;
@@ -237,6 +238,9 @@ pub enum DevCommand {
     },
     /// The version of flujo.
     Version,
+    /// Where recent runs struggle: failures, retries, repaired structured outputs and cut-off answers by step
+    /// and by model, from the journal.
+    HealthCheck(health::HealthArgs),
     /// A blueprint as plain, normalized YAML (anchors and merges expanded, comments dropped, the original's
     /// alternative forms rewritten); it must validate first.
     CompileYaml {
@@ -344,6 +348,7 @@ impl Cli {
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),
             Command::Create(a) => a.json,
+            Command::Dev(DevCommand::HealthCheck(a)) => a.export == Some(health::Export::Json) && a.output.is_none(),
             Command::Init { .. } | Command::Dev(_) | Command::Lock(_) => false,
         }
     }

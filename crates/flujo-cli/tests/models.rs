@@ -411,3 +411,48 @@ steps:
     assert_eq!(fan["output"].as_object().unwrap().len(), 3, "{v}");
     assert_eq!(v["output"], fan["output"]);
 }
+
+/// `dev health-check` reads the journal of recent runs: a structured answer that needed a repair request, a
+/// failed model step, per step and per model, as tables, JSON and CSV.
+#[test]
+fn health_check_finds_repairs_and_failures() {
+    let env = setup("");
+    let structured = "version: \"0.1\"\nname: facts\nagents:\n  extractor:\n    model: \"openai:gpt-test\"\n    system_prompt: \"Extract.\"\n    output_schema: {type: object, properties: {n: {type: integer}}, required: [n]}\n    max_retries: 2\nsteps:\n  - name: extract\n    uses: agents.extractor\n    config: {max_retries: 0}\n";
+    std::fs::write(env.dir.path().join("facts.yaml"), structured).unwrap();
+    let toml =
+        std::fs::read_to_string(env.dir.path().join("flujo.toml")).unwrap().replace("memory://", "sqlite:///state.db");
+    std::fs::write(env.dir.path().join("flujo.toml"), toml).unwrap();
+    env.fake.push_reply(ScriptedReply::Text("no JSON here".into()));
+    env.fake.push_reply(ScriptedReply::Json(serde_json::json!({"n": 3})));
+    let o = flujo(env.dir.path(), &["run", "facts.yaml", "-i", "x", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    env.fake.push_reply(ScriptedReply::Status { code: 400, retry_after: None });
+    let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = flujo(env.dir.path(), &["dev", "health-check", "--export", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = json_of(&o);
+    assert_eq!(v["runs"], 2);
+    assert_eq!(v["total"]["repaired_outputs"], 1, "{v}");
+    assert_eq!(v["total"]["failed"], 1, "{v}");
+    let steps = v["steps"].as_array().unwrap();
+    let extract = steps.iter().find(|s| s["step"] == "facts / extract").unwrap();
+    assert_eq!(extract["repaired_outputs"], 1);
+    let draft = steps.iter().find(|s| s["step"] == "writer_pipeline / draft").unwrap();
+    assert_eq!(draft["failed"], 1);
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1);
+    assert_eq!(models[0]["model"], "openai:gpt-test");
+    assert_eq!(models[0]["executions"], 2);
+    // Filters and the other outputs.
+    let o = flujo(env.dir.path(), &["dev", "health-check", "--export", "json", "--pipeline", "facts"]);
+    assert_eq!(json_of(&o)["total"]["failed"], 0);
+    let o = flujo(env.dir.path(), &["dev", "health-check"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("1 structured output(s) repaired") && text.contains("facts / extract"), "{text}");
+    let o = flujo(env.dir.path(), &["dev", "health-check", "--export", "csv", "--output", "health"]);
+    assert_eq!(o.status.code(), Some(0));
+    let csv = std::fs::read_to_string(env.dir.path().join("health_steps.csv")).unwrap();
+    assert!(csv.starts_with("step,runs,executions,failed") && csv.contains("facts / extract"), "{csv}");
+    assert!(env.dir.path().join("health_models.csv").is_file());
+}

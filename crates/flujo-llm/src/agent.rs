@@ -519,7 +519,14 @@ impl Skill for LlmAgent {
             context_ops: Vec::new(),
             tokens: answer.usage,
             cost_usd: answer.cost_usd,
-            metadata: answer_metadata(answer.finish_reason, answer.warnings),
+            metadata: {
+                let mut m = answer_metadata(answer.finish_reason, answer.warnings);
+                // More than one request: the structured output was repaired (`dev health-check` counts them).
+                if answer.calls > 1 {
+                    m.insert("model_requests".into(), answer.calls.into());
+                }
+                m
+            },
         })
     }
 
