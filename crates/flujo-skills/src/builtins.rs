@@ -116,6 +116,24 @@ const DEFS: &[Def] = &[
         keys: &["op"],
         build: build_aggregate,
     },
+    Def {
+        name: "welcome_agent",
+        description: "Returns a welcome message for `name` (default Developer); the original's `flujo init` pipeline uses it.",
+        keys: &["name"],
+        build: build_welcome,
+    },
+    Def {
+        name: "check_user_confirmation",
+        description: "Returns \"approved\" when the input text is affirmative (y, yes, ok, empty), else \"denied\".",
+        keys: &[],
+        build: build_confirmation,
+    },
+    Def {
+        name: "to_csv",
+        description: "Returns the input rows (a list of objects, or one object) as CSV text; `headers` fixes the columns (default: every key, sorted).",
+        keys: &["headers"],
+        build: build_to_csv,
+    },
 ];
 
 /// The full ids of all built-in skills.
@@ -730,3 +748,127 @@ impl Skill for Aggregate {
 
 #[cfg(test)]
 mod tests;
+
+// -----------------------------------------------------------------------------------------------
+// welcome_agent / check_user_confirmation / to_csv (the original's built-ins of the same names)
+
+struct Welcome {
+    info: SkillInfo,
+    name: String,
+}
+
+fn build_welcome(p: &Params<'_>) -> Result<Arc<dyn Skill>, ResolveError> {
+    let name = match p.get("name") {
+        None | Some(Value::Null) => "Developer".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(p.bad(format!("`name` must be a string, got {}", type_name(other)))),
+    };
+    Ok(Arc::new(Welcome { info: p.info(), name }))
+}
+
+#[async_trait]
+impl Skill for Welcome {
+    async fn call(&self, _call: SkillCall) -> Result<SkillOutput, SkillError> {
+        Ok(SkillOutput::value(Value::String(format!(
+            "Welcome, {}!\n\nF L U J O\n\nYou have successfully run your first pipeline!\n\nThis is a simple workflow \
+             defined in `pipeline.yaml`.\nYou can edit it or create a new one from scratch by running:\n\n  flujo create \
+             --goal \"Your new workflow goal\"\n\nHappy building!\n",
+            self.name
+        ))))
+    }
+    fn info(&self) -> SkillInfo {
+        self.info.clone()
+    }
+}
+
+struct Confirmation {
+    info: SkillInfo,
+}
+
+fn build_confirmation(p: &Params<'_>) -> Result<Arc<dyn Skill>, ResolveError> {
+    Ok(Arc::new(Confirmation { info: p.info() }))
+}
+
+#[async_trait]
+impl Skill for Confirmation {
+    async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
+        let text = match &call.input {
+            Value::String(s) => s.trim().to_ascii_lowercase(),
+            Value::Bool(true) => "yes".to_owned(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let yes = matches!(text.as_str(), "" | "y" | "yes" | "ok" | "true" | "approve" | "approved");
+        Ok(SkillOutput::value(Value::String(if yes { "approved" } else { "denied" }.to_owned())))
+    }
+    fn info(&self) -> SkillInfo {
+        self.info.clone()
+    }
+}
+
+struct ToCsv {
+    info: SkillInfo,
+    headers: Option<Vec<String>>,
+}
+
+fn build_to_csv(p: &Params<'_>) -> Result<Arc<dyn Skill>, ResolveError> {
+    let headers = match p.get("headers") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .map(|h| h.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| p.bad("`headers` must be a list of strings"))?,
+        ),
+        Some(other) => return Err(p.bad(format!("`headers` must be a list of strings, got {}", type_name(other)))),
+    };
+    Ok(Arc::new(ToCsv { info: p.info(), headers }))
+}
+
+fn csv_cell(v: Option<&Value>) -> String {
+    let text = match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+#[async_trait]
+impl Skill for ToCsv {
+    async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
+        let wrap = |v: &Value| match v {
+            Value::Object(m) => m.clone(),
+            other => Map::from_iter([("value".to_owned(), other.clone())]),
+        };
+        let rows: Vec<Map<String, Value>> = match &call.input {
+            Value::Array(items) => items.iter().map(wrap).collect(),
+            other => vec![wrap(other)],
+        };
+        let cols: Vec<String> = match &self.headers {
+            Some(h) => h.clone(),
+            None => {
+                let keys: std::collections::BTreeSet<&String> = rows.iter().flat_map(|r| r.keys()).collect();
+                keys.into_iter().cloned().collect()
+            }
+        };
+        let mut out = String::new();
+        if !cols.is_empty() {
+            out.push_str(&cols.iter().map(|c| csv_cell(Some(&Value::String(c.clone())))).collect::<Vec<_>>().join(","));
+            out.push_str("\r\n");
+            for r in &rows {
+                out.push_str(&cols.iter().map(|c| csv_cell(r.get(c))).collect::<Vec<_>>().join(","));
+                out.push_str("\r\n");
+            }
+        }
+        Ok(SkillOutput::value(Value::String(out)))
+    }
+    fn info(&self) -> SkillInfo {
+        self.info.clone()
+    }
+}

@@ -67,7 +67,7 @@ fn all_builtins_resolve_by_full_and_short_id() {
         _ => Value::Null,
     };
     let ids = builtin_ids();
-    assert_eq!(ids.len(), 12);
+    assert_eq!(ids.len(), 15);
     for full in ids {
         let short = full.strip_prefix("flujo.builtins.").unwrap();
         let skill = registry.resolve(&full, &params(short)).unwrap();
@@ -336,4 +336,29 @@ async fn arithmetic_errors_fail_the_transform() {
             err.message
         );
     }
+}
+
+#[tokio::test]
+async fn the_originals_welcome_confirmation_and_csv() {
+    let text = out("welcome_agent", json!({"name": "Ana"}), Value::Null).await;
+    assert!(text.as_str().unwrap().starts_with("Welcome, Ana!\n"));
+    assert!(out("welcome_agent", Value::Null, json!("ignored"))
+        .await
+        .as_str()
+        .unwrap()
+        .starts_with("Welcome, Developer!"));
+    assert!(bad_params("welcome_agent", json!({"name": 3})).contains("`name` must be a string"));
+    for (answer, want) in
+        [("Y", "approved"), ("", "approved"), ("yes ", "approved"), ("no", "denied"), ("later", "denied")]
+    {
+        assert_eq!(out("check_user_confirmation", Value::Null, json!(answer)).await, json!(want), "{answer}");
+    }
+    let rows = json!([{"b": "x,y", "a": 1}, {"a": 2, "c": "say \"hi\""}, 7]);
+    assert_eq!(
+        out("to_csv", Value::Null, rows.clone()).await,
+        json!("a,b,c,value\r\n1,\"x,y\",,\r\n2,,\"say \"\"hi\"\"\",\r\n,,,7\r\n")
+    );
+    assert_eq!(out("to_csv", json!({"headers": ["a"]}), rows).await, json!("a\r\n1\r\n2\r\n\r\n"));
+    assert_eq!(out("to_csv", Value::Null, json!([])).await, json!(""));
+    assert!(bad_params("to_csv", json!({"headers": "a"})).contains("`headers` must be a list of strings"));
 }
