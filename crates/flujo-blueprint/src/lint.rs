@@ -396,13 +396,11 @@ fn step_templates(s: &RawStep) -> Vec<String> {
     }
     let expr = |e: &str| format!("{{{{ {e} }}}}");
     // A skill's params: `expr` (transform) is an expression, other strings may be templates.
-    if let RawKind::Step { agent: Some(RawAgent::Skill { params, .. }) } = &s.kind {
-        if let Value::Object(m) = params {
-            for (k, v) in m {
-                let mut strings = Vec::new();
-                strings_of(v, &mut strings);
-                out.extend(strings.into_iter().map(|t| if k == "expr" { expr(t) } else { t.to_owned() }));
-            }
+    if let RawKind::Step { agent: Some(RawAgent::Skill { params: Value::Object(m), .. }) } = &s.kind {
+        for (k, v) in m {
+            let mut strings = Vec::new();
+            strings_of(v, &mut strings);
+            out.extend(strings.into_iter().map(|t| if k == "expr" { expr(t) } else { t.to_owned() }));
         }
     }
     match &s.kind {
