@@ -489,6 +489,9 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     };
     let loaded = load(&path, false)?;
     let name = loaded.pipeline.name.clone();
+    if let Some(wanted) = args.pipeline_name.as_deref().filter(|w| *w != name) {
+        errln!("note: --pipeline-name {wanted} is ignored: {} holds one pipeline, `{name}`", path.display());
+    }
     let on_err = |e: CliError| e.with_run(None, Some(&name));
     let reg = registry_for(Some(&loaded), None).map_err(on_err)?;
     let origin = flujo_blueprint::origin::origin_of(&loaded, &path);

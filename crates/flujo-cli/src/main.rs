@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// Print only the run id, status, output and totals.
     #[arg(long)]
     pub summary: bool,
+    /// The original's `-p/--pipeline-name` (which pipeline variable of a Python file to run). A blueprint holds
+    /// one pipeline: accepted, and a name other than the blueprint's is noted and ignored.
+    #[arg(short = 'p', long = "pipeline-name", value_name = "NAME")]
+    pub pipeline_name: Option<String>,
     /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
     #[arg(long = "allow-imports-outside")]
     pub allow_imports_outside: bool,

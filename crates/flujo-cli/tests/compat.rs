@@ -308,6 +308,13 @@ fn run_takes_the_originals_options() {
     assert_eq!(out(&o), "b/cd", "{}", stderr(&o));
     let o = flujo(dir.path(), &["run", "-i", "c", "-f", "ctx.json", "--json"]);
     assert_eq!(out(&o), "c/json", "{}", stderr(&o));
+    // -p/--pipeline-name names a Python file's pipeline variable: accepted, noted when it is not the blueprint's.
+    let o = flujo(dir.path(), &["run", "-i", "c", "-p", "p", "--json"]);
+    assert_eq!(out(&o), "c/-", "{}", stderr(&o));
+    assert!(!stderr(&o).contains("--pipeline-name"), "{}", stderr(&o));
+    let o = flujo(dir.path(), &["run", "-i", "c", "--pipeline-name", "pipeline", "--json"]);
+    assert_eq!(out(&o), "c/-", "{}", stderr(&o));
+    assert!(stderr(&o).contains("--pipeline-name pipeline is ignored"), "{}", stderr(&o));
     let o = flujo(dir.path(), &["run", "-i", "c", "--context-file", "ctx.yaml", "--json"]);
     assert_eq!(out(&o), "c/yaml", "{}", stderr(&o));
     let o = flujo(dir.path(), &["run", "-i", "c", "-f", "list.yaml", "--json"]);
