@@ -126,19 +126,6 @@ pub struct RunArgs {
     /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
     #[arg(long = "allow-imports-outside")]
     pub allow_imports_outside: bool,
-    /// Apply the mechanical fixes (misspelt keys and filters, `previous_step.output`, the original's mapping
-    /// forms) to the file, keeping a `.bak` copy, then validate again.
-    #[arg(long)]
-    pub fix: bool,
-    /// Show the fixes as a diff without writing anything.
-    #[arg(long = "fix-dry-run")]
-    pub fix_dry_run: bool,
-    /// Only the fixers of these rule ids (comma-separated, globs allowed: `V-T*,FORM-*`).
-    #[arg(long = "fix-rules", value_name = "RULES")]
-    pub fix_rules: Option<String>,
-    /// Accepted for the original's scripts: `--fix` never asks.
-    #[arg(long, short = 'y')]
-    pub yes: bool,
 }
 
 #[derive(Args, Debug)]
