@@ -315,6 +315,9 @@ fn run_takes_the_originals_options() {
     let o = flujo(dir.path(), &["run", "-i", "c", "--pipeline-name", "pipeline", "--json"]);
     assert_eq!(out(&o), "c/-", "{}", stderr(&o));
     assert!(stderr(&o).contains("--pipeline-name pipeline is ignored"), "{}", stderr(&o));
+    // validate's --fix is not a run option.
+    let o = flujo(dir.path(), &["run", "-i", "c", "--fix"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
     let o = flujo(dir.path(), &["run", "-i", "c", "--context-file", "ctx.yaml", "--json"]);
     assert_eq!(out(&o), "c/yaml", "{}", stderr(&o));
     let o = flujo(dir.path(), &["run", "-i", "c", "-f", "list.yaml", "--json"]);
