@@ -150,7 +150,7 @@ pub(crate) const PYTHON_REPLACEMENT: &str = "declare a `command` skill in skills
      `skills: {my.skill: {command: [\"python3\", \"my_skill.py\"]}}`, and use `agent: {id: my.skill}`";
 
 /// The default `max_loops` of a loop that does not set it (Flujo's historical default).
-const DEFAULT_MAX_LOOPS: u32 = 5;
+use flujo_core::DEFAULT_MAX_LOOPS;
 
 /// The fields of one YAML mapping, with "was it read?" marks for the unknown-field check.
 pub(crate) struct Fields<'n> {

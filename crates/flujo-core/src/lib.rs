@@ -12,6 +12,7 @@
 //! assert_eq!(p.steps[0].kind.name(), "step");
 //! ```
 
+pub mod build;
 pub mod context;
 pub mod error;
 pub mod ids;
@@ -26,6 +27,10 @@ pub mod step;
 pub mod store;
 pub mod suggest;
 
+pub use build::{
+    AgenticLoopBuilder, CacheBuilder, ConditionalBuilder, LoopBuilder, MapBuilder, ParallelBuilder, RouterBuilder,
+    StateMachineBuilder, TreeSearchBuilder, DEFAULT_MAX_LOOPS,
+};
 pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};
 pub use ids::{check_run_id, shorten_for_display, MAX_RUN_ID_CHARS};

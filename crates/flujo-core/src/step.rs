@@ -259,7 +259,7 @@ fn one() -> usize {
     1
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConditionalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub condition_expression: Option<String>,
@@ -305,7 +305,7 @@ pub enum ReduceMode {
     CodeConsensus,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ParallelSpec {
     pub branches: Vec<Branch>,
     #[serde(default)]
@@ -333,7 +333,7 @@ pub struct RouterSpec {
     pub reduce: Option<ReduceMode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HitlSpec {
     /// Template shown to the human.
     #[serde(default)]
