@@ -85,8 +85,6 @@ pub enum FlujoError {
     PipelineMismatch { run_id: String, stored: String, given: String },
     #[error("resume needs a state store; this runner has none")]
     NoStore,
-    #[error("run_blocking was called from inside an async runtime; use the async API (`run(..).await`) there")]
-    BlockingInsideRuntime,
     #[error("runtime error: {0}")]
     Runtime(String),
     /// A run id chosen by the caller is unusable (empty, too long, control characters; see [`crate::ids`]).
@@ -110,7 +108,6 @@ impl FlujoError {
             FlujoError::InvalidResumeInput { .. } => "invalid_resume_input",
             FlujoError::PipelineMismatch { .. } => "pipeline_mismatch",
             FlujoError::NoStore => "no_store",
-            FlujoError::BlockingInsideRuntime => "blocking_inside_runtime",
             FlujoError::Runtime(_) => "runtime_error",
             FlujoError::InvalidRunId { .. } => "invalid_run_id",
             FlujoError::ContextValidation(_) => "context_validation",

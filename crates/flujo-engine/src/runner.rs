@@ -490,7 +490,33 @@ impl Flujo {
             }
         }
         match run.status {
-            RunStatus::Completed => return self.stored_result(&run).await,
+            RunStatus::Completed => {
+                // Continuing a completed run, or answering again with the answer it was given (a retried
+                // resume), returns its result; another answer is refused: nothing can take it any more.
+                if let Some(answer) = &req.answer {
+                    let journal = store.load_journal(run_id).await?;
+                    let answered: Vec<&flujo_core::JournalRecord> = journal
+                        .iter()
+                        .filter(|r| r.kind == "hitl" && req.pause_id.as_ref().is_none_or(|p| &r.path == p))
+                        .collect();
+                    if !answered.iter().any(|r| *r.output == *answer) {
+                        let given = answered
+                            .iter()
+                            .map(|r| format!("{} was answered {}", r.path, r.output))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        return Err(FlujoError::NotResumable {
+                            run_id: run_id.to_owned(),
+                            reason: if given.is_empty() {
+                                "it is already complete; there is no pause to answer".to_owned()
+                            } else {
+                                format!("it is already complete ({given}); a different answer cannot be taken")
+                            },
+                        });
+                    }
+                }
+                return self.stored_result(&run).await;
+            }
             RunStatus::Cancelled => {
                 return Err(FlujoError::NotResumable { run_id: run_id.to_owned(), reason: "it was cancelled".into() })
             }
@@ -843,50 +869,73 @@ impl Flujo {
     }
 }
 
-/// Blocking API for scripts. Owns a runtime; refuses (with an error, not a panic) to be used from inside an
-/// async runtime.
+/// Blocking API for scripts and synchronous code. It owns a runtime on a thread of its own, so it works from
+/// any thread — a plain one, `main`, or a `spawn_blocking` closure — and dropping it never panics, not even
+/// inside async code. Calling it from an async task blocks that task's thread until the run returns: use the
+/// async API (`run(..).await`) there.
 pub struct BlockingFlujo {
     flujo: Flujo,
-    rt: tokio::runtime::Runtime,
+    jobs: std::sync::mpsc::Sender<BlockingJob>,
 }
 
+type BlockingJob = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
 impl BlockingFlujo {
+    /// A blocking facade over `flujo`: starts its runtime thread.
     pub fn new(flujo: Flujo) -> Result<Self, FlujoError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(FlujoError::BlockingInsideRuntime);
-        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| FlujoError::Runtime(format!("cannot start a runtime: {e}")))?;
-        Ok(BlockingFlujo { flujo, rt })
+        let (jobs, rx) = std::sync::mpsc::channel::<BlockingJob>();
+        std::thread::Builder::new()
+            .name("flujo-blocking".into())
+            .spawn(move || {
+                // Ends when the facade (the sender) is dropped; the runtime is dropped here, off any async thread.
+                while let Ok(job) = rx.recv() {
+                    job(&rt);
+                }
+            })
+            .map_err(|e| FlujoError::Runtime(format!("cannot start the blocking runtime's thread: {e}")))?;
+        Ok(BlockingFlujo { flujo, jobs })
     }
 
-    fn guard(&self) -> Result<(), FlujoError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(FlujoError::BlockingInsideRuntime);
-        }
-        Ok(())
+    /// Runs `make(flujo)` to completion on the facade's runtime and waits for it on this thread.
+    fn call<F, Fut>(&self, make: F) -> Result<RunResult, FlujoError>
+    where
+        F: FnOnce(Flujo) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<RunResult, FlujoError>>,
+    {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let flujo = self.flujo.clone();
+        let job: BlockingJob = Box::new(move |rt| {
+            let _ = reply.send(rt.block_on(make(flujo)));
+        });
+        let stopped = || FlujoError::Runtime("the blocking runtime stopped (a panic inside the run?)".into());
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
     }
 
+    /// [`Flujo::run`], blocking.
     pub fn run(&self, input: Value) -> Result<RunResult, FlujoError> {
-        self.guard()?;
-        self.rt.block_on(self.flujo.run(input))
+        self.call(move |f| async move { f.run(input).await })
     }
 
+    /// [`Flujo::run_with`], blocking.
     pub fn run_with(&self, opts: RunOptions) -> Result<RunResult, FlujoError> {
-        self.guard()?;
-        self.rt.block_on(self.flujo.run_with(opts))
+        self.call(move |f| async move { f.run_with(opts).await })
     }
 
+    /// [`Flujo::resume`], blocking.
     pub fn resume(&self, run_id: &str, answer: Value) -> Result<RunResult, FlujoError> {
-        self.guard()?;
-        self.rt.block_on(self.flujo.resume(run_id, answer))
+        let run_id = run_id.to_owned();
+        self.call(move |f| async move { f.resume(&run_id, answer).await })
     }
 
+    /// [`Flujo::resume_with`], blocking.
     pub fn resume_with(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, FlujoError> {
-        self.guard()?;
-        self.rt.block_on(self.flujo.resume_with(run_id, req))
+        let run_id = run_id.to_owned();
+        self.call(move |f| async move { f.resume_with(&run_id, req).await })
     }
 }
 

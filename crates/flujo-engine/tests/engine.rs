@@ -642,10 +642,47 @@ async fn no_store_runs_but_cannot_resume() {
     assert_eq!(f.resume(&r.run_id, json!(1)).await.unwrap_err(), FlujoError::NoStore);
 }
 
+/// The blocking facade owns a runtime on its own thread: it runs inside `spawn_blocking` (where blocking is
+/// allowed), even from an async task (blocking that task's thread), and dropping it in async code does not
+/// panic (a runtime dropped there would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_facade_runs_from_spawn_blocking_and_drops_anywhere() {
+    let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "previous_step + 1")])).build().unwrap();
+    let g = f.clone();
+    let (out, facade) = tokio::task::spawn_blocking(move || {
+        let b = g.blocking().unwrap();
+        (b.run(json!(1)).unwrap().output, b)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, Some(json!(2)));
+    assert_eq!(facade.run(json!(5)).unwrap().output, Some(json!(6)));
+    drop(facade);
+    assert_eq!(f.run_blocking(json!(10)).unwrap().output, Some(json!(11)));
+}
+
 #[tokio::test]
-async fn blocking_facade_refuses_inside_a_runtime() {
-    let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "1")])).build().unwrap();
-    assert_eq!(f.run_blocking(json!(0)).unwrap_err(), FlujoError::BlockingInsideRuntime);
+async fn a_completed_run_takes_its_own_answer_again_but_no_other() {
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(Pipeline::new("p", vec![hitl("h", None), tf("t", "previous_step ~ '!'")]))
+        .store(store.clone())
+        .build()
+        .unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    let done = f.resume(&r.run_id, json!("yes")).await.unwrap();
+    assert_eq!(done.output, Some(json!("yes!")));
+    // The same answer again (a retried resume) and a plain continue return the result.
+    assert_eq!(f.resume(&r.run_id, json!("yes")).await.unwrap().output, Some(json!("yes!")));
+    assert_eq!(f.resume_with(&r.run_id, ResumeRequest::default()).await.unwrap().output, Some(json!("yes!")));
+    // Another answer is refused, naming what the pause was answered.
+    let err = f.resume(&r.run_id, json!("no")).await.unwrap_err();
+    let FlujoError::NotResumable { reason, .. } = &err else { panic!("{err}") };
+    assert!(reason.contains("already complete") && reason.contains("\"yes\""), "{reason}");
+    // A run without pauses has nothing to answer.
+    let plain = Flujo::builder(Pipeline::new("q", vec![tf("t", "1")])).store(store.clone()).build().unwrap();
+    let r = plain.run(json!(null)).await.unwrap();
+    let err = plain.resume(&r.run_id, json!("x")).await.unwrap_err();
+    assert!(err.to_string().contains("no pause to answer"), "{err}");
 }
 
 #[test]
