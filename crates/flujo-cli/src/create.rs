@@ -76,7 +76,7 @@ pub struct CreateArgs {
 
 /// Registers [`CHECK_SKILL`] with `reg`.
 pub fn register_check(reg: &mut flujo_skills::BuiltinRegistry) {
-    reg.register_fn(CHECK_SKILL, false, |call: SkillCall| async move {
+    reg.register_fn(CHECK_SKILL, flujo_skills::SideEffects::No, |call: SkillCall| async move {
         let settings = call.context.field("architect").map(|v| (**v).clone()).unwrap_or(Value::Null);
         let input = call.input.clone();
         tokio::task::spawn_blocking(move || check_draft(&input, &settings))

@@ -31,4 +31,4 @@ pub use builtins::{builtin_catalog, builtin_ids, BUILTIN_PREFIX};
 pub use command::{CommandSkill, CommandSpec};
 pub use counting::{CallCounter, CountingSkill};
 pub use flujo_core::SkillRegistry;
-pub use registry::{BoxFuture, BuiltinRegistry, SkillFactory};
+pub use registry::{BoxFuture, BuiltinRegistry, SideEffects, SkillFactory, Skills};

@@ -21,7 +21,7 @@ use crate::builtins::{register_builtins, BUILTIN_PREFIX};
 /// be reported here as [`ResolveError::BadParams`].
 pub type SkillFactory = Arc<dyn Fn(&Value) -> Result<Arc<dyn Skill>, ResolveError> + Send + Sync>;
 
-/// A boxed, sendable future (the return type accepted by [`BuiltinRegistry::register_fn`] closures, among
+/// A boxed, sendable future (the return type accepted by [`Skills::register_fn`] closures, among
 /// others).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -31,27 +31,54 @@ struct Entry {
     factory: SkillFactory,
 }
 
-/// A [`SkillRegistry`] holding the Flujo built-ins plus any user-registered skills.
+/// The skills a runner can call: the Flujo built-ins plus the ones you register (closures with
+/// [`register_fn`](Skills::register_fn), or factories with [`register`](Skills::register)). It is the
+/// [`SkillRegistry`] handed to the runner's builder (`.skills(Arc::new(skills))`).
 #[derive(Clone)]
-pub struct BuiltinRegistry {
+pub struct Skills {
     entries: HashMap<String, Entry>,
 }
 
-impl fmt::Debug for BuiltinRegistry {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<&str> = self.entries.keys().map(String::as_str).collect();
-        ids.sort_unstable();
-        f.debug_struct("BuiltinRegistry").field("ids", &ids).finish()
+/// The former name of [`Skills`], kept so existing code compiles.
+pub type BuiltinRegistry = Skills;
+
+/// Whether a skill changes something outside the run (sends a message, writes a file, charges a card):
+/// such skills get an idempotency key and are never retried blindly, and `flujo create` asks before using
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SideEffects {
+    /// It only computes its output.
+    #[default]
+    No,
+    /// It changes something outside the run.
+    Yes,
+}
+
+impl From<bool> for SideEffects {
+    fn from(has: bool) -> Self {
+        if has {
+            SideEffects::Yes
+        } else {
+            SideEffects::No
+        }
     }
 }
 
-impl Default for BuiltinRegistry {
+impl fmt::Debug for Skills {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        f.debug_struct("Skills").field("ids", &ids).finish()
+    }
+}
+
+impl Default for Skills {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl BuiltinRegistry {
+impl Skills {
     /// A registry with every `flujo.builtins.*` skill registered.
     pub fn new() -> Self {
         let mut registry = Self::empty();
@@ -61,7 +88,7 @@ impl BuiltinRegistry {
 
     /// A registry with no skills at all.
     pub fn empty() -> Self {
-        BuiltinRegistry { entries: HashMap::new() }
+        Skills { entries: HashMap::new() }
     }
 
     /// Registers (or replaces) skill `id`. `info.id` is set to `id`. The factory receives the step's params
@@ -78,14 +105,14 @@ impl BuiltinRegistry {
     ///
     /// ```
     /// use flujo_core::{SkillOutput, SkillRegistry};
-    /// use flujo_skills::BuiltinRegistry;
+    /// use flujo_skills::{SideEffects, Skills};
     /// use serde_json::json;
     ///
-    /// let mut registry = BuiltinRegistry::new();
-    /// registry.register_fn("acme.echo", false, |call| async move { Ok(SkillOutput::value(call.input)) });
-    /// assert!(registry.resolve("acme.echo", &json!(null)).is_ok());
+    /// let mut skills = Skills::new();
+    /// skills.register_fn("acme.echo", SideEffects::No, |call| async move { Ok(SkillOutput::value(call.input)) });
+    /// assert!(skills.resolve("acme.echo", &json!(null)).is_ok());
     /// ```
-    pub fn register_fn<F, Fut>(&mut self, id: impl Into<String>, side_effects: bool, f: F) -> &mut Self
+    pub fn register_fn<F, Fut>(&mut self, id: impl Into<String>, side_effects: impl Into<SideEffects>, f: F) -> &mut Self
     where
         F: Fn(SkillCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<SkillOutput, SkillError>> + Send + 'static,
@@ -94,7 +121,7 @@ impl BuiltinRegistry {
         let info = SkillInfo {
             id: id.clone(),
             description: format!("user skill '{id}'"),
-            side_effects,
+            side_effects: side_effects.into() == SideEffects::Yes,
             ..SkillInfo::default()
         };
         let skill: Arc<dyn Skill> = Arc::new(FnSkill { info: info.clone(), f });

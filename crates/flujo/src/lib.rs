@@ -58,8 +58,8 @@
 //! ## Skills
 //!
 //! Built-in skills are under `flujo.builtins.*` (`transform`, `render_template`, `context_set`, …). Register
-//! your own on a [`BuiltinRegistry`](prelude::BuiltinRegistry) (closures with `register_fn`, or types that
-//! implement [`Skill`](prelude::Skill)) and give it to the builder with `.skills(…)`.
+//! your own on [`Skills`](prelude::Skills) (closures with `register_fn(id, SideEffects::No, f)`, or types
+//! that implement [`Skill`](prelude::Skill)) and give them to the builder with `.skills(Arc::new(skills))`.
 //!
 //! ## Features
 //!
@@ -100,7 +100,7 @@ pub mod prelude {
         BlockingFlujo, ExecutionFrame, Flujo, FlujoRuntimeBuilder, PolicyOutcome, ResumeRequest, RunOptions,
         StepPolicy, TaskClient,
     };
-    pub use flujo_skills::BuiltinRegistry;
+    pub use flujo_skills::{BuiltinRegistry, SideEffects, Skills};
     pub use flujo_store::{open_store, MemoryStore};
 
     #[cfg(feature = "sqlite")]
