@@ -257,6 +257,9 @@ pub struct TaskClient {
     skills: Arc<dyn SkillRegistry>,
     models: Option<Arc<dyn ModelRegistry>>,
     strict_templates: bool,
+    /// The runtime configuration of [`FlujoRuntimeBuilder::client`]: runners for resume and replay are built
+    /// from it (custom step policies, governance, clock, cache, …).
+    runtime: Option<crate::FlujoRuntimeBuilder>,
 }
 
 impl std::fmt::Debug for TaskClient {
@@ -268,7 +271,15 @@ impl std::fmt::Debug for TaskClient {
 impl TaskClient {
     /// A client over `store`; `skills` resolves the skills of stored pipelines when a run is resumed.
     pub fn new(store: Arc<dyn Store>, skills: Arc<dyn SkillRegistry>) -> Self {
-        TaskClient { store, skills, models: None, strict_templates: false }
+        TaskClient { store, skills, models: None, strict_templates: false, runtime: None }
+    }
+
+    /// A client over `store` whose resumes and replays build their runners from `runtime` (see
+    /// [`FlujoRuntimeBuilder::client`](crate::FlujoRuntimeBuilder::client)).
+    pub(crate) fn with_runtime(store: Arc<dyn Store>, runtime: crate::FlujoRuntimeBuilder) -> Self {
+        let skills = runtime.skill_registry();
+        let models = runtime.model_registry();
+        TaskClient { store, skills, models, strict_templates: false, runtime: Some(runtime) }
     }
 
     /// The model registry used to resume runs whose pipelines call models.
@@ -418,10 +429,12 @@ impl TaskClient {
         models: Option<Arc<dyn ModelRegistry>>,
     ) -> Result<Flujo, ClientError> {
         let pipeline = Self::pipeline_of(run)?;
-        let mut builder = Flujo::builder(pipeline)
-            .store(Arc::clone(&self.store))
-            .skills(skills)
-            .strict_templates(self.strict_templates);
+        let mut builder = match &self.runtime {
+            Some(runtime) => runtime.clone().for_pipeline(pipeline),
+            None => Flujo::builder(pipeline).strict_templates(self.strict_templates),
+        }
+        .store(Arc::clone(&self.store))
+        .skills(skills);
         if let Some(models) = models {
             builder = builder.models(models);
         }

@@ -35,6 +35,7 @@ impl IdGen for UuidIds {
 }
 
 /// Builds a [`Flujo`] runner from injectable parts. Every part has a default; tests swap in fakes.
+#[derive(Clone)]
 pub struct FlujoRuntimeBuilder {
     pipeline: Pipeline,
     store: Option<Arc<dyn Store>>,
@@ -81,6 +82,16 @@ impl FlujoRuntimeBuilder {
     pub fn lease(mut self, lease: std::time::Duration) -> Self {
         self.lease = lease.max(std::time::Duration::from_millis(30));
         self
+    }
+
+    /// The skill registry runners built here use (the built-ins unless one was given).
+    pub(crate) fn skill_registry(&self) -> Arc<dyn SkillRegistry> {
+        self.skills.clone().unwrap_or_else(|| Arc::new(flujo_skills::BuiltinRegistry::new()))
+    }
+
+    /// The model registry runners built here use, if any.
+    pub(crate) fn model_registry(&self) -> Option<Arc<dyn ModelRegistry>> {
+        self.models.clone()
     }
 
     /// The state store (none = runs are not durable and cannot be resumed).
@@ -144,13 +155,30 @@ impl FlujoRuntimeBuilder {
         self
     }
 
+    /// A [`TaskClient`](crate::TaskClient) over this configuration: its store, and for resuming and replaying
+    /// stored runs the same skills, models, step policies (custom kinds included), governance, clock, cache
+    /// and template mode as the runners built here. Needs a store.
+    pub fn client(self) -> Result<crate::TaskClient, FlujoError> {
+        let store = self.store.clone().ok_or(FlujoError::NoStore)?;
+        Ok(crate::TaskClient::with_runtime(store, self))
+    }
+
+    /// The same configuration for another pipeline.
+    pub fn for_pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.pipeline = pipeline;
+        self
+    }
+
     /// Resolves every skill and compiles every template, expression and schema; fails on the first problem.
-    pub fn build(self) -> Result<Flujo, FlujoError> {
+    pub fn build(mut self) -> Result<Flujo, FlujoError> {
+        let pipeline = std::mem::replace(&mut self.pipeline, Pipeline::new(String::new(), Vec::new()));
+        // The configuration without the pipeline, for `Flujo::client`.
+        let template = self.clone();
         let skills: Arc<dyn SkillRegistry> = match self.skills {
             Some(s) => s,
             None => Arc::new(flujo_skills::BuiltinRegistry::new()),
         };
-        let pipeline = Arc::new(self.pipeline);
+        let pipeline = Arc::new(pipeline);
         // Preparing, hashing and serializing recurse once per nesting level (up to MAX_NESTING_DEPTH); on a
         // thread with little stack left (a 2 MiB worker, a debug build) this continues on a fresh segment.
         let (prepared, hash, definition) = stacker::maybe_grow(4 << 20, 16 << 20, || {
@@ -184,6 +212,7 @@ impl FlujoRuntimeBuilder {
                 owner: crate::ownership::new_owner(),
                 lease: self.lease,
                 origin: self.origin,
+                template,
             }),
         })
     }
@@ -245,6 +274,8 @@ struct Inner {
     owner: RunOwner,
     lease: std::time::Duration,
     origin: Option<RunOrigin>,
+    /// The configuration it was built with (without the pipeline), for [`Flujo::client`].
+    template: FlujoRuntimeBuilder,
 }
 
 /// A runner for one pipeline. Cheap to clone; safe to share between tasks.
@@ -861,6 +892,12 @@ impl Flujo {
             total_tokens: run.total_tokens,
             context: ctx.to_json(),
         })
+    }
+
+    /// A [`TaskClient`](crate::TaskClient) over this runner's store and configuration: resume and replay of any
+    /// stored run use the same skills, models, policies and governance as this runner.
+    pub fn client(&self) -> Result<crate::TaskClient, FlujoError> {
+        self.inner.template.clone().client()
     }
 
     /// A blocking facade that owns its own runtime.

@@ -743,6 +743,36 @@ async fn custom_step_kind_with_user_policy() {
     assert_eq!(f.run(json!(21)).await.unwrap().output, Some(json!(42)));
 }
 
+/// A `TaskClient` made from the runner (`Flujo::client`) resumes and replays runs of custom kinds: it has the
+/// runner's policies. One made from a store and a skill registry alone cannot.
+#[tokio::test]
+async fn task_client_from_the_runner_resumes_and_replays_custom_kinds() {
+    struct Double;
+    #[async_trait::async_trait]
+    impl flujo_engine::StepPolicy for Double {
+        async fn execute(&self, f: flujo_engine::ExecutionFrame<'_>) -> Result<flujo_engine::PolicyOutcome, Interrupt> {
+            Ok(flujo_engine::PolicyOutcome::success(json!(f.input.as_i64().unwrap_or(0) * 2)))
+        }
+    }
+    let p = Pipeline::new(
+        "p",
+        vec![hitl("h", None), kind("d", StepKind::Custom { custom_kind: "double".into(), spec: Value::Null })],
+    );
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let f = Flujo::builder(p).store(store.clone()).policy("double", Arc::new(Double)).build().unwrap();
+    let r = f.run(json!(null)).await.unwrap();
+    let bare = flujo_engine::TaskClient::new(store.clone(), Arc::new(flujo_skills::Skills::new()));
+    assert!(bare.resume(&r.run_id, ResumeRequest { answer: Some(json!(4)), ..Default::default() }).await.is_err());
+    let client = f.client().unwrap();
+    let done = client.resume(&r.run_id, ResumeRequest { answer: Some(json!(4)), ..Default::default() }).await.unwrap();
+    assert_eq!(done.output, Some(json!(8)));
+    let replay = client.replay(&r.run_id).await.unwrap();
+    assert!(replay.matches, "{replay:?}");
+    // A runner without a store has no client.
+    let p = Pipeline::new("q", vec![tf("a", "1")]);
+    assert_eq!(Flujo::builder(p).build().unwrap().client().unwrap_err(), FlujoError::NoStore);
+}
+
 #[tokio::test]
 async fn usage_is_totalled_once_and_limits_stop_the_run() {
     let counter = flujo_skills::CallCounter::default();
