@@ -35,5 +35,6 @@ pub use client::{journal_usage, ClientError, ReplayReport, RunView, TaskClient, 
 pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};
 pub use policy::{ExecutionDispatcher, ExecutionFrame, PolicyOutcome, StepPolicy};
 pub use runner::{
-    pipeline_from_definition, BlockingFlujo, Flujo, FlujoRuntimeBuilder, ResumeRequest, RunOptions, UuidIds,
+    pipeline_from_definition, BlockingFlujo, BlockingRunHandle, Flujo, FlujoRuntimeBuilder, ResumeRequest, RunHandle,
+    RunOptions, UuidIds,
 };

@@ -314,7 +314,93 @@ impl Telemetry for Fanout {
     }
 }
 
+/// A run in progress, started with [`Flujo::start`] (or [`Flujo::start_with`], [`Flujo::start_resume`]): await it
+/// for the [`RunResult`], and before that read its [`RunEvent`]s with [`next_event`](RunHandle::next_event) or
+/// as a `Stream`. The run goes on when the handle is dropped (it is a spawned task); it has its id from the
+/// start, so it can be resumed or inspected by id whatever happens to the handle.
+pub struct RunHandle {
+    run_id: String,
+    events: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+    task: tokio::task::JoinHandle<Result<RunResult, FlujoError>>,
+}
+
+impl std::fmt::Debug for RunHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunHandle").field("run_id", &self.run_id).finish_non_exhaustive()
+    }
+}
+
+impl RunHandle {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The next event of the run, in order; `None` once the run has ended and every event was read.
+    pub async fn next_event(&mut self) -> Option<RunEvent> {
+        self.events.recv().await
+    }
+
+    /// The run's result (the same as awaiting the handle).
+    pub async fn result(self) -> Result<RunResult, FlujoError> {
+        self.await
+    }
+}
+
+impl std::future::Future for RunHandle {
+    type Output = Result<RunResult, FlujoError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.task)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or_else(|e| Err(FlujoError::Runtime(format!("the run's task stopped: {e}")))))
+    }
+}
+
+impl futures::Stream for RunHandle {
+    type Item = RunEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<RunEvent>> {
+        self.events.poll_recv(cx)
+    }
+}
+
 impl Flujo {
+    /// Starts a run on the current Tokio runtime and returns at once with its [`RunHandle`].
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (like `tokio::spawn`).
+    pub fn start(&self, input: Value) -> RunHandle {
+        self.start_with(RunOptions::new(input))
+    }
+
+    /// [`Flujo::start`] with options (run id, context, budget, token streaming).
+    pub fn start_with(&self, mut opts: RunOptions) -> RunHandle {
+        let run_id = opts.run_id.get_or_insert_with(|| self.inner.ids.new_run_id()).clone();
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let sink: Arc<dyn Telemetry> = Arc::new(Fanout { base: self.inner.telemetry.clone(), tx });
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.start_run(opts, Some(sink)).await });
+        RunHandle { run_id, events, task }
+    }
+
+    /// Continues run `run_id` (answering a pause, or after a crash) on the current Tokio runtime; its events
+    /// include the replayed steps.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn start_resume(&self, run_id: &str, req: ResumeRequest) -> RunHandle {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let sink: Arc<dyn Telemetry> = Arc::new(Fanout { base: self.inner.telemetry.clone(), tx });
+        let this = self.clone();
+        let id = run_id.to_owned();
+        let task = tokio::spawn(async move { this.resume_inner(&id, req, Some(sink)).await });
+        RunHandle { run_id: run_id.to_owned(), events, task }
+    }
+
     /// Starts building a runner for `pipeline`.
     pub fn builder(pipeline: Pipeline) -> FlujoRuntimeBuilder {
         FlujoRuntimeBuilder::new(pipeline)
@@ -357,14 +443,18 @@ impl Flujo {
     ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let sink: Arc<dyn Telemetry> = Arc::new(Fanout { base: self.inner.telemetry.clone(), tx });
-        (rx, self.start(opts, Some(sink)))
+        (rx, self.start_run(opts, Some(sink)))
     }
 
     pub async fn run_with(&self, opts: RunOptions) -> Result<RunResult, FlujoError> {
-        self.start(opts, self.inner.telemetry.clone()).await
+        self.start_run(opts, self.inner.telemetry.clone()).await
     }
 
-    async fn start(&self, opts: RunOptions, telemetry: Option<Arc<dyn Telemetry>>) -> Result<RunResult, FlujoError> {
+    async fn start_run(
+        &self,
+        opts: RunOptions,
+        telemetry: Option<Arc<dyn Telemetry>>,
+    ) -> Result<RunResult, FlujoError> {
         let inner = &*self.inner;
         if let Some(id) = &opts.run_id {
             flujo_core::check_run_id(id).map_err(|reason| FlujoError::InvalidRunId {
@@ -953,6 +1043,48 @@ impl BlockingFlujo {
         answer.recv().map_err(|_| stopped())?
     }
 
+    /// Starts a run and returns at once: iterate [`events`](BlockingRunHandle::events) while it runs, then
+    /// [`wait`](BlockingRunHandle::wait) for the result.
+    pub fn start(&self, input: Value) -> Result<BlockingRunHandle, FlujoError> {
+        self.start_with(RunOptions::new(input))
+    }
+
+    /// [`BlockingFlujo::start`] with options.
+    pub fn start_with(&self, mut opts: RunOptions) -> Result<BlockingRunHandle, FlujoError> {
+        let run_id = opts.run_id.get_or_insert_with(|| self.flujo.inner.ids.new_run_id()).clone();
+        self.spawn_handle(run_id, move |f| f.start_with(opts))
+    }
+
+    /// [`Flujo::start_resume`], for blocking code.
+    pub fn start_resume(&self, run_id: &str, req: ResumeRequest) -> Result<BlockingRunHandle, FlujoError> {
+        let id = run_id.to_owned();
+        self.spawn_handle(run_id.to_owned(), move |f| f.start_resume(&id, req))
+    }
+
+    fn spawn_handle(
+        &self,
+        run_id: String,
+        start: impl FnOnce(&Flujo) -> RunHandle + Send + 'static,
+    ) -> Result<BlockingRunHandle, FlujoError> {
+        let (event_tx, events) = std::sync::mpsc::channel();
+        let (result_tx, result) = std::sync::mpsc::sync_channel(1);
+        let flujo = self.flujo.clone();
+        let job: BlockingJob = Box::new(move |rt| {
+            let outcome = rt.block_on(async move {
+                let mut handle = start(&flujo);
+                while let Some(event) = handle.next_event().await {
+                    let _ = event_tx.send(event);
+                }
+                handle.await
+            });
+            let _ = result_tx.send(outcome);
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| FlujoError::Runtime("the blocking runtime stopped (a panic inside a run?)".into()))?;
+        Ok(BlockingRunHandle { run_id, events, result })
+    }
+
     /// [`Flujo::run`], blocking.
     pub fn run(&self, input: Value) -> Result<RunResult, FlujoError> {
         self.call(move |f| async move { f.run(input).await })
@@ -973,6 +1105,38 @@ impl BlockingFlujo {
     pub fn resume_with(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, FlujoError> {
         let run_id = run_id.to_owned();
         self.call(move |f| async move { f.resume_with(&run_id, req).await })
+    }
+}
+
+/// A run started by [`BlockingFlujo::start`]: its events as an iterator, then its result.
+pub struct BlockingRunHandle {
+    run_id: String,
+    events: std::sync::mpsc::Receiver<RunEvent>,
+    result: std::sync::mpsc::Receiver<Result<RunResult, FlujoError>>,
+}
+
+impl std::fmt::Debug for BlockingRunHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingRunHandle").field("run_id", &self.run_id).finish_non_exhaustive()
+    }
+}
+
+impl BlockingRunHandle {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The run's events as they happen; the iterator ends when the run ends.
+    pub fn events(&self) -> impl Iterator<Item = RunEvent> + '_ {
+        self.events.iter()
+    }
+
+    /// Waits for the run's result (events not read are dropped).
+    pub fn wait(self) -> Result<RunResult, FlujoError> {
+        self.result
+            .recv()
+            .map_err(|_| FlujoError::Runtime("the blocking runtime stopped (a panic inside the run?)".into()))?
     }
 }
 

@@ -946,3 +946,44 @@ async fn deep_nesting_runs_on_worker_threads_and_has_a_bound() {
     let err = Flujo::builder(nested_loops(limit + 1)).build().err().expect("one level too deep");
     assert!(err.to_string().contains(&format!("nested deeper than {limit} levels")), "{err}");
 }
+
+/// One handle per run: `start` returns at once with the run id; the handle yields the run's events, then
+/// resolves to its result; the same for `start_resume`, and for blocking code (an iterator of events).
+#[tokio::test]
+async fn run_handles_stream_events_and_resolve_to_the_result() {
+    let store = Arc::new(flujo_store::MemoryStore::new());
+    let p = Pipeline::new("h", vec![tf("a", "previous_step + 1"), hitl("ask", None), tf("b", "previous_step ~ '!'")]);
+    let f = Flujo::builder(p).store(store.clone()).build().unwrap();
+    let mut handle = f.start(json!(1));
+    let run_id = handle.run_id().to_owned();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(std::time::Duration::from_secs(10), handle.next_event()).await.unwrap() {
+        events.push(e);
+    }
+    assert!(!events.is_empty());
+    let paused = tokio::time::timeout(std::time::Duration::from_secs(10), handle).await.unwrap().unwrap();
+    assert_eq!(paused.status, RunStatus::Paused);
+    assert_eq!(paused.run_id, run_id);
+    // Resume through a handle, reading it as a Stream.
+    use futures::StreamExt;
+    let mut handle = f.start_resume(&run_id, ResumeRequest { answer: Some(json!("go")), ..Default::default() });
+    let mut count = 0;
+    while tokio::time::timeout(std::time::Duration::from_secs(10), handle.next()).await.unwrap().is_some() {
+        count += 1;
+    }
+    assert!(count > 0);
+    let done = handle.await.unwrap();
+    assert_eq!(done.output, Some(json!("go!")));
+    // Blocking code: an iterator of events, then the result.
+    let g = f.clone();
+    let (n, result) = tokio::task::spawn_blocking(move || {
+        let b = g.blocking().unwrap();
+        let h = b.start(json!(5)).unwrap();
+        let n = h.events().count();
+        (n, h.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(n > 0);
+    assert_eq!(result.status, RunStatus::Paused);
+}

@@ -112,7 +112,12 @@ impl Skills {
     /// skills.register_fn("acme.echo", SideEffects::No, |call| async move { Ok(SkillOutput::value(call.input)) });
     /// assert!(skills.resolve("acme.echo", &json!(null)).is_ok());
     /// ```
-    pub fn register_fn<F, Fut>(&mut self, id: impl Into<String>, side_effects: impl Into<SideEffects>, f: F) -> &mut Self
+    pub fn register_fn<F, Fut>(
+        &mut self,
+        id: impl Into<String>,
+        side_effects: impl Into<SideEffects>,
+        f: F,
+    ) -> &mut Self
     where
         F: Fn(SkillCall) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<SkillOutput, SkillError>> + Send + 'static,

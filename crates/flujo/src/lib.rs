@@ -32,6 +32,15 @@
 //! # }
 //! ```
 //!
+//! ## Runs, handles and clients
+//!
+//! `flujo.run(input).await` runs to the end (completed, paused or failed); `flujo.start(input)` returns a
+//! [`RunHandle`](prelude::RunHandle) at once — read its events (`next_event`, or as a `Stream`), then await it
+//! for the result; `start_resume` does the same for a resume. [`BlockingFlujo`](prelude::BlockingFlujo)
+//! (`flujo.blocking()?`) is the same API for synchronous code, with an iterator of events.
+//! [`TaskClient`](prelude::TaskClient) (`flujo.client()?`) lists, inspects, resumes, replays and verifies
+//! stored runs with the runner's skills and policies.
+//!
 //! ## Step kinds
 //!
 //! Every kind has a constructor on [`Step`](prelude::Step); the composite ones return a builder that becomes a
@@ -97,8 +106,8 @@ pub mod prelude {
     // The store traits (their methods: `load_journal`, `get_run`, `list_runs`, …) and the journal's types.
     pub use flujo_core::{verify_chain, JournalRecord, JournalStore, RunRecord, RunStore};
     pub use flujo_engine::{
-        BlockingFlujo, ExecutionFrame, Flujo, FlujoRuntimeBuilder, PolicyOutcome, ResumeRequest, RunOptions,
-        StepPolicy, TaskClient,
+        BlockingFlujo, BlockingRunHandle, ExecutionFrame, Flujo, FlujoRuntimeBuilder, PolicyOutcome, ResumeRequest,
+        RunHandle, RunOptions, StepPolicy, TaskClient,
     };
     pub use flujo_skills::{BuiltinRegistry, SideEffects, Skills};
     pub use flujo_store::{open_store, MemoryStore};
