@@ -1078,14 +1078,19 @@ impl<'a> Decoder<'a> {
             }
             Some("tree_search") => self.tree_search_kind(&mut f, &label),
             Some(custom) => {
+                // `children:` (name → sub-pipeline) are steps like any others; every other key is the kind's spec.
+                let children = match f.take("children") {
+                    Some(n) => self.branches(n, depth + 1, &format!("`children` of {label}")),
+                    None => Vec::new(),
+                };
                 let mut spec = Map::new();
                 for (key, _, value) in f.all() {
-                    if !COMMON_FIELDS.contains(&key) {
+                    if !COMMON_FIELDS.contains(&key) && key != "children" {
                         spec.insert(key.to_owned(), value.to_json());
                     }
                 }
                 f.mark_all();
-                RawKind::Custom { kind: custom.to_owned(), spec: Value::Object(spec) }
+                RawKind::Custom { kind: custom.to_owned(), spec: Value::Object(spec), children }
             }
         };
 

@@ -180,7 +180,9 @@ impl Lowerer<'_, '_> {
                     max_hops: *max_hops,
                 })
             }
-            RawKind::Custom { kind, spec } => StepKind::Custom { custom_kind: kind.clone(), spec: spec.clone() },
+            RawKind::Custom { kind, spec, children } => {
+                StepKind::Custom { custom_kind: kind.clone(), spec: spec.clone(), children: self.branches(children) }
+            }
             RawKind::Invalid => StepKind::Step { agent: None },
         };
         let mut step = Step::new(s.name.v.clone(), kind);

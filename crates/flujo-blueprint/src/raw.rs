@@ -172,10 +172,12 @@ pub(crate) enum RawKind {
         transitions: Vec<RawTransition>,
         max_hops: u32,
     },
-    /// A kind registered by the user (see [`crate::LoadOptions::custom_kinds`]).
+    /// A kind registered by the user (see [`crate::LoadOptions::custom_kinds`]); `children` from its
+    /// `children:` mapping.
     Custom {
         kind: String,
         spec: Value,
+        children: Vec<RawBranch>,
     },
     /// A kind that could not be decoded (already reported).
     Invalid,
@@ -197,6 +199,7 @@ impl RawStep {
                 p.branches.iter().map(|b| b.steps.as_slice()).collect()
             }
             RawKind::StateMachine { states, .. } => states.iter().map(|b| b.steps.as_slice()).collect(),
+            RawKind::Custom { children, .. } => children.iter().map(|b| b.steps.as_slice()).collect(),
             _ => Vec::new(),
         }
     }

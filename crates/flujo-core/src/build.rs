@@ -420,6 +420,29 @@ impl TreeSearchBuilder {
 }
 into_step!(TreeSearchBuilder);
 
+/// [`Step::custom`]: a step of your own kind, with named child sequences its policy runs.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until it is turned into a Step (`.into()` or `.build()`)"]
+pub struct CustomBuilder {
+    name: String,
+    kind: String,
+    spec: Value,
+    children: Vec<crate::step::Branch>,
+}
+
+impl CustomBuilder {
+    /// A named child sequence (run by the kind's policy with `ExecutionFrame::run_child(name, key, input)`).
+    pub fn child(mut self, name: impl Into<String>, steps: impl IntoIterator<Item = Step>) -> Self {
+        self.children.push((name.into(), steps.into_iter().collect()));
+        self
+    }
+    /// The step.
+    pub fn build(self) -> Step {
+        Step::new(self.name, StepKind::Custom { custom_kind: self.kind, spec: self.spec, children: self.children })
+    }
+}
+into_step!(CustomBuilder);
+
 impl Step {
     /// A `step` running a model agent `provider:model` with its settings (as `agents:` declares them:
     /// `system_prompt`, `output_schema`, `model_settings`, …).
@@ -500,7 +523,8 @@ impl Step {
     }
 
     /// A step of a kind registered by the user (its `StepPolicy` runs it); `spec` is the kind's own settings.
-    pub fn custom(name: impl Into<String>, kind: impl Into<String>, spec: Value) -> Step {
-        Step::new(name, StepKind::Custom { custom_kind: kind.into(), spec })
+    /// Add child sequences with [`CustomBuilder::child`].
+    pub fn custom(name: impl Into<String>, kind: impl Into<String>, spec: Value) -> CustomBuilder {
+        CustomBuilder { name: name.into(), kind: kind.into(), spec, children: Vec::new() }
     }
 }

@@ -28,8 +28,8 @@ pub mod store;
 pub mod suggest;
 
 pub use build::{
-    AgenticLoopBuilder, CacheBuilder, ConditionalBuilder, LoopBuilder, MapBuilder, ParallelBuilder, RouterBuilder,
-    StateMachineBuilder, TreeSearchBuilder, DEFAULT_MAX_LOOPS,
+    AgenticLoopBuilder, CacheBuilder, ConditionalBuilder, CustomBuilder, LoopBuilder, MapBuilder, ParallelBuilder,
+    RouterBuilder, StateMachineBuilder, TreeSearchBuilder, DEFAULT_MAX_LOOPS,
 };
 pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};

@@ -175,11 +175,15 @@ pub enum StepKind {
     AgenticLoop(AgenticLoopSpec),
     /// A beam search: a proposer suggests candidates, an evaluator scores them (the original's `TreeSearchStep`).
     TreeSearch(TreeSearchSpec),
-    /// A kind registered by the user with its own `StepPolicy`.
+    /// A kind registered by the user with its own `StepPolicy`. `children` are named sequences of steps the
+    /// policy runs (`ExecutionFrame::run_child`); they are prepared and journaled like the bodies and branches
+    /// of the built-in composites.
     Custom {
         custom_kind: String,
         #[serde(default)]
         spec: Value,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        children: Vec<Branch>,
     },
 }
 

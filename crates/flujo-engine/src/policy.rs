@@ -28,6 +28,61 @@ pub struct ExecutionFrame<'a> {
     pub core: &'a ExecutorCore,
 }
 
+impl ExecutionFrame<'_> {
+    /// The names of this step's child sequences (a custom kind's `children`), in declaration order.
+    pub fn child_names(&self) -> Vec<&str> {
+        match &self.step.kind {
+            flujo_core::StepKind::Custom { children, .. } => children.iter().map(|(n, _)| n.as_str()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Runs this custom step's child sequence `name` with `input`: its steps run in order (each gets the previous
+    /// output), with this step's context, and are journaled at `PATH/NAME:KEY/0`, `…/1`, … like the bodies of the
+    /// built-in composites. `key` tells runs of the same child apart (an attempt number, an item index): on a
+    /// resumed run, the same key replays what was journaled instead of running it again — so a policy that
+    /// derives its keys from its own progress (`0`, `1`, …) resumes exactly where it stopped.
+    ///
+    /// A pause or a stop inside the child comes back as `Err(Interrupt)`: return it with `?`. A failed child
+    /// step is `Ok` with a failed [`SeqOutcome`]. An unknown `name`, or a `key` containing `/`, is a failed
+    /// outcome naming the problem.
+    pub async fn run_child(
+        &mut self,
+        name: &str,
+        key: impl std::fmt::Display,
+        input: Value,
+    ) -> Result<crate::SeqOutcome, Interrupt> {
+        let key = key.to_string();
+        let failed = |feedback: String| crate::SeqOutcome {
+            status: StepStatus::Failed,
+            output: Value::Null,
+            feedback: Some(feedback),
+            tokens: TokenUsage::default(),
+            cost_usd: 0.0,
+            last_step: None,
+        };
+        if key.is_empty() || key.contains('/') || key.chars().any(char::is_control) {
+            return Ok(failed(format!(
+                "child key '{key}' of step '{}' must be non-empty, without `/`",
+                self.step.name
+            )));
+        }
+        let flujo_core::StepKind::Custom { children, .. } = &self.step.kind else {
+            return Ok(failed(format!("step '{}' is not a custom kind with children", self.step.name)));
+        };
+        let Some((_, steps)) = children.iter().find(|(n, _)| n == name) else {
+            let known: Vec<&str> = children.iter().map(|(n, _)| n.as_str()).collect();
+            return Ok(failed(format!(
+                "step '{}' has no child sequence '{name}' (it has: {})",
+                self.step.name,
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            )));
+        };
+        let base = crate::executor::child_path(self.path, format_args!("{name}:{key}"));
+        self.core.run_sequence(steps, input, self.ctx, &base, self.lex, self.run, None).await
+    }
+}
+
 /// What a policy produced. The executor applies `context_ops`, `updates_context` and `sink_to` (validated
 /// against the context schema), journals the record and emits events.
 #[derive(Debug, Clone)]

@@ -428,7 +428,12 @@ impl<'a> Preparer<'a> {
                 }
                 self.tool_agent(step, &a.planner, &tools, a.max_turns)?;
             }
-            StepKind::Custom { .. } => {}
+            StepKind::Custom { children, .. } => {
+                self.segment_names(step, "child", children.iter().map(|(n, _)| n.as_str()))?;
+                for (_, c) in children {
+                    self.steps(c)?;
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -737,7 +737,10 @@ async fn custom_step_kind_with_user_policy() {
             Ok(flujo_engine::PolicyOutcome::success(json!(n * 2)))
         }
     }
-    let p = Pipeline::new("p", vec![kind("d", StepKind::Custom { custom_kind: "double".into(), spec: Value::Null })]);
+    let p = Pipeline::new(
+        "p",
+        vec![kind("d", StepKind::Custom { custom_kind: "double".into(), spec: Value::Null, children: Vec::new() })],
+    );
     assert!(Flujo::builder(p.clone()).build().is_err(), "unregistered custom kind is a build error");
     let f = Flujo::builder(p).policy("double", Arc::new(Double)).build().unwrap();
     assert_eq!(f.run(json!(21)).await.unwrap().output, Some(json!(42)));
@@ -756,7 +759,10 @@ async fn task_client_from_the_runner_resumes_and_replays_custom_kinds() {
     }
     let p = Pipeline::new(
         "p",
-        vec![hitl("h", None), kind("d", StepKind::Custom { custom_kind: "double".into(), spec: Value::Null })],
+        vec![
+            hitl("h", None),
+            kind("d", StepKind::Custom { custom_kind: "double".into(), spec: Value::Null, children: Vec::new() }),
+        ],
     );
     let store = Arc::new(flujo_store::MemoryStore::new());
     let f = Flujo::builder(p).store(store.clone()).policy("double", Arc::new(Double)).build().unwrap();

@@ -201,8 +201,8 @@ pub fn render_input(input: &Value) -> String {
 }
 
 enum Backend {
-    /// `mock:echo`: the input is the output.
-    Echo,
+    /// `mock:echo`: the input is the output (in a conversation, the model echoes the last user message).
+    Echo(Arc<dyn ChatModel>),
     Chat(Arc<dyn ChatModel>),
 }
 
@@ -299,7 +299,7 @@ impl LlmAgent {
     ) -> Result<Self, LlmError> {
         let provider = model.provider().to_owned();
         let mock = (provider == crate::pricing::MOCK_PROVIDER).then(|| MockKind::from_model(model.model())).flatten();
-        let backend = if mock == Some(MockKind::Echo) { Backend::Echo } else { Backend::Chat(model) };
+        let backend = if mock == Some(MockKind::Echo) { Backend::Echo(model) } else { Backend::Chat(model) };
         let output = match (&spec.output_schema, mock) {
             (Some(schema), _) => Some(StructuredOutput::new(schema.clone())?),
             // `mock:json` without a schema still answers JSON (`{}`), not text.
@@ -320,11 +320,11 @@ impl LlmAgent {
         &self.spec
     }
 
-    /// The model, for engines driving an agentic loop (`None` for `mock:echo`, which calls nothing).
+    /// The model, for engines driving an agentic loop (`mock:echo` answers with the last user message and
+    /// never calls a tool).
     pub fn chat_model(&self) -> Option<&Arc<dyn ChatModel>> {
         match &self.backend {
-            Backend::Echo => None,
-            Backend::Chat(m) => Some(m),
+            Backend::Echo(m) | Backend::Chat(m) => Some(m),
         }
     }
 
@@ -409,7 +409,7 @@ impl LlmAgent {
     pub fn check_ready(&self) -> Result<(), LlmError> {
         self.check_pricing()?;
         match &self.backend {
-            Backend::Echo => Ok(()),
+            Backend::Echo(_) => Ok(()),
             Backend::Chat(m) => m.check_ready(),
         }
     }
@@ -425,7 +425,7 @@ impl LlmAgent {
         deltas: Option<DeltaSink>,
     ) -> Result<AgentAnswer, AgentFailure> {
         let model = match &self.backend {
-            Backend::Echo => {
+            Backend::Echo(_) => {
                 if let Some(sink) = &deltas {
                     sink.send(&render_input(input));
                 }
@@ -488,7 +488,7 @@ impl LlmAgent {
     /// (system prompt, input, schema, overhead; each re-ask adds the previous answer and the error) plus
     /// `max_tokens` of completion; all `1 + max_retries` attempts when an output schema may cause re-asks.
     pub fn planned_usage(&self, input: &Value) -> TokenUsage {
-        if matches!(self.backend, Backend::Echo) {
+        if matches!(self.backend, Backend::Echo(_)) {
             return TokenUsage::default();
         }
         let chars = self.spec.system_prompt.as_ref().map_or(0, String::len)

@@ -59,7 +59,7 @@
 //! | state machine | `Step::state_machine(name, "start").state("start", steps).end_state("done").transition(…)` |
 //! | agentic loop | `Step::agentic_loop(name, planner).tool("skill.id").max_turns(8)` |
 //! | tree search | `Step::tree_search(name, proposer, evaluator).beam_width(3)` |
-//! | a kind of your own | `Step::custom(name, "kind", spec)`, run by a [`StepPolicy`](prelude::StepPolicy) registered on the builder |
+//! | a kind of your own | `Step::custom(name, "kind", spec).child("body", steps)`, run by a [`StepPolicy`](prelude::StepPolicy) registered with `.policy("kind", …)`; the policy runs its children with [`ExecutionFrame::run_child`](prelude::ExecutionFrame::run_child), journaled at their own paths so a resumed run replays them |
 //!
 //! A pipeline built here and the same pipeline loaded from YAML (feature `yaml`, [`blueprint::load_file`])
 //! are equal values.
@@ -97,17 +97,17 @@ pub mod prelude {
     pub use serde_json::{json, Map, Value};
 
     pub use flujo_core::{
-        AgentRef, AgenticLoopBuilder, CacheBuilder, ConditionalBuilder, FlujoError, Interrupt, LoopBuilder, MapBuilder,
-        MergeStrategy, OnBranchFailure, OnMaxLoops, ParallelBuilder, PendingPause, Pipeline, ReduceMode, RouterBuilder,
-        RunEvent, RunFilter, RunResult, RunStatus, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, SkillRegistry,
-        StateMachineBuilder, Step, StepResult, StepStatus, Store, TokenUsage, TransitionOn, TreeSearchBuilder,
-        UsageLimits,
+        AgentRef, AgenticLoopBuilder, CacheBuilder, ConditionalBuilder, CustomBuilder, FlujoError, Interrupt,
+        LoopBuilder, MapBuilder, MergeStrategy, OnBranchFailure, OnMaxLoops, ParallelBuilder, PendingPause, Pipeline,
+        ReduceMode, RouterBuilder, RunEvent, RunFilter, RunResult, RunStatus, Skill, SkillCall, SkillError, SkillInfo,
+        SkillOutput, SkillRegistry, StateMachineBuilder, Step, StepResult, StepStatus, Store, TokenUsage, TransitionOn,
+        TreeSearchBuilder, UsageLimits,
     };
     // The store traits (their methods: `load_journal`, `get_run`, `list_runs`, …) and the journal's types.
     pub use flujo_core::{verify_chain, JournalRecord, JournalStore, RunRecord, RunStore};
     pub use flujo_engine::{
         BlockingFlujo, BlockingRunHandle, ExecutionFrame, Flujo, FlujoRuntimeBuilder, PolicyOutcome, ResumeRequest,
-        RunHandle, RunOptions, StepPolicy, TaskClient,
+        RunHandle, RunOptions, SeqOutcome, StepPolicy, TaskClient,
     };
     pub use flujo_skills::{BuiltinRegistry, SideEffects, Skills};
     pub use flujo_store::{open_store, MemoryStore};

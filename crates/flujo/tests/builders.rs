@@ -189,3 +189,57 @@ steps:
     }
     assert_eq!(loaded.pipeline, built);
 }
+
+/// A custom kind's `children:` in YAML are steps like any others (checked, lowered); they equal
+/// `Step::custom(..).child(..)`, and a policy runs them with `ExecutionFrame::run_child`, journaled at their own
+/// paths.
+#[test]
+fn custom_kinds_hold_child_steps() {
+    let yaml = r#"
+version: "0.1"
+name: custom
+steps:
+  - kind: twice
+    name: t
+    label: demo
+    children:
+      body:
+        - name: inc
+          agent: {id: flujo.builtins.transform, params: {expr: "previous_step + 1"}}
+"#;
+    let registry = BuiltinRegistry::new();
+    let kinds = vec!["twice".to_owned()];
+    let opts = flujo::blueprint::LoadOptions { registry: Some(&registry), custom_kinds: kinds, ..Default::default() };
+    let loaded = flujo::blueprint::load_str(yaml, std::path::Path::new("custom.yaml"), &opts).unwrap();
+    let built = Pipeline::new(
+        "custom",
+        vec![Step::custom("t", "twice", json!({"label": "demo"}))
+            .child("body", [Step::skill("inc", "flujo.builtins.transform", json!({"expr": "previous_step + 1"}))])
+            .into()],
+    );
+    assert_eq!(loaded.pipeline, built);
+    // A typo inside the children is found like anywhere else.
+    let bad = yaml.replace("agent:", "agnt:");
+    let err = flujo::blueprint::load_str(&bad, std::path::Path::new("custom.yaml"), &opts).unwrap_err();
+    assert!(err.diagnostics.iter().any(|d| d.rule == "BP-FIELD-TYPO"), "{err}");
+
+    struct Twice;
+    #[async_trait]
+    impl StepPolicy for Twice {
+        async fn execute(&self, mut f: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt> {
+            let first = f.run_child("body", 0, f.input.clone()).await?;
+            let second = f.run_child("body", 1, first.output).await?;
+            let missing = f.run_child("nope", 0, Value::Null).await?;
+            assert!(!missing.succeeded() && missing.feedback.unwrap_or_default().contains("it has: body"));
+            Ok(PolicyOutcome::success(second.output))
+        }
+    }
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let flujo = Flujo::builder(built).store(store.clone()).policy("twice", std::sync::Arc::new(Twice)).build().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(flujo.run(json!(1))).unwrap();
+    assert_eq!(r.output, Some(json!(3)));
+    let journal = rt.block_on(store.load_journal(&r.run_id)).unwrap();
+    let paths: Vec<&str> = journal.iter().map(|j| j.path.as_str()).collect();
+    assert_eq!(paths, ["0/body:0/0", "0/body:1/0", "0"]);
+}

@@ -398,7 +398,11 @@ fn custom_kinds_become_custom_steps() {
     let loaded = load_str(yaml, Path::new("x.yaml"), &custom).unwrap();
     assert_eq!(
         loaded.pipeline.steps[0].kind,
-        StepKind::Custom { custom_kind: "review_board".into(), spec: serde_json::json!({"max_turns": 3}) }
+        StepKind::Custom {
+            custom_kind: "review_board".into(),
+            spec: serde_json::json!({"max_turns": 3}),
+            children: Vec::new()
+        }
     );
     assert_eq!(loaded.pipeline.steps[0].input, Some(serde_json::json!("hi")));
 }
