@@ -6,7 +6,7 @@
 //! object of `CliError::to_json`). Run-id arguments accept a unique prefix; an ambiguous prefix is a usage
 //! error (exit 2) listing the candidates, and so is an unknown one (`run_not_found`). Table cells are cut to
 //! 200 characters with control characters escaped, so no stored value can break a table. Spans are derived from the journal: one per finished step execution, nested by
-//! path. Every value lens prints goes through [`flujo_core::redact`], so secret-named keys never show.
+//! path. Every value lens prints goes through [`flujo_core::redact()`], so secret-named keys never show.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

@@ -44,7 +44,7 @@ impl ExecutionFrame<'_> {
     /// derives its keys from its own progress (`0`, `1`, …) resumes exactly where it stopped.
     ///
     /// A pause or a stop inside the child comes back as `Err(Interrupt)`: return it with `?`. A failed child
-    /// step is `Ok` with a failed [`SeqOutcome`]. An unknown `name`, or a `key` containing `/`, is a failed
+    /// step is `Ok` with a failed [`SeqOutcome`](crate::SeqOutcome). An unknown `name`, or a `key` containing `/`, is a failed
     /// outcome naming the problem.
     pub async fn run_child(
         &mut self,

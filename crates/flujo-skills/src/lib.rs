@@ -28,7 +28,7 @@ mod counting;
 mod registry;
 
 pub use builtins::{builtin_catalog, builtin_ids, BUILTIN_PREFIX};
-pub use command::{CommandSkill, CommandSpec};
+pub use command::{CommandSkill, CommandSpec, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES};
 pub use counting::{CallCounter, CountingSkill};
 pub use flujo_core::SkillRegistry;
 pub use registry::{BoxFuture, BuiltinRegistry, SideEffects, SkillFactory, Skills};

@@ -74,7 +74,7 @@
 //!
 //! * `sqlite` (default): the SQLite state store (`sqlite://` URIs of [`open_store`](prelude::open_store)).
 //! * `yaml` (default): YAML blueprints ([`blueprint`]), with the validator and its diagnostics.
-//! * `llm`: model agents (OpenAI, Anthropic, compatible servers, `mock:` models) — [`llm`].
+//! * `llm`: model agents (OpenAI, Anthropic, compatible servers, `mock:` models) — the `llm` module.
 
 #![deny(missing_docs)]
 
