@@ -80,6 +80,7 @@ pub struct UsageLimits {
 /// What a `step` runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AgentRef {
     /// A registered skill (`agent: {id, params}`).
     Skill {
@@ -96,8 +97,17 @@ pub enum AgentRef {
 }
 
 impl AgentRef {
+    /// A registered skill with `params`.
     pub fn skill(id: impl Into<String>, params: Value) -> Self {
         AgentRef::Skill { id: id.into(), params }
+    }
+
+    /// What the agent calls: the skill id, or the model (`provider:model`).
+    pub fn target(&self) -> &str {
+        match self {
+            AgentRef::Skill { id, .. } => id,
+            AgentRef::Model { model, .. } => model,
+        }
     }
 }
 
@@ -215,6 +225,7 @@ impl StepKind {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnMaxLoops {
     #[default]
     Fail,
@@ -277,6 +288,7 @@ pub struct ConditionalSpec {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum MergeStrategy {
     #[default]
     ContextUpdate,
@@ -288,6 +300,7 @@ pub enum MergeStrategy {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnBranchFailure {
     #[default]
     Propagate,
@@ -296,6 +309,7 @@ pub enum OnBranchFailure {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ReduceMode {
     Keys,
     Values,
@@ -355,6 +369,7 @@ pub struct CacheSpec {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum InputTo {
     #[default]
     InitialPrompt,
@@ -364,6 +379,7 @@ pub enum InputTo {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OnImportFailure {
     #[default]
     Abort,
@@ -458,6 +474,7 @@ fn two_thousand() -> u32 {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TransitionOn {
     Success,
     Failure,

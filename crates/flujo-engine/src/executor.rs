@@ -1062,10 +1062,7 @@ pub(crate) fn stopped_outcome(
 pub const META_MODEL: &str = "model";
 
 pub(crate) fn agent_target(agent: &flujo_core::AgentRef) -> &str {
-    match agent {
-        flujo_core::AgentRef::Skill { id, .. } => id,
-        flujo_core::AgentRef::Model { model, .. } => model,
-    }
+    agent.target()
 }
 
 /// Jinja-like truthiness of a JSON value.

@@ -138,6 +138,7 @@ pub fn merge_branches(strategy: MergeStrategy, branches: &[(String, Vec<PatchOp>
                     written_list[i].1 = merged;
                 }
                 (MergeStrategy::NoMerge, _) => {}
+                (other, Some(_)) => return Err(format!("merge_strategy {other:?} is not supported by this engine")),
             }
         }
     }
@@ -220,6 +221,8 @@ pub fn reduce(mode: ReduceMode, outputs: &[(String, Value)]) -> Value {
                 .map(|(_, i)| outputs[*i].1.clone())
                 .unwrap_or(Value::Null)
         }
+        // A mode added to the core after this engine: the outputs as they are, in branch order.
+        _ => Value::Array(outputs.iter().map(|(_, v)| v.clone()).collect()),
     }
 }
 
@@ -351,6 +354,7 @@ mod tests {
                             written[i].1 = merged;
                         }
                         (MergeStrategy::NoMerge, _) => {}
+                        (_, Some(_)) => return Err("unsupported".into()),
                     }
                 }
             }

@@ -165,6 +165,7 @@ impl<'a> Preparer<'a> {
                 Some(m) => m.resolve(model, settings).map_err(|e| model_err(step, e))?,
                 None => return Err(err(step, format!("model '{model}' needs a model registry; none is configured"))),
             },
+            other => return Err(err(step, format!("agent '{}' is of a kind this engine cannot call", other.target()))),
         };
         self.out.order.push(skill.clone());
         self.out.agents.insert(addr(agent), skill);

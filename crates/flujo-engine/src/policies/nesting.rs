@@ -60,8 +60,8 @@ impl StepPolicy for ImportPolicy {
             f.core.run_sequence(&child.steps, f.input, f.ctx, &base, &lex, f.run, None).await?
         } else {
             let prompt = match spec.input_to {
-                InputTo::InitialPrompt | InputTo::Both => f.input.clone(),
                 InputTo::ImportArtifacts => Value::String(String::new()),
+                _ => f.input.clone(),
             };
             let mut child_ctx = Context::new(&f.run.run_id, prompt, Default::default());
             if matches!(spec.input_to, InputTo::ImportArtifacts | InputTo::Both) {
@@ -89,11 +89,11 @@ impl StepPolicy for ImportPolicy {
         } else {
             let msg = format!("import '{}' failed: {}", spec.alias, seq.feedback.unwrap_or_default());
             match spec.on_failure {
-                OnImportFailure::Abort => PolicyOutcome::failure(seq.output, msg),
                 OnImportFailure::Skip => PolicyOutcome::success(input).with_meta("import_failure", Value::String(msg)),
                 OnImportFailure::ContinueWithDefault => {
                     PolicyOutcome::success(spec.default_output.clone()).with_meta("import_failure", Value::String(msg))
                 }
+                _ => PolicyOutcome::failure(seq.output, msg),
             }
         };
         o.tokens = seq.tokens;
@@ -117,6 +117,7 @@ fn transition_payload(event: TransitionOn, seq: &crate::executor::SeqOutcome) ->
         TransitionOn::Success => "success",
         TransitionOn::Failure => "failure",
         TransitionOn::Pause => "pause",
+        _ => "other",
     };
     let last_step = match &seq.last_step {
         Some((name, feedback)) => serde_json::json!({
@@ -211,7 +212,7 @@ impl StepPolicy for StateMachinePolicy {
                         visited,
                     ));
                 }
-                (None, TransitionOn::Failure | TransitionOn::Pause) => {
+                (None, _) => {
                     return Ok(finish(
                         StepStatus::Failed,
                         seq.output,

@@ -246,12 +246,12 @@ impl Search<'_> {
 /// What an agent receives: the prompt text for a model; for a skill, the parts as JSON (and the prompt).
 fn agent_input(agent: &AgentRef, prompt: String, parts: Value) -> Value {
     match agent {
-        AgentRef::Model { .. } => Value::String(prompt),
         AgentRef::Skill { .. } => {
             let mut parts = parts;
             parts["prompt"] = Value::String(prompt);
             parts
         }
+        _ => Value::String(prompt),
     }
 }
 
