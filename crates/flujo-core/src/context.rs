@@ -20,12 +20,25 @@ pub const FRAMEWORK_FIELDS: &[&str] =
 /// A failed context write.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ContextError {
+    /// A `set` or `append` has to go through a value that is neither an object nor `null` to reach its path.
     #[error("cannot write '{path}': '{segment}' is not an object")]
-    NotAnObject { path: String, segment: String },
+    NotAnObject {
+        /// The op's whole path, dotted.
+        path: String,
+        /// The segment that could not be entered: the value that should hold it is not an object.
+        segment: String,
+    },
+    /// An `append` targets a value that is neither an array nor `null`.
     #[error("cannot append to '{path}': it is not an array")]
-    NotAnArray { path: String },
+    NotAnArray {
+        /// The op's whole path, dotted.
+        path: String,
+    },
+    /// The op's path has no segment.
     #[error("empty context path")]
     EmptyPath,
+    /// The op writes a field steps may not write; [`Context::apply`] returns it for the bare `steps` path
+    /// (the outputs map as a whole).
     #[error("'{0}' is a framework field and cannot be written by steps")]
     ReadOnly(String),
 }
@@ -48,6 +61,7 @@ pub struct ContextSnapshot {
 }
 
 impl ContextSnapshot {
+    /// A top-level field (`steps` is not a field; see [`ContextSnapshot::step_output`]).
     pub fn field(&self, key: &str) -> Option<&Arc<Value>> {
         self.fields.get(key)
     }
@@ -55,18 +69,23 @@ impl ContextSnapshot {
     pub fn resume_input(&self) -> Option<&Value> {
         self.field("hitl_history")?.as_array()?.last()?.get("answer")
     }
+    /// The top-level fields (framework fields included), in key order.
     pub fn fields(&self) -> impl Iterator<Item = (&String, &Arc<Value>)> {
         self.fields.iter()
     }
+    /// The output step `name` produced (the `steps.NAME` entry), if it has run.
     pub fn step_output(&self, name: &str) -> Option<&Arc<Value>> {
         self.steps.get(name)
     }
+    /// The step outputs by step name, in name order.
     pub fn step_outputs(&self) -> impl Iterator<Item = (&String, &Arc<Value>)> {
         self.steps.iter()
     }
+    /// How many top-level fields there are (framework fields included).
     pub fn field_count(&self) -> usize {
         self.fields.len()
     }
+    /// How many steps have an output recorded.
     pub fn step_count(&self) -> usize {
         self.steps.len()
     }
@@ -122,18 +141,22 @@ impl Context {
         self.fields.get(key)
     }
 
+    /// The top-level fields (framework fields included), in key order.
     pub fn fields(&self) -> impl Iterator<Item = (&String, &Arc<Value>)> {
         self.fields.iter()
     }
 
+    /// The output step `name` produced (the `steps.NAME` entry), if it has run.
     pub fn step_output(&self, name: &str) -> Option<&Arc<Value>> {
         self.steps.get(name)
     }
 
+    /// The step outputs by step name, in name order.
     pub fn step_outputs(&self) -> impl Iterator<Item = (&String, &Arc<Value>)> {
         self.steps.iter()
     }
 
+    /// The `run_id` field (empty when it is missing or not a string).
     pub fn run_id(&self) -> &str {
         self.fields.get("run_id").and_then(|v| v.as_str()).unwrap_or("")
     }
@@ -250,6 +273,7 @@ impl Context {
         self.log.truncate(len);
     }
 
+    /// The number of ops in the current scope's log (a mark for [`Context::truncate_log`]).
     pub fn log_len(&self) -> usize {
         self.log.len()
     }

@@ -17,29 +17,46 @@ pub const META_FALLBACK_PENDING: &str = "fallback_pending";
 /// One committed step execution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalRecord {
+    /// The run the record belongs to.
     pub run_id: String,
     /// Position in the run's journal, from 0, gapless.
     pub seq: u64,
     /// The run's resume generation when this was written (incremented when a failed run is resumed).
     pub generation: u32,
+    /// The path of the step execution (`2/loop:3/0`); replay looks records up by it.
     pub path: String,
+    /// The step's name (for a call journaled inside a step, `STEP#KIND`, e.g. `plan#model_turn`).
     pub step: String,
+    /// The step's kind name ([`crate::step::StepKind::name`]), or the kind of a journaled call inside a step:
+    /// `decision` (a router, condition or exit skill), `model_turn`, `tool_call`, `proposer`, `evaluator`.
     pub kind: String,
+    /// Whether the execution succeeded.
     pub status: StepStatus,
+    /// The execution's output (values under secret-named keys are `[REDACTED]`).
     pub output: Arc<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why the execution failed (or a validator's message); `None` on success.
     pub feedback: Option<String>,
     /// Context changes made by this execution (for composite steps: by its children, compacted). The
     /// `steps.NAME` entry of the step itself is implied by `output` and not repeated here.
     pub patch: Vec<PatchOp>,
+    /// Attempts made (see [`StepResult::attempts`]).
     pub attempts: u32,
+    /// Tokens the execution used (a composite: its children's, added up).
     pub tokens: TokenUsage,
+    /// What the execution cost, in USD (a composite: its children's cost, added up).
     pub cost_usd: f64,
+    /// When the execution started, in milliseconds since the Unix epoch (the runner's [`crate::runtime::Clock`]).
     pub started_at_ms: i64,
+    /// Wall-clock duration of the execution, in milliseconds.
     pub latency_ms: f64,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    /// Facts about the execution (see [`StepResult::metadata`]); [`META_FALLBACK_PENDING`] marks a failure
+    /// whose fallback runs next. Empty maps are not serialized.
     pub metadata: Map<String, Value>,
+    /// The hash of the run's previous record ([`GENESIS_HASH`] for the first).
     pub prev_hash: String,
+    /// blake3(`prev_hash` ‖ [`JournalRecord::canonical_bytes`]), hex; set by [`JournalRecord::seal`].
     pub hash: String,
 }
 
@@ -101,10 +118,13 @@ impl JournalRecord {
         self.hash = self.compute_hash();
     }
 
+    /// True when the record is a primary's failure whose fallback runs next (metadata
+    /// [`META_FALLBACK_PENDING`] is `true`): on replay the primary is not run again.
     pub fn is_fallback_pending(&self) -> bool {
         self.metadata.get(META_FALLBACK_PENDING).and_then(Value::as_bool).unwrap_or(false)
     }
 
+    /// The record as a [`StepResult`] (what a replayed execution reports).
     pub fn to_step_result(&self) -> StepResult {
         StepResult {
             name: self.step.clone(),
@@ -126,8 +146,12 @@ impl JournalRecord {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("journal record seq {seq} (path {path}) is broken: {reason}")]
 pub struct ChainError {
+    /// The broken record's position in the journal.
     pub seq: u64,
+    /// The broken record's path.
     pub path: String,
+    /// What is wrong: an unexpected `seq`, a `prev_hash` that does not match, or content that does not
+    /// match its hash.
     pub reason: String,
 }
 

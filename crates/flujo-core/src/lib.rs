@@ -12,6 +12,8 @@
 //! assert_eq!(p.steps[0].kind.name(), "step");
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod build;
 pub mod context;
 pub mod error;

@@ -17,18 +17,30 @@ use serde_json::Value;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum PatchOp {
     /// Set the value at `path`, creating intermediate objects.
-    Set { path: Vec<String>, value: Arc<Value> },
+    Set {
+        /// The segments of the target: a top-level field (or `steps` and a step name), then keys below it.
+        path: Vec<String>,
+        /// The value written.
+        value: Arc<Value>,
+    },
     /// Append `value` to the array at `path` (created when absent).
-    Append { path: Vec<String>, value: Arc<Value> },
+    Append {
+        /// The segments of the array: a top-level field, then keys below it.
+        path: Vec<String>,
+        /// The item appended.
+        value: Arc<Value>,
+    },
 }
 
 impl PatchOp {
+    /// The path the op writes.
     pub fn path(&self) -> &[String] {
         match self {
             PatchOp::Set { path, .. } | PatchOp::Append { path, .. } => path,
         }
     }
 
+    /// A [`PatchOp::Set`] of `value` at `path`.
     pub fn set(path: Vec<String>, value: impl Into<Arc<Value>>) -> Self {
         PatchOp::Set { path, value: value.into() }
     }

@@ -9,14 +9,21 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// A process is walking the run (or was, until it was killed: resume takes such a run over).
     Running,
+    /// The run waits for answers to its pending pauses.
     Paused,
+    /// The run finished and its steps succeeded; final.
     Completed,
+    /// The run ended with a failed step or an interrupt (budget, pricing, …); resuming it runs the failed
+    /// step again.
     Failed,
+    /// The run was cancelled; final: it cannot be resumed.
     Cancelled,
 }
 
 impl RunStatus {
+    /// The status as stored and printed: `running`, `paused`, `completed`, `failed` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Running => "running",
@@ -27,6 +34,7 @@ impl RunStatus {
         }
     }
 
+    /// The status named by `s` (the text [`RunStatus::as_str`] returns), or `None` for any other text.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "running" => RunStatus::Running,
@@ -55,21 +63,27 @@ impl RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// The execution succeeded.
     Completed,
+    /// The execution failed; the result's `feedback` says why.
     Failed,
 }
 
 /// Token usage of a step or run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
+    /// Tokens of the prompts (input) sent to models.
     pub prompt: u64,
+    /// Tokens of the completions (output) models generated.
     pub completion: u64,
 }
 
 impl TokenUsage {
+    /// Prompt and completion tokens together.
     pub fn total(&self) -> u64 {
         self.prompt + self.completion
     }
+    /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: TokenUsage) {
         self.prompt += other.prompt;
         self.completion += other.completion;
@@ -79,21 +93,34 @@ impl TokenUsage {
 /// One entry of `step_history` (SPEC §13).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepResult {
+    /// The step's name.
     pub name: String,
+    /// The path of the execution in the run (`2/loop:3/0`): the key of its journal record.
     pub path: String,
+    /// The step's kind name ([`crate::step::StepKind::name`]): `step`, `loop`, …, or a custom kind.
     pub kind: String,
+    /// Whether the execution succeeded.
     pub status: StepStatus,
+    /// The step's output; on failure, whatever output it had (often `null`).
     pub output: Arc<Value>,
+    /// Attempts made: up to `max_retries + 1` for a `step`, 1 for most other kinds; a fallback's attempts
+    /// are added.
     pub attempts: u32,
+    /// Wall-clock duration of the execution, in milliseconds.
     pub latency_ms: f64,
+    /// Tokens the execution used (a composite: its children's, added up).
     pub tokens: TokenUsage,
+    /// What the execution cost, in USD (a composite: its children's cost, added up).
     pub cost_usd: f64,
     /// Failure message (or validator feedback); `None` on success.
     pub feedback: Option<String>,
+    /// Facts about the execution recorded by its policy and the engine (`fallback_triggered`, `cache_hit`,
+    /// `iterations`, `model`, `finish_reason`, …).
     pub metadata: Map<String, Value>,
 }
 
 impl StepResult {
+    /// True when the status is [`StepStatus::Completed`].
     pub fn succeeded(&self) -> bool {
         self.status == StepStatus::Completed
     }
@@ -104,30 +131,46 @@ impl StepResult {
 pub struct PendingPause {
     /// Stable id of the pause: the path of the hitl step execution.
     pub pause_id: String,
+    /// The name of the `hitl` step that paused.
     pub step: String,
+    /// The step's message to the human, rendered.
     pub message: String,
+    /// JSON Schema the answer must satisfy; `None` accepts any answer.
     pub input_schema: Option<Value>,
 }
 
 /// Error summary of a failed run: a stable machine-readable kind plus a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunError {
+    /// Stable machine-readable kind: `step_failed`, or the [`crate::error::Interrupt::kind`] that ended the run
+    /// (`usage_limit_exceeded`, `pricing_not_configured`, …).
     pub kind: String,
+    /// Human-readable description of the failure.
     pub message: String,
 }
 
 /// The outcome of `run` / `resume` (also the CLI's `--json` object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
+    /// The run's id.
     pub run_id: String,
+    /// The name of the pipeline that ran.
     pub pipeline: String,
+    /// The run's status after this walk: `completed`, `failed` or `paused`.
     pub status: RunStatus,
+    /// The output of the last top-level step that ran (also when it failed); `None` while paused, and when
+    /// the run was stopped before a step produced one.
     pub output: Option<Value>,
+    /// Why the run failed; `None` unless the status is `failed`.
     pub error: Option<RunError>,
+    /// The pauses awaiting answers when the status is `paused`; empty otherwise.
     pub pending: Vec<PendingPause>,
     /// Results of the top-level steps, in order (nested executions are in the journal).
     pub step_history: Vec<StepResult>,
+    /// What the whole run has spent, in USD (replayed steps included).
     pub total_cost_usd: f64,
+    /// Tokens the whole run has used, prompt and completion together (replayed steps included).
     pub total_tokens: u64,
+    /// The run's context at the end of the walk, as JSON: its fields plus `steps`.
     pub context: Value,
 }

@@ -12,10 +12,12 @@ use crate::step::UsageLimits;
 
 /// Wall-clock time source.
 pub trait Clock: Send + Sync {
+    /// The current time, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
+/// The operating system's wall clock ([`std::time::SystemTime`]).
 pub struct SystemClock;
 
 impl Clock for SystemClock {
@@ -36,6 +38,7 @@ impl Clock for FixedClock {
 
 /// Run id source.
 pub trait IdGen: Send + Sync {
+    /// A new run id; it must differ from every run id in the store, since the run is stored under it.
     fn new_run_id(&self) -> String;
 }
 
@@ -52,7 +55,9 @@ impl IdGen for SequentialIds {
 /// Usage of a call, planned or actual.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Usage {
+    /// Cost, in USD.
     pub cost_usd: f64,
+    /// Tokens, prompt and completion together.
     pub tokens: u64,
 }
 
@@ -60,10 +65,15 @@ pub struct Usage {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{what} limit {limit} would be exceeded: spent {spent} + reserved {reserved} + requested {requested}")]
 pub struct QuotaExceeded {
+    /// Which limit: `cost` or `token`.
     pub what: &'static str,
+    /// The limit (USD, or tokens).
     pub limit: f64,
+    /// What was spent before the request (same unit).
     pub spent: f64,
+    /// What other calls had reserved and not yet reconciled (same unit).
     pub reserved: f64,
+    /// What the refused reservation asked for (same unit).
     pub requested: f64,
 }
 
@@ -71,6 +81,7 @@ pub struct QuotaExceeded {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[must_use = "a reservation must be reconciled"]
 pub struct Reservation {
+    /// The usage held for the call.
     pub planned: Usage,
 }
 
@@ -88,14 +99,17 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// A quota with `limits`, nothing spent and nothing reserved.
     pub fn new(limits: UsageLimits) -> Self {
         Quota { limits, state: Mutex::new(QuotaState::default()) }
     }
 
+    /// A quota without limits (it still counts what is spent).
     pub fn unlimited() -> Self {
         Quota::new(UsageLimits::default())
     }
 
+    /// The limits this quota enforces.
     pub fn limits(&self) -> UsageLimits {
         self.limits
     }
@@ -146,11 +160,13 @@ impl Quota {
         st.spent.tokens += actual.tokens;
     }
 
+    /// The usage recorded so far (reconciled calls and replayed records; open reservations not included).
     pub fn spent(&self) -> Usage {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).spent
     }
 
-    /// True when spending has reached a limit.
+    /// Which limit the spending so far exceeds (`"cost 0.12 USD exceeds limit 0.1"`), or `None` while it
+    /// fits every limit.
     pub fn exhausted(&self) -> Option<String> {
         let spent = self.spent();
         if let Some(l) = self.limits.total_cost_usd_limit {
@@ -169,6 +185,7 @@ impl Quota {
 
 /// Creates the quota of each run.
 pub trait QuotaManager: Send + Sync {
+    /// The quota of one walk of run `run_id` (a run, a resume or a replay), with that walk's `limits`.
     fn quota_for_run(&self, run_id: &str, limits: UsageLimits) -> Arc<Quota>;
 }
 
@@ -185,25 +202,36 @@ impl QuotaManager for PerRunQuotas {
 /// What a governance policy is asked about (before every agent and skill call).
 #[derive(Debug, Clone)]
 pub struct GovernanceRequest<'a> {
+    /// The run's id.
     pub run_id: &'a str,
+    /// The path of the step execution (or journaled call) making the call.
     pub path: &'a str,
+    /// The name of the step making the call.
     pub step: &'a str,
     /// The skill id or model being called.
     pub target: &'a str,
+    /// The input the call would receive (as earlier policies in the chain left it).
     pub input: &'a Value,
 }
 
 #[derive(Debug, Clone, PartialEq)]
+/// What a governance policy decides about one call.
 pub enum GovernanceDecision {
+    /// The call goes ahead, with its input unchanged.
     Allow,
+    /// The call is not made: the step attempt fails, without retry, with this reason.
     Deny(String),
     /// Allow, with the input replaced (e.g. PII scrubbed).
     Replace(Value),
 }
 
 #[async_trait]
+/// A check before every agent and skill call (SPEC §11). The engine asks its policies in order;
+/// the first denial ends the chain.
 pub trait GovernancePolicy: Send + Sync {
+    /// The policy's name, quoted in the message of a denial.
     fn name(&self) -> &str;
+    /// Decides about one call.
     async fn evaluate(&self, request: &GovernanceRequest<'_>) -> GovernanceDecision;
 }
 
@@ -211,68 +239,109 @@ pub trait GovernancePolicy: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RunEvent {
+    /// A walk of the run starts.
     RunStarted {
+        /// The run's id.
         run_id: String,
+        /// The pipeline's name.
         pipeline: String,
+        /// True when the walk continues a stored run (a resume or a replay); false for a new run.
         resumed: bool,
     },
+    /// A step execution starts running (a step replayed from its record sends only [`RunEvent::StepFinished`]).
     StepStarted {
+        /// The run's id.
         run_id: String,
+        /// The path of the step execution.
         path: String,
+        /// The step's name.
         step: String,
+        /// The step's kind name ([`crate::step::StepKind::name`]).
         kind: String,
     },
+    /// A step execution finished, run live or replayed from its journal record.
     StepFinished {
+        /// The run's id.
         run_id: String,
+        /// The execution's result.
         result: StepResult,
+        /// True when the result comes from the journal and nothing was executed.
         replayed: bool,
     },
+    /// The walk ends with the run paused (followed by [`RunEvent::RunFinished`]).
     Paused {
+        /// The run's id.
         run_id: String,
+        /// The pauses awaiting answers.
         pending: Vec<PendingPause>,
     },
+    /// The walk ended (completed, failed or paused): the last event of a walk. Not sent when the store
+    /// fails.
     RunFinished {
+        /// The run's id.
         run_id: String,
+        /// The run's status after the walk.
         status: RunStatus,
+        /// The tokens of the steps in the result's `step_history`, added up.
         tokens: TokenUsage,
+        /// What the whole run has spent, in USD (the result's `total_cost_usd`).
         cost_usd: f64,
     },
     /// A piece of a model's answer as it is generated (only when the run asked for token streaming:
     /// `RunOptions::stream_tokens`). The answer itself still arrives whole in the step's result.
     TokenDelta {
+        /// The run's id.
         run_id: String,
+        /// The path of the step execution (or journaled call) the event belongs to.
         path: String,
+        /// The step's name.
         step: String,
+        /// The piece of text.
         delta: String,
     },
     /// A further request of the same model call starts (a re-ask of structured output, or a step-level
     /// retry): text deltas that follow belong to this attempt.
     ModelAttempt {
+        /// The run's id.
         run_id: String,
+        /// The path of the step execution (or journaled call) the event belongs to.
         path: String,
+        /// The step's name.
         step: String,
+        /// The attempt that starts: 2, 3, …
         attempt: u32,
     },
     /// A model asked for a tool call (`arguments`: compact JSON, possibly shortened).
     ToolCall {
+        /// The run's id.
         run_id: String,
+        /// The path of the step execution (or journaled call) the event belongs to.
         path: String,
+        /// The step's name.
         step: String,
+        /// The tool called: its skill id, or the name the model gave it.
         tool: String,
+        /// The call's arguments, compact JSON (possibly shortened).
         arguments: String,
     },
     /// A tool call finished; `ok: false` when it failed (the error went back to the model).
     ToolResult {
+        /// The run's id.
         run_id: String,
+        /// The path of the step execution (or journaled call) the event belongs to.
         path: String,
+        /// The step's name.
         step: String,
+        /// The tool called: its skill id, or the name the model gave it.
         tool: String,
+        /// False when the call failed.
         ok: bool,
     },
 }
 
 /// Receives run events. Must be cheap: it is called on the step hot path.
 pub trait Telemetry: Send + Sync {
+    /// Receives one event; called for every event of a run, in order.
     fn on_event(&self, event: &RunEvent);
 }
 

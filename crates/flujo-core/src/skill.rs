@@ -14,24 +14,36 @@ use crate::runtime::Usage;
 /// Descriptive facts about a skill.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SkillInfo {
+    /// The skill's id in its registry (`flujo.builtins.transform`, an id from `skills.yaml`).
     pub id: String,
+    /// What the skill does, in a sentence or two (listed by tooling, and offered to models as the tool's
+    /// description).
     pub description: String,
+    /// JSON Schema of the input the skill accepts; `None` when it declares none.
     pub input_schema: Option<Value>,
+    /// JSON Schema of the output the skill returns; `None` when it declares none.
     pub output_schema: Option<Value>,
+    /// True when a call changes something outside the run (writes a file, sends a request), so calling it
+    /// again is not harmless.
     pub side_effects: bool,
 }
 
 /// Everything a skill invocation may read.
 #[derive(Debug, Clone)]
 pub struct SkillCall {
+    /// The input of this call (for a `step`, its rendered input), after any governance replacement.
     pub input: Value,
+    /// The run's id.
     pub run_id: Arc<str>,
+    /// The path of the step execution (or journaled call) making the call.
     pub path: Arc<str>,
+    /// The name of the step making the call.
     pub step: Arc<str>,
     /// 1-based attempt number.
     pub attempt: u32,
     /// Stable across re-runs of the same step execution (derived from run id and path).
     pub idempotency_key: Arc<str>,
+    /// The run context as it was when the call was made.
     pub context: ContextSnapshot,
     /// The current map item (`this` in templates) when the step runs inside a map body, so that skills
     /// evaluating templates or expressions see the same names as the step's `input:` template (SPEC §3).
@@ -50,9 +62,19 @@ pub enum Delta<'a> {
     /// follows belongs to it, not to the previous answer.
     Attempt(u32),
     /// The model asked for a tool call (`name`, arguments as compact JSON).
-    ToolCall { name: &'a str, arguments: &'a str },
+    ToolCall {
+        /// The tool's name, as offered to the model.
+        name: &'a str,
+        /// The arguments, as compact JSON.
+        arguments: &'a str,
+    },
     /// A tool call finished (`ok: false`: its error was reported to the model).
-    ToolResult { name: &'a str, ok: bool },
+    ToolResult {
+        /// The tool's name, as offered to the model.
+        name: &'a str,
+        /// False when the tool call failed.
+        ok: bool,
+    },
 }
 
 /// Receives pieces of text as a model generates them (see [`SkillCall::deltas`]), and the start of each
@@ -109,16 +131,20 @@ impl PartialEq for DeltaSink {
 /// What a skill returns.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SkillOutput {
+    /// The value the call produced.
     pub output: Value,
     /// Context writes requested by the skill (e.g. `context_set`), applied with the step's other updates.
     pub context_ops: Vec<PatchOp>,
+    /// Tokens the call used (model calls; zero for most other skills).
     pub tokens: TokenUsage,
+    /// What the call cost, in USD (model calls; zero for most other skills).
     pub cost_usd: f64,
     /// Facts about the call recorded in the step's metadata (a model's `finish_reason`, `warnings`, …).
     pub metadata: serde_json::Map<String, Value>,
 }
 
 impl SkillOutput {
+    /// An output of `output` alone: no context writes, no usage, no metadata.
     pub fn value(output: Value) -> Self {
         SkillOutput { output, ..Default::default() }
     }
@@ -128,6 +154,7 @@ impl SkillOutput {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
 pub struct SkillError {
+    /// What went wrong; it becomes the step's failure feedback.
     pub message: String,
     /// When false, retrying cannot help (e.g. bad input, or the call's own retries were used up); the engine
     /// skips remaining attempts.
@@ -135,6 +162,7 @@ pub struct SkillError {
     /// What the failed call consumed anyway (billed requests before it failed); the quota and the step's
     /// figures are reconciled to it.
     pub tokens: TokenUsage,
+    /// What the failed call cost anyway, in USD (see `tokens`).
     pub cost_usd: f64,
     /// The earliest time a retry may be made (a provider's `Retry-After`): a step-level retry waits at least
     /// this long.
@@ -145,6 +173,7 @@ pub struct SkillError {
 }
 
 impl SkillError {
+    /// A retryable failure with `message`, no usage and no metadata.
     pub fn new(message: impl Into<String>) -> Self {
         SkillError {
             message: message.into(),
@@ -155,6 +184,7 @@ impl SkillError {
             metadata: Box::default(),
         }
     }
+    /// A failure that retrying cannot help (`retryable: false`), with `message` and no usage.
     pub fn fatal(message: impl Into<String>) -> Self {
         SkillError { retryable: false, ..SkillError::new(message) }
     }
@@ -169,13 +199,12 @@ impl SkillError {
 /// A callable skill instance (params already bound).
 #[async_trait]
 pub trait Skill: Send + Sync {
+    /// Makes one call. An `Err` fails this attempt; a `step` tries again (per its `max_retries`) only when
+    /// [`SkillError::retryable`] is true.
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError>;
+    /// Descriptive facts about the skill: id, description, schemas, side effects.
     fn info(&self) -> SkillInfo;
 
-    /// An upper bound of what one [`Skill::call`] with `input` may spend (cost and tokens), or `None` when the
-    /// skill cannot say (most non-model skills). The engine reserves it from the run's quota before the call and
-    /// reconciles to the reported usage afterwards (Reserve → Execute → Reconcile, SPEC §8); a reservation that
-    /// does not fit refuses the call. Model agents return `(estimated prompt tokens + max_tokens) × price`.
     /// Checks made before any call (and before reserving budget): a typed control-flow interrupt that must stop
     /// the run instead of failing the step — e.g. a model without a price under strict pricing
     /// (`Interrupt::PricingNotConfigured`, SPEC §8). Never retried, never turned into a step failure.
@@ -183,6 +212,10 @@ pub trait Skill: Send + Sync {
         Ok(())
     }
 
+    /// An upper bound of what one [`Skill::call`] with `input` may spend (cost and tokens), or `None` when the
+    /// skill cannot say (most non-model skills). The engine reserves it from the run's quota before the call and
+    /// reconciles to the reported usage afterwards (Reserve → Execute → Reconcile, SPEC §8); a reservation that
+    /// does not fit refuses the call. Model agents return `(estimated prompt tokens + max_tokens) × price`.
     fn estimate(&self, input: &Value) -> Option<Usage> {
         let _ = input;
         None
@@ -192,25 +225,54 @@ pub trait Skill: Send + Sync {
 /// Resolution failure.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ResolveError {
+    /// No skill with this id is registered.
     #[error("unknown skill '{id}'{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
-    Unknown { id: String, suggestion: Option<String> },
+    Unknown {
+        /// The id asked for.
+        id: String,
+        /// The closest registered id, when one is close enough to be a likely typo.
+        suggestion: Option<String>,
+    },
+    /// The skill (or model) exists but cannot be set up with the given params or settings: a missing or
+    /// mistyped param, an expression that does not compile, an unusable provider configuration.
     #[error("invalid params for skill '{id}': {message}")]
-    BadParams { id: String, message: String },
+    BadParams {
+        /// The skill id (or model id).
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A model id whose provider (or mock model) is not known; `message` says which are.
     #[error("unknown model '{id}': {message}{}", suggestion.as_ref().map(|s| format!(" (did you mean '{s}'?)")).unwrap_or_default())]
-    UnknownModel { id: String, message: String, suggestion: Option<String> },
+    UnknownModel {
+        /// The model id asked for (`provider:model`).
+        id: String,
+        /// Which providers (or mock models) are known.
+        message: String,
+        /// The closest known id, when one is close enough to be a likely typo.
+        suggestion: Option<String>,
+    },
+    /// The id is a Python import path (`pkg.mod:fn`, or a dotted path close to none of the
+    /// registered ids) from a blueprint of the Python original.
     #[error("'{id}' looks like a Python import path; Flujo (Rust) runs Python code as a `command` skill declared in skills.yaml")]
-    PythonPath { id: String },
+    PythonPath {
+        /// The id as given.
+        id: String,
+    },
 }
 
 /// Maps skill ids (+ params) to instances. Resolution happens once, when a runner is built.
 pub trait SkillRegistry: Send + Sync {
+    /// The skill `id` with `params` bound (params are checked, expressions compiled).
     fn resolve(&self, id: &str, params: &Value) -> Result<Arc<dyn Skill>, ResolveError>;
+    /// Facts about every registered skill.
     fn list(&self) -> Vec<SkillInfo>;
 }
 
 /// Resolves `provider:model` ids to callable agents (models behave like skills that report usage).
 pub trait ModelRegistry: Send + Sync {
+    /// The agent for `model` (`provider:model`) with `settings` (the agent's declaration: system
+    /// prompt, output schema, model settings, …).
     fn resolve(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError>;
 
     /// A skill for one turn of a tool-using conversation (the planner of an `agentic_loop`): input

@@ -14,25 +14,39 @@ use crate::result::{PendingPause, RunError, RunStatus};
 /// The stored row of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// The run's id (unique in the store; generated, or chosen by the caller).
     pub run_id: String,
+    /// The name of the pipeline the run executes ([`crate::step::Pipeline::name`]); `list_runs` filters on it.
     pub pipeline_name: String,
+    /// The version of that pipeline ([`crate::step::Pipeline::version`]).
     pub pipeline_version: String,
     /// Hash of the canonical pipeline definition the run was started with.
     pub pipeline_hash: String,
     /// The canonical pipeline definition (so resume needs no file). Shared, not copied, between runs of one
     /// pipeline; stores keep one copy per distinct definition.
     pub definition: Option<Arc<Value>>,
+    /// Where the run is in its lifecycle.
     pub status: RunStatus,
+    /// The run's input, as given (stored unredacted: replay needs it).
     pub input: Value,
+    /// The user fields the run's context started with (e.g. from `--context`), as given.
     pub initial_context: Map<String, Value>,
+    /// The pauses awaiting an answer while the run is `paused`; empty otherwise.
     pub pending: Vec<PendingPause>,
+    /// The run's output once it has ended (redacted as the journal holds it); `None` while it runs or is
+    /// paused, and for a failed run that produced none.
     pub output: Option<Value>,
+    /// Why the run failed (a `failed` run); `None` otherwise.
     pub error: Option<RunError>,
     /// Incremented each time a failed run is resumed: failed records of older generations run again.
     pub generation: u32,
+    /// What the run has spent so far, in USD (recorded at each status change).
     pub total_cost_usd: f64,
+    /// Tokens the run has used so far, prompt and completion together (recorded at each status change).
     pub total_tokens: u64,
+    /// When the run was created, in milliseconds since the Unix epoch (the runner's [`crate::runtime::Clock`]).
     pub created_at_ms: i64,
+    /// When the run row last changed, in milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
     /// Who is walking the run (set while `running`, cleared when it pauses or ends).
     #[serde(default)]
@@ -75,6 +89,7 @@ pub struct RunOrigin {
 /// One file a run depends on, with its content hash when the run started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginFile {
+    /// What the file is to the run.
     pub role: OriginRole,
     /// Absolute path.
     pub path: String,
@@ -99,7 +114,9 @@ pub enum OriginRole {
 pub struct RunOwner {
     /// Unique per runner instance.
     pub id: String,
+    /// The host name of the machine the process runs on.
     pub host: String,
+    /// The process's id on its host.
     pub pid: u32,
     /// The process's start time (Linux `/proc/PID/stat` field 22), so a reused pid is not mistaken for the owner.
     #[serde(default)]
@@ -109,19 +126,29 @@ pub struct RunOwner {
 /// A compare-and-set update of a run's lifecycle fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunUpdate {
+    /// The run to update.
     pub run_id: String,
     /// The update applies only if the stored status is one of these (empty = any).
     pub expected: Vec<RunStatus>,
+    /// The new status.
     pub status: RunStatus,
+    /// The new pending pauses (non-empty when the new status is `paused`).
     pub pending: Vec<PendingPause>,
+    /// The new output (see [`RunRecord::output`]).
     pub output: Option<Value>,
+    /// The new error (see [`RunRecord::error`]).
     pub error: Option<RunError>,
+    /// The new generation (see [`RunRecord::generation`]).
     pub generation: u32,
+    /// The run's new cost total, in USD.
     pub total_cost_usd: f64,
+    /// The run's new token total.
     pub total_tokens: u64,
+    /// The time of the update, in milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
     /// The new owner (`None` clears it).
     pub owner: Option<RunOwner>,
+    /// The new lease expiry, in milliseconds since the Unix epoch (`None` clears it).
     pub lease_expires_at_ms: Option<i64>,
     /// When set, the update applies only if the stored owner id equals this (`Some(None)`: no owner).
     pub expected_owner: Option<Option<String>>,
@@ -132,21 +159,30 @@ pub struct RunUpdate {
 /// Filter for [`RunStore::list_runs`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunFilter {
+    /// Only runs of this status (`None`: any).
     pub status: Option<RunStatus>,
+    /// Only runs of the pipeline with this name (`None`: any).
     pub pipeline: Option<String>,
+    /// Only runs created at or after this time, in milliseconds since the Unix epoch (`None`: any).
     pub since_ms: Option<i64>,
+    /// At most this many runs, counted after filtering (`None`: no limit).
     pub limit: Option<usize>,
 }
 
 #[async_trait]
+/// The run rows: creating, reading, updating (compare-and-set), listing and deleting runs.
 pub trait RunStore: Send + Sync {
+    /// Stores a new run; [`StoreError::RunExists`] when its id is taken.
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// The run with this id, or `None` when there is none.
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
     /// Applies `update` atomically if the stored status is expected; `Conflict` otherwise.
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError>;
     /// Extends the lease of a `running` run owned by `owner_id`; `Conflict` when the run is not (or no longer)
     /// running under that owner — the caller has lost the run and must stop.
     async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError>;
+    /// The runs that match `filter` (every condition set must hold), newest first: by `created_at_ms`
+    /// descending, ties by `run_id` descending.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
     /// Ids of the runs whose id starts with `prefix` (byte-wise), in ascending byte order, at most `limit`.
     /// An empty prefix matches every run.
@@ -162,6 +198,7 @@ pub trait RunStore: Send + Sync {
 }
 
 #[async_trait]
+/// The journal: each run's append-only list of [`JournalRecord`]s.
 pub trait JournalStore: Send + Sync {
     /// Durably appends one record. The record's `seq` must be the run's next position.
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError>;
@@ -170,9 +207,11 @@ pub trait JournalStore: Send + Sync {
 }
 
 #[async_trait]
+/// Content-addressed bytes (large values, pipeline definitions), stored once per distinct content.
 pub trait BlobStore: Send + Sync {
     /// Stores bytes under their blake3 hash (idempotent) and returns the hex hash.
     async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError>;
+    /// The bytes stored under `hash` (as [`BlobStore::put_blob`] returned it), or `None` when there are none.
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 

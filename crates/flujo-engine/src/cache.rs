@@ -7,7 +7,10 @@ use flujo_core::{Clock, Value};
 
 /// Stores wrapped-step outputs by key (blake3 of the wrapped step's fingerprint and its input).
 pub trait CacheBackend: Send + Sync {
+    /// The output stored under `key`, or `None` when there is none or it has expired.
     fn get(&self, key: &[u8; 32]) -> Option<Arc<Value>>;
+    /// Stores `value` under `key`, replacing any earlier entry. With `ttl_s` it expires that many seconds from
+    /// now; with `None` it never expires. The `cache` policy stores only successful outputs.
     fn put(&self, key: [u8; 32], value: Arc<Value>, ttl_s: Option<f64>);
 }
 
@@ -21,6 +24,7 @@ pub struct MemoryCache {
 }
 
 impl MemoryCache {
+    /// An empty cache whose entries expire by `clock` (the runner's clock when the builder makes it).
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         MemoryCache { clock, entries: Mutex::new(HashMap::new()) }
     }

@@ -51,6 +51,8 @@ pub const MAX_PREFIX_CANDIDATES: usize = 10;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// No run has the id it holds, or no run id starts with the prefix given to
+    /// [`TaskClient::resolve_prefix`] (an empty prefix matches none).
     #[error("run '{0}' not found")]
     RunNotFound(String),
     /// A run-id prefix matches several runs (at most [`MAX_PREFIX_CANDIDATES`] are listed; `more` says
@@ -60,11 +62,27 @@ pub enum ClientError {
         candidates.join(", "),
         if *more { ", …" } else { "" }
     )]
-    AmbiguousPrefix { prefix: String, candidates: Vec<String>, more: bool },
+    AmbiguousPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// Ids of the matching runs, in ascending byte order.
+        candidates: Vec<String>,
+        /// True when more runs match than are listed.
+        more: bool,
+    },
+    /// The run with the id it holds was stored without its pipeline definition ([`RunRecord::definition`]
+    /// is `None`), so no runner can be built to resume or replay it.
     #[error("run '{0}' has no stored pipeline definition")]
     NoDefinition(String),
+    /// The run's stored pipeline definition does not deserialize into a [`Pipeline`].
     #[error("the stored pipeline definition of run '{run_id}' cannot be read: {message}")]
-    BadDefinition { run_id: String, message: String },
+    BadDefinition {
+        /// The run whose definition cannot be read.
+        run_id: String,
+        /// The deserializer's error.
+        message: String,
+    },
+    /// A store operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Building the runner, resuming or replaying failed.
@@ -90,21 +108,39 @@ impl ClientError {
 /// pending pauses and the length of its journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunView {
+    /// The run's id.
     pub run_id: String,
+    /// The name of the pipeline the run executes.
     pub pipeline_name: String,
+    /// The version of that pipeline.
     pub pipeline_version: String,
+    /// Hash of the canonical pipeline definition the run was started with; only a runner built from that
+    /// definition may resume it.
     pub pipeline_hash: String,
+    /// Where the run is in its lifecycle.
     pub status: RunStatus,
+    /// The run's input, as given.
     pub input: Value,
+    /// The user fields the run's context started with, as given.
     pub initial_context: Map<String, Value>,
+    /// The run's output once it has ended (redacted as the journal holds it); `None` while it runs or is paused,
+    /// and for a failed run that produced none.
     pub output: Option<Value>,
+    /// Why the run failed; `None` unless it is `failed`.
     pub error: Option<RunError>,
     /// Pauses awaiting an answer (each with its message and input schema).
     pub pending: Vec<PendingPause>,
+    /// How many times the run was resumed after failing (0 if never); failed records of older generations run
+    /// again.
     pub generation: u32,
+    /// What the run has spent, in USD, as of its last status change; [`RunView::with_journal`] raises it to what
+    /// the journal records for a run still `running`.
     pub total_cost_usd: f64,
+    /// Tokens the run has used, prompt and completion together, counted like [`RunView::total_cost_usd`].
     pub total_tokens: u64,
+    /// When the run was created, in milliseconds since the Unix epoch.
     pub created_at_ms: i64,
+    /// When the run row last changed, in milliseconds since the Unix epoch.
     pub updated_at_ms: i64,
     /// Number of journal records (finished step executions).
     pub journal_len: usize,
@@ -145,6 +181,8 @@ impl RunView {
         view
     }
 
+    /// The view of `run`, whose journal holds `journal_len` records, with the totals as the run row holds them
+    /// (see [`RunView::with_journal`] for a `running` run).
     pub fn from_record(run: RunRecord, journal_len: usize) -> Self {
         RunView {
             run_id: run.run_id,
@@ -170,10 +208,13 @@ impl RunView {
 /// The outcome of [`TaskClient::replay`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayReport {
+    /// The replayed run's id.
     pub run_id: String,
     /// True when the walk over the journal reproduced every composite record and the run's status and output.
     pub matches: bool,
+    /// The status stored for the run.
     pub recorded_status: RunStatus,
+    /// The output stored for the run (`None` while it runs or is paused, or when it produced none).
     pub recorded_output: Option<Value>,
     /// The recomputed result (when the replay matched).
     pub result: Option<RunResult>,
@@ -184,6 +225,7 @@ pub struct ReplayReport {
 /// The outcome of [`TaskClient::verify`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifyReport {
+    /// The verified run's id.
     pub run_id: String,
     /// Number of journal records checked.
     pub records: usize,
@@ -194,6 +236,7 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// True when the hash chain and the run row check out ([`VerifyReport::broken`] is `None`).
     pub fn is_ok(&self) -> bool {
         self.broken.is_none()
     }
@@ -294,6 +337,7 @@ impl TaskClient {
         self
     }
 
+    /// The store this client reads and writes.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -407,10 +451,12 @@ impl TaskClient {
         Ok(self.store.delete_runs(older_than_ms, status).await?)
     }
 
+    /// The system-state value stored under `key` (installation-wide settings, not tied to a run), or `None`.
     pub async fn system_state_get(&self, key: &str) -> Result<Option<Value>, ClientError> {
         Ok(self.store.get_state(key).await?)
     }
 
+    /// Stores `value` under system-state `key`, replacing any previous value.
     pub async fn system_state_set(&self, key: &str, value: &Value) -> Result<(), ClientError> {
         Ok(self.store.set_state(key, value).await?)
     }

@@ -54,6 +54,8 @@ pub struct Lexical<'a> {
 }
 
 impl<'a> Lexical<'a> {
+    /// The scope of a pipeline's top-level steps: no map item, no siblings yet (each sequence sets its own), and
+    /// `schema` as the context schema.
     pub fn root(schema: Option<&'a jsonschema::Validator>) -> Self {
         Lexical { this: None, schema, siblings: &[] }
     }
@@ -137,11 +139,14 @@ fn redact_record(record: &mut JournalRecord) -> Option<Vec<PatchOp>> {
 
 /// Per-run state shared by every frame of the run.
 pub struct RunState {
+    /// The id of the run being walked.
     pub run_id: Arc<str>,
     pub(crate) journal: Option<JournalWriter>,
     replay: HashMap<String, Arc<JournalRecord>>,
     generation: u32,
     answers: Mutex<HashMap<String, Value>>,
+    /// The run's budget: every agent call reserves and reconciles its usage here, and replayed records count
+    /// against it.
     pub quota: Arc<Quota>,
     telemetry: Option<Arc<dyn Telemetry>>,
     clock: Arc<dyn Clock>,
@@ -294,12 +299,14 @@ impl RunState {
         self.answers.lock().unwrap_or_else(|p| p.into_inner()).remove(pause_id)
     }
 
+    /// Sends the event that `event` builds to the run's telemetry. Without telemetry, `event` is not called.
     pub fn emit(&self, event: impl FnOnce() -> RunEvent) {
         if let Some(t) = &self.telemetry {
             t.on_event(&event());
         }
     }
 
+    /// The current time by the runner's [`Clock`], in milliseconds since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -340,16 +347,25 @@ impl<T> std::future::Future for GrowStack<'_, T> {
 /// The outcome of running a list of steps.
 #[derive(Debug, Clone)]
 pub struct SeqOutcome {
+    /// [`StepStatus::Completed`] when every step completed; [`StepStatus::Failed`] when one failed (the sequence
+    /// stops there).
     pub status: StepStatus,
+    /// The output of the last step that ran: the last step's output when the sequence completed, the failed
+    /// step's output when it failed, the input for an empty sequence, and `Null` for a child sequence that
+    /// could not start (see [`ExecutionFrame::run_child`]).
     pub output: Value,
+    /// Why the sequence failed (`step 'NAME' failed: …` for a failed step); `None` when it completed.
     pub feedback: Option<String>,
+    /// Tokens used by the steps that ran, summed.
     pub tokens: TokenUsage,
+    /// What the steps that ran cost, in USD, summed.
     pub cost_usd: f64,
     /// The name and (raw) feedback of the last step that ran; `None` for an empty sequence.
     pub last_step: Option<(String, Option<String>)>,
 }
 
 impl SeqOutcome {
+    /// True when [`SeqOutcome::status`] is [`StepStatus::Completed`].
     pub fn succeeded(&self) -> bool {
         self.status == StepStatus::Completed
     }
@@ -382,6 +398,8 @@ pub(crate) fn last_answer(ctx: &flujo_core::ContextSnapshot) -> Option<Value> {
 }
 
 impl ExecutorCore {
+    /// How templates and expressions treat undefined names: [`UndefinedMode::Strict`] (an error) when the runner
+    /// was built with `strict_templates(true)`, else [`UndefinedMode::Lenient`].
     pub fn undefined_mode(&self) -> UndefinedMode {
         self.undefined
     }

@@ -21,6 +21,8 @@
 //! [`TaskClient`] is the API for apps and tools over a store: inspect, resume, replay, verify and prune runs
 //! without the pipeline file.
 
+#![deny(missing_docs)]
+
 pub mod cache;
 pub mod client;
 pub mod executor;

@@ -13,6 +13,7 @@ use crate::executor::{ExecutorCore, Lexical, RunState};
 
 /// Everything one step execution needs. The only argument of [`StepPolicy::execute`].
 pub struct ExecutionFrame<'a> {
+    /// The step being executed; its kind holds the spec the policy reads.
     pub step: &'a Step,
     /// The rendered input of this step.
     pub input: Value,
@@ -87,18 +88,29 @@ impl ExecutionFrame<'_> {
 /// against the context schema), journals the record and emits events.
 #[derive(Debug, Clone)]
 pub struct PolicyOutcome {
+    /// Whether the step completed or failed.
     pub status: StepStatus,
+    /// The step's output: the next step's input and the step's entry in `steps` of the context. A failed step
+    /// may carry one too (for example the output of the child that failed).
     pub output: Value,
+    /// Why the step failed; it becomes the `feedback` of the step's record and result. `None` from
+    /// [`PolicyOutcome::success`].
     pub feedback: Option<String>,
+    /// How many attempts the step made (1 unless the policy retried).
     pub attempts: u32,
+    /// Tokens this execution used, those of its child steps included.
     pub tokens: TokenUsage,
+    /// What this execution cost, in USD, its child steps included.
     pub cost_usd: f64,
+    /// Facts about the execution, kept in the step's record and result (e.g. `cache_hit`, `iterations`,
+    /// `branch_key`).
     pub metadata: Map<String, Value>,
     /// Context writes requested by the step itself (e.g. by a skill or a hitl answer).
     pub context_ops: Vec<PatchOp>,
 }
 
 impl PolicyOutcome {
+    /// A completed outcome of `output`: one attempt, no feedback, no usage, no metadata and no context writes.
     pub fn success(output: Value) -> Self {
         PolicyOutcome {
             status: StepStatus::Completed,
@@ -112,10 +124,13 @@ impl PolicyOutcome {
         }
     }
 
+    /// A failed outcome of `output` with the failure message `feedback`; otherwise like
+    /// [`PolicyOutcome::success`].
     pub fn failure(output: Value, feedback: impl Into<String>) -> Self {
         PolicyOutcome { status: StepStatus::Failed, feedback: Some(feedback.into()), ..PolicyOutcome::success(output) }
     }
 
+    /// Sets metadata `key` to `value` (replacing an earlier value) and returns the outcome.
     pub fn with_meta(mut self, key: &str, value: Value) -> Self {
         self.metadata.insert(key.to_owned(), value);
         self
@@ -125,6 +140,9 @@ impl PolicyOutcome {
 /// Executes one step kind.
 #[async_trait]
 pub trait StepPolicy: Send + Sync {
+    /// Executes the step of `frame` (all its attempts) and returns what it produced. A step failure is `Ok`
+    /// with a failed outcome. `Err` is an [`Interrupt`] that stops the walk (a pause, a budget stop, a store
+    /// error, …); one that comes back from a child execution must be returned as it is.
     async fn execute(&self, frame: ExecutionFrame<'_>) -> Result<PolicyOutcome, Interrupt>;
 }
 
@@ -159,10 +177,12 @@ impl ExecutionDispatcher {
         self.policies.insert(kind.into(), policy);
     }
 
+    /// The policy registered for the step kind named `kind`, or `None`.
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn StepPolicy>> {
         self.policies.get(kind)
     }
 
+    /// The names of the kinds that have a policy, in no particular order.
     pub fn kinds(&self) -> impl Iterator<Item = &str> {
         self.policies.keys().map(String::as_str)
     }

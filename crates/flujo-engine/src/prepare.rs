@@ -47,6 +47,9 @@ fn addr<T>(r: &T) -> usize {
 }
 
 impl Prepared {
+    /// The skill or model agent `agent` resolved to when the runner was built (for an agent that offers tools,
+    /// its chat-turn skill). Lookups are by address, so `agent` must be the reference inside the runner's own
+    /// pipeline; `None` for any other.
     pub fn agent(&self, agent: &AgentRef) -> Option<&Arc<dyn Skill>> {
         self.agents.get(&addr(agent))
     }
@@ -66,6 +69,8 @@ impl Prepared {
         self.order.iter()
     }
 
+    /// The fingerprint of `step` (see [`Step::fingerprint`]), part of the `cache` step's key: computed when the
+    /// runner was built for steps a `cache` step wraps, and on the spot for any other.
     pub fn fingerprint(&self, step: &Step) -> blake3::Hash {
         self.fingerprints.get(&addr(step)).copied().unwrap_or_else(|| step.fingerprint())
     }

@@ -58,6 +58,10 @@ pub struct FlujoRuntimeBuilder {
 pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl FlujoRuntimeBuilder {
+    /// A builder for `pipeline` with every part at its default: no store (runs are not durable), the
+    /// [`SystemClock`], UUIDv7 run ids ([`UuidIds`]), an independent quota per run ([`PerRunQuotas`]), the
+    /// built-in skills, no model registry, no governance, no telemetry, the built-in step policies, an in-memory
+    /// cache, lenient templates, no usage limits and a lease of [`DEFAULT_LEASE`].
     pub fn new(pipeline: Pipeline) -> Self {
         FlujoRuntimeBuilder {
             pipeline,
@@ -99,14 +103,18 @@ impl FlujoRuntimeBuilder {
         self.store = Some(store);
         self
     }
+    /// The time source of run timestamps, leases, cache expiry and retry jitter (default: [`SystemClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
     }
+    /// The source of run ids for runs started without [`RunOptions::run_id`] (default: [`UuidIds`]).
     pub fn id_generator(mut self, ids: Arc<dyn IdGen>) -> Self {
         self.ids = ids;
         self
     }
+    /// Makes the quota (the budget tracker) of each run, resume and replay (default: [`PerRunQuotas`], one
+    /// independent quota per run).
     pub fn quota_manager(mut self, quotas: Arc<dyn QuotaManager>) -> Self {
         self.quotas = quotas;
         self
@@ -116,6 +124,8 @@ impl FlujoRuntimeBuilder {
         self.skills = Some(skills);
         self
     }
+    /// The model registry that resolves `provider:model` agents (default: none, and then a pipeline with a
+    /// model agent fails to build).
     pub fn models(mut self, models: Arc<dyn ModelRegistry>) -> Self {
         self.models = Some(models);
         self
@@ -125,6 +135,7 @@ impl FlujoRuntimeBuilder {
         self.governance.push(policy);
         self
     }
+    /// Receives the [`RunEvent`]s of every run (default: none).
     pub fn telemetry(mut self, telemetry: Arc<dyn Telemetry>) -> Self {
         self.telemetry = Some(telemetry);
         self
@@ -134,6 +145,8 @@ impl FlujoRuntimeBuilder {
         self.dispatcher.register(kind, policy);
         self
     }
+    /// The backend of `cache` steps (default: a new [`MemoryCache`] on the builder's clock for each runner
+    /// built).
     pub fn cache(mut self, cache: Arc<dyn CacheBackend>) -> Self {
         self.cache = Some(cache);
         self
@@ -228,6 +241,7 @@ pub fn pipeline_from_definition(definition: &Value) -> Result<Pipeline, serde_js
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// The run's input: the first step receives it.
     pub input: Value,
     /// Use this run id instead of a generated one.
     pub run_id: Option<String>,
@@ -241,6 +255,8 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// Options with `input` and every other option at its default: a generated run id, no initial context
+    /// fields, the runner's budget, no token streaming.
     pub fn new(input: Value) -> Self {
         RunOptions { input, ..Default::default() }
     }
@@ -406,10 +422,12 @@ impl Flujo {
         FlujoRuntimeBuilder::new(pipeline)
     }
 
+    /// The pipeline this runner runs.
     pub fn pipeline(&self) -> &Pipeline {
         &self.inner.pipeline
     }
 
+    /// The runner's store; `None` when its runs are not durable.
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.inner.store.as_ref()
     }
@@ -446,6 +464,13 @@ impl Flujo {
         (rx, self.start_run(opts, Some(sink)))
     }
 
+    /// Runs the pipeline with `opts` (run id, initial context, budget, token streaming) and returns its result.
+    /// A failed step or a pause is not an error: the result's status says so.
+    ///
+    /// Errors: [`FlujoError::InvalidRunId`] for an unusable `run_id`, [`FlujoError::ContextValidation`] for an
+    /// initial context that sets a framework field or does not match the context schema,
+    /// [`FlujoError::NotResumable`] when this process is already walking a run with that id, and
+    /// [`FlujoError::Store`] when the store fails (for example, the run id is already taken).
     pub async fn run_with(&self, opts: RunOptions) -> Result<RunResult, FlujoError> {
         self.start_run(opts, self.inner.telemetry.clone()).await
     }

@@ -37,15 +37,26 @@ const STDERR_TAIL: usize = 2000;
 /// A command skill as declared in `skills.yaml`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommandSpec {
+    /// The skill id that steps use (`uses:`); the skill is registered under it.
     pub id: String,
     /// Program and arguments (no shell).
     pub command: Vec<String>,
     /// Working directory: the blueprint's folder.
     pub cwd: PathBuf,
+    /// Longest the command may run, in seconds; `None` means 60 seconds. When set, it must be greater than 0
+    /// and at most [`flujo_core::limits::MAX_DURATION_S`] (7 days). When it runs out, the whole process group
+    /// is killed and the call fails (retryable).
     pub timeout_s: Option<f64>,
+    /// JSON Schema the step input must match. It is checked before the process starts; a mismatch fails the
+    /// call without retries. `None`: any input.
     pub input_schema: Option<Value>,
+    /// JSON Schema the JSON printed on stdout must match; a mismatch fails the call (retryable). `None`: any
+    /// output.
     pub output_schema: Option<Value>,
+    /// Whether the command changes something outside the run (see [`SideEffects`](crate::SideEffects)); copied
+    /// into the skill's [`SkillInfo`].
     pub side_effects: bool,
+    /// One-line description of the skill, copied into its [`SkillInfo`].
     pub description: String,
     /// Extra environment variables (`env:` in `skills.yaml`).
     pub env: BTreeMap<String, String>,
@@ -158,6 +169,11 @@ fn schema_errors(v: &jsonschema::Validator, value: &Value) -> Option<String> {
 }
 
 impl CommandSkill {
+    /// Resolves `spec` for one step, whose `params` reach the process as JSON in `FLUJO_SKILL_PARAMS`.
+    /// Compiles the input and output schemas.
+    ///
+    /// Fails with [`ResolveError::BadParams`] when `command` is empty, `timeout_s` is not a valid duration, or a
+    /// schema is not a valid JSON Schema.
     pub fn new(spec: Arc<CommandSpec>, params: Value) -> Result<Self, ResolveError> {
         if spec.command.is_empty() {
             return Err(ResolveError::BadParams { id: spec.id.clone(), message: "`command` is empty".into() });

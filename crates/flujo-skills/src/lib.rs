@@ -20,6 +20,7 @@
 //! [`BuiltinRegistry::register_fn`] (an async closure). [`CountingSkill`] is a test-support skill that counts
 //! invocations per step path.
 
+#![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod builtins;

@@ -51,7 +51,9 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = CheckResult> + Send + 'static
 /// One named conformance check.
 #[derive(Clone, Copy)]
 pub struct Check {
+    /// The check's function name (e.g. `append_is_gapless`), used in [`Report`]s.
     pub name: &'static str,
+    /// Makes the check's future for the given store; awaiting it runs the check.
     pub run: fn(Arc<dyn Store>) -> CheckFuture,
 }
 
@@ -109,12 +111,14 @@ pub fn checks() -> Vec<Check> {
 pub struct Report {
     /// The store's [`Store::describe`] (of the first store made).
     pub store: String,
+    /// Names of the checks that passed, in the order they ran.
     pub passed: Vec<&'static str>,
     /// `(check name, failure)` for every failed check.
     pub failed: Vec<(&'static str, String)>,
 }
 
 impl Report {
+    /// Whether every check passed (no entry in [`Report::failed`]).
     pub fn is_ok(&self) -> bool {
         self.failed.is_empty()
     }
@@ -403,6 +407,8 @@ fn ids(runs: &[RunRecord]) -> Vec<&str> {
 // ---------------------------------------------------------------------------------------------------------
 // Runs.
 
+/// Checks that `get_run` returns a created run exactly as given, both with every field set and with the
+/// optional fields empty.
 pub async fn create_get_round_trip(store: Arc<dyn Store>) -> CheckResult {
     let run = sample_run("r-round-trip");
     store.create_run(&run).await.ctx("create_run")?;
@@ -412,11 +418,14 @@ pub async fn create_get_round_trip(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("get_run of a run with empty optional fields", &get(&store, "r-bare").await?, &bare)
 }
 
+/// Checks that `get_run` of an id no run has is `Ok(None)`.
 pub async fn get_unknown_run_is_none(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&sample_run("r-known")).await.ctx("create_run")?;
     ensure_eq("get_run of an unknown run", &store.get_run("r-unknown").await.ctx("get_run")?, &None)
 }
 
+/// Checks that `create_run` with an existing run id fails with [`StoreError::RunExists`] and leaves the
+/// stored run unchanged.
 pub async fn duplicate_create_is_rejected(store: Arc<dyn Store>) -> CheckResult {
     let run = sample_run("r-dup");
     store.create_run(&run).await.ctx("first create_run")?;
@@ -428,6 +437,8 @@ pub async fn duplicate_create_is_rejected(store: Arc<dyn Store>) -> CheckResult 
     ensure_eq("the original run after a rejected duplicate", &get(&store, "r-dup").await?, &run)
 }
 
+/// Checks that an `update_run` whose expected statuses include the stored one sets every updated field,
+/// keeps `input`, `definition` and `created_at_ms`, and keeps the journal head when the update names none.
 pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
     let mut run = fresh_run("r-cas", "demo", RunStatus::Running, 10);
     run.input = json!({"keep": "me"});
@@ -488,6 +499,7 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("created_at_ms is never updated", &got.created_at_ms, &10)
 }
 
+/// Checks that an `update_run` with an empty `expected` list applies whatever the stored status is.
 pub async fn update_with_empty_expected_applies_to_any_status(store: Arc<dyn Store>) -> CheckResult {
     for (i, status) in
         [RunStatus::Running, RunStatus::Paused, RunStatus::Completed, RunStatus::Failed, RunStatus::Cancelled]
@@ -505,6 +517,8 @@ pub async fn update_with_empty_expected_applies_to_any_status(store: Arc<dyn Sto
     Ok(())
 }
 
+/// Checks that an `update_run` whose expected statuses do not include the stored one fails with
+/// [`StoreError::Conflict`] naming the stored status, and changes nothing.
 pub async fn update_cas_conflict_leaves_run_unchanged(store: Arc<dyn Store>) -> CheckResult {
     let mut run = sample_run("r-conflict");
     run.status = RunStatus::Completed;
@@ -521,6 +535,8 @@ pub async fn update_cas_conflict_leaves_run_unchanged(store: Arc<dyn Store>) -> 
     ensure_eq("run after a conflicting update", &get(&store, "r-conflict").await?, &run)
 }
 
+/// Checks that `update_run` of an unknown run fails with [`StoreError::RunNotFound`] (with or without
+/// expected statuses) and does not create the run.
 pub async fn update_unknown_run_is_not_found(store: Arc<dyn Store>) -> CheckResult {
     let ghost = fresh_run("r-ghost", "demo", RunStatus::Running, 0);
     ensure_err(
@@ -541,6 +557,8 @@ pub async fn update_unknown_run_is_not_found(store: Arc<dyn Store>) -> CheckResu
 // ---------------------------------------------------------------------------------------------------------
 // Journal.
 
+/// Checks that `append` accepts only the next seq: skipping a seq or repeating one is a
+/// [`StoreError::Conflict`] that leaves the journal unchanged, and the next seq is still accepted after.
 pub async fn append_is_gapless(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-gapless", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
     let chain = sealed_chain("r-gapless", 4);
@@ -562,6 +580,8 @@ pub async fn append_is_gapless(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("journal after appending seq 3", &store.load_journal("r-gapless").await.ctx("load_journal")?, &chain)
 }
 
+/// Checks that a run's first record must have seq 0, and that a repeated or skipped seq after it is a
+/// [`StoreError::Conflict`].
 pub async fn append_rejects_out_of_order_seq(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-order", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
     let is_conflict = |e: &StoreError| matches!(e, StoreError::Conflict { run_id, .. } if run_id == "r-order");
@@ -582,6 +602,7 @@ pub async fn append_rejects_out_of_order_seq(store: Arc<dyn Store>) -> CheckResu
     ensure_eq("journal length", &store.load_journal("r-order").await.ctx("load_journal")?.len(), &1)
 }
 
+/// Checks that `append` to an unknown run fails with [`StoreError::RunNotFound`] and does not create the run.
 pub async fn append_to_unknown_run_is_not_found(store: Arc<dyn Store>) -> CheckResult {
     ensure_err("append to an unknown run", store.append(&sample_record("r-nobody", 0)).await, "RunNotFound", |e| {
         *e == StoreError::RunNotFound("r-nobody".to_owned())
@@ -589,6 +610,7 @@ pub async fn append_to_unknown_run_is_not_found(store: Arc<dyn Store>) -> CheckR
     ensure_eq("get_run after append to an unknown run", &store.get_run("r-nobody").await.ctx("get_run")?, &None)
 }
 
+/// Checks that `load_journal` returns records in ascending seq order.
 pub async fn load_journal_returns_seq_order(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-load", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
     let chain = sealed_chain("r-load", 25);
@@ -598,6 +620,8 @@ pub async fn load_journal_returns_seq_order(store: Arc<dyn Store>) -> CheckResul
     ensure_eq("seqs of the loaded journal", &seqs, &(0..25).collect::<Vec<u64>>())
 }
 
+/// Checks that loaded records equal the appended ones field for field, that their hash chain verifies, and
+/// that loading twice gives the same journal.
 pub async fn journal_survives_and_chain_verifies(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-chain", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
     let chain = sealed_chain("r-chain", 12);
@@ -613,6 +637,7 @@ pub async fn journal_survives_and_chain_verifies(store: Arc<dyn Store>) -> Check
     ensure_eq("second load_journal", &store.load_journal("r-chain").await.ctx("load_journal")?, &loaded)
 }
 
+/// Checks that interleaved appends to two runs land in separate journals, each with its own seq space.
 pub async fn journals_are_isolated_per_run(store: Arc<dyn Store>) -> CheckResult {
     for id in ["r-a", "r-b"] {
         store.create_run(&fresh_run(id, "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
@@ -630,12 +655,15 @@ pub async fn journals_are_isolated_per_run(store: Arc<dyn Store>) -> CheckResult
     ensure_eq("journal of r-b", &store.load_journal("r-b").await.ctx("load_journal")?, &b)
 }
 
+/// Checks that `load_journal` is `Ok(vec![])` both for a run without records and for an unknown run.
 pub async fn load_journal_of_unknown_run_is_empty(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-empty", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
     ensure_eq("journal of a run with no records", &store.load_journal("r-empty").await.ctx("load_journal")?, &vec![])?;
     ensure_eq("journal of an unknown run", &store.load_journal("r-unknown").await.ctx("load_journal")?, &vec![])
 }
 
+/// Checks that changing a record after appending it, or a record or run after loading it, does not change
+/// what the store holds.
 pub async fn loaded_records_are_independent_copies(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-copy", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
     let chain = sealed_chain("r-copy", 2);
@@ -657,6 +685,8 @@ pub async fn loaded_records_are_independent_copies(store: Arc<dyn Store>) -> Che
     ensure_eq("run after mutating a loaded copy", &get(&store, "r-copy-run").await?, &run)
 }
 
+/// Checks that `update_run` leaves the journal as it was, and that a paused run's journal still accepts
+/// appends.
 pub async fn update_run_does_not_touch_journal(store: Arc<dyn Store>) -> CheckResult {
     let run = fresh_run("r-both", "demo", RunStatus::Running, 0);
     store.create_run(&run).await.ctx("create_run")?;
@@ -696,6 +726,8 @@ fn strs(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Checks that `list_runs` of an empty store is empty, and that without a filter it returns every run,
+/// newest `created_at_ms` first, with the stored fields.
 pub async fn list_runs_newest_first(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("list_runs of an empty store", &list(&store, RunFilter::default()).await?, &vec![])?;
     seed_runs(&store).await?;
@@ -709,6 +741,8 @@ pub async fn list_runs_newest_first(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("listed record equals the stored one", r3, &fresh_run("r3", "alpha", RunStatus::Failed, 300))
 }
 
+/// Checks the `status`, `pipeline` and `since_ms` (inclusive) filters of `list_runs`, alone and combined,
+/// and that the status filter sees a run's current status.
 pub async fn list_runs_filters(store: Arc<dyn Store>) -> CheckResult {
     seed_runs(&store).await?;
     let f = |status, pipeline: Option<&str>, since_ms| RunFilter {
@@ -751,6 +785,8 @@ pub async fn list_runs_filters(store: Arc<dyn Store>) -> CheckResult {
     )
 }
 
+/// Checks that the `limit` of `list_runs` keeps the newest runs, that 0 returns none, and that it applies
+/// after filtering.
 pub async fn list_runs_limit(store: Arc<dyn Store>) -> CheckResult {
     seed_runs(&store).await?;
     let lim = |limit, pipeline: Option<&str>| RunFilter {
@@ -767,6 +803,9 @@ pub async fn list_runs_limit(store: Arc<dyn Store>) -> CheckResult {
 // ---------------------------------------------------------------------------------------------------------
 // Blobs.
 
+/// Checks that `put_blob` returns the 64-character blake3 hex of the bytes (see [`crate::blob_hash`]), that
+/// storing the same bytes again returns the same hash, and that `get_blob` returns the bytes, the empty blob
+/// included.
 pub async fn blob_round_trip_and_idempotency(store: Arc<dyn Store>) -> CheckResult {
     let data: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
     let h1 = store.put_blob(&data).await.ctx("put_blob")?;
@@ -786,6 +825,7 @@ pub async fn blob_round_trip_and_idempotency(store: Arc<dyn Store>) -> CheckResu
     ensure_eq("first blob is unaffected", &store.get_blob(&h1).await.ctx("get_blob")?, &Some(data))
 }
 
+/// Checks that `get_blob` of an unknown or malformed hash is `Ok(None)`.
 pub async fn get_unknown_blob_is_none(store: Arc<dyn Store>) -> CheckResult {
     store.put_blob(b"present").await.ctx("put_blob")?;
     ensure_eq("get_blob of an unknown hash", &store.get_blob(&blob_hash(b"absent")).await.ctx("get_blob")?, &None)?;
@@ -795,6 +835,8 @@ pub async fn get_unknown_blob_is_none(store: Arc<dyn Store>) -> CheckResult {
 // ---------------------------------------------------------------------------------------------------------
 // Concurrency.
 
+/// Checks that 16 tasks, each appending 40 records to its own run at the same time, all succeed and leave
+/// complete journals whose chains verify.
 pub async fn concurrent_appends_to_different_runs_all_land(store: Arc<dyn Store>) -> CheckResult {
     const RUNS: usize = 16;
     const RECORDS: u64 = 40;
@@ -823,6 +865,8 @@ pub async fn concurrent_appends_to_different_runs_all_land(store: Arc<dyn Store>
     ensure_eq("run count", &store.list_runs(&RunFilter::default()).await.ctx("list_runs")?.len(), &RUNS)
 }
 
+/// Checks that when two tasks append every seq of one run at the same time, each seq lands exactly once and
+/// every other attempt is a [`StoreError::Conflict`].
 pub async fn concurrent_writers_on_one_run_are_detected(store: Arc<dyn Store>) -> CheckResult {
     const RECORDS: u64 = 30;
     store.create_run(&fresh_run("r-race", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
@@ -859,6 +903,7 @@ pub async fn concurrent_writers_on_one_run_are_detected(store: Arc<dyn Store>) -
     ensure_eq("seqs after the race", &seqs, &(0..RECORDS).collect::<Vec<_>>())
 }
 
+/// Checks that [`Store::describe`] returns a non-blank name.
 pub async fn describe_is_not_empty(store: Arc<dyn Store>) -> CheckResult {
     let d = store.describe();
     ensure(!d.trim().is_empty(), || "describe() must name the store".to_owned())
@@ -867,6 +912,9 @@ pub async fn describe_is_not_empty(store: Arc<dyn Store>) -> CheckResult {
 // ---------------------------------------------------------------------------------------------------------
 // Prefix lookup.
 
+/// Checks that `find_runs_by_prefix` matches run ids byte-wise from their start (`%` and `_` are not
+/// wildcards, non-ASCII prefixes work), orders them by `run_id` ascending, honours the limit, and that the
+/// empty prefix matches every run.
 pub async fn find_runs_by_prefix_is_exact_and_ordered(store: Arc<dyn Store>) -> CheckResult {
     let ids = ["abc2", "abd", "ab", "xabc", "ab%_", "abc1", "ab_x", "é2", "é1", "a\u{10FFFF}b", "b"];
     for (i, id) in ids.iter().enumerate() {
@@ -899,6 +947,9 @@ async fn exists(store: &Arc<dyn Store>, run_id: &str) -> Result<bool, String> {
     Ok(store.get_run(run_id).await.ctx("get_run")?.is_some())
 }
 
+/// Checks that `delete_runs(cutoff, None)` deletes only finished runs created strictly before `cutoff`
+/// together with their journals, that `running` and `paused` runs are deleted only when that status is
+/// named, and that the returned count is the number of runs deleted.
 pub async fn delete_runs_respects_cutoff_and_status(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("delete_runs on an empty store", &store.delete_runs(i64::MAX, None).await.ctx("delete_runs")?, &0)?;
     let runs = [
@@ -949,6 +1000,8 @@ pub async fn delete_runs_respects_cutoff_and_status(store: Arc<dyn Store>) -> Ch
     ensure_eq("remaining runs", &list(&store, RunFilter::default()).await?, &strs(&["new-completed"]))
 }
 
+/// Checks that a deleted run can no longer be found or appended to, and that its id can then be used for a
+/// new run whose journal starts empty.
 pub async fn delete_runs_removes_journals_and_frees_the_run_id(store: Arc<dyn Store>) -> CheckResult {
     store.create_run(&fresh_run("r-gone", "demo", RunStatus::Completed, 1)).await.ctx("create_run")?;
     append_all(&store, &sealed_chain("r-gone", 3)).await?;
@@ -985,6 +1038,9 @@ fn seal_all(mut records: Vec<JournalRecord>) -> Vec<JournalRecord> {
     records
 }
 
+/// Checks that `delete_runs` removes the blobs (large outputs, patch values, definitions) only the deleted
+/// runs referenced, keeps those a remaining run still references, and keeps a blob stored with `put_blob`
+/// that no run references.
 pub async fn delete_runs_keeps_blobs_still_referenced(store: Arc<dyn Store>) -> CheckResult {
     const BIG: usize = 20_000;
     let shared_out = large_value("shared-output", BIG);
@@ -1055,6 +1111,8 @@ pub async fn delete_runs_keeps_blobs_still_referenced(store: Arc<dyn Store>) -> 
 // ---------------------------------------------------------------------------------------------------------
 // System state.
 
+/// Checks that `set_state` then `get_state` returns the value exactly, that a second `set_state` replaces
+/// it, that a stored `null` is present, and that keys are exact (non-ASCII allowed, no prefix match).
 pub async fn system_state_round_trip(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("get_state of an unknown key", &store.get_state("nope").await.ctx("get_state")?, &None)?;
     let value = json!({"version": 3, "f": 0.1 + 0.2, "s": "héllo ✓", "list": [null, true, {"z": 1, "a": 2}]});
@@ -1077,6 +1135,8 @@ pub async fn system_state_round_trip(store: Arc<dyn Store>) -> CheckResult {
 // ---------------------------------------------------------------------------------------------------------
 // Ownership.
 
+/// Checks `update_run` with `expected_owner`: expecting another owner, or no owner while one is stored, is a
+/// [`StoreError::Conflict`] (the stored owner is kept); expecting the stored owner applies the update.
 pub async fn update_cas_on_owner(store: Arc<dyn Store>) -> CheckResult {
     let mut run = fresh_run("r-own", "demo", RunStatus::Running, 1);
     run.owner = Some(sample_owner("a"));
@@ -1107,6 +1167,9 @@ pub async fn update_cas_on_owner(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("lease after release", &got.lease_expires_at_ms, &None)
 }
 
+/// Checks that `heartbeat` by the owner of a `running` run moves its lease expiry; by another owner it is a
+/// [`StoreError::Conflict`] that leaves the lease as it was; on a paused run it is a
+/// [`StoreError::Conflict`]; on an unknown run it is [`StoreError::RunNotFound`].
 pub async fn heartbeat_extends_only_the_owners_lease(store: Arc<dyn Store>) -> CheckResult {
     let mut run = fresh_run("r-hb", "demo", RunStatus::Running, 1);
     run.owner = Some(sample_owner("a"));

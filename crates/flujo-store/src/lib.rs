@@ -12,6 +12,7 @@
 //! assert_eq!(store.describe(), "memory://");
 //! ```
 
+#![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "test-suite")]

@@ -10,6 +10,9 @@ use crate::executor::{agent_target, META_MODEL, META_STOPPED};
 use crate::policies::agentic::run_tool_loop;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
+/// The policy of `kind: step`: calls the step's agent (skill or model) with up to `max_retries` retries
+/// and back-off, a per-attempt timeout and the step's validators; a model agent that offers tools runs a
+/// tool-calling conversation. A step without an agent passes its input through.
 pub struct AgentStepPolicy;
 
 #[async_trait]

@@ -17,6 +17,8 @@ use crate::executor::child_path;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 use crate::prepare::ToolSet;
 
+/// The policy of `kind: agentic_loop`: a planner model chooses tools turn by turn until it answers; each model
+/// turn and tool call is journaled, so a resumed run makes no completed call twice.
 pub struct AgenticLoopPolicy;
 
 fn as_text(v: &Value) -> String {

@@ -13,6 +13,9 @@ use crate::executor::{child_path, stopped_outcome, SeqOutcome};
 use crate::merge::{merge_branches, reduce};
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
+/// The policy of `kind: conditional`: computes a branch key (from `condition_expression`, the `condition`
+/// agent, or else the input) and runs the branch of that name, or the default branch; with neither, the step
+/// fails.
 pub struct ConditionalPolicy;
 
 /// The branch key of a condition value: strings as is, booleans `true`/`false`, others as JSON text.
@@ -71,6 +74,10 @@ impl StepPolicy for ConditionalPolicy {
     }
 }
 
+/// The policy of `kind: parallel`: runs every branch concurrently on an isolated copy of the context, then
+/// merges the context changes of the branches that succeeded by `merge_strategy`. The output is an object of
+/// branch outputs by branch name, or what `reduce` makes of them. With `on_branch_failure: propagate` (the
+/// default), a failed branch fails the step.
 pub struct ParallelPolicy;
 
 #[async_trait]
@@ -92,6 +99,8 @@ impl StepPolicy for ParallelPolicy {
     }
 }
 
+/// The policy of `kind: dynamic_router`: asks the router agent (a journaled decision) for one branch name or a
+/// list of names, and runs those branches like [`ParallelPolicy`].
 pub struct RouterPolicy;
 
 #[async_trait]

@@ -9,6 +9,9 @@ use flujo_template::Scope;
 use crate::executor::last_answer;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
+/// The policy of `kind: hitl`: pauses the run with the rendered message until an answer addressed to the
+/// step's path (its `pause_id`) arrives; the answer becomes the step's output and is appended to
+/// `hitl_history`.
 pub struct HitlPolicy;
 
 #[async_trait]

@@ -12,6 +12,9 @@ use crate::executor::{child_path, stopped_outcome, truthy, Lexical};
 use crate::merge::merge_branches;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
+/// The policy of `kind: loop`: runs the body on the step's own context up to `max_loops` times, until the exit
+/// expression or exit agent says stop; each iteration's input is the previous output (or
+/// `iteration_input`).
 pub struct LoopPolicy;
 
 #[async_trait]
@@ -112,6 +115,9 @@ impl StepPolicy for LoopPolicy {
     }
 }
 
+/// The policy of `kind: map`: runs the body once per item of a list (the input, or `iterable_input`), with
+/// `this` bound to the item, one at a time or `concurrency` at a time on isolated contexts; the output is the
+/// list of the items' outputs.
 pub struct MapPolicy;
 
 #[async_trait]

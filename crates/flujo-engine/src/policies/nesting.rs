@@ -6,6 +6,9 @@ use flujo_core::{Context, InputTo, Interrupt, OnImportFailure, PatchOp, StepKind
 use crate::executor::{child_path, Lexical};
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
+/// The policy of `kind: cache`: returns the cached output of the wrapped step for the same step and input,
+/// or runs the wrapped step and caches a successful output (with the spec's `ttl_s`). A journaled execution
+/// of the wrapped step wins over the cache on replay.
 pub struct CachePolicy;
 
 #[async_trait]
@@ -43,6 +46,9 @@ impl StepPolicy for CachePolicy {
     }
 }
 
+/// The policy of `kind: import`: runs an imported pipeline's steps, on the step's context
+/// (`inherit_context`) or on a new one whose chosen fields are copied back by the output mappings; on failure
+/// it fails, or passes its input on, or outputs its default, as `on_failure` says.
 pub struct ImportPolicy;
 
 #[async_trait]
@@ -102,6 +108,9 @@ impl StepPolicy for ImportPolicy {
     }
 }
 
+/// The policy of `kind: state_machine`: runs the steps of the current state, then follows the first matching
+/// transition, until an end state completes; more than `max_hops` hops stop the run with
+/// [`Interrupt::InfiniteRedirect`].
 pub struct StateMachinePolicy;
 
 /// How many answers to pauses the run has received so far (`hitl_history`, appended by each answered `hitl`

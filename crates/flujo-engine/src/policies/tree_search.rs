@@ -21,6 +21,9 @@ use serde_json::json;
 use crate::executor::child_path;
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
 
+/// The policy of `kind: tree_search`: a best-first beam search in which a proposer agent suggests
+/// candidates and an evaluator agent scores them, until a candidate reaches the goal score or the search
+/// runs out; every call is journaled, so a resumed search makes no call twice.
 pub struct TreeSearchPolicy;
 
 /// How many invariant violations the proposer is told about (the latest ones), as in the original.

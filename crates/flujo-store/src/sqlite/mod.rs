@@ -81,16 +81,20 @@ impl Durability {
 /// Options of [`SqliteStore::open`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SqliteOptions {
+    /// How hard each commit tries to survive a crash (default [`Durability::Normal`]).
     pub durability: Durability,
 }
 
 /// Counts and settings of an open database (for `flujo lens`, tests and benchmarks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteStats {
+    /// Rows in the `runs` table: every stored run, whatever its status.
     pub runs: u64,
+    /// Journal records of all runs together.
     pub journal_records: u64,
     /// Distinct blobs, and their total size in bytes.
     pub blobs: u64,
+    /// The total size of those blobs, in bytes.
     pub blob_bytes: u64,
     /// `PRAGMA user_version`.
     pub schema_version: i32,
@@ -103,7 +107,9 @@ pub struct SqliteStats {
 /// How well writes were grouped: `writes` committed in `transactions` transactions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCommitStats {
+    /// Transactions this store's writer thread has committed since the store was opened.
     pub transactions: u64,
+    /// Writes committed in those transactions (rejected writes are not counted).
     pub writes: u64,
 }
 
@@ -201,6 +207,7 @@ impl SqliteStore {
         }
     }
 
+    /// The options the store was opened with.
     pub fn options(&self) -> SqliteOptions {
         self.options
     }
