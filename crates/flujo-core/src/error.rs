@@ -178,6 +178,11 @@ pub enum FlujoError {
     /// The call needs a state store (`resume`, reading a stored run) and the runner was built without one.
     #[error("resume needs a state store; this runner has none")]
     NoStore,
+    /// A blocking call (`run_blocking`, or a method of `BlockingFlujo`) was made on an async task, inside a
+    /// Tokio runtime, where blocking would stall the runtime (SPEC §2). Inside `tokio::task::spawn_blocking`
+    /// the blocking calls work.
+    #[error("a blocking Flujo call was made from an async task; use the async API there (`run(..).await`), or make the call inside `tokio::task::spawn_blocking`")]
+    BlockingInsideRuntime,
     /// The async runtime failed: the run's task stopped (a panic), or the blocking facade could not start
     /// its runtime or lost it.
     #[error("runtime error: {0}")]
@@ -208,6 +213,7 @@ impl FlujoError {
             FlujoError::InvalidResumeInput { .. } => "invalid_resume_input",
             FlujoError::PipelineMismatch { .. } => "pipeline_mismatch",
             FlujoError::NoStore => "no_store",
+            FlujoError::BlockingInsideRuntime => "blocking_inside_runtime",
             FlujoError::Runtime(_) => "runtime_error",
             FlujoError::InvalidRunId { .. } => "invalid_run_id",
             FlujoError::ContextValidation(_) => "context_validation",

@@ -1021,51 +1021,86 @@ impl Flujo {
     }
 }
 
-/// Blocking API for scripts and synchronous code. It owns a runtime on a thread of its own, so it works from
-/// any thread — a plain one, `main`, or a `spawn_blocking` closure — and dropping it never panics, not even
-/// inside async code. Calling it from an async task blocks that task's thread until the run returns: use the
-/// async API (`run(..).await`) there.
-pub struct BlockingFlujo {
-    flujo: Flujo,
-    jobs: std::sync::mpsc::Sender<BlockingJob>,
+/// True when the current thread is running an async task (or a `block_on`) of a Tokio runtime: blocking here
+/// would stall the runtime, and Tokio panics on a nested `block_on` or on dropping a runtime. Inside
+/// `spawn_blocking`, and outside any runtime, it is false.
+///
+/// Tokio has no public API for this; the probe asks the current runtime to `block_on` an empty future, which
+/// Tokio refuses (with a panic, caught here and kept quiet) exactly in that case.
+pub(crate) fn in_async_context() -> bool {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return false };
+    quiet_probe_panics();
+    QUIET_PROBE.with(|q| q.set(true));
+    let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.block_on(async {}))).is_err();
+    QUIET_PROBE.with(|q| q.set(false));
+    refused
 }
 
-type BlockingJob = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+thread_local! {
+    static QUIET_PROBE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once) a panic hook that stays silent for the probe's own panic on this thread and passes every
+/// other panic to the hook that was there before.
+fn quiet_probe_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PROBE.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Blocking API for scripts and synchronous code (SPEC §2): it owns a runtime. It works outside any runtime
+/// and inside `tokio::task::spawn_blocking`; called on an async task it returns
+/// [`FlujoError::BlockingInsideRuntime`] instead of stalling or panicking, and dropping it there does not
+/// panic either.
+pub struct BlockingFlujo {
+    flujo: Flujo,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for BlockingFlujo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingFlujo").field("pipeline", &self.flujo.pipeline().name).finish_non_exhaustive()
+    }
+}
+
+impl Drop for BlockingFlujo {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            // Dropping a runtime blocks until its threads stop, which Tokio forbids on an async task.
+            if in_async_context() {
+                rt.shutdown_background();
+            }
+        }
+    }
+}
 
 impl BlockingFlujo {
-    /// A blocking facade over `flujo`: starts its runtime thread.
+    /// A blocking facade over `flujo`, with a runtime of its own (one worker thread, so that a run started with
+    /// [`BlockingFlujo::start`] goes on while the caller reads its events).
     pub fn new(flujo: Flujo) -> Result<Self, FlujoError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        if in_async_context() {
+            return Err(FlujoError::BlockingInsideRuntime);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("flujo-blocking")
             .enable_all()
             .build()
             .map_err(|e| FlujoError::Runtime(format!("cannot start a runtime: {e}")))?;
-        let (jobs, rx) = std::sync::mpsc::channel::<BlockingJob>();
-        std::thread::Builder::new()
-            .name("flujo-blocking".into())
-            .spawn(move || {
-                // Ends when the facade (the sender) is dropped; the runtime is dropped here, off any async thread.
-                while let Ok(job) = rx.recv() {
-                    job(&rt);
-                }
-            })
-            .map_err(|e| FlujoError::Runtime(format!("cannot start the blocking runtime's thread: {e}")))?;
-        Ok(BlockingFlujo { flujo, jobs })
+        Ok(BlockingFlujo { flujo, rt: Some(rt) })
     }
 
-    /// Runs `make(flujo)` to completion on the facade's runtime and waits for it on this thread.
-    fn call<F, Fut>(&self, make: F) -> Result<RunResult, FlujoError>
-    where
-        F: FnOnce(Flujo) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<RunResult, FlujoError>>,
-    {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        let flujo = self.flujo.clone();
-        let job: BlockingJob = Box::new(move |rt| {
-            let _ = reply.send(rt.block_on(make(flujo)));
-        });
-        let stopped = || FlujoError::Runtime("the blocking runtime stopped (a panic inside the run?)".into());
-        self.jobs.send(job).map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime, FlujoError> {
+        if in_async_context() {
+            return Err(FlujoError::BlockingInsideRuntime);
+        }
+        self.rt.as_ref().ok_or_else(|| FlujoError::Runtime("the blocking runtime is gone".into()))
     }
 
     /// Starts a run and returns at once: iterate [`events`](BlockingRunHandle::events) while it runs, then
@@ -1091,45 +1126,38 @@ impl BlockingFlujo {
         run_id: String,
         start: impl FnOnce(&Flujo) -> RunHandle + Send + 'static,
     ) -> Result<BlockingRunHandle, FlujoError> {
+        let rt = self.runtime()?;
         let (event_tx, events) = std::sync::mpsc::channel();
         let (result_tx, result) = std::sync::mpsc::sync_channel(1);
         let flujo = self.flujo.clone();
-        let job: BlockingJob = Box::new(move |rt| {
-            let outcome = rt.block_on(async move {
-                let mut handle = start(&flujo);
-                while let Some(event) = handle.next_event().await {
-                    let _ = event_tx.send(event);
-                }
-                handle.await
-            });
-            let _ = result_tx.send(outcome);
+        rt.spawn(async move {
+            let mut handle = start(&flujo);
+            while let Some(event) = handle.next_event().await {
+                let _ = event_tx.send(event);
+            }
+            let _ = result_tx.send(handle.await);
         });
-        self.jobs
-            .send(job)
-            .map_err(|_| FlujoError::Runtime("the blocking runtime stopped (a panic inside a run?)".into()))?;
         Ok(BlockingRunHandle { run_id, events, result })
     }
 
     /// [`Flujo::run`], blocking.
     pub fn run(&self, input: Value) -> Result<RunResult, FlujoError> {
-        self.call(move |f| async move { f.run(input).await })
+        self.runtime()?.block_on(self.flujo.run(input))
     }
 
     /// [`Flujo::run_with`], blocking.
     pub fn run_with(&self, opts: RunOptions) -> Result<RunResult, FlujoError> {
-        self.call(move |f| async move { f.run_with(opts).await })
+        self.runtime()?.block_on(self.flujo.run_with(opts))
     }
 
     /// [`Flujo::resume`], blocking.
     pub fn resume(&self, run_id: &str, answer: Value) -> Result<RunResult, FlujoError> {
-        let run_id = run_id.to_owned();
-        self.call(move |f| async move { f.resume(&run_id, answer).await })
+        self.runtime()?.block_on(self.flujo.resume(run_id, answer))
     }
 
     /// [`Flujo::resume_with`], blocking.
     pub fn resume_with(&self, run_id: &str, req: ResumeRequest) -> Result<RunResult, FlujoError> {
-        let run_id = run_id.to_owned();
-        self.call(move |f| async move { f.resume_with(&run_id, req).await })
+        self.runtime()?.block_on(self.flujo.resume_with(run_id, req))
     }
 }
 

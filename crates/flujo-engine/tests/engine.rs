@@ -642,12 +642,14 @@ async fn no_store_runs_but_cannot_resume() {
     assert_eq!(f.resume(&r.run_id, json!(1)).await.unwrap_err(), FlujoError::NoStore);
 }
 
-/// The blocking facade owns a runtime on its own thread: it runs inside `spawn_blocking` (where blocking is
-/// allowed), even from an async task (blocking that task's thread), and dropping it in async code does not
-/// panic (a runtime dropped there would).
+/// The blocking facade (SPEC §2): on an async task it refuses with an error, not a panic (on either runtime
+/// flavour); inside `spawn_blocking` it runs; dropping it on an async task does not panic (a runtime dropped
+/// there would).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blocking_facade_runs_from_spawn_blocking_and_drops_anywhere() {
+async fn blocking_facade_refuses_async_tasks_runs_in_spawn_blocking_and_drops_anywhere() {
     let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "previous_step + 1")])).build().unwrap();
+    assert_eq!(f.run_blocking(json!(0)).unwrap_err(), FlujoError::BlockingInsideRuntime);
+    assert_eq!(f.blocking().unwrap_err(), FlujoError::BlockingInsideRuntime);
     let g = f.clone();
     let (out, facade) = tokio::task::spawn_blocking(move || {
         let b = g.blocking().unwrap();
@@ -656,9 +658,18 @@ async fn blocking_facade_runs_from_spawn_blocking_and_drops_anywhere() {
     .await
     .unwrap();
     assert_eq!(out, Some(json!(2)));
-    assert_eq!(facade.run(json!(5)).unwrap().output, Some(json!(6)));
+    assert_eq!(facade.run(json!(5)).unwrap_err(), FlujoError::BlockingInsideRuntime);
+    assert!(FlujoError::BlockingInsideRuntime.to_string().contains("spawn_blocking"));
     drop(facade);
-    assert_eq!(f.run_blocking(json!(10)).unwrap().output, Some(json!(11)));
+    let g = f.clone();
+    let out = tokio::task::spawn_blocking(move || g.run_blocking(json!(10)).unwrap().output).await.unwrap();
+    assert_eq!(out, Some(json!(11)));
+}
+
+#[tokio::test]
+async fn blocking_facade_refuses_a_current_thread_runtime_too() {
+    let f = Flujo::builder(Pipeline::new("p", vec![tf("a", "1")])).build().unwrap();
+    assert_eq!(f.run_blocking(json!(0)).unwrap_err(), FlujoError::BlockingInsideRuntime);
 }
 
 #[tokio::test]
