@@ -6,6 +6,7 @@
 //! where it stopped and never repeats a finished step), replay, and a tamper-evident hash chain.
 //!
 //! This crate is the one to depend on: `use flujo::prelude::*;` brings what a program needs.
+//! [`guide`] has a runnable example for every step kind.
 //!
 //! ```
 //! use flujo::prelude::*;
@@ -82,6 +83,8 @@ pub use flujo_core as core;
 pub use flujo_engine as engine;
 pub use flujo_skills as skills;
 pub use flujo_store as store;
+
+pub mod guide;
 
 /// YAML blueprints: loading, validation, diagnostics (feature `yaml`).
 #[cfg(feature = "yaml")]
