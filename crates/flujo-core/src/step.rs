@@ -59,16 +59,16 @@ pub struct StepConfig {
     /// that takes longer fails the attempt with `timed out`. `None`: no timeout. At most 7 days.
     pub timeout_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// The sampling temperature asked for (`config.temperature`, 0–2 in a blueprint). Kept with the step;
-    /// the engine does not read it (a model's sampling settings come from its agent's `model_settings`).
+    /// The sampling temperature of the step's model calls (`config.temperature`, 0–2 in a blueprint); it
+    /// overrides the agent's `model_settings.temperature`. `None`: the agent's setting. Skills ignore it.
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// The nucleus sampling `top_p` asked for (`config.top_p`, 0–1 in a blueprint). Kept with the step; the
-    /// engine does not read it (see `temperature`).
+    /// The nucleus sampling `top_p` of the step's model calls (`config.top_p`, 0–1 in a blueprint); it
+    /// overrides the agent's `model_settings.top_p`. `None`: the agent's setting.
     pub top_p: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    /// The most completion tokens asked for (`config.max_tokens`, at least 1). Kept with the step; the
-    /// engine does not read it (an agent's `model_settings.max_tokens` bounds its answers).
+    /// The most completion tokens of the step's model calls (`config.max_tokens`, at least 1); it overrides
+    /// the agent's `model_settings.max_tokens` (and `max_completion_tokens`). `None`: the agent's setting.
     pub max_tokens: Option<u64>,
 }
 

@@ -167,7 +167,7 @@ impl<'a> Preparer<'a> {
         let skill = match agent {
             AgentRef::Skill { id, params } => self.skills.resolve(id, params).map_err(|e| err(step, e.to_string()))?,
             AgentRef::Model { model, settings } => match self.models {
-                Some(m) => m.resolve(model, settings).map_err(|e| model_err(step, e))?,
+                Some(m) => m.resolve(model, &with_step_sampling(settings, step)).map_err(|e| model_err(step, e))?,
                 None => return Err(err(step, format!("model '{model}' needs a model registry; none is configured"))),
             },
             other => return Err(err(step, format!("agent '{}' is of a kind this engine cannot call", other.target()))),
@@ -444,4 +444,40 @@ impl<'a> Preparer<'a> {
         }
         Ok(())
     }
+}
+
+/// A model agent's settings with the step's own sampling settings (`config: {temperature, top_p, max_tokens}`,
+/// SPEC §3) over the agent's `model_settings`: the step is the more specific place.
+fn with_step_sampling(settings: &Value, step: &Step) -> Value {
+    let c = &step.config;
+    let overrides: [(&str, Option<Value>); 3] = [
+        ("temperature", c.temperature.map(Value::from)),
+        ("top_p", c.top_p.map(Value::from)),
+        ("max_tokens", c.max_tokens.map(Value::from)),
+    ];
+    if overrides.iter().all(|(_, v)| v.is_none()) {
+        return settings.clone();
+    }
+    let mut out = settings.clone();
+    if !out.is_object() {
+        out = Value::Object(serde_json::Map::new());
+    }
+    if let Some(obj) = out.as_object_mut() {
+        let ms = obj.entry("model_settings").or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if !ms.is_object() {
+            *ms = Value::Object(serde_json::Map::new());
+        }
+        if let Some(ms) = ms.as_object_mut() {
+            for (key, value) in overrides {
+                if let Some(v) = value {
+                    // `max_completion_tokens` and `max_tokens` cannot both be set: the step's bound replaces it.
+                    if key == "max_tokens" {
+                        ms.remove("max_completion_tokens");
+                    }
+                    ms.insert(key.to_owned(), v);
+                }
+            }
+        }
+    }
+    out
 }

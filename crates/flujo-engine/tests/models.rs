@@ -261,3 +261,27 @@ async fn maps_and_loops_stopped_by_the_budget_show_their_paid_work() {
     assert_eq!(l.metadata["iterations"], 2);
     assert_eq!(*l.output, json!("x"));
 }
+
+/// A step's own `config: {temperature, top_p, max_tokens}` (SPEC §3) reaches the model call, over the agent's
+/// `model_settings`; without them the agent's settings apply.
+#[tokio::test]
+async fn step_sampling_settings_override_the_agents() {
+    let fake = FakeProvider::start().await.unwrap();
+    fake.push_reply(ScriptedReply::Text("a".into()));
+    fake.push_reply(ScriptedReply::Text("b".into()));
+    let models = fake.registry(PricingTable::new().with_price("openai", "*", PRICE)).unwrap();
+    let settings = json!({"model_settings": {"temperature": 0.9, "top_p": 0.5, "max_tokens": 50}});
+    let mut tuned = model_step("tuned", settings.clone());
+    tuned.config.temperature = Some(0.2);
+    tuned.config.max_tokens = Some(7);
+    let plain = model_step("plain", settings);
+    let flujo = runner(Pipeline::new("p", vec![tuned, plain]), models, &CallCounter::default());
+    let r = flujo.run(json!("q")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);
+    let calls = fake.calls();
+    assert_eq!(calls[0].body["temperature"], json!(0.2));
+    assert_eq!(calls[0].body["top_p"], json!(0.5));
+    assert_eq!(calls[0].body["max_tokens"], json!(7));
+    assert_eq!(calls[1].body["temperature"], json!(0.9));
+    assert_eq!(calls[1].body["max_tokens"], json!(50));
+}
