@@ -235,17 +235,22 @@ pub(crate) struct RawTreeSearch {
 
 impl Default for RawTreeSearch {
     fn default() -> Self {
+        // The engine's defaults (one place: `TreeSearchSpec::new`).
+        let d = flujo_core::TreeSearchSpec::new(
+            flujo_core::AgentRef::skill("", Value::Null),
+            flujo_core::AgentRef::skill("", Value::Null),
+        );
         RawTreeSearch {
             proposer: None,
             evaluator: None,
-            branching_factor: 3,
-            beam_width: 3,
-            max_depth: 5,
-            max_iterations: None,
-            goal_score_threshold: 1.0,
-            require_goal: false,
-            path_max_tokens: 2000,
-            static_invariants: Vec::new(),
+            branching_factor: d.branching_factor,
+            beam_width: d.beam_width,
+            max_depth: d.max_depth,
+            max_iterations: d.max_iterations,
+            goal_score_threshold: d.goal_score_threshold,
+            require_goal: d.require_goal,
+            path_max_tokens: d.path_max_tokens,
+            static_invariants: d.static_invariants,
         }
     }
 }

@@ -505,21 +505,7 @@ impl Step {
 
     /// A tree search with a proposer and an evaluator (agents returning candidates and 0–1 scores).
     pub fn tree_search(name: impl Into<String>, proposer: AgentRef, evaluator: AgentRef) -> TreeSearchBuilder {
-        TreeSearchBuilder {
-            name: name.into(),
-            spec: TreeSearchSpec {
-                proposer,
-                evaluator,
-                branching_factor: 3,
-                beam_width: 3,
-                max_depth: 5,
-                max_iterations: None,
-                goal_score_threshold: 1.0,
-                require_goal: false,
-                path_max_tokens: 2000,
-                static_invariants: Vec::new(),
-            },
-        }
+        TreeSearchBuilder { name: name.into(), spec: TreeSearchSpec::new(proposer, evaluator) }
     }
 
     /// A step of a kind registered by the user (its `StepPolicy` runs it); `spec` is the kind's own settings.

@@ -617,6 +617,25 @@ pub struct TreeSearchSpec {
     pub static_invariants: Vec<String>,
 }
 
+impl TreeSearchSpec {
+    /// A search with `proposer` and `evaluator` and the defaults of a blueprint: branching factor 3, beam width
+    /// 3, depth 5, no expansion limit, goal score 1.0, goal not required, a 2,000-token path summary.
+    pub fn new(proposer: AgentRef, evaluator: AgentRef) -> Self {
+        TreeSearchSpec {
+            proposer,
+            evaluator,
+            branching_factor: three(),
+            beam_width: three(),
+            max_depth: five(),
+            max_iterations: None,
+            goal_score_threshold: full_score(),
+            require_goal: false,
+            path_max_tokens: two_thousand(),
+            static_invariants: Vec::new(),
+        }
+    }
+}
+
 fn three() -> u32 {
     3
 }
