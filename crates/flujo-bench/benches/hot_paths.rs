@@ -133,7 +133,7 @@ fn inc(name: &str) -> Step {
 fn completed_run(rt: &tokio::runtime::Runtime, store: Arc<dyn Store>, n: usize, run_id: &str) -> Flujo {
     let p = Pipeline::new(format!("bench_{n}"), (0..n).map(|i| inc(&format!("s{i}"))).collect());
     let flujo = Flujo::builder(p).store(store).build().unwrap();
-    let opts = RunOptions { run_id: Some(run_id.into()), ..RunOptions::new(json!(0)) };
+    let opts = RunOptions::new(json!(0)).run_id(run_id);
     let r = rt.block_on(flujo.run_with(opts)).unwrap();
     assert_eq!(r.output, Some(json!(n)));
     flujo

@@ -518,8 +518,7 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     let flujo = runner(loaded.pipeline, store.clone(), reg, cfg, Some(origin)).map_err(on_err)?;
     // The id is chosen here, so that every message (an interruption, a store failure) can name it.
     let run_id = args.run_id.clone().unwrap_or_else(|| flujo_engine::UuidIds.new_run_id());
-    let opts =
-        RunOptions { input, run_id: Some(run_id.clone()), context, usage_limits: None, stream_tokens: args.live };
+    let opts = RunOptions::new(input).run_id(run_id.clone()).context(context).stream_tokens(args.live);
     let watch = RunWatch {
         run_id,
         pipeline: name,
@@ -576,7 +575,14 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
     };
     let flujo = runner(pipeline, store.clone(), reg, cfg, None).map_err(on_err)?;
     let answer = read_input(&args.input, None, cfg).map_err(on_err)?;
-    let req = ResumeRequest { pause_id: args.pause_id.clone(), answer, stream_tokens: args.live };
+    let mut req = match answer {
+        Some(a) => ResumeRequest::answer(a),
+        None => ResumeRequest::default(),
+    }
+    .stream_tokens(args.live);
+    if let Some(p) = &args.pause_id {
+        req = req.pause_id(p.clone());
+    }
     let watch = RunWatch {
         run_id: args.run_id.clone(),
         pipeline: name.clone(),

@@ -413,16 +413,8 @@ pub async fn create(args: CreateArgs, cfg: &Config) -> Result<u8, CliError> {
         };
         let flujo = crate::commands::runner(loaded.pipeline, store.clone(), reg, cfg, None)?;
         errln!("architect run {run_id}: {model} writes {name} (at most {} round(s))", args.max_rounds);
-        let result = flujo
-            .run_with(RunOptions {
-                input: json!({}),
-                run_id: Some(run_id.clone()),
-                context,
-                usage_limits: None,
-                stream_tokens: false,
-            })
-            .await
-            .map_err(|e| {
+        let result =
+            flujo.run_with(RunOptions::new(json!({})).run_id(run_id.clone()).context(context)).await.map_err(|e| {
                 CliError::new("run_failed", EXIT_FAILED, e.to_string())
                     .with_run(Some(&run_id), Some(ARCHITECT_PIPELINE))
             })?;

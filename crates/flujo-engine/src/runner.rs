@@ -238,8 +238,10 @@ pub fn pipeline_from_definition(definition: &Value) -> Result<Pipeline, serde_js
     stacker::maybe_grow(4 << 20, 16 << 20, || serde::Deserialize::deserialize(definition))
 }
 
-/// Options of one run.
+/// Options of one run: `RunOptions::new(input).run_id("…").context(fields)`. More options may come, so it is
+/// built with these methods rather than a struct literal.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct RunOptions {
     /// The run's input: the first step receives it.
     pub input: Value,
@@ -260,10 +262,37 @@ impl RunOptions {
     pub fn new(input: Value) -> Self {
         RunOptions { input, ..Default::default() }
     }
+
+    /// Use this run id instead of a generated one.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// The initial user fields of the context.
+    pub fn context(mut self, fields: Map<String, Value>) -> Self {
+        self.context = fields;
+        self
+    }
+
+    /// A budget for this run (combined with the runner's; the stricter limit wins).
+    pub fn usage_limits(mut self, limits: UsageLimits) -> Self {
+        self.usage_limits = Some(limits);
+        self
+    }
+
+    /// Stream model answers as `RunEvent::TokenDelta` events while they are generated.
+    pub fn stream_tokens(mut self, on: bool) -> Self {
+        self.stream_tokens = on;
+        self
+    }
 }
 
-/// How to continue a run.
+/// How to continue a run: `ResumeRequest::answer(value)` (optionally `.pause_id("…")`) answers a pause;
+/// `ResumeRequest::default()` continues a crashed or failed run. Built with these methods rather than a struct
+/// literal, since more options may come.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ResumeRequest {
     /// The pause to answer (optional when exactly one pause is pending).
     pub pause_id: Option<String>,
@@ -271,6 +300,25 @@ pub struct ResumeRequest {
     pub answer: Option<Value>,
     /// As [`RunOptions::stream_tokens`].
     pub stream_tokens: bool,
+}
+
+impl ResumeRequest {
+    /// Answers the pending pause with `answer` (the only one, or the one named with [`pause_id`](Self::pause_id)).
+    pub fn answer(answer: Value) -> Self {
+        ResumeRequest { answer: Some(answer), ..Default::default() }
+    }
+
+    /// The pause to answer, when several are pending.
+    pub fn pause_id(mut self, pause_id: impl Into<String>) -> Self {
+        self.pause_id = Some(pause_id.into());
+        self
+    }
+
+    /// Stream model answers as `RunEvent::TokenDelta` events while they are generated.
+    pub fn stream_tokens(mut self, on: bool) -> Self {
+        self.stream_tokens = on;
+        self
+    }
 }
 
 struct Inner {

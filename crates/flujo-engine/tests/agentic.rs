@@ -198,7 +198,7 @@ async fn killed_between_tool_and_turn(form: Form) {
         .models(models.clone())
         .build()
         .unwrap();
-    let opts = RunOptions { run_id: Some("agentic-1".into()), ..RunOptions::new(json!("go")) };
+    let opts = RunOptions::new(json!("go")).run_id("agentic-1");
     // The walk hangs right after the tool record commits; dropping it is the crash.
     assert!(tokio::time::timeout(Duration::from_millis(500), first.run_with(opts)).await.is_err());
     assert_eq!(fake.calls().len(), 1, "only the first model turn was made before the crash");
@@ -333,7 +333,7 @@ async fn token_deltas_stream_as_run_events() {
         fake.push_reply(ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) });
         fake.push_reply(ScriptedReply::Text("the count is one".into()));
         let (flujo, _) = build(Form::ToolStep, &fake, json!({"model": "openai:gpt-test"}), 4).await;
-        let opts = RunOptions { stream_tokens, ..RunOptions::new(json!("count")) };
+        let opts = RunOptions::new(json!("count")).stream_tokens(stream_tokens);
         let (mut events, fut) = flujo.run_streaming(opts).await;
         let r = fut.await.unwrap();
         assert_eq!(r.status, RunStatus::Completed, "{:?}", r.error);

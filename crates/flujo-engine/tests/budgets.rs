@@ -96,10 +96,7 @@ proptest! {
         let total_steps: usize = branches.iter().map(Vec::len).sum();
         let sum_estimates: f64 = branches.iter().flatten().map(|(e, _)| e).sum();
         let flujo = Flujo::builder(pipeline(&branches)).skills(registry(&calls)).build().unwrap();
-        let r = rt.block_on(flujo.run_with(RunOptions {
-            usage_limits: Some(UsageLimits { total_cost_usd_limit: Some(limit), total_tokens_limit: None }),
-            ..RunOptions::new(json!(0))
-        })).unwrap();
+        let r = rt.block_on(flujo.run_with(RunOptions::new(json!(0)).usage_limits(UsageLimits { total_cost_usd_limit: Some(limit), total_tokens_limit: None }))).unwrap();
         prop_assert!(r.total_cost_usd <= limit + 1e-9, "spent {} over limit {}", r.total_cost_usd, limit);
         let made = calls.load(Ordering::SeqCst) as usize;
         if sum_estimates <= limit {
@@ -126,10 +123,10 @@ async fn a_call_that_does_not_fit_is_never_made_and_the_partial_result_is_kept()
     );
     let flujo = Flujo::builder(p).skills(registry(&calls)).build().unwrap();
     let r = flujo
-        .run_with(RunOptions {
-            usage_limits: Some(UsageLimits { total_cost_usd_limit: Some(1.0), total_tokens_limit: None }),
-            ..RunOptions::new(json!(0))
-        })
+        .run_with(
+            RunOptions::new(json!(0))
+                .usage_limits(UsageLimits { total_cost_usd_limit: Some(1.0), total_tokens_limit: None }),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Failed);

@@ -63,7 +63,7 @@ async fn run(store: &Arc<dyn Store>, pipeline: Pipeline, run_id: &str, input: Va
         .store(Arc::clone(store))
         .build()
         .unwrap()
-        .run_with(RunOptions { run_id: Some(run_id.to_owned()), ..RunOptions::new(input) })
+        .run_with(RunOptions::new(input).run_id(run_id.to_owned()))
         .await
         .unwrap()
 }
@@ -106,18 +106,11 @@ async fn views_of_a_paused_run_and_resume_from_the_stored_definition() {
         let listed = client.list_runs(&RunFilter::default()).await.unwrap();
         assert_eq!(listed, vec![view]);
 
-        let bad = client
-            .resume(
-                "run-approval",
-                ResumeRequest { pause_id: None, answer: Some(json!("maybe")), stream_tokens: false },
-            )
-            .await;
+        let bad = client.resume("run-approval", ResumeRequest::answer(json!("maybe"))).await;
         let err = bad.unwrap_err();
         assert_eq!(err.kind(), "invalid_resume_input", "{}: {err}", b.name);
 
-        let done = client
-            .resume("run-approval", ResumeRequest { pause_id: None, answer: Some(json!("yes")), stream_tokens: false })
-            .await;
+        let done = client.resume("run-approval", ResumeRequest::answer(json!("yes"))).await;
         let done = done.unwrap();
         assert_eq!(done.status, RunStatus::Completed, "{}", b.name);
         assert_eq!(done.output, Some(json!("yes!")));
@@ -250,17 +243,14 @@ async fn replay_needs_no_skills_but_resume_does() {
     for b in backends() {
         let flujo = Flujo::builder(pipeline.clone()).store(Arc::clone(&b.store)).skills(Arc::clone(&custom)).build();
         let flujo = flujo.unwrap();
-        let paused = flujo.run_with(RunOptions { run_id: Some("r".into()), ..RunOptions::new(json!(21)) }).await;
+        let paused = flujo.run_with(RunOptions::new(json!(21)).run_id("r")).await;
         assert_eq!(paused.unwrap().status, RunStatus::Paused);
 
         let plain = TaskClient::new(Arc::clone(&b.store), builtins());
         let replay = plain.replay("r").await.unwrap();
         assert!(replay.matches, "{}: {:?}", b.name, replay.mismatch);
         assert_eq!(replay.result.unwrap().status, RunStatus::Paused);
-        let err = plain
-            .resume("r", ResumeRequest { pause_id: None, answer: Some(json!("ok")), stream_tokens: false })
-            .await
-            .unwrap_err();
+        let err = plain.resume("r", ResumeRequest::answer(json!("ok"))).await.unwrap_err();
         assert_eq!(err.kind(), "resolution_error", "{}: {err}", b.name);
         assert_eq!(
             plain.get_run("r").await.unwrap().unwrap().status,
@@ -269,9 +259,7 @@ async fn replay_needs_no_skills_but_resume_does() {
         );
 
         let client = TaskClient::new(Arc::clone(&b.store), Arc::clone(&custom));
-        let done = client
-            .resume("r", ResumeRequest { pause_id: Some("1".into()), answer: Some(json!("ok")), stream_tokens: false })
-            .await;
+        let done = client.resume("r", ResumeRequest::answer(json!("ok")).pause_id("1")).await;
         let done = done.unwrap();
         assert_eq!((done.status, done.output), (RunStatus::Completed, Some(json!("ok"))));
         assert_eq!(done.step_history[0].output.as_ref(), &json!(42));

@@ -538,24 +538,12 @@ async fn parallel_hitl_pauses_together_and_resumes_independently() {
     let err = f.resume(&r.run_id, json!(1)).await.unwrap_err();
     assert!(matches!(err, FlujoError::InvalidResumeInput { .. }), "{err}");
     // Answer y first: x stays pending, y's branch finishes.
-    let r2 = f
-        .resume_with(
-            &r.run_id,
-            ResumeRequest { pause_id: Some("0/branch:y/0".into()), answer: Some(json!(200)), stream_tokens: false },
-        )
-        .await
-        .unwrap();
+    let r2 = f.resume_with(&r.run_id, ResumeRequest::answer(json!(200)).pause_id("0/branch:y/0")).await.unwrap();
     assert_eq!(r2.status, RunStatus::Paused);
     assert_eq!(r2.pending.len(), 1);
     assert_eq!(r2.pending[0].pause_id, "0/branch:x/1");
     assert_eq!(flujo_skills::CountingSkill::count(&counter, "0/branch:y/1"), 1);
-    let r3 = f
-        .resume_with(
-            &r.run_id,
-            ResumeRequest { pause_id: Some("0/branch:x/1".into()), answer: Some(json!(100)), stream_tokens: false },
-        )
-        .await
-        .unwrap();
+    let r3 = f.resume_with(&r.run_id, ResumeRequest::answer(json!(100)).pause_id("0/branch:x/1")).await.unwrap();
     assert_eq!(r3.status, RunStatus::Completed);
     assert_eq!(r3.output, Some(json!({"x": 101, "y": 201})));
     // Finished siblings never re-run.
@@ -779,9 +767,9 @@ async fn task_client_from_the_runner_resumes_and_replays_custom_kinds() {
     let f = Flujo::builder(p).store(store.clone()).policy("double", Arc::new(Double)).build().unwrap();
     let r = f.run(json!(null)).await.unwrap();
     let bare = flujo_engine::TaskClient::new(store.clone(), Arc::new(flujo_skills::Skills::new()));
-    assert!(bare.resume(&r.run_id, ResumeRequest { answer: Some(json!(4)), ..Default::default() }).await.is_err());
+    assert!(bare.resume(&r.run_id, ResumeRequest::answer(json!(4))).await.is_err());
     let client = f.client().unwrap();
-    let done = client.resume(&r.run_id, ResumeRequest { answer: Some(json!(4)), ..Default::default() }).await.unwrap();
+    let done = client.resume(&r.run_id, ResumeRequest::answer(json!(4))).await.unwrap();
     assert_eq!(done.output, Some(json!(8)));
     let replay = client.replay(&r.run_id).await.unwrap();
     assert!(replay.matches, "{replay:?}");
@@ -808,10 +796,10 @@ async fn usage_is_totalled_once_and_limits_stop_the_run() {
     assert!((r.total_cost_usd - 0.04).abs() < 1e-9);
     let limited = Flujo::builder(p).skills(reg).build().unwrap();
     let r = limited
-        .run_with(RunOptions {
-            usage_limits: Some(UsageLimits { total_tokens_limit: Some(40), total_cost_usd_limit: None }),
-            ..RunOptions::new(json!(0))
-        })
+        .run_with(
+            RunOptions::new(json!(0))
+                .usage_limits(UsageLimits { total_tokens_limit: Some(40), total_cost_usd_limit: None }),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Failed);
@@ -983,7 +971,7 @@ async fn run_handles_stream_events_and_resolve_to_the_result() {
     assert_eq!(paused.run_id, run_id);
     // Resume through a handle, reading it as a Stream.
     use futures::StreamExt;
-    let mut handle = f.start_resume(&run_id, ResumeRequest { answer: Some(json!("go")), ..Default::default() });
+    let mut handle = f.start_resume(&run_id, ResumeRequest::answer(json!("go")));
     let mut count = 0;
     while tokio::time::timeout(std::time::Duration::from_secs(10), handle.next()).await.unwrap().is_some() {
         count += 1;

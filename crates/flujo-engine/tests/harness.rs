@@ -286,15 +286,7 @@ pub async fn drive(s: &Scenario, budget: Option<u64>) -> Outcome {
     let mut flujo = build(s, crashing.clone(), reg.clone(), &cache);
     let mut crashes = 0;
     let mut pauses_seen = 0;
-    let mut res = flujo
-        .run_with(RunOptions {
-            input: s.input.clone(),
-            run_id: Some(run_id.into()),
-            context: s.context.clone(),
-            usage_limits: None,
-            stream_tokens: false,
-        })
-        .await;
+    let mut res = flujo.run_with(RunOptions::new(s.input.clone()).run_id(run_id).context(s.context.clone())).await;
     for _round in 0..1000 {
         match res {
             Err(FlujoError::Store(_)) => {
@@ -311,16 +303,7 @@ pub async fn drive(s: &Scenario, budget: Option<u64>) -> Outcome {
                     return finish(r, &mem, &counter, crashes, &crashing, pauses_seen).await;
                 };
                 let answer = answers[p.pause_id.as_str()].clone();
-                res = flujo
-                    .resume_with(
-                        run_id,
-                        ResumeRequest {
-                            pause_id: Some(p.pause_id.clone()),
-                            answer: Some(answer),
-                            stream_tokens: false,
-                        },
-                    )
-                    .await;
+                res = flujo.resume_with(run_id, ResumeRequest::answer(answer).pause_id(p.pause_id.clone())).await;
             }
             Ok(r) => return finish(r, &mem, &counter, crashes, &crashing, pauses_seen).await,
         }

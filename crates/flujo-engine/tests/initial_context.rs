@@ -23,7 +23,7 @@ fn runner(schema: Option<Value>, store: Arc<dyn Store>) -> Flujo {
 
 fn opts(context: Value) -> RunOptions {
     let Value::Object(context) = context else { panic!("an object") };
-    RunOptions { context, ..RunOptions::new(json!(null)) }
+    RunOptions::new(json!(null)).context(context)
 }
 
 #[tokio::test]
@@ -61,13 +61,13 @@ async fn chosen_run_ids_are_bounded() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let f = runner(None, store.clone());
     for bad in [String::new(), "a\nb".into(), "x".repeat(MAX_RUN_ID_CHARS + 1), "a b".into()] {
-        let o = RunOptions { run_id: Some(bad.clone()), ..RunOptions::new(json!(null)) };
+        let o = RunOptions::new(json!(null)).run_id(bad.clone());
         let e = f.run_with(o).await.unwrap_err();
         assert_eq!(e.kind(), "invalid_run_id", "{bad:?}: {e}");
         assert!(e.to_string().len() < 300, "the message does not echo a huge id: {e}");
     }
     assert!(store.list_runs(&RunFilter::default()).await.unwrap().is_empty());
-    let o = RunOptions { run_id: Some("x".repeat(MAX_RUN_ID_CHARS)), ..RunOptions::new(json!(null)) };
+    let o = RunOptions::new(json!(null)).run_id("x".repeat(MAX_RUN_ID_CHARS));
     assert_eq!(f.run_with(o).await.unwrap().status, RunStatus::Completed);
 }
 
