@@ -357,6 +357,8 @@ impl Forms {
                     let key = k.as_str().unwrap_or("");
                     let named = match key {
                         "branches" => true,
+                        // A custom kind's named child sequences.
+                        "children" => has("kind"),
                         "states" => has("start_state") || has("transitions") || has("end_states"),
                         _ => false,
                     };
@@ -457,6 +459,12 @@ mod tests {
         );
         // Fixed text has nothing left to fix.
         assert!(plan_fixes(&fixed, Path::new("p.yaml"), &[]).is_empty());
+    }
+
+    #[test]
+    fn custom_kind_children_are_normalized_too() {
+        let text = "steps:\n  - kind: twice\n    name: t\n    children:\n      body: {name: inc}\n";
+        assert_eq!(fix_all(text), "steps:\n  - kind: twice\n    name: t\n    children:\n      body: [{name: inc}]\n");
     }
 
     #[test]
