@@ -137,6 +137,12 @@ def listing(crate, doc):
                 continue
             visit(it, path)
 
+    def exhaustive(it):
+        # `#[non_exhaustive]` is part of the API: removing it lets users write literals that a new field breaks
+        attrs = it.get("attrs") or []
+        marked = any(a == "non_exhaustive" or (isinstance(a, str) and "non_exhaustive" in a) for a in attrs)
+        return " #[non_exhaustive]" if marked else ""
+
     def visit(it, path):
         (kind, inner), = it["inner"].items()
         n = it.get("name")
@@ -148,7 +154,7 @@ def listing(crate, doc):
             alias = inner.get("name") or n or "*"
             lines.add(f"pub use {path}::{alias} = {inner['source']}" + (" (glob)" if inner.get("is_glob") else ""))
         elif kind == "struct":
-            lines.add(f"struct {here}")
+            lines.add(f"struct {here}{exhaustive(it)}")
             k = inner["kind"]
             if "plain" in k:
                 for fid in k["plain"]["fields"]:
@@ -157,7 +163,7 @@ def listing(crate, doc):
                         lines.add(f"struct field {here}.{fld['name']}: {ty(fld['inner']['struct_field'])}")
             impls(inner.get("impls", []), here)
         elif kind == "enum":
-            lines.add(f"enum {here}")
+            lines.add(f"enum {here}{exhaustive(it)}")
             for vid in inner["variants"]:
                 var = item(vid)
                 if var:

@@ -10,10 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use flujo_core::{
-    AgentRef, LoopSpec, MergeStrategy, OnBranchFailure, OnMaxLoops, ParallelSpec, Pipeline, RunStatus, Step, StepKind,
-    Store,
-};
+use flujo_core::{AgentRef, Pipeline, RunStatus, Step, StepKind, Store};
 use flujo_engine::Flujo;
 use serde_json::{json, Value};
 
@@ -31,18 +28,7 @@ fn linear(n: usize) -> Pipeline {
 }
 
 fn counting_loop(name: &str, iters: usize) -> Step {
-    Step::new(
-        name,
-        StepKind::Loop(LoopSpec {
-            body: vec![inc("body")],
-            max_loops: iters as u32 + 1,
-            exit_expression: Some(format!("previous_step >= {iters}")),
-            exit_condition: None,
-            iteration_input: None,
-            output: None,
-            on_max_loops: OnMaxLoops::Fail,
-        }),
-    )
+    Step::loop_(name, [inc("body")]).max_loops(iters as u32 + 1).exit_when(format!("previous_step >= {iters}")).build()
 }
 
 fn looped(iters: usize) -> Pipeline {
@@ -50,19 +36,8 @@ fn looped(iters: usize) -> Pipeline {
 }
 
 fn parallel(b: usize) -> Pipeline {
-    Pipeline::new(
-        format!("bench_parallel_{b}"),
-        vec![Step::new(
-            "par",
-            StepKind::Parallel(ParallelSpec {
-                branches: (0..b).map(|i| (format!("b{i}"), vec![inc(&format!("b{i}"))])).collect(),
-                merge_strategy: MergeStrategy::ContextUpdate,
-                on_branch_failure: OnBranchFailure::Propagate,
-                context_include_keys: None,
-                reduce: None,
-            }),
-        )],
-    )
+    let par = (0..b).fold(Step::parallel("par"), |par, i| par.branch(format!("b{i}"), [inc(&format!("b{i}"))]));
+    Pipeline::new(format!("bench_parallel_{b}"), vec![par.build()])
 }
 
 fn big_context(iters: usize) -> Pipeline {

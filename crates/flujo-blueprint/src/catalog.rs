@@ -105,12 +105,14 @@ pub struct CatalogSkill {
 impl CatalogSkill {
     /// The registry-style description of this skill.
     pub fn info(&self) -> SkillInfo {
-        SkillInfo {
-            id: self.id.clone(),
-            description: self.description.clone(),
-            input_schema: self.input_schema.clone(),
-            output_schema: self.output_schema.clone(),
-            side_effects: self.side_effects,
+        {
+            let mut info = SkillInfo::default();
+            info.id = self.id.clone();
+            info.description = self.description.clone();
+            info.input_schema = self.input_schema.clone();
+            info.output_schema = self.output_schema.clone();
+            info.side_effects = self.side_effects;
+            info
         }
     }
 }

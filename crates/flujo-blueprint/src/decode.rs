@@ -1245,9 +1245,7 @@ impl<'a> Decoder<'a> {
                             let child = m.take("child").and_then(|c| self.string(c, "`child`"));
                             let parent = m.take("parent").and_then(|p| self.string(p, "`parent`"));
                             match (child, parent) {
-                                (Some(child), Some(parent)) => {
-                                    cfg.outputs.push(OutputMapping { child: child.v, parent: parent.v })
-                                }
+                                (Some(child), Some(parent)) => cfg.outputs.push(OutputMapping::new(child.v, parent.v)),
                                 _ => self.report(
                                     rules::BP_MISSING_FIELD,
                                     item.loc,
@@ -1262,9 +1260,7 @@ impl<'a> Decoder<'a> {
                     // `{child_path: parent_path}` shorthand.
                     for (child, _, v) in resolve_merges(entries) {
                         match v.as_str() {
-                            Some(parent) => {
-                                cfg.outputs.push(OutputMapping { child: child.into_owned(), parent: parent.to_owned() })
-                            }
+                            Some(parent) => cfg.outputs.push(OutputMapping::new(child.into_owned(), parent)),
                             _ => self.type_error(v, "an `outputs` entry", "a context path string"),
                         }
                     }
@@ -1294,7 +1290,7 @@ impl<'a> Decoder<'a> {
             self.finish(f, &["expression", "message"], &format!("a validator of {label}"), |_| None);
             if let Some(e) = expression {
                 self.check_expression(&e.v, e.loc, &format!("a validator of {label}"));
-                out.push(Validator { expression: e.v, message });
+                out.push(Validator::new(e.v, message));
             }
         }
         out

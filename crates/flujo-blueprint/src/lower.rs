@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use flujo_core::{
-    AgentRef, CacheSpec, ConditionalSpec, Fallback, HitlSpec, ImportSpec, LoopSpec, MapSpec, ParallelSpec, Pipeline,
-    ResolveError, RouterSpec, SkillRegistry, StateMachineSpec, Step, StepKind, Transition,
+    AgentRef, AgenticLoopSpec, Branch, CacheSpec, ConditionalSpec, Fallback, HitlSpec, ImportSpec, LoopSpec, MapSpec,
+    ParallelSpec, Pipeline, ResolveError, RouterSpec, SkillRegistry, StateMachineSpec, Step, StepKind, Transition,
+    TreeSearchSpec,
 };
 use serde_json::Value;
 
@@ -46,8 +47,8 @@ impl Lowerer<'_, '_> {
         steps.iter().map(|s| self.step(s)).collect()
     }
 
-    fn branches(&mut self, branches: &[RawBranch]) -> Vec<(String, Vec<Step>)> {
-        branches.iter().map(|b| (b.name.v.clone(), self.steps(&b.steps))).collect()
+    fn branches(&mut self, branches: &[RawBranch]) -> Vec<Branch> {
+        branches.iter().map(|b| Branch::new(b.name.v.clone(), self.steps(&b.steps))).collect()
     }
 
     fn step(&mut self, s: &RawStep) -> Step {
@@ -55,15 +56,13 @@ impl Lowerer<'_, '_> {
         let kind = match &s.kind {
             RawKind::Step { agent } => StepKind::Step { agent: agent.as_ref().and_then(|a| self.agent(a, &label)) },
             RawKind::Import { alias, inherit_context, input_to, outputs, on_failure, default_output } => {
-                StepKind::Import(ImportSpec {
-                    alias: alias.v.clone(),
-                    pipeline: self.import(alias, &label),
-                    inherit_context: *inherit_context,
-                    input_to: *input_to,
-                    outputs: outputs.clone(),
-                    on_failure: *on_failure,
-                    default_output: default_output.clone(),
-                })
+                let mut spec = ImportSpec::new(alias.v.clone(), self.import(alias, &label));
+                spec.inherit_context = *inherit_context;
+                spec.input_to = *input_to;
+                spec.outputs = outputs.clone();
+                spec.on_failure = *on_failure;
+                spec.default_output = default_output.clone();
+                StepKind::Import(spec)
             }
             RawKind::Loop {
                 body,
@@ -73,46 +72,47 @@ impl Lowerer<'_, '_> {
                 iteration_input,
                 output,
                 on_max_loops,
-            } => StepKind::Loop(LoopSpec {
-                body: self.steps(body),
-                max_loops: *max_loops,
-                exit_expression: exit_expression.as_ref().map(|e| e.v.clone()),
-                exit_condition: exit_condition.as_ref().and_then(|a| self.agent(a, &label)),
-                iteration_input: iteration_input.clone(),
-                output: output.clone(),
-                on_max_loops: *on_max_loops,
-            }),
-            RawKind::Map { iterable_input, body, concurrency, max_items } => StepKind::Map(MapSpec {
-                iterable_input: iterable_input.clone(),
-                body: self.steps(body),
-                concurrency: *concurrency,
-                max_items: *max_items,
-            }),
+            } => {
+                let mut spec = LoopSpec::default();
+                spec.body = self.steps(body);
+                spec.max_loops = *max_loops;
+                spec.exit_expression = exit_expression.as_ref().map(|e| e.v.clone());
+                spec.exit_condition = exit_condition.as_ref().and_then(|a| self.agent(a, &label));
+                spec.iteration_input = iteration_input.clone();
+                spec.output = output.clone();
+                spec.on_max_loops = *on_max_loops;
+                StepKind::Loop(spec)
+            }
+            RawKind::Map { iterable_input, body, concurrency, max_items } => {
+                let mut spec = MapSpec::default();
+                spec.iterable_input = iterable_input.clone();
+                spec.body = self.steps(body);
+                spec.concurrency = *concurrency;
+                spec.max_items = *max_items;
+                StepKind::Map(spec)
+            }
             RawKind::Conditional { condition_expression, condition, branches, default_branch } => {
-                StepKind::Conditional(ConditionalSpec {
-                    condition_expression: condition_expression.clone(),
-                    condition: condition.as_ref().and_then(|a| self.agent(a, &label)),
-                    branches: self.branches(branches),
-                    default_branch: default_branch.as_ref().map(|d| self.steps(d)),
-                })
+                let mut spec = ConditionalSpec::default();
+                spec.condition_expression = condition_expression.clone();
+                spec.condition = condition.as_ref().and_then(|a| self.agent(a, &label));
+                spec.branches = self.branches(branches);
+                spec.default_branch = default_branch.as_ref().map(|d| self.steps(d));
+                StepKind::Conditional(spec)
             }
             RawKind::Parallel(p) => StepKind::Parallel(self.parallel(p)),
             RawKind::Router { router_agent, parallel } => {
                 let p = self.parallel(parallel);
-                StepKind::DynamicRouter(RouterSpec {
-                    router_agent: router_agent
-                        .as_ref()
-                        .and_then(|a| self.agent(a, &label))
-                        .unwrap_or_else(|| AgentRef::skill("", Value::Null)),
-                    branches: p.branches,
-                    merge_strategy: p.merge_strategy,
-                    on_branch_failure: p.on_branch_failure,
-                    context_include_keys: p.context_include_keys,
-                    reduce: p.reduce,
-                })
+                let agent = router_agent.as_ref().and_then(|a| self.agent(a, &label));
+                let mut spec = RouterSpec::new(agent.unwrap_or_else(|| AgentRef::skill("", Value::Null)));
+                spec.branches = p.branches;
+                spec.merge_strategy = p.merge_strategy;
+                spec.on_branch_failure = p.on_branch_failure;
+                spec.context_include_keys = p.context_include_keys;
+                spec.reduce = p.reduce;
+                StepKind::DynamicRouter(spec)
             }
             RawKind::Hitl { message, input_schema } => {
-                StepKind::Hitl(HitlSpec { message: message.clone(), input_schema: input_schema.clone() })
+                StepKind::Hitl(HitlSpec::new(message.clone(), input_schema.clone()))
             }
             RawKind::AgenticLoop { planner, tools, max_turns } => {
                 let planner = planner.as_ref().and_then(|a| self.agent(a, &label));
@@ -127,58 +127,59 @@ impl Lowerer<'_, '_> {
                 for t in tools {
                     self.check_skill(t, &Value::Null, &label, false);
                 }
-                StepKind::AgenticLoop(flujo_core::AgenticLoopSpec {
-                    planner: planner.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
-                    tools: tools.iter().map(|t| t.v.clone()).collect(),
-                    max_turns: *max_turns,
-                })
+                let mut spec = AgenticLoopSpec::new(planner.unwrap_or_else(|| AgentRef::skill("", Value::Null)));
+                spec.tools = tools.iter().map(|t| t.v.clone()).collect();
+                spec.max_turns = *max_turns;
+                StepKind::AgenticLoop(spec)
             }
             RawKind::TreeSearch(t) => {
                 let proposer = t.proposer.as_ref().and_then(|a| self.agent(a, &label));
                 let evaluator = t.evaluator.as_ref().and_then(|a| self.agent(a, &label));
-                StepKind::TreeSearch(flujo_core::TreeSearchSpec {
-                    proposer: proposer.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
-                    evaluator: evaluator.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
-                    branching_factor: t.branching_factor,
-                    beam_width: t.beam_width,
-                    max_depth: t.max_depth,
-                    max_iterations: t.max_iterations,
-                    goal_score_threshold: t.goal_score_threshold,
-                    require_goal: t.require_goal,
-                    path_max_tokens: t.path_max_tokens,
-                    static_invariants: t.static_invariants.clone(),
-                })
+                let mut spec = TreeSearchSpec::new(
+                    proposer.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
+                    evaluator.unwrap_or_else(|| AgentRef::skill("", Value::Null)),
+                );
+                spec.branching_factor = t.branching_factor;
+                spec.beam_width = t.beam_width;
+                spec.max_depth = t.max_depth;
+                spec.max_iterations = t.max_iterations;
+                spec.goal_score_threshold = t.goal_score_threshold;
+                spec.require_goal = t.require_goal;
+                spec.path_max_tokens = t.path_max_tokens;
+                spec.static_invariants = t.static_invariants.clone();
+                StepKind::TreeSearch(spec)
             }
-            RawKind::Cache { wrapped, ttl_s } => StepKind::Cache(CacheSpec {
-                wrapped_step: Box::new(match wrapped {
+            RawKind::Cache { wrapped, ttl_s } => {
+                let mut spec = CacheSpec::new(match wrapped {
                     Some(w) => self.step(w),
                     None => Step::passthrough(""),
-                }),
-                ttl_s: *ttl_s,
-            }),
+                });
+                spec.ttl_s = *ttl_s;
+                StepKind::Cache(spec)
+            }
             RawKind::StateMachine { states, start_state, end_states, transitions, max_hops } => {
-                let mut lowered = self.branches(states);
+                let mut spec = StateMachineSpec::default();
+                spec.states = self.branches(states);
                 // an end state only named in `end_states` is a state without steps
                 for e in end_states {
-                    if !lowered.iter().any(|(n, _)| *n == e.v) {
-                        lowered.push((e.v.clone(), Vec::new()));
+                    if !spec.states.iter().any(|b| b.name == e.v) {
+                        spec.states.push(Branch::new(e.v.clone(), Vec::new()));
                     }
                 }
-                StepKind::StateMachine(StateMachineSpec {
-                    states: lowered,
-                    start_state: start_state.as_ref().map(|s| s.v.clone()).unwrap_or_default(),
-                    end_states: end_states.iter().map(|e| e.v.clone()).collect(),
-                    transitions: transitions
-                        .iter()
-                        .map(|t| Transition {
-                            from: t.from.v.clone(),
-                            on: t.on,
-                            to: t.to.v.clone(),
-                            when: t.when.clone(),
-                        })
-                        .collect(),
-                    max_hops: *max_hops,
-                })
+                spec.start_state = start_state.as_ref().map(|s| s.v.clone()).unwrap_or_default();
+                spec.end_states = end_states.iter().map(|e| e.v.clone()).collect();
+                spec.transitions = transitions
+                    .iter()
+                    .map(|t| {
+                        let rule = Transition::new(t.from.v.clone(), t.on, t.to.v.clone());
+                        match &t.when {
+                            Some(w) => rule.with_when(w.clone()),
+                            None => rule,
+                        }
+                    })
+                    .collect();
+                spec.max_hops = *max_hops;
+                StepKind::StateMachine(spec)
             }
             RawKind::Custom { kind, spec, children } => {
                 StepKind::Custom { custom_kind: kind.clone(), spec: spec.clone(), children: self.branches(children) }
@@ -203,13 +204,13 @@ impl Lowerer<'_, '_> {
     }
 
     fn parallel(&mut self, p: &RawParallel) -> ParallelSpec {
-        ParallelSpec {
-            branches: self.branches(&p.branches),
-            merge_strategy: p.merge_strategy,
-            on_branch_failure: p.on_branch_failure,
-            context_include_keys: p.context_include_keys.clone(),
-            reduce: p.reduce,
-        }
+        let mut spec = ParallelSpec::default();
+        spec.branches = self.branches(&p.branches);
+        spec.merge_strategy = p.merge_strategy;
+        spec.on_branch_failure = p.on_branch_failure;
+        spec.context_include_keys = p.context_include_keys.clone();
+        spec.reduce = p.reduce;
+        spec
     }
 
     fn agent(&mut self, a: &RawAgent, label: &str) -> Option<AgentRef> {

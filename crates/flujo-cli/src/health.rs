@@ -126,8 +126,13 @@ pub async fn health_check(args: HealthArgs, cfg: &Config) -> Result<u8, CliError
     }
     let since_ms =
         args.since_hours.map(|h| crate::lens::now_ms().saturating_sub((h * 3_600_000.0).min(i64::MAX as f64) as i64));
-    let filter =
-        RunFilter { pipeline: args.pipeline.clone(), since_ms, limit: Some(args.limit), ..RunFilter::default() };
+    let filter = {
+        let mut filter = RunFilter::default();
+        filter.pipeline = args.pipeline.clone();
+        filter.since_ms = since_ms;
+        filter.limit = Some(args.limit);
+        filter
+    };
     let runs = store.list_runs(&filter).await.map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()))?;
     let mut by_step: BTreeMap<String, Agg> = BTreeMap::new();
     let mut by_model: BTreeMap<String, Agg> = BTreeMap::new();

@@ -208,11 +208,13 @@ async fn dispatch_inner(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> 
     match cmd {
         LensCommand::List { status, pipeline, since, limit, opts } => {
             let lens = Lens::open(&opts, cfg)?;
-            let filter = RunFilter {
-                status: status.as_deref().map(parse_status).transpose()?,
-                pipeline,
-                since_ms: since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?,
-                limit: Some(limit),
+            let filter = {
+                let mut filter = RunFilter::default();
+                filter.status = status.as_deref().map(parse_status).transpose()?;
+                filter.pipeline = pipeline;
+                filter.since_ms = since.as_deref().map(|s| parse_since(s, now_ms())).transpose()?;
+                filter.limit = Some(limit);
+                filter
             };
             lens.list(&filter).await
         }
@@ -337,7 +339,11 @@ impl Lens {
 
     /// The one run among the latest 100 whose id contains `partial`.
     async fn get(&self, partial: &str) -> Result<String, CliError> {
-        let filter = RunFilter { limit: Some(100), ..RunFilter::default() };
+        let filter = {
+            let mut filter = RunFilter::default();
+            filter.limit = Some(100);
+            filter
+        };
         let runs = self.client.list_runs(&filter).await.map_err(|e| self.error(e))?;
         let found: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).filter(|id| id.contains(partial)).collect();
         match found.as_slice() {
@@ -616,7 +622,12 @@ impl Lens {
     }
 
     async fn stats(&self, since_ms: Option<i64>, pipeline: Option<String>) -> Result<u8, CliError> {
-        let filter = RunFilter { since_ms, pipeline, ..RunFilter::default() };
+        let filter = {
+            let mut filter = RunFilter::default();
+            filter.since_ms = since_ms;
+            filter.pipeline = pipeline;
+            filter
+        };
         let runs = self.client.store().list_runs(&filter).await.map_err(|e| self.error(e.into()))?;
         let mut by_status: BTreeMap<&str, Agg> = BTreeMap::new();
         let mut by_pipeline: BTreeMap<&str, Agg> = BTreeMap::new();
@@ -1248,7 +1259,11 @@ pub async fn status(args: crate::StatusArgs, cfg: &Config) -> Result<u8, CliErro
     };
     if can_open {
         let store = crate::commands::open_store(&uri)?;
-        let filter = RunFilter { limit: Some(3), ..RunFilter::default() };
+        let filter = {
+            let mut filter = RunFilter::default();
+            filter.limit = Some(3);
+            filter
+        };
         let runs =
             store.list_runs(&filter).await.map_err(|e| CliError::new("store_error", EXIT_FAILED, e.to_string()))?;
         let total = store

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use flujo_core::{Pipeline, RunEvent, RunResult, Step, StepKind, StepStatus};
+use flujo_core::{Branch, Pipeline, RunEvent, RunResult, Step, StepKind, StepStatus};
 
 fn children(step: &Step) -> Vec<(String, &[Step])> {
     match &step.kind {
@@ -10,17 +10,23 @@ fn children(step: &Step) -> Vec<(String, &[Step])> {
         StepKind::Map(m) => vec![("map:i".into(), &m.body[..])],
         StepKind::Conditional(c) => {
             let mut v: Vec<(String, &[Step])> =
-                c.branches.iter().map(|(n, s)| (format!("branch:{n}"), &s[..])).collect();
+                c.branches.iter().map(|Branch { name: n, steps: s, .. }| (format!("branch:{n}"), &s[..])).collect();
             if let Some(d) = &c.default_branch {
                 v.push(("default".into(), &d[..]));
             }
             v
         }
-        StepKind::Parallel(p) => p.branches.iter().map(|(n, s)| (format!("branch:{n}"), &s[..])).collect(),
-        StepKind::DynamicRouter(r) => r.branches.iter().map(|(n, s)| (format!("branch:{n}"), &s[..])).collect(),
+        StepKind::Parallel(p) => {
+            p.branches.iter().map(|Branch { name: n, steps: s, .. }| (format!("branch:{n}"), &s[..])).collect()
+        }
+        StepKind::DynamicRouter(r) => {
+            r.branches.iter().map(|Branch { name: n, steps: s, .. }| (format!("branch:{n}"), &s[..])).collect()
+        }
         StepKind::Cache(c) => vec![("wrapped".into(), std::slice::from_ref(&*c.wrapped_step))],
         StepKind::Import(i) => vec![("import".into(), &i.pipeline.steps[..])],
-        StepKind::StateMachine(sm) => sm.states.iter().map(|(n, s)| (format!("state:{n}@h"), &s[..])).collect(),
+        StepKind::StateMachine(sm) => {
+            sm.states.iter().map(|Branch { name: n, steps: s, .. }| (format!("state:{n}@h"), &s[..])).collect()
+        }
         _ => vec![],
     }
 }

@@ -67,8 +67,7 @@ fn json_of(o: &Output) -> Value {
 #[test]
 fn a_priced_model_step_reports_tokens_and_cost() {
     let env = setup("[cost]\nstrict = true\n[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n");
-    env.fake
-        .push_reply_with_usage(ScriptedReply::Text("A fine line.".into()), TokenUsage { prompt: 100, completion: 50 });
+    env.fake.push_reply_with_usage(ScriptedReply::Text("A fine line.".into()), TokenUsage::new(100, 50));
     let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let v = json_of(&o);
@@ -225,7 +224,7 @@ fn live_runs_stream_token_deltas() {
 fn spans_carry_gen_ai_attributes() {
     let env =
         setup("[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n");
-    env.fake.push_reply_with_usage(ScriptedReply::Text("a line".into()), TokenUsage { prompt: 30, completion: 6 });
+    env.fake.push_reply_with_usage(ScriptedReply::Text("a line".into()), TokenUsage::new(30, 6));
     let state = format!("sqlite:///{}", env.dir.path().join("state.db").display());
     let o = Command::new(env!("CARGO_BIN_EXE_flujo"))
         .args(["run", "-i", "x", "--json", "--state", &state, "--run-id", "spans-1"])
@@ -266,7 +265,7 @@ fn a_failed_structured_call_reports_its_real_usage() {
     );
     std::fs::write(env.dir.path().join("pipeline.yaml"), p.replace("max_retries: 0", "max_retries: 3")).unwrap();
     for _ in 0..8 {
-        env.fake.push_reply_with_usage(ScriptedReply::Text("nope".into()), TokenUsage { prompt: 30, completion: 12 });
+        env.fake.push_reply_with_usage(ScriptedReply::Text("nope".into()), TokenUsage::new(30, 12));
     }
     let o = flujo(env.dir.path(), &["run", "-i", "topic", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
@@ -398,7 +397,7 @@ steps:
     // Each call reports exactly its reservation (27 tokens), so three fit in 90 whichever order the branches
     // reserve and finish in; the fourth is refused.
     for _ in 0..4 {
-        env.fake.push_reply_with_usage(ScriptedReply::Text("paid".into()), TokenUsage { prompt: 17, completion: 10 });
+        env.fake.push_reply_with_usage(ScriptedReply::Text("paid".into()), TokenUsage::new(17, 10));
     }
     let o = flujo(env.dir.path(), &["run", "fan.yaml", "-i", "x", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));

@@ -29,7 +29,7 @@
 use serde_json::Value;
 
 use crate::step::{
-    AgentRef, AgenticLoopSpec, CacheSpec, ConditionalSpec, LoopSpec, MapSpec, MergeStrategy, OnBranchFailure,
+    AgentRef, AgenticLoopSpec, Branch, CacheSpec, ConditionalSpec, LoopSpec, MapSpec, MergeStrategy, OnBranchFailure,
     OnMaxLoops, ParallelSpec, ReduceMode, RouterSpec, StateMachineSpec, Step, StepKind, Transition, TransitionOn,
     TreeSearchSpec,
 };
@@ -177,7 +177,7 @@ impl ConditionalBuilder {
     }
     /// A branch.
     pub fn branch(mut self, key: impl Into<String>, steps: impl IntoIterator<Item = Step>) -> Self {
-        self.spec.branches.push((key.into(), steps.into_iter().collect()));
+        self.spec.branches.push(Branch::new(key.into(), steps.into_iter().collect()));
         self
     }
     /// The branch taken when no key matches.
@@ -203,7 +203,7 @@ pub struct ParallelBuilder {
 impl ParallelBuilder {
     /// A branch.
     pub fn branch(mut self, name: impl Into<String>, steps: impl IntoIterator<Item = Step>) -> Self {
-        self.spec.branches.push((name.into(), steps.into_iter().collect()));
+        self.spec.branches.push(Branch::new(name.into(), steps.into_iter().collect()));
         self
     }
     /// How the branches' context writes come together (default: `context_update`).
@@ -244,7 +244,7 @@ pub struct RouterBuilder {
 impl RouterBuilder {
     /// A branch.
     pub fn branch(mut self, name: impl Into<String>, steps: impl IntoIterator<Item = Step>) -> Self {
-        self.spec.branches.push((name.into(), steps.into_iter().collect()));
+        self.spec.branches.push(Branch::new(name.into(), steps.into_iter().collect()));
         self
     }
     /// How the chosen branches' context writes come together (default: `context_update`).
@@ -301,7 +301,7 @@ pub struct StateMachineBuilder {
 impl StateMachineBuilder {
     /// A state.
     pub fn state(mut self, name: impl Into<String>, steps: impl IntoIterator<Item = Step>) -> Self {
-        self.spec.states.push((name.into(), steps.into_iter().collect()));
+        self.spec.states.push(Branch::new(name.into(), steps.into_iter().collect()));
         self
     }
     /// An end state (it may also be declared with [`state`](Self::state) to run steps).
@@ -334,8 +334,8 @@ impl StateMachineBuilder {
     /// steps (as in a blueprint).
     pub fn build(mut self) -> Step {
         for end in &self.spec.end_states {
-            if !self.spec.states.iter().any(|(name, _)| name == end) {
-                self.spec.states.push((end.clone(), Vec::new()));
+            if !self.spec.states.iter().any(|b| &b.name == end) {
+                self.spec.states.push(Branch::new(end.clone(), Vec::new()));
             }
         }
         Step::new(self.name, StepKind::StateMachine(self.spec))
@@ -427,13 +427,13 @@ pub struct CustomBuilder {
     name: String,
     kind: String,
     spec: Value,
-    children: Vec<crate::step::Branch>,
+    children: Vec<Branch>,
 }
 
 impl CustomBuilder {
     /// A named child sequence (run by the kind's policy with `ExecutionFrame::run_child(name, key, input)`).
     pub fn child(mut self, name: impl Into<String>, steps: impl IntoIterator<Item = Step>) -> Self {
-        self.children.push((name.into(), steps.into_iter().collect()));
+        self.children.push(Branch::new(name.into(), steps.into_iter().collect()));
         self
     }
     /// The step.

@@ -71,6 +71,7 @@ pub enum StepStatus {
 
 /// Token usage of a step or run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TokenUsage {
     /// Tokens of the prompts (input) sent to models.
     pub prompt: u64,
@@ -79,6 +80,10 @@ pub struct TokenUsage {
 }
 
 impl TokenUsage {
+    /// `prompt` prompt tokens and `completion` completion tokens.
+    pub const fn new(prompt: u64, completion: u64) -> Self {
+        TokenUsage { prompt, completion }
+    }
     /// Prompt and completion tokens together.
     pub fn total(&self) -> u64 {
         self.prompt + self.completion
@@ -92,6 +97,7 @@ impl TokenUsage {
 
 /// One entry of `step_history` (SPEC §13).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StepResult {
     /// The step's name.
     pub name: String,
@@ -120,6 +126,30 @@ pub struct StepResult {
 }
 
 impl StepResult {
+    /// A result of `kind` for the step `name` at `path` with `status` and `output`: one attempt, no
+    /// latency, tokens, cost, feedback or metadata (set those fields after).
+    pub fn new(
+        name: impl Into<String>,
+        path: impl Into<String>,
+        kind: impl Into<String>,
+        status: StepStatus,
+        output: Arc<Value>,
+    ) -> Self {
+        StepResult {
+            name: name.into(),
+            path: path.into(),
+            kind: kind.into(),
+            status,
+            output,
+            attempts: 1,
+            latency_ms: 0.0,
+            tokens: TokenUsage::default(),
+            cost_usd: 0.0,
+            feedback: None,
+            metadata: Map::new(),
+        }
+    }
+
     /// True when the status is [`StepStatus::Completed`].
     pub fn succeeded(&self) -> bool {
         self.status == StepStatus::Completed
@@ -128,6 +158,7 @@ impl StepResult {
 
 /// A human-input request that is waiting for an answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PendingPause {
     /// Stable id of the pause: the path of the hitl step execution.
     pub pause_id: String,
@@ -139,8 +170,21 @@ pub struct PendingPause {
     pub input_schema: Option<Value>,
 }
 
+impl PendingPause {
+    /// A pause `pause_id` of the hitl step `step`, asking `message`; `input_schema` constrains the answer.
+    pub fn new(
+        pause_id: impl Into<String>,
+        step: impl Into<String>,
+        message: impl Into<String>,
+        input_schema: Option<Value>,
+    ) -> Self {
+        PendingPause { pause_id: pause_id.into(), step: step.into(), message: message.into(), input_schema }
+    }
+}
+
 /// Error summary of a failed run: a stable machine-readable kind plus a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunError {
     /// Stable machine-readable kind: `step_failed`, or the [`crate::error::Interrupt::kind`] that ended the run
     /// (`usage_limit_exceeded`, `pricing_not_configured`, …).
@@ -149,8 +193,16 @@ pub struct RunError {
     pub message: String,
 }
 
+impl RunError {
+    /// An error of the stable `kind` (`step_failed`, `usage_limit_exceeded`, …) saying `message`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        RunError { kind: kind.into(), message: message.into() }
+    }
+}
+
 /// The outcome of `run` / `resume` (also the CLI's `--json` object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunResult {
     /// The run's id.
     pub run_id: String,
@@ -173,4 +225,23 @@ pub struct RunResult {
     pub total_tokens: u64,
     /// The run's context at the end of the walk, as JSON: its fields plus `steps`.
     pub context: Value,
+}
+
+impl RunResult {
+    /// The result of run `run_id` of `pipeline` with `status`: no output, error, pauses or step history,
+    /// nothing spent, and a `null` context (set those fields after).
+    pub fn new(run_id: impl Into<String>, pipeline: impl Into<String>, status: RunStatus) -> Self {
+        RunResult {
+            run_id: run_id.into(),
+            pipeline: pipeline.into(),
+            status,
+            output: None,
+            error: None,
+            pending: Vec::new(),
+            step_history: Vec::new(),
+            total_cost_usd: 0.0,
+            total_tokens: 0,
+            context: Value::Null,
+        }
+    }
 }

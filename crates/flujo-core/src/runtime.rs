@@ -201,6 +201,7 @@ impl QuotaManager for PerRunQuotas {
 
 /// What a governance policy is asked about (before every agent and skill call).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GovernanceRequest<'a> {
     /// The run's id.
     pub run_id: &'a str,
@@ -212,6 +213,13 @@ pub struct GovernanceRequest<'a> {
     pub target: &'a str,
     /// The input the call would receive (as earlier policies in the chain left it).
     pub input: &'a Value,
+}
+
+impl<'a> GovernanceRequest<'a> {
+    /// A request about the call of `target` with `input` by step `step` at `path` of run `run_id`.
+    pub fn new(run_id: &'a str, path: &'a str, step: &'a str, target: &'a str, input: &'a Value) -> Self {
+        GovernanceRequest { run_id, path, step, target, input }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

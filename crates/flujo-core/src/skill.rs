@@ -13,6 +13,7 @@ use crate::runtime::Usage;
 
 /// Descriptive facts about a skill.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SkillInfo {
     /// The skill's id in its registry (`flujo.builtins.transform`, an id from `skills.yaml`).
     pub id: String,
@@ -28,8 +29,34 @@ pub struct SkillInfo {
     pub side_effects: bool,
 }
 
+impl SkillInfo {
+    /// The skill `id`, doing what `description` says: no schemas, no side effects.
+    pub fn new(id: impl Into<String>, description: impl Into<String>) -> Self {
+        SkillInfo { id: id.into(), description: description.into(), ..Default::default() }
+    }
+
+    /// Declares the JSON Schema of the input.
+    pub fn with_input_schema(mut self, schema: Value) -> Self {
+        self.input_schema = Some(schema);
+        self
+    }
+
+    /// Declares the JSON Schema of the output.
+    pub fn with_output_schema(mut self, schema: Value) -> Self {
+        self.output_schema = Some(schema);
+        self
+    }
+
+    /// Declares whether a call changes something outside the run ([`SkillInfo::side_effects`]).
+    pub fn with_side_effects(mut self, side_effects: bool) -> Self {
+        self.side_effects = side_effects;
+        self
+    }
+}
+
 /// Everything a skill invocation may read.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SkillCall {
     /// The input of this call (for a `step`, its rendered input), after any governance replacement.
     pub input: Value,
@@ -51,6 +78,24 @@ pub struct SkillCall {
     /// Where a model streams its answer as it is generated, when the run streams tokens; skills that do not
     /// stream ignore it.
     pub deltas: Option<DeltaSink>,
+}
+
+impl SkillCall {
+    /// A first-attempt call with `input`, as a test of a skill makes it: run `run`, path `0`, step `step`,
+    /// idempotency key `run/0`, an empty context, no map item, no streaming. The engine sets every field.
+    pub fn new(input: Value) -> Self {
+        SkillCall {
+            input,
+            run_id: Arc::from("run"),
+            path: Arc::from("0"),
+            step: Arc::from("step"),
+            attempt: 1,
+            idempotency_key: Arc::from("run/0"),
+            context: ContextSnapshot::default(),
+            this: None,
+            deltas: None,
+        }
+    }
 }
 
 /// What a [`DeltaSink`] receives.
@@ -130,6 +175,7 @@ impl PartialEq for DeltaSink {
 
 /// What a skill returns.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct SkillOutput {
     /// The value the call produced.
     pub output: Value,
@@ -147,6 +193,25 @@ impl SkillOutput {
     /// An output of `output` alone: no context writes, no usage, no metadata.
     pub fn value(output: Value) -> Self {
         SkillOutput { output, ..Default::default() }
+    }
+
+    /// Adds the usage the call consumed (tokens and cost in USD).
+    pub fn with_usage(mut self, tokens: TokenUsage, cost_usd: f64) -> Self {
+        self.tokens = tokens;
+        self.cost_usd = cost_usd;
+        self
+    }
+
+    /// Adds context writes, applied with the step's other updates.
+    pub fn with_context_ops(mut self, ops: Vec<PatchOp>) -> Self {
+        self.context_ops = ops;
+        self
+    }
+
+    /// Adds facts for the step's metadata.
+    pub fn with_metadata(mut self, metadata: serde_json::Map<String, Value>) -> Self {
+        self.metadata = metadata;
+        self
     }
 }
 

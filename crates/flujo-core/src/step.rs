@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 /// A named, versioned tree of steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Pipeline {
     /// The pipeline's name: stored with each run ([`crate::store::RunRecord::pipeline_name`]) and reported
     /// in results.
@@ -50,6 +51,7 @@ impl Pipeline {
 
 /// The per-step execution settings (`config:` in YAML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StepConfig {
     /// Retries after the first attempt (default 1 → 2 attempts).
     #[serde(default = "default_retries")]
@@ -84,6 +86,7 @@ impl Default for StepConfig {
 
 /// Run or step budget (SPEC §8).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct UsageLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// The most that may be spent, in USD; `None`: no cost limit.
@@ -91,6 +94,25 @@ pub struct UsageLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// The most tokens that may be used, prompt and completion together; `None`: no token limit.
     pub total_tokens_limit: Option<u64>,
+}
+
+impl UsageLimits {
+    /// No limits.
+    pub fn new() -> Self {
+        UsageLimits::default()
+    }
+
+    /// Limits the cost to `usd`.
+    pub fn with_cost_limit(mut self, usd: f64) -> Self {
+        self.total_cost_usd_limit = Some(usd);
+        self
+    }
+
+    /// Limits the tokens (prompt and completion together) to `tokens`.
+    pub fn with_token_limit(mut self, tokens: u64) -> Self {
+        self.total_tokens_limit = Some(tokens);
+        self
+    }
 }
 
 /// What a `step` runs.
@@ -134,6 +156,7 @@ impl AgentRef {
 
 /// A step validator: a Jinja expression over `output` (and the usual names) that must be true.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Validator {
     /// The expression; the output passes when its value is truthy. `output` and `previous_step` name the
     /// output being checked.
@@ -141,6 +164,13 @@ pub struct Validator {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// The failure message when the expression is false; `None`: `validation failed: EXPRESSION`.
     pub message: Option<String>,
+}
+
+impl Validator {
+    /// A validator checking `expression`, failing with `message` (or `validation failed: EXPRESSION`).
+    pub fn new(expression: impl Into<String>, message: Option<String>) -> Self {
+        Validator { expression: expression.into(), message }
+    }
 }
 
 /// Where a step's fallback comes from.
@@ -156,6 +186,7 @@ pub enum Fallback {
 
 /// A node of the pipeline tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Step {
     /// The step's name; unique among its siblings, it keys `steps.NAME` in templates and the context, and
     /// names the step in results. 1–256 characters, without `/`, `:`, control characters or surrounding
@@ -201,8 +232,37 @@ pub struct Step {
     pub meta: Map<String, Value>,
 }
 
-/// A named list of steps (a branch, a state, a loop body).
-pub type Branch = (String, Vec<Step>);
+/// A named list of steps: a branch of a `conditional`, `parallel` or `dynamic_router`, a state of a
+/// `state_machine`, a child sequence of a custom kind. Serialized as the pair `[name, steps]`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Branch {
+    /// The branch's name: unique among its siblings, it is the key a conditional or router chooses and the
+    /// key of a parallel step's output object.
+    pub name: String,
+    /// The steps the branch runs, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Branch {
+    /// The branch `name` running `steps`.
+    pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Self {
+        Branch { name: name.into(), steps }
+    }
+}
+
+impl Serialize for Branch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (&self.name, &self.steps).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Branch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (name, steps) = <(String, Vec<Step>)>::deserialize(deserializer)?;
+        Ok(Branch { name, steps })
+    }
+}
 
 /// The kind-specific part of a step (SPEC §3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,6 +354,7 @@ pub enum OnMaxLoops {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// `kind: loop`: `body` runs again and again; the first iteration's input is the step's input, each
 /// later one's the previous iteration's output (or `iteration_input`). A failed iteration fails the step.
+#[non_exhaustive]
 pub struct LoopSpec {
     /// The steps of one iteration, run in order; iteration `i` runs at `P/loop:i/…`.
     pub body: Vec<Step>,
@@ -320,6 +381,7 @@ pub struct LoopSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// `kind: map`: `body` runs once per item of a list (the item is the body's input and `this` in
 /// templates); the output is the list of the body's outputs, in item order. A failed item fails the step.
+#[non_exhaustive]
 pub struct MapSpec {
     /// A context path (`context.items` / `items`) or a template yielding a list; `None` = the step input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,6 +410,7 @@ fn one() -> usize {
 /// `kind: conditional`: a key is computed (by `condition_expression`, else the `condition` skill,
 /// else the input itself) and the branch of that name runs with the step's input, else `default_branch`;
 /// with neither the step fails with `no branch for key 'K'`.
+#[non_exhaustive]
 pub struct ConditionalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// An expression over the step's input (`previous_step`) whose value is the branch key: a string
@@ -428,6 +491,7 @@ pub enum ReduceMode {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 /// `kind: parallel`: every branch runs concurrently with the step's input, on an isolated copy of the
 /// context; the output is the object `{branch: output}`, or the `reduce`d value.
+#[non_exhaustive]
 pub struct ParallelSpec {
     /// The branches by name, in declaration order; branch `NAME` runs at `P/branch:NAME/…`.
     pub branches: Vec<Branch>,
@@ -449,6 +513,7 @@ pub struct ParallelSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// `kind: dynamic_router`: `router_agent` picks branches by name, and those run as in a `parallel`
 /// step (a name that is not a branch fails the step). The choice is journaled.
+#[non_exhaustive]
 pub struct RouterSpec {
     /// Returns a branch name or a list of branch names.
     pub router_agent: AgentRef,
@@ -472,6 +537,7 @@ pub struct RouterSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 /// `kind: hitl`: pauses the run at the step's path (the `pause_id`) until an answer arrives; the
 /// answer is the step's output and is appended to the context's `hitl_history`.
+#[non_exhaustive]
 pub struct HitlSpec {
     /// Template shown to the human.
     #[serde(default)]
@@ -485,6 +551,7 @@ pub struct HitlSpec {
 /// `kind: cache`: runs `wrapped_step` and keeps its successful output under a key made of the wrapped
 /// step's fingerprint and its input; a later execution with the same key reuses the output
 /// (`metadata.cache_hit`). Nothing else is cached.
+#[non_exhaustive]
 pub struct CacheSpec {
     /// The step whose output is cached; it runs at `P/wrapped`.
     pub wrapped_step: Box<Step>,
@@ -525,6 +592,7 @@ pub enum OnImportFailure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// One value copied from an import's child context to the parent's when the child succeeds
 /// (`outputs: [{child, parent}]`).
+#[non_exhaustive]
 pub struct OutputMapping {
     /// The context path read in the child's context (`null` when absent).
     pub child: String,
@@ -535,6 +603,7 @@ pub struct OutputMapping {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// `kind: import` (`uses: imports.ALIAS`): runs another pipeline's steps at `P/import/…`, the first
 /// with the step's input; the output is the child's last output.
+#[non_exhaustive]
 pub struct ImportSpec {
     /// The import's alias in the blueprint (`imports.ALIAS`); failure messages name it.
     pub alias: String,
@@ -562,6 +631,7 @@ pub struct ImportSpec {
 /// `agentic_loop`: each model turn and each tool call is journaled at its own path (`P/turn:N`,
 /// `P/turn:N/tool:J`), so a resumed run replays them instead of calling again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AgenticLoopSpec {
     /// The planner: a model agent (`AgentRef::Model`).
     pub planner: AgentRef,
@@ -585,6 +655,7 @@ fn default_max_turns() -> u32 {
 /// evaluator call is journaled at its own path (`P/node:N/propose`, `P/node:N/eval:J`), so a resumed run repeats
 /// none of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TreeSearchSpec {
     /// The agent that proposes candidates from a node (a model agent or a skill).
     pub proposer: AgentRef,
@@ -666,6 +737,7 @@ pub enum TransitionOn {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 /// A state machine rule: when state `from` ends with event `on` and `when` holds, go to state `to`.
 /// The first matching rule, in declaration order, applies.
+#[non_exhaustive]
 pub struct Transition {
     /// A state name or `*` for any state.
     pub from: String,
@@ -683,6 +755,7 @@ pub struct Transition {
 /// `kind: state_machine`: runs the steps of `start_state`, then follows transitions from state to
 /// state (each state's output is the next one's input) until an end state finishes. A state that fails with
 /// no matching `failure` rule, or succeeds with no rule and is not an end state, fails the step.
+#[non_exhaustive]
 pub struct StateMachineSpec {
     /// The states by name, each a list of steps; state `NAME` on hop `H` runs at `P/state:NAME@H/…`.
     pub states: Vec<Branch>,
@@ -701,6 +774,78 @@ pub struct StateMachineSpec {
 
 fn default_max_hops() -> u32 {
     100
+}
+
+impl RouterSpec {
+    /// A router choosing with `router_agent` among no branches yet, with the defaults of a blueprint
+    /// (`context_update`, `propagate`, the whole context, no reduce).
+    pub fn new(router_agent: AgentRef) -> Self {
+        RouterSpec {
+            router_agent,
+            branches: Vec::new(),
+            merge_strategy: MergeStrategy::default(),
+            on_branch_failure: OnBranchFailure::default(),
+            context_include_keys: None,
+            reduce: None,
+        }
+    }
+}
+
+impl HitlSpec {
+    /// A pause asking `message` (a template), with an optional `input_schema` for the answer.
+    pub fn new(message: impl Into<String>, input_schema: Option<Value>) -> Self {
+        HitlSpec { message: message.into(), input_schema }
+    }
+}
+
+impl CacheSpec {
+    /// Caches the output of `wrapped_step`, without expiry.
+    pub fn new(wrapped_step: Step) -> Self {
+        CacheSpec { wrapped_step: Box::new(wrapped_step), ttl_s: None }
+    }
+}
+
+impl OutputMapping {
+    /// Copies the child's context path `child` to the parent's `parent`.
+    pub fn new(child: impl Into<String>, parent: impl Into<String>) -> Self {
+        OutputMapping { child: child.into(), parent: parent.into() }
+    }
+}
+
+impl ImportSpec {
+    /// Runs `pipeline` (imported as `alias`) on a fresh context with the defaults of a blueprint
+    /// (`input_to: initial_prompt`, no outputs copied, `on_failure: abort`).
+    pub fn new(alias: impl Into<String>, pipeline: Arc<Pipeline>) -> Self {
+        ImportSpec {
+            alias: alias.into(),
+            pipeline,
+            inherit_context: false,
+            input_to: InputTo::default(),
+            outputs: Vec::new(),
+            on_failure: OnImportFailure::default(),
+            default_output: Value::Null,
+        }
+    }
+}
+
+impl AgenticLoopSpec {
+    /// A loop driven by the model agent `planner`, with no tools yet and at most 10 turns.
+    pub fn new(planner: AgentRef) -> Self {
+        AgenticLoopSpec { planner, tools: Vec::new(), max_turns: default_max_turns() }
+    }
+}
+
+impl Transition {
+    /// Goes from state `from` (or `*`) to `to` on event `on`, unconditionally.
+    pub fn new(from: impl Into<String>, on: TransitionOn, to: impl Into<String>) -> Self {
+        Transition { from: from.into(), on, to: to.into(), when: None }
+    }
+
+    /// Also requires the expression `when` to hold.
+    pub fn with_when(mut self, when: impl Into<String>) -> Self {
+        self.when = Some(when.into());
+        self
+    }
 }
 
 impl Step {
@@ -791,5 +936,27 @@ impl Step {
     /// Canonical JSON bytes: the step's fingerprint (cache keys).
     pub fn fingerprint(&self) -> blake3::Hash {
         blake3::hash(&serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs store their pipeline's serde JSON and its hash; a branch keeps the pair form it had when it was a
+    /// tuple, so the stored definitions of older runs still load and hash the same.
+    #[test]
+    fn a_branch_serializes_as_the_pair_name_steps() {
+        let spec =
+            ParallelSpec { branches: vec![Branch::new("a", vec![Step::passthrough("p")])], ..Default::default() };
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json["branches"],
+            serde_json::json!([["a", [{"name": "p", "kind": {"kind": "step"}, "config": {"max_retries": 1}}]]])
+        );
+        let back: ParallelSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+        let not_a_pair = serde_json::json!({"branches": [{"name": "a", "steps": []}]});
+        assert!(serde_json::from_value::<ParallelSpec>(not_a_pair).is_err());
     }
 }

@@ -158,6 +158,7 @@ pub struct RunUpdate {
 
 /// Filter for [`RunStore::list_runs`].
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct RunFilter {
     /// Only runs of this status (`None`: any).
     pub status: Option<RunStatus>,
@@ -167,6 +168,37 @@ pub struct RunFilter {
     pub since_ms: Option<i64>,
     /// At most this many runs, counted after filtering (`None`: no limit).
     pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    /// Every run.
+    pub fn new() -> Self {
+        RunFilter::default()
+    }
+
+    /// Only runs of `status`.
+    pub fn status(mut self, status: RunStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Only runs of the pipeline named `name`.
+    pub fn pipeline(mut self, name: impl Into<String>) -> Self {
+        self.pipeline = Some(name.into());
+        self
+    }
+
+    /// Only runs created at or after `ms` (milliseconds since the Unix epoch).
+    pub fn since_ms(mut self, ms: i64) -> Self {
+        self.since_ms = Some(ms);
+        self
+    }
+
+    /// At most `n` runs.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
 }
 
 #[async_trait]

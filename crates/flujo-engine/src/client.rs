@@ -500,7 +500,12 @@ impl Skill for StandIn {
     }
 
     fn info(&self) -> SkillInfo {
-        SkillInfo { id: self.id.clone(), description: "replay stand-in".to_owned(), ..SkillInfo::default() }
+        {
+            let mut info = SkillInfo::default();
+            info.id = self.id.clone();
+            info.description = "replay stand-in".to_owned();
+            info
+        }
     }
 }
 

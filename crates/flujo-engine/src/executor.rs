@@ -599,10 +599,10 @@ impl ExecutorCore {
                                 (f, _) => f.clone(),
                             },
                             attempts: outcome.attempts + fb_res.attempts,
-                            tokens: TokenUsage {
-                                prompt: outcome.tokens.prompt + fb_res.tokens.prompt,
-                                completion: outcome.tokens.completion + fb_res.tokens.completion,
-                            },
+                            tokens: TokenUsage::new(
+                                outcome.tokens.prompt + fb_res.tokens.prompt,
+                                outcome.tokens.completion + fb_res.tokens.completion,
+                            ),
                             cost_usd: outcome.cost_usd + fb_res.cost_usd,
                             metadata: {
                                 let mut m = outcome.metadata;
@@ -641,19 +641,13 @@ impl ExecutorCore {
         ctx.absorb(ops);
         let output = Arc::new(outcome.output);
         ctx.set_step_output(&step.name, output.clone());
-        let result = StepResult {
-            name: step.name.clone(),
-            path,
-            kind: kind.to_owned(),
-            status: outcome.status,
-            output,
-            attempts: outcome.attempts,
-            latency_ms: t0.elapsed().as_secs_f64() * 1000.0,
-            tokens: outcome.tokens,
-            cost_usd: outcome.cost_usd,
-            feedback: outcome.feedback,
-            metadata: outcome.metadata,
-        };
+        let mut result = StepResult::new(&step.name, path, kind, outcome.status, output);
+        result.attempts = outcome.attempts;
+        result.latency_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        result.tokens = outcome.tokens;
+        result.cost_usd = outcome.cost_usd;
+        result.feedback = outcome.feedback;
+        result.metadata = outcome.metadata;
         run.emit(|| RunEvent::StepFinished { run_id: run.run_id.to_string(), result: result.clone(), replayed: false });
         if let Some(stop) = stop {
             run.stopped_results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
@@ -903,13 +897,7 @@ impl ExecutorCore {
         timeout_s: Option<f64>,
     ) -> Result<Result<SkillOutput, flujo_core::SkillError>, Interrupt> {
         for policy in &self.governance {
-            let req = GovernanceRequest {
-                run_id: &call.run_id,
-                path: &call.path,
-                step: &call.step,
-                target,
-                input: &call.input,
-            };
+            let req = GovernanceRequest::new(&call.run_id, &call.path, &call.step, target, &call.input);
             match policy.evaluate(&req).await {
                 GovernanceDecision::Allow => {}
                 GovernanceDecision::Deny(reason) => {
@@ -1008,16 +996,17 @@ impl ExecutorCore {
         }
         let started_ms = run.now_ms();
         let t0 = Instant::now();
-        let call = SkillCall {
-            input,
-            run_id: run.run_id.clone(),
-            path: Arc::from(path.as_str()),
-            step: Arc::from(step.name.as_str()),
-            attempt: 1,
-            idempotency_key: Arc::from(format!("{}:{}", run.run_id, path).as_str()),
-            context: ctx.snapshot(),
-            deltas: None,
-            this: this.map(|v| Arc::new(v.clone())),
+        let call = {
+            let mut call = SkillCall::new(input);
+            call.run_id = run.run_id.clone();
+            call.path = Arc::from(path.as_str());
+            call.step = Arc::from(step.name.as_str());
+            call.attempt = 1;
+            call.idempotency_key = Arc::from(format!("{}:{}", run.run_id, path).as_str());
+            call.context = ctx.snapshot();
+            call.deltas = None;
+            call.this = this.map(|v| Arc::new(v.clone()));
+            call
         };
         let res = self.call_agent(skill, target, call, run, step.config.timeout_s).await?;
         let mut outcome = match &res {
@@ -1041,7 +1030,7 @@ impl ExecutorCore {
         if kind == "model_turn" {
             outcome.metadata.insert(META_MODEL.into(), Value::String(target.to_owned()));
         }
-        let leaf = Step { name: format!("{}#{kind}", step.name), ..Step::passthrough("") };
+        let leaf = Step::passthrough(format!("{}#{kind}", step.name));
         let o = &outcome;
         run.journal(|| {
             let mut r = make_record(run, &leaf, &path, o, Vec::new(), started_ms, t0);

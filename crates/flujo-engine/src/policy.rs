@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use flujo_core::{Context, Interrupt, Map, PatchOp, Step, StepStatus, TokenUsage, Value};
+use flujo_core::{Branch, Context, Interrupt, Map, PatchOp, Step, StepStatus, TokenUsage, Value};
 
 use crate::executor::{ExecutorCore, Lexical, RunState};
 
@@ -33,7 +33,9 @@ impl ExecutionFrame<'_> {
     /// The names of this step's child sequences (a custom kind's `children`), in declaration order.
     pub fn child_names(&self) -> Vec<&str> {
         match &self.step.kind {
-            flujo_core::StepKind::Custom { children, .. } => children.iter().map(|(n, _)| n.as_str()).collect(),
+            flujo_core::StepKind::Custom { children, .. } => {
+                children.iter().map(|Branch { name: n, .. }| n.as_str()).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -71,8 +73,8 @@ impl ExecutionFrame<'_> {
         let flujo_core::StepKind::Custom { children, .. } = &self.step.kind else {
             return Ok(failed(format!("step '{}' is not a custom kind with children", self.step.name)));
         };
-        let Some((_, steps)) = children.iter().find(|(n, _)| n == name) else {
-            let known: Vec<&str> = children.iter().map(|(n, _)| n.as_str()).collect();
+        let Some(Branch { steps, .. }) = children.iter().find(|Branch { name: n, .. }| n == name) else {
+            let known: Vec<&str> = children.iter().map(|Branch { name: n, .. }| n.as_str()).collect();
             return Ok(failed(format!(
                 "step '{}' has no child sequence '{name}' (it has: {})",
                 self.step.name,

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use flujo_core::{limits, AgentRef, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value};
+use flujo_core::{
+    limits, AgentRef, Branch, FlujoError, ModelRegistry, Pipeline, Skill, SkillRegistry, Step, StepKind, Value,
+};
 
 use crate::policy::ExecutionDispatcher;
 
@@ -326,14 +328,14 @@ impl<'a> Preparer<'a> {
                 self.steps(&m.body)?;
             }
             StepKind::Conditional(c) => {
-                self.segment_names(step, "branch", c.branches.iter().map(|(n, _)| n.as_str()))?;
+                self.segment_names(step, "branch", c.branches.iter().map(|Branch { name: n, .. }| n.as_str()))?;
                 if let Some(e) = &c.condition_expression {
                     self.expr(step, e)?;
                 }
                 if let Some(a) = &c.condition {
                     self.agent(step, a)?;
                 }
-                for (_, b) in &c.branches {
+                for Branch { steps: b, .. } in &c.branches {
                     self.steps(b)?;
                 }
                 if let Some(d) = &c.default_branch {
@@ -341,15 +343,15 @@ impl<'a> Preparer<'a> {
                 }
             }
             StepKind::Parallel(p) => {
-                self.segment_names(step, "branch", p.branches.iter().map(|(n, _)| n.as_str()))?;
-                for (_, b) in &p.branches {
+                self.segment_names(step, "branch", p.branches.iter().map(|Branch { name: n, .. }| n.as_str()))?;
+                for Branch { steps: b, .. } in &p.branches {
                     self.steps(b)?;
                 }
             }
             StepKind::DynamicRouter(r) => {
-                self.segment_names(step, "branch", r.branches.iter().map(|(n, _)| n.as_str()))?;
+                self.segment_names(step, "branch", r.branches.iter().map(|Branch { name: n, .. }| n.as_str()))?;
                 self.agent(step, &r.router_agent)?;
-                for (_, b) in &r.branches {
+                for Branch { steps: b, .. } in &r.branches {
                     self.steps(b)?;
                 }
             }
@@ -376,10 +378,10 @@ impl<'a> Preparer<'a> {
                 self.depth -= 1;
             }
             StepKind::StateMachine(sm) => {
-                self.segment_names(step, "state", sm.states.iter().map(|(n, _)| n.as_str()))?;
+                self.segment_names(step, "state", sm.states.iter().map(|Branch { name: n, .. }| n.as_str()))?;
                 limits::check_count(u64::from(sm.max_hops), limits::MAX_ITERATIONS)
                     .map_err(|e| err(step, format!("state machine max_hops {e}")))?;
-                let names: Vec<&str> = sm.states.iter().map(|(n, _)| n.as_str()).collect();
+                let names: Vec<&str> = sm.states.iter().map(|Branch { name: n, .. }| n.as_str()).collect();
                 if !names.contains(&sm.start_state.as_str()) {
                     return Err(err(step, format!("start_state '{}' is not a state", sm.start_state)));
                 }
@@ -393,7 +395,7 @@ impl<'a> Preparer<'a> {
                         self.expr(step, w)?;
                     }
                 }
-                for (_, b) in &sm.states {
+                for Branch { steps: b, .. } in &sm.states {
                     self.steps(b)?;
                 }
             }
@@ -435,8 +437,8 @@ impl<'a> Preparer<'a> {
                 self.tool_agent(step, &a.planner, &tools, a.max_turns)?;
             }
             StepKind::Custom { children, .. } => {
-                self.segment_names(step, "child", children.iter().map(|(n, _)| n.as_str()))?;
-                for (_, c) in children {
+                self.segment_names(step, "child", children.iter().map(|Branch { name: n, .. }| n.as_str()))?;
+                for Branch { steps: c, .. } in children {
                     self.steps(c)?;
                 }
             }

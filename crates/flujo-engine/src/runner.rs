@@ -357,10 +357,10 @@ fn stricter(a: UsageLimits, b: Option<UsageLimits>) -> UsageLimits {
             (None, y) => y,
         }
     }
-    UsageLimits {
-        total_cost_usd_limit: min_opt(a.total_cost_usd_limit, b.total_cost_usd_limit),
-        total_tokens_limit: min_opt(a.total_tokens_limit, b.total_tokens_limit),
-    }
+    let mut limits = UsageLimits::new();
+    limits.total_cost_usd_limit = min_opt(a.total_cost_usd_limit, b.total_cost_usd_limit);
+    limits.total_tokens_limit = min_opt(a.total_tokens_limit, b.total_tokens_limit);
+    limits
 }
 
 /// A telemetry sink that forwards to the runner's telemetry and to a per-run channel.
@@ -674,12 +674,10 @@ impl Flujo {
             if let Err(i) = self.preflight() {
                 let mut result = self.stored_result(&run).await?;
                 result.status = RunStatus::Failed;
-                result.error = Some(RunError {
-                    kind: i.kind().into(),
-                    message: format!(
-                        "{i} (nothing was run; the run is unchanged and can be resumed once this is fixed)"
-                    ),
-                });
+                result.error = Some(RunError::new(
+                    i.kind(),
+                    format!("{i} (nothing was run; the run is unchanged and can be resumed once this is fixed)"),
+                ));
                 return Ok(result);
             }
         }
@@ -928,7 +926,7 @@ impl Flujo {
             Ok(seq) => (
                 RunStatus::Failed,
                 Some(seq.output),
-                Some(RunError { kind: "step_failed".into(), message: seq.feedback.unwrap_or_default() }),
+                Some(RunError::new("step_failed", seq.feedback.unwrap_or_default())),
                 Vec::new(),
             ),
             Err(Interrupt::Paused(p)) => (RunStatus::Paused, None, None, p),
@@ -938,12 +936,7 @@ impl Flujo {
                 let stopped = state.take_stopped_results();
                 let output = stopped.last().map(|r| (*r.output).clone());
                 history.extend(stopped);
-                (
-                    RunStatus::Failed,
-                    output,
-                    Some(RunError { kind: other.kind().into(), message: other.to_string() }),
-                    Vec::new(),
-                )
+                (RunStatus::Failed, output, Some(RunError::new(other.kind(), other.to_string())), Vec::new())
             }
         };
         let spent = state.quota.spent();
@@ -996,18 +989,15 @@ impl Flujo {
         });
         let _ =
             ctx.apply_unlogged(&flujo_core::PatchOp::set(vec!["status".into()], Value::String(status.as_str().into())));
-        Ok(RunResult {
-            run_id: state.run_id.to_string(),
-            pipeline: pipeline.name.clone(),
-            status,
-            output,
-            error,
-            pending,
-            step_history: history,
-            total_cost_usd: spent.cost_usd,
-            total_tokens: spent.tokens,
-            context: ctx.to_json(),
-        })
+        let mut result = RunResult::new(state.run_id.to_string(), pipeline.name.clone(), status);
+        result.output = output;
+        result.error = error;
+        result.pending = pending;
+        result.step_history = history;
+        result.total_cost_usd = spent.cost_usd;
+        result.total_tokens = spent.tokens;
+        result.context = ctx.to_json();
+        Ok(result)
     }
 
     /// The result of a finished run rebuilt from the store (top-level records, no execution).
@@ -1043,18 +1033,15 @@ impl Flujo {
             vec!["status".into()],
             Value::String(run.status.as_str().into()),
         ));
-        Ok(RunResult {
-            run_id: run.run_id.clone(),
-            pipeline: run.pipeline_name.clone(),
-            status: run.status,
-            output: run.output.clone(),
-            error: run.error.clone(),
-            pending: run.pending.clone(),
-            step_history: history,
-            total_cost_usd: run.total_cost_usd,
-            total_tokens: run.total_tokens,
-            context: ctx.to_json(),
-        })
+        let mut result = RunResult::new(run.run_id.clone(), run.pipeline_name.clone(), run.status);
+        result.output = run.output.clone();
+        result.error = run.error.clone();
+        result.pending = run.pending.clone();
+        result.step_history = history;
+        result.total_cost_usd = run.total_cost_usd;
+        result.total_tokens = run.total_tokens;
+        result.context = ctx.to_json();
+        Ok(result)
     }
 
     /// A [`TaskClient`](crate::TaskClient) over this runner's store and configuration: resume and replay of any

@@ -33,10 +33,11 @@ fn pipeline_with(form: Form, mut settings: Value, max_turns: u32) -> Pipeline {
     let step = match form {
         Form::AgenticLoop => Step::new(
             "solve",
-            StepKind::AgenticLoop(AgenticLoopSpec {
-                planner: AgentRef::Model { model: "openai:gpt-test".into(), settings },
-                tools: vec!["test.count".into()],
-                max_turns,
+            StepKind::AgenticLoop({
+                let mut spec = AgenticLoopSpec::new(AgentRef::Model { model: "openai:gpt-test".into(), settings });
+                spec.tools = vec!["test.count".into()];
+                spec.max_turns = max_turns;
+                spec
             }),
         ),
         Form::ToolStep => {
@@ -294,7 +295,7 @@ async fn tool_steps_retry_whole_conversations() {
     let counter = CallCounter::default();
     let mut p = pipeline_with(Form::ToolStep, json!({"model": "openai:gpt-test"}), 4);
     p.steps[0].config.max_retries = 1;
-    p.steps[0].validators = vec![Validator { expression: "previous_step == 'yes'".into(), message: None }];
+    p.steps[0].validators = vec![Validator::new("previous_step == 'yes'", None)];
     let store = Arc::new(MemoryStore::new());
     let flujo = Flujo::builder(p)
         .store(store.clone())
@@ -381,10 +382,11 @@ async fn planner_tools(provider: &str) {
     let settings = json!({"model": model, "tools": ["flujo.builtins.stringify"]});
     let step = Step::new(
         "solve",
-        StepKind::AgenticLoop(AgenticLoopSpec {
-            planner: AgentRef::Model { model: model.clone(), settings },
-            tools: vec!["test.count".into()],
-            max_turns: 5,
+        StepKind::AgenticLoop({
+            let mut spec = AgenticLoopSpec::new(AgentRef::Model { model: model.clone(), settings });
+            spec.tools = vec!["test.count".into()];
+            spec.max_turns = 5;
+            spec
         }),
     );
     let counter = CallCounter::default();
@@ -427,7 +429,7 @@ async fn a_tool_loop_stopped_by_the_budget_keeps_its_paid_turns() {
         let fake = FakeProvider::start().await.unwrap();
         fake.push_reply_with_usage(
             ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) },
-            TokenUsage { prompt: 400, completion: 100 },
+            TokenUsage::new(400, 100),
         );
         fake.push_reply(ScriptedReply::Text("never".into()));
         let settings = json!({"model": "openai:gpt-test", "model_settings": {"max_tokens": 1000}});
@@ -436,7 +438,11 @@ async fn a_tool_loop_stopped_by_the_budget_keeps_its_paid_turns() {
             .skills(skills(&counter))
             .models(Arc::new(fake.registry(PricingTable::default()).unwrap()))
             // The first turn's reservation (~1,100 tokens) fits; after its 500 real tokens the second does not.
-            .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(1200) })
+            .usage_limits({
+                let mut limits = UsageLimits::default();
+                limits.total_tokens_limit = Some(1200);
+                limits
+            })
             .build()
             .unwrap();
         let r = flujo.run(json!("go")).await.unwrap();

@@ -26,15 +26,20 @@ impl Skill for FakeModel {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
-        Ok(SkillOutput {
-            output: call.input,
-            tokens: TokenUsage { prompt: 10, completion: 5 },
-            cost_usd: self.estimate * self.frac,
-            ..Default::default()
+        Ok({
+            let mut out = SkillOutput::default();
+            out.output = call.input;
+            out.tokens = TokenUsage::new(10, 5);
+            out.cost_usd = self.estimate * self.frac;
+            out
         })
     }
     fn info(&self) -> SkillInfo {
-        SkillInfo { id: "test.model".into(), ..Default::default() }
+        {
+            let mut info = SkillInfo::default();
+            info.id = "test.model".into();
+            info
+        }
     }
     fn estimate(&self, _input: &Value) -> Option<Usage> {
         Some(Usage { cost_usd: self.estimate, tokens: 15 })
@@ -65,19 +70,19 @@ fn pipeline(branches: &[Vec<(f64, f64)>]) -> Pipeline {
                 .enumerate()
                 .map(|(i, (e, f))| Step::skill(format!("m{b}_{i}"), "test.model", json!({"estimate": e, "frac": f})))
                 .collect();
-            (format!("b{b}"), steps)
+            Branch::new(format!("b{b}"), steps)
         })
         .collect();
     Pipeline::new(
         "budget",
         vec![Step::new(
             "par",
-            StepKind::Parallel(ParallelSpec {
-                branches,
-                merge_strategy: MergeStrategy::NoMerge,
-                on_branch_failure: OnBranchFailure::Propagate,
-                context_include_keys: None,
-                reduce: None,
+            StepKind::Parallel({
+                let mut spec = ParallelSpec::default();
+                spec.branches = branches;
+                spec.merge_strategy = MergeStrategy::NoMerge;
+                spec.on_branch_failure = OnBranchFailure::Propagate;
+                spec
             }),
         )],
     )
@@ -96,7 +101,7 @@ proptest! {
         let total_steps: usize = branches.iter().map(Vec::len).sum();
         let sum_estimates: f64 = branches.iter().flatten().map(|(e, _)| e).sum();
         let flujo = Flujo::builder(pipeline(&branches)).skills(registry(&calls)).build().unwrap();
-        let r = rt.block_on(flujo.run_with(RunOptions::new(json!(0)).usage_limits(UsageLimits { total_cost_usd_limit: Some(limit), total_tokens_limit: None }))).unwrap();
+        let r = rt.block_on(flujo.run_with(RunOptions::new(json!(0)).usage_limits(UsageLimits::new().with_cost_limit(limit)))).unwrap();
         prop_assert!(r.total_cost_usd <= limit + 1e-9, "spent {} over limit {}", r.total_cost_usd, limit);
         let made = calls.load(Ordering::SeqCst) as usize;
         if sum_estimates <= limit {
@@ -123,10 +128,11 @@ async fn a_call_that_does_not_fit_is_never_made_and_the_partial_result_is_kept()
     );
     let flujo = Flujo::builder(p).skills(registry(&calls)).build().unwrap();
     let r = flujo
-        .run_with(
-            RunOptions::new(json!(0))
-                .usage_limits(UsageLimits { total_cost_usd_limit: Some(1.0), total_tokens_limit: None }),
-        )
+        .run_with(RunOptions::new(json!(0)).usage_limits({
+            let mut limits = UsageLimits::default();
+            limits.total_cost_usd_limit = Some(1.0);
+            limits
+        }))
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Failed);

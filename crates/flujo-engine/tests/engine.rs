@@ -230,17 +230,17 @@ fn scenarios() -> Vec<Scenario> {
             "router",
             vec![kind(
                 "r",
-                StepKind::DynamicRouter(RouterSpec {
-                    router_agent: AgentRef::skill("flujo.builtins.transform", json!({"expr": "['b', 'c']"})),
-                    branches: vec![
+                StepKind::DynamicRouter({
+                    let mut x =
+                        RouterSpec::new(AgentRef::skill("flujo.builtins.transform", json!({"expr": "['b', 'c']"})));
+                    x.branches = vec![
                         branch("a", vec![tf("a1", "'A'")]),
                         branch("b", vec![tf("b1", "'B'")]),
                         branch("c", vec![count("c1")]),
-                    ],
-                    merge_strategy: MergeStrategy::ContextUpdate,
-                    on_branch_failure: OnBranchFailure::Propagate,
-                    context_include_keys: None,
-                    reduce: None,
+                    ];
+                    x.merge_strategy = MergeStrategy::ContextUpdate;
+                    x.on_branch_failure = OnBranchFailure::Propagate;
+                    x
                 }),
             )],
             json!(1),
@@ -250,13 +250,13 @@ fn scenarios() -> Vec<Scenario> {
             "router_unknown_branch",
             vec![kind(
                 "r",
-                StepKind::DynamicRouter(RouterSpec {
-                    router_agent: AgentRef::skill("flujo.builtins.transform", json!({"expr": "'nope'"})),
-                    branches: vec![branch("a", vec![tf("a1", "'A'")])],
-                    merge_strategy: MergeStrategy::ContextUpdate,
-                    on_branch_failure: OnBranchFailure::Propagate,
-                    context_include_keys: None,
-                    reduce: None,
+                StepKind::DynamicRouter({
+                    let mut spec =
+                        RouterSpec::new(AgentRef::skill("flujo.builtins.transform", json!({"expr": "'nope'"})));
+                    spec.branches = vec![branch("a", vec![tf("a1", "'A'")])];
+                    spec.merge_strategy = MergeStrategy::ContextUpdate;
+                    spec.on_branch_failure = OnBranchFailure::Propagate;
+                    spec
                 }),
             )],
             json!(1),
@@ -265,9 +265,9 @@ fn scenarios() -> Vec<Scenario> {
         Scenario::new(
             "cache_hit",
             vec![
-                kind("c1", StepKind::Cache(CacheSpec { wrapped_step: Box::new(count("w")), ttl_s: None })),
+                kind("c1", StepKind::Cache(CacheSpec::new(count("w")))),
                 tf("back", "previous_step - 1"),
-                kind("c2", StepKind::Cache(CacheSpec { wrapped_step: Box::new(count("w")), ttl_s: None })),
+                kind("c2", StepKind::Cache(CacheSpec::new(count("w")))),
             ],
             json!(1),
             Expect {
@@ -369,17 +369,20 @@ fn scenarios() -> Vec<Scenario> {
             vec![
                 kind(
                     "sub",
-                    StepKind::Import(ImportSpec {
-                        alias: "child".into(),
-                        pipeline: Arc::new(Pipeline::new(
+                    StepKind::Import({
+                        let mut spec = ImportSpec::new(
                             "child",
-                            vec![count("c0"), hitl("ch", None).with_sink_to("answer"), count("c2")],
-                        )),
-                        inherit_context: false,
-                        input_to: InputTo::InitialPrompt,
-                        outputs: vec![OutputMapping { child: "answer".into(), parent: "from_child".into() }],
-                        on_failure: OnImportFailure::Abort,
-                        default_output: Value::Null,
+                            Arc::new(Pipeline::new(
+                                "child",
+                                vec![count("c0"), hitl("ch", None).with_sink_to("answer"), count("c2")],
+                            )),
+                        );
+                        spec.inherit_context = false;
+                        spec.input_to = InputTo::InitialPrompt;
+                        spec.outputs = vec![OutputMapping::new("answer", "from_child")];
+                        spec.on_failure = OnImportFailure::Abort;
+                        spec.default_output = Value::Null;
+                        spec
                     }),
                 ),
                 tf("after", "context.from_child + previous_step"),
@@ -392,14 +395,15 @@ fn scenarios() -> Vec<Scenario> {
             "import_failure_continue_with_default",
             vec![kind(
                 "sub",
-                StepKind::Import(ImportSpec {
-                    alias: "child".into(),
-                    pipeline: Arc::new(Pipeline::new("child", vec![fail("f").with_retries(0)])),
-                    inherit_context: true,
-                    input_to: InputTo::InitialPrompt,
-                    outputs: vec![],
-                    on_failure: OnImportFailure::ContinueWithDefault,
-                    default_output: json!("dflt"),
+                StepKind::Import({
+                    let mut x =
+                        ImportSpec::new("child", Arc::new(Pipeline::new("child", vec![fail("f").with_retries(0)])));
+                    x.inherit_context = true;
+                    x.input_to = InputTo::InitialPrompt;
+                    x.outputs = vec![];
+                    x.on_failure = OnImportFailure::ContinueWithDefault;
+                    x.default_output = json!("dflt");
+                    x
                 }),
             )],
             json!(1),
@@ -409,27 +413,28 @@ fn scenarios() -> Vec<Scenario> {
             "state_machine",
             vec![kind(
                 "sm",
-                StepKind::StateMachine(StateMachineSpec {
-                    states: vec![
+                StepKind::StateMachine({
+                    let mut spec = StateMachineSpec::default();
+                    spec.states = vec![
                         branch("start", vec![count("s")]),
                         branch("review", vec![hitl("approve", None)]),
                         branch("retry", vec![Step::skill("r", "test.count", json!(null))]),
                         branch("done", vec![tf("d", "'done:' ~ previous_step")]),
-                    ],
-                    start_state: "start".into(),
-                    end_states: vec!["done".into()],
-                    transitions: vec![
-                        Transition { from: "start".into(), on: TransitionOn::Success, to: "review".into(), when: None },
-                        Transition {
-                            from: "review".into(),
-                            on: TransitionOn::Success,
-                            to: "done".into(),
-                            when: Some("previous_step == 'ok'".into()),
+                    ];
+                    spec.start_state = "start".into();
+                    spec.end_states = vec!["done".into()];
+                    spec.transitions = vec![
+                        Transition::new("start", TransitionOn::Success, "review"),
+                        {
+                            let mut spec = Transition::new("review", TransitionOn::Success, "done");
+                            spec.when = Some("previous_step == 'ok'".into());
+                            spec
                         },
-                        Transition { from: "review".into(), on: TransitionOn::Success, to: "retry".into(), when: None },
-                        Transition { from: "retry".into(), on: TransitionOn::Success, to: "review".into(), when: None },
-                    ],
-                    max_hops: 20,
+                        Transition::new("review", TransitionOn::Success, "retry"),
+                        Transition::new("retry", TransitionOn::Success, "review"),
+                    ];
+                    spec.max_hops = 20;
+                    spec
                 }),
             )],
             json!(1),
@@ -445,12 +450,14 @@ fn scenarios() -> Vec<Scenario> {
             "state_machine_no_transition",
             vec![kind(
                 "sm",
-                StepKind::StateMachine(StateMachineSpec {
-                    states: vec![branch("a", vec![count("x")])],
-                    start_state: "a".into(),
-                    end_states: vec![],
-                    transitions: vec![],
-                    max_hops: 5,
+                StepKind::StateMachine({
+                    let mut spec = StateMachineSpec::default();
+                    spec.states = vec![branch("a", vec![count("x")])];
+                    spec.start_state = "a".into();
+                    spec.end_states = vec![];
+                    spec.transitions = vec![];
+                    spec.max_hops = 5;
+                    spec
                 }),
             )],
             json!(1),
@@ -460,17 +467,14 @@ fn scenarios() -> Vec<Scenario> {
             "state_machine_infinite",
             vec![kind(
                 "sm",
-                StepKind::StateMachine(StateMachineSpec {
-                    states: vec![branch("a", vec![count("x")])],
-                    start_state: "a".into(),
-                    end_states: vec![],
-                    transitions: vec![Transition {
-                        from: "a".into(),
-                        on: TransitionOn::Success,
-                        to: "a".into(),
-                        when: None,
-                    }],
-                    max_hops: 5,
+                StepKind::StateMachine({
+                    let mut spec = StateMachineSpec::default();
+                    spec.states = vec![branch("a", vec![count("x")])];
+                    spec.start_state = "a".into();
+                    spec.end_states = vec![];
+                    spec.transitions = vec![Transition::new("a", TransitionOn::Success, "a")];
+                    spec.max_hops = 5;
+                    spec
                 }),
             )],
             json!(1),
@@ -796,10 +800,11 @@ async fn usage_is_totalled_once_and_limits_stop_the_run() {
     assert!((r.total_cost_usd - 0.04).abs() < 1e-9);
     let limited = Flujo::builder(p).skills(reg).build().unwrap();
     let r = limited
-        .run_with(
-            RunOptions::new(json!(0))
-                .usage_limits(UsageLimits { total_tokens_limit: Some(40), total_cost_usd_limit: None }),
-        )
+        .run_with(RunOptions::new(json!(0)).usage_limits({
+            let mut limits = UsageLimits::default();
+            limits.total_tokens_limit = Some(40);
+            limits
+        }))
         .await
         .unwrap();
     assert_eq!(r.status, RunStatus::Failed);
@@ -875,7 +880,16 @@ async fn map_items_are_bounded() {
         let body = vec![Step::skill("double", "flujo.builtins.transform", json!({"expr": "previous_step * 2"}))];
         Pipeline::new(
             "bounded",
-            vec![Step::new("each", StepKind::Map(MapSpec { iterable_input: None, body, concurrency: 2, max_items }))],
+            vec![Step::new(
+                "each",
+                StepKind::Map({
+                    let mut spec = MapSpec::default();
+                    spec.body = body;
+                    spec.concurrency = 2;
+                    spec.max_items = max_items;
+                    spec
+                }),
+            )],
         )
     };
     let flujo = Flujo::builder(map(Some(3))).build().unwrap();
@@ -902,14 +916,12 @@ fn nested_loops(depth: usize) -> Pipeline {
     for i in 1..depth {
         step = Step::new(
             format!("l{i}"),
-            StepKind::Loop(LoopSpec {
-                body: vec![step],
-                max_loops: 1,
-                exit_expression: None,
-                exit_condition: None,
-                iteration_input: None,
-                output: None,
-                on_max_loops: OnMaxLoops::Succeed,
+            StepKind::Loop({
+                let mut spec = LoopSpec::default();
+                spec.body = vec![step];
+                spec.max_loops = 1;
+                spec.on_max_loops = OnMaxLoops::Succeed;
+                spec
             }),
         );
     }

@@ -139,11 +139,12 @@ pub fn registry(counter: &CallCounter, flaky: &Arc<Mutex<HashMap<String, u32>>>)
         }
     });
     r.register_fn("test.tokens", false, |call: SkillCall| async move {
-        Ok(SkillOutput {
-            output: call.input,
-            tokens: TokenUsage { prompt: 10, completion: 5 },
-            cost_usd: 0.01,
-            ..Default::default()
+        Ok({
+            let mut out = SkillOutput::default();
+            out.output = call.input;
+            out.tokens = TokenUsage::new(10, 5);
+            out.cost_usd = 0.01;
+            out
         })
     });
     Arc::new(r)
@@ -164,49 +165,55 @@ pub fn kind(name: &str, k: StepKind) -> Step {
     Step::new(name, k)
 }
 pub fn branch(name: &str, steps: Vec<Step>) -> Branch {
-    (name.to_owned(), steps)
+    Branch::new(name, steps)
 }
 pub fn par(name: &str, branches: Vec<Branch>, merge: MergeStrategy, on_fail: OnBranchFailure) -> Step {
     kind(
         name,
-        StepKind::Parallel(ParallelSpec {
-            branches,
-            merge_strategy: merge,
-            on_branch_failure: on_fail,
-            context_include_keys: None,
-            reduce: None,
+        StepKind::Parallel({
+            let mut spec = ParallelSpec::default();
+            spec.branches = branches;
+            spec.merge_strategy = merge;
+            spec.on_branch_failure = on_fail;
+            spec
         }),
     )
 }
 pub fn looped(name: &str, body: Vec<Step>, max: u32, exit: Option<&str>) -> Step {
     kind(
         name,
-        StepKind::Loop(LoopSpec {
-            body,
-            max_loops: max,
-            exit_expression: exit.map(str::to_owned),
-            exit_condition: None,
-            iteration_input: None,
-            output: None,
-            on_max_loops: OnMaxLoops::Fail,
+        StepKind::Loop({
+            let mut spec = LoopSpec::default();
+            spec.body = body;
+            spec.max_loops = max;
+            spec.exit_expression = exit.map(str::to_owned);
+            spec.on_max_loops = OnMaxLoops::Fail;
+            spec
         }),
     )
 }
 pub fn cond(name: &str, expr: Option<&str>, branches: Vec<Branch>, default: Option<Vec<Step>>) -> Step {
     kind(
         name,
-        StepKind::Conditional(ConditionalSpec {
-            condition_expression: expr.map(str::to_owned),
-            condition: None,
-            branches,
-            default_branch: default,
+        StepKind::Conditional({
+            let mut spec = ConditionalSpec::default();
+            spec.condition_expression = expr.map(str::to_owned);
+            spec.branches = branches;
+            spec.default_branch = default;
+            spec
         }),
     )
 }
 pub fn map(name: &str, iterable: Option<&str>, body: Vec<Step>, concurrency: usize) -> Step {
     kind(
         name,
-        StepKind::Map(MapSpec { iterable_input: iterable.map(str::to_owned), body, concurrency, max_items: None }),
+        StepKind::Map({
+            let mut spec = MapSpec::default();
+            spec.iterable_input = iterable.map(str::to_owned);
+            spec.body = body;
+            spec.concurrency = concurrency;
+            spec
+        }),
     )
 }
 pub fn hitl(name: &str, schema: Option<Value>) -> Step {

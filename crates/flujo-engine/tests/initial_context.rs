@@ -87,7 +87,7 @@ async fn an_unfinished_run_reports_the_usage_of_its_records() {
             "1" => (20, 10, 0.03),
             _ => (8, 2, 0.01),
         };
-        r.tokens = TokenUsage { prompt: p, completion: c };
+        r.tokens = TokenUsage::new(p, c);
         r.cost_usd = cost;
     }
     let (tokens, cost) = journal_usage(&records);

@@ -44,7 +44,7 @@ fn runner(pipeline: Pipeline, models: LlmRegistry, counter: &CallCounter) -> Flu
 async fn a_failed_structured_call_is_charged_its_real_usage_once() {
     let fake = FakeProvider::start().await.unwrap();
     for _ in 0..8 {
-        fake.push_reply_with_usage(ScriptedReply::Text("no json".into()), TokenUsage { prompt: 30, completion: 12 });
+        fake.push_reply_with_usage(ScriptedReply::Text("no json".into()), TokenUsage::new(30, 12));
     }
     let models = fake.registry(PricingTable::new().with_price("openai", "*", PRICE)).unwrap();
     // Step max_retries 3, agent max_retries 1: 2 requests in all.
@@ -57,7 +57,7 @@ async fn a_failed_structured_call_is_charged_its_real_usage_once() {
     assert!(msg.contains("after 2 attempt(s)"), "{msg}");
     assert_eq!(r.total_tokens, 84, "the real usage of both answers, not the estimate");
     assert!((r.total_cost_usd - 2.0 * 0.054).abs() < 1e-9, "{}", r.total_cost_usd);
-    assert_eq!(r.step_history[0].tokens, TokenUsage { prompt: 60, completion: 24 });
+    assert_eq!(r.step_history[0].tokens, TokenUsage::new(60, 24));
     assert_eq!(r.step_history[0].attempts, 1);
 }
 
@@ -78,7 +78,11 @@ async fn a_server_error_costs_nothing_and_is_not_retried_twice() {
     let flujo = Flujo::builder(Pipeline::new("p", vec![step]))
         .models(Arc::new(models))
         // Room for about one reservation of this size at a time.
-        .usage_limits(UsageLimits { total_cost_usd_limit: Some(0.3), total_tokens_limit: None })
+        .usage_limits({
+            let mut limits = UsageLimits::default();
+            limits.total_cost_usd_limit = Some(0.3);
+            limits
+        })
         .build()
         .unwrap();
     let r = flujo.run(json!("q")).await.unwrap();
@@ -176,18 +180,22 @@ async fn a_parallel_step_stopped_by_the_budget_shows_its_paid_work() {
     let settings = json!({"model_settings": {"max_tokens": 10}});
     // Input "x": a reservation of 1/4 + 16 prompt tokens + 10 = 27 tokens; three fit in 90, the fourth not.
     let branches: Vec<Branch> =
-        ["a", "b", "c", "d"].iter().map(|n| (n.to_string(), vec![model_step(n, settings.clone())])).collect();
-    let spec = ParallelSpec {
-        branches,
-        merge_strategy: Default::default(),
-        on_branch_failure: Default::default(),
-        context_include_keys: None,
-        reduce: None,
+        ["a", "b", "c", "d"].iter().map(|n| Branch::new(*n, vec![model_step(n, settings.clone())])).collect();
+    let spec = {
+        let mut spec = ParallelSpec::default();
+        spec.branches = branches;
+        spec.merge_strategy = Default::default();
+        spec.on_branch_failure = Default::default();
+        spec
     };
     let par = Step::new("fan", StepKind::Parallel(spec));
     let flujo = Flujo::builder(Pipeline::new("p", vec![par]))
         .models(Arc::new(models))
-        .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(90) })
+        .usage_limits({
+            let mut limits = UsageLimits::default();
+            limits.total_tokens_limit = Some(90);
+            limits
+        })
         .build()
         .unwrap();
     let r = flujo.run(json!("x")).await.unwrap();
@@ -212,11 +220,22 @@ async fn maps_and_loops_stopped_by_the_budget_show_their_paid_work() {
         }
         let models = fake.registry(PricingTable::new()).unwrap();
         let body = vec![model_step("each", json!({"model_settings": {"max_tokens": 10}}))];
-        let map =
-            Step::new("each_item", StepKind::Map(MapSpec { iterable_input: None, body, concurrency, max_items: None }));
+        let map = Step::new(
+            "each_item",
+            StepKind::Map({
+                let mut spec = MapSpec::default();
+                spec.body = body;
+                spec.concurrency = concurrency;
+                spec
+            }),
+        );
         let flujo = Flujo::builder(Pipeline::new("p", vec![map]))
             .models(Arc::new(models))
-            .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(90) })
+            .usage_limits({
+                let mut limits = UsageLimits::default();
+                limits.total_tokens_limit = Some(90);
+                limits
+            })
             .build()
             .unwrap();
         // Concurrent: three reservations fit at once; sequential: each call's real 15 tokens are spent
@@ -236,7 +255,7 @@ async fn maps_and_loops_stopped_by_the_budget_show_their_paid_work() {
     // A loop: the third iteration's reservation does not fit after two paid iterations.
     let fake = FakeProvider::start().await.unwrap();
     for _ in 0..3 {
-        fake.push_reply_with_usage(ScriptedReply::Text("x".into()), TokenUsage { prompt: 20, completion: 10 });
+        fake.push_reply_with_usage(ScriptedReply::Text("x".into()), TokenUsage::new(20, 10));
     }
     let models = fake.registry(PricingTable::new()).unwrap();
     let body = vec![model_step("turn", json!({"model_settings": {"max_tokens": 10}}))];
@@ -250,7 +269,11 @@ async fn maps_and_loops_stopped_by_the_budget_show_their_paid_work() {
     };
     let flujo = Flujo::builder(Pipeline::new("p", vec![lp]))
         .models(Arc::new(models))
-        .usage_limits(UsageLimits { total_cost_usd_limit: None, total_tokens_limit: Some(80) })
+        .usage_limits({
+            let mut limits = UsageLimits::default();
+            limits.total_tokens_limit = Some(80);
+            limits
+        })
         .build()
         .unwrap();
     let r = flujo.run(json!("x")).await.unwrap();

@@ -39,7 +39,7 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn branches(inner: impl Strategy<Value = Step> + Clone) -> impl Strategy<Value = Vec<Branch>> {
-    prop::collection::vec((name(), prop::collection::vec(inner, 1..3)), 1..4)
+    prop::collection::vec((name(), prop::collection::vec(inner, 1..3)).prop_map(|(n, s)| Branch::new(n, s)), 1..4)
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -48,60 +48,65 @@ fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             (name(), branches(inner.clone())).prop_map(|(n, branches)| Step::new(
                 n,
-                StepKind::Parallel(ParallelSpec {
-                    branches,
-                    merge_strategy: MergeStrategy::NoMerge,
-                    on_branch_failure: OnBranchFailure::Propagate,
-                    context_include_keys: None,
-                    reduce: None,
+                StepKind::Parallel({
+                    let mut spec = ParallelSpec::default();
+                    spec.branches = branches;
+                    spec.merge_strategy = MergeStrategy::NoMerge;
+                    spec.on_branch_failure = OnBranchFailure::Propagate;
+                    spec
                 })
             )),
             (name(), branches(inner.clone()), any::<prop::sample::Index>()).prop_map(|(n, branches, pick)| {
                 // Take a branch that exists (JSON string syntax is a valid expression string literal).
-                let key = &branches[pick.index(branches.len())].0;
+                let key = &branches[pick.index(branches.len())].name;
                 let expr = serde_json::to_string(key).unwrap();
                 Step::new(
                     n,
-                    StepKind::Conditional(ConditionalSpec {
-                        condition_expression: Some(expr),
-                        condition: None,
-                        branches,
-                        default_branch: None,
+                    StepKind::Conditional({
+                        let mut spec = ConditionalSpec::default();
+                        spec.condition_expression = Some(expr);
+                        spec.branches = branches;
+                        spec
                     }),
                 )
             }),
             (name(), prop::collection::vec(inner.clone(), 1..3)).prop_map(|(n, body)| Step::new(
                 n,
-                StepKind::Loop(LoopSpec {
-                    body,
-                    max_loops: 2,
-                    exit_expression: None,
-                    exit_condition: None,
-                    iteration_input: None,
-                    output: None,
-                    on_max_loops: OnMaxLoops::Succeed,
+                StepKind::Loop({
+                    let mut spec = LoopSpec::default();
+                    spec.body = body;
+                    spec.max_loops = 2;
+                    spec.on_max_loops = OnMaxLoops::Succeed;
+                    spec
                 })
             )),
             (name(), prop::collection::vec(inner.clone(), 1..3)).prop_map(|(n, body)| Step::new(
                 n,
-                StepKind::Map(MapSpec { iterable_input: None, body, concurrency: 2, max_items: None })
+                StepKind::Map({
+                    let mut spec = MapSpec::default();
+                    spec.body = body;
+                    spec.concurrency = 2;
+                    spec
+                })
             )
             .with_input(json!([1, 2]))),
             (name(), branches(inner)).prop_map(|(n, states)| {
                 // A chain through every state: s0 → s1 → … → the last (the end state).
-                let names: Vec<String> = states.iter().map(|(s, _)| s.clone()).collect();
+                let names: Vec<String> = states.iter().map(|Branch { name: s, .. }| s.clone()).collect();
                 let transitions = names
                     .windows(2)
-                    .map(|w| Transition { from: w[0].clone(), on: TransitionOn::Success, to: w[1].clone(), when: None })
+                    .map(|w| Transition::new(w[0].clone(), TransitionOn::Success, w[1].clone()))
                     .collect();
                 Step::new(
                     n,
-                    StepKind::StateMachine(StateMachineSpec {
-                        start_state: names[0].clone(),
-                        end_states: vec![names[names.len() - 1].clone()],
-                        states,
-                        transitions,
-                        max_hops: 10,
+                    StepKind::StateMachine({
+                        let mut spec = StateMachineSpec::default();
+                        spec.start_state = names[0].clone();
+                        spec.end_states = vec![names[names.len() - 1].clone()];
+                        spec.states = states;
+                        spec.transitions = transitions;
+                        spec.max_hops = 10;
+                        spec
                     }),
                 )
             }),
@@ -113,9 +118,11 @@ fn step() -> impl Strategy<Value = Step> {
 /// among their siblings: the pipelines the build must accept.
 fn names_ok(steps: &[Step]) -> bool {
     steps.iter().all(|s| {
-        let unique = |bs: &[Branch]| bs.iter().map(|(n, _)| n).collect::<HashSet<_>>().len() == bs.len();
-        let branches_ok =
-            |bs: &[Branch]| unique(bs) && bs.iter().all(|(n, b)| limits::check_name(n).is_ok() && names_ok(b));
+        let unique =
+            |bs: &[Branch]| bs.iter().map(|Branch { name: n, .. }| n).collect::<HashSet<_>>().len() == bs.len();
+        let branches_ok = |bs: &[Branch]| {
+            unique(bs) && bs.iter().all(|Branch { name: n, steps: b, .. }| limits::check_name(n).is_ok() && names_ok(b))
+        };
         limits::check_name(&s.name).is_ok()
             && match &s.kind {
                 StepKind::Parallel(p) => branches_ok(&p.branches),
@@ -185,22 +192,22 @@ fn the_generator_produces_accepted_and_refused_pipelines() {
 fn the_audit_collision_is_refused_at_build_time() {
     let inner = Step::new(
         "inner",
-        StepKind::Parallel(ParallelSpec {
-            branches: vec![("b".into(), vec![leaf("x")]), ("h".into(), vec![leaf("y")])],
-            merge_strategy: MergeStrategy::NoMerge,
-            on_branch_failure: OnBranchFailure::Propagate,
-            context_include_keys: None,
-            reduce: None,
+        StepKind::Parallel({
+            let mut spec = ParallelSpec::default();
+            spec.branches = vec![Branch::new("b", vec![leaf("x")]), Branch::new("h", vec![leaf("y")])];
+            spec.merge_strategy = MergeStrategy::NoMerge;
+            spec.on_branch_failure = OnBranchFailure::Propagate;
+            spec
         }),
     );
     let outer = Step::new(
         "outer",
-        StepKind::Parallel(ParallelSpec {
-            branches: vec![("a".into(), vec![inner]), ("a/0/branch:b".into(), vec![leaf("z")])],
-            merge_strategy: MergeStrategy::NoMerge,
-            on_branch_failure: OnBranchFailure::Propagate,
-            context_include_keys: None,
-            reduce: None,
+        StepKind::Parallel({
+            let mut spec = ParallelSpec::default();
+            spec.branches = vec![Branch::new("a", vec![inner]), Branch::new("a/0/branch:b", vec![leaf("z")])];
+            spec.merge_strategy = MergeStrategy::NoMerge;
+            spec.on_branch_failure = OnBranchFailure::Propagate;
+            spec
         }),
     );
     let err =
@@ -215,20 +222,51 @@ fn rust_built_pipelines_are_bounded_like_blueprints() {
     let build = |step: Step| Flujo::builder(Pipeline::new("p", vec![step])).store(Arc::new(MemoryStore::new())).build();
     let cases: Vec<(Step, &str)> = vec![
         (leaf("a").with_retries(1_000_000_000), "max_retries"),
-        (leaf("a").with_config(StepConfig { timeout_s: Some(1e20), ..StepConfig::default() }), "timeout_s"),
-        (leaf("a").with_config(StepConfig { timeout_s: Some(0.0), ..StepConfig::default() }), "timeout_s"),
-        (leaf("a").with_config(StepConfig { timeout_s: Some(f64::NAN), ..StepConfig::default() }), "timeout_s"),
+        (
+            leaf("a").with_config({
+                let mut config = StepConfig::default();
+                config.timeout_s = Some(1e20);
+                config
+            }),
+            "timeout_s",
+        ),
+        (
+            leaf("a").with_config({
+                let mut config = StepConfig::default();
+                config.timeout_s = Some(0.0);
+                config
+            }),
+            "timeout_s",
+        ),
+        (
+            leaf("a").with_config({
+                let mut config = StepConfig::default();
+                config.timeout_s = Some(f64::NAN);
+                config
+            }),
+            "timeout_s",
+        ),
         (leaf(&"n".repeat(70_000)), "characters long"),
-        (Step::new("c", StepKind::Cache(CacheSpec { wrapped_step: Box::new(leaf("w")), ttl_s: Some(1e300) })), "ttl_s"),
+        (
+            Step::new(
+                "c",
+                StepKind::Cache({
+                    let mut spec = CacheSpec::new(leaf("w"));
+                    spec.ttl_s = Some(1e300);
+                    spec
+                }),
+            ),
+            "ttl_s",
+        ),
         (
             Step::new(
                 "p",
-                StepKind::Parallel(ParallelSpec {
-                    branches: vec![("a".into(), vec![leaf("x")]), ("a".into(), vec![leaf("y")])],
-                    merge_strategy: MergeStrategy::NoMerge,
-                    on_branch_failure: OnBranchFailure::Propagate,
-                    context_include_keys: None,
-                    reduce: None,
+                StepKind::Parallel({
+                    let mut spec = ParallelSpec::default();
+                    spec.branches = vec![Branch::new("a", vec![leaf("x")]), Branch::new("a", vec![leaf("y")])];
+                    spec.merge_strategy = MergeStrategy::NoMerge;
+                    spec.on_branch_failure = OnBranchFailure::Propagate;
+                    spec
                 }),
             ),
             "used twice",
@@ -236,14 +274,12 @@ fn rust_built_pipelines_are_bounded_like_blueprints() {
         (
             Step::new(
                 "l",
-                StepKind::Loop(LoopSpec {
-                    body: vec![leaf("b")],
-                    max_loops: 4_000_000_000,
-                    exit_expression: None,
-                    exit_condition: None,
-                    iteration_input: None,
-                    output: None,
-                    on_max_loops: OnMaxLoops::Succeed,
+                StepKind::Loop({
+                    let mut spec = LoopSpec::default();
+                    spec.body = vec![leaf("b")];
+                    spec.max_loops = 4_000_000_000;
+                    spec.on_max_loops = OnMaxLoops::Succeed;
+                    spec
                 }),
             ),
             "max_loops",

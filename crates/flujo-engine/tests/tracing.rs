@@ -38,9 +38,9 @@ async fn steps_and_model_calls_are_traced_with_gen_ai_attributes() {
     let fake = FakeProvider::start().await.unwrap();
     fake.push_reply_with_usage(
         ScriptedReply::ToolCall { name: "test_count".into(), arguments: json!({"n": 1}) },
-        TokenUsage { prompt: 100, completion: 10 },
+        TokenUsage::new(100, 10),
     );
-    fake.push_reply_with_usage(ScriptedReply::Text("one".into()), TokenUsage { prompt: 120, completion: 3 });
+    fake.push_reply_with_usage(ScriptedReply::Text("one".into()), TokenUsage::new(120, 3));
     let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
     let counter = CallCounter::default();
     let store = Arc::new(MemoryStore::new());

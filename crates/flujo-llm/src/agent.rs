@@ -514,29 +514,23 @@ impl Skill for LlmAgent {
             .run_accounted(&call.input, Some(&call.context), call.this.as_deref(), call.deltas)
             .await
             .map_err(AgentFailure::into_skill_error)?;
-        Ok(SkillOutput {
-            output: answer.output,
-            context_ops: Vec::new(),
-            tokens: answer.usage,
-            cost_usd: answer.cost_usd,
-            metadata: {
-                let mut m = answer_metadata(answer.finish_reason, answer.warnings);
-                // More than one request: the structured output was repaired (`dev health-check` counts them).
-                if answer.calls > 1 {
-                    m.insert("model_requests".into(), answer.calls.into());
-                }
-                m
-            },
-        })
+        let mut metadata = answer_metadata(answer.finish_reason, answer.warnings);
+        // More than one request: the structured output was repaired (`dev health-check` counts them).
+        if answer.calls > 1 {
+            metadata.insert("model_requests".into(), answer.calls.into());
+        }
+        Ok(SkillOutput::value(answer.output).with_usage(answer.usage, answer.cost_usd).with_metadata(metadata))
     }
 
     fn info(&self) -> SkillInfo {
-        SkillInfo {
-            id: self.spec.model.clone(),
-            description: format!("model agent {} ({})", self.spec.model, self.provider),
-            input_schema: None,
-            output_schema: self.spec.output_schema.clone(),
-            side_effects: false,
+        {
+            let mut info = SkillInfo::default();
+            info.id = self.spec.model.clone();
+            info.description = format!("model agent {} ({})", self.spec.model, self.provider);
+            info.input_schema = None;
+            info.output_schema = self.spec.output_schema.clone();
+            info.side_effects = false;
+            info
         }
     }
 
@@ -644,7 +638,7 @@ mod tests {
         // mock:json always has a schema ({}: 2 chars) → 2 attempts by default.
         let input = json!("y".repeat(38));
         let prompt = (40u64 + 38 + 2).div_ceil(4) + PROMPT_OVERHEAD_TOKENS;
-        let want = TokenUsage { prompt: prompt + prompt + 100 + REASK_OVERHEAD_TOKENS, completion: 200 };
+        let want = TokenUsage::new(prompt + prompt + 100 + REASK_OVERHEAD_TOKENS, 200);
         assert_eq!(agent.planned_usage(&input), want);
         let est = agent.estimate(&input).unwrap();
         assert_eq!(est.tokens, want.total());

@@ -170,10 +170,10 @@ pub(crate) fn parse_reply(provider: &str, v: &Value, schema: Option<&ResponseSch
         requests: 0,
         content: structured.map(|s| s.to_string()).or(text),
         tool_calls,
-        usage: TokenUsage {
-            prompt: count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens"),
-            completion: count("output_tokens"),
-        },
+        usage: TokenUsage::new(
+            count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens"),
+            count("output_tokens"),
+        ),
         stop_reason,
     })
 }
@@ -266,7 +266,7 @@ mod tests {
         let r = parse_reply("anthropic", &reply, Some(&rs)).unwrap();
         assert_eq!(r.content.as_deref(), Some("[1,2]"));
         assert!(r.tool_calls.is_empty());
-        assert_eq!(r.usage, TokenUsage { prompt: 6, completion: 2 });
+        assert_eq!(r.usage, TokenUsage::new(6, 2));
     }
 
     #[test]

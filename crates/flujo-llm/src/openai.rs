@@ -98,7 +98,7 @@ pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmErr
     Ok(ChatReply {
         content,
         tool_calls,
-        usage: TokenUsage { prompt: count("prompt_tokens"), completion: count("completion_tokens") },
+        usage: TokenUsage::new(count("prompt_tokens"), count("completion_tokens")),
         stop_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned),
         refusal,
         requests: 0,
@@ -171,7 +171,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.content, None);
         assert_eq!(r.tool_calls[0].arguments, json!({"x": 1}));
-        assert_eq!(r.usage, TokenUsage { prompt: 7, completion: 3 });
+        assert_eq!(r.usage, TokenUsage::new(7, 3));
         assert_eq!(r.stop_reason.as_deref(), Some("tool_calls"));
         assert!(matches!(parse_reply("openai", &json!({"x": 1})), Err(LlmError::Malformed { .. })));
     }

@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn cost_from_usage() {
         let p = Price { prompt_tokens_per_1k: 0.5, completion_tokens_per_1k: 2.0 };
-        let c = p.cost(TokenUsage { prompt: 2000, completion: 500 });
+        let c = p.cost(TokenUsage::new(2000, 500));
         assert!((c - 2.0).abs() < 1e-12);
     }
 }

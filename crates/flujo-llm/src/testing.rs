@@ -44,7 +44,7 @@ use crate::registry::LlmRegistry;
 pub const FAKE_API_KEY: &str = "sk-fake-0123456789abcdef";
 
 /// Usage reported by [`FakeProvider::push_reply`].
-pub const DEFAULT_USAGE: TokenUsage = TokenUsage { prompt: 10, completion: 5 };
+pub const DEFAULT_USAGE: TokenUsage = TokenUsage::new(10, 5);
 
 /// One scripted answer.
 #[derive(Debug, Clone, PartialEq)]

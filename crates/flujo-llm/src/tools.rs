@@ -180,8 +180,12 @@ mod tests {
 
     #[test]
     fn skill_tools_get_valid_names() {
-        let info =
-            SkillInfo { id: "flujo.builtins.http_get".into(), description: "GET a URL".into(), ..Default::default() };
+        let info = {
+            let mut info = SkillInfo::default();
+            info.id = "flujo.builtins.http_get".into();
+            info.description = "GET a URL".into();
+            info
+        };
         let t = ToolSpec::from_skill(&info);
         assert_eq!(t.name, "flujo_builtins_http_get");
         assert_eq!(t.input_schema, json!({"type": "object"}));

@@ -83,11 +83,12 @@ impl TurnSkill {
         let mut names = HashMap::new();
         for t in input.get("tools").and_then(Value::as_array).into_iter().flatten() {
             let id = t.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let info = SkillInfo {
-                id: id.clone(),
-                description: t.get("description").and_then(Value::as_str).unwrap_or_default().to_owned(),
-                input_schema: t.get("input_schema").cloned().filter(|v| !v.is_null()),
-                ..Default::default()
+            let info = {
+                let mut info = SkillInfo::default();
+                info.id = id.clone();
+                info.description = t.get("description").and_then(Value::as_str).unwrap_or_default().to_owned();
+                info.input_schema = t.get("input_schema").cloned().filter(|v| !v.is_null());
+                info
             };
             let spec = ToolSpec::from_skill(&info);
             names.insert(spec.name.clone(), id);
@@ -170,14 +171,22 @@ impl Skill for TurnSkill {
             output["warnings"] = json!(warnings);
         }
         let metadata = crate::agent::answer_metadata(reply.stop_reason.clone(), warnings);
-        Ok(SkillOutput { output, tokens: reply.usage, cost_usd, metadata, ..Default::default() })
+        Ok({
+            let mut out = SkillOutput::default();
+            out.output = output;
+            out.tokens = reply.usage;
+            out.cost_usd = cost_usd;
+            out.metadata = metadata;
+            out
+        })
     }
 
     fn info(&self) -> SkillInfo {
-        SkillInfo {
-            id: self.agent.spec().model.clone(),
-            description: "one turn of a conversation".into(),
-            ..Default::default()
+        {
+            let mut info = SkillInfo::default();
+            info.id = self.agent.spec().model.clone();
+            info.description = "one turn of a conversation".into();
+            info
         }
     }
 
@@ -189,7 +198,7 @@ impl Skill for TurnSkill {
         // Upper bound: the whole transcript and tool schemas (≈ 4 characters per token) plus max_tokens.
         let prompt = (input.to_string().len() as u64).div_ceil(4) + 64;
         let completion = self.agent.spec().chat_settings().effective_max_tokens();
-        let tokens = flujo_core::TokenUsage { prompt, completion };
+        let tokens = flujo_core::TokenUsage::new(prompt, completion);
         let cost_usd = match self.agent.price() {
             Ok(Some(p)) => p.cost(tokens),
             _ => 0.0,

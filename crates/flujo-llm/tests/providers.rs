@@ -23,16 +23,17 @@ fn schema() -> Value {
 }
 
 fn call(input: Value) -> SkillCall {
-    SkillCall {
-        input,
-        run_id: Arc::from("run-1"),
-        path: Arc::from("0"),
-        step: Arc::from("ask"),
-        attempt: 1,
-        idempotency_key: Arc::from("run-1/0"),
-        context: ContextSnapshot::default(),
-        deltas: None,
-        this: None,
+    {
+        let mut call = SkillCall::new(input);
+        call.run_id = Arc::from("run-1");
+        call.path = Arc::from("0");
+        call.step = Arc::from("ask");
+        call.attempt = 1;
+        call.idempotency_key = Arc::from("run-1/0");
+        call.context = ContextSnapshot::default();
+        call.deltas = None;
+        call.this = None;
+        call
     }
 }
 
@@ -99,7 +100,7 @@ async fn schema_violation_is_reasked_with_the_error_then_accepted() {
         let agent = registry.resolve_agent(&format!("{provider}:m"), &json!({"output_schema": schema()})).unwrap();
         let out = agent.call(call(json!({"country": "Peru"}))).await.unwrap();
         assert_eq!(out.output, json!({"city": "Lima", "population": 10000000}), "{provider}");
-        assert_eq!(out.tokens, TokenUsage { prompt: 20, completion: 10 }, "{provider}");
+        assert_eq!(out.tokens, TokenUsage::new(20, 10), "{provider}");
         assert!((out.cost_usd - price.cost(out.tokens)).abs() < 1e-12);
 
         let calls = fake.calls();
@@ -155,15 +156,12 @@ async fn failed_calls_carry_the_usage_the_provider_reported() {
     let registry = fake.registry(PricingTable::new().with_price("openai", "*", price)).unwrap();
     let agent = registry.resolve_agent("openai:m", &json!({"output_schema": schema(), "max_retries": 1})).unwrap();
     // One billed invalid answer, then the re-ask fails with 500s: the error keeps the first answer's usage.
-    fake.push_reply_with_usage(
-        ScriptedReply::Json(json!({"city": "Lima"})),
-        TokenUsage { prompt: 100, completion: 20 },
-    );
+    fake.push_reply_with_usage(ScriptedReply::Json(json!({"city": "Lima"})), TokenUsage::new(100, 20));
     for _ in 0..3 {
         fake.push_reply(ScriptedReply::Status { code: 500, retry_after: None });
     }
     let e = agent.call(call(json!("q"))).await.unwrap_err();
-    assert_eq!(e.tokens, TokenUsage { prompt: 100, completion: 20 });
+    assert_eq!(e.tokens, TokenUsage::new(100, 20));
     assert!((e.cost_usd - 0.14).abs() < 1e-9, "{}", e.cost_usd);
     assert!(
         e.message.contains("after 3 attempt(s)") && e.message.contains("(4 requests in this call)"),
@@ -574,13 +572,13 @@ async fn cost_is_usage_times_price_and_the_estimate_bounds_it() {
         let fake = FakeProvider::start().await.unwrap();
         let price = Price { prompt_tokens_per_1k: 0.01, completion_tokens_per_1k: 0.03 };
         let registry = fake.registry(PricingTable::new().strict(true).with_price(provider, "m", price)).unwrap();
-        fake.push_reply_with_usage(ScriptedReply::Text("ok".into()), TokenUsage { prompt: 1000, completion: 500 });
+        fake.push_reply_with_usage(ScriptedReply::Text("ok".into()), TokenUsage::new(1000, 500));
         let skill =
             registry.resolve(&format!("{provider}:m"), &json!({"model_settings": {"max_tokens": 500}})).unwrap();
         let input = json!("x".repeat(4000));
         let estimate = skill.estimate(&input).unwrap();
         let out = skill.call(call(input)).await.unwrap();
-        assert_eq!(out.tokens, TokenUsage { prompt: 1000, completion: 500 });
+        assert_eq!(out.tokens, TokenUsage::new(1000, 500));
         assert!((out.cost_usd - 0.025).abs() < 1e-12, "{}", out.cost_usd);
         // ≈ 1000 prompt + 16 overhead + 500 max_tokens.
         assert_eq!(estimate.tokens, 1000 + 16 + 500);
@@ -604,15 +602,12 @@ async fn streamed_replies_deliver_deltas_and_the_same_reply() {
         let registry = fake.registry(PricingTable::new().with_price(provider, "m", price)).unwrap();
 
         // Text.
-        fake.push_reply_with_usage(
-            ScriptedReply::Text("Lima is the capital of Peru.".into()),
-            TokenUsage { prompt: 12, completion: 7 },
-        );
+        fake.push_reply_with_usage(ScriptedReply::Text("Lima is the capital of Peru.".into()), TokenUsage::new(12, 7));
         let agent = registry.resolve_agent(&format!("{provider}:m"), &Value::Null).unwrap();
         let (sink, seen) = collecting_sink();
         let answer = agent.run_streaming(&json!("capital of Peru?"), None, Some(sink)).await.unwrap();
         assert_eq!(answer.output, json!("Lima is the capital of Peru."), "{provider}");
-        assert_eq!(answer.usage, TokenUsage { prompt: 12, completion: 7 }, "{provider}");
+        assert_eq!(answer.usage, TokenUsage::new(12, 7), "{provider}");
         assert!((answer.cost_usd - price.cost(answer.usage)).abs() < 1e-12, "{provider}");
         let pieces = seen.lock().unwrap().clone();
         assert!(pieces.len() > 3, "{provider}: several pieces, not one: {pieces:?}");

@@ -23,7 +23,7 @@ async fn model_calls_open_gen_ai_spans() {
         let registry = fake.registry(PricingTable::new()).unwrap();
         let settings = json!({"model_settings": {"temperature": 0.25, "max_tokens": 64}});
         let agent = registry.resolve_agent(&format!("{provider}:gpt-span"), &settings).unwrap();
-        fake.push_reply_with_usage(ScriptedReply::Text("hi".into()), TokenUsage { prompt: 11, completion: 4 });
+        fake.push_reply_with_usage(ScriptedReply::Text("hi".into()), TokenUsage::new(11, 4));
         agent.run(&json!("hello"), None).await.unwrap();
         fake.push_reply(ScriptedReply::Status { code: 400, retry_after: None });
         agent.run(&json!("hello"), None).await.unwrap_err();

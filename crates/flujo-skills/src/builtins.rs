@@ -159,12 +159,14 @@ pub(crate) fn register_builtins(registry: &mut BuiltinRegistry) {
 }
 
 fn def_info(def: &Def) -> SkillInfo {
-    SkillInfo {
-        id: format!("{BUILTIN_PREFIX}{}", def.name),
-        description: def.description.to_owned(),
-        input_schema: None,
-        output_schema: None,
-        side_effects: false,
+    {
+        let mut info = SkillInfo::default();
+        info.id = format!("{BUILTIN_PREFIX}{}", def.name);
+        info.description = def.description.to_owned();
+        info.input_schema = None;
+        info.output_schema = None;
+        info.side_effects = false;
+        info
     }
 }
 
@@ -425,10 +427,11 @@ impl Skill for ContextSet {
                 ((*v).clone(), v)
             }
         };
-        Ok(SkillOutput {
-            output,
-            context_ops: vec![PatchOp::Set { path: self.path.clone(), value }],
-            ..SkillOutput::default()
+        Ok({
+            let mut out = SkillOutput::default();
+            out.output = output;
+            out.context_ops = vec![PatchOp::Set { path: self.path.clone(), value }];
+            out
         })
     }
     fn info(&self) -> SkillInfo {
@@ -514,7 +517,12 @@ impl Skill for ContextMerge {
             }
             ops.push(PatchOp::Set { path, value: Arc::new(value.clone()) });
         }
-        Ok(SkillOutput { output: call.input, context_ops: ops, ..SkillOutput::default() })
+        Ok({
+            let mut out = SkillOutput::default();
+            out.output = call.input;
+            out.context_ops = ops;
+            out
+        })
     }
     fn info(&self) -> SkillInfo {
         self.info.clone()

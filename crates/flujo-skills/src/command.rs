@@ -190,12 +190,14 @@ impl CommandSkill {
     /// Registers `spec` in `registry` under its id.
     pub fn register(spec: CommandSpec, registry: &mut BuiltinRegistry) {
         let spec = Arc::new(spec);
-        let info = SkillInfo {
-            id: spec.id.clone(),
-            description: spec.description.clone(),
-            input_schema: spec.input_schema.clone(),
-            output_schema: spec.output_schema.clone(),
-            side_effects: spec.side_effects,
+        let info = {
+            let mut info = SkillInfo::default();
+            info.id = spec.id.clone();
+            info.description = spec.description.clone();
+            info.input_schema = spec.input_schema.clone();
+            info.output_schema = spec.output_schema.clone();
+            info.side_effects = spec.side_effects;
+            info
         };
         let s = spec.clone();
         let factory: SkillFactory = Arc::new(move |params: &Value| {
@@ -336,12 +338,14 @@ impl Skill for CommandSkill {
     }
 
     fn info(&self) -> SkillInfo {
-        SkillInfo {
-            id: self.spec.id.clone(),
-            description: self.spec.description.clone(),
-            input_schema: self.spec.input_schema.clone(),
-            output_schema: self.spec.output_schema.clone(),
-            side_effects: self.spec.side_effects,
+        {
+            let mut info = SkillInfo::default();
+            info.id = self.spec.id.clone();
+            info.description = self.spec.description.clone();
+            info.input_schema = self.spec.input_schema.clone();
+            info.output_schema = self.spec.output_schema.clone();
+            info.side_effects = self.spec.side_effects;
+            info
         }
     }
 }
@@ -353,16 +357,17 @@ mod tests {
     use serde_json::json;
 
     fn call(input: Value) -> SkillCall {
-        SkillCall {
-            input,
-            run_id: Arc::from("r1"),
-            path: Arc::from("0"),
-            step: Arc::from("s"),
-            attempt: 1,
-            idempotency_key: Arc::from("r1:0"),
-            context: Context::new("r1", Value::Null, Default::default()).snapshot(),
-            deltas: None,
-            this: None,
+        {
+            let mut call = SkillCall::new(input);
+            call.run_id = Arc::from("r1");
+            call.path = Arc::from("0");
+            call.step = Arc::from("s");
+            call.attempt = 1;
+            call.idempotency_key = Arc::from("r1:0");
+            call.context = Context::new("r1", Value::Null, Default::default()).snapshot();
+            call.deltas = None;
+            call.this = None;
+            call
         }
     }
 

@@ -135,10 +135,11 @@ impl Skill for CountingSkill {
     }
 
     fn info(&self) -> SkillInfo {
-        SkillInfo {
-            id: self.id.clone(),
-            description: "Test support: counts calls per step path; returns the input (+ `add`).".to_owned(),
-            ..SkillInfo::default()
+        {
+            let mut info = SkillInfo::default();
+            info.id = self.id.clone();
+            info.description = "Test support: counts calls per step path; returns the input (+ `add`).".to_owned();
+            info
         }
     }
 }
@@ -150,16 +151,17 @@ mod tests {
     use serde_json::json;
 
     fn call(path: &str, input: Value, attempt: u32) -> SkillCall {
-        SkillCall {
-            input,
-            run_id: Arc::from("r"),
-            path: Arc::from(path),
-            step: Arc::from("s"),
-            attempt,
-            idempotency_key: Arc::from("k"),
-            context: ContextSnapshot::default(),
-            deltas: None,
-            this: None,
+        {
+            let mut call = SkillCall::new(input);
+            call.run_id = Arc::from("r");
+            call.path = Arc::from(path);
+            call.step = Arc::from("s");
+            call.attempt = attempt;
+            call.idempotency_key = Arc::from("k");
+            call.context = ContextSnapshot::default();
+            call.deltas = None;
+            call.this = None;
+            call
         }
     }
 

@@ -95,7 +95,11 @@ impl Skills {
     /// and must return [`ResolveError::BadParams`] for invalid ones.
     pub fn register(&mut self, id: impl Into<String>, info: SkillInfo, factory: SkillFactory) -> &mut Self {
         let id = id.into();
-        let info = SkillInfo { id: id.clone(), ..info };
+        let info = {
+            let mut info = info;
+            info.id = id.clone();
+            info
+        };
         self.entries.insert(id, Entry { info, factory });
         self
     }
@@ -123,11 +127,12 @@ impl Skills {
         Fut: Future<Output = Result<SkillOutput, SkillError>> + Send + 'static,
     {
         let id = id.into();
-        let info = SkillInfo {
-            id: id.clone(),
-            description: format!("user skill '{id}'"),
-            side_effects: side_effects.into() == SideEffects::Yes,
-            ..SkillInfo::default()
+        let info = {
+            let mut info = SkillInfo::default();
+            info.id = id.clone();
+            info.description = format!("user skill '{id}'");
+            info.side_effects = side_effects.into() == SideEffects::Yes;
+            info
         };
         let skill: Arc<dyn Skill> = Arc::new(FnSkill { info: info.clone(), f });
         self.register(id, info, Arc::new(move |_params: &Value| Ok(skill.clone())))
@@ -350,7 +355,15 @@ mod tests {
                 Err(ResolveError::BadParams { id: "acme.echo".into(), message: "`ok` must be true".into() })
             }
         });
-        r.register("acme.echo", SkillInfo { description: "echo".into(), ..SkillInfo::default() }, factory);
+        r.register(
+            "acme.echo",
+            {
+                let mut info = SkillInfo::default();
+                info.description = "echo".into();
+                info
+            },
+            factory,
+        );
         assert!(r.resolve("acme.echo", &json!({"ok": true})).is_ok());
         assert!(matches!(r.resolve("acme.echo", &json!({})), Err(ResolveError::BadParams { .. })));
         assert_eq!(r.list()[0].id, "acme.echo");

@@ -55,7 +55,7 @@ fn record(run_id: &str, seq: u64, prev_hash: &str) -> JournalRecord {
         feedback: None,
         patch: vec![PatchOp::set(vec!["counter".to_owned()], json!(seq))],
         attempts: 1,
-        tokens: TokenUsage { prompt: 120, completion: 40 },
+        tokens: TokenUsage::new(120, 40),
         cost_usd: 0.0004,
         started_at_ms: 1_700_000_000_000 + seq as i64,
         latency_ms: 12.5,

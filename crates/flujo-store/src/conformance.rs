@@ -220,14 +220,14 @@ pub fn sample_run(run_id: &str) -> RunRecord {
         status: RunStatus::Running,
         input: json!({"q": "héllo ✓", "nums": [1, 2.5, -3], "nested": {"z": null, "a": false}}),
         initial_context,
-        pending: vec![PendingPause {
-            pause_id: "0.1".to_owned(),
-            step: "approve".to_owned(),
-            message: "Approve?".to_owned(),
-            input_schema: Some(json!({"type": "object", "properties": {"ok": {"type": "boolean"}}})),
-        }],
+        pending: vec![PendingPause::new(
+            "0.1",
+            "approve",
+            "Approve?",
+            Some(json!({"type": "object", "properties": {"ok": {"type": "boolean"}}})),
+        )],
         output: Some(json!({"answer": 42})),
-        error: Some(RunError { kind: "step_failed".to_owned(), message: "boom".to_owned() }),
+        error: Some(RunError::new("step_failed", "boom")),
         generation: 2,
         total_cost_usd: 0.125,
         total_tokens: 1234,
@@ -308,7 +308,7 @@ pub fn sample_record(run_id: &str, seq: u64) -> JournalRecord {
             PatchOp::Append { path: vec!["log".to_owned()], value: Arc::new(json!(format!("s{seq}"))) },
         ],
         attempts: 1 + (seq % 3) as u32,
-        tokens: TokenUsage { prompt: 10 * seq, completion: seq },
+        tokens: TokenUsage::new(10 * seq, seq),
         cost_usd: 0.25 * seq as f64,
         started_at_ms: 1_700_000_000_000 + seq as i64,
         latency_ms: 1.5,
@@ -451,7 +451,7 @@ pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
         status: RunStatus::Paused,
         pending: sample_run("x").pending,
         output: Some(json!([1, {"two": 2}])),
-        error: Some(RunError { kind: "k".to_owned(), message: "m".to_owned() }),
+        error: Some(RunError::new("k", "m")),
         generation: 7,
         total_cost_usd: 3.75,
         total_tokens: 99,
@@ -745,11 +745,13 @@ pub async fn list_runs_newest_first(store: Arc<dyn Store>) -> CheckResult {
 /// and that the status filter sees a run's current status.
 pub async fn list_runs_filters(store: Arc<dyn Store>) -> CheckResult {
     seed_runs(&store).await?;
-    let f = |status, pipeline: Option<&str>, since_ms| RunFilter {
-        status,
-        pipeline: pipeline.map(str::to_owned),
-        since_ms,
-        limit: None,
+    let f = |status, pipeline: Option<&str>, since_ms| {
+        let mut filter = RunFilter::default();
+        filter.status = status;
+        filter.pipeline = pipeline.map(str::to_owned);
+        filter.since_ms = since_ms;
+        filter.limit = None;
+        filter
     };
     ensure_eq(
         "status=running",
@@ -789,10 +791,11 @@ pub async fn list_runs_filters(store: Arc<dyn Store>) -> CheckResult {
 /// after filtering.
 pub async fn list_runs_limit(store: Arc<dyn Store>) -> CheckResult {
     seed_runs(&store).await?;
-    let lim = |limit, pipeline: Option<&str>| RunFilter {
-        limit: Some(limit),
-        pipeline: pipeline.map(str::to_owned),
-        ..RunFilter::default()
+    let lim = |limit, pipeline: Option<&str>| {
+        let mut filter = RunFilter::default();
+        filter.limit = Some(limit);
+        filter.pipeline = pipeline.map(str::to_owned);
+        filter
     };
     ensure_eq("limit=2", &list(&store, lim(2, None)).await?, &strs(&["r6", "r5"]))?;
     ensure_eq("limit=0", &list(&store, lim(0, None)).await?, &vec![])?;

@@ -486,3 +486,24 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Specs, results and stability
+//!
+//! The step kinds' specs (`LoopSpec`, `ParallelSpec`, …), [`Branch`](crate::prelude::Branch), `StepConfig`,
+//! [`UsageLimits`](crate::prelude::UsageLimits), the results and the skill types are `#[non_exhaustive]`: a new
+//! field in a later release is not a breaking change, so they cannot be written as struct literals outside
+//! Flujo. Make them with the builders above, their `new` constructors and `with_*` methods, or `Default` and
+//! field assignment; read their fields as usual.
+//!
+//! ```
+//! use flujo::prelude::*;
+//!
+//! let limits = UsageLimits::new().with_cost_limit(0.50).with_token_limit(20_000);
+//! let mut config = flujo::core::StepConfig::default();
+//! config.timeout_s = Some(30.0);
+//! let step = Step::skill("fetch", "flujo.builtins.passthrough", Value::Null).with_config(config);
+//! assert_eq!(step.config.max_retries, 1);
+//! assert_eq!(limits.total_tokens_limit, Some(20_000));
+//! let branch = Branch::new("fast", vec![step]);
+//! assert_eq!(serde_json::to_value(&branch).unwrap()[0], "fast");
+//! ```

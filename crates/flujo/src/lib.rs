@@ -100,7 +100,7 @@ pub mod prelude {
     pub use serde_json::{json, Map, Value};
 
     pub use flujo_core::{
-        AgentRef, AgenticLoopBuilder, CacheBuilder, ConditionalBuilder, CustomBuilder, FlujoError, Interrupt,
+        AgentRef, AgenticLoopBuilder, Branch, CacheBuilder, ConditionalBuilder, CustomBuilder, FlujoError, Interrupt,
         LoopBuilder, MapBuilder, MergeStrategy, OnBranchFailure, OnMaxLoops, ParallelBuilder, PendingPause, Pipeline,
         ReduceMode, RouterBuilder, RunEvent, RunFilter, RunResult, RunStatus, Skill, SkillCall, SkillError, SkillInfo,
         SkillOutput, SkillRegistry, StateMachineBuilder, Step, StepResult, StepStatus, Store, TokenUsage, TransitionOn,

@@ -290,7 +290,7 @@ fn conversion_maps_onto_core_types() {
 
     let loaded = load_file(&data_dir().join("ok/conditional.yaml"), &opts(&registry)).unwrap();
     let StepKind::Conditional(c) = &loaded.pipeline.steps[0].kind else { panic!("not conditional") };
-    let names: Vec<&str> = c.branches.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = c.branches.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["true", "false"]);
     assert!(c.default_branch.is_some());
 

@@ -81,16 +81,17 @@ impl StepPolicy for AgentStepPolicy {
             } else {
                 input.take().unwrap_or(Value::Null)
             };
-            let call = SkillCall {
-                input: this_input,
-                run_id: f.run.run_id.clone(),
-                path: path.clone(),
-                step: step_name.clone(),
-                attempt,
-                idempotency_key: key.clone(),
-                context: f.ctx.snapshot(),
-                deltas: None,
-                this: this.clone(),
+            let call = {
+                let mut call = SkillCall::new(this_input);
+                call.run_id = f.run.run_id.clone();
+                call.path = path.clone();
+                call.step = step_name.clone();
+                call.attempt = attempt;
+                call.idempotency_key = key.clone();
+                call.context = f.ctx.snapshot();
+                call.deltas = None;
+                call.this = this.clone();
+                call
             };
             let res = f.core.call_agent(skill, agent_target(agent), call, f.run, f.step.config.timeout_s).await?;
             match res {

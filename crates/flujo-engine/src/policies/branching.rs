@@ -49,8 +49,8 @@ impl StepPolicy for ConditionalPolicy {
             f.input.clone()
         };
         let key = branch_key(&key_value);
-        let (label, steps) = match spec.branches.iter().find(|(n, _)| *n == key) {
-            Some((n, s)) => (format!("branch:{n}"), s),
+        let (label, steps) = match spec.branches.iter().find(|Branch { name: n, .. }| *n == key) {
+            Some(Branch { name: n, steps: s, .. }) => (format!("branch:{n}"), s),
             None => match &spec.default_branch {
                 Some(d) => ("default".to_owned(), d),
                 None => {
@@ -130,7 +130,7 @@ impl StepPolicy for RouterPolicy {
                 ))
             }
         };
-        let known: Vec<&str> = spec.branches.iter().map(|(n, _)| n.as_str()).collect();
+        let known: Vec<&str> = spec.branches.iter().map(|Branch { name: n, .. }| n.as_str()).collect();
         let unknown: Vec<&String> = chosen.iter().filter(|c| !known.contains(&c.as_str())).collect();
         if !unknown.is_empty() {
             return Ok(PolicyOutcome::failure(
@@ -142,7 +142,7 @@ impl StepPolicy for RouterPolicy {
                 ),
             ));
         }
-        let branches: Vec<&Branch> = spec.branches.iter().filter(|(n, _)| chosen.contains(n)).collect();
+        let branches: Vec<&Branch> = spec.branches.iter().filter(|Branch { name: n, .. }| chosen.contains(n)).collect();
         let mut o = run_branches(
             f,
             &branches,
@@ -171,7 +171,7 @@ pub(crate) async fn run_branches(
     let lex = f.lex;
     let path = f.path;
     let input = &f.input;
-    let futs = branches.iter().map(|(name, steps)| {
+    let futs = branches.iter().map(|Branch { name, steps, .. }| {
         let mut ctx = f.ctx.isolated(include_keys);
         let base = child_path(path, format_args!("branch:{name}"));
         async move {

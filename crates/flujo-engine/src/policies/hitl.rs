@@ -56,12 +56,12 @@ impl StepPolicy for HitlPolicy {
                 o.context_ops.push(PatchOp::Append { path: vec!["hitl_history".to_owned()], value: Arc::new(entry) });
                 Ok(o)
             }
-            None => Err(Interrupt::Paused(vec![PendingPause {
-                pause_id: f.path.to_owned(),
-                step: f.step.name.clone(),
+            None => Err(Interrupt::Paused(vec![PendingPause::new(
+                f.path,
+                &f.step.name,
                 message,
-                input_schema: spec.input_schema.clone(),
-            }])),
+                spec.input_schema.clone(),
+            )])),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! `cache`, `import` (sub-pipelines) and `state_machine`: kinds that run other steps in a new frame.
 
 use async_trait::async_trait;
-use flujo_core::{Context, InputTo, Interrupt, OnImportFailure, PatchOp, StepKind, StepStatus, TransitionOn, Value};
+use flujo_core::{
+    Branch, Context, InputTo, Interrupt, OnImportFailure, PatchOp, StepKind, StepStatus, TransitionOn, Value,
+};
 
 use crate::executor::{child_path, Lexical};
 use crate::policy::{ExecutionFrame, PolicyOutcome, StepPolicy};
@@ -151,7 +153,7 @@ impl StepPolicy for StateMachinePolicy {
         let mut tokens = flujo_core::TokenUsage::default();
         let mut cost = 0.0;
         for hop in 0..=spec.max_hops {
-            let Some((_, steps)) = spec.states.iter().find(|(n, _)| *n == current) else {
+            let Some(Branch { steps, .. }) = spec.states.iter().find(|Branch { name: n, .. }| *n == current) else {
                 return Ok(PolicyOutcome::failure(Value::Null, format!("unknown state '{current}'")));
             };
             visited.push(Value::String(current.clone()));

@@ -10,16 +10,17 @@ use serde_json::{json, Map, Value};
 use crate::{builtin_ids, BuiltinRegistry};
 
 fn call_with(input: Value, attempt: u32, context: ContextSnapshot) -> SkillCall {
-    SkillCall {
-        input,
-        run_id: Arc::from("run-1"),
-        path: Arc::from("0"),
-        step: Arc::from("step"),
-        attempt,
-        idempotency_key: Arc::from("run-1/0"),
-        context,
-        deltas: None,
-        this: None,
+    {
+        let mut call = SkillCall::new(input);
+        call.run_id = Arc::from("run-1");
+        call.path = Arc::from("0");
+        call.step = Arc::from("step");
+        call.attempt = attempt;
+        call.idempotency_key = Arc::from("run-1/0");
+        call.context = context;
+        call.deltas = None;
+        call.this = None;
+        call
     }
 }
 

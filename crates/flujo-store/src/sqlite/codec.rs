@@ -536,10 +536,10 @@ where
         output,
         patch,
         attempts: from_sql_u32(row, "attempts", s.attempts)?,
-        tokens: TokenUsage {
-            prompt: from_sql_u64(row, "prompt_tokens", s.prompt_tokens)?,
-            completion: from_sql_u64(row, "completion_tokens", s.completion_tokens)?,
-        },
+        tokens: TokenUsage::new(
+            from_sql_u64(row, "prompt_tokens", s.prompt_tokens)?,
+            from_sql_u64(row, "completion_tokens", s.completion_tokens)?,
+        ),
         cost_usd: s.cost_usd,
         started_at_ms: s.started_at_ms,
         latency_ms: s.latency_ms,
@@ -577,7 +577,7 @@ mod tests {
             feedback: Some("boom".into()),
             patch,
             attempts: 2,
-            tokens: TokenUsage { prompt: 3, completion: 4 },
+            tokens: TokenUsage::new(3, 4),
             cost_usd: 0.1,
             started_at_ms: 1_700_000_000_000,
             latency_ms: 0.25,
