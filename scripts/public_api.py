@@ -25,7 +25,9 @@ def rustdoc_json(crate):
     env = dict(os.environ, RUSTC_BOOTSTRAP="1")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     subprocess.run(
-        ["cargo", "rustdoc", "-q", "-p", crate, "--lib", "--", "-Z", "unstable-options", "--output-format", "json"],
+        # Every feature: the optional parts (the SQLite and Postgres stores, YAML, models) are API too.
+        ["cargo", "rustdoc", "-q", "-p", crate, "--lib", "--all-features", "--",
+         "-Z", "unstable-options", "--output-format", "json"],
         cwd=ROOT, env=env, check=True,
     )
     with open(os.path.join(target, "doc", crate.replace("-", "_") + ".json")) as f:

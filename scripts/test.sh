@@ -2,6 +2,13 @@
 # The project's test command (README and .ci/run call exactly this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A throwaway Postgres for the Postgres store, worker and CLI tests, unless one is given.
+if [[ -z "${FLUJO_TEST_POSTGRES_URL:-}" ]]; then
+    pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/flujo-pg.XXXXXX")"
+    trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
+    FLUJO_TEST_POSTGRES_URL="$(scripts/postgres.sh start "$pg_dir")"
+    export FLUJO_TEST_POSTGRES_URL
+fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The API documentation builds without a warning (broken or private links included).

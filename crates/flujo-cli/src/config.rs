@@ -667,7 +667,8 @@ impl Config {
     pub fn to_json(&self) -> Value {
         json!({
             "file": self.file.as_ref().map(|f| f.display().to_string()),
-            "state_uri": {"value": self.state_uri.0, "source": self.state_uri.1.describe()},
+            // The password of a database URI is never printed.
+            "state_uri": {"value": flujo_store::mask_uri(&self.state_uri.0), "source": self.state_uri.1.describe()},
             "templates": {"strict": {"value": self.strict_templates.0, "source": self.strict_templates.1.describe()}},
             "limits": {"max_input_bytes": {"value": self.max_input_bytes.0, "source": self.max_input_bytes.1.describe()}},
             "notes": self.notes,

@@ -1047,15 +1047,7 @@ pub(crate) fn shell_quote(s: &str) -> String {
 
 /// The URI with any password of its userinfo masked (`postgres://u:***@h/db`).
 pub(crate) fn mask_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split_once(':').map_or(&rest[..at], |(u, _)| u);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => uri.to_owned(),
-    }
+    flujo_store::mask_uri(uri)
 }
 
 /// The database file a `sqlite://` URI names (`None` for other stores and `:memory:`).

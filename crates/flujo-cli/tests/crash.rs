@@ -7,6 +7,8 @@
 //! committed nonce must be the *last* line logged for that key — a committed step that ran again would log
 //! a later nonce. (A step killed before its record committed may run twice: at-least-once, as documented.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -86,18 +88,43 @@ fn side_log(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The Postgres test server with a schema of the test's own, or `None` (and a note) when there is none.
+fn postgres(tag: &str) -> Option<String> {
+    match std::env::var("FLUJO_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Some(format!("{url}{sep}schema=cli_{tag}_{}", std::process::id()))
+        }
+        _ => {
+            eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
+            None
+        }
+    }
+}
+
 #[test]
 fn sigkill_at_random_points_then_resume() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("skills.yaml"), SKILLS).unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
-    let db = dir.path().join("state.db");
-    let state = format!("sqlite:///{}", db.display());
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    crash_harness(dir.path(), &state, 50);
+}
+
+#[test]
+fn sigkill_at_random_points_then_resume_on_postgres() {
+    let Some(state) = postgres("crash") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    crash_harness(dir.path(), &state, 30);
+}
+
+fn crash_harness(dir: &Path, state: &str, default_kills: usize) {
+    std::fs::write(dir.join("skills.yaml"), SKILLS).unwrap();
+    std::fs::write(dir.join("pipeline.yaml"), PIPELINE).unwrap();
+    let state = state.to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
     // The uninterrupted run: the expected output and its duration.
     let t = Instant::now();
-    let o = flujo(dir.path())
+    let o = flujo(dir)
         .args(["run", "--input-json", "0", "--json", "--state", &state, "--run-id", "straight"])
         .output()
         .unwrap();
@@ -117,7 +144,7 @@ fn sigkill_at_random_points_then_resume() {
         None => 0x5eed_f00d_u64,
     };
     let seed = std::env::var("FLUJO_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default_seed) | 1;
-    let kills: usize = std::env::var("FLUJO_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let kills: usize = std::env::var("FLUJO_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_kills);
     let deadline = soak.map(|m| Instant::now() + Duration::from_secs_f64(m * 60.0));
     eprintln!("crash harness: seed {seed}, {}", soak.map_or(format!("{kills} kills"), |m| format!("soak for {m} min")));
     let mut rng = Rng(seed);
@@ -141,23 +168,34 @@ fn sigkill_at_random_points_then_resume() {
         done = i + 1;
         let run_id = format!("crash-{i}");
         let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64).max(1));
-        let mut child = flujo(dir.path())
+        let mut child = flujo(dir)
             .args(["run", "--input-json", "0", "--json", "--state", &state, "--run-id", &run_id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(delay);
+        // One kill in five lands at a random moment from the start (start-up included); the others at a
+        // random moment after the run exists, so most land mid-run however long start-up takes (connecting
+        // to a server, a loaded machine).
+        let store = flujo_store::open_store(&state).unwrap();
+        let after_start = rng.next() % 5 != 0;
+        if after_start {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while rt.block_on(store.get_run(&run_id)).unwrap().is_none()
+                && child.try_wait().unwrap().is_none()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        // After the start, less time is left than an uninterrupted run took.
+        std::thread::sleep(if after_start { delay / 2 } else { delay });
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
-        let store = flujo_store::open_store(&state).unwrap();
         let run = rt.block_on(store.get_run(&run_id)).unwrap();
         if run.is_none() {
             // Killed before the run record was created: nothing may have happened.
-            assert!(
-                side_log(dir.path()).iter().all(|(k, _)| !k.starts_with(&format!("{run_id}:"))),
-                "seed {seed} kill {i}"
-            );
+            assert!(side_log(dir).iter().all(|(k, _)| !k.starts_with(&format!("{run_id}:"))), "seed {seed} kill {i}");
             continue;
         }
         if status.code().is_none() && run.as_ref().map(|r| r.status) == Some(RunStatus::Running) {
@@ -167,7 +205,7 @@ fn sigkill_at_random_points_then_resume() {
         // Up to two more kills, each during a `flujo resume` of the same run.
         for _ in 0..rng.next() % 3 {
             let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64).max(1));
-            let mut child = flujo(dir.path())
+            let mut child = flujo(dir)
                 .args(["resume", &run_id, "--json", "--state", &state])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -179,7 +217,7 @@ fn sigkill_at_random_points_then_resume() {
                 killed_in_resume += 1;
             }
         }
-        let o = flujo(dir.path()).args(["resume", &run_id, "--json", "--state", &state]).output().unwrap();
+        let o = flujo(dir).args(["resume", &run_id, "--json", "--state", &state]).output().unwrap();
         assert_eq!(
             o.status.code(),
             Some(0),
@@ -193,7 +231,7 @@ fn sigkill_at_random_points_then_resume() {
         let records = rt.block_on(store.load_journal(&run_id)).unwrap();
         verify_chain(&records).unwrap_or_else(|e| panic!("seed {seed} kill {i}: chain: {e}"));
         if i % 10 == 0 {
-            let o = flujo(dir.path()).args(["lens", "verify", &run_id, "--state", &state]).output().unwrap();
+            let o = flujo(dir).args(["lens", "verify", &run_id, "--state", &state]).output().unwrap();
             assert_eq!(
                 o.status.code(),
                 Some(0),
@@ -202,7 +240,7 @@ fn sigkill_at_random_points_then_resume() {
             );
         }
         // Exactly-once for committed executions: the committed nonce is the last one logged for its key.
-        let log = side_log(dir.path());
+        let log = side_log(dir);
         let mut last: HashMap<&str, &str> = HashMap::new();
         let mut count: HashMap<&str, usize> = HashMap::new();
         for (k, n) in &log {
@@ -240,20 +278,31 @@ const SLOW: &str = r#"skills:
 #[test]
 fn two_processes_resuming_one_paused_run_exactly_one_wins() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("skills.yaml"), SLOW).unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    resume_race(dir.path(), &state);
+}
+
+#[test]
+fn two_processes_resuming_one_paused_run_exactly_one_wins_on_postgres() {
+    let Some(state) = postgres("race") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    resume_race(dir.path(), &state);
+}
+
+fn resume_race(dir: &Path, state: &str) {
+    std::fs::write(dir.join("skills.yaml"), SLOW).unwrap();
     std::fs::write(
-        dir.path().join("p.yaml"),
+        dir.join("p.yaml"),
         "name: race\nsteps:\n  - kind: hitl\n    name: ask\n    message: go?\n  - name: slow\n    agent: slow.echo\n",
     )
     .unwrap();
-    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
     for round in 0..3 {
         let run_id = format!("race-{round}");
-        let o = flujo(dir.path()).args(["run", "p.yaml", "--state", &state, "--run-id", &run_id]).output().unwrap();
+        let o = flujo(dir).args(["run", "p.yaml", "--state", state, "--run-id", &run_id]).output().unwrap();
         assert_eq!(o.status.code(), Some(5));
         let spawn = |answer: &str| {
-            flujo(dir.path())
-                .args(["resume", &run_id, "-i", answer, "--json", "--state", &state])
+            flujo(dir)
+                .args(["resume", &run_id, "-i", answer, "--json", "--state", state])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()

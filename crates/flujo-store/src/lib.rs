@@ -3,7 +3,8 @@
 //! [`MemoryStore`] keeps everything in process memory (tests, benchmarks, one-shot runs). `SqliteStore`
 //! (feature `sqlite`, on by default) keeps runs, journals and blobs in one local SQLite file, with a
 //! dedicated writer thread that group-commits concurrent writes. [`open_store`] turns a store URI
-//! (`memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`; `postgres://` in a later version) into
+//! (`memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`, `postgres://…` with the `postgres`
+//! feature) into
 //! a shared `Arc<dyn Store>`. With the `test-suite` feature, `conformance` exposes the backend-independent test
 //! suite that every store must pass, so each backend is held to exactly the same semantics.
 //!
@@ -15,9 +16,13 @@
 #![deny(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod codec;
 #[cfg(feature = "test-suite")]
 pub mod conformance;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -26,6 +31,8 @@ use std::sync::Arc;
 use flujo_core::{RunStatus, Store, StoreError};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, SqliteStore};
 
@@ -36,8 +43,10 @@ pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, Sqlit
 ///   `sqlite://:memory:`, optionally followed by `?durability=normal|strict`: a `SqliteStore` (feature
 ///   `sqlite`; without it, [`StoreError::Unavailable`]). Opening blocks briefly while the file is opened and
 ///   migrated.
-/// * `postgres://…` / `postgresql://…`: recognised, but not built yet in this version
-///   ([`StoreError::Unavailable`]).
+/// * `postgres://user:pass@host:port/db?sslmode=…&schema=…&pool_size=…` (or `postgresql://`): a
+///   `PostgresStore` (feature `postgres`): connects, creates or migrates the tables, and returns (this blocks
+///   briefly, on a helper thread, so it works inside and outside an async runtime). In async code,
+///   `PostgresStore::connect` does the same without blocking.
 /// * anything else: [`StoreError::Unavailable`] naming the scheme.
 ///
 /// Error messages name only the scheme, never the rest of the URI (which may carry credentials).
@@ -61,20 +70,21 @@ pub fn open_store(uri: &str) -> Result<Arc<dyn Store>, StoreError> {
         "sqlite" => Ok(Arc::new(sqlite::open_uri(rest)?)),
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_built("sqlite")),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::connect_blocking(uri)?)),
+        #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(not_built("postgres")),
         "" => Err(StoreError::Unavailable(format!("store URI has an empty scheme; supported: {SUPPORTED}"))),
         other => Err(StoreError::Unavailable(format!("unknown store scheme `{other}://`; supported: {SUPPORTED}"))),
     }
 }
 
-#[cfg(feature = "sqlite")]
-const SUPPORTED: &str = "memory://, sqlite:// (postgres:// is not built yet in this version)";
-#[cfg(not(feature = "sqlite"))]
-const SUPPORTED: &str = "memory:// (sqlite:// needs the `sqlite` feature; postgres:// is not built yet)";
+const SUPPORTED: &str = "memory://, sqlite:// (feature `sqlite`), postgres:// (feature `postgres`)";
 
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
 fn not_built(scheme: &str) -> StoreError {
     StoreError::Unavailable(format!(
-        "the {scheme}:// store is not built yet in this build of flujo-store; use memory://"
+        "the {scheme}:// store is not in this build of flujo-store: enable its cargo feature `{scheme}`"
     ))
 }
 
@@ -102,6 +112,20 @@ pub fn seq_conflict(run_id: &str, next_seq: u64, got_seq: u64) -> StoreError {
         run_id: run_id.to_owned(),
         expected: format!("next journal seq {next_seq}"),
         actual: format!("appending seq {got_seq}"),
+    }
+}
+
+/// `uri` with the password of its user-info part replaced by `***` (any scheme; for messages and
+/// `show-config`). A URI without a password is returned as is.
+pub fn mask_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some(at) = authority.rfind('@') else { return uri.to_owned() };
+    let (userinfo, host) = authority.split_at(at);
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{host}{tail}"),
+        None => uri.to_owned(),
     }
 }
 
@@ -135,7 +159,7 @@ mod tests {
     #[test]
     fn sqlite_is_not_built_without_its_feature() {
         let m = unavailable("sqlite:///tmp/flujo.db");
-        assert!(m.contains("sqlite://") && m.contains("not built yet"), "{m}");
+        assert!(m.contains("sqlite://") && m.contains("feature `sqlite`"), "{m}");
     }
 
     #[cfg(feature = "sqlite")]
@@ -151,13 +175,23 @@ mod tests {
         assert!(m.contains("sqlite:///relative/path.db"), "{m}");
     }
 
+    #[cfg(not(feature = "postgres"))]
     #[test]
-    fn postgres_is_not_built_yet() {
+    fn postgres_needs_its_feature() {
         for uri in ["postgres://u:secret@h/db", "postgresql://u:secret@h/db"] {
             let m = unavailable(uri);
-            assert!(m.contains("postgres://") && m.contains("not built yet"), "{m}");
+            assert!(m.contains("postgres://") && m.contains("feature `postgres`"), "{m}");
             assert!(!m.contains("secret"), "{m}");
         }
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn an_unreachable_postgres_is_named_without_the_password() {
+        // Port 1 on the loopback interface: nothing listens there, so the connection is refused at once.
+        let m = unavailable("postgres://ann:topsecret@127.0.0.1:1/flows?connect_timeout=5");
+        assert!(m.contains("127.0.0.1:1") && m.contains("database flows") && m.contains("user ann"), "{m}");
+        assert!(!m.contains("topsecret"), "{m}");
     }
 
     #[test]
@@ -167,6 +201,15 @@ mod tests {
         assert!(!m.contains("pw@host"), "{m}");
         assert!(unavailable("/tmp/flujo.db").contains("no scheme"));
         assert!(unavailable("://x").contains("empty scheme"));
+    }
+
+    #[test]
+    fn mask_hides_only_the_password() {
+        assert_eq!(mask_uri("postgres://u:pw@h:1/db?x=1"), "postgres://u:***@h:1/db?x=1");
+        assert_eq!(mask_uri("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(mask_uri("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+        assert_eq!(mask_uri("postgres://u:p@ss@h/db"), "postgres://u:***@h/db");
+        assert_eq!(mask_uri("postgres://u:pw@h?sslmode=require"), "postgres://u:***@h?sslmode=require");
     }
 
     #[test]

@@ -74,6 +74,7 @@
 //! ## Features
 //!
 //! * `sqlite` (default): the SQLite state store (`sqlite://` URIs of [`open_store`](prelude::open_store)).
+//! * `postgres`: the Postgres state store (`postgres://` URIs): many processes and machines share one database.
 //! * `yaml` (default): YAML blueprints ([`blueprint`]), with the validator and its diagnostics.
 //! * `llm`: model agents (OpenAI, Anthropic, compatible servers, `mock:` models) — the `llm` module.
 
@@ -115,6 +116,8 @@ pub mod prelude {
     pub use flujo_skills::{BuiltinRegistry, SideEffects, Skills};
     pub use flujo_store::{open_store, MemoryStore};
 
+    #[cfg(feature = "postgres")]
+    pub use flujo_store::PostgresStore;
     #[cfg(feature = "sqlite")]
     pub use flujo_store::SqliteStore;
 }

@@ -31,7 +31,6 @@
 //! # }
 //! ```
 
-mod codec;
 mod schema;
 mod worker;
 
@@ -48,11 +47,11 @@ use flujo_core::{
 };
 use tokio::sync::oneshot;
 
-pub use codec::INLINE_VALUE_LIMIT;
+pub use crate::codec::INLINE_VALUE_LIMIT;
 pub use schema::SCHEMA_VERSION;
 
 use crate::blob_hash;
-use codec::NewBlob;
+use crate::codec::{self, NewBlob};
 use schema::Location;
 use worker::{Command, Counters, Read, Reply, Write, WriteCommand};
 
@@ -437,7 +436,7 @@ mod tests {
 
     #[test]
     fn prefix_upper_bounds() {
-        use worker::prefix_upper_bound as up;
+        use crate::codec::prefix_upper_bound as up;
         assert_eq!(up("abc").as_deref(), Some("abd"));
         assert_eq!(up("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
         assert_eq!(up("a\u{10FFFF}").as_deref(), Some("b"));

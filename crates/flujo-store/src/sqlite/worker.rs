@@ -30,15 +30,14 @@ use std::sync::mpsc::Receiver;
 
 use flujo_core::{JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::codec::{
-    decode_record, decode_run, real_or_nan, BlobResolver, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun,
-    UpdateRow, DEFINITION_REF,
-};
 use super::schema::sql_error;
 use super::SqliteStats;
+use crate::codec::{
+    decode_record, decode_run, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver, NewBlob, RecordRow,
+    RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
+};
 use crate::{seq_conflict, status_conflict};
 
 /// Most write commands committed in one transaction.
@@ -466,13 +465,6 @@ fn insert_blob(conn: &Connection, blob: &NewBlob) -> Result<u64, ExecError> {
     Ok(if inserted == 0 { 0 } else { blob.bytes.len() as u64 })
 }
 
-/// The blob reference of a stored patch op (other fields are not needed here).
-#[derive(Deserialize)]
-struct OpRef {
-    #[serde(default)]
-    value_ref: Option<String>,
-}
-
 /// Deletes the runs `delete_runs` selects, their journal rows, and the blobs only they referenced.
 fn delete_runs(conn: &Connection, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, ExecError> {
     // The runs to delete and the blobs they reference (candidates for deletion).
@@ -507,9 +499,7 @@ fn delete_runs(conn: &Connection, older_than_ms: i64, status: Option<RunStatus>)
             }
             let patch: String = row.get(1)?;
             // A patch that does not parse only hides candidates (their blobs are kept), never deletes one.
-            if let Ok(ops) = serde_json::from_str::<Vec<OpRef>>(&patch) {
-                candidates.extend(ops.into_iter().filter_map(|op| op.value_ref));
-            }
+            candidates.extend(patch_value_refs(&patch));
         }
     }
     let mut deleted = 0u64;
@@ -732,24 +722,6 @@ fn load_journal(conn: &Connection, run_id: &str) -> Result<Vec<JournalRecord>, S
     Ok(records)
 }
 
-/// The smallest string greater than every string that starts with `prefix` (`None`: no such bound, i.e.
-/// every string at or after `prefix` starts with it). SQLite compares TEXT byte-wise, and UTF-8 byte order
-/// is code point order, so `prefix <= id < upper` selects exactly the ids starting with `prefix`.
-pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            c => char::from_u32(u32::from(c) + 1),
-        };
-        if let Some(next) = next {
-            chars.push(next);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
 fn find_runs_by_prefix(conn: &Connection, prefix: &str, limit: usize) -> rusqlite::Result<Vec<String>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let ids: Vec<String> = match prefix_upper_bound(prefix) {
@@ -772,7 +744,7 @@ fn get_state(conn: &Connection, key: &str) -> Result<Option<Value>, StoreError> 
         .and_then(|mut s| s.query_row([key], |row| row.get(0)).optional())
         .map_err(|e| sql_error("get_state", e))?;
     text.map(|t| {
-        super::codec::parse_json(t.as_bytes())
+        crate::codec::parse_json(t.as_bytes())
             .map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))
     })
     .transpose()

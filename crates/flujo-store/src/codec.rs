@@ -1,4 +1,5 @@
-//! Row encoding for the SQLite store: how runs and journal records become column values and back.
+//! Row encoding for the SQL stores (SQLite, Postgres): how runs and journal records become column values and
+//! back. Both stores keep the same columns, so a record reads back byte for byte the same from either.
 //!
 //! Encoding runs on the caller's task (it is pure CPU work proportional to what the caller is writing), so
 //! the writer thread only executes SQL. Journal records are stored column by column; JSON-valued fields are
@@ -157,9 +158,10 @@ fn opt_len(s: &Option<String>) -> u64 {
 // ---------------------------------------------------------------------------------------------------------
 // Scalars.
 
-/// Converts an unsigned counter to SQLite's signed INTEGER.
+/// Converts an unsigned counter to a signed 64-bit database integer.
 pub(crate) fn to_sql_int(what: &str, v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Unavailable(format!("{what} = {v} does not fit a SQLite INTEGER")))
+    i64::try_from(v)
+        .map_err(|_| StoreError::Unavailable(format!("{what} = {v} does not fit a 64-bit database integer")))
 }
 
 pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
@@ -356,6 +358,42 @@ pub(crate) fn encode_record(r: &JournalRecord) -> Result<RecordRow, StoreError> 
         hash: r.hash.clone(),
         blobs,
     })
+}
+
+/// The smallest string greater than every string that starts with `prefix` (`None`: no such bound, i.e.
+/// every string at or after `prefix` starts with it). SQLite compares TEXT byte-wise (Postgres too, with the `C` collation of `run_id`), and UTF-8 byte order
+/// is code point order, so `prefix <= id < upper` selects exactly the ids starting with `prefix`.
+pub(crate) fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            c => char::from_u32(u32::from(c) + 1),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The blob reference of a stored patch op (other fields are not needed here).
+#[derive(Deserialize)]
+struct OpRef {
+    #[serde(default)]
+    value_ref: Option<String>,
+}
+
+/// The blob hashes a stored `patch` column references. A patch that does not parse yields none (callers use
+/// this to find blobs a deletion may free, so a missed reference keeps a blob rather than losing one).
+pub(crate) fn patch_value_refs(patch: &str) -> Vec<String> {
+    if !patch.contains("\"value_ref\"") {
+        return Vec::new();
+    }
+    serde_json::from_str::<Vec<OpRef>>(patch)
+        .map(|ops| ops.into_iter().filter_map(|op| op.value_ref).collect())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------------------
