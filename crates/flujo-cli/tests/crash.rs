@@ -178,7 +178,7 @@ fn crash_harness(dir: &Path, state: &str, default_kills: usize) {
         // random moment after the run exists, so most land mid-run however long start-up takes (connecting
         // to a server, a loaded machine).
         let store = flujo_store::open_store(&state).unwrap();
-        let after_start = rng.next() % 5 != 0;
+        let after_start = !rng.next().is_multiple_of(5);
         if after_start {
             let deadline = Instant::now() + Duration::from_secs(20);
             while rt.block_on(store.get_run(&run_id)).unwrap().is_none()
