@@ -6,7 +6,8 @@
 #
 # The server listens on 127.0.0.1 on a free port, with password authentication over TCP for the user
 # `flujo` (a random password, in the URL), and fsync off (a test server: fast, and a killed *client* still
-# tests durability; `pg_ctl stop -m immediate` + start still tests crash recovery). It uses the Debian
+# tests durability; `pg_ctl stop -m immediate` + start still tests crash recovery). `FLUJO_PG_DURABLE=1` keeps
+# PostgreSQL's durable defaults (fsync on), for benchmarks. It uses the Debian
 # PostgreSQL server binaries (`initdb`, `pg_ctl`), installing the `postgresql` package when they are missing
 # and we are root. As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
 set -euo pipefail
@@ -72,8 +73,12 @@ start)
         --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
         || { cat "$dir/initdb.log" >&2; exit 1; }
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    durability="-c fsync=off -c full_page_writes=off"
+    if [[ "${FLUJO_PG_DURABLE:-}" == 1 ]]; then
+        durability=""
+    fi
     as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o \
-        "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=300" \
+        "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300" \
         start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://flujo:$password@127.0.0.1:$port/postgres" > "$dir/url"
     cat "$dir/url"

@@ -2,7 +2,7 @@
 //! warm-up, under each persistence mode, and prints one JSON object per line:
 //! `{"workload","n","persist","runs","median_s","min_s","per_unit_us","peak_rss_kb","store_bytes","correct"}`.
 //!
-//! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory,sqlite] [--runs N]`
+//! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]`
 //! Workloads: linear_10 linear_100 linear_1000 linear_10000 loop_1000 loop_100000 parallel_50 parallel_1000
 //! big_context_1000 resume_100 many_runs_1000 startup (default: all; `startup` needs `cargo build --release -p flujo-cli`). The pipelines are built in Rust with exactly the shapes
 //! `shared/bench/gen.py` writes as YAML.
@@ -63,6 +63,8 @@ enum Persist {
     None,
     Memory,
     Sqlite,
+    /// `FLUJO_BENCH_POSTGRES_URL`, a fresh schema per run.
+    Postgres,
 }
 
 impl Persist {
@@ -71,12 +73,29 @@ impl Persist {
             Persist::None => "none",
             Persist::Memory => "memory",
             Persist::Sqlite => "sqlite",
+            Persist::Postgres => "postgres",
         }
     }
     fn store(self) -> Option<Arc<dyn Store>> {
         match self {
             Persist::None => None,
             Persist::Memory => Some(Arc::new(flujo_store::MemoryStore::new())),
+            Persist::Postgres => {
+                let Ok(url) = std::env::var("FLUJO_BENCH_POSTGRES_URL") else {
+                    eprintln!("--persist postgres needs FLUJO_BENCH_POSTGRES_URL (see BENCHMARKS.md)");
+                    return None;
+                };
+                let n = NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let uri = format!("{url}{sep}schema=bench_{}_{n}", std::process::id());
+                match flujo_store::open_store(&uri) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        eprintln!("cannot open the Postgres store: {e}");
+                        None
+                    }
+                }
+            }
             Persist::Sqlite => {
                 // A fresh file per run, default durability (WAL, synchronous=NORMAL).
                 let dir = std::env::temp_dir().join(format!("flujo-bench-{}", std::process::id()));
@@ -308,8 +327,9 @@ fn main() {
                         "none" => Some(Persist::None),
                         "memory" => Some(Persist::Memory),
                         "sqlite" => Some(Persist::Sqlite),
+                        "postgres" => Some(Persist::Postgres),
                         other => {
-                            eprintln!("unknown persistence mode '{other}' (known: none, memory, sqlite)");
+                            eprintln!("unknown persistence mode '{other}' (known: none, memory, sqlite, postgres)");
                             None
                         }
                     })
@@ -322,7 +342,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite] [--runs N]\nworkloads: {}",
+                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]\nworkloads: {}",
                     ALL.join(" ")
                 );
                 return;

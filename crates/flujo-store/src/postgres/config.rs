@@ -144,8 +144,13 @@ impl PgConfig {
             pg_uri.push_str(&passed.join("&"));
         }
         let mut pg: tokio_postgres::Config = pg_uri.parse().map_err(|e: tokio_postgres::Error| {
-            // The message of a parse error quotes an option name at most, never the password.
-            bad(e.to_string())
+            // Name the options given (never their values: one may be the password).
+            let keys: Vec<&str> = passed.iter().map(|p| p.split_once('=').map_or(*p, |(k, _)| k)).collect();
+            let given = if keys.is_empty() { String::new() } else { format!("; options given: {}", keys.join(", ")) };
+            bad(format!(
+                "{e}{given} (tokio-postgres reads libpq's: connect_timeout, application_name, options, keepalives, \
+                 target_session_attrs, …; Flujo's own: sslmode, sslrootcert, schema, pool_size)"
+            ))
         })?;
         pg.ssl_mode(match ssl {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
