@@ -234,6 +234,17 @@ pub trait RunStore: Send + Sync {
 pub trait JournalStore: Send + Sync {
     /// Durably appends one record. The record's `seq` must be the run's next position.
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError>;
+    /// [`JournalStore::append`], fenced: the record is appended only while the run is `running` under the
+    /// owner `owner_id`, checked atomically with the append, so a process that lost its run (its lease
+    /// expired and another took the run over) can never append to its journal again. Otherwise
+    /// [`StoreError::Conflict`] (status or owner) and nothing is written. The engine appends this way.
+    ///
+    /// The default appends without the check; the stores of `flujo-store` all fence, and the store
+    /// conformance suite checks it.
+    async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
+        let _ = owner_id;
+        self.append(record).await
+    }
     /// All records of a run in `seq` order.
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError>;
 }

@@ -68,15 +68,21 @@ struct Tail {
     last_top_output: Option<Arc<Value>>,
 }
 
-/// Appends hash-chained records for one run, one at a time, in commit order.
+/// Appends hash-chained records for one run, one at a time, in commit order, fenced by the walk's owner id
+/// (`JournalStore::append_fenced`): once another process has taken the run over, no append of this walk lands.
 pub(crate) struct JournalWriter {
     store: Arc<dyn Store>,
+    owner_id: String,
     tail: tokio::sync::Mutex<Tail>,
 }
 
 impl JournalWriter {
-    pub(crate) fn new(store: Arc<dyn Store>, next_seq: u64, last_hash: String) -> Self {
-        JournalWriter { store, tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash, last_top_output: None }) }
+    pub(crate) fn new(store: Arc<dyn Store>, owner_id: String, next_seq: u64, last_hash: String) -> Self {
+        JournalWriter {
+            store,
+            owner_id,
+            tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash, last_top_output: None }),
+        }
     }
 
     /// The journal as committed so far: record count and last hash (what the run row commits to), and the
@@ -93,7 +99,7 @@ impl JournalWriter {
         let mut tail = self.tail.lock().await;
         record.seq = tail.next_seq;
         record.seal(&tail.last_hash);
-        self.store.append(&record).await?;
+        self.store.append_fenced(&record, &self.owner_id).await?;
         tail.next_seq += 1;
         tail.last_hash.clone_from(&record.hash);
         if !record.path.contains('/') {

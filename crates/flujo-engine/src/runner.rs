@@ -565,7 +565,7 @@ impl Flujo {
                     journal_head: Some(ChainHead { len: 0, hash: genesis() }),
                 };
                 store.create_run(&record).await?;
-                Some(JournalWriter::new(store.clone(), 0, genesis()))
+                Some(JournalWriter::new(store.clone(), inner.owner.id.clone(), 0, genesis()))
             }
             None => None,
         };
@@ -809,7 +809,7 @@ impl Flujo {
         let quota = inner.quotas.quota_for_run(run_id, inner.usage_limits);
         let state = RunState::new(
             rid.clone(),
-            Some(JournalWriter::new(store.clone(), next_seq, last_hash)),
+            Some(JournalWriter::new(store.clone(), inner.owner.id.clone(), next_seq, last_hash)),
             records,
             generation,
             answers,

@@ -132,6 +132,8 @@ pub(crate) struct RecordRow {
     pub prev_hash: String,
     pub hash: String,
     pub blobs: Vec<NewBlob>,
+    /// For a fenced append: the owner the run must be `running` under (not a column).
+    pub fence_owner: Option<String>,
 }
 
 impl RecordRow {
@@ -357,6 +359,7 @@ pub(crate) fn encode_record(r: &JournalRecord) -> Result<RecordRow, StoreError> 
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),
         blobs,
+        fence_owner: None,
     })
 }
 

@@ -98,6 +98,8 @@ pub fn checks() -> Vec<Check> {
         system_state_round_trip,
         update_cas_on_owner,
         heartbeat_extends_only_the_owners_lease,
+        fenced_appends_need_the_running_owner,
+        a_taken_over_run_fences_its_old_owner_out,
         blob_round_trip_and_idempotency,
         get_unknown_blob_is_none,
         concurrent_appends_to_different_runs_all_land,
@@ -1168,6 +1170,61 @@ pub async fn update_cas_on_owner(store: Arc<dyn Store>) -> CheckResult {
     let got = get(&store, "r-own").await?;
     ensure_eq("owner after release", &got.owner, &None)?;
     ensure_eq("lease after release", &got.lease_expires_at_ms, &None)
+}
+
+/// Checks that `append_fenced` appends while the run is `running` under the given owner, and otherwise is a
+/// [`StoreError::Conflict`] (another owner, no owner, a paused run) or [`StoreError::RunNotFound`] that writes
+/// nothing.
+pub async fn fenced_appends_need_the_running_owner(store: Arc<dyn Store>) -> CheckResult {
+    let mut run = fresh_run("r-fence", "demo", RunStatus::Running, 1);
+    run.owner = Some(sample_owner("a"));
+    store.create_run(&run).await.ctx("create_run")?;
+    let chain = sealed_chain("r-fence", 3);
+    store.append_fenced(&chain[0], "a").await.ctx("fenced append by the owner")?;
+    ensure_err("fenced append by another owner", store.append_fenced(&chain[1], "b").await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })?;
+    ensure_eq("records after a stranger's append", &store.load_journal("r-fence").await.ctx("load")?.len(), &1)?;
+    store.append_fenced(&chain[1], "a").await.ctx("second fenced append by the owner")?;
+    let mut pause = update_of(&run, vec![RunStatus::Running], RunStatus::Paused);
+    pause.owner = None;
+    pause.lease_expires_at_ms = None;
+    store.update_run(&pause).await.ctx("pause")?;
+    ensure_err("fenced append to a paused run", store.append_fenced(&chain[2], "a").await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })?;
+    ensure_err(
+        "fenced append to an unknown run",
+        store.append_fenced(&sample_record("r-none", 0), "a").await,
+        "RunNotFound",
+        |e| matches!(e, StoreError::RunNotFound(_)),
+    )?;
+    ensure_eq("records at the end", &store.load_journal("r-fence").await.ctx("load")?.len(), &2)
+}
+
+/// Checks fencing across a takeover: once another owner has taken the run over (a compare-and-set on the
+/// owner), the old owner's appends fail while the new owner's land, whatever their order.
+pub async fn a_taken_over_run_fences_its_old_owner_out(store: Arc<dyn Store>) -> CheckResult {
+    let mut run = fresh_run("r-take", "demo", RunStatus::Running, 1);
+    run.owner = Some(sample_owner("old"));
+    store.create_run(&run).await.ctx("create_run")?;
+    let chain = sealed_chain("r-take", 3);
+    store.append_fenced(&chain[0], "old").await.ctx("append by the first owner")?;
+    let mut take = update_of(&run, vec![RunStatus::Running], RunStatus::Running);
+    take.owner = Some(sample_owner("new"));
+    take.expected_owner = Some(Some("old".to_owned()));
+    store.update_run(&take).await.ctx("takeover")?;
+    ensure_err(
+        "append by the old owner after the takeover",
+        store.append_fenced(&chain[1], "old").await,
+        "Conflict",
+        |e| matches!(e, StoreError::Conflict { .. }),
+    )?;
+    store.append_fenced(&chain[1], "new").await.ctx("append by the new owner")?;
+    store.append_fenced(&chain[2], "new").await.ctx("second append by the new owner")?;
+    let journal = store.load_journal("r-take").await.ctx("load")?;
+    ensure_eq("records", &journal.len(), &3)?;
+    verify_chain(&journal).map_err(|e| format!("chain: {e}"))
 }
 
 /// Checks that `heartbeat` by the owner of a `running` run moves its lease expiry; by another owner it is a

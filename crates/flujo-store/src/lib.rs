@@ -104,6 +104,18 @@ pub fn owner_conflict(run_id: &str, expected: Option<&str>, actual: Option<&str>
     }
 }
 
+/// The fence of [`flujo_core::JournalStore::append_fenced`]: the run must be `running` under `owner`. Every
+/// backend checks it here so that the errors are identical (status first, then owner).
+pub fn check_fence(run_id: &str, status: RunStatus, stored_owner: Option<&str>, owner: &str) -> Result<(), StoreError> {
+    if status != RunStatus::Running {
+        return Err(status_conflict(run_id, &[RunStatus::Running], status));
+    }
+    if stored_owner != Some(owner) {
+        return Err(owner_conflict(run_id, Some(owner), stored_owner));
+    }
+    Ok(())
+}
+
 /// The [`StoreError::Conflict`] of a [`flujo_core::JournalStore::append`] at the wrong position: the
 /// journal holds `next_seq` records, so only seq `next_seq` may be appended. This is how two writers on
 /// one run are detected.

@@ -222,12 +222,36 @@ impl RunStore for MemoryStore {
 #[async_trait]
 impl JournalStore for MemoryStore {
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
+        self.append_checked(record, None)
+    }
+
+    async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
+        self.append_checked(record, Some(owner_id))
+    }
+
+    async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
+        // Records are stored at index == seq (append enforces it), so the vector is already in seq order.
+        Ok(lock(&self.runs).get(run_id).map(|e| e.journal.clone()).unwrap_or_default())
+    }
+}
+
+impl MemoryStore {
+    /// Appends `record`; with `owner`, only while the run is `running` under that owner.
+    fn append_checked(&self, record: &JournalRecord, owner: Option<&str>) -> Result<(), StoreError> {
         // Measured outside the lock: serializing an output can be the most expensive part of an append.
         let size = record.canonical_bytes().len() as u64;
         let owned = record.clone();
         {
             let mut runs = lock(&self.runs);
             let entry = runs.get_mut(&record.run_id).ok_or_else(|| StoreError::RunNotFound(record.run_id.clone()))?;
+            if let Some(owner) = owner {
+                crate::check_fence(
+                    &record.run_id,
+                    entry.record.status,
+                    entry.record.owner.as_ref().map(|o| o.id.as_str()),
+                    owner,
+                )?;
+            }
             let next = entry.journal.len() as u64;
             if record.seq != next {
                 return Err(seq_conflict(&record.run_id, next, record.seq));
@@ -236,11 +260,6 @@ impl JournalStore for MemoryStore {
         }
         self.count(size);
         Ok(())
-    }
-
-    async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
-        // Records are stored at index == seq (append enforces it), so the vector is already in seq order.
-        Ok(lock(&self.runs).get(run_id).map(|e| e.journal.clone()).unwrap_or_default())
     }
 }
 

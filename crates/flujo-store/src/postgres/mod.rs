@@ -128,8 +128,10 @@ impl Sql {
                  ins AS (INSERT INTO {s}.journal ({RECORD_COLUMNS}) SELECT $1::text, $2::bigint, $3::text, $4::text, \
                  $5::text, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::bigint, $12::bigint, $13::bigint, \
                  $14::float8, $15::bigint, $16::float8, $17::text, $18::text, $19::text, $20::text \
-                 WHERE CASE WHEN $2::bigint = 0 THEN EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1) \
-                 ELSE EXISTS (SELECT 1 FROM {s}.journal WHERE run_id = $1 AND seq = $2::bigint - 1) END RETURNING 1) \
+                 WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1 AND ($23::text IS NULL OR \
+                 (owner_id = $23::text AND status = 'running')) FOR SHARE) \
+                 AND ($2::bigint = 0 OR EXISTS (SELECT 1 FROM {s}.journal WHERE run_id = $1 AND seq = $2::bigint - 1)) \
+                 RETURNING 1) \
                  SELECT (SELECT count(*) FROM ins), (SELECT coalesce(sum(n), 0)::bigint FROM nb)"
             ),
             record_hash: format!("SELECT hash FROM {s}.journal WHERE run_id = $1 AND seq = $2"),
@@ -246,7 +248,7 @@ impl PostgresStore {
         let st = conn.prepare_cached(&self.sql.append).await.map_err(|e| lost_or(e, "append"))?;
         let hashes: Vec<&str> = r.blobs.iter().map(|b| b.hash.as_str()).collect();
         let bytes: Vec<&[u8]> = r.blobs.iter().map(|b| b.bytes.as_slice()).collect();
-        let params: [&(dyn ToSql + Sync); 22] = [
+        let params: [&(dyn ToSql + Sync); 23] = [
             &r.run_id,
             &r.seq,
             &r.path,
@@ -269,6 +271,7 @@ impl PostgresStore {
             &r.hash,
             &hashes,
             &bytes,
+            &r.fence_owner,
         ];
         match conn.query_one(&st, &params).await {
             Ok(row) => {
@@ -292,8 +295,25 @@ impl PostgresStore {
         }
     }
 
-    /// Why an append was not applied: the run is unknown, or another writer holds a different position.
+    /// Why an append was not applied: the run is unknown, it is not `running` under the fencing owner, or
+    /// another writer holds a different position.
     async fn append_refused(&self, conn: &Object, r: &codec::RecordRow) -> StoreError {
+        if let Some(owner) = &r.fence_owner {
+            match conn.query_opt(&self.sql.run_state, &[&r.run_id]).await {
+                Ok(None) => return StoreError::RunNotFound(r.run_id.clone()),
+                Ok(Some(row)) => {
+                    let status: String = row.get(0);
+                    let stored: Option<String> = row.get(1);
+                    let Some(status) = RunStatus::parse(&status) else {
+                        return StoreError::Corrupt(format!("run '{}': column `status`: unknown `{status}`", r.run_id));
+                    };
+                    if let Err(e) = crate::check_fence(&r.run_id, status, stored.as_deref(), owner) {
+                        return e;
+                    }
+                }
+                Err(e) => return pg_error("append", e),
+            }
+        }
         let row = match conn.query_one(&self.sql.next_seq, &[&r.run_id]).await {
             Ok(row) => row,
             Err(e) => return pg_error("append", e),
@@ -314,6 +334,39 @@ impl PostgresStore {
             .await
             .map_err(|e| pg_error("append (checking a record after a lost connection)", e))?;
         Ok(row.map(|row| row.get::<_, String>(0) == r.hash))
+    }
+
+    /// Appends a row, finding out after a lost connection whether it committed (see the module docs).
+    async fn append_row(&self, r: codec::RecordRow) -> Result<(), StoreError> {
+        let mut backoff = FIRST_BACKOFF;
+        for attempt in 1..=APPEND_ATTEMPTS {
+            match self.try_append(&r).await {
+                Ok(()) => return Ok(()),
+                Err(Some(e)) => return Err(e),
+                Err(None) if attempt == APPEND_ATTEMPTS => break,
+                Err(None) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    // The connection went away mid-statement: did the record commit?
+                    match self.committed(&r).await {
+                        Ok(Some(true)) => {
+                            self.count(i64::try_from(r.payload_len()).unwrap_or(0));
+                            return Ok(());
+                        }
+                        Ok(Some(false)) => {
+                            return Err(seq_conflict(&r.run_id, r.seq.unsigned_abs() + 1, r.seq.unsigned_abs()))
+                        }
+                        Ok(None) => continue,
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "append to run '{}' (seq {}): the connection to {} was lost {APPEND_ATTEMPTS} times; the record is not \
+             committed",
+            r.run_id, r.seq, self.config.endpoint
+        )))
     }
 
     async fn fetch_blobs(&self, conn: &Object, hashes: Vec<String>) -> Result<HashMap<String, Vec<u8>>, StoreError> {
@@ -696,36 +749,13 @@ impl RunStore for PostgresStore {
 #[async_trait]
 impl JournalStore for PostgresStore {
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
-        let r = codec::encode_record(record)?;
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=APPEND_ATTEMPTS {
-            match self.try_append(&r).await {
-                Ok(()) => return Ok(()),
-                Err(Some(e)) => return Err(e),
-                Err(None) if attempt == APPEND_ATTEMPTS => break,
-                Err(None) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
-                    // The connection went away mid-statement: did the record commit?
-                    match self.committed(&r).await {
-                        Ok(Some(true)) => {
-                            self.count(i64::try_from(r.payload_len()).unwrap_or(0));
-                            return Ok(());
-                        }
-                        Ok(Some(false)) => {
-                            return Err(seq_conflict(&r.run_id, r.seq.unsigned_abs() + 1, r.seq.unsigned_abs()))
-                        }
-                        Ok(None) => continue,
-                        Err(_) => continue,
-                    }
-                }
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "append to run '{}' (seq {}): the connection to {} was lost {APPEND_ATTEMPTS} times; the record is not \
-             committed",
-            r.run_id, r.seq, self.config.endpoint
-        )))
+        self.append_row(codec::encode_record(record)?).await
+    }
+
+    async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
+        let mut r = codec::encode_record(record)?;
+        r.fence_owner = Some(owner_id.to_owned());
+        self.append_row(r).await
     }
 
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {

@@ -307,6 +307,12 @@ impl JournalStore for SqliteStore {
         self.write(Write::Append(codec::encode_record(record)?)).await.map(drop)
     }
 
+    async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
+        let mut row = codec::encode_record(record)?;
+        row.fence_owner = Some(owner_id.to_owned());
+        self.write(Write::Append(row)).await.map(drop)
+    }
+
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         self.read(|reply| Read::LoadJournal(run_id.to_owned(), reply)).await
     }

@@ -410,6 +410,20 @@ fn run_exists(conn: &Connection, run_id: &str) -> rusqlite::Result<bool> {
 }
 
 fn append(conn: &Connection, r: &RecordRow) -> Result<u64, ExecError> {
+    if let Some(owner) = &r.fence_owner {
+        // In the same write transaction as the insert: the writer thread serializes every write.
+        let row: Option<(String, Option<String>)> = conn
+            .prepare_cached("SELECT status, owner_id FROM runs WHERE run_id = ?1")?
+            .query_row([&r.run_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        let Some((status, stored)) = row else {
+            return Err(ExecError::Rejected(StoreError::RunNotFound(r.run_id.clone())));
+        };
+        let status = RunStatus::parse(&status).ok_or_else(|| {
+            ExecError::Rejected(StoreError::Corrupt(format!("run '{}': column `status`: unknown `{status}`", r.run_id)))
+        })?;
+        crate::check_fence(&r.run_id, status, stored.as_deref(), owner).map_err(ExecError::Rejected)?;
+    }
     let last: Option<i64> = conn
         .prepare_cached("SELECT max(seq) FROM journal WHERE run_id = ?1")?
         .query_row([&r.run_id], |row| row.get(0))?;
