@@ -63,6 +63,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             run(args, &config).await
         }
         Command::Resume(args) => resume(args, &config).await,
+        Command::Worker(args) => crate::worker::worker(args, &config).await,
         Command::Validate(args) => validate(args, &config),
         Command::Lens(cmd) => crate::lens::dispatch(cmd, &config).await,
         Command::Dev(DevCommand::Explain { pipeline }) => {
@@ -246,7 +247,7 @@ fn registry_for(loaded: Option<&Loaded>, extra_catalog_dir: Option<&Path>) -> Re
 /// A catalog or a program it runs that changed since the run started is a `pipeline_mismatch`; a changed
 /// prompt file is only a note (its text is part of the stored definition). Runs stored without an origin
 /// (older versions, pipelines built in code) read `skills.yaml` of the current folder, as before.
-fn registry_for_stored_run(run: &flujo_core::RunRecord) -> Result<Arc<dyn SkillRegistry>, CliError> {
+pub(crate) fn registry_for_stored_run(run: &flujo_core::RunRecord) -> Result<Arc<dyn SkillRegistry>, CliError> {
     let Some(origin) = &run.origin else {
         return registry_for(None, Some(Path::new(".")));
     };
@@ -438,7 +439,7 @@ fn read_context(text: Option<&str>, cfg: &Config) -> Result<Map<String, Value>, 
     }
 }
 
-fn build_error(e: FlujoError) -> CliError {
+pub(crate) fn build_error(e: FlujoError) -> CliError {
     match e {
         FlujoError::Resolution { .. } => CliError::new("resolution_error", EXIT_RESOLUTION, e.to_string()),
         FlujoError::Config(_) => CliError::config(e.to_string()),
@@ -459,19 +460,28 @@ pub(crate) fn runner(
     cfg: &Config,
     origin: Option<flujo_core::RunOrigin>,
 ) -> Result<Flujo, CliError> {
+    runner_builder(pipeline, store, reg, cfg, origin)?.build().map_err(build_error)
+}
+
+/// The runner's builder with the configuration of `cfg` (skills, models, budget, templates).
+pub(crate) fn runner_builder(
+    pipeline: Pipeline,
+    store: Arc<dyn Store>,
+    reg: Arc<dyn SkillRegistry>,
+    cfg: &Config,
+    origin: Option<flujo_core::RunOrigin>,
+) -> Result<flujo_engine::FlujoRuntimeBuilder, CliError> {
     let (limits, _) = cfg.budget_for(&pipeline.name);
     let builder = match origin {
         Some(o) => Flujo::builder(pipeline).origin(o),
         None => Flujo::builder(pipeline),
     };
-    builder
+    Ok(builder
         .store(store)
         .skills(reg)
         .models(models(cfg)?)
         .usage_limits(limits)
-        .strict_templates(cfg.strict_templates.0)
-        .build()
-        .map_err(build_error)
+        .strict_templates(cfg.strict_templates.0))
 }
 
 async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
@@ -514,10 +524,31 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
         return Ok(EXIT_OK);
     }
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
+    if args.queue.is_some() && !keeps_state(&uri) {
+        return Err(on_err(CliError::config(format!(
+            "--queue needs a state store that workers share; {} keeps nothing after this process exits",
+            crate::lens::mask_uri(&uri)
+        ))));
+    }
     let store = open_store(&uri).map_err(on_err)?;
     let flujo = runner(loaded.pipeline, store.clone(), reg, cfg, Some(origin)).map_err(on_err)?;
     // The id is chosen here, so that every message (an interruption, a store failure) can name it.
     let run_id = args.run_id.clone().unwrap_or_else(|| flujo_engine::UuidIds.new_run_id());
+    if let Some(queue) = &args.queue {
+        let opts = RunOptions::new(input).run_id(run_id.clone()).context(context);
+        let id = flujo.enqueue(opts, queue).await.map_err(|e| on_err(crate::worker::flujo_error(e)))?;
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::json!({"run_id": id, "pipeline": name, "status": "queued", "queue": queue,
+                    "output": null, "error": null, "pending": [], "step_history": [], "total_cost_usd": 0.0,
+                    "total_tokens": 0, "context": null})
+            );
+        } else {
+            outln!("run {id} ({name}): queued on `{queue}`; a worker runs it (flujo worker --queue {queue})");
+        }
+        return Ok(EXIT_OK);
+    }
     let opts = RunOptions::new(input).run_id(run_id.clone()).context(context).stream_tokens(args.live);
     let watch = RunWatch {
         run_id,

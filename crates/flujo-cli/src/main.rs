@@ -14,6 +14,7 @@ mod lens;
 mod lock;
 mod scaffold;
 mod view;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,8 @@ pub enum Command {
     Run(RunArgs),
     /// Answer a pause, or continue a crashed or failed run from its first unfinished step.
     Resume(ResumeArgs),
+    /// Claim and run queued runs (`flujo run --queue NAME`) until stopped; take over runs of dead workers.
+    Worker(crate::worker::WorkerArgs),
     /// Validate a blueprint and print every diagnostic.
     Validate(ValidateArgs),
     /// The model providers' readiness (API keys present), the state store and the latest runs.
@@ -126,6 +129,9 @@ pub struct RunArgs {
     /// Allow imports outside the blueprint's folder (also `[imports] allow_outside = true` in flujo.toml).
     #[arg(long = "allow-imports-outside")]
     pub allow_imports_outside: bool,
+    /// Put the run on this queue and return its id at once; a `flujo worker --queue NAME` runs it.
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -339,6 +345,7 @@ impl Cli {
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),
             Command::Create(a) => a.json,
+            Command::Worker(a) => a.json,
             Command::Dev(DevCommand::HealthCheck(a)) => a.export == Some(health::Export::Json) && a.output.is_none(),
             Command::Init { .. } | Command::Dev(_) | Command::Lock(_) => false,
         }

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// The run waits in its queue ([`crate::store::RunRecord::queue`]) for a worker to claim it.
+    Queued,
     /// A process is walking the run (or was, until it was killed: resume takes such a run over).
     Running,
     /// The run waits for answers to its pending pauses.
@@ -23,9 +25,10 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    /// The status as stored and printed: `running`, `paused`, `completed`, `failed` or `cancelled`.
+    /// The status as stored and printed: `queued`, `running`, `paused`, `completed`, `failed` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Paused => "paused",
             RunStatus::Completed => "completed",
@@ -37,6 +40,7 @@ impl RunStatus {
     /// The status named by `s` (the text [`RunStatus::as_str`] returns), or `None` for any other text.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "queued" => RunStatus::Queued,
             "running" => RunStatus::Running,
             "paused" => RunStatus::Paused,
             "completed" => RunStatus::Completed,
@@ -51,7 +55,8 @@ impl RunStatus {
         use RunStatus::*;
         matches!(
             (self, next),
-            (Running, Paused | Completed | Failed | Cancelled)
+            (Running, Paused | Completed | Failed | Cancelled | Queued)
+                | (Queued, Running | Cancelled)
                 | (Paused, Running | Cancelled)
                 | (Failed, Running)
                 | (Running, Running)

@@ -62,6 +62,10 @@ pub struct RunRecord {
     /// trailing record is detected (`None` for runs stored before this was recorded).
     #[serde(default)]
     pub journal_head: Option<ChainHead>,
+    /// The queue the run was enqueued on (`flujo run --queue NAME`); workers of that queue claim it
+    /// ([`RunStore::claim_runs`]). `None`: the run is walked by the process that started it.
+    #[serde(default)]
+    pub queue: Option<String>,
 }
 
 /// The run row's commitment to its journal: how many records it had and the hash of the last one.
@@ -156,6 +160,30 @@ pub struct RunUpdate {
     pub journal_head: Option<ChainHead>,
 }
 
+/// What a worker asks of [`RunStore::claim_runs`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// The queues to claim from.
+    pub queues: Vec<String>,
+    /// The claiming worker: the claimed runs' new owner.
+    pub owner: RunOwner,
+    /// The time of the claim, in milliseconds since the Unix epoch; a `running` run whose lease expired
+    /// before it is abandoned and may be claimed.
+    pub now_ms: i64,
+    /// The claimed runs' lease expiry.
+    pub lease_expires_at_ms: i64,
+    /// The most runs to claim.
+    pub limit: usize,
+}
+
+impl ClaimRequest {
+    /// Claims up to `limit` runs of `queues` for `owner` at `now_ms`, leased until `lease_expires_at_ms`.
+    pub fn new(queues: Vec<String>, owner: RunOwner, now_ms: i64, lease_expires_at_ms: i64, limit: usize) -> Self {
+        ClaimRequest { queues, owner, now_ms, lease_expires_at_ms, limit }
+    }
+}
+
 /// Filter for [`RunStore::list_runs`].
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
@@ -227,6 +255,16 @@ pub trait RunStore: Send + Sync {
     /// deleted runs referenced (journal values, pipeline definitions) are deleted too; blobs still referenced
     /// elsewhere, and blobs no run ever referenced, are kept. The deletion is atomic.
     async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError>;
+    /// Claims runs for a worker, atomically: up to `limit` runs of the request's queues that are `queued`, or
+    /// `running` with a lease that expired before `now_ms` (their owner is gone: failover), oldest first
+    /// (`created_at_ms`, then `run_id`). Each becomes `running` under the request's owner and lease. Two
+    /// concurrent claims never return the same run. Returns the claimed run ids.
+    ///
+    /// The default says the store has no queues ([`StoreError::Unavailable`]).
+    async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {
+        let _ = claim;
+        Err(StoreError::Unavailable("this store has no queues".to_owned()))
+    }
 }
 
 #[async_trait]

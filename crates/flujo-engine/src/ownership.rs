@@ -75,7 +75,7 @@ pub fn pid_start(pid: u32) -> Option<u64> {
 }
 
 /// This runner's identity as a run owner.
-pub(crate) fn new_owner() -> RunOwner {
+pub fn new_owner() -> RunOwner {
     let pid = std::process::id();
     RunOwner { id: uuid::Uuid::now_v7().simple().to_string(), host: host_name(), pid, pid_start: pid_start(pid) }
 }

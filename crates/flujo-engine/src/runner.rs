@@ -523,19 +523,70 @@ impl Flujo {
         self.start_run(opts, self.inner.telemetry.clone()).await
     }
 
-    async fn start_run(
-        &self,
-        opts: RunOptions,
-        telemetry: Option<Arc<dyn Telemetry>>,
-    ) -> Result<RunResult, FlujoError> {
+    /// Puts a run of the pipeline on `queue` instead of walking it, and returns its id at once: a worker of
+    /// that queue (`flujo worker`, or [`RunStore::claim_runs`] with [`Flujo::resume_with`]) claims and runs it.
+    /// The run is stored `queued` with its input, context and definition; the same checks as
+    /// [`Flujo::run_with`] apply first (run id, initial context). Needs a store.
+    ///
+    /// [`RunStore::claim_runs`]: flujo_core::RunStore::claim_runs
+    pub async fn enqueue(&self, opts: RunOptions, queue: &str) -> Result<String, FlujoError> {
         let inner = &*self.inner;
+        let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
+        if let Err(reason) = flujo_core::limits::check_name(queue) {
+            return Err(FlujoError::Config(format!("queue name {queue:?}: {reason}")));
+        }
+        self.check_options(&opts)?;
+        let run_id = opts.run_id.unwrap_or_else(|| inner.ids.new_run_id());
+        let now = inner.clock.now_ms();
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            pipeline_name: inner.pipeline.name.clone(),
+            pipeline_version: inner.pipeline.version.clone(),
+            pipeline_hash: inner.pipeline_hash.clone(),
+            definition: inner.definition.clone(),
+            status: RunStatus::Queued,
+            input: opts.input,
+            initial_context: opts.context,
+            pending: Vec::new(),
+            output: None,
+            error: None,
+            generation: 0,
+            total_cost_usd: 0.0,
+            total_tokens: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+            owner: None,
+            lease_expires_at_ms: None,
+            origin: inner.origin.clone(),
+            journal_head: Some(ChainHead { len: 0, hash: genesis() }),
+            queue: Some(queue.to_owned()),
+        };
+        store.create_run(&record).await?;
+        Ok(run_id)
+    }
+
+    /// This runner's identity as the owner of the runs it walks (the owner of their rows while they run).
+    pub fn owner(&self) -> &RunOwner {
+        &self.inner.owner
+    }
+
+    fn check_options(&self, opts: &RunOptions) -> Result<(), FlujoError> {
         if let Some(id) = &opts.run_id {
             flujo_core::check_run_id(id).map_err(|reason| FlujoError::InvalidRunId {
                 shown: flujo_core::shorten_for_display(id, 40),
                 reason,
             })?;
         }
-        self.check_initial_context(&opts.context)?;
+        self.check_initial_context(&opts.context)
+    }
+
+    async fn start_run(
+        &self,
+        opts: RunOptions,
+        telemetry: Option<Arc<dyn Telemetry>>,
+    ) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        self.check_options(&opts)?;
         let run_id: Arc<str> = Arc::from(opts.run_id.unwrap_or_else(|| inner.ids.new_run_id()).as_str());
         let limits = stricter(inner.usage_limits, opts.usage_limits);
         let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id)?;
@@ -563,6 +614,7 @@ impl Flujo {
                     lease_expires_at_ms: Some(now + inner.lease.as_millis() as i64),
                     origin: inner.origin.clone(),
                     journal_head: Some(ChainHead { len: 0, hash: genesis() }),
+                    queue: None,
                 };
                 store.create_run(&record).await?;
                 Some(JournalWriter::new(store.clone(), inner.owner.id.clone(), 0, genesis()))
@@ -761,6 +813,8 @@ impl Flujo {
                 answers.insert(pending.pause_id.clone(), answer);
             }
             RunStatus::Failed => generation += 1,
+            // Waiting in its queue: this process walks it instead of a worker.
+            RunStatus::Queued => {}
             RunStatus::Running => {
                 // Left `running`: take it over only if its owner is gone (see `ownership`).
                 if let Some(owner) = &run.owner {

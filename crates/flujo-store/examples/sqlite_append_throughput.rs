@@ -39,6 +39,7 @@ fn run(run_id: &str) -> RunRecord {
         lease_expires_at_ms: None,
         origin: None,
         journal_head: None,
+        queue: None,
     }
 }
 

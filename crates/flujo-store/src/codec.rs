@@ -63,6 +63,7 @@ pub(crate) struct RunRow {
     pub lease_expires_at_ms: Option<i64>,
     pub origin: Option<String>,
     pub journal_head: Option<String>,
+    pub queue: Option<String>,
 }
 
 impl RunRow {
@@ -75,6 +76,7 @@ impl RunRow {
             + opt_len(&self.error)
             + opt_len(&self.origin)
             + opt_len(&self.journal_head)
+            + opt_len(&self.queue)
     }
 }
 
@@ -307,6 +309,7 @@ pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
         lease_expires_at_ms: run.lease_expires_at_ms,
         origin: run.origin.as_ref().map(|o| to_json("origin", o)).transpose()?,
         journal_head: run.journal_head.as_ref().map(|h| to_json("journal_head", h)).transpose()?,
+        queue: run.queue.clone(),
     })
 }
 
@@ -459,6 +462,7 @@ pub(crate) struct StoredRun {
     pub lease_expires_at_ms: Option<i64>,
     pub origin: Option<String>,
     pub journal_head: Option<String>,
+    pub queue: Option<String>,
 }
 
 pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
@@ -485,6 +489,7 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
         lease_expires_at_ms: s.lease_expires_at_ms,
         origin: s.origin.as_deref().map(|o| from_json::<RunOrigin>(row, "origin", o)).transpose()?,
         journal_head: s.journal_head.as_deref().map(|h| from_json::<ChainHead>(row, "journal_head", h)).transpose()?,
+        queue: s.queue,
         pipeline_name: s.pipeline_name,
         pipeline_version: s.pipeline_version,
         pipeline_hash: s.pipeline_hash,

@@ -35,8 +35,8 @@ use std::time::Duration;
 
 use flujo_core::journal::GENESIS_HASH;
 use flujo_core::{
-    verify_chain, ChainHead, JournalRecord, Map, OriginFile, OriginRole, PatchOp, PendingPause, RunError, RunFilter,
-    RunOrigin, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus, Store, StoreError, TokenUsage,
+    verify_chain, ChainHead, ClaimRequest, JournalRecord, Map, OriginFile, OriginRole, PatchOp, PendingPause, RunError,
+    RunFilter, RunOrigin, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus, Store, StoreError, TokenUsage,
 };
 use serde_json::json;
 
@@ -99,6 +99,9 @@ pub fn checks() -> Vec<Check> {
         update_cas_on_owner,
         heartbeat_extends_only_the_owners_lease,
         fenced_appends_need_the_running_owner,
+        claims_take_queued_runs_oldest_first,
+        claims_take_over_expired_leases_only,
+        concurrent_claims_never_share_a_run,
         a_taken_over_run_fences_its_old_owner_out,
         blob_round_trip_and_idempotency,
         get_unknown_blob_is_none,
@@ -254,6 +257,7 @@ pub fn sample_run(run_id: &str) -> RunRecord {
             ],
         }),
         journal_head: Some(ChainHead { len: 3, hash: blob_hash(b"head") }),
+        queue: Some("reports é".to_owned()),
     }
 }
 
@@ -284,6 +288,7 @@ pub fn fresh_run(run_id: &str, pipeline: &str, status: RunStatus, created_at_ms:
         owner: None,
         lease_expires_at_ms: None,
         origin: None,
+        queue: None,
         journal_head: None,
     }
 }
@@ -1170,6 +1175,95 @@ pub async fn update_cas_on_owner(store: Arc<dyn Store>) -> CheckResult {
     let got = get(&store, "r-own").await?;
     ensure_eq("owner after release", &got.owner, &None)?;
     ensure_eq("lease after release", &got.lease_expires_at_ms, &None)
+}
+
+fn queued(run_id: &str, queue: &str, created_at_ms: i64) -> RunRecord {
+    let mut run = fresh_run(run_id, "demo", RunStatus::Queued, created_at_ms);
+    run.queue = Some(queue.to_owned());
+    run.owner = None;
+    run.lease_expires_at_ms = None;
+    run
+}
+
+/// Checks that `claim_runs` takes `queued` runs of the asked queues only, oldest first, at most `limit`, and
+/// makes them `running` under the claimer's owner and lease; claimed runs are not claimed again.
+pub async fn claims_take_queued_runs_oldest_first(store: Arc<dyn Store>) -> CheckResult {
+    for (id, queue, at) in [("q-3", "a", 30), ("q-1", "a", 10), ("q-2", "b", 20), ("q-x", "other", 5), ("q-4", "a", 40)]
+    {
+        store.create_run(&queued(id, queue, at)).await.ctx("create_run")?;
+    }
+    // A run without a queue, and a paused run of the queue, are never claimed.
+    store.create_run(&fresh_run("q-none", "demo", RunStatus::Running, 1)).await.ctx("create_run")?;
+    let mut paused = queued("q-paused", "a", 2);
+    paused.status = RunStatus::Paused;
+    store.create_run(&paused).await.ctx("create_run")?;
+    let queues = vec!["a".to_owned(), "b".to_owned()];
+    let claim = ClaimRequest::new(queues.clone(), sample_owner("w1"), 1000, 5000, 3);
+    let got = store.claim_runs(&claim).await.ctx("claim")?;
+    ensure_eq("claimed, oldest first", &got, &vec!["q-1".to_owned(), "q-2".to_owned(), "q-3".to_owned()])?;
+    let run = get(&store, "q-2").await?;
+    ensure_eq("claimed status", &run.status, &RunStatus::Running)?;
+    ensure_eq("claimed owner", &run.owner, &Some(sample_owner("w1")))?;
+    ensure_eq("claimed lease", &run.lease_expires_at_ms, &Some(5000))?;
+    ensure_eq("claimed queue kept", &run.queue, &Some("b".to_owned()))?;
+    let again = store.claim_runs(&ClaimRequest::new(queues, sample_owner("w2"), 1000, 5000, 10)).await.ctx("claim")?;
+    ensure_eq("second claim", &again, &vec!["q-4".to_owned()])?;
+    ensure_eq("unlisted queue untouched", &get(&store, "q-x").await?.status, &RunStatus::Queued)?;
+    ensure_eq("paused untouched", &get(&store, "q-paused").await?.status, &RunStatus::Paused)?;
+    let none = store
+        .claim_runs(&ClaimRequest::new(vec!["a".to_owned()], sample_owner("w3"), 1000, 5000, 0))
+        .await
+        .ctx("claim with limit 0")?;
+    ensure_eq("limit 0", &none, &Vec::<String>::new())
+}
+
+/// Checks that a `running` run of a queue is claimed only once its lease has expired (its owner is gone),
+/// and that the new owner's fenced appends land while the old owner's fail.
+pub async fn claims_take_over_expired_leases_only(store: Arc<dyn Store>) -> CheckResult {
+    let mut live = queued("l-live", "a", 1);
+    live.status = RunStatus::Running;
+    live.owner = Some(sample_owner("old"));
+    live.lease_expires_at_ms = Some(2000);
+    store.create_run(&live).await.ctx("create_run")?;
+    let claim = |now| ClaimRequest::new(vec!["a".to_owned()], sample_owner("new"), now, now + 1000, 10);
+    ensure_eq("claim before expiry", &store.claim_runs(&claim(1999)).await.ctx("claim")?, &Vec::<String>::new())?;
+    ensure_eq("claim after expiry", &store.claim_runs(&claim(2001)).await.ctx("claim")?, &vec!["l-live".to_owned()])?;
+    let chain = sealed_chain("l-live", 2);
+    ensure_err("append by the expired owner", store.append_fenced(&chain[0], "old").await, "Conflict", |e| {
+        matches!(e, StoreError::Conflict { .. })
+    })?;
+    store.append_fenced(&chain[0], "new").await.ctx("append by the new owner")?;
+    ensure_eq("owner", &get(&store, "l-live").await?.owner, &Some(sample_owner("new")))
+}
+
+/// Checks that concurrent claims of one queue never return the same run, and together take them all.
+pub async fn concurrent_claims_never_share_a_run(store: Arc<dyn Store>) -> CheckResult {
+    for i in 0..40 {
+        store.create_run(&queued(&format!("c-{i:02}"), "a", i)).await.ctx("create_run")?;
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claim = ClaimRequest::new(vec!["a".to_owned()], sample_owner(&format!("w{w}")), 100, 10_000, 3);
+                    let got = store.claim_runs(&claim).await?;
+                    if got.is_empty() {
+                        return Ok::<_, StoreError>(mine);
+                    }
+                    mine.extend(got);
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| format!("claimer task: {e}"))?.ctx("claim")?);
+    }
+    all.sort();
+    let expected: Vec<String> = (0..40).map(|i| format!("c-{i:02}")).collect();
+    ensure_eq("every run claimed exactly once", &all, &expected)
 }
 
 /// Checks that `append_fenced` appends while the run is `running` under the given owner, and otherwise is a

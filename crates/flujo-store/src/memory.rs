@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use flujo_core::store::deletable;
 use flujo_core::{
-    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError,
-    SystemStateStore, Value,
+    BlobStore, ClaimRequest, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store,
+    StoreError, SystemStateStore, Value,
 };
 use serde::Serialize;
 
@@ -216,6 +216,31 @@ impl RunStore for MemoryStore {
         let before = runs.len();
         runs.retain(|_, e| !(e.record.created_at_ms < older_than_ms && deletable(e.record.status, status)));
         Ok((before - runs.len()) as u64)
+    }
+
+    async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {
+        let mut runs = lock(&self.runs);
+        let mut ready: Vec<(i64, String)> = runs
+            .values()
+            .filter(|e| e.record.queue.as_ref().is_some_and(|q| claim.queues.contains(q)))
+            .filter(|e| {
+                e.record.status == RunStatus::Queued
+                    || (e.record.status == RunStatus::Running
+                        && e.record.lease_expires_at_ms.is_some_and(|l| l < claim.now_ms))
+            })
+            .map(|e| (e.record.created_at_ms, e.record.run_id.clone()))
+            .collect();
+        ready.sort();
+        ready.truncate(claim.limit);
+        for (_, id) in &ready {
+            if let Some(e) = runs.get_mut(id) {
+                e.record.status = RunStatus::Running;
+                e.record.owner = Some(claim.owner.clone());
+                e.record.lease_expires_at_ms = Some(claim.lease_expires_at_ms);
+                e.record.updated_at_ms = claim.now_ms;
+            }
+        }
+        Ok(ready.into_iter().map(|(_, id)| id).collect())
     }
 }
 

@@ -31,8 +31,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use flujo_core::{
-    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError,
-    SystemStateStore, Value,
+    BlobStore, ClaimRequest, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store,
+    StoreError, SystemStateStore, Value,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -82,11 +82,12 @@ pub(crate) struct Sql {
     get_state: String,
     prefix_bounded: String,
     prefix_open: String,
+    claim: String,
 }
 
 const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
                            initial_context, pending, output, error, generation, total_cost_usd, total_tokens, \
-                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms, origin, journal_head";
+                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms, origin, journal_head, queue";
 
 const RECORD_COLUMNS: &str = "run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
                               prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, \
@@ -101,9 +102,9 @@ impl Sql {
                  NULL ON CONFLICT (hash) DO NOTHING RETURNING octet_length(bytes) AS n) \
                  INSERT INTO {s}.runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, \
                  input, initial_context, pending, output, error, generation, total_cost_usd, total_tokens, \
-                 created_at_ms, updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head) \
+                 created_at_ms, updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head, queue) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-                 $21) RETURNING (SELECT coalesce(sum(n), 0)::bigint FROM def)"
+                 $21, $24) RETURNING (SELECT coalesce(sum(n), 0)::bigint FROM def)"
             ),
             get_run: format!(
                 "SELECT {RUN_COLUMNS}, b.bytes FROM {s}.runs r LEFT JOIN {s}.blobs b ON r.definition LIKE 'blob:%' \
@@ -154,6 +155,13 @@ impl Sql {
                 "SELECT run_id FROM {s}.runs WHERE run_id >= $1 AND run_id < $2 ORDER BY run_id LIMIT $3"
             ),
             prefix_open: format!("SELECT run_id FROM {s}.runs WHERE run_id >= $1 ORDER BY run_id LIMIT $2"),
+            // `SKIP LOCKED`: concurrent claimers take disjoint runs without waiting for each other.
+            claim: format!(
+                "UPDATE {s}.runs SET status = 'running', owner_id = $2, owner = $3, lease_expires_at_ms = $4, \
+                 updated_at_ms = $5 WHERE run_id IN (SELECT run_id FROM {s}.runs WHERE queue = ANY($1::text[]) \
+                 AND (status = 'queued' OR (status = 'running' AND lease_expires_at_ms < $5)) \
+                 ORDER BY created_at_ms, run_id LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING run_id, created_at_ms"
+            ),
             schema: s,
         }
     }
@@ -443,6 +451,7 @@ fn stored_run(row: &Row) -> Result<StoredRun, StoreError> {
         lease_expires_at_ms: row.try_get::<_, Option<i64>>(17).map_err(conv)?,
         origin: opt(18).map_err(conv)?,
         journal_head: opt(19).map_err(conv)?,
+        queue: opt(20).map_err(conv)?,
     })
 }
 
@@ -497,7 +506,7 @@ impl RunStore for PostgresStore {
         let st = conn.prepare_cached(&self.sql.create_run).await.map_err(|e| pg_error("create_run", e))?;
         let def_hash = r.definition_blob.as_ref().map(|b| b.hash.as_str());
         let def_bytes = r.definition_blob.as_ref().map(|b| b.bytes.as_slice());
-        let params: [&(dyn ToSql + Sync); 23] = [
+        let params: [&(dyn ToSql + Sync); 24] = [
             &r.run_id,
             &r.pipeline_name,
             &r.pipeline_version,
@@ -521,6 +530,7 @@ impl RunStore for PostgresStore {
             &r.journal_head,
             &def_hash,
             &def_bytes,
+            &r.queue,
         ];
         match conn.query_one(&st, &params).await {
             Ok(row) => {
@@ -541,7 +551,7 @@ impl RunStore for PostgresStore {
         let stored = stored_run(&row)?;
         let mut blobs = HashMap::new();
         if let (Some(hash), Some(bytes)) =
-            (definition_hash(&stored), row.try_get::<_, Option<Vec<u8>>>(20).ok().flatten())
+            (definition_hash(&stored), row.try_get::<_, Option<Vec<u8>>>(21).ok().flatten())
         {
             blobs.insert(hash, bytes);
         }
@@ -743,6 +753,24 @@ impl RunStore for PostgresStore {
         }
         tx.commit().await.map_err(fail)?;
         Ok(deleted)
+    }
+
+    async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {
+        if claim.limit == 0 || claim.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owner = serde_json::to_string(&claim.owner)
+            .map_err(|e| StoreError::Unavailable(format!("cannot serialize the owner: {e}")))?;
+        let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+        let conn = self.conn().await?;
+        let st = conn.prepare_cached(&self.sql.claim).await.map_err(|e| pg_error("claim_runs", e))?;
+        let rows = conn
+            .query(&st, &[&claim.queues, &claim.owner.id, &owner, &claim.lease_expires_at_ms, &claim.now_ms, &limit])
+            .await
+            .map_err(|e| pg_error("claim_runs", e))?;
+        let mut claimed: Vec<(i64, String)> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+        claimed.sort();
+        Ok(claimed.into_iter().map(|(_, id)| id).collect())
     }
 }
 

@@ -18,10 +18,16 @@ use flujo_core::StoreError;
 use super::{pg_error, Sql};
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`; `{s}` stands for the quoted schema name.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+
+/// Version 2: queues — the queue a run waits on for a worker (`flujo run --queue`), and the index claims use.
+const MIGRATION_2: &str = r#"
+ALTER TABLE {s}.runs ADD COLUMN queue TEXT;
+CREATE INDEX runs_queue ON {s}.runs (queue, status, created_at_ms) WHERE queue IS NOT NULL;
+"#;
 
 /// Version 1: runs (with ownership, origin and journal head), journal, blobs, system state.
 const MIGRATION_1: &str = r#"

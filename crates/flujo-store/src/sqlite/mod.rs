@@ -42,8 +42,8 @@ use std::thread;
 
 use async_trait::async_trait;
 use flujo_core::{
-    BlobStore, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError,
-    SystemStateStore, Value,
+    BlobStore, ClaimRequest, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store,
+    StoreError, SystemStateStore, Value,
 };
 use tokio::sync::oneshot;
 
@@ -298,6 +298,18 @@ impl RunStore for SqliteStore {
 
     async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
         self.write(Write::DeleteRuns { older_than_ms, status }).await
+    }
+
+    async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {
+        if claim.limit == 0 || claim.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owner = serde_json::to_string(&claim.owner)
+            .map_err(|e| StoreError::Unavailable(format!("cannot serialize the owner: {e}")))?;
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        self.write(Write::Claim { claim: claim.clone(), owner, out: out.clone() }).await?;
+        let ids = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(ids)
     }
 }
 

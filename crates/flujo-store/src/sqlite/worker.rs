@@ -27,8 +27,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 
-use flujo_core::{JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value};
+use flujo_core::{ClaimRequest, JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
@@ -68,6 +69,12 @@ pub(crate) enum Write {
         run_id: String,
         owner_id: String,
         lease_expires_at_ms: i64,
+    },
+    /// Claims runs of queues for a worker; the claimed ids are put in `out` (read after the commit reply).
+    Claim {
+        claim: ClaimRequest,
+        owner: String,
+        out: Arc<Mutex<Vec<String>>>,
     },
 }
 
@@ -281,7 +288,43 @@ fn execute_write(conn: &Connection, write: &Write) -> Result<Done, ExecError> {
         Write::Heartbeat { run_id, owner_id, lease_expires_at_ms } => {
             heartbeat(conn, run_id, owner_id, *lease_expires_at_ms).map(Done::bytes)
         }
+        Write::Claim { claim, owner, out } => claim_runs(conn, claim, owner, out).map(Done::bytes),
     }
+}
+
+/// Claims runs (see [`flujo_core::RunStore::claim_runs`]); the writer thread serializes it with every other
+/// write, so two claims never take the same run.
+fn claim_runs(
+    conn: &Connection,
+    claim: &ClaimRequest,
+    owner: &str,
+    out: &Mutex<Vec<String>>,
+) -> Result<u64, ExecError> {
+    let mut ids = Vec::new();
+    let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
+    for queue in &claim.queues {
+        let mut select = conn.prepare_cached(
+            "SELECT run_id, created_at_ms FROM runs WHERE queue = ?1 AND (status = 'queued' OR (status = 'running' \
+             AND lease_expires_at_ms < ?2)) ORDER BY created_at_ms, run_id LIMIT ?3",
+        )?;
+        let found: Vec<(String, i64)> = select
+            .query_map(params![queue, claim.now_ms, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        ids.extend(found);
+    }
+    // Oldest first across the queues, at most `limit`.
+    ids.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    ids.truncate(claim.limit);
+    let mut update = conn.prepare_cached(
+        "UPDATE runs SET status = 'running', owner_id = ?2, owner = ?3, lease_expires_at_ms = ?4, updated_at_ms = ?5 \
+         WHERE run_id = ?1",
+    )?;
+    for (id, _) in &ids {
+        update.execute(params![id, claim.owner.id, owner, claim.lease_expires_at_ms, claim.now_ms])?;
+    }
+    let n = ids.len() as u64;
+    *out.lock().unwrap_or_else(|p| p.into_inner()) = ids.into_iter().map(|(id, _)| id).collect();
+    Ok(n * 32)
 }
 
 fn heartbeat(conn: &Connection, run_id: &str, owner_id: &str, lease: i64) -> Result<u64, ExecError> {
@@ -320,8 +363,9 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
         .prepare_cached(
             "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
              initial_context, pending, output, error, generation, total_cost_usd, total_tokens, created_at_ms, \
-             updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21) \
+             updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head, queue) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+             ?22) \
              ON CONFLICT (run_id) DO NOTHING",
         )?
         .execute(params![
@@ -346,6 +390,7 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
             r.lease_expires_at_ms,
             r.origin,
             r.journal_head,
+            r.queue,
         ])?;
     if inserted == 0 {
         return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
@@ -605,7 +650,7 @@ fn serve_read(conn: &Connection, read: Read) {
 
 const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
                            initial_context, pending, output, error, generation, total_cost_usd, total_tokens, \
-                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms, origin, journal_head";
+                           created_at_ms, updated_at_ms, owner, lease_expires_at_ms, origin, journal_head, queue";
 
 fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     Ok(StoredRun {
@@ -629,6 +674,7 @@ fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
         lease_expires_at_ms: row.get(17)?,
         origin: row.get(18)?,
         journal_head: row.get(19)?,
+        queue: row.get(20)?,
     })
 }
 

@@ -1,0 +1,299 @@
+//! `flujo worker`: claims queued runs (`flujo run --queue NAME`) from the shared state store and walks them,
+//! several at once; takes over the runs of workers that died (their lease expired); stops cleanly on SIGTERM.
+//!
+//! The store does the coordination (`RunStore::claim_runs`: `FOR UPDATE SKIP LOCKED` on Postgres, the single
+//! writer on SQLite), so any number of workers on any number of machines share the queues without a
+//! coordinator. A claimed run is walked by an ordinary runner built from the run's stored definition and
+//! skills (as `flujo resume RUN_ID` does), which heartbeats its lease and appends fenced by its owner id: a
+//! worker that lost a run (its lease expired and another worker took the run over) cannot append to it again.
+//!
+//! On SIGTERM or Ctrl-C the worker stops claiming, lets in-flight runs finish for `--grace-s`, then stops
+//! them and puts them back on their queue for another worker (a step in flight then runs again there:
+//! at-least-once, with the same idempotency key), and exits 0.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::Args;
+use flujo_core::{ClaimRequest, FlujoError, RunFilter, RunStatus, RunUpdate, Store, StoreError};
+use flujo_engine::ResumeRequest;
+use tokio::task::JoinSet;
+
+use crate::commands::{build_error, open_store, registry_for_stored_run, runner_builder};
+use crate::config::Config;
+use crate::CliError;
+use crate::{EXIT_CONFIG, EXIT_FAILED, EXIT_OK};
+
+/// `flujo worker` arguments.
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// A queue to take runs from (repeatable; default: `default`).
+    #[arg(long = "queue", short = 'q', value_name = "NAME")]
+    pub queues: Vec<String>,
+    /// Runs this worker walks at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// State store URI (default: the configured one); the store the runs were queued on.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// The lease of a claimed run, in seconds: when a worker stops renewing it for this long (it died),
+    /// another worker takes the run over.
+    #[arg(long = "lease-s", default_value_t = 30.0)]
+    pub lease_s: f64,
+    /// How often an idle worker looks for runs, in milliseconds.
+    #[arg(long = "poll-ms", default_value_t = 200)]
+    pub poll_ms: u64,
+    /// Exit once no run of the queues is queued or running (batch jobs, tests).
+    #[arg(long = "exit-when-idle")]
+    pub exit_when_idle: bool,
+    /// After SIGTERM or Ctrl-C: how long in-flight runs may finish, in seconds, before they are stopped and
+    /// put back on their queue.
+    #[arg(long = "grace-s", default_value_t = 30.0)]
+    pub grace_s: f64,
+    /// One JSON object per line for each run the worker finishes (`run_id`, `pipeline`, `status`, `error`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A run error as a CLI error (for `run --queue`).
+pub(crate) fn flujo_error(e: FlujoError) -> CliError {
+    match e {
+        FlujoError::Store(StoreError::RunExists(id)) => {
+            CliError::usage("run_exists", format!("run '{id}' already exists; choose another --run-id"))
+        }
+        FlujoError::Store(other) => CliError::new("store_error", EXIT_FAILED, other.to_string()),
+        FlujoError::Config(_) | FlujoError::InvalidRunId { .. } | FlujoError::ContextValidation(_) => {
+            CliError::usage(e.kind(), e.to_string())
+        }
+        other => build_error(other),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The runs this worker walks, with the owner id of each one's runner (to put it back on SIGTERM).
+type InFlight = Arc<Mutex<HashMap<String, String>>>;
+
+/// What a finished walk reports.
+struct Finished {
+    run_id: String,
+    pipeline: String,
+    status: String,
+    error: Option<String>,
+}
+
+pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliError> {
+    let queues = if args.queues.is_empty() { vec!["default".to_owned()] } else { args.queues.clone() };
+    for q in &queues {
+        flujo_core::limits::check_name(q)
+            .map_err(|reason| CliError::new("usage_error", EXIT_CONFIG, format!("--queue {q:?}: {reason}")))?;
+    }
+    if !(1..=1024).contains(&args.concurrency) {
+        return Err(CliError::new("usage_error", EXIT_CONFIG, "--concurrency must be 1 to 1024".to_owned()));
+    }
+    if !(args.lease_s.is_finite() && (0.1..=86_400.0).contains(&args.lease_s)) {
+        return Err(CliError::new("usage_error", EXIT_CONFIG, "--lease-s must be 0.1 to 86400".to_owned()));
+    }
+    if !(args.grace_s.is_finite() && (0.0..=86_400.0).contains(&args.grace_s)) {
+        return Err(CliError::new("usage_error", EXIT_CONFIG, "--grace-s must be 0 to 86400".to_owned()));
+    }
+    let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
+    if !crate::commands::keeps_state(&uri) {
+        return Err(CliError::config(format!(
+            "a worker needs the state store the runs were queued on; {} keeps nothing",
+            crate::lens::mask_uri(&uri)
+        )));
+    }
+    let store = open_store(&uri)?;
+    let lease = Duration::from_secs_f64(args.lease_s);
+    let poll = Duration::from_millis(args.poll_ms.clamp(1, 60_000));
+    let me = flujo_engine::ownership::new_owner();
+    errln!(
+        "worker {} (pid {}) on {}: queues {}, concurrency {}",
+        &me.id[..12.min(me.id.len())],
+        me.pid,
+        crate::lens::mask_uri(&uri),
+        queues.join(", "),
+        args.concurrency
+    );
+    let in_flight: InFlight = Arc::default();
+    let mut tasks: JoinSet<Finished> = JoinSet::new();
+    let mut stop = Box::pin(shutdown_signal());
+    let mut backoff = poll;
+    loop {
+        let free = args.concurrency.saturating_sub(tasks.len());
+        let mut claimed_any = false;
+        if free > 0 {
+            let now = now_ms();
+            let claim = ClaimRequest::new(queues.clone(), me.clone(), now, now + lease.as_millis() as i64, free);
+            match store.claim_runs(&claim).await {
+                Ok(ids) => {
+                    backoff = poll;
+                    claimed_any = !ids.is_empty();
+                    for id in ids {
+                        let (store, cfg, in_flight) = (store.clone(), cfg.clone(), in_flight.clone());
+                        tasks.spawn(walk(id, store, cfg, lease, in_flight));
+                    }
+                }
+                Err(e) => {
+                    errln!("worker: cannot claim runs: {e}; retrying in {} ms", backoff.as_millis());
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        if args.exit_when_idle && tasks.is_empty() && !claimed_any && idle(&store, &queues).await {
+            break;
+        }
+        tokio::select! {
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done, args.json),
+            _ = tokio::time::sleep(backoff), if tasks.len() >= args.concurrency || !claimed_any => {}
+            _ = &mut stop => {
+                errln!("worker: stopping: no new runs; {} in flight (grace {} s)", tasks.len(), args.grace_s);
+                break;
+            }
+        }
+    }
+    // Drain: let in-flight runs finish within the grace period, then put the rest back on their queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(args.grace_s);
+    while !tasks.is_empty() {
+        tokio::select! {
+            Some(done) = tasks.join_next() => report(done, args.json),
+            _ = tokio::time::sleep_until(deadline) => {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                let left: Vec<(String, String)> =
+                    in_flight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+                for (run_id, owner_id) in left {
+                    match requeue(&store, &run_id, &owner_id).await {
+                        Ok(()) => errln!("worker: run {run_id} put back on its queue"),
+                        Err(e) => errln!("worker: run {run_id} could not be put back ({e}); its lease will expire"),
+                    }
+                }
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// True when no run of `queues` is queued or running (so nothing can become claimable later).
+async fn idle(store: &Arc<dyn Store>, queues: &[String]) -> bool {
+    for status in [RunStatus::Queued, RunStatus::Running] {
+        match store.list_runs(&RunFilter::new().status(status)).await {
+            Ok(runs) => {
+                if runs.iter().any(|r| r.queue.as_ref().is_some_and(|q| queues.contains(q))) {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Walks one claimed run to its end (or pause) with a runner built from its stored definition.
+async fn walk(run_id: String, store: Arc<dyn Store>, cfg: Config, lease: Duration, in_flight: InFlight) -> Finished {
+    let fail = |pipeline: String, error: String| Finished {
+        run_id: run_id.clone(),
+        pipeline,
+        status: "error".to_owned(),
+        error: Some(error),
+    };
+    let run = match store.get_run(&run_id).await {
+        Ok(Some(run)) => run,
+        Ok(None) => return fail(String::new(), "the run was deleted".to_owned()),
+        Err(e) => return fail(String::new(), e.to_string()),
+    };
+    let name = run.pipeline_name.clone();
+    let Some(def) = run.definition.clone() else {
+        return fail(name, "the run has no stored pipeline definition".to_owned());
+    };
+    let pipeline = match flujo_engine::pipeline_from_definition(&def) {
+        Ok(p) => p,
+        Err(e) => return fail(name, format!("the stored pipeline definition cannot be read: {e}")),
+    };
+    let flujo = match registry_for_stored_run(&run)
+        .and_then(|reg| runner_builder(pipeline, store.clone(), reg, &cfg, None))
+        .and_then(|b| b.lease(lease).build().map_err(build_error))
+    {
+        Ok(f) => f,
+        Err(e) => return fail(name, format!("[{}] {}", e.kind, e.message)),
+    };
+    in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.clone(), flujo.owner().id.clone());
+    let outcome = flujo.resume_with(&run_id, ResumeRequest::default()).await;
+    in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
+    match outcome {
+        Ok(result) => Finished {
+            run_id: run_id.clone(),
+            pipeline: name,
+            status: result.status.as_str().to_owned(),
+            error: result.error.map(|e| format!("[{}] {}", e.kind, e.message)),
+        },
+        Err(e) => fail(name, format!("[{}] {e}", e.kind())),
+    }
+}
+
+fn report(done: Result<Finished, tokio::task::JoinError>, json: bool) {
+    let Ok(f) = done else { return };
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({"run_id": f.run_id, "pipeline": f.pipeline, "status": f.status, "error": f.error})
+        );
+    } else {
+        match &f.error {
+            Some(e) => errln!("run {} ({}): {}: {e}", f.run_id, f.pipeline, f.status),
+            None => errln!("run {} ({}): {}", f.run_id, f.pipeline, f.status),
+        }
+    }
+}
+
+/// Puts a run this worker stopped back on its queue, if it still owns it.
+async fn requeue(store: &Arc<dyn Store>, run_id: &str, owner_id: &str) -> Result<(), StoreError> {
+    let Some(run) = store.get_run(run_id).await? else { return Ok(()) };
+    store
+        .update_run(&RunUpdate {
+            run_id: run_id.to_owned(),
+            expected: vec![RunStatus::Running],
+            status: RunStatus::Queued,
+            pending: Vec::new(),
+            output: None,
+            error: None,
+            generation: run.generation,
+            total_cost_usd: run.total_cost_usd,
+            total_tokens: run.total_tokens,
+            updated_at_ms: now_ms(),
+            owner: None,
+            lease_expires_at_ms: None,
+            expected_owner: Some(Some(owner_id.to_owned())),
+            journal_head: None,
+        })
+        .await
+}
