@@ -843,7 +843,8 @@ fn finish(result: &RunResult, watch: &RunWatch) -> u8 {
         }
     }
     match result.status {
-        RunStatus::Completed => EXIT_OK,
+        // Answered and back on its queue: a worker continues it.
+        RunStatus::Completed | RunStatus::Queued => EXIT_OK,
         RunStatus::Paused => EXIT_PAUSED,
         // A model the run can reach cannot be called (found before the first step): a configuration error.
         RunStatus::Failed

@@ -179,6 +179,10 @@ pub fn print_step_warnings(ev: &RunEvent) {
 
 pub fn print_summary(r: &RunResult, hint: &crate::commands::ResumeHint) {
     outln!("run {} ({}): {}", r.run_id, r.pipeline, r.status.as_str());
+    if r.status == flujo_core::RunStatus::Queued {
+        outln!("the answer is recorded; a worker of the run's queue continues it (flujo worker --queue NAME)");
+        return;
+    }
     if let Some(o) = &r.output {
         outln!("output: {}", serde_json::to_string_pretty(o).unwrap_or_default());
     }

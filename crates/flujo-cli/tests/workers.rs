@@ -215,3 +215,56 @@ fn queue_needs_a_durable_store_and_a_valid_name() {
     let o = flujo(dir.path(), &["worker", "--state", "memory://"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+const APPROVAL: &str = r#"name: queued_approval
+steps:
+  - name: double
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step * 2"}}
+  - kind: hitl
+    name: ask
+    message: "publish {{ previous_step }}?"
+    input_schema: {type: string, enum: ["yes", "no"]}
+  - name: done
+    agent: {id: flujo.builtins.transform, params: {expr: "previous_step ~ '/' ~ steps.double"}}
+"#;
+
+fn answered_pause_goes_back_to_the_queue(state: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), APPROVAL).unwrap();
+    let o = flujo(dir.path(), &["run", "p.yaml", "--queue", "jobs", "--input-json", "21", "--json", "--state", state]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let run_id = json_out(&o)["run_id"].as_str().unwrap().to_owned();
+    let mut w = worker(dir.path(), state, &["--exit-when-idle"]);
+    assert_eq!(wait(&mut w, Duration::from_secs(60)), Some(0));
+    let o = flujo(dir.path(), &["lens", "show", &run_id, "--state", state]);
+    assert!(common::stdout(&o).contains("paused"), "{}", common::stdout(&o));
+    // A wrong answer is refused and the run stays paused; a right one puts it back on its queue.
+    let o = flujo(dir.path(), &["resume", &run_id, "-i", "maybe", "--state", state]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = flujo(dir.path(), &["resume", &run_id, "-i", "yes", "--json", "--state", state]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!(v["status"], "queued", "{v}");
+    assert_eq!(v["pending"], serde_json::json!([]));
+    // A worker (here another process, as on another machine) continues it with the answer.
+    let mut w = worker(dir.path(), state, &["--exit-when-idle"]);
+    assert_eq!(wait(&mut w, Duration::from_secs(60)), Some(0));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = flujo_store::open_store(state).unwrap();
+    let run = rt.block_on(store.get_run(&run_id)).unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Completed, "{:?}", run.error);
+    assert_eq!(run.output, Some(Value::from("yes/42")));
+    verify_chain(&rt.block_on(store.load_journal(&run_id)).unwrap()).unwrap();
+}
+
+#[test]
+fn an_answered_pause_goes_back_to_the_queue_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    answered_pause_goes_back_to_the_queue(&format!("sqlite:///{}", dir.path().join("state.db").display()));
+}
+
+#[test]
+fn an_answered_pause_goes_back_to_the_queue_on_postgres() {
+    let Some(state) = postgres("answer") else { return };
+    answered_pause_goes_back_to_the_queue(&state);
+}

@@ -57,7 +57,7 @@ impl RunStatus {
             (self, next),
             (Running, Paused | Completed | Failed | Cancelled | Queued)
                 | (Queued, Running | Cancelled)
-                | (Paused, Running | Cancelled)
+                | (Paused, Running | Cancelled | Queued)
                 | (Failed, Running)
                 | (Running, Running)
         )
@@ -173,6 +173,10 @@ pub struct PendingPause {
     pub message: String,
     /// JSON Schema the answer must satisfy; `None` accepts any answer.
     pub input_schema: Option<Value>,
+    /// The answer given while the run waits in its queue for a worker (a run with a queue goes back to it
+    /// when a pause is answered; the worker that claims it takes the answer from here). `None`: unanswered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Value>,
 }
 
 impl PendingPause {
@@ -183,7 +187,13 @@ impl PendingPause {
         message: impl Into<String>,
         input_schema: Option<Value>,
     ) -> Self {
-        PendingPause { pause_id: pause_id.into(), step: step.into(), message: message.into(), input_schema }
+        PendingPause {
+            pause_id: pause_id.into(),
+            step: step.into(),
+            message: message.into(),
+            input_schema,
+            answer: None,
+        }
     }
 }
 

@@ -721,6 +721,14 @@ impl Flujo {
         }
         let mut answers = HashMap::new();
         let mut generation = run.generation;
+        // Answers given while the run waited in its queue (see the `Paused` branch).
+        if matches!(run.status, RunStatus::Queued | RunStatus::Running) {
+            for p in &run.pending {
+                if let Some(a) = &p.answer {
+                    answers.insert(p.pause_id.clone(), a.clone());
+                }
+            }
+        }
         if !matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {
             // Nothing runs (and the run is left as it is) when a model it can reach cannot be called.
             if let Err(i) = self.preflight() {
@@ -810,6 +818,10 @@ impl Flujo {
                         });
                     }
                 }
+                if run.queue.is_some() {
+                    // A run of a queue goes back to it with the answer; a worker continues it.
+                    return self.requeue_answered(&run, pending.pause_id.clone(), answer).await;
+                }
                 answers.insert(pending.pause_id.clone(), answer);
             }
             RunStatus::Failed => generation += 1,
@@ -874,6 +886,54 @@ impl Flujo {
         .stream_tokens(stream_tokens);
         let ctx = Context::new(run_id, run.input.clone(), run.initial_context.clone());
         self.walk(state, ctx, run.input, generation, true).await
+    }
+
+    /// Puts a paused run of a queue back on it with `answer` recorded on its pause (the claiming worker's
+    /// walk reads it from there); returns the run's result with status `queued`.
+    async fn requeue_answered(
+        &self,
+        run: &RunRecord,
+        pause_id: String,
+        answer: Value,
+    ) -> Result<RunResult, FlujoError> {
+        let inner = &*self.inner;
+        let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
+        let mut pending = run.pending.clone();
+        for p in &mut pending {
+            if p.pause_id == pause_id {
+                p.answer = Some(answer.clone());
+            }
+        }
+        store
+            .update_run(&RunUpdate {
+                run_id: run.run_id.clone(),
+                expected: vec![RunStatus::Paused],
+                status: RunStatus::Queued,
+                pending: pending.clone(),
+                output: None,
+                error: None,
+                generation: run.generation,
+                total_cost_usd: run.total_cost_usd,
+                total_tokens: run.total_tokens,
+                updated_at_ms: inner.clock.now_ms(),
+                owner: None,
+                lease_expires_at_ms: None,
+                expected_owner: None,
+                journal_head: None,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict { actual, .. } => FlujoError::NotResumable {
+                    run_id: run.run_id.clone(),
+                    reason: format!("another process answered it first ({actual})"),
+                },
+                other => other.into(),
+            })?;
+        let mut result = self.stored_result(run).await?;
+        result.status = RunStatus::Queued;
+        result.pending = pending.into_iter().filter(|p| p.answer.is_none()).collect();
+        result.output = None;
+        Ok(result)
     }
 
     /// Re-runs a stored run from its journal without calling any agent or writing anything: every composite
