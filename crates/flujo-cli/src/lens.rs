@@ -409,6 +409,9 @@ impl Lens {
                 "total_tokens": view.total_tokens,
                 "total_cost_usd": view.total_cost_usd,
                 "journal_len": view.journal_len,
+                "queue": view.queue,
+                "owner": view.owner.as_ref().map(|o| json!({"id": o.id, "host": o.host, "pid": o.pid})),
+                "lease_expires_at": view.lease_expires_at_ms.map(format_ts),
                 "steps": steps,
             }));
             return Ok(EXIT_OK);
@@ -437,6 +440,19 @@ impl Lens {
             view.total_tokens,
             format_cost(view.total_cost_usd)
         );
+        if let Some(q) = &view.queue {
+            let _ = writeln!(out, "  queue {}", cell(q));
+        }
+        if let Some(o) = &view.owner {
+            let _ = writeln!(
+                out,
+                "  walked by pid {} on {} (owner {}){}",
+                o.pid,
+                cell(&o.host),
+                cell(&o.id),
+                view.lease_expires_at_ms.map(|l| format!("   lease until {}", format_ts(l))).unwrap_or_default()
+            );
+        }
         let _ = writeln!(out, "input:  {}", compact(&redact(&view.input)));
         if let Some(o) = &output {
             let _ = writeln!(out, "output: {}", compact(o));
@@ -726,6 +742,9 @@ fn list_entry(r: &RunView) -> Value {
         "updated_at_ms": r.updated_at_ms,
         "steps": r.journal_len,
         "pending": r.pending.len(),
+        "queue": r.queue,
+        "owner": r.owner.as_ref().map(|o| json!({"id": o.id, "host": o.host, "pid": o.pid})),
+        "lease_expires_at_ms": r.lease_expires_at_ms,
         "total_tokens": r.total_tokens,
         "total_cost_usd": r.total_cost_usd,
     })

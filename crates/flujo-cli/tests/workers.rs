@@ -246,6 +246,11 @@ fn answered_pause_goes_back_to_the_queue(state: &str) {
     let v = json_out(&o);
     assert_eq!(v["status"], "queued", "{v}");
     assert_eq!(v["pending"], serde_json::json!([]));
+    // `lens` shows the queue (and, while a worker walks it, the owner and its lease).
+    let o = flujo(dir.path(), &["lens", "show", &run_id, "--json", "--state", state]);
+    let shown = json_out(&o);
+    assert_eq!((shown["status"].as_str(), shown["queue"].as_str()), (Some("queued"), Some("jobs")), "{shown}");
+    assert!(common::stdout(&flujo(dir.path(), &["lens", "show", &run_id, "--state", state])).contains("queue jobs"));
     // A worker (here another process, as on another machine) continues it with the answer.
     let mut w = worker(dir.path(), state, &["--exit-when-idle"]);
     assert_eq!(wait(&mut w, Duration::from_secs(60)), Some(0));

@@ -144,6 +144,15 @@ pub struct RunView {
     pub updated_at_ms: i64,
     /// Number of journal records (finished step executions).
     pub journal_len: usize,
+    /// The queue the run was enqueued on, if any.
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The process walking the run while it is `running` (a worker, `flujo run`, …).
+    #[serde(default)]
+    pub owner: Option<flujo_core::RunOwner>,
+    /// When the owner's lease expires unless it heartbeats, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub lease_expires_at_ms: Option<i64>,
 }
 
 /// The usage a journal records: the tokens and cost of every record not already counted by an enclosing
@@ -201,6 +210,9 @@ impl RunView {
             created_at_ms: run.created_at_ms,
             updated_at_ms: run.updated_at_ms,
             journal_len,
+            queue: run.queue,
+            owner: run.owner,
+            lease_expires_at_ms: run.lease_expires_at_ms,
         }
     }
 }
