@@ -3,6 +3,7 @@
 #
 #   scripts/postgres.sh start DIR   # initdb + start in DIR (created); prints the URL, also written to DIR/url
 #   scripts/postgres.sh stop DIR    # stop the server and delete DIR
+#   scripts/postgres.sh restart DIR [S]  # crash it (`pg_ctl stop -m immediate`), wait S seconds, start it again
 #
 # The server listens on 127.0.0.1 on a free port, with password authentication over TCP for the user
 # `flujo` (a random password, in the URL), and fsync off (a test server: fast, and a killed *client* still
@@ -77,11 +78,20 @@ start)
     if [[ "${FLUJO_PG_DURABLE:-}" == 1 ]]; then
         durability=""
     fi
-    as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o \
-        "-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300" \
-        start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+    opts="-p $port -k $dir -c listen_addresses=127.0.0.1 $durability -c max_connections=300"
+    echo "$opts" > "$dir/opts"
+    as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$opts" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://flujo:$password@127.0.0.1:$port/postgres" > "$dir/url"
     cat "$dir/url"
+    ;;
+restart)
+    initdb="$(find_bin initdb)"
+    pg_ctl="$(dirname "$initdb")/pg_ctl"
+    as_server_user "$pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    sleep "${3:-0}"
+    as_server_user "$pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 -o "$(cat "$dir/opts")" start >/dev/null \
+        || { cat "$dir/server.log" >&2; exit 1; }
     ;;
 stop)
     if [[ -d "$dir/data" ]]; then
@@ -92,7 +102,7 @@ stop)
     rm -rf "$dir"
     ;;
 *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|restart DIR" >&2
     exit 2
     ;;
 esac

@@ -273,3 +273,65 @@ fn an_answered_pause_goes_back_to_the_queue_on_postgres() {
     let Some(state) = postgres("answer") else { return };
     answered_pause_goes_back_to_the_queue(&state);
 }
+
+/// A server of the test's own (so that restarting it disturbs no other test), stopped when dropped.
+struct OwnServer {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl OwnServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let o = std::process::Command::new(script()).arg("start").arg(dir.path().join("pg")).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let url = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        OwnServer { dir, url }
+    }
+
+    /// Crashes the server (`pg_ctl stop -m immediate`), keeps it down for `down`, and starts it again.
+    fn crash_and_restart(&self, down: Duration) {
+        let o = std::process::Command::new(script())
+            .arg("restart")
+            .arg(self.dir.path().join("pg"))
+            .arg(format!("{}", down.as_secs_f64()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(script()).arg("stop").arg(self.dir.path().join("pg")).output();
+    }
+}
+
+fn script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/postgres.sh")
+}
+
+#[test]
+fn a_postgres_crash_in_the_middle_of_runs_loses_nothing() {
+    // Runs where the test command provides Postgres (it sets the variable); this test starts its own server.
+    if postgres("restart").is_none() {
+        return;
+    }
+    let server = OwnServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SKILLS).unwrap();
+    std::fs::write(dir.path().join("p.yaml"), pipeline()).unwrap();
+    let runs = enqueue(dir.path(), &server.url, 24);
+    let mut workers: Vec<Child> =
+        (0..2).map(|_| worker(dir.path(), &server.url, &["--concurrency", "6", "--exit-when-idle"])).collect();
+    // Crash the server twice while the workers are busy: once briefly, once for a second.
+    std::thread::sleep(Duration::from_millis(600));
+    server.crash_and_restart(Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(600));
+    server.crash_and_restart(Duration::from_secs(1));
+    for w in &mut workers {
+        assert_eq!(wait(w, Duration::from_secs(180)), Some(0));
+    }
+    // Both workers were running steps during each crash: at most one more execution per crash per step.
+    check_all_done(dir.path(), &server.url, &runs, 2);
+}

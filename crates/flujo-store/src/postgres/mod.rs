@@ -48,8 +48,12 @@ use crate::codec::{
 use crate::{blob_hash, owner_conflict, seq_conflict, status_conflict};
 use config::PgConfig;
 
-/// How often an append whose connection failed is retried (after checking whether it committed).
-const APPEND_ATTEMPTS: u32 = 5;
+/// How often an append whose connection failed is retried (after checking whether it committed): with the
+/// back-off, about 5 s, enough for a server restart.
+const APPEND_ATTEMPTS: u32 = 8;
+
+/// The longest back-off between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The first back-off before reconnecting; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -354,7 +358,7 @@ impl PostgresStore {
                 Err(None) if attempt == APPEND_ATTEMPTS => break,
                 Err(None) => {
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     // The connection went away mid-statement: did the record commit?
                     match self.committed(&r).await {
                         Ok(Some(true)) => {
@@ -370,9 +374,11 @@ impl PostgresStore {
                 }
             }
         }
+        // Not reported as committed: it may or may not be. The run is left as it is (`running`, its lease
+        // expiring); resuming it replays whatever committed.
         Err(StoreError::Unavailable(format!(
-            "append to run '{}' (seq {}): the connection to {} was lost {APPEND_ATTEMPTS} times; the record is not \
-             committed",
+            "append to run '{}' (seq {}): the connection to {} was lost {APPEND_ATTEMPTS} times; whether the record \
+             committed is unknown (resuming the run replays it if it did)",
             r.run_id, r.seq, self.config.endpoint
         )))
     }
