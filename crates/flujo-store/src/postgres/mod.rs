@@ -8,6 +8,9 @@
 //!   blobs and the record, only if the record's `seq` is the run's next position (the previous record exists,
 //!   or `seq` is 0 and the run exists). The primary key `(run_id, seq)` settles races: of two writers
 //!   appending the same position, one fails, and is told it lost the run.
+//! * **Group commit.** While an append is in flight, the appends of other runs go to a batching task that
+//!   writes all waiting rows in one multi-row statement and one transaction (`group`): one WAL flush for many
+//!   steps. A row the batch does not insert is appended alone, which says exactly why it is refused.
 //! * **Lost connections.** When an append's connection fails mid-statement, the store cannot know whether the
 //!   record committed; it reconnects (with backoff) and reads the record at that position: the same hash
 //!   means committed, none means not committed, and the append is retried; anything else is a conflict. A
@@ -20,12 +23,14 @@
 //!   `Debug` output and every error name user, host, port and database, never the password.
 
 mod config;
+mod group;
 mod schema;
 mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,6 +39,7 @@ use flujo_core::{
     BlobStore, ClaimRequest, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store,
     StoreError, SystemStateStore, Value,
 };
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -47,6 +53,25 @@ use crate::codec::{
 };
 use crate::{blob_hash, owner_conflict, seq_conflict, status_conflict};
 use config::PgConfig;
+
+/// Counts an append in flight for as long as it lives; `others` were in flight when it started.
+struct Appending<'a> {
+    count: &'a AtomicUsize,
+    others: usize,
+}
+
+impl<'a> Appending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let others = count.fetch_add(1, Ordering::SeqCst);
+        Appending { count, others }
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// How often an append whose connection failed is retried (after checking whether it committed): with the
 /// back-off, about 5 s, enough for a server restart.
@@ -177,6 +202,12 @@ pub struct PostgresStore {
     sql: Sql,
     config: PgConfig,
     bytes_written: AtomicU64,
+    /// The multi-row append of group commit (`group`).
+    batch_sql: Arc<String>,
+    /// The batching task's queue, started on first need (on the runtime that appends).
+    batch_tx: Mutex<Option<mpsc::UnboundedSender<group::Pending>>>,
+    /// Appends in flight: while one is, others go through the batching task.
+    appending: AtomicUsize,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -215,7 +246,15 @@ impl PostgresStore {
             .create_timeout(config.pg.get_connect_timeout().copied())
             .build()
             .map_err(|e| StoreError::Unavailable(format!("cannot build the connection pool: {e}")))?;
-        Ok(PostgresStore { pool, sql, config, bytes_written: AtomicU64::new(0) })
+        Ok(PostgresStore {
+            pool,
+            batch_sql: Arc::new(group::batch_sql(&sql.schema)),
+            sql,
+            config,
+            bytes_written: AtomicU64::new(0),
+            batch_tx: Mutex::new(None),
+            appending: AtomicUsize::new(0),
+        })
     }
 
     /// [`PostgresStore::connect`] for synchronous callers ([`crate::open_store`]): connects on a helper thread
@@ -348,30 +387,45 @@ impl PostgresStore {
         Ok(row.map(|row| row.get::<_, String>(0) == r.hash))
     }
 
-    /// Appends a row, finding out after a lost connection whether it committed (see the module docs).
+    /// Appends a row: through the batching task while another append is in flight (group commit), else
+    /// alone; after a lost connection, finds out whether it committed (see the module docs).
     async fn append_row(&self, r: codec::RecordRow) -> Result<(), StoreError> {
+        let r = Arc::new(r);
+        let _appending = Appending::enter(&self.appending);
+        let mut lost = false;
+        if _appending.others > 0 {
+            match self.batched(&r).await {
+                group::Outcome::Committed(bytes) => {
+                    self.count(i64::try_from(bytes).unwrap_or(0));
+                    return Ok(());
+                }
+                group::Outcome::Alone => {}
+                group::Outcome::Lost => lost = true,
+            }
+        }
         let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=APPEND_ATTEMPTS {
+        for _ in 0..APPEND_ATTEMPTS {
+            if lost {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                // The connection went away mid-statement: did the record commit?
+                match self.committed(&r).await {
+                    Ok(Some(true)) => {
+                        self.count(i64::try_from(r.payload_len()).unwrap_or(0));
+                        return Ok(());
+                    }
+                    Ok(Some(false)) => {
+                        return Err(seq_conflict(&r.run_id, r.seq.unsigned_abs() + 1, r.seq.unsigned_abs()))
+                    }
+                    Ok(None) => {}
+                    // Still unreachable: wait and check again.
+                    Err(_) => continue,
+                }
+            }
             match self.try_append(&r).await {
                 Ok(()) => return Ok(()),
                 Err(Some(e)) => return Err(e),
-                Err(None) if attempt == APPEND_ATTEMPTS => break,
-                Err(None) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    // The connection went away mid-statement: did the record commit?
-                    match self.committed(&r).await {
-                        Ok(Some(true)) => {
-                            self.count(i64::try_from(r.payload_len()).unwrap_or(0));
-                            return Ok(());
-                        }
-                        Ok(Some(false)) => {
-                            return Err(seq_conflict(&r.run_id, r.seq.unsigned_abs() + 1, r.seq.unsigned_abs()))
-                        }
-                        Ok(None) => continue,
-                        Err(_) => continue,
-                    }
-                }
+                Err(None) => lost = true,
             }
         }
         // Not reported as committed: it may or may not be. The run is left as it is (`running`, its lease
@@ -381,6 +435,28 @@ impl PostgresStore {
              committed is unknown (resuming the run replays it if it did)",
             r.run_id, r.seq, self.config.endpoint
         )))
+    }
+
+    /// Hands `r` to the batching task (starting it on this runtime when there is none) and waits for it.
+    async fn batched(&self, r: &Arc<codec::RecordRow>) -> group::Outcome {
+        let tx = {
+            let mut slot = self.batch_tx.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref().filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(group::batcher(self.pool.clone(), self.batch_sql.clone(), rx));
+                    *slot = Some(tx.clone());
+                    tx
+                }
+            }
+        };
+        let (reply, rx) = oneshot::channel();
+        if tx.send(group::Pending { row: r.clone(), reply }).is_err() {
+            return group::Outcome::Alone;
+        }
+        // The task gone mid-batch (its runtime shut down): the batch may or may not have committed.
+        rx.await.unwrap_or(group::Outcome::Lost)
     }
 
     async fn fetch_blobs(&self, conn: &Object, hashes: Vec<String>) -> Result<HashMap<String, Vec<u8>>, StoreError> {
