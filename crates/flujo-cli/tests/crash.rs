@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use flujo_core::{verify_chain, RunStatus};
 use serde_json::{json, Value};
+
+use common::{postgres, side_log};
 
 const SKILLS: &str = r#"skills:
   slow.inc:
@@ -77,28 +81,6 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
-    }
-}
-
-fn side_log(dir: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(dir.join("side.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_owned(), n.to_owned())))
-        .collect()
-}
-
-/// The Postgres test server with a schema of the test's own, or `None` (and a note) when there is none.
-fn postgres(tag: &str) -> Option<String> {
-    match std::env::var("FLUJO_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            Some(format!("{url}{sep}schema=cli_{tag}_{}", std::process::id()))
-        }
-        _ => {
-            eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
-            None
-        }
     }
 }
 

@@ -7,21 +7,8 @@
 
 mod common;
 
-use common::{code, flujo, json_out, project, stderr, stdout};
+use common::{code, flujo, json_out, postgres, project, stderr, stdout};
 use serde_json::json;
-
-fn postgres(tag: &str) -> Option<String> {
-    match std::env::var("FLUJO_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            Some(format!("{url}{sep}schema=cli_{tag}_{}", std::process::id()))
-        }
-        _ => {
-            eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
-            None
-        }
-    }
-}
 
 /// The password of a `postgres://user:password@…` URI.
 fn password(uri: &str) -> String {

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cmd, code, flujo, json_out, stderr};
+use common::{cmd, code, flujo, json_out, postgres, side_log, stderr};
 use flujo_core::{verify_chain, RunStatus, StepStatus};
 use serde_json::Value;
 
@@ -36,19 +36,6 @@ fn pipeline() -> String {
     format!("name: queued_work\nsteps:\n{steps}")
 }
 
-fn postgres(tag: &str) -> Option<String> {
-    match std::env::var("FLUJO_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            Some(format!("{url}{sep}schema=cli_{tag}_{}", std::process::id()))
-        }
-        _ => {
-            eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
-            None
-        }
-    }
-}
-
 fn worker(dir: &Path, state: &str, extra: &[&str]) -> Child {
     let mut args = vec!["worker", "--queue", "jobs", "--state", state, "--lease-s", "1", "--poll-ms", "20", "--json"];
     args.extend_from_slice(extra);
@@ -68,14 +55,6 @@ fn enqueue(dir: &Path, state: &str, n: usize) -> Vec<(String, i64)> {
             assert_eq!(v["status"], "queued");
             (v["run_id"].as_str().unwrap().to_owned(), input)
         })
-        .collect()
-}
-
-fn side_log(dir: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(dir.join("side.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_owned(), n.to_owned())))
         .collect()
 }
 

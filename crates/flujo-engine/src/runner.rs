@@ -538,15 +538,24 @@ impl Flujo {
         self.check_options(&opts)?;
         let run_id = opts.run_id.unwrap_or_else(|| inner.ids.new_run_id());
         let now = inner.clock.now_ms();
-        let record = RunRecord {
-            run_id: run_id.clone(),
+        let mut record = self.new_record(run_id.clone(), opts.input, opts.context, now);
+        record.queue = Some(queue.to_owned());
+        store.create_run(&record).await?;
+        Ok(run_id)
+    }
+
+    /// The row of a new run of this pipeline: `queued`, no owner, an empty journal.
+    fn new_record(&self, run_id: String, input: Value, context: Map<String, Value>, now: i64) -> RunRecord {
+        let inner = &*self.inner;
+        RunRecord {
+            run_id,
             pipeline_name: inner.pipeline.name.clone(),
             pipeline_version: inner.pipeline.version.clone(),
             pipeline_hash: inner.pipeline_hash.clone(),
             definition: inner.definition.clone(),
             status: RunStatus::Queued,
-            input: opts.input,
-            initial_context: opts.context,
+            input,
+            initial_context: context,
             pending: Vec::new(),
             output: None,
             error: None,
@@ -559,10 +568,8 @@ impl Flujo {
             lease_expires_at_ms: None,
             origin: inner.origin.clone(),
             journal_head: Some(ChainHead { len: 0, hash: genesis() }),
-            queue: Some(queue.to_owned()),
-        };
-        store.create_run(&record).await?;
-        Ok(run_id)
+            queue: None,
+        }
     }
 
     /// This runner's identity as the owner of the runs it walks (the owner of their rows while they run).
@@ -593,29 +600,10 @@ impl Flujo {
         let now = inner.clock.now_ms();
         let journal = match &inner.store {
             Some(store) => {
-                let record = RunRecord {
-                    run_id: run_id.to_string(),
-                    pipeline_name: inner.pipeline.name.clone(),
-                    pipeline_version: inner.pipeline.version.clone(),
-                    pipeline_hash: inner.pipeline_hash.clone(),
-                    definition: inner.definition.clone(),
-                    status: RunStatus::Running,
-                    input: opts.input.clone(),
-                    initial_context: opts.context.clone(),
-                    pending: Vec::new(),
-                    output: None,
-                    error: None,
-                    generation: 0,
-                    total_cost_usd: 0.0,
-                    total_tokens: 0,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    owner: Some(inner.owner.clone()),
-                    lease_expires_at_ms: Some(now + inner.lease.as_millis() as i64),
-                    origin: inner.origin.clone(),
-                    journal_head: Some(ChainHead { len: 0, hash: genesis() }),
-                    queue: None,
-                };
+                let mut record = self.new_record(run_id.to_string(), opts.input.clone(), opts.context.clone(), now);
+                record.status = RunStatus::Running;
+                record.owner = Some(inner.owner.clone());
+                record.lease_expires_at_ms = Some(now + inner.lease.as_millis() as i64);
                 store.create_run(&record).await?;
                 Some(JournalWriter::new(store.clone(), inner.owner.id.clone(), 0, genesis()))
             }

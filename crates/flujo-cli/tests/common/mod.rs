@@ -82,3 +82,27 @@ pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The Postgres test server's URL with a schema of the calling test's own (`cli_TAG_PID`), or `None` (and a
+/// note in the output) when `FLUJO_TEST_POSTGRES_URL` is not set (the test command always sets it).
+pub fn postgres(tag: &str) -> Option<String> {
+    match std::env::var("FLUJO_TEST_POSTGRES_URL") {
+        Ok(url) if !url.trim().is_empty() => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Some(format!("{url}{sep}schema=cli_{tag}_{}", std::process::id()))
+        }
+        _ => {
+            eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
+            None
+        }
+    }
+}
+
+/// The `(idempotency key, nonce)` lines a side-effecting test skill appended to `DIR/side.log`.
+pub fn side_log(dir: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(dir.join("side.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_owned(), n.to_owned())))
+        .collect()
+}
