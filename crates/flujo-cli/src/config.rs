@@ -51,6 +51,8 @@ pub struct Config {
     pub project_root: Option<PathBuf>,
     /// `[lockfile]`: what `flujo lock` pins beyond the pipeline.
     pub lockfile: crate::lock::LockSettings,
+    /// `[queues.NAME] concurrency = N`: at most N runs of the queue run at once, across every worker.
+    pub queue_limits: std::collections::BTreeMap<String, u64>,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -299,6 +301,7 @@ impl Config {
             env_file_vars: Vec::new(),
             project_root: None,
             lockfile: crate::lock::LockSettings::default(),
+            queue_limits: Default::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
         let env_path =
@@ -462,6 +465,36 @@ impl Config {
                         }
                     }
                 }
+                "queues" => {
+                    let Some(t) = value.as_table() else {
+                        return Err(ConfigError(format!("{}: [queues] must be a table", file.display())));
+                    };
+                    for (queue, settings) in t {
+                        let Some(settings) = settings.as_table() else {
+                            return Err(ConfigError(format!(
+                                "{}: [queues.{queue}] must be a table (e.g. `concurrency = 4`)",
+                                file.display()
+                            )));
+                        };
+                        for (k, v) in settings {
+                            match (k.as_str(), v) {
+                                ("concurrency", toml::Value::Integer(n)) if *n > 0 => {
+                                    self.queue_limits.insert(queue.clone(), *n as u64);
+                                }
+                                ("concurrency", other) => {
+                                    return Err(ConfigError(format!(
+                                        "{}: queues.{queue}.concurrency must be a positive integer, got {other}",
+                                        file.display()
+                                    )))
+                                }
+                                (other, _) => self.notes.push(format!(
+                                    "{}: unknown key queues.{queue}.{other} (known: concurrency); it is ignored",
+                                    file.display()
+                                )),
+                            }
+                        }
+                    }
+                }
                 "lockfile" => {
                     let Some(t) = value.as_table() else {
                         return Err(ConfigError(format!("{}: [lockfile] must be a table", file.display())));
@@ -611,7 +644,7 @@ impl Config {
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues]); it is ignored",
                     file.display()
                 )),
             }

@@ -7,6 +7,9 @@
 //! skills (as `flujo resume RUN_ID` does), which heartbeats its lease and appends fenced by its owner id: a
 //! worker that lost a run (its lease expired and another worker took the run over) cannot append to it again.
 //!
+//! `[queues.NAME] concurrency = N` in flujo.toml limits a queue to N running runs across every worker (the store
+//! counts and claims atomically); `--concurrency` limits what this worker walks at once.
+//!
 //! On SIGTERM or Ctrl-C the worker stops claiming, lets in-flight runs finish for `--grace-s`, then stops
 //! them and puts them back on their queue for another worker (a step in flight then runs again there:
 //! at-least-once, with the same idempotency key), and exits 0.
@@ -130,7 +133,12 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
         let mut claimed_any = false;
         if free > 0 {
             let now = now_ms();
-            let claim = ClaimRequest::new(queues.clone(), me.clone(), now, now + lease.as_millis() as i64, free);
+            let mut claim = ClaimRequest::new(queues.clone(), me.clone(), now, now + lease.as_millis() as i64, free);
+            for q in &queues {
+                if let Some(max) = cfg.queue_limits.get(q) {
+                    claim = claim.with_max_running(q.clone(), *max);
+                }
+            }
             match store.claim_runs(&claim).await {
                 Ok(ids) => {
                     backoff = poll;

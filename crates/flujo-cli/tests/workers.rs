@@ -314,3 +314,26 @@ fn a_postgres_crash_in_the_middle_of_runs_loses_nothing() {
     // Both workers were running steps during each crash: at most one more execution per crash per step.
     check_all_done(dir.path(), &server.url, &runs, 2);
 }
+
+#[test]
+fn a_queue_limit_in_flujo_toml_holds_across_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SKILLS).unwrap();
+    std::fs::write(dir.path().join("p.yaml"), pipeline()).unwrap();
+    std::fs::write(dir.path().join("flujo.toml"), "[queues.jobs]\nconcurrency = 2\n").unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    let runs = enqueue(dir.path(), &state, 8);
+    let mut workers: Vec<Child> =
+        (0..3).map(|_| worker(dir.path(), &state, &["--concurrency", "4", "--exit-when-idle"])).collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = flujo_store::open_store(&state).unwrap();
+    let mut most = 0;
+    while workers.iter_mut().any(|w| w.try_wait().unwrap().is_none()) {
+        let running = rt.block_on(store.list_runs(&flujo_core::RunFilter::new().status(RunStatus::Running))).unwrap();
+        most = most.max(running.len());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(most <= 2, "{most} runs of a queue limited to 2 ran at once");
+    assert!(most >= 1, "no run was ever seen running");
+    check_all_done(dir.path(), &state, &runs, 0);
+}

@@ -175,12 +175,21 @@ pub struct ClaimRequest {
     pub lease_expires_at_ms: i64,
     /// The most runs to claim.
     pub limit: usize,
+    /// Per-queue global concurrency: at most this many runs of the queue are `running` with a live lease
+    /// (on any worker) once the claim is done. Queues without an entry have no limit.
+    pub max_running: std::collections::BTreeMap<String, u64>,
 }
 
 impl ClaimRequest {
     /// Claims up to `limit` runs of `queues` for `owner` at `now_ms`, leased until `lease_expires_at_ms`.
     pub fn new(queues: Vec<String>, owner: RunOwner, now_ms: i64, lease_expires_at_ms: i64, limit: usize) -> Self {
-        ClaimRequest { queues, owner, now_ms, lease_expires_at_ms, limit }
+        ClaimRequest { queues, owner, now_ms, lease_expires_at_ms, limit, max_running: Default::default() }
+    }
+
+    /// Limits `queue` to `max` runs running at once across every worker ([`ClaimRequest::max_running`]).
+    pub fn with_max_running(mut self, queue: impl Into<String>, max: u64) -> Self {
+        self.max_running.insert(queue.into(), max);
+        self
     }
 }
 
@@ -258,7 +267,9 @@ pub trait RunStore: Send + Sync {
     /// Claims runs for a worker, atomically: up to `limit` runs of the request's queues that are `queued`, or
     /// `running` with a lease that expired before `now_ms` (their owner is gone: failover), oldest first
     /// (`created_at_ms`, then `run_id`). Each becomes `running` under the request's owner and lease. Two
-    /// concurrent claims never return the same run. Returns the claimed run ids.
+    /// concurrent claims never return the same run. A queue in [`ClaimRequest::max_running`] never has more
+    /// than that many runs running with a live lease, however many workers claim at once. Returns the
+    /// claimed run ids.
     ///
     /// The default says the store has no queues ([`StoreError::Unavailable`]).
     async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {

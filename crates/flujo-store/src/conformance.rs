@@ -102,6 +102,7 @@ pub fn checks() -> Vec<Check> {
         claims_take_queued_runs_oldest_first,
         claims_take_over_expired_leases_only,
         concurrent_claims_never_share_a_run,
+        claims_respect_a_queues_global_limit,
         a_taken_over_run_fences_its_old_owner_out,
         blob_round_trip_and_idempotency,
         get_unknown_blob_is_none,
@@ -1264,6 +1265,46 @@ pub async fn concurrent_claims_never_share_a_run(store: Arc<dyn Store>) -> Check
     all.sort();
     let expected: Vec<String> = (0..40).map(|i| format!("c-{i:02}")).collect();
     ensure_eq("every run claimed exactly once", &all, &expected)
+}
+
+/// Checks [`ClaimRequest::max_running`]: concurrent claimers of a queue limited to 3 running runs take 3
+/// together; a finished run makes room for one more; an expired lease does not count as running; other queues
+/// are not limited.
+pub async fn claims_respect_a_queues_global_limit(store: Arc<dyn Store>) -> CheckResult {
+    for i in 0..10 {
+        store.create_run(&queued(&format!("m-{i:02}"), "limited", i)).await.ctx("create_run")?;
+        store.create_run(&queued(&format!("f-{i:02}"), "free", i)).await.ctx("create_run")?;
+    }
+    let claim = |w: usize| {
+        ClaimRequest::new(vec!["limited".to_owned()], sample_owner(&format!("w{w}")), 100, 10_000, 2)
+            .with_max_running("limited", 3)
+    };
+    let tasks: Vec<_> = (0..6)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_runs(&claim(w)).await })
+        })
+        .collect();
+    let mut got = 0;
+    for t in tasks {
+        got += t.await.map_err(|e| format!("claimer task: {e}"))?.ctx("claim")?.len();
+    }
+    ensure_eq("runs claimed together under a limit of 3", &got, &3)?;
+    ensure_eq("no room left", &store.claim_runs(&claim(9)).await.ctx("claim")?.len(), &0)?;
+    // One finishes: room for one more.
+    let done = get(&store, "m-00").await?;
+    let mut finish = update_of(&done, vec![RunStatus::Running], RunStatus::Completed);
+    finish.owner = None;
+    finish.lease_expires_at_ms = None;
+    store.update_run(&finish).await.ctx("finish")?;
+    ensure_eq("room after a run finished", &store.claim_runs(&claim(9)).await.ctx("claim")?.len(), &1)?;
+    // Leases that expired do not count: at a time after them, three more can run.
+    let later = ClaimRequest::new(vec!["limited".to_owned()], sample_owner("late"), 20_000, 30_000, 10)
+        .with_max_running("limited", 3);
+    ensure_eq("claims after every lease expired", &store.claim_runs(&later).await.ctx("claim")?.len(), &3)?;
+    let free =
+        ClaimRequest::new(vec!["free".to_owned()], sample_owner("w"), 100, 10_000, 10).with_max_running("limited", 3);
+    ensure_eq("an unlimited queue", &store.claim_runs(&free).await.ctx("claim")?.len(), &10)
 }
 
 /// Checks that `append_fenced` appends while the run is `running` under the given owner, and otherwise is a

@@ -231,6 +231,30 @@ impl RunStore for MemoryStore {
             .map(|e| (e.record.created_at_ms, e.record.run_id.clone()))
             .collect();
         ready.sort();
+        // Global concurrency per queue: live running runs count against the limit.
+        let mut room: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        for (queue, max) in &claim.max_running {
+            let live = runs
+                .values()
+                .filter(|e| e.record.queue.as_deref() == Some(queue.as_str()))
+                .filter(|e| {
+                    e.record.status == RunStatus::Running
+                        && e.record.lease_expires_at_ms.is_none_or(|l| l >= claim.now_ms)
+                })
+                .count() as u64;
+            room.insert(queue.clone(), max.saturating_sub(live));
+        }
+        ready.retain(|(_, id)| {
+            let Some(queue) = runs.get(id).and_then(|e| e.record.queue.clone()) else { return false };
+            match room.get_mut(&queue) {
+                Some(0) => false,
+                Some(n) => {
+                    *n -= 1;
+                    true
+                }
+                None => true,
+            }
+        });
         ready.truncate(claim.limit);
         for (_, id) in &ready {
             if let Some(e) = runs.get_mut(id) {

@@ -844,13 +844,76 @@ impl RunStore for PostgresStore {
         let owner = serde_json::to_string(&claim.owner)
             .map_err(|e| StoreError::Unavailable(format!("cannot serialize the owner: {e}")))?;
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
-        let conn = self.conn().await?;
-        let st = conn.prepare_cached(&self.sql.claim).await.map_err(|e| pg_error("claim_runs", e))?;
-        let rows = conn
-            .query(&st, &[&claim.queues, &claim.owner.id, &owner, &claim.lease_expires_at_ms, &claim.now_ms, &limit])
-            .await
-            .map_err(|e| pg_error("claim_runs", e))?;
-        let mut claimed: Vec<(i64, String)> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
+        let fail = |e| pg_error("claim_runs", e);
+        let mut conn = self.conn().await?;
+        let limited: Vec<(&String, u64)> =
+            claim.queues.iter().filter_map(|q| claim.max_running.get(q).map(|m| (q, *m))).collect();
+        let mut claimed: Vec<(i64, String)> = Vec::new();
+        if limited.is_empty() {
+            let st = conn.prepare_cached(&self.sql.claim).await.map_err(fail)?;
+            let rows = conn
+                .query(
+                    &st,
+                    &[&claim.queues, &claim.owner.id, &owner, &claim.lease_expires_at_ms, &claim.now_ms, &limit],
+                )
+                .await
+                .map_err(fail)?;
+            claimed.extend(rows.iter().map(|r| (r.get(1), r.get(0))));
+        } else {
+            // A queue with a global limit: count its live runs and claim within one transaction, under an
+            // advisory lock on the queue, so concurrent workers never exceed the limit together.
+            let tx = conn.transaction().await.map_err(fail)?;
+            let mut left = limit;
+            let mut sorted = limited.clone();
+            sorted.sort();
+            for (queue, max) in sorted {
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))",
+                    &[&format!("flujo-queue:{}:{queue}", self.config.schema)],
+                )
+                .await
+                .map_err(fail)?;
+                let live: i64 = tx
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM {}.runs WHERE queue = $1 AND status = 'running' \
+                             AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms >= $2)",
+                            self.sql.schema
+                        ),
+                        &[queue, &claim.now_ms],
+                    )
+                    .await
+                    .map_err(fail)?
+                    .get(0);
+                let room = i64::try_from(max).unwrap_or(i64::MAX).saturating_sub(live).clamp(0, left);
+                if room == 0 {
+                    continue;
+                }
+                let one = vec![queue.clone()];
+                let rows = tx
+                    .query(
+                        &self.sql.claim,
+                        &[&one, &claim.owner.id, &owner, &claim.lease_expires_at_ms, &claim.now_ms, &room],
+                    )
+                    .await
+                    .map_err(fail)?;
+                left -= rows.len() as i64;
+                claimed.extend(rows.iter().map(|r| (r.get(1), r.get(0))));
+            }
+            let free: Vec<String> =
+                claim.queues.iter().filter(|q| !claim.max_running.contains_key(*q)).cloned().collect();
+            if !free.is_empty() && left > 0 {
+                let rows = tx
+                    .query(
+                        &self.sql.claim,
+                        &[&free, &claim.owner.id, &owner, &claim.lease_expires_at_ms, &claim.now_ms, &left],
+                    )
+                    .await
+                    .map_err(fail)?;
+                claimed.extend(rows.iter().map(|r| (r.get(1), r.get(0))));
+            }
+            tx.commit().await.map_err(fail)?;
+        }
         claimed.sort();
         Ok(claimed.into_iter().map(|(_, id)| id).collect())
     }

@@ -303,12 +303,28 @@ fn claim_runs(
     let mut ids = Vec::new();
     let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
     for queue in &claim.queues {
+        // Global concurrency: live running runs of the queue count against its limit.
+        let room = match claim.max_running.get(queue) {
+            Some(max) => {
+                let live: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM runs WHERE queue = ?1 AND status = 'running' \
+                         AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms >= ?2)",
+                    )?
+                    .query_row(params![queue, claim.now_ms], |row| row.get(0))?;
+                i64::try_from(*max).unwrap_or(i64::MAX).saturating_sub(live).max(0)
+            }
+            None => limit,
+        };
+        if room == 0 {
+            continue;
+        }
         let mut select = conn.prepare_cached(
             "SELECT run_id, created_at_ms FROM runs WHERE queue = ?1 AND (status = 'queued' OR (status = 'running' \
              AND lease_expires_at_ms < ?2)) ORDER BY created_at_ms, run_id LIMIT ?3",
         )?;
         let found: Vec<(String, i64)> = select
-            .query_map(params![queue, claim.now_ms, limit], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .query_map(params![queue, claim.now_ms, limit.min(room)], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
         ids.extend(found);
     }
