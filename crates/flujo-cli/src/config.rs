@@ -53,6 +53,8 @@ pub struct Config {
     pub lockfile: crate::lock::LockSettings,
     /// `[queues.NAME] concurrency = N`: at most N runs of the queue run at once, across every worker.
     pub queue_limits: std::collections::BTreeMap<String, u64>,
+    /// `[queues.NAME] rate_limit = {runs = X, period_s = Y}`: at most X runs of the queue start per Y seconds.
+    pub queue_rates: std::collections::BTreeMap<String, (u64, f64)>,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -302,6 +304,7 @@ impl Config {
             project_root: None,
             lockfile: crate::lock::LockSettings::default(),
             queue_limits: Default::default(),
+            queue_rates: Default::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
         let env_path =
@@ -487,8 +490,27 @@ impl Config {
                                         file.display()
                                     )))
                                 }
+                                ("rate_limit", toml::Value::Table(rate)) => {
+                                    let runs = rate.get("runs").and_then(toml::Value::as_integer).filter(|n| *n > 0);
+                                    let period = rate.get("period_s").and_then(|v| {
+                                        v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+                                    });
+                                    match (runs, period.filter(|p| p.is_finite() && *p > 0.0 && *p <= 86_400.0)) {
+                                        (Some(runs), Some(period)) => {
+                                            self.queue_rates.insert(queue.clone(), (runs as u64, period));
+                                        }
+                                        _ => {
+                                            return Err(ConfigError(format!(
+                                                "{}: queues.{queue}.rate_limit must be {{runs = N, period_s = S}} with N \
+                                                 a positive integer and S seconds (0 < S <= 86400)",
+                                                file.display()
+                                            )))
+                                        }
+                                    }
+                                }
                                 (other, _) => self.notes.push(format!(
-                                    "{}: unknown key queues.{queue}.{other} (known: concurrency); it is ignored",
+                                    "{}: unknown key queues.{queue}.{other} (known: concurrency, rate_limit); it is \
+                                     ignored",
                                     file.display()
                                 )),
                             }

@@ -7,8 +7,9 @@
 //! skills (as `flujo resume RUN_ID` does), which heartbeats its lease and appends fenced by its owner id: a
 //! worker that lost a run (its lease expired and another worker took the run over) cannot append to it again.
 //!
-//! `[queues.NAME] concurrency = N` in flujo.toml limits a queue to N running runs across every worker (the store
-//! counts and claims atomically); `--concurrency` limits what this worker walks at once.
+//! `[queues.NAME] concurrency = N` in flujo.toml limits a queue to N running runs across every worker, and
+//! `rate_limit = {runs = X, period_s = Y}` to X runs started per Y seconds (the store counts and claims
+//! atomically); `--concurrency` limits what this worker walks at once.
 //!
 //! On SIGTERM or Ctrl-C the worker stops claiming, lets in-flight runs finish for `--grace-s`, then stops
 //! them and puts them back on their queue for another worker (a step in flight then runs again there:
@@ -137,6 +138,9 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
             for q in &queues {
                 if let Some(max) = cfg.queue_limits.get(q) {
                     claim = claim.with_max_running(q.clone(), *max);
+                }
+                if let Some((runs, period_s)) = cfg.queue_rates.get(q) {
+                    claim = claim.with_rate_limit(q.clone(), *runs, (period_s * 1000.0).round() as i64);
                 }
             }
             match store.claim_runs(&claim).await {

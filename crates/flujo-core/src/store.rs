@@ -178,17 +178,43 @@ pub struct ClaimRequest {
     /// Per-queue global concurrency: at most this many runs of the queue are `running` with a live lease
     /// (on any worker) once the claim is done. Queues without an entry have no limit.
     pub max_running: std::collections::BTreeMap<String, u64>,
+    /// Per-queue rate limit: at most `runs` claims of the queue's runs in any `period_ms` (counted by each run's
+    /// latest claim). Queues without an entry have no rate limit.
+    pub rate_limits: std::collections::BTreeMap<String, RateLimit>,
+}
+
+/// A queue's rate limit ([`ClaimRequest::rate_limits`]): at most `runs` runs claimed per `period_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The most runs claimed in one period.
+    pub runs: u64,
+    /// The period, in milliseconds (at least 1).
+    pub period_ms: i64,
 }
 
 impl ClaimRequest {
     /// Claims up to `limit` runs of `queues` for `owner` at `now_ms`, leased until `lease_expires_at_ms`.
     pub fn new(queues: Vec<String>, owner: RunOwner, now_ms: i64, lease_expires_at_ms: i64, limit: usize) -> Self {
-        ClaimRequest { queues, owner, now_ms, lease_expires_at_ms, limit, max_running: Default::default() }
+        ClaimRequest {
+            queues,
+            owner,
+            now_ms,
+            lease_expires_at_ms,
+            limit,
+            max_running: Default::default(),
+            rate_limits: Default::default(),
+        }
     }
 
     /// Limits `queue` to `max` runs running at once across every worker ([`ClaimRequest::max_running`]).
     pub fn with_max_running(mut self, queue: impl Into<String>, max: u64) -> Self {
         self.max_running.insert(queue.into(), max);
+        self
+    }
+
+    /// Limits `queue` to `runs` claims per `period_ms` across every worker ([`ClaimRequest::rate_limits`]).
+    pub fn with_rate_limit(mut self, queue: impl Into<String>, runs: u64, period_ms: i64) -> Self {
+        self.rate_limits.insert(queue.into(), RateLimit { runs, period_ms: period_ms.max(1) });
         self
     }
 }

@@ -103,6 +103,7 @@ pub fn checks() -> Vec<Check> {
         claims_take_over_expired_leases_only,
         concurrent_claims_never_share_a_run,
         claims_respect_a_queues_global_limit,
+        claims_respect_a_queues_rate_limit,
         a_taken_over_run_fences_its_old_owner_out,
         blob_round_trip_and_idempotency,
         get_unknown_blob_is_none,
@@ -1305,6 +1306,22 @@ pub async fn claims_respect_a_queues_global_limit(store: Arc<dyn Store>) -> Chec
     let free =
         ClaimRequest::new(vec!["free".to_owned()], sample_owner("w"), 100, 10_000, 10).with_max_running("limited", 3);
     ensure_eq("an unlimited queue", &store.claim_runs(&free).await.ctx("claim")?.len(), &10)
+}
+
+/// Checks [`ClaimRequest::rate_limits`]: a queue limited to 2 claims per second yields 2 runs, then none
+/// within the second (even with runs waiting and room to run them), then 2 more once it has passed.
+pub async fn claims_respect_a_queues_rate_limit(store: Arc<dyn Store>) -> CheckResult {
+    for i in 0..6 {
+        store.create_run(&queued(&format!("r-{i:02}"), "paced", i)).await.ctx("create_run")?;
+    }
+    let claim = |now: i64| {
+        ClaimRequest::new(vec!["paced".to_owned()], sample_owner("w"), now, now + 100_000, 10)
+            .with_rate_limit("paced", 2, 1000)
+    };
+    ensure_eq("first claim", &store.claim_runs(&claim(10_000)).await.ctx("claim")?.len(), &2)?;
+    ensure_eq("within the period", &store.claim_runs(&claim(10_500)).await.ctx("claim")?.len(), &0)?;
+    ensure_eq("the next period", &store.claim_runs(&claim(11_001)).await.ctx("claim")?.len(), &2)?;
+    ensure_eq("within it", &store.claim_runs(&claim(11_900)).await.ctx("claim")?.len(), &0)
 }
 
 /// Checks that `append_fenced` appends while the run is `running` under the given owner, and otherwise is a

@@ -32,6 +32,8 @@ const RUN_ROW_OVERHEAD: u64 = 64;
 struct RunEntry {
     record: RunRecord,
     journal: Vec<JournalRecord>,
+    /// When a worker last claimed the run (for queue rate limits).
+    claimed_at_ms: Option<i64>,
 }
 
 /// A [`Store`] kept entirely in memory. Cheap to create; share it as `Arc<MemoryStore>` or
@@ -129,7 +131,7 @@ impl RunStore for MemoryStore {
             if runs.contains_key(&run.run_id) {
                 return Err(StoreError::RunExists(run.run_id.clone()));
             }
-            runs.insert(run.run_id.clone(), RunEntry { record: run.clone(), journal: Vec::new() });
+            runs.insert(run.run_id.clone(), RunEntry { record: run.clone(), journal: Vec::new(), claimed_at_ms: None });
         }
         self.count(RUN_ROW_OVERHEAD + json_len(run));
         Ok(())
@@ -244,6 +246,16 @@ impl RunStore for MemoryStore {
                 .count() as u64;
             room.insert(queue.clone(), max.saturating_sub(live));
         }
+        for (queue, rate) in &claim.rate_limits {
+            let recent = runs
+                .values()
+                .filter(|e| e.record.queue.as_deref() == Some(queue.as_str()))
+                .filter(|e| e.claimed_at_ms.is_some_and(|t| t > claim.now_ms - rate.period_ms))
+                .count() as u64;
+            let left = rate.runs.saturating_sub(recent);
+            let slot = room.entry(queue.clone()).or_insert(left);
+            *slot = (*slot).min(left);
+        }
         ready.retain(|(_, id)| {
             let Some(queue) = runs.get(id).and_then(|e| e.record.queue.clone()) else { return false };
             match room.get_mut(&queue) {
@@ -262,6 +274,7 @@ impl RunStore for MemoryStore {
                 e.record.owner = Some(claim.owner.clone());
                 e.record.lease_expires_at_ms = Some(claim.lease_expires_at_ms);
                 e.record.updated_at_ms = claim.now_ms;
+                e.claimed_at_ms = Some(claim.now_ms);
             }
         }
         Ok(ready.into_iter().map(|(_, id)| id).collect())

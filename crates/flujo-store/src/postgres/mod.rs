@@ -187,7 +187,8 @@ impl Sql {
             // `SKIP LOCKED`: concurrent claimers take disjoint runs without waiting for each other.
             claim: format!(
                 "UPDATE {s}.runs SET status = 'running', owner_id = $2, owner = $3, lease_expires_at_ms = $4, \
-                 updated_at_ms = $5 WHERE run_id IN (SELECT run_id FROM {s}.runs WHERE queue = ANY($1::text[]) \
+                 updated_at_ms = $5, claimed_at_ms = $5 WHERE run_id IN (SELECT run_id FROM {s}.runs \
+                 WHERE queue = ANY($1::text[]) \
                  AND (status = 'queued' OR (status = 'running' AND lease_expires_at_ms < $5)) \
                  ORDER BY created_at_ms, run_id LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING run_id, created_at_ms"
             ),
@@ -846,8 +847,12 @@ impl RunStore for PostgresStore {
         let limit = i64::try_from(claim.limit).unwrap_or(i64::MAX);
         let fail = |e| pg_error("claim_runs", e);
         let mut conn = self.conn().await?;
-        let limited: Vec<(&String, u64)> =
-            claim.queues.iter().filter_map(|q| claim.max_running.get(q).map(|m| (q, *m))).collect();
+        let limited: Vec<(&String, u64)> = claim
+            .queues
+            .iter()
+            .filter(|q| claim.max_running.contains_key(*q) || claim.rate_limits.contains_key(*q))
+            .map(|q| (q, claim.max_running.get(q).copied().unwrap_or(u64::MAX)))
+            .collect();
         let mut claimed: Vec<(i64, String)> = Vec::new();
         if limited.is_empty() {
             let st = conn.prepare_cached(&self.sql.claim).await.map_err(fail)?;
@@ -885,7 +890,21 @@ impl RunStore for PostgresStore {
                     .await
                     .map_err(fail)?
                     .get(0);
-                let room = i64::try_from(max).unwrap_or(i64::MAX).saturating_sub(live).clamp(0, left);
+                let mut room = i64::try_from(max).unwrap_or(i64::MAX).saturating_sub(live).clamp(0, left);
+                if let Some(rate) = claim.rate_limits.get(queue) {
+                    let recent: i64 = tx
+                        .query_one(
+                            &format!(
+                                "SELECT count(*) FROM {}.runs WHERE queue = $1 AND claimed_at_ms > $2",
+                                self.sql.schema
+                            ),
+                            &[queue, &(claim.now_ms - rate.period_ms)],
+                        )
+                        .await
+                        .map_err(fail)?
+                        .get(0);
+                    room = room.min(i64::try_from(rate.runs).unwrap_or(i64::MAX).saturating_sub(recent).max(0));
+                }
                 if room == 0 {
                     continue;
                 }
@@ -900,8 +919,12 @@ impl RunStore for PostgresStore {
                 left -= rows.len() as i64;
                 claimed.extend(rows.iter().map(|r| (r.get(1), r.get(0))));
             }
-            let free: Vec<String> =
-                claim.queues.iter().filter(|q| !claim.max_running.contains_key(*q)).cloned().collect();
+            let free: Vec<String> = claim
+                .queues
+                .iter()
+                .filter(|q| !claim.max_running.contains_key(*q) && !claim.rate_limits.contains_key(*q))
+                .cloned()
+                .collect();
             if !free.is_empty() && left > 0 {
                 let rows = tx
                     .query(

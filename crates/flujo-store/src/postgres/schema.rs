@@ -18,10 +18,15 @@ use flujo_core::StoreError;
 use super::{pg_error, Sql};
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`; `{s}` stands for the quoted schema name.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+
+/// Version 3: when a worker last claimed a run (queue rate limits).
+const MIGRATION_3: &str = r#"
+ALTER TABLE {s}.runs ADD COLUMN claimed_at_ms BIGINT;
+"#;
 
 /// Version 2: queues — the queue a run waits on for a worker (`flujo run --queue`), and the index claims use.
 const MIGRATION_2: &str = r#"

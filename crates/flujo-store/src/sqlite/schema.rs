@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -27,7 +27,12 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 64;
 
 /// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+
+/// Version 5: when a worker last claimed a run (queue rate limits).
+const MIGRATION_5: &str = "
+ALTER TABLE runs ADD COLUMN claimed_at_ms INTEGER;
+";
 
 /// Version 4: queues — the queue a run waits on for a worker (`flujo run --queue`), and the index claims use.
 const MIGRATION_4: &str = "

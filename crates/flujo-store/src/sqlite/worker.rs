@@ -316,6 +316,16 @@ fn claim_runs(
             }
             None => limit,
         };
+        // Rate limit: claims of the queue's runs within the period count against it.
+        let room = match claim.rate_limits.get(queue) {
+            Some(rate) => {
+                let recent: i64 = conn
+                    .prepare_cached("SELECT count(*) FROM runs WHERE queue = ?1 AND claimed_at_ms > ?2")?
+                    .query_row(params![queue, claim.now_ms - rate.period_ms], |row| row.get(0))?;
+                room.min(i64::try_from(rate.runs).unwrap_or(i64::MAX).saturating_sub(recent).max(0))
+            }
+            None => room,
+        };
         if room == 0 {
             continue;
         }
@@ -332,8 +342,8 @@ fn claim_runs(
     ids.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
     ids.truncate(claim.limit);
     let mut update = conn.prepare_cached(
-        "UPDATE runs SET status = 'running', owner_id = ?2, owner = ?3, lease_expires_at_ms = ?4, updated_at_ms = ?5 \
-         WHERE run_id = ?1",
+        "UPDATE runs SET status = 'running', owner_id = ?2, owner = ?3, lease_expires_at_ms = ?4, updated_at_ms = ?5, \
+         claimed_at_ms = ?5 WHERE run_id = ?1",
     )?;
     for (id, _) in &ids {
         update.execute(params![id, claim.owner.id, owner, claim.lease_expires_at_ms, claim.now_ms])?;
