@@ -337,3 +337,37 @@ fn a_queue_limit_in_flujo_toml_holds_across_workers() {
     assert!(most >= 1, "no run was ever seen running");
     check_all_done(dir.path(), &state, &runs, 0);
 }
+
+#[test]
+fn a_queue_rate_limit_in_flujo_toml_paces_the_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "name: quick\nsteps:\n  - name: inc\n    agent: {id: flujo.builtins.transform, params: {expr: \"previous_step + 1\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("flujo.toml"), "[queues.jobs]\nrate_limit = {runs = 2, period_s = 1}\n").unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    let runs = enqueue(dir.path(), &state, 4);
+    let mut w = worker(dir.path(), &state, &["--concurrency", "8", "--exit-when-idle"]);
+    assert_eq!(wait(&mut w, Duration::from_secs(60)), Some(0));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = flujo_store::open_store(&state).unwrap();
+    let mut finished: Vec<i64> = runs
+        .iter()
+        .map(|(id, input)| {
+            let run = rt.block_on(store.get_run(id)).unwrap().unwrap();
+            assert_eq!(run.status, RunStatus::Completed);
+            assert_eq!(run.output, Some(Value::from(input + 1)));
+            run.updated_at_ms
+        })
+        .collect();
+    finished.sort();
+    // Two runs in the first second, the other two only once it has passed.
+    assert!(finished[2] - finished[0] >= 900, "runs were not paced: finished at {finished:?}");
+
+    std::fs::write(dir.path().join("flujo.toml"), "[queues.jobs]\nrate_limit = {runs = 0, period_s = 1}\n").unwrap();
+    let o = flujo(dir.path(), &["worker", "--queue", "jobs", "--state", &state, "--exit-when-idle"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("rate_limit"), "{}", stderr(&o));
+}
