@@ -64,6 +64,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         }
         Command::Resume(args) => resume(args, &config).await,
         Command::Worker(args) => crate::worker::worker(args, &config).await,
+        Command::Schedule(cmd) => crate::schedule::dispatch(cmd, &config).await,
         Command::Validate(args) => validate(args, &config),
         Command::Lens(cmd) => crate::lens::dispatch(cmd, &config).await,
         Command::Dev(DevCommand::Explain { pipeline }) => {
@@ -115,7 +116,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
     }
 }
 
-fn pipeline_path(p: Option<PathBuf>) -> Result<PathBuf, CliError> {
+pub(crate) fn pipeline_path(p: Option<PathBuf>) -> Result<PathBuf, CliError> {
     let path = p.unwrap_or_else(|| DEFAULT_PIPELINE.get().cloned().unwrap_or_else(|| PathBuf::from("pipeline.yaml")));
     check_regular_file(&path, "pipeline file", " (give a path, or run `flujo init` to create pipeline.yaml)")
         .map_err(CliError::config)?;
@@ -210,7 +211,7 @@ fn print_diagnostics(diags: &[Diagnostic]) {
 
 /// Loads and validates a blueprint; warnings go to stderr, errors become exit 3 or 4 (with the diagnostics
 /// in the `--json` object).
-fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
+pub(crate) fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
     let builtins = BuiltinRegistry::new();
     let opts = load_options(&builtins, strict);
     match flujo_blueprint::load_file(path, &opts) {
@@ -233,7 +234,10 @@ fn load(path: &Path, strict: bool) -> Result<Loaded, CliError> {
 }
 
 /// Built-in skills plus the command skills of the blueprint's catalog.
-fn registry_for(loaded: Option<&Loaded>, extra_catalog_dir: Option<&Path>) -> Result<Arc<dyn SkillRegistry>, CliError> {
+pub(crate) fn registry_for(
+    loaded: Option<&Loaded>,
+    extra_catalog_dir: Option<&Path>,
+) -> Result<Arc<dyn SkillRegistry>, CliError> {
     let mut catalog = loaded.map(|l| l.catalog.clone()).unwrap_or_default();
     if let Some(dir) = extra_catalog_dir {
         let (c, diags) = flujo_blueprint::SkillCatalog::load_dir(dir);
@@ -340,7 +344,7 @@ fn too_large(what: &str, limit: u64, src: &str) -> CliError {
 }
 
 /// `-i TEXT`, `-i -` (stdin) or `--input-json JSON`, each at most `max_input_bytes`.
-fn read_input(args: &InputArgs, default: Option<Value>, cfg: &Config) -> Result<Option<Value>, CliError> {
+pub(crate) fn read_input(args: &InputArgs, default: Option<Value>, cfg: &Config) -> Result<Option<Value>, CliError> {
     let (limit, src) = (cfg.max_input_bytes.0, cfg.max_input_bytes.1.describe());
     if let Some(json) = &args.input_json {
         if json.len() as u64 > limit {
@@ -424,7 +428,7 @@ fn read_context_file(file: &Path, cfg: &Config) -> Result<Map<String, Value>, Cl
 }
 
 /// `--context JSON`: a JSON object of at most `max_input_bytes`.
-fn read_context(text: Option<&str>, cfg: &Config) -> Result<Map<String, Value>, CliError> {
+pub(crate) fn read_context(text: Option<&str>, cfg: &Config) -> Result<Map<String, Value>, CliError> {
     let Some(text) = text else { return Ok(Map::new()) };
     if text.len() as u64 > cfg.max_input_bytes.0 {
         return Err(too_large("--context", cfg.max_input_bytes.0, &cfg.max_input_bytes.1.describe()));

@@ -13,6 +13,7 @@ mod health;
 mod lens;
 mod lock;
 mod scaffold;
+mod schedule;
 mod view;
 mod worker;
 
@@ -63,6 +64,9 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Claim and run queued runs (`flujo run --queue NAME`) until stopped; take over runs of dead workers.
     Worker(crate::worker::WorkerArgs),
+    /// Cron schedules that put runs on a queue for the workers: add, list, remove.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Validate a blueprint and print every diagnostic.
     Validate(ValidateArgs),
     /// The model providers' readiness (API keys present), the state store and the latest runs.
@@ -346,6 +350,7 @@ impl Cli {
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),
             Command::Create(a) => a.json,
             Command::Worker(a) => a.json,
+            Command::Schedule(s) => s.json(),
             Command::Dev(DevCommand::HealthCheck(a)) => a.export == Some(health::Export::Json) && a.output.is_none(),
             Command::Init { .. } | Command::Dev(_) | Command::Lock(_) => false,
         }

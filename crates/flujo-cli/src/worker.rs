@@ -11,6 +11,11 @@
 //! `rate_limit = {runs = X, period_s = Y}` to X runs started per Y seconds (the store counts and claims
 //! atomically); `--concurrency` limits what this worker walks at once.
 //!
+//! Each poll the worker also fires the schedules of its queues (`flujo schedule add`; see
+//! `flujo_engine::schedule`: exactly one run per tick across all workers), and it keeps its registration
+//! (`worker/ID` in the store's system state: host, pid, queues, runs in flight, last heartbeat) fresh, for
+//! `flujo worker --status`; a clean exit removes it.
+//!
 //! On SIGTERM or Ctrl-C the worker stops claiming, lets in-flight runs finish for `--grace-s`, then stops
 //! them and puts them back on their queue for another worker (a step in flight then runs again there:
 //! at-least-once, with the same idempotency key), and exits 0.
@@ -55,10 +60,22 @@ pub struct WorkerArgs {
     /// put back on their queue.
     #[arg(long = "grace-s", default_value_t = 30.0)]
     pub grace_s: f64,
-    /// One JSON object per line for each run the worker finishes (`run_id`, `pipeline`, `status`, `error`).
+    /// One JSON object per line for each run the worker finishes (`run_id`, `pipeline`, `status`, `error`);
+    /// with `--status`, one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// List the live workers of the store (host, pid, queues, runs in flight, last heartbeat) and exit.
+    #[arg(long)]
+    pub status: bool,
+    /// With `--status`: also list workers that stopped heartbeating without a clean exit.
+    #[arg(long, requires = "status")]
+    pub all: bool,
 }
+
+/// The system-state key prefix of worker registrations.
+const WORKER_PREFIX: &str = "worker/";
+/// Registrations silent for longer than this are deleted by the next worker that starts.
+const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 /// A run error as a CLI error (for `run --queue`).
 pub(crate) fn flujo_error(e: FlujoError) -> CliError {
@@ -74,10 +91,17 @@ pub(crate) fn flujo_error(e: FlujoError) -> CliError {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+use crate::lens::now_ms;
+
+/// `ms` as `45s`, `12m05s`, `3h07m` or `2d04h`.
+fn human_duration(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// The runs this worker walks, with the owner id of each one's runner (to put it back on SIGTERM).
@@ -114,6 +138,9 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
         )));
     }
     let store = open_store(&uri)?;
+    if args.status {
+        return status(&store, args.json, args.all).await;
+    }
     let lease = Duration::from_secs_f64(args.lease_s);
     let poll = Duration::from_millis(args.poll_ms.clamp(1, 60_000));
     let me = flujo_engine::ownership::new_owner();
@@ -129,7 +156,21 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut stop = Box::pin(shutdown_signal());
     let mut backoff = poll;
+    let registration = Registration::new(&me, &queues, args.concurrency, lease);
+    forget_dead_workers(&store).await;
+    let beat_every = (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let schedule_every = poll.min(Duration::from_secs(1));
+    let (mut next_beat, mut next_schedules) = (tokio::time::Instant::now(), tokio::time::Instant::now());
     loop {
+        let now_instant = tokio::time::Instant::now();
+        if now_instant >= next_beat {
+            registration.beat(&store, &in_flight).await;
+            next_beat = now_instant + beat_every;
+        }
+        if now_instant >= next_schedules {
+            fire_schedules(&store, &queues).await;
+            next_schedules = now_instant + schedule_every;
+        }
         let free = args.concurrency.saturating_sub(tasks.len());
         let mut claimed_any = false;
         if free > 0 {
@@ -161,9 +202,10 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
         if args.exit_when_idle && tasks.is_empty() && !claimed_any && idle(&store, &queues).await {
             break;
         }
+        let wait = backoff.min(next_beat.saturating_duration_since(tokio::time::Instant::now()));
         tokio::select! {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done, args.json),
-            _ = tokio::time::sleep(backoff), if tasks.len() >= args.concurrency || !claimed_any => {}
+            _ = tokio::time::sleep(wait), if tasks.len() >= args.concurrency || !claimed_any => {}
             _ = &mut stop => {
                 errln!("worker: stopping: no new runs; {} in flight (grace {} s)", tasks.len(), args.grace_s);
                 break;
@@ -175,6 +217,10 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     while !tasks.is_empty() {
         tokio::select! {
             Some(done) = tasks.join_next() => report(done, args.json),
+            _ = tokio::time::sleep_until(next_beat), if next_beat < deadline => {
+                registration.beat(&store, &in_flight).await;
+                next_beat = tokio::time::Instant::now() + beat_every;
+            }
             _ = tokio::time::sleep_until(deadline) => {
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
@@ -188,6 +234,158 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                 }
             }
         }
+    }
+    registration.remove(&store).await;
+    Ok(EXIT_OK)
+}
+
+/// Enqueues the runs of the due ticks of the schedules of `queues`, and says what it did on stderr.
+async fn fire_schedules(store: &Arc<dyn Store>, queues: &[String]) {
+    match flujo_engine::schedule::fire_due(store.as_ref(), Some(queues), now_ms()).await {
+        Ok(report) => {
+            for (schedule, run_id) in &report.fired {
+                errln!("schedule {schedule}: enqueued run {run_id}");
+            }
+            if report.skipped > 0 {
+                errln!("schedules: {} tick(s) missed by more than their catch-up window were skipped", report.skipped);
+            }
+            for (schedule, reason) in &report.errors {
+                errln!("schedule {schedule}: cannot fire: {reason}");
+            }
+        }
+        Err(e) => errln!("worker: cannot fire schedules: {e}"),
+    }
+}
+
+/// This worker's entry under `worker/ID` in the store's system state.
+struct Registration {
+    key: String,
+    base: serde_json::Value,
+    lease_ms: i64,
+}
+
+impl Registration {
+    fn new(me: &flujo_core::RunOwner, queues: &[String], concurrency: usize, lease: Duration) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        Self {
+            key: format!("{WORKER_PREFIX}{}", me.id),
+            base: serde_json::json!({"id": me.id, "pid": me.pid, "host": host, "queues": queues,
+                "concurrency": concurrency, "started_at_ms": now_ms(), "version": env!("CARGO_PKG_VERSION")}),
+            lease_ms: lease.as_millis() as i64,
+        }
+    }
+
+    /// Writes the entry with the runs in flight and the time now; a failure is reported, not fatal.
+    async fn beat(&self, store: &Arc<dyn Store>, in_flight: &InFlight) {
+        let mut running: Vec<String> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        running.sort();
+        let mut entry = self.base.clone();
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert("running".to_owned(), serde_json::json!(running));
+            obj.insert("heartbeat_at_ms".to_owned(), serde_json::json!(now_ms()));
+            obj.insert("lease_ms".to_owned(), serde_json::json!(self.lease_ms));
+        }
+        if let Err(e) = store.set_state(&self.key, &entry).await {
+            errln!("worker: cannot record its heartbeat: {e}");
+        }
+    }
+
+    async fn remove(&self, store: &Arc<dyn Store>) {
+        if let Err(e) = store.delete_state(&self.key).await {
+            errln!("worker: cannot remove its registration: {e}");
+        }
+    }
+}
+
+/// True when a registration's last heartbeat is younger than its lease (the worker is alive).
+fn is_live(entry: &serde_json::Value, now: i64) -> bool {
+    let beat = entry.get("heartbeat_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    let lease = entry.get("lease_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    beat.saturating_add(lease) > now
+}
+
+/// Deletes the registrations of workers silent for a day (killed without a clean exit).
+async fn forget_dead_workers(store: &Arc<dyn Store>) {
+    let Ok(entries) = store.list_state(WORKER_PREFIX).await else { return };
+    let now = now_ms();
+    for (key, entry) in entries {
+        let beat = entry.get("heartbeat_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
+        if now.saturating_sub(beat) > FORGET_AFTER_MS {
+            let _ = store.delete_state(&key).await;
+        }
+    }
+}
+
+/// `flujo worker --status`: the live workers (and, with `all`, the silent ones).
+async fn status(store: &Arc<dyn Store>, json: bool, all: bool) -> Result<u8, CliError> {
+    let entries = store
+        .list_state(WORKER_PREFIX)
+        .await
+        .map_err(|e| CliError::new("store_error", EXIT_FAILED, format!("cannot list workers: {e}")))?;
+    let now = now_ms();
+    let mut shown = Vec::new();
+    let mut silent = 0usize;
+    for (_, mut entry) in entries {
+        let live = is_live(&entry, now);
+        if !live {
+            silent += 1;
+        }
+        if live || all {
+            if let Some(obj) = entry.as_object_mut() {
+                obj.insert("live".to_owned(), serde_json::json!(live));
+            }
+            shown.push(entry);
+        }
+    }
+    if json {
+        outln!("{}", serde_json::json!({"workers": shown, "silent": silent}));
+        return Ok(EXIT_OK);
+    }
+    if shown.is_empty() {
+        outln!("no live workers");
+    } else {
+        outln!(
+            "{:<14} {:<20} {:>8}  {:<20} {:>9}  {:>10}  {}",
+            "WORKER",
+            "HOST",
+            "PID",
+            "QUEUES",
+            "RUNNING",
+            "SEEN",
+            "UP"
+        );
+    }
+    let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("").to_owned();
+    let int = |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_i64).unwrap_or(0);
+    for w in &shown {
+        let id = text(w, "id");
+        let queues: Vec<&str> = w
+            .get("queues")
+            .and_then(serde_json::Value::as_array)
+            .map(|a| a.iter().filter_map(serde_json::Value::as_str).collect())
+            .unwrap_or_default();
+        let running = w.get("running").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+        let seen = format!("{:.1}s ago", (now - int(w, "heartbeat_at_ms")).max(0) as f64 / 1000.0);
+        let up = human_duration((now - int(w, "started_at_ms")).max(0));
+        let live = if w.get("live").and_then(serde_json::Value::as_bool) == Some(true) { "" } else { "  (silent)" };
+        outln!(
+            "{:<14} {:<20} {:>8}  {:<20} {:>9}  {:>10}  {}{}",
+            &id[..id.len().min(12)],
+            text(w, "host"),
+            int(w, "pid"),
+            queues.join(","),
+            format!("{running}/{}", int(w, "concurrency")),
+            seen,
+            up,
+            live
+        );
+    }
+    if silent > 0 && !all {
+        outln!("({silent} silent worker(s) not shown; --all lists them)");
     }
     Ok(EXIT_OK)
 }

@@ -20,15 +20,20 @@ use serde_json::Value;
 const SKILLS: &str = r#"skills:
   slow.inc:
     description: add one, slowly, leaving a side effect
-    command: ["sh", "-c", "read n; nonce=$$-$(date +%s%N); echo \"$FLUJO_IDEMPOTENCY_KEY $nonce\" >> side.log; sleep 0.05; echo \"{\\\"n\\\": $((n+1)), \\\"nonce\\\": \\\"$nonce\\\"}\""]
+    command: ["sh", "-c", "read n; nonce=$$-$(date +%s%N); echo \"$FLUJO_IDEMPOTENCY_KEY $nonce $PPID\" >> side.log; sleep 0.05; echo \"{\\\"n\\\": $((n+1)), \\\"nonce\\\": \\\"$nonce\\\"}\""]
     timeout_s: 30
     side_effects: true
 "#;
 
 /// Five side-effecting steps, each followed by a transform: the output is the input plus five.
 fn pipeline() -> String {
+    pipeline_of(5)
+}
+
+/// `n` side-effecting steps, each followed by a transform (2n steps): the output is the input plus `n`.
+fn pipeline_of(n: usize) -> String {
     let mut steps = String::new();
-    for i in 0..5 {
+    for i in 0..n {
         steps.push_str(&format!(
             "  - name: inc{i}\n    agent: slow.inc\n    config: {{max_retries: 0}}\n  - name: n{i}\n    agent: {{id: flujo.builtins.transform, params: {{expr: \"previous_step.n\"}}}}\n"
         ));
@@ -62,22 +67,42 @@ fn enqueue(dir: &Path, state: &str, n: usize) -> Vec<(String, i64)> {
 /// last one logged for its key (a committed step never ran again); a step ran at most once more per worker
 /// killed (or stopped) while it was in flight.
 fn check_all_done(dir: &Path, state: &str, runs: &[(String, i64)], kills: usize) {
+    check_all_done_of(dir, state, runs, kills, 5);
+}
+
+/// `check_all_done` for runs of `pipeline_of(side_steps)`; also checks that no run ever had two live
+/// owners: the worker processes that ran a run's side effects (in the order they were logged) never
+/// interleave (once another worker took a run over, the previous one never touched it again), and the
+/// journal holds each committed step once.
+fn check_all_done_of(dir: &Path, state: &str, runs: &[(String, i64)], kills: usize, side_steps: i64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = flujo_store::open_store(state).unwrap();
     let log = side_log(dir);
     let mut last: HashMap<&str, &str> = HashMap::new();
     let mut count: HashMap<&str, usize> = HashMap::new();
-    for (k, n) in &log {
-        last.insert(k, n);
+    let mut owners: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (k, rest) in &log {
+        let (nonce, pid) = rest.split_once(' ').unwrap_or((rest.as_str(), ""));
+        last.insert(k, nonce);
         *count.entry(k).or_default() += 1;
+        let run_id = k.split(':').next().unwrap_or_default();
+        let seen = owners.entry(run_id).or_default();
+        if seen.last() != Some(&pid) {
+            assert!(!seen.contains(&pid), "run {run_id}: worker {pid} ran it again after {seen:?} had it");
+            seen.push(pid);
+        }
     }
     for (run_id, input) in runs {
         let run = rt.block_on(store.get_run(run_id)).unwrap().unwrap();
         assert_eq!(run.status, RunStatus::Completed, "run {run_id}: {:?}", run.error);
-        assert_eq!(run.output, Some(Value::from(input + 5)), "run {run_id}");
+        assert_eq!(run.output, Some(Value::from(input + side_steps)), "run {run_id}");
         assert_eq!(run.owner, None, "run {run_id}: a finished run has no owner");
         let records = rt.block_on(store.load_journal(run_id)).unwrap();
         verify_chain(&records).unwrap_or_else(|e| panic!("run {run_id}: {e}"));
+        let mut paths = std::collections::HashSet::new();
+        for r in records.iter().filter(|r| r.status == StepStatus::Completed) {
+            assert!(paths.insert(r.path.clone()), "run {run_id}: step {} committed twice", r.path);
+        }
         for r in records.iter().filter(|r| r.status == StepStatus::Completed) {
             if let Some(nonce) = r.output.get("nonce").and_then(Value::as_str) {
                 let key = format!("{run_id}:{}", r.path);
@@ -102,19 +127,23 @@ fn wait(child: &mut Child, limit: Duration) -> Option<i32> {
     }
 }
 
+/// The issue's failover case: 3 workers, 200 queued runs of 20 steps (10 with a side effect); one worker
+/// is killed with SIGKILL, then another, while busy; the last one finishes everything.
 fn failover(state: &str) {
+    const RUNS: usize = 200;
+    const SIDE_STEPS: usize = 10;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("skills.yaml"), SKILLS).unwrap();
-    std::fs::write(dir.path().join("p.yaml"), pipeline()).unwrap();
-    let runs = enqueue(dir.path(), state, 36);
+    std::fs::write(dir.path().join("p.yaml"), pipeline_of(SIDE_STEPS)).unwrap();
+    let runs = enqueue(dir.path(), state, RUNS);
     let mut workers: Vec<Child> =
-        (0..3).map(|_| worker(dir.path(), state, &["--concurrency", "4", "--exit-when-idle"])).collect();
+        (0..3).map(|_| worker(dir.path(), state, &["--concurrency", "8", "--exit-when-idle"])).collect();
     // Kill one worker while it is busy, then another; the last one finishes everything, taking over the
     // killed workers' runs once their leases expire.
-    std::thread::sleep(Duration::from_millis(900));
+    std::thread::sleep(Duration::from_millis(2500));
     workers[0].kill().unwrap();
     workers[0].wait().unwrap();
-    std::thread::sleep(Duration::from_millis(900));
+    std::thread::sleep(Duration::from_millis(2500));
     workers[1].kill().unwrap();
     workers[1].wait().unwrap();
     let survivor = workers.pop().unwrap();
@@ -124,7 +153,7 @@ fn failover(state: &str) {
     let finished: Vec<Value> =
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert!(!finished.is_empty(), "the surviving worker finished no run: {}", String::from_utf8_lossy(&out.stderr));
-    check_all_done(dir.path(), state, &runs, 2);
+    check_all_done_of(dir.path(), state, &runs, 2, SIDE_STEPS as i64);
 }
 
 #[test]
@@ -370,4 +399,218 @@ fn a_queue_rate_limit_in_flujo_toml_paces_the_runs() {
     let o = flujo(dir.path(), &["worker", "--queue", "jobs", "--state", &state, "--exit-when-idle"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("rate_limit"), "{}", stderr(&o));
+}
+
+/// The ticks (Unix seconds) of the runs of schedule `name` found in the store, sorted, each checked
+/// completed with `input + 1` and its side effect once.
+fn scheduled_runs(dir: &Path, state: &str, name: &str, input: i64) -> Vec<i64> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = flujo_store::open_store(state).unwrap();
+    let prefix = format!("sched-{name}-");
+    let ids = rt.block_on(store.find_runs_by_prefix(&prefix, 10_000)).unwrap();
+    let runs: Vec<(String, i64)> = ids.iter().map(|id| (id.clone(), input)).collect();
+    check_all_done_of(dir, state, &runs, 0, 1);
+    let mut ticks: Vec<i64> = ids
+        .iter()
+        .map(|id| {
+            let stamp = &id[prefix.len()..];
+            let t: jiff::civil::DateTime =
+                jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp).unwrap_or_else(|e| panic!("run id {id}: {e}"));
+            t.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp().as_second()
+        })
+        .collect();
+    ticks.sort_unstable();
+    ticks
+}
+
+fn stop(child: &mut Child) -> String {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert_eq!(wait(child, Duration::from_secs(60)), Some(0), "a stopped worker exits 0");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    err
+}
+
+/// Three workers fire a per-second schedule for `secs` seconds: exactly one run per tick (no tick twice,
+/// none skipped), each enqueued by exactly one worker and run once.
+fn schedule_fires_once_per_tick(state: &str, secs: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SKILLS).unwrap();
+    std::fs::write(dir.path().join("p.yaml"), pipeline_of(1)).unwrap();
+    let o = flujo(
+        dir.path(),
+        &["schedule", "add", "tick", "p.yaml", "--cron", "* * * * * *", "--queue", "jobs", "--input-json", "41"]
+            .into_iter()
+            .chain(["--json", "--state", state])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json_out(&o)["status"], "added");
+    let added = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let mut workers: Vec<Child> = (0..3).map(|_| worker(dir.path(), state, &["--concurrency", "4"])).collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    let o = flujo(dir.path(), &["schedule", "remove", "tick", "--state", state]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let removed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    // Let the last runs finish, then stop the workers.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = flujo_store::open_store(state).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let busy = [RunStatus::Queued, RunStatus::Running]
+            .iter()
+            .map(|s| rt.block_on(store.list_runs(&flujo_core::RunFilter::new().status(*s))).unwrap().len())
+            .sum::<usize>();
+        if busy == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{busy} scheduled runs never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let logs: Vec<String> = workers.iter_mut().map(stop).collect();
+    let ticks = scheduled_runs(dir.path(), state, "tick", 41);
+    assert!(ticks.len() as u64 + 3 >= secs, "{} runs in {secs} s: {ticks:?}", ticks.len());
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1), "a tick was skipped or repeated: {ticks:?}");
+    assert!(ticks[0] > added - 1 && *ticks.last().unwrap() <= removed, "ticks outside the schedule's life: {ticks:?}");
+    // Each run was enqueued by exactly one worker, and the three workers shared the firing.
+    let mut enqueued: HashMap<String, usize> = HashMap::new();
+    for log in &logs {
+        for line in log.lines().filter_map(|l| l.strip_prefix("schedule tick: enqueued run ")) {
+            *enqueued.entry(line.trim().to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(enqueued.len(), ticks.len(), "{enqueued:?}");
+    assert!(enqueued.values().all(|n| *n == 1), "a tick was enqueued by two workers: {enqueued:?}");
+}
+
+#[test]
+fn a_per_second_schedule_fires_once_per_tick_across_three_workers_on_postgres() {
+    let Some(state) = postgres("schedule") else { return };
+    schedule_fires_once_per_tick(&state, 20);
+}
+
+#[test]
+fn a_per_second_schedule_fires_once_per_tick_across_three_workers_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    schedule_fires_once_per_tick(&format!("sqlite:///{}", dir.path().join("state.db").display()), 8);
+}
+
+#[test]
+fn schedules_are_checked_listed_replaced_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("skills.yaml"), SKILLS).unwrap();
+    std::fs::write(dir.path().join("p.yaml"), pipeline()).unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    let add = |extra: &[&str]| {
+        let mut args = vec!["schedule", "add", "nightly", "p.yaml", "--state", &state, "--json"];
+        args.extend_from_slice(extra);
+        flujo(dir.path(), &args)
+    };
+    // Bad expressions, zones and names: exit 2 with the reason; nothing is stored.
+    for (extra, kind, says) in [
+        (&["--cron", "61 * * * *"][..], "schedule_invalid", "cron expression"),
+        (&["--cron", "0 0 30 2 *"][..], "schedule_invalid", "never fires"),
+        (&["--cron", "0 3 * * *", "--tz", "Mars/Olympus"][..], "schedule_invalid", "time zone"),
+        (&["--cron", "0 3 * * *", "--queue", "a/b"][..], "schedule_invalid", "queue name"),
+        (&["--cron", "0 3 * * *", "--catchup-s=-1"][..], "usage_error", "catchup"),
+    ] {
+        let o = add(extra);
+        assert_eq!(code(&o), 2, "{extra:?}: {}", stderr(&o));
+        let err = &common::json_value(&o)["error"];
+        assert_eq!(err["kind"], kind, "{extra:?}: {err}");
+        assert!(err["message"].as_str().unwrap().contains(says), "{extra:?}: {err}");
+    }
+    let listed = json_out(&flujo(dir.path(), &["schedule", "list", "--json", "--state", &state]));
+    assert_eq!(listed["schedules"], serde_json::json!([]));
+    // A daily 03:00 in Madrid.
+    let o = add(&["--cron", "0 3 * * *", "--tz", "Europe/Madrid", "--queue", "nightly", "--input-json", "7"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    assert_eq!((v["status"].as_str(), v["pipeline"].as_str()), (Some("added"), Some("queued_work")), "{v}");
+    let next = v["next_tick"].as_str().unwrap();
+    assert!(next.ends_with(":00:00Z") && (next.contains("T02:") || next.contains("T01:")), "03:00 Madrid: {next}");
+    // The same name again: refused unless --replace.
+    let o = add(&["--cron", "0 4 * * *"]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(common::json_value(&o)["error"]["kind"], "schedule_exists");
+    let o = add(&["--cron", "0 4 * * *", "--replace"]);
+    assert_eq!(json_out(&o)["status"], "replaced");
+    let listed = json_out(&flujo(dir.path(), &["schedule", "list", "--json", "--state", &state]));
+    let s = &listed["schedules"][0];
+    assert_eq!(
+        (s["name"].as_str(), s["cron"].as_str(), s["timezone"].as_str()),
+        (Some("nightly"), Some("0 4 * * *"), Some("UTC"))
+    );
+    assert_eq!(s["queue"], "default");
+    assert!(s["next_tick"].as_str().unwrap().contains("T04:00:00Z"), "{s}");
+    assert!(common::stdout(&flujo(dir.path(), &["schedule", "list", "--state", &state])).contains("nightly"));
+    // Removing: once; then unknown (exit 2). A memory store cannot keep schedules.
+    let o = flujo(dir.path(), &["schedule", "remove", "nightly", "--state", &state]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = flujo(dir.path(), &["schedule", "remove", "nightly", "--state", &state, "--json"]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(common::json_value(&o)["error"]["kind"], "schedule_not_found");
+    let o = flujo(dir.path(), &["schedule", "add", "x", "p.yaml", "--cron", "@hourly", "--state", "memory://"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("keeps nothing"), "{}", stderr(&o));
+}
+
+#[test]
+fn worker_status_lists_live_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:///{}", dir.path().join("state.db").display());
+    let status = |all: bool| {
+        let mut args = vec!["worker", "--status", "--json", "--state", state.as_str()];
+        if all {
+            args.push("--all");
+        }
+        let o = flujo(dir.path(), &args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        json_out(&o)
+    };
+    assert_eq!(status(false)["workers"], serde_json::json!([]));
+    let mut a = cmd(dir.path(), &["worker", "--queue", "a", "--queue", "b", "--state", &state, "--lease-s", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = cmd(dir.path(), &["worker", "--queue", "c", "--concurrency", "2", "--state", &state, "--lease-s", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let v = status(false);
+        if v["workers"].as_array().unwrap().len() == 2 {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the workers never registered: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut pids: Vec<i64> = live["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap()).collect();
+    pids.sort_unstable();
+    let mut want = vec![i64::from(a.id()), i64::from(b.id())];
+    want.sort_unstable();
+    assert_eq!(pids, want);
+    let wa = live["workers"].as_array().unwrap().iter().find(|w| w["pid"] == a.id()).unwrap();
+    assert_eq!(wa["queues"], serde_json::json!(["a", "b"]));
+    assert_eq!(wa["concurrency"], 4);
+    assert_eq!(wa["live"], true);
+    let text = common::stdout(&flujo(dir.path(), &["worker", "--status", "--state", &state]));
+    assert!(text.contains(&a.id().to_string()) && text.contains("a,b"), "{text}");
+    // A clean stop removes the registration; a killed worker goes silent once its lease has passed.
+    stop(&mut a);
+    b.kill().unwrap();
+    b.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let v = status(false);
+    assert_eq!(v["workers"], serde_json::json!([]), "{v}");
+    assert_eq!(v["silent"], 1, "{v}");
+    let all = status(true);
+    assert_eq!(all["workers"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all["workers"][0]["pid"], b.id());
+    assert_eq!(all["workers"][0]["live"], false);
 }

@@ -341,6 +341,17 @@ pub trait SystemStateStore: Send + Sync {
     async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError>;
     /// Stores `value` under `key`, replacing any previous value.
     async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError>;
+    /// Every `(key, value)` whose key starts with `prefix`, in key order (schedules under `schedule/`, live
+    /// workers under `worker/`). The default refuses, for stores written before this method existed.
+    async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let _ = prefix;
+        Err(StoreError::Unavailable("this store cannot list its system state".to_owned()))
+    }
+    /// Removes `key`; true when it was there. The default refuses, as [`SystemStateStore::list_state`].
+    async fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
+        let _ = key;
+        Err(StoreError::Unavailable("this store cannot delete system state".to_owned()))
+    }
 }
 
 /// Whether [`RunStore::delete_runs`] deletes a run of status `run` when asked to delete `requested`.

@@ -32,6 +32,7 @@ pub mod policies;
 pub mod policy;
 pub mod prepare;
 pub mod runner;
+pub mod schedule;
 
 pub use client::{journal_usage, ClientError, ReplayReport, RunView, TaskClient, VerifyReport};
 pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};

@@ -544,6 +544,29 @@ impl Flujo {
         Ok(run_id)
     }
 
+    /// A schedule that enqueues a run of this pipeline on `queue` at every tick of `cron` (read in
+    /// `timezone`, an IANA name or `UTC`), with the input and context of `opts` (checked now, as
+    /// [`Flujo::enqueue`] does; `opts.run_id` is refused: each tick's run has its own id). Save it with
+    /// [`crate::schedule::insert`]; workers fire it ([`crate::schedule::fire_due`]).
+    pub fn new_schedule(
+        &self,
+        name: &str,
+        cron: &str,
+        timezone: &str,
+        opts: RunOptions,
+        queue: &str,
+    ) -> Result<crate::schedule::Schedule, FlujoError> {
+        if opts.run_id.is_some() {
+            return Err(FlujoError::Config(
+                "a schedule's runs get their ids from its ticks; drop the run id".to_owned(),
+            ));
+        }
+        self.check_options(&opts)?;
+        let now = self.inner.clock.now_ms();
+        let template = self.new_record(String::new(), opts.input, opts.context, now);
+        crate::schedule::Schedule::new(name, cron, timezone, queue, template, now).map_err(FlujoError::Config)
+    }
+
     /// The row of a new run of this pipeline: `queued`, no owner, an empty journal.
     fn new_record(&self, run_id: String, input: Value, context: Map<String, Value>, now: i64) -> RunRecord {
         let inner = &*self.inner;

@@ -96,6 +96,7 @@ pub fn checks() -> Vec<Check> {
         delete_runs_removes_journals_and_frees_the_run_id,
         delete_runs_keeps_blobs_still_referenced,
         system_state_round_trip,
+        system_state_lists_by_prefix_and_deletes,
         update_cas_on_owner,
         heartbeat_extends_only_the_owners_lease,
         fenced_appends_need_the_running_owner,
@@ -1142,6 +1143,38 @@ pub async fn system_state_round_trip(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("non-ASCII key", &store.get_state("ключ/🔑").await.ctx("get_state")?, &Some(json!(7)))?;
     ensure_eq("keys are isolated", &store.get_state("config").await.ctx("get_state")?, &Some(json!("replaced")))?;
     ensure_eq("keys are exact (no prefix match)", &store.get_state("conf").await.ctx("get_state")?, &None)
+}
+
+/// Checks `list_state`: exactly the keys starting with the prefix (a `%` or `_` in it is literal, non-ASCII
+/// keys included), in key order, with their values; and `delete_state`: true once, then false, and the key
+/// is gone from both `get_state` and `list_state`.
+pub async fn system_state_lists_by_prefix_and_deletes(store: Arc<dyn Store>) -> CheckResult {
+    for (key, value) in [
+        ("worker/b", json!({"n": 2})),
+        ("worker/a", json!({"n": 1})),
+        ("worker/é", json!(null)),
+        ("workers", json!("not under worker/")),
+        ("schedule/x", json!(3)),
+        ("work%/z", json!(4)),
+    ] {
+        store.set_state(key, &value).await.ctx("set_state")?;
+    }
+    let listed = store.list_state("worker/").await.ctx("list_state")?;
+    let keys: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    ensure_eq("keys under worker/, in order", &keys, &vec!["worker/a", "worker/b", "worker/é"])?;
+    ensure_eq("values come with their keys", &listed[0].1, &json!({"n": 1}))?;
+    let literal = store.list_state("work%").await.ctx("list_state with %")?;
+    ensure_eq("% is literal", &literal.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), &vec!["work%/z"])?;
+    ensure_eq("no match", &store.list_state("nothing/").await.ctx("list_state")?.len(), &0)?;
+    ensure_eq("delete_state of a present key", &store.delete_state("worker/a").await.ctx("delete_state")?, &true)?;
+    ensure_eq("delete_state again", &store.delete_state("worker/a").await.ctx("delete_state")?, &false)?;
+    ensure_eq("deleted key is gone", &store.get_state("worker/a").await.ctx("get_state")?, &None)?;
+    let after = store.list_state("worker/").await.ctx("list_state")?;
+    ensure_eq(
+        "list after delete",
+        &after.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        &vec!["worker/b", "worker/é"],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -361,6 +361,19 @@ impl SystemStateStore for MemoryStore {
         self.count(size);
         Ok(())
     }
+
+    async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let state = lock(&self.state);
+        Ok(state
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.state).remove(key).is_some())
+    }
 }
 
 impl Store for MemoryStore {

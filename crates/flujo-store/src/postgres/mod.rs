@@ -109,6 +109,8 @@ pub(crate) struct Sql {
     get_blobs: String,
     set_state: String,
     get_state: String,
+    list_state: String,
+    delete_state: String,
     prefix_bounded: String,
     prefix_open: String,
     claim: String,
@@ -180,6 +182,10 @@ impl Sql {
                  excluded.value"
             ),
             get_state: format!("SELECT value FROM {s}.system_state WHERE key = $1"),
+            list_state: format!(
+                "SELECT key, value FROM {s}.system_state WHERE left(key, char_length($1)) = $1 ORDER BY key COLLATE \"C\""
+            ),
+            delete_state: format!("DELETE FROM {s}.system_state WHERE key = $1"),
             prefix_bounded: format!(
                 "SELECT run_id FROM {s}.runs WHERE run_id >= $1 AND run_id < $2 ORDER BY run_id LIMIT $3"
             ),
@@ -1028,6 +1034,25 @@ impl SystemStateStore for PostgresStore {
         conn.execute(&self.sql.set_state, &[&key, &text]).await.map_err(|e| pg_error("set_state", e))?;
         self.count(i64::try_from(key.len() + text.len()).unwrap_or(0));
         Ok(())
+    }
+
+    async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let conn = self.conn().await?;
+        let rows = conn.query(&self.sql.list_state, &[&prefix]).await.map_err(|e| pg_error("list_state", e))?;
+        rows.into_iter()
+            .map(|r| {
+                let (key, text): (String, String) = (r.get(0), r.get(1));
+                let value = codec::parse_json(text.as_bytes())
+                    .map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))?;
+                Ok((key, value))
+            })
+            .collect()
+    }
+
+    async fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
+        let conn = self.conn().await?;
+        let n = conn.execute(&self.sql.delete_state, &[&key]).await.map_err(|e| pg_error("delete_state", e))?;
+        Ok(n > 0)
     }
 }
 

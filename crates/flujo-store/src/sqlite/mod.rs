@@ -354,6 +354,14 @@ impl SystemStateStore for SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot serialize system state '{key}': {e}")))?;
         self.write(Write::SetState { key: key.to_owned(), value }).await.map(drop)
     }
+
+    async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        self.read(|reply| Read::ListState(prefix.to_owned(), reply)).await
+    }
+
+    async fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
+        self.write(Write::DeleteState(key.to_owned())).await.map(|n| n > 0)
+    }
 }
 
 impl Store for SqliteStore {

@@ -64,6 +64,8 @@ pub(crate) enum Write {
         key: String,
         value: String,
     },
+    /// Removes a `system_state` row; replies with 1 when it was there, 0 otherwise.
+    DeleteState(String),
     /// Extends the lease of a running run held by `owner_id`.
     Heartbeat {
         run_id: String,
@@ -99,6 +101,8 @@ pub(crate) enum Read {
         reply: Reply<Vec<String>>,
     },
     GetState(String, Reply<Option<Value>>),
+    /// `system_state` rows whose key starts with a prefix, in key order.
+    ListState(String, Reply<Vec<(String, Value)>>),
     /// Served by the writer thread (it reports the writer connection's settings).
     Stats(Reply<SqliteStats>),
 }
@@ -285,6 +289,10 @@ fn execute_write(conn: &Connection, write: &Write) -> Result<Done, ExecError> {
             delete_runs(conn, *older_than_ms, *status).map(|count| Done { bytes: 0, count })
         }
         Write::SetState { key, value } => set_state(conn, key, value).map(Done::bytes),
+        Write::DeleteState(key) => {
+            let count = conn.prepare_cached("DELETE FROM system_state WHERE key = ?1")?.execute([key])?;
+            Ok(Done { bytes: 0, count: count as u64 })
+        }
         Write::Heartbeat { run_id, owner_id, lease_expires_at_ms } => {
             heartbeat(conn, run_id, owner_id, *lease_expires_at_ms).map(Done::bytes)
         }
@@ -668,6 +676,9 @@ fn serve_read(conn: &Connection, read: Read) {
         Read::GetState(key, reply) => {
             let _ = reply.send(get_state(conn, &key));
         }
+        Read::ListState(prefix, reply) => {
+            let _ = reply.send(list_state(conn, &prefix));
+        }
         Read::Stats(reply) => {
             let _ = reply.send(stats(conn).map_err(|e| sql_error("stats", e)));
         }
@@ -834,6 +845,20 @@ fn get_state(conn: &Connection, key: &str) -> Result<Option<Value>, StoreError> 
             .map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))
     })
     .transpose()
+}
+
+fn list_state(conn: &Connection, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
+    let rows: Vec<(String, String)> = conn
+        .prepare_cached("SELECT key, value FROM system_state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+        .and_then(|mut s| s.query_map([prefix], |row| Ok((row.get(0)?, row.get(1)?)))?.collect())
+        .map_err(|e| sql_error("list_state", e))?;
+    rows.into_iter()
+        .map(|(key, text)| {
+            let value = crate::codec::parse_json(text.as_bytes())
+                .map_err(|e| StoreError::Corrupt(format!("system_state '{key}': column `value`: {e}")))?;
+            Ok((key, value))
+        })
+        .collect()
 }
 
 fn get_blob(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Vec<u8>>> {
