@@ -5,7 +5,10 @@
 //! Usage: `cargo run --release -p flujo-bench -- [WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]`
 //! Workloads: linear_10 linear_100 linear_1000 linear_10000 loop_1000 loop_100000 parallel_50 parallel_1000
 //! big_context_1000 resume_100 many_runs_1000 startup (default: all; `startup` needs `cargo build --release -p flujo-cli`). The pipelines are built in Rust with exactly the shapes
-//! `shared/bench/gen.py` writes as YAML.
+//! `shared/bench/gen.py` writes as YAML. Fleet workloads, with real `flujo worker` processes on SQLite or
+//! Postgres (not in `all`): workers_1000 claim_latency failover (see `fleet.rs`).
+
+mod fleet;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,9 +80,14 @@ impl Persist {
         }
     }
     fn store(self) -> Option<Arc<dyn Store>> {
+        self.store_with_uri().map(|(s, _)| s)
+    }
+
+    /// A fresh store and the URI that opens it again (for other processes).
+    fn store_with_uri(self) -> Option<(Arc<dyn Store>, String)> {
         match self {
             Persist::None => None,
-            Persist::Memory => Some(Arc::new(flujo_store::MemoryStore::new())),
+            Persist::Memory => Some((Arc::new(flujo_store::MemoryStore::new()), "memory://".to_owned())),
             Persist::Postgres => {
                 let Ok(url) = std::env::var("FLUJO_BENCH_POSTGRES_URL") else {
                     eprintln!("--persist postgres needs FLUJO_BENCH_POSTGRES_URL (see BENCHMARKS.md)");
@@ -89,7 +97,7 @@ impl Persist {
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let uri = format!("{url}{sep}schema=bench_{}_{n}", std::process::id());
                 match flujo_store::open_store(&uri) {
-                    Ok(s) => Some(s),
+                    Ok(s) => Some((s, uri)),
                     Err(e) => {
                         eprintln!("cannot open the Postgres store: {e}");
                         None
@@ -105,8 +113,9 @@ impl Persist {
                 for suffix in ["", "-wal", "-shm"] {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
-                match flujo_store::open_store(&format!("sqlite:///{}", path.display())) {
-                    Ok(s) => Some(s),
+                let uri = format!("sqlite:///{}", path.display());
+                match flujo_store::open_store(&uri) {
+                    Ok(s) => Some((s, uri)),
                     Err(e) => {
                         eprintln!("cannot open {}: {e}", path.display());
                         None
@@ -219,6 +228,9 @@ fn workload(name: &str) -> Option<(&'static str, usize, Pipeline, usize)> {
         _ => return None,
     })
 }
+
+/// Workloads of `flujo worker` processes on a shared store (`fleet.rs`); not part of `all`.
+const FLEET: &[&str] = &["workers_1000", "claim_latency", "failover"];
 
 const ALL: &[&str] = &[
     "linear_10",
@@ -342,8 +354,9 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]\nworkloads: {}",
-                    ALL.join(" ")
+                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]\nworkloads: {}\nfleet workloads (worker processes; sqlite and postgres): {}",
+                    ALL.join(" "),
+                    FLEET.join(" ")
                 );
                 return;
             }
@@ -362,6 +375,38 @@ fn main() {
         }
         if !ok {
             eprintln!("startup measurement failed");
+        }
+    }
+    // Fleet workloads (worker processes on a shared store): SQLite and Postgres only.
+    let fleet: Vec<String> = names.iter().filter(|n| FLEET.contains(&n.as_str())).cloned().collect();
+    if !fleet.is_empty() {
+        names.retain(|n| !FLEET.contains(&n.as_str()));
+        let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("cannot start runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+        let mut ok = true;
+        for name in &fleet {
+            for &p in persists.iter().filter(|p| matches!(p, Persist::Sqlite | Persist::Postgres)) {
+                let reps = runs.unwrap_or(3);
+                let outcome = rt.block_on(async {
+                    match name.as_str() {
+                        "workers_1000" => fleet::workers(p, reps).await,
+                        "claim_latency" => fleet::claim_latency(p, reps).await,
+                        _ => fleet::failover(p, reps).await,
+                    }
+                });
+                if let Err(e) = &outcome {
+                    eprintln!("{name} ({}): {e}", p.name());
+                }
+                ok &= outcome.unwrap_or(false);
+            }
+        }
+        if names.is_empty() {
+            std::process::exit(i32::from(!ok));
         }
     }
     // Several (workload, persistence) pairs: run each in its own process so peak RSS is its own.

@@ -161,6 +161,12 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     let beat_every = (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
     let schedule_every = poll.min(Duration::from_secs(1));
     let (mut next_beat, mut next_schedules) = (tokio::time::Instant::now(), tokio::time::Instant::now());
+    // When to claim again: at once while claims come back full (the queue has more), a poll later once one
+    // comes back short (the queue is drained; claiming after every finished run would only load the store).
+    let mut next_claim = tokio::time::Instant::now();
+    // Whether the store wakes idle workers when a run is queued (Postgres: LISTEN/NOTIFY); until it says it
+    // cannot, an idle worker waits for that as well as for its next poll.
+    let mut can_wait = true;
     loop {
         let now_instant = tokio::time::Instant::now();
         if now_instant >= next_beat {
@@ -173,7 +179,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
         }
         let free = args.concurrency.saturating_sub(tasks.len());
         let mut claimed_any = false;
-        if free > 0 {
+        if free > 0 && now_instant >= next_claim {
             let now = now_ms();
             let mut claim = ClaimRequest::new(queues.clone(), me.clone(), now, now + lease.as_millis() as i64, free);
             for q in &queues {
@@ -188,6 +194,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                 Ok(ids) => {
                     backoff = poll;
                     claimed_any = !ids.is_empty();
+                    next_claim = if ids.len() < free { now_instant + poll } else { now_instant };
                     for id in ids {
                         let (store, cfg, in_flight) = (store.clone(), cfg.clone(), in_flight.clone());
                         tasks.spawn(walk(id, store, cfg, lease, in_flight));
@@ -195,6 +202,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                 }
                 Err(e) => {
                     errln!("worker: cannot claim runs: {e}; retrying in {} ms", backoff.as_millis());
+                    next_claim = now_instant + backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
@@ -202,10 +210,25 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
         if args.exit_when_idle && tasks.is_empty() && !claimed_any && idle(&store, &queues).await {
             break;
         }
-        let wait = backoff.min(next_beat.saturating_duration_since(tokio::time::Instant::now()));
+        let mut wake = next_beat.min(next_schedules);
+        let room = tasks.len() < args.concurrency;
+        if room {
+            wake = wake.min(next_claim);
+        }
+        let until_wake = wake.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
         tokio::select! {
             Some(done) = tasks.join_next(), if !tasks.is_empty() => report(done, args.json),
-            _ = tokio::time::sleep(wait), if tasks.len() >= args.concurrency || !claimed_any => {}
+            _ = tokio::time::sleep_until(wake) => {}
+            woke = store.wait_for_queued(&queues, until_wake), if room && can_wait && until_wake > 0 => {
+                match woke {
+                    Ok(true) => next_claim = tokio::time::Instant::now(),
+                    Ok(false) => can_wait = false,
+                    Err(e) => {
+                        errln!("worker: cannot wait for queued runs: {e}; polling");
+                        can_wait = false;
+                    }
+                }
+            }
             _ = &mut stop => {
                 errln!("worker: stopping: no new runs; {} in flight (grace {} s)", tasks.len(), args.grace_s);
                 break;
@@ -457,7 +480,7 @@ async fn walk(run_id: String, store: Arc<dyn Store>, cfg: Config, lease: Duratio
         Err(e) => return fail(name, format!("[{}] {}", e.kind, e.message)),
     };
     in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.clone(), flujo.owner().id.clone());
-    let outcome = flujo.resume_with(&run_id, ResumeRequest::default()).await;
+    let outcome = flujo.resume_with(&run_id, ResumeRequest::default().with_stored_run(run)).await;
     in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
     match outcome {
         Ok(result) => Finished {

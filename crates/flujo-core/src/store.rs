@@ -302,6 +302,14 @@ pub trait RunStore: Send + Sync {
         let _ = claim;
         Err(StoreError::Unavailable("this store has no queues".to_owned()))
     }
+    /// Waits until a run may have been queued on one of `queues` (by any process), or `timeout_ms` passes, so
+    /// an idle worker claims a new run at once rather than at its next poll. `Ok(true)` after a wake-up or
+    /// the timeout (a wake-up may be spurious: claim and see); `Ok(false)` at once when the store cannot be
+    /// told (the default): the caller polls.
+    async fn wait_for_queued(&self, queues: &[String], timeout_ms: u64) -> Result<bool, StoreError> {
+        let _ = (queues, timeout_ms);
+        Ok(false)
+    }
 }
 
 #[async_trait]

@@ -300,6 +300,8 @@ pub struct ResumeRequest {
     pub answer: Option<Value>,
     /// As [`RunOptions::stream_tokens`].
     pub stream_tokens: bool,
+    /// The run's row as the caller just read it (see [`with_stored_run`](Self::with_stored_run)).
+    pub stored_run: Option<Arc<RunRecord>>,
 }
 
 impl ResumeRequest {
@@ -317,6 +319,14 @@ impl ResumeRequest {
     /// Stream model answers as `RunEvent::TokenDelta` events while they are generated.
     pub fn stream_tokens(mut self, on: bool) -> Self {
         self.stream_tokens = on;
+        self
+    }
+
+    /// The run's row, as the caller has just read it (a worker reads it to build the runner): the resume
+    /// does not read it again. Safe with a stale row: the resume's first write is a compare-and-set on the
+    /// status and owner it read, so a row that changed meanwhile makes the resume fail, never overwrite.
+    pub fn with_stored_run(mut self, run: RunRecord) -> Self {
+        self.stored_run = Some(Arc::new(run));
         self
     }
 }
@@ -689,7 +699,7 @@ impl Flujo {
 
     /// Answers the single pending pause of `run_id` with `answer`.
     pub async fn resume(&self, run_id: &str, answer: Value) -> Result<RunResult, FlujoError> {
-        self.resume_with(run_id, ResumeRequest { pause_id: None, answer: Some(answer), stream_tokens: false }).await
+        self.resume_with(run_id, ResumeRequest::answer(answer)).await
     }
 
     /// Continues a run: answers a pause, or (without answer) continues a crashed or failed run from its first
@@ -722,7 +732,10 @@ impl Flujo {
         let stream_tokens = req.stream_tokens;
         let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
         let _active = ActiveWalk::claim(Some(store), run_id)?;
-        let run = store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?;
+        let run = match req.stored_run {
+            Some(run) if run.run_id == run_id => Arc::unwrap_or_clone(run),
+            _ => store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?,
+        };
         if run.pipeline_hash != inner.pipeline_hash {
             return Err(FlujoError::PipelineMismatch {
                 run_id: run_id.to_owned(),

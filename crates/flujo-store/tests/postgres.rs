@@ -209,3 +209,48 @@ async fn blobs_and_system_state_round_trip() {
     assert_eq!(store.get_blob(&hash).await.unwrap(), Some(bytes));
     assert!(store.bytes_written() >= 4);
 }
+
+/// A run queued by another connection (another process, in real use) wakes a worker waiting on its queue
+/// (LISTEN/NOTIFY, delivered at commit); a run queued on another queue, or in another schema, does not;
+/// the memory and SQLite stores say they cannot wait (the worker polls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_wakes_waiters_on_its_queue_only() {
+    let Some(url) = server() else { return };
+    let uri = fresh_schema(&url, "notify");
+    let waiter = Arc::new(PostgresStore::connect(&uri).await.unwrap());
+    let writer = PostgresStore::connect(&uri).await.unwrap();
+    let elsewhere = PostgresStore::connect(&fresh_schema(&url, "notify_other")).await.unwrap();
+    // Start listening, then let the listener settle.
+    assert!(waiter.wait_for_queued(&["jobs".to_owned()], 200).await.unwrap());
+    let queued = |id: &str, queue: &str| {
+        let mut run = fresh_run(id, "p", flujo_core::RunStatus::Queued, 1);
+        run.queue = Some(queue.to_owned());
+        run
+    };
+    // Runs queued on another queue and in another schema's `jobs`: the wait runs to its (short) timeout.
+    let w = waiter.clone();
+    let wait = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        w.wait_for_queued(&["jobs".to_owned()], 1500).await.unwrap();
+        t.elapsed()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    writer.create_run(&queued("other-queue", "mail")).await.unwrap();
+    elsewhere.create_run(&queued("other-schema", "jobs")).await.unwrap();
+    let waited = wait.await.unwrap();
+    assert!(waited >= std::time::Duration::from_millis(1400), "woken by another queue or schema after {waited:?}");
+    // A run queued on `jobs`: the waiter wakes long before its timeout.
+    let w = waiter.clone();
+    let wait = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        w.wait_for_queued(&["mail".to_owned(), "jobs".to_owned()], 60_000).await.unwrap();
+        t.elapsed()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    writer.create_run(&queued("ours", "jobs")).await.unwrap();
+    let waited = wait.await.unwrap();
+    assert!(waited < std::time::Duration::from_secs(30), "not woken by the queued run ({waited:?})");
+    // Stores that cannot be told.
+    let memory = flujo_store::MemoryStore::new();
+    assert!(!memory.wait_for_queued(&["jobs".to_owned()], 60_000).await.unwrap());
+}

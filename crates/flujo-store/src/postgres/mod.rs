@@ -24,6 +24,7 @@
 
 mod config;
 mod group;
+mod listen;
 mod schema;
 mod tls;
 
@@ -190,13 +191,20 @@ impl Sql {
                 "SELECT run_id FROM {s}.runs WHERE run_id >= $1 AND run_id < $2 ORDER BY run_id LIMIT $3"
             ),
             prefix_open: format!("SELECT run_id FROM {s}.runs WHERE run_id >= $1 ORDER BY run_id LIMIT $2"),
-            // `SKIP LOCKED`: concurrent claimers take disjoint runs without waiting for each other.
+            // `SKIP LOCKED`: concurrent claimers take disjoint runs without waiting for each other. Queued runs
+            // and runs whose lease expired are looked up apart, each by its own index (`runs_queue`,
+            // `runs_queue_lease`), so a claim never scans the queue's live running runs.
             claim: format!(
-                "UPDATE {s}.runs SET status = 'running', owner_id = $2, owner = $3, lease_expires_at_ms = $4, \
-                 updated_at_ms = $5, claimed_at_ms = $5 WHERE run_id IN (SELECT run_id FROM {s}.runs \
-                 WHERE queue = ANY($1::text[]) \
-                 AND (status = 'queued' OR (status = 'running' AND lease_expires_at_ms < $5)) \
-                 ORDER BY created_at_ms, run_id LIMIT $6 FOR UPDATE SKIP LOCKED) RETURNING run_id, created_at_ms"
+                "WITH queued AS (SELECT run_id, created_at_ms FROM {s}.runs WHERE queue = ANY($1::text[]) \
+                 AND status = 'queued' ORDER BY created_at_ms, run_id LIMIT $6 FOR UPDATE SKIP LOCKED), \
+                 expired AS (SELECT run_id, created_at_ms FROM {s}.runs WHERE queue = ANY($1::text[]) \
+                 AND status = 'running' AND lease_expires_at_ms < $5 ORDER BY created_at_ms, run_id LIMIT $6 \
+                 FOR UPDATE SKIP LOCKED), \
+                 pick AS (SELECT run_id FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) AS c \
+                 ORDER BY created_at_ms, run_id LIMIT $6) \
+                 UPDATE {s}.runs SET status = 'running', owner_id = $2, owner = $3, lease_expires_at_ms = $4, \
+                 updated_at_ms = $5, claimed_at_ms = $5 WHERE run_id IN (SELECT run_id FROM pick) \
+                 RETURNING run_id, created_at_ms"
             ),
             schema: s,
         }
@@ -215,6 +223,8 @@ pub struct PostgresStore {
     batch_tx: Mutex<Option<mpsc::UnboundedSender<group::Pending>>>,
     /// Appends in flight: while one is, others go through the batching task.
     appending: AtomicUsize,
+    /// `LISTEN flujo_queued`, started on the first `wait_for_queued` (`listen`).
+    queued_events: tokio::sync::OnceCell<Arc<tokio::sync::broadcast::Sender<String>>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -261,6 +271,7 @@ impl PostgresStore {
             bytes_written: AtomicU64::new(0),
             batch_tx: Mutex::new(None),
             appending: AtomicUsize::new(0),
+            queued_events: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -842,6 +853,26 @@ impl RunStore for PostgresStore {
         }
         tx.commit().await.map_err(fail)?;
         Ok(deleted)
+    }
+
+    /// Waits for a `flujo_queued` notification of one of `queues` in this schema (see `listen`).
+    async fn wait_for_queued(&self, queues: &[String], timeout_ms: u64) -> Result<bool, StoreError> {
+        let events = self.queued_events.get_or_init(|| async { listen::start(self.config.clone()) }).await;
+        let mut rx = events.subscribe();
+        let wanted: Vec<String> = queues.iter().map(|q| format!("{}/{q}", self.config.schema)).collect();
+        let wait = async {
+            loop {
+                match rx.recv().await {
+                    Ok(p) if p == listen::EVERYONE || wanted.contains(&p) => return,
+                    Ok(_) => {}
+                    // Missed some: one of them may have been ours.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(timeout_ms), wait).await;
+        Ok(true)
     }
 
     async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {

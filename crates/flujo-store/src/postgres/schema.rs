@@ -18,10 +18,26 @@ use flujo_core::StoreError;
 use super::{pg_error, Sql};
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`; `{s}` stands for the quoted schema name.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+
+/// Version 4: claims find runs whose lease expired by their own index, not by scanning live running runs;
+/// a run that becomes `queued` notifies the channel `flujo_queued` (payload `SCHEMA/QUEUE`, sent at commit)
+/// so idle workers claim it at once (`LISTEN`, see `listen.rs`).
+const MIGRATION_4: &str = r#"
+CREATE INDEX runs_queue_lease ON {s}.runs (queue, status, lease_expires_at_ms) WHERE queue IS NOT NULL;
+CREATE FUNCTION {s}.flujo_notify_queued() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('flujo_queued', TG_TABLE_SCHEMA || '/' || NEW.queue);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER runs_notify_queued AFTER INSERT OR UPDATE OF status ON {s}.runs
+    FOR EACH ROW WHEN (NEW.status = 'queued' AND NEW.queue IS NOT NULL)
+    EXECUTE FUNCTION {s}.flujo_notify_queued();
+"#;
 
 /// Version 3: when a worker last claimed a run (queue rate limits).
 const MIGRATION_3: &str = r#"

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -27,7 +27,12 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 64;
 
 /// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+
+/// Version 6: claims find runs whose lease expired by their own index, not by scanning live running runs.
+const MIGRATION_6: &str = "
+CREATE INDEX runs_queue_lease ON runs (queue, status, lease_expires_at_ms) WHERE queue IS NOT NULL;
+";
 
 /// Version 5: when a worker last claimed a run (queue rate limits).
 const MIGRATION_5: &str = "

@@ -337,13 +337,26 @@ fn claim_runs(
         if room == 0 {
             continue;
         }
-        let mut select = conn.prepare_cached(
-            "SELECT run_id, created_at_ms FROM runs WHERE queue = ?1 AND (status = 'queued' OR (status = 'running' \
-             AND lease_expires_at_ms < ?2)) ORDER BY created_at_ms, run_id LIMIT ?3",
-        )?;
-        let found: Vec<(String, i64)> = select
-            .query_map(params![queue, claim.now_ms, limit.min(room)], |row| Ok((row.get(0)?, row.get(1)?)))?
+        // Queued runs and runs whose lease expired, each by its own index (never a scan of the live ones).
+        let take = limit.min(room);
+        let row = |row: &rusqlite::Row<'_>| Ok((row.get(0)?, row.get(1)?));
+        let mut found: Vec<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT run_id, created_at_ms FROM runs WHERE queue = ?1 AND status = 'queued' \
+                 ORDER BY created_at_ms, run_id LIMIT ?2",
+            )?
+            .query_map(params![queue, take], row)?
             .collect::<Result<_, _>>()?;
+        let expired: Vec<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT run_id, created_at_ms FROM runs WHERE queue = ?1 AND status = 'running' \
+                 AND lease_expires_at_ms < ?2 ORDER BY created_at_ms, run_id LIMIT ?3",
+            )?
+            .query_map(params![queue, claim.now_ms, take], row)?
+            .collect::<Result<_, _>>()?;
+        found.extend(expired);
+        found.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+        found.truncate(usize::try_from(take).unwrap_or(usize::MAX));
         ids.extend(found);
     }
     // Oldest first across the queues, at most `limit`.
