@@ -97,6 +97,16 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(EXIT_OK)
         }
+        Command::Dev(DevCommand::Governance { pipeline, name, json }) => {
+            let pipeline_name = match (pipeline, name) {
+                (Some(p), true) => p.display().to_string(),
+                (None, true) => {
+                    return Err(CliError::usage("usage_error", "`dev governance --name` needs a pipeline name"))
+                }
+                (p, false) => load(&pipeline_path(p)?, false)?.pipeline.name,
+            };
+            dev_governance(&config, &pipeline_name, json)
+        }
         Command::Dev(DevCommand::Version) => {
             outln!("flujo version: {}", env!("CARGO_PKG_VERSION"));
             Ok(EXIT_OK)
@@ -476,16 +486,68 @@ pub(crate) fn runner_builder(
     origin: Option<flujo_core::RunOrigin>,
 ) -> Result<flujo_engine::FlujoRuntimeBuilder, CliError> {
     let (limits, _) = cfg.budget_for(&pipeline.name);
-    let builder = match origin {
+    let policies = governance_for(cfg, &pipeline.name)?;
+    let mut builder = match origin {
         Some(o) => Flujo::builder(pipeline).origin(o),
         None => Flujo::builder(pipeline),
     };
+    for policy in policies {
+        builder = builder.governance(policy);
+    }
     Ok(builder
         .store(store)
         .skills(reg)
         .models(models(cfg)?)
         .usage_limits(limits)
         .strict_templates(cfg.strict_templates.0))
+}
+
+/// `flujo dev governance`: the chain of `pipeline`, its section and each policy's options' source.
+fn dev_governance(cfg: &Config, pipeline: &str, json: bool) -> Result<u8, CliError> {
+    let (source, file) = match &cfg.governance {
+        Some((g, file)) => {
+            let (_, src) = g.chain_for(pipeline).map_err(|e| CliError::config(format!("{}: {e}", file.display())))?;
+            (Some(src), Some(file.display().to_string()))
+        }
+        None => (None, None),
+    };
+    let policies = source.as_ref().map(|s| s.policies.clone()).unwrap_or_default();
+    let section = source.as_ref().map_or("none".to_owned(), |s| s.section.clone());
+    let options: Vec<(String, String)> = source.map(|s| s.options).unwrap_or_default();
+    if json {
+        let opts: serde_json::Map<String, Value> =
+            options.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        outln!(
+            "{}",
+            serde_json::json!({"pipeline": pipeline, "policies": policies, "section": section, "file": file,
+                "options": opts})
+        );
+        return Ok(EXIT_OK);
+    }
+    if policies.is_empty() {
+        outln!("pipeline {pipeline}: no governance policy (every call is allowed)");
+        return Ok(EXIT_OK);
+    }
+    outln!("pipeline {pipeline}: {} from {section} in {}", policies.join(" -> "), file.unwrap_or_default());
+    for (i, p) in policies.iter().enumerate() {
+        let from = options.iter().find(|(k, _)| k == p).map_or("no options", |(_, v)| v.as_str());
+        outln!("  {}. {p}: {from}", i + 1);
+    }
+    Ok(EXIT_OK)
+}
+
+/// The governance chain of `pipeline` from `[governance]` (empty when none is configured).
+pub(crate) fn governance_for(
+    cfg: &Config,
+    pipeline: &str,
+) -> Result<Vec<Arc<dyn flujo_core::GovernancePolicy>>, CliError> {
+    match &cfg.governance {
+        Some((g, file)) => g
+            .chain_for(pipeline)
+            .map(|(chain, _)| chain)
+            .map_err(|e| CliError::config(format!("{}: {e}", file.display()))),
+        None => Ok(Vec::new()),
+    }
 }
 
 async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {

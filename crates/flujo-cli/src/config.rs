@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Sections of `flujo.toml` that later versions use; present ones are reported as not yet effective.
-const FUTURE_SECTIONS: &[&str] = &["governance", "shadow_eval", "memory", "sandbox", "server", "telemetry"];
+const FUTURE_SECTIONS: &[&str] = &["shadow_eval", "memory", "sandbox", "server", "telemetry"];
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +55,8 @@ pub struct Config {
     pub queue_limits: std::collections::BTreeMap<String, u64>,
     /// `[queues.NAME] rate_limit = {runs = X, period_s = Y}`: at most X runs of the queue start per Y seconds.
     pub queue_rates: std::collections::BTreeMap<String, (u64, f64)>,
+    /// `[governance]`: the policy chains (checked when the file loads), and the file they come from.
+    pub governance: Option<(std::sync::Arc<flujo_engine::governance::GovernanceConfig>, PathBuf)>,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -119,7 +121,7 @@ pub enum RuleLevel {
 /// once each when present (never as "unknown").
 const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("blueprint_allowed_imports", "it allow-lists Python modules a blueprint may import; Flujo (Rust) imports no Python code (YAML imports are confined by [imports])"),
-    ("governance_policy_module", "it names a Python policy class; Flujo (Rust) has no Python policies ([governance] policies come with a later version)"),
+    ("governance_policy_module", "it names a Python policy class; Flujo (Rust) runs policies in any language as a program: [governance] command = [\"./policy\", …]"),
     ("settings", "it overrides the Python Flujo's Settings (default models, reflection, sandbox, …); agents here name their model in the blueprint, and the other settings have no counterpart"),
     ("solve", "it configures the Python Flujo's `dev experimental solve`, which Flujo (Rust) does not have"),
     ("bench", "it configures the Python Flujo's `dev experimental bench`; the benchmarks here are `cargo run -p flujo-bench`"),
@@ -304,6 +306,7 @@ impl Config {
             project_root: None,
             lockfile: crate::lock::LockSettings::default(),
             queue_limits: Default::default(),
+            governance: None,
             queue_rates: Default::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
@@ -661,12 +664,20 @@ impl Config {
                         }
                     }
                 }
+                "governance" => {
+                    let json = serde_json::to_value(value)
+                        .map_err(|e| ConfigError(format!("{}: [governance]: {e}", file.display())))?;
+                    let base = file.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+                    let cfg = flujo_engine::governance::GovernanceConfig::from_json(&json, base)
+                        .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+                    self.governance = Some((std::sync::Arc::new(cfg), file.to_path_buf()));
+                }
                 s if FUTURE_SECTIONS.contains(&s) => self.notes.push(format!(
                     "{}: [{s}] is not supported by this version of flujo yet; it has no effect",
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance]); it is ignored",
                     file.display()
                 )),
             }

@@ -492,6 +492,14 @@ impl Lens {
                 ]);
             }
             out.push_str(&t.render());
+            let governed: Vec<(u64, String, String)> =
+                journal.iter().filter_map(|r| governance_summary(r).map(|g| (r.seq, r.path.clone(), g))).collect();
+            if !governed.is_empty() {
+                let _ = writeln!(out, "governance:");
+                for (seq, path, g) in governed {
+                    let _ = writeln!(out, "  [{seq}] {}: {}", cell(&path), cell(&g));
+                }
+            }
             if verbose {
                 for (r, s) in journal.iter().zip(&steps) {
                     let _ = writeln!(out, "[{}] {} ({}):", r.seq, cell(&r.path), cell(&r.step));
@@ -827,7 +835,28 @@ fn gen_ai_attributes(r: &JournalRecord) -> Value {
     if r.cost_usd > 0.0 {
         a.insert("flujo.cost_usd".into(), json!(r.cost_usd));
     }
+    if let Some(g) = governance_summary(r) {
+        a.insert("flujo.governance".into(), json!(g));
+    }
     Value::Object(a)
+}
+
+/// The governance decisions journaled with a record (`metadata.governance`), as one line:
+/// `pii_scrub modify (scrubbed: email x1), deny allow`.
+fn governance_summary(r: &JournalRecord) -> Option<String> {
+    let decisions = r.metadata.get("governance")?.as_array()?;
+    let parts: Vec<String> = decisions
+        .iter()
+        .map(|d| {
+            let text = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("");
+            let detail = [text("reason"), text("note")].into_iter().find(|t| !t.is_empty());
+            match detail {
+                Some(t) => format!("{} {} ({t})", text("policy"), text("decision")),
+                None => format!("{} {}", text("policy"), text("decision")),
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The journal's records as spans: each nested under the record of its nearest ancestor path.
@@ -934,6 +963,9 @@ impl<'a> Spans<'a> {
             cell(&r.path),
             if r.attempts > 1 { format!(" ×{}", r.attempts) } else { String::new() }
         );
+        if let Some(g) = governance_summary(r) {
+            let _ = writeln!(out, "{:>10} {:>11}  {}  governance: {}", "", "", "  ".repeat(depth), cell(&g));
+        }
         for &c in &self.children[i] {
             self.tree_text(c, depth + 1, out);
         }

@@ -239,6 +239,18 @@ pub enum DevCommand {
     },
     /// The version of flujo.
     Version,
+    /// The governance chain a pipeline runs under (`[governance]` in flujo.toml): its policies in order and
+    /// where each one's options come from.
+    Governance {
+        /// The blueprint (default: pipeline.yaml), or a pipeline name with `--name`.
+        pipeline: Option<PathBuf>,
+        /// Take PIPELINE as a pipeline name rather than a file.
+        #[arg(long)]
+        name: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Where recent runs struggle: failures, retries, repaired structured outputs and cut-off answers by step
     /// and by model, from the journal.
     HealthCheck(health::HealthArgs),
@@ -345,6 +357,7 @@ impl Cli {
             Command::Lens(l) => l.opts().json,
             Command::Status(a) => a.format == StatusFormat::Json,
             Command::Dev(DevCommand::Validate(a)) => a.format != Format::Text,
+            Command::Dev(DevCommand::Governance { json, .. }) => *json,
             Command::Lock(lock::LockCommand::Verify(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),

@@ -103,6 +103,19 @@ pub enum Interrupt {
         /// The whole message: the model and the setting or environment variable the key is read from.
         message: String,
     },
+    /// A governance policy denied a call (SPEC §11): the call was not made and the run stops — no retry, no
+    /// fallback.
+    #[error("governance policy '{policy}' denied the call of '{target}' at {path}: {reason}")]
+    GovernanceDenied {
+        /// The path of the step execution that would have made the call.
+        path: String,
+        /// The policy that denied it.
+        policy: String,
+        /// The skill, tool or model that was not called.
+        target: String,
+        /// The policy's reason.
+        reason: String,
+    },
     /// The store failed while committing: the run stops; resume continues from the last committed record.
     #[error("store failure: {0}")]
     Store(#[from] StoreError),
@@ -119,6 +132,7 @@ impl Interrupt {
             Interrupt::UsageLimitExceeded { .. } => "usage_limit_exceeded",
             Interrupt::PricingNotConfigured { .. } => "pricing_not_configured",
             Interrupt::MissingApiKey { .. } => "missing_api_key",
+            Interrupt::GovernanceDenied { .. } => "governance_denied",
             Interrupt::Store(_) => "store_error",
         }
     }

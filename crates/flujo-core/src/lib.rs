@@ -41,8 +41,8 @@ pub use patch::PatchOp;
 pub use redact::{is_secret_key, needs_redaction, redact, redact_at, REDACTED};
 pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepStatus, TokenUsage};
 pub use runtime::{
-    Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent, SystemClock,
-    Telemetry, Usage,
+    CallKind, Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent,
+    SystemClock, Telemetry, Usage,
 };
 pub use serde_json::{Map, Value};
 pub use skill::{

@@ -199,7 +199,31 @@ impl QuotaManager for PerRunQuotas {
     }
 }
 
-/// What a governance policy is asked about (before every agent and skill call).
+/// What kind of call a governance policy is asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallKind {
+    /// A model agent (`provider:model`): a step's agent, an agentic loop's planner turn, a router or condition
+    /// model.
+    Model,
+    /// A skill called as a step's agent (or as a router, condition or loop-exit skill).
+    Skill,
+    /// A tool an agent called (`tool_call` of an agentic loop).
+    Tool,
+}
+
+impl CallKind {
+    /// `model`, `skill` or `tool`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Model => "model",
+            CallKind::Skill => "skill",
+            CallKind::Tool => "tool",
+        }
+    }
+}
+
+/// What a governance policy is asked about (before every agent, tool and skill call): an immutable view.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct GovernanceRequest<'a> {
@@ -207,18 +231,37 @@ pub struct GovernanceRequest<'a> {
     pub run_id: &'a str,
     /// The path of the step execution (or journaled call) making the call.
     pub path: &'a str,
-    /// The name of the step making the call.
+    /// The name of the step making the call (for a tool call: the agentic step whose agent called it).
     pub step: &'a str,
-    /// The skill id or model being called.
+    /// The skill id, tool id or model (`provider:model`) being called.
     pub target: &'a str,
-    /// The input the call would receive (as earlier policies in the chain left it).
+    /// What `target` is.
+    pub kind: CallKind,
+    /// The input the call would receive (rendered; as earlier policies in the chain left it).
     pub input: &'a Value,
+    /// The run's context as the call sees it (read-only), when the engine has it.
+    pub context: Option<&'a crate::ContextSnapshot>,
 }
 
 impl<'a> GovernanceRequest<'a> {
-    /// A request about the call of `target` with `input` by step `step` at `path` of run `run_id`.
+    /// A request about the call of `target` with `input` by step `step` at `path` of run `run_id`; its kind is
+    /// [`CallKind::Model`] when `target` looks like `provider:model`, else [`CallKind::Skill`]
+    /// ([`with_kind`](Self::with_kind) says otherwise).
     pub fn new(run_id: &'a str, path: &'a str, step: &'a str, target: &'a str, input: &'a Value) -> Self {
-        GovernanceRequest { run_id, path, step, target, input }
+        let kind = if target.contains(':') { CallKind::Model } else { CallKind::Skill };
+        GovernanceRequest { run_id, path, step, target, kind, input, context: None }
+    }
+
+    /// The same request about a call of another kind.
+    pub fn with_kind(mut self, kind: CallKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same request with the run's context.
+    pub fn with_context(mut self, context: &'a crate::ContextSnapshot) -> Self {
+        self.context = Some(context);
+        self
     }
 }
 
@@ -227,17 +270,24 @@ impl<'a> GovernanceRequest<'a> {
 pub enum GovernanceDecision {
     /// The call goes ahead, with its input unchanged.
     Allow,
-    /// The call is not made: the step attempt fails, without retry, with this reason.
+    /// The call is not made and the run stops (error kind `governance_denied`), with this reason; no retry,
+    /// no fallback.
     Deny(String),
-    /// Allow, with the input replaced (e.g. PII scrubbed).
-    Replace(Value),
+    /// The call goes ahead with `input` instead (e.g. PII scrubbed); `note` says what was changed, for the
+    /// journal (never the values that were removed).
+    Modify {
+        /// The input the call receives instead.
+        input: Value,
+        /// What was changed (`scrubbed: email x2`).
+        note: String,
+    },
 }
 
 #[async_trait]
-/// A check before every agent and skill call (SPEC §11). The engine asks its policies in order;
-/// the first denial ends the chain.
+/// A check before every agent, tool and skill call (SPEC §11). The engine asks its policies in order; the
+/// first denial ends the chain and stops the run.
 pub trait GovernancePolicy: Send + Sync {
-    /// The policy's name, quoted in the message of a denial.
+    /// The policy's name, quoted in the message of a denial and in the journal.
     fn name(&self) -> &str;
     /// Decides about one call.
     async fn evaluate(&self, request: &GovernanceRequest<'_>) -> GovernanceDecision;

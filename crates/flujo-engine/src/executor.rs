@@ -13,9 +13,8 @@ use std::time::Instant;
 
 use flujo_core::journal::{GENESIS_HASH, META_FALLBACK_PENDING};
 use flujo_core::{
-    Clock, Context, Fallback, GovernanceDecision, GovernancePolicy, GovernanceRequest, Interrupt, JournalRecord,
-    PatchOp, Quota, RunEvent, Skill, SkillCall, SkillOutput, Step, StepResult, StepStatus, Store, StoreError,
-    Telemetry, TokenUsage, Usage, Value,
+    CallKind, Clock, Context, Fallback, Interrupt, JournalRecord, PatchOp, Quota, RunEvent, Skill, SkillCall,
+    SkillOutput, Step, StepResult, StepStatus, Store, StoreError, Telemetry, TokenUsage, Usage, Value,
 };
 use flujo_template::{Scope, UndefinedMode};
 use futures::future::BoxFuture;
@@ -381,7 +380,7 @@ impl SeqOutcome {
 pub struct ExecutorCore {
     pub(crate) dispatcher: ExecutionDispatcher,
     pub(crate) prepared: Prepared,
-    pub(crate) governance: Vec<Arc<dyn GovernancePolicy>>,
+    pub(crate) governance: crate::governance::GovernanceChain,
     pub(crate) cache: Arc<dyn CacheBackend>,
     pub(crate) undefined: UndefinedMode,
 }
@@ -898,23 +897,28 @@ impl ExecutorCore {
         &self,
         agent: &Arc<dyn Skill>,
         target: &str,
+        kind: CallKind,
         mut call: SkillCall,
         run: &RunState,
         timeout_s: Option<f64>,
     ) -> Result<Result<SkillOutput, flujo_core::SkillError>, Interrupt> {
-        for policy in &self.governance {
-            let req = GovernanceRequest::new(&call.run_id, &call.path, &call.step, target, &call.input);
-            match policy.evaluate(&req).await {
-                GovernanceDecision::Allow => {}
-                GovernanceDecision::Deny(reason) => {
-                    return Ok(Err(flujo_core::SkillError::fatal(format!(
-                        "denied by governance policy '{}': {reason}",
-                        policy.name()
-                    ))))
-                }
-                GovernanceDecision::Replace(v) => call.input = v,
-            }
-        }
+        // Governance (SPEC §11): a denial stops the run before anything is reserved or called.
+        let decisions = if self.governance.is_empty() {
+            None
+        } else {
+            let view = crate::governance::CallView {
+                run_id: &call.run_id,
+                path: &call.path,
+                step: &call.step,
+                target,
+                kind,
+                context: &call.context,
+            };
+            let input = std::mem::take(&mut call.input);
+            let (input, decisions) = self.governance.check(view, input).await.map_err(|i| run.stop_with(i))?;
+            call.input = input;
+            Some(Value::Array(decisions.iter().map(crate::governance::DecisionRecord::to_json).collect()))
+        };
         // Reserve → Execute → Reconcile (SPEC §8): typed pre-flight checks first (pricing), then reserve the
         // call's upper bound; a reservation that does not fit refuses the call before it is made.
         if let Some(stop) = run.stopped() {
@@ -948,7 +952,17 @@ impl ExecutorCore {
             Err(e) => Usage { cost_usd: e.cost_usd, tokens: e.tokens.total() },
         };
         run.quota.reconcile(reservation, actual);
-        Ok(res)
+        Ok(match (res, decisions) {
+            (Ok(mut o), Some(d)) => {
+                o.metadata.insert(META_GOVERNANCE.into(), d);
+                Ok(o)
+            }
+            (Err(mut e), Some(d)) => {
+                e.metadata.insert(META_GOVERNANCE.into(), d);
+                Err(e)
+            }
+            (res, None) => res,
+        })
     }
 
     /// Runs an agent whose decision steers the walk (router, condition skill, loop exit skill) as a journaled
@@ -1014,7 +1028,14 @@ impl ExecutorCore {
             call.this = this.map(|v| Arc::new(v.clone()));
             call
         };
-        let res = self.call_agent(skill, target, call, run, step.config.timeout_s).await?;
+        let call_kind = if kind == "tool_call" {
+            CallKind::Tool
+        } else if target.contains(':') {
+            CallKind::Model
+        } else {
+            CallKind::Skill
+        };
+        let res = self.call_agent(skill, target, call_kind, call, run, step.config.timeout_s).await?;
         let mut outcome = match &res {
             Ok(o) => {
                 let mut p = PolicyOutcome::success(o.output.clone());
@@ -1073,6 +1094,10 @@ pub(crate) fn stopped_outcome(
 /// Record metadata naming the model (`provider:model`) a record's usage comes from (read by `lens` for the
 /// `gen_ai.*` span attributes).
 pub const META_MODEL: &str = "model";
+
+/// Record metadata listing the governance decisions about the record's call (`[{policy, decision, reason |
+/// note}]`), when a governance chain is configured.
+pub const META_GOVERNANCE: &str = "governance";
 
 pub(crate) fn agent_target(agent: &flujo_core::AgentRef) -> &str {
     agent.target()

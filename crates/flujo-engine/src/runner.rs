@@ -205,7 +205,7 @@ impl FlujoRuntimeBuilder {
         let core = ExecutorCore {
             dispatcher: self.dispatcher,
             prepared,
-            governance: self.governance,
+            governance: crate::governance::GovernanceChain::new(self.governance),
             cache,
             undefined: self.undefined,
         };
@@ -603,6 +603,16 @@ impl Flujo {
             journal_head: Some(ChainHead { len: 0, hash: genesis() }),
             queue: None,
         }
+    }
+
+    /// The governance decisions this runner's chain made so far (allowed, denied, modified calls).
+    pub fn governance_stats(&self) -> crate::governance::GovernanceStats {
+        self.inner.core.governance.stats()
+    }
+
+    /// The names of this runner's governance policies, in the order they are asked.
+    pub fn governance_policies(&self) -> Vec<String> {
+        self.inner.core.governance.names()
     }
 
     /// This runner's identity as the owner of the runs it walks (the owner of their rows while they run).

@@ -93,7 +93,11 @@ impl StepPolicy for AgentStepPolicy {
                 call.this = this.clone();
                 call
             };
-            let res = f.core.call_agent(skill, agent_target(agent), call, f.run, f.step.config.timeout_s).await?;
+            let kind = match agent {
+                flujo_core::AgentRef::Model { .. } => flujo_core::CallKind::Model,
+                _ => flujo_core::CallKind::Skill,
+            };
+            let res = f.core.call_agent(skill, agent_target(agent), kind, call, f.run, f.step.config.timeout_s).await?;
             match res {
                 Ok(out) => {
                     tokens.add(out.tokens);
