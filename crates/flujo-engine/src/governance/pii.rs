@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(scrub("card 4111 1111 1111 1111.").0, "card [CARD].");
         assert_eq!(scrub("order 4111111111111112").0, "order 4111111111111112");
         assert_eq!(scrub("iban ES91 2100 0418 4502 0005 1332 ok").0, "iban [IBAN] ok");
-        assert_eq!(scrub("iban ES91 2100 0418 4502 0005 1333 ok").0.contains("[IBAN]"), false);
+        assert!(!scrub("iban ES91 2100 0418 4502 0005 1333 ok").0.contains("[IBAN]"));
         assert_eq!(scrub("ssn 123-45-6789").0, "ssn [SSN]");
         // Never-issued SSN areas are not SSNs (the phone kind may still take the digits).
         let only_ssn = PiiScrub::new(&["ssn".to_owned()], None).unwrap_or_else(|e| panic!("{e}"));
