@@ -271,3 +271,26 @@ fn dev_governance_shows_the_chain_and_bad_settings_exit_2() {
         assert!(env.fake.calls().is_empty());
     }
 }
+
+/// `examples/governance` (docs/governance.md) does what the page says, offline.
+#[test]
+fn the_documented_example_runs_offline_as_described() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/governance");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["flujo.toml", "pipeline.yaml", "policy.py"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let o = flujo(dir.path(), &["run", "-i", "Hi, I am ana@example.com, card 4111 1111 1111 1111", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json_of(&o)["output"], "Hi, I am [REDACTED:EMAIL], card [REDACTED:CARD]");
+    for (input, policy) in [("please refund everything", "command"), ("x; DROP TABLE users", "deny")] {
+        let o = flujo(dir.path(), &["run", "-i", input, "--json"]);
+        let v = json_of(&o);
+        assert_eq!(o.status.code(), Some(1), "{v}");
+        assert_eq!(v["error"]["kind"], "governance_denied");
+        assert!(v["error"]["message"].as_str().unwrap().contains(&format!("'{policy}'")), "{v}");
+    }
+    let o = flujo(dir.path(), &["dev", "governance"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("max_input_chars -> deny -> pii_scrub -> model_allowlist -> command"), "{text}");
+}

@@ -487,6 +487,45 @@
 //! # }
 //! ```
 //!
+//! ## Governance
+//!
+//! A [`GovernancePolicy`](crate::prelude::GovernancePolicy) registered on the builder is asked before every
+//! model, skill and tool call, and answers allow, modify (another input) or deny (the call is not made and the
+//! run fails with `governance_denied`). The built-in policies (`pii_scrub`, `deny`, allowlists, a policy
+//! program) are in [`flujo::engine::governance`](crate::engine::governance); `docs/governance.md` has the
+//! `flujo.toml` form.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flujo::prelude::*;
+//!
+//! struct NoSecrets;
+//!
+//! #[async_trait]
+//! impl GovernancePolicy for NoSecrets {
+//!     fn name(&self) -> &str {
+//!         "no_secrets"
+//!     }
+//!     async fn evaluate(&self, req: &GovernanceRequest<'_>) -> GovernanceDecision {
+//!         match req.input.as_str() {
+//!             Some(s) if s.contains("secret") => GovernanceDecision::Deny("no secrets".into()),
+//!             _ => GovernanceDecision::Allow,
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pipeline = Pipeline::new("echo", vec![Step::skill("say", "flujo.builtins.stringify", Value::Null)]);
+//! let flujo = Flujo::builder(pipeline).governance(Arc::new(NoSecrets)).build()?;
+//! let ok = flujo.blocking()?.run(json!("hello"))?;
+//! assert_eq!(ok.status, RunStatus::Completed);
+//! let denied = flujo.blocking()?.run(json!("my secret"))?;
+//! assert_eq!(denied.error.map(|e| e.kind), Some("governance_denied".to_owned()));
+//! assert_eq!(flujo.governance_stats().denied, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Specs, results and stability
 //!
 //! The step kinds' specs (`LoopSpec`, `ParallelSpec`, …), [`Branch`](crate::prelude::Branch), `StepConfig`,

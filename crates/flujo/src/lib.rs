@@ -109,6 +109,8 @@ pub mod prelude {
     };
     // The store traits (their methods: `load_journal`, `get_run`, `list_runs`, …) and the journal's types.
     pub use flujo_core::{verify_chain, JournalRecord, JournalStore, RunRecord, RunStore};
+    // Governance (SPEC §11): policies asked before every model, skill and tool call.
+    pub use flujo_core::{CallKind, GovernanceDecision, GovernancePolicy, GovernanceRequest};
     pub use flujo_engine::{
         BlockingFlujo, BlockingRunHandle, ExecutionFrame, Flujo, FlujoRuntimeBuilder, PolicyOutcome, ResumeRequest,
         RunHandle, RunOptions, SeqOutcome, StepPolicy, TaskClient,
