@@ -50,8 +50,9 @@ pub use skill::{
 };
 pub use step::*;
 pub use store::{
-    BlobStore, ChainHead, ClaimRequest, JournalStore, OriginFile, OriginRole, RateLimit, RunFilter, RunOrigin,
-    RunOwner, RunRecord, RunStore, RunUpdate, Store, SystemStateStore,
+    BlobStore, ChainHead, ClaimRequest, EvaluationFilter, EvaluationRecord, EvaluationStatus, EvaluationStore,
+    JournalStore, OriginFile, OriginRole, RateLimit, RunFilter, RunOrigin, RunOwner, RunRecord, RunStore, RunUpdate,
+    Store, SystemStateStore,
 };
 
 /// The JSON type of a value, for messages: `null`, `a boolean`, `a number`, `a string`, `an array`,

@@ -370,8 +370,209 @@ pub fn deletable(run: RunStatus, requested: Option<RunStatus>) -> bool {
     }
 }
 
+/// Where an evaluation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EvaluationStatus {
+    /// Waiting for a judge (durable: any process that opens the store may take it).
+    Pending,
+    /// Judged: `score` and `reason` are set.
+    Done,
+    /// The judge failed, timed out or was over its budget; `reason` says which.
+    Failed,
+}
+
+impl EvaluationStatus {
+    /// `pending`, `done` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvaluationStatus::Pending => "pending",
+            EvaluationStatus::Done => "done",
+            EvaluationStatus::Failed => "failed",
+        }
+    }
+
+    /// The status named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(EvaluationStatus::Pending),
+            "done" => Some(EvaluationStatus::Done),
+            "failed" => Some(EvaluationStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A shadow evaluation (SPEC §11): a judge's score of a run's (or one step's) result, kept in the store's
+/// `evaluations` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EvaluationRecord {
+    /// The evaluation's id: `RUN_ID:PATH:JUDGE` (`run` for the whole run), so scheduling twice makes one.
+    pub evaluation_id: String,
+    /// The run judged.
+    pub run_id: String,
+    /// The run's pipeline.
+    pub pipeline: String,
+    /// The step judged (its path), or `None` for the whole run.
+    pub path: Option<String>,
+    /// The judge (a model, `provider:model`).
+    pub judge: String,
+    /// Where it stands.
+    pub status: EvaluationStatus,
+    /// The score, 0 to 1, once judged.
+    pub score: Option<f64>,
+    /// The judge's reason, or why it failed.
+    pub reason: Option<String>,
+    /// What is judged: `{input, output, metadata}` as they were when the run (or step) completed.
+    pub snapshot: Value,
+    /// Tokens the judge used.
+    pub tokens: u64,
+    /// What the judge cost, in USD.
+    pub cost_usd: f64,
+    /// How long judging took, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Judging attempts made.
+    pub attempts: u32,
+    /// The process judging it now, while its lease lasts.
+    pub owner: Option<String>,
+    /// Until when `owner` holds it (Unix ms).
+    pub lease_expires_at_ms: Option<i64>,
+    /// When it was scheduled (Unix ms).
+    pub created_at_ms: i64,
+    /// When it last changed (Unix ms).
+    pub updated_at_ms: i64,
+}
+
+impl EvaluationRecord {
+    /// A pending evaluation of `path` (`None`: the whole run) of `run_id` by `judge`, of `snapshot`.
+    pub fn pending(
+        run_id: &str,
+        pipeline: &str,
+        path: Option<&str>,
+        judge: &str,
+        snapshot: Value,
+        now_ms: i64,
+    ) -> Self {
+        EvaluationRecord {
+            evaluation_id: format!("{run_id}:{}:{judge}", path.unwrap_or("run")),
+            run_id: run_id.to_owned(),
+            pipeline: pipeline.to_owned(),
+            path: path.map(str::to_owned),
+            judge: judge.to_owned(),
+            status: EvaluationStatus::Pending,
+            score: None,
+            reason: None,
+            snapshot,
+            tokens: 0,
+            cost_usd: 0.0,
+            latency_ms: None,
+            attempts: 0,
+            owner: None,
+            lease_expires_at_ms: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+}
+
+/// Filter for [`EvaluationStore::list_evaluations`]; results are oldest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct EvaluationFilter {
+    /// Only evaluations of this run.
+    pub run_id: Option<String>,
+    /// Only evaluations of runs of this pipeline.
+    pub pipeline: Option<String>,
+    /// Only evaluations scheduled at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only evaluations in this status.
+    pub status: Option<EvaluationStatus>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+impl EvaluationFilter {
+    /// Every evaluation.
+    pub fn new() -> Self {
+        EvaluationFilter::default()
+    }
+    /// Only those of `run_id`.
+    pub fn run(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+    /// Only those of pipeline `name`.
+    pub fn pipeline(mut self, name: impl Into<String>) -> Self {
+        self.pipeline = Some(name.into());
+        self
+    }
+    /// Only those scheduled at or after `ms`.
+    pub fn since_ms(mut self, ms: i64) -> Self {
+        self.since_ms = Some(ms);
+        self
+    }
+    /// Only those in `status`.
+    pub fn status(mut self, status: EvaluationStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+    /// At most `n`.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    /// Whether `e` passes the filter (for stores that filter in memory).
+    pub fn matches(&self, e: &EvaluationRecord) -> bool {
+        self.run_id.as_ref().is_none_or(|r| *r == e.run_id)
+            && self.pipeline.as_ref().is_none_or(|p| *p == e.pipeline)
+            && self.since_ms.is_none_or(|t| e.created_at_ms >= t)
+            && self.status.is_none_or(|s| s == e.status)
+    }
+}
+
+fn no_evaluations() -> StoreError {
+    StoreError::Unavailable("this store keeps no evaluations".to_owned())
+}
+
+/// Shadow evaluations (SPEC §11). The defaults refuse, for stores written before this trait existed.
+#[async_trait]
+pub trait EvaluationStore: Send + Sync {
+    /// Stores a new evaluation; `Ok(false)` (and nothing written) when one with its id exists.
+    async fn create_evaluation(&self, evaluation: &EvaluationRecord) -> Result<bool, StoreError> {
+        let _ = evaluation;
+        Err(no_evaluations())
+    }
+    /// Replaces the stored evaluation of the same id (its status, result, usage, owner); `Ok(false)` when none
+    /// has that id.
+    async fn update_evaluation(&self, evaluation: &EvaluationRecord) -> Result<bool, StoreError> {
+        let _ = evaluation;
+        Err(no_evaluations())
+    }
+    /// Claims up to `limit` pending evaluations that no live owner holds (no owner, or a lease that expired
+    /// before `now_ms`), oldest first: each gets `owner` and the lease, atomically (two claims never share
+    /// one). Returns them as claimed.
+    async fn claim_evaluations(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_expires_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let _ = (owner, now_ms, lease_expires_at_ms, limit);
+        Err(no_evaluations())
+    }
+    /// The evaluations that pass `filter`, oldest first.
+    async fn list_evaluations(&self, filter: &EvaluationFilter) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let _ = filter;
+        Err(no_evaluations())
+    }
+}
+
 /// A complete state store.
-pub trait Store: RunStore + JournalStore + BlobStore + SystemStateStore {
+pub trait Store: RunStore + JournalStore + BlobStore + SystemStateStore + EvaluationStore {
     /// Human-readable description (`memory://`, `sqlite:///…`).
     fn describe(&self) -> String;
     /// Bytes written so far (for benchmarks).

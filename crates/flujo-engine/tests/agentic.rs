@@ -163,6 +163,9 @@ impl BlobStore for HangAfterTool {
     }
 }
 
+/// Keeps no evaluations (the trait's defaults refuse).
+impl flujo_core::EvaluationStore for HangAfterTool {}
+
 #[async_trait]
 impl SystemStateStore for HangAfterTool {
     async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {

@@ -100,6 +100,9 @@ impl BlobStore for CrashingStore {
     }
 }
 
+/// Keeps no evaluations (the trait's defaults refuse).
+impl flujo_core::EvaluationStore for CrashingStore {}
+
 #[async_trait]
 impl SystemStateStore for CrashingStore {
     async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {

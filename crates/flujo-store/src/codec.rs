@@ -758,3 +758,32 @@ mod tests {
         assert!(matches!(encode_record(&r), Err(StoreError::Unavailable(m)) if m.contains("prompt_tokens")));
     }
 }
+
+/// An evaluation as the SQL stores keep it: the columns claims and filters read, and the whole record as JSON.
+#[derive(Debug)]
+pub(crate) struct EvaluationRow {
+    pub id: String,
+    pub run_id: String,
+    pub pipeline: String,
+    pub status: &'static str,
+    pub lease_expires_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub record: String,
+}
+
+impl EvaluationRow {
+    pub(crate) fn of(e: &flujo_core::EvaluationRecord) -> Result<Self, StoreError> {
+        let record = serde_json::to_string(e).map_err(|err| {
+            StoreError::Unavailable(format!("cannot serialize evaluation '{}': {err}", e.evaluation_id))
+        })?;
+        Ok(EvaluationRow {
+            id: e.evaluation_id.clone(),
+            run_id: e.run_id.clone(),
+            pipeline: e.pipeline.clone(),
+            status: e.status.as_str(),
+            lease_expires_at_ms: e.lease_expires_at_ms,
+            created_at_ms: e.created_at_ms,
+            record,
+        })
+    }
+}

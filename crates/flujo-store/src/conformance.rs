@@ -97,6 +97,8 @@ pub fn checks() -> Vec<Check> {
         delete_runs_keeps_blobs_still_referenced,
         system_state_round_trip,
         system_state_lists_by_prefix_and_deletes,
+        evaluations_are_created_once_updated_and_listed,
+        evaluation_claims_are_exclusive_and_expire,
         update_cas_on_owner,
         heartbeat_extends_only_the_owners_lease,
         fenced_appends_need_the_running_owner,
@@ -1175,6 +1177,103 @@ pub async fn system_state_lists_by_prefix_and_deletes(store: Arc<dyn Store>) -> 
         &after.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         &vec!["worker/b", "worker/é"],
     )
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Evaluations.
+
+fn evaluation(run: &str, pipeline: &str, path: Option<&str>, at: i64) -> flujo_core::EvaluationRecord {
+    flujo_core::EvaluationRecord::pending(run, pipeline, path, "mock:json", json!({"input": "in", "output": at}), at)
+}
+
+/// Checks `create_evaluation` (true once, false for the same id, nothing changed), `update_evaluation`
+/// (replaces, false for an unknown id), and `list_evaluations` (oldest first; by run, pipeline, time, status;
+/// limited), with the record round-tripping exactly.
+pub async fn evaluations_are_created_once_updated_and_listed(store: Arc<dyn Store>) -> CheckResult {
+    let a = evaluation("run-a", "p1", None, 1_000);
+    let b = evaluation("run-a", "p1", Some("0/1"), 2_000);
+    let c = evaluation("run-b", "p2", None, 3_000);
+    for e in [&c, &a, &b] {
+        ensure_eq("create_evaluation of a new id", &store.create_evaluation(e).await.ctx("create_evaluation")?, &true)?;
+    }
+    let mut twice = a.clone();
+    twice.snapshot = json!("other");
+    ensure_eq("create_evaluation of an existing id", &store.create_evaluation(&twice).await.ctx("create")?, &false)?;
+    let all = store.list_evaluations(&flujo_core::EvaluationFilter::new()).await.ctx("list_evaluations")?;
+    ensure_eq("list: oldest first, exact records", &all, &vec![a.clone(), b.clone(), c.clone()])?;
+    let mut done = b.clone();
+    done.status = flujo_core::EvaluationStatus::Done;
+    done.score = Some(0.75);
+    done.reason = Some("clear and polite ✓".into());
+    done.tokens = 42;
+    done.cost_usd = 0.001;
+    done.updated_at_ms = 5_000;
+    ensure_eq("update_evaluation", &store.update_evaluation(&done).await.ctx("update_evaluation")?, &true)?;
+    let unknown = evaluation("run-z", "p9", None, 9);
+    ensure_eq("update of an unknown id", &store.update_evaluation(&unknown).await.ctx("update")?, &false)?;
+    let list = |f: flujo_core::EvaluationFilter| {
+        let store = store.clone();
+        async move { store.list_evaluations(&f).await.map(|v| v.into_iter().map(|e| e.evaluation_id).collect::<Vec<_>>()) }
+    };
+    use flujo_core::{EvaluationFilter as F, EvaluationStatus as S};
+    ensure_eq(
+        "by run",
+        &list(F::new().run("run-a")).await.ctx("list")?,
+        &vec![a.evaluation_id.clone(), b.evaluation_id.clone()],
+    )?;
+    ensure_eq("by pipeline", &list(F::new().pipeline("p2")).await.ctx("list")?, &vec![c.evaluation_id.clone()])?;
+    ensure_eq(
+        "since",
+        &list(F::new().since_ms(2_000)).await.ctx("list")?,
+        &vec![b.evaluation_id.clone(), c.evaluation_id.clone()],
+    )?;
+    ensure_eq("by status", &list(F::new().status(S::Done)).await.ctx("list")?, &vec![b.evaluation_id.clone()])?;
+    ensure_eq("limit", &list(F::new().limit(1)).await.ctx("list")?, &vec![a.evaluation_id.clone()])?;
+    let got = store.list_evaluations(&F::new().status(S::Done)).await.ctx("list")?;
+    ensure_eq("an updated record round-trips", &got, &vec![done])
+}
+
+/// Checks `claim_evaluations`: pending ones only, oldest first, up to the limit, each with the owner and
+/// lease; a held one is not claimed again until its lease expires; concurrent claims never share one.
+pub async fn evaluation_claims_are_exclusive_and_expire(store: Arc<dyn Store>) -> CheckResult {
+    for i in 0..6 {
+        store.create_evaluation(&evaluation(&format!("r{i}"), "p", None, 100 + i)).await.ctx("create")?;
+    }
+    let mut finished = evaluation("r9", "p", None, 1);
+    finished.status = flujo_core::EvaluationStatus::Failed;
+    store.create_evaluation(&finished).await.ctx("create")?;
+    let first = store.claim_evaluations("w1", 1_000, 2_000, 2).await.ctx("claim")?;
+    let ids: Vec<&str> = first.iter().map(|e| e.run_id.as_str()).collect();
+    ensure_eq("oldest pending first, up to the limit", &ids, &vec!["r0", "r1"])?;
+    ensure_eq("owner set", &first[0].owner.as_deref(), &Some("w1"))?;
+    ensure_eq("lease set", &first[0].lease_expires_at_ms, &Some(2_000))?;
+    // Concurrent claims take disjoint evaluations.
+    let tasks: Vec<_> = ["w2", "w3"]
+        .into_iter()
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move { store.claim_evaluations(w, 1_000, 2_000, 3).await })
+        })
+        .collect();
+    let mut taken: Vec<String> = Vec::new();
+    for t in tasks {
+        let got = t.await.map_err(|e| format!("a claiming task failed: {e}"))?.ctx("claim")?;
+        taken.extend(got.into_iter().map(|e| e.run_id));
+    }
+    taken.sort();
+    ensure_eq(
+        "concurrent claims share nothing",
+        &taken,
+        &vec!["r2".to_owned(), "r3".into(), "r4".into(), "r5".into()],
+    )?;
+    ensure_eq(
+        "nothing left while leases hold",
+        &store.claim_evaluations("w4", 1_500, 3_000, 10).await.ctx("claim")?.len(),
+        &0,
+    )?;
+    let again = store.claim_evaluations("w4", 2_500, 9_000, 10).await.ctx("claim after expiry")?;
+    ensure_eq("expired leases are claimed again (never a finished one)", &again.len(), &6)?;
+    ensure_eq("new owner", &again[0].owner.as_deref(), &Some("w4"))
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use flujo_core::store::deletable;
 use flujo_core::{
-    BlobStore, ClaimRequest, JournalRecord, JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store,
-    StoreError, SystemStateStore, Value,
+    BlobStore, ClaimRequest, EvaluationFilter, EvaluationRecord, EvaluationStatus, EvaluationStore, JournalRecord,
+    JournalStore, RunFilter, RunRecord, RunStatus, RunStore, RunUpdate, Store, StoreError, SystemStateStore, Value,
 };
 use serde::Serialize;
 
@@ -43,6 +43,7 @@ pub struct MemoryStore {
     runs: Mutex<HashMap<String, RunEntry>>,
     blobs: Mutex<HashMap<String, Arc<[u8]>>>,
     state: Mutex<BTreeMap<String, Value>>,
+    evaluations: Mutex<BTreeMap<String, EvaluationRecord>>,
     bytes_written: AtomicU64,
 }
 
@@ -373,6 +374,63 @@ impl SystemStateStore for MemoryStore {
 
     async fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.state).remove(key).is_some())
+    }
+}
+
+#[async_trait]
+impl EvaluationStore for MemoryStore {
+    async fn create_evaluation(&self, e: &EvaluationRecord) -> Result<bool, StoreError> {
+        let mut all = lock(&self.evaluations);
+        if all.contains_key(&e.evaluation_id) {
+            return Ok(false);
+        }
+        all.insert(e.evaluation_id.clone(), e.clone());
+        self.count(json_len(&e.snapshot) + 128);
+        Ok(true)
+    }
+
+    async fn update_evaluation(&self, e: &EvaluationRecord) -> Result<bool, StoreError> {
+        let mut all = lock(&self.evaluations);
+        match all.get_mut(&e.evaluation_id) {
+            Some(slot) => {
+                *slot = e.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn claim_evaluations(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_expires_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let mut all = lock(&self.evaluations);
+        let mut free: Vec<&mut EvaluationRecord> = all
+            .values_mut()
+            .filter(|e| e.status == EvaluationStatus::Pending && e.lease_expires_at_ms.is_none_or(|l| l < now_ms))
+            .collect();
+        free.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.evaluation_id.cmp(&b.evaluation_id)));
+        Ok(free
+            .into_iter()
+            .take(limit)
+            .map(|e| {
+                e.owner = Some(owner.to_owned());
+                e.lease_expires_at_ms = Some(lease_expires_at_ms);
+                e.updated_at_ms = now_ms;
+                e.clone()
+            })
+            .collect())
+    }
+
+    async fn list_evaluations(&self, filter: &EvaluationFilter) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let all = lock(&self.evaluations);
+        let mut out: Vec<EvaluationRecord> = all.values().filter(|e| filter.matches(e)).cloned().collect();
+        out.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.evaluation_id.cmp(&b.evaluation_id)));
+        out.truncate(filter.limit.unwrap_or(usize::MAX));
+        Ok(out)
     }
 }
 

@@ -97,6 +97,9 @@ impl BlobStore for Sloppy {
     }
 }
 
+/// Keeps no evaluations (the trait's defaults refuse).
+impl flujo_core::EvaluationStore for Sloppy {}
+
 #[async_trait]
 impl SystemStateStore for Sloppy {
     async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
@@ -160,6 +163,9 @@ impl BlobStore for Panicky {
         self.0.get_blob(hash).await
     }
 }
+
+/// Keeps no evaluations (the trait's defaults refuse).
+impl flujo_core::EvaluationStore for Panicky {}
 
 #[async_trait]
 impl SystemStateStore for Panicky {

@@ -1087,6 +1087,114 @@ impl SystemStateStore for PostgresStore {
     }
 }
 
+fn evaluation_from(text: &str) -> Result<flujo_core::EvaluationRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("evaluations: column `record`: {e}")))
+}
+
+#[async_trait]
+impl flujo_core::EvaluationStore for PostgresStore {
+    async fn create_evaluation(&self, e: &flujo_core::EvaluationRecord) -> Result<bool, StoreError> {
+        let r = crate::codec::EvaluationRow::of(e)?;
+        let conn = self.conn().await?;
+        let n = conn
+            .execute(
+                &format!(
+                    "INSERT INTO {}.evaluations (evaluation_id, run_id, pipeline, status, lease_expires_at_ms, \
+                     created_at_ms, record) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (evaluation_id) DO NOTHING",
+                    self.sql.schema
+                ),
+                &[&r.id, &r.run_id, &r.pipeline, &r.status, &r.lease_expires_at_ms, &r.created_at_ms, &r.record],
+            )
+            .await
+            .map_err(|e| pg_error("create_evaluation", e))?;
+        Ok(n > 0)
+    }
+
+    async fn update_evaluation(&self, e: &flujo_core::EvaluationRecord) -> Result<bool, StoreError> {
+        let r = crate::codec::EvaluationRow::of(e)?;
+        let conn = self.conn().await?;
+        let n = conn
+            .execute(
+                &format!(
+                    "UPDATE {}.evaluations SET run_id = $2, pipeline = $3, status = $4, lease_expires_at_ms = $5, \
+                     created_at_ms = $6, record = $7 WHERE evaluation_id = $1",
+                    self.sql.schema
+                ),
+                &[&r.id, &r.run_id, &r.pipeline, &r.status, &r.lease_expires_at_ms, &r.created_at_ms, &r.record],
+            )
+            .await
+            .map_err(|e| pg_error("update_evaluation", e))?;
+        Ok(n > 0)
+    }
+
+    async fn claim_evaluations(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_expires_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<flujo_core::EvaluationRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let fail = |e| pg_error("claim_evaluations", e);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(fail)?;
+        let s = &self.sql.schema;
+        // `SKIP LOCKED`: concurrent claimers take disjoint evaluations.
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT record FROM {s}.evaluations WHERE status = 'pending' AND (lease_expires_at_ms IS NULL \
+                     OR lease_expires_at_ms < $1) ORDER BY created_at_ms, evaluation_id LIMIT $2 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&now_ms, &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(fail)?;
+        let mut claimed = Vec::new();
+        for row in rows {
+            let text: String = row.get(0);
+            let mut e = evaluation_from(&text)?;
+            e.owner = Some(owner.to_owned());
+            e.lease_expires_at_ms = Some(lease_expires_at_ms);
+            e.updated_at_ms = now_ms;
+            let r = crate::codec::EvaluationRow::of(&e)?;
+            tx.execute(
+                &format!("UPDATE {s}.evaluations SET lease_expires_at_ms = $2, record = $3 WHERE evaluation_id = $1"),
+                &[&r.id, &lease_expires_at_ms, &r.record],
+            )
+            .await
+            .map_err(fail)?;
+            claimed.push(e);
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(claimed)
+    }
+
+    async fn list_evaluations(
+        &self,
+        filter: &flujo_core::EvaluationFilter,
+    ) -> Result<Vec<flujo_core::EvaluationRecord>, StoreError> {
+        let conn = self.conn().await?;
+        let limit = filter.limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        let status = filter.status.map(|s| s.as_str());
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT record FROM {}.evaluations WHERE ($1::text IS NULL OR run_id = $1) \
+                     AND ($2::text IS NULL OR pipeline = $2) AND ($3::bigint IS NULL OR created_at_ms >= $3) \
+                     AND ($4::text IS NULL OR status = $4) ORDER BY created_at_ms, evaluation_id LIMIT $5",
+                    self.sql.schema
+                ),
+                &[&filter.run_id, &filter.pipeline, &filter.since_ms, &status, &limit],
+            )
+            .await
+            .map_err(|e| pg_error("list_evaluations", e))?;
+        rows.iter().map(|r| evaluation_from(&r.get::<_, String>(0))).collect()
+    }
+}
+
 impl Store for PostgresStore {
     fn describe(&self) -> String {
         self.config.describe.clone()

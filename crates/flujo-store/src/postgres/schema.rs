@@ -18,10 +18,27 @@ use flujo_core::StoreError;
 use super::{pg_error, Sql};
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`; `{s}` stands for the quoted schema name.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+
+/// Version 5: shadow evaluations, as in the SQLite store: the columns claims and filters read, and the whole
+/// record as JSON (`record`).
+const MIGRATION_5: &str = r#"
+CREATE TABLE {s}.evaluations (
+    evaluation_id       TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    run_id              TEXT    NOT NULL,
+    pipeline            TEXT    NOT NULL,
+    status              TEXT    NOT NULL,
+    lease_expires_at_ms BIGINT,
+    created_at_ms       BIGINT  NOT NULL,
+    record              TEXT    NOT NULL
+);
+CREATE INDEX evaluations_run ON {s}.evaluations (run_id);
+CREATE INDEX evaluations_status ON {s}.evaluations (status, created_at_ms);
+CREATE INDEX evaluations_pipeline ON {s}.evaluations (pipeline, created_at_ms);
+"#;
 
 /// Version 4: claims find runs whose lease expired by their own index, not by scanning live running runs;
 /// a run that becomes `queued` notifies the channel `flujo_queued` (payload `SCHEMA/QUEUE`, sent at commit)

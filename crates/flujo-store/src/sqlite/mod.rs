@@ -314,6 +314,49 @@ impl RunStore for SqliteStore {
 }
 
 #[async_trait]
+impl flujo_core::EvaluationStore for SqliteStore {
+    async fn create_evaluation(&self, e: &flujo_core::EvaluationRecord) -> Result<bool, StoreError> {
+        let row = crate::codec::EvaluationRow::of(e)?;
+        self.write(Write::PutEvaluation { row, replace: false }).await.map(|n| n > 0)
+    }
+
+    async fn update_evaluation(&self, e: &flujo_core::EvaluationRecord) -> Result<bool, StoreError> {
+        let row = crate::codec::EvaluationRow::of(e)?;
+        self.write(Write::PutEvaluation { row, replace: true }).await.map(|n| n > 0)
+    }
+
+    async fn claim_evaluations(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_expires_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<flujo_core::EvaluationRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        self.write(Write::ClaimEvaluations {
+            owner: owner.to_owned(),
+            now_ms,
+            lease_expires_at_ms,
+            limit,
+            out: out.clone(),
+        })
+        .await?;
+        let claimed = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(claimed)
+    }
+
+    async fn list_evaluations(
+        &self,
+        filter: &flujo_core::EvaluationFilter,
+    ) -> Result<Vec<flujo_core::EvaluationRecord>, StoreError> {
+        self.read(|reply| Read::ListEvaluations(filter.clone(), reply)).await
+    }
+}
+
+#[async_trait]
 impl JournalStore for SqliteStore {
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
         self.write(Write::Append(codec::encode_record(record)?)).await.map(drop)

@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -27,7 +27,26 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 64;
 
 /// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+const MIGRATIONS: &[&str] =
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+
+/// Version 7: shadow evaluations. The `evaluations` table of version 1 was never written; it is replaced by
+/// one whose columns are what claims and filters read, and the whole record as JSON (`record`).
+const MIGRATION_7: &str = "
+DROP TABLE evaluations;
+CREATE TABLE evaluations (
+    evaluation_id       TEXT    NOT NULL PRIMARY KEY,
+    run_id              TEXT    NOT NULL,
+    pipeline            TEXT    NOT NULL,
+    status              TEXT    NOT NULL,
+    lease_expires_at_ms INTEGER,
+    created_at_ms       INTEGER NOT NULL,
+    record              TEXT    NOT NULL
+) STRICT;
+CREATE INDEX evaluations_run ON evaluations (run_id);
+CREATE INDEX evaluations_status ON evaluations (status, created_at_ms);
+CREATE INDEX evaluations_pipeline ON evaluations (pipeline, created_at_ms);
+";
 
 /// Version 6: claims find runs whose lease expired by their own index, not by scanning live running runs.
 const MIGRATION_6: &str = "

@@ -29,15 +29,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
-use flujo_core::{ClaimRequest, JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value};
+use flujo_core::{
+    ClaimRequest, EvaluationFilter, EvaluationRecord, JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use tokio::sync::oneshot;
 
 use super::schema::sql_error;
 use super::SqliteStats;
 use crate::codec::{
-    decode_record, decode_run, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver, NewBlob, RecordRow,
-    RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
+    decode_record, decode_run, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver, EvaluationRow, NewBlob,
+    RecordRow, RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
 };
 use crate::{seq_conflict, status_conflict};
 
@@ -66,6 +68,20 @@ pub(crate) enum Write {
     },
     /// Removes a `system_state` row; replies with 1 when it was there, 0 otherwise.
     DeleteState(String),
+    /// Inserts an evaluation unless its id exists (1 inserted, 0 not) or, with `replace`, replaces an existing
+    /// one (1 replaced, 0 none).
+    PutEvaluation {
+        row: EvaluationRow,
+        replace: bool,
+    },
+    /// Claims pending evaluations for `owner`; their ids go to `out`.
+    ClaimEvaluations {
+        owner: String,
+        now_ms: i64,
+        lease_expires_at_ms: i64,
+        limit: usize,
+        out: Arc<Mutex<Vec<EvaluationRecord>>>,
+    },
     /// Extends the lease of a running run held by `owner_id`.
     Heartbeat {
         run_id: String,
@@ -103,6 +119,7 @@ pub(crate) enum Read {
     GetState(String, Reply<Option<Value>>),
     /// `system_state` rows whose key starts with a prefix, in key order.
     ListState(String, Reply<Vec<(String, Value)>>),
+    ListEvaluations(EvaluationFilter, Reply<Vec<EvaluationRecord>>),
     /// Served by the writer thread (it reports the writer connection's settings).
     Stats(Reply<SqliteStats>),
 }
@@ -289,6 +306,28 @@ fn execute_write(conn: &Connection, write: &Write) -> Result<Done, ExecError> {
             delete_runs(conn, *older_than_ms, *status).map(|count| Done { bytes: 0, count })
         }
         Write::SetState { key, value } => set_state(conn, key, value).map(Done::bytes),
+        Write::PutEvaluation { row, replace } => {
+            let sql = if *replace {
+                "UPDATE evaluations SET run_id = ?2, pipeline = ?3, status = ?4, lease_expires_at_ms = ?5, \
+                 created_at_ms = ?6, record = ?7 WHERE evaluation_id = ?1"
+            } else {
+                "INSERT INTO evaluations (evaluation_id, run_id, pipeline, status, lease_expires_at_ms, created_at_ms, \
+                 record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (evaluation_id) DO NOTHING"
+            };
+            let n = conn.prepare_cached(sql)?.execute(params![
+                row.id,
+                row.run_id,
+                row.pipeline,
+                row.status,
+                row.lease_expires_at_ms,
+                row.created_at_ms,
+                row.record
+            ])?;
+            Ok(Done { bytes: row.record.len() as u64, count: n as u64 })
+        }
+        Write::ClaimEvaluations { owner, now_ms, lease_expires_at_ms, limit, out } => {
+            claim_evaluations(conn, owner, *now_ms, *lease_expires_at_ms, *limit, out).map(Done::bytes)
+        }
         Write::DeleteState(key) => {
             let count = conn.prepare_cached("DELETE FROM system_state WHERE key = ?1")?.execute([key])?;
             Ok(Done { bytes: 0, count: count as u64 })
@@ -692,6 +731,9 @@ fn serve_read(conn: &Connection, read: Read) {
         Read::ListState(prefix, reply) => {
             let _ = reply.send(list_state(conn, &prefix));
         }
+        Read::ListEvaluations(filter, reply) => {
+            let _ = reply.send(list_evaluations(conn, &filter));
+        }
         Read::Stats(reply) => {
             let _ = reply.send(stats(conn).map_err(|e| sql_error("stats", e)));
         }
@@ -872,6 +914,63 @@ fn list_state(conn: &Connection, prefix: &str) -> Result<Vec<(String, Value)>, S
             Ok((key, value))
         })
         .collect()
+}
+
+fn evaluation_from(text: &str) -> Result<EvaluationRecord, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("evaluations: column `record`: {e}")))
+}
+
+fn list_evaluations(conn: &Connection, filter: &EvaluationFilter) -> Result<Vec<EvaluationRecord>, StoreError> {
+    let limit = filter.limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let status = filter.status.map(|s| s.as_str());
+    let texts: Vec<String> = conn
+        .prepare_cached(
+            "SELECT record FROM evaluations WHERE (?1 IS NULL OR run_id = ?1) AND (?2 IS NULL OR pipeline = ?2) \
+             AND (?3 IS NULL OR created_at_ms >= ?3) AND (?4 IS NULL OR status = ?4) \
+             ORDER BY created_at_ms, evaluation_id LIMIT ?5",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![filter.run_id, filter.pipeline, filter.since_ms, status, limit], |row| row.get(0))?
+                .collect()
+        })
+        .map_err(|e| sql_error("list_evaluations", e))?;
+    texts.iter().map(|t| evaluation_from(t)).collect()
+}
+
+/// Claims pending evaluations (see [`flujo_core::EvaluationStore::claim_evaluations`]); serialized with every
+/// other write by the writer thread.
+fn claim_evaluations(
+    conn: &Connection,
+    owner: &str,
+    now_ms: i64,
+    lease: i64,
+    limit: usize,
+    out: &Mutex<Vec<EvaluationRecord>>,
+) -> Result<u64, ExecError> {
+    let texts: Vec<String> = conn
+        .prepare_cached(
+            "SELECT record FROM evaluations WHERE status = 'pending' \
+             AND (lease_expires_at_ms IS NULL OR lease_expires_at_ms < ?1) ORDER BY created_at_ms, evaluation_id LIMIT ?2",
+        )?
+        .query_map(params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut claimed = Vec::new();
+    let mut bytes = 0u64;
+    for text in texts {
+        let mut e = evaluation_from(&text).map_err(ExecError::Rejected)?;
+        e.owner = Some(owner.to_owned());
+        e.lease_expires_at_ms = Some(lease);
+        e.updated_at_ms = now_ms;
+        let record = serde_json::to_string(&e).map_err(|err| {
+            ExecError::Rejected(StoreError::Unavailable(format!("cannot serialize an evaluation: {err}")))
+        })?;
+        bytes += record.len() as u64;
+        conn.prepare_cached("UPDATE evaluations SET lease_expires_at_ms = ?2, record = ?3 WHERE evaluation_id = ?1")?
+            .execute(params![e.evaluation_id, lease, record])?;
+        claimed.push(e);
+    }
+    *out.lock().unwrap_or_else(|p| p.into_inner()) = claimed;
+    Ok(bytes)
 }
 
 fn get_blob(conn: &Connection, hash: &str) -> rusqlite::Result<Option<Vec<u8>>> {
