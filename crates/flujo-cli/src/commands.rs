@@ -462,6 +462,10 @@ pub(crate) fn build_error(e: FlujoError) -> CliError {
 }
 
 /// The model registry from `[providers]` and `[cost]` (providers' keys from config or environment).
+pub(crate) fn model_registry(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>, CliError> {
+    models(cfg)
+}
+
 fn models(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>, CliError> {
     let llm = flujo_llm::LlmConfig::from_toml(&cfg.table).map_err(|e| CliError::config(format!("flujo.toml: {e}")))?;
     flujo_llm::LlmRegistry::new(llm).map(Arc::new).map_err(|e| CliError::config(format!("flujo.toml: {e}")))
@@ -628,7 +632,9 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     };
     let (events, fut) = flujo.run_streaming(opts).await;
     let result = drive(fut, events, &watch).await?;
-    Ok(finish(&result, &watch))
+    let code = finish(&result, &watch);
+    crate::shadow::after_run(cfg, &watch.store, &result).await;
+    Ok(code)
 }
 
 async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
@@ -692,7 +698,9 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
     };
     let (events, fut) = flujo.resume_streaming(&args.run_id, req);
     let result = drive(fut, events, &watch).await?;
-    Ok(finish(&result, &watch))
+    let code = finish(&result, &watch);
+    crate::shadow::after_run(cfg, &watch.store, &result).await;
+    Ok(code)
 }
 
 /// How to tell the user to continue a run: whether the store keeps runs, and the `--state` to repeat.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Sections of `flujo.toml` that later versions use; present ones are reported as not yet effective.
-const FUTURE_SECTIONS: &[&str] = &["shadow_eval", "memory", "sandbox", "server", "telemetry"];
+const FUTURE_SECTIONS: &[&str] = &["memory", "sandbox", "server", "telemetry"];
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +57,8 @@ pub struct Config {
     pub queue_rates: std::collections::BTreeMap<String, (u64, f64)>,
     /// `[governance]`: the policy chains (checked when the file loads), and the file they come from.
     pub governance: Option<(std::sync::Arc<flujo_engine::governance::GovernanceConfig>, PathBuf)>,
+    /// `[shadow_eval]`: LLM-as-a-judge evaluations of sampled runs.
+    pub shadow: Option<flujo_engine::shadow::ShadowConfig>,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -307,6 +309,7 @@ impl Config {
             lockfile: crate::lock::LockSettings::default(),
             queue_limits: Default::default(),
             governance: None,
+            shadow: None,
             queue_rates: Default::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
@@ -672,12 +675,19 @@ impl Config {
                         .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
                     self.governance = Some((std::sync::Arc::new(cfg), file.to_path_buf()));
                 }
+                "shadow_eval" => {
+                    let json = serde_json::to_value(value)
+                        .map_err(|e| ConfigError(format!("{}: [shadow_eval]: {e}", file.display())))?;
+                    let cfg = flujo_engine::shadow::ShadowConfig::from_json(&json)
+                        .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+                    self.shadow = Some(cfg);
+                }
                 s if FUTURE_SECTIONS.contains(&s) => self.notes.push(format!(
                     "{}: [{s}] is not supported by this version of flujo yet; it has no effect",
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance], [shadow_eval]); it is ignored",
                     file.display()
                 )),
             }

@@ -89,6 +89,24 @@ pub enum LensCommand {
         #[command(flatten)]
         opts: LensOpts,
     },
+    /// Shadow evaluations (`[shadow_eval]`): each one, and per pipeline and step the average score and the
+    /// distribution of scores.
+    Evals {
+        /// Only evaluations of this run.
+        #[arg(long)]
+        run: Option<String>,
+        /// Only evaluations of runs of this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only those scheduled since then: a duration back from now (30m, 2h, 7d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[command(flatten)]
+        opts: LensOpts,
+    },
     /// A run's summary, pending pauses and step table.
     Show {
         /// Run id, or a unique prefix of one.
@@ -169,6 +187,7 @@ impl LensCommand {
     pub fn opts(&self) -> &LensOpts {
         match self {
             LensCommand::List { opts, .. }
+            | LensCommand::Evals { opts, .. }
             | LensCommand::Show { opts, .. }
             | LensCommand::Get { opts, .. }
             | LensCommand::Spans { opts, .. }
@@ -219,6 +238,20 @@ async fn dispatch_inner(cmd: LensCommand, cfg: &Config) -> Result<u8, CliError> 
             lens.list(&filter).await
         }
         LensCommand::Show { run_id, show, opts } => Lens::open(&opts, cfg)?.show(&run_id, show).await,
+        LensCommand::Evals { run, pipeline, since, limit, opts } => {
+            let lens = Lens::open(&opts, cfg)?;
+            let mut filter = flujo_core::EvaluationFilter::new().limit(limit);
+            if let Some(r) = run {
+                filter = filter.run(r);
+            }
+            if let Some(p) = pipeline {
+                filter = filter.pipeline(p);
+            }
+            if let Some(s) = since.as_deref() {
+                filter = filter.since_ms(parse_since(s, now_ms())?);
+            }
+            crate::evals::evals(lens.client.store(), &filter, lens.json).await
+        }
         LensCommand::Get { partial, show, opts } => {
             let lens = Lens::open(&opts, cfg)?;
             let id = lens.get(&partial).await?;

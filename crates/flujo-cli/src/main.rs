@@ -9,11 +9,13 @@ mod out;
 mod commands;
 mod config;
 mod create;
+mod evals;
 mod health;
 mod lens;
 mod lock;
 mod scaffold;
 mod schedule;
+mod shadow;
 mod view;
 mod worker;
 

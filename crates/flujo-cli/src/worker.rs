@@ -157,6 +157,11 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     let mut stop = Box::pin(shutdown_signal());
     let mut backoff = poll;
     let registration = Registration::new(&me, &queues, args.concurrency, lease);
+    // Shadow evaluations of the runs this worker finishes, and of those other processes left pending.
+    let shadow = crate::shadow::evaluator(cfg, &store);
+    if let Some(ev) = &shadow {
+        ev.pick_up(64).await;
+    }
     forget_dead_workers(&store).await;
     let beat_every = (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
     let schedule_every = poll.min(Duration::from_secs(1));
@@ -197,7 +202,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                     next_claim = if ids.len() < free { now_instant + poll } else { now_instant };
                     for id in ids {
                         let (store, cfg, in_flight) = (store.clone(), cfg.clone(), in_flight.clone());
-                        tasks.spawn(walk(id, store, cfg, lease, in_flight));
+                        tasks.spawn(walk(id, store, cfg, lease, in_flight, shadow.clone()));
                     }
                 }
                 Err(e) => {
@@ -257,6 +262,9 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                 }
             }
         }
+    }
+    if let Some(ev) = &shadow {
+        crate::shadow::finish(ev).await;
     }
     registration.remove(&store).await;
     Ok(EXIT_OK)
@@ -452,7 +460,14 @@ async fn idle(store: &Arc<dyn Store>, queues: &[String]) -> bool {
 }
 
 /// Walks one claimed run to its end (or pause) with a runner built from its stored definition.
-async fn walk(run_id: String, store: Arc<dyn Store>, cfg: Config, lease: Duration, in_flight: InFlight) -> Finished {
+async fn walk(
+    run_id: String,
+    store: Arc<dyn Store>,
+    cfg: Config,
+    lease: Duration,
+    in_flight: InFlight,
+    shadow: Option<Arc<flujo_engine::shadow::ShadowEvaluator>>,
+) -> Finished {
     let fail = |pipeline: String, error: String| Finished {
         run_id: run_id.clone(),
         pipeline,
@@ -480,7 +495,11 @@ async fn walk(run_id: String, store: Arc<dyn Store>, cfg: Config, lease: Duratio
         Err(e) => return fail(name, format!("[{}] {}", e.kind, e.message)),
     };
     in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(run_id.clone(), flujo.owner().id.clone());
+    let input = run.input.clone();
     let outcome = flujo.resume_with(&run_id, ResumeRequest::default().with_stored_run(run)).await;
+    if let (Some(ev), Ok(result)) = (&shadow, &outcome) {
+        ev.observe(result, &input).await;
+    }
     in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&run_id);
     match outcome {
         Ok(result) => Finished {

@@ -34,6 +34,7 @@ pub mod policy;
 pub mod prepare;
 pub mod runner;
 pub mod schedule;
+pub mod shadow;
 
 pub use client::{journal_usage, ClientError, ReplayReport, RunView, TaskClient, VerifyReport};
 pub use executor::{ExecutorCore, Lexical, RunState, SeqOutcome};

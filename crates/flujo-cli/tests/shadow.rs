@@ -1,0 +1,201 @@
+//! Shadow evaluations through the `flujo` binary: the run walks offline (`mock:echo`), the judge is a model
+//! behind a local fake provider (real HTTP on 127.0.0.1). A judged run keeps its result and exit code whatever
+//! the judge does; evaluations are stored and listed by `lens evals`; sampling at 0 judges nothing; a CLI
+//! killed while its evaluation was pending leaves it to the next `flujo` process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use flujo_core::{EvaluationFilter, EvaluationStatus};
+use flujo_llm::testing::{FakeProvider, ScriptedReply};
+use serde_json::{json, Value};
+
+fn cmd(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flujo"));
+    c.args(args)
+        .current_dir(dir)
+        .env_remove("FLUJO_STATE_URI")
+        .env_remove("FLUJO_CONFIG")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL");
+    c
+}
+
+fn flujo(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir, args).output().unwrap()
+}
+
+const PIPELINE: &str = r#"version: "0.1"
+name: support_reply
+agents:
+  writer:
+    model: "mock:echo"
+    system_prompt: "You answer customers."
+steps:
+  - name: draft
+    uses: agents.writer
+"#;
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    fake: FakeProvider,
+    dir: tempfile::TempDir,
+}
+
+fn setup(shadow: &str) -> Env {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeProvider::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
+    std::fs::write(
+        dir.path().join("flujo.toml"),
+        format!(
+            "state_uri = \"sqlite:///state.db\"\n[providers.openai]\nbase_url = \"{}\"\napi_key = \"sk-test-key\"\n\
+             [shadow_eval]\nenabled = true\njudge = \"openai:gpt-judge\"\nrubric = \"Be strict about politeness.\"\n{shadow}",
+            fake.openai_base_url()
+        ),
+    )
+    .unwrap();
+    Env { rt, fake, dir }
+}
+
+impl Env {
+    fn evals(&self) -> Vec<flujo_core::EvaluationRecord> {
+        let store =
+            flujo_store::open_store(&format!("sqlite:///{}", self.dir.path().join("state.db").display())).unwrap();
+        self.rt.block_on(store.list_evaluations(&EvaluationFilter::new())).unwrap()
+    }
+}
+
+fn run(env: &Env, input: &str) -> (Value, i32) {
+    let o = flujo(env.dir.path(), &["run", "-i", input, "--json"]);
+    let v: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (v, o.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn a_sampled_run_is_judged_stored_and_listed() {
+    let env = setup("");
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.8, "reason": "polite and complete"})));
+    let (v, code) = run(&env, "Where is my parcel?");
+    assert_eq!((code, v["output"].as_str()), (0, Some("Where is my parcel?")), "{v}");
+    let calls = env.fake.calls();
+    assert_eq!(calls.len(), 1, "one judge call");
+    let body = calls[0].body.to_string();
+    assert!(body.contains("Be strict about politeness.") && body.contains("Where is my parcel?"), "{body}");
+    let evals = env.evals();
+    assert_eq!(evals.len(), 1);
+    let e = &evals[0];
+    assert_eq!(
+        (e.status, e.score, e.reason.as_deref()),
+        (EvaluationStatus::Done, Some(0.8), Some("polite and complete"))
+    );
+    assert_eq!(
+        (e.run_id.as_str(), e.path.as_deref(), e.judge.as_str()),
+        (v["run_id"].as_str().unwrap(), None, "openai:gpt-judge")
+    );
+    assert!(e.tokens > 0, "the judge's usage is recorded");
+    let o = flujo(env.dir.path(), &["lens", "evals", "--json"]);
+    let listed: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed["evaluations"][0]["score"], 0.8);
+    assert_eq!(listed["summary"][0]["average_score"], 0.8);
+    assert_eq!(listed["summary"][0]["histogram"], json!([0, 0, 0, 0, 1]));
+    let text = String::from_utf8_lossy(&flujo(env.dir.path(), &["lens", "evals"]).stdout).into_owned();
+    assert!(text.contains("polite and complete") && text.contains("0.800"), "{text}");
+    let o = flujo(env.dir.path(), &["lens", "evals", "--pipeline", "other", "--json"]);
+    assert_eq!(serde_json::from_slice::<Value>(&o.stdout).unwrap()["evaluations"], json!([]));
+}
+
+#[test]
+fn a_failing_or_slow_judge_never_changes_the_run() {
+    let env = setup("timeout_s = 1\n");
+    env.fake.push_reply(ScriptedReply::Status { code: 400, retry_after: None });
+    let (v, code) = run(&env, "one");
+    assert_eq!((code, v["status"].as_str(), v["output"].as_str()), (0, Some("completed"), Some("one")), "{v}");
+    env.fake.push_reply(ScriptedReply::Delayed(
+        Duration::from_secs(10),
+        Box::new(ScriptedReply::Json(json!({"score": 1, "reason": "late"}))),
+    ));
+    let (v, code) = run(&env, "two");
+    assert_eq!((code, v["output"].as_str()), (0, Some("two")), "{v}");
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 7, "reason": "out of range"})));
+    let (_, code) = run(&env, "three");
+    assert_eq!(code, 0);
+    let evals = env.evals();
+    assert_eq!(evals.len(), 3);
+    let reasons: Vec<String> = evals.iter().map(|e| e.reason.clone().unwrap_or_default()).collect();
+    assert!(evals.iter().all(|e| e.status == EvaluationStatus::Failed), "{evals:?}");
+    assert!(reasons[0].contains("the judge failed"), "{reasons:?}");
+    assert!(reasons[1].contains("did not answer within 1s"), "{reasons:?}");
+    assert!(reasons[2].contains("greater than the maximum of 1"), "an answer outside the schema fails: {reasons:?}");
+}
+
+#[test]
+fn sampling_at_zero_judges_nothing_and_bad_settings_exit_2() {
+    let env = setup("sample_rate = 0.0\n");
+    let (_, code) = run(&env, "hello");
+    assert_eq!(code, 0);
+    assert!(env.fake.calls().is_empty() && env.evals().is_empty());
+    for bad in ["sample_rate = 2.0\n", "scope = \"everything\"\n", "sink = \"s3\"\n", "colour = \"red\"\n"] {
+        let env = setup(bad);
+        let o = flujo(env.dir.path(), &["run", "-i", "x", "--json"]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("[shadow_eval]"), "{bad}");
+    }
+}
+
+#[test]
+fn a_killed_clis_pending_evaluation_is_finished_by_the_next_process() {
+    let env = setup("timeout_s = 1\n");
+    // The first judge call never answers in time; the process is killed while the evaluation is pending.
+    env.fake.push_reply(ScriptedReply::Delayed(
+        Duration::from_secs(60),
+        Box::new(ScriptedReply::Json(json!({"score": 0, "reason": "x"}))),
+    ));
+    let mut child = cmd(env.dir.path(), &["run", "-i", "first", "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.evals().is_empty() || env.fake.calls().is_empty() {
+        assert!(Instant::now() < deadline, "the evaluation was never scheduled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pending = env.evals();
+    assert_eq!(pending[0].status, EvaluationStatus::Pending, "{pending:?}");
+    // Its lease (the judge's timeout plus a margin) expires; the next flujo process takes it over.
+    std::thread::sleep(Duration::from_millis(
+        u64::try_from(pending[0].lease_expires_at_ms.unwrap() - flujo_lens_now()).unwrap_or(0) + 200,
+    ));
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.5, "reason": "judged later"})));
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.5, "reason": "judged later"})));
+    let (_, code) = run(&env, "second");
+    assert_eq!(code, 0);
+    let evals = env.evals();
+    assert_eq!(evals.len(), 2, "{evals:?}");
+    assert!(
+        evals.iter().all(|e| e.status == EvaluationStatus::Done && e.reason.as_deref() == Some("judged later")),
+        "{evals:?}"
+    );
+}
+
+fn flujo_lens_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn the_telemetry_sink_stores_nothing() {
+    let env = setup("sink = \"telemetry\"\n");
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.9, "reason": "fine"})));
+    let (_, code) = run(&env, "hello");
+    assert_eq!(code, 0);
+    assert_eq!(env.fake.calls().len(), 1, "judged");
+    assert!(env.evals().is_empty(), "not stored");
+}
