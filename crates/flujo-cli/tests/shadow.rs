@@ -199,3 +199,34 @@ fn the_telemetry_sink_stores_nothing() {
     assert_eq!(env.fake.calls().len(), 1, "judged");
     assert!(env.evals().is_empty(), "not stored");
 }
+
+/// The judge's own budget refuses a call that does not fit, and the run is untouched.
+#[test]
+fn the_judges_budget_is_its_own_and_refuses_before_the_call() {
+    let env = setup(
+        "total_cost_usd_limit = 0.0\n[cost.providers.openai.\"gpt-judge\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 1.0\n",
+    );
+    let (v, code) = run(&env, "hello");
+    assert_eq!((code, v["status"].as_str()), (0, Some("completed")), "{v}");
+    assert!(env.fake.calls().is_empty(), "the over-budget judge call is never made");
+    let evals = env.evals();
+    assert_eq!(evals[0].status, EvaluationStatus::Failed);
+    assert!(evals[0].reason.as_deref().unwrap_or("").contains("budget"), "{evals:?}");
+}
+
+/// `examples/shadow_eval` (docs/shadow-evaluations.md) does what the page says, offline.
+#[test]
+fn the_documented_example_runs_offline_as_described() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shadow_eval");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["flujo.toml", "pipeline.yaml"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let o = flujo(dir.path(), &["run", "-i", "Where is my parcel?", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = flujo(dir.path(), &["lens", "evals", "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["evaluations"][0]["status"], "done", "{v}");
+    assert_eq!(v["evaluations"][0]["path"], "0");
+    assert_eq!(v["summary"][0]["pipeline"], "support_reply");
+}
