@@ -6,22 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-use flujo_llm::testing::{FakeProvider, ScriptedReply};
+use std::process::Output;
+
+use common::{fake_project, flujo, FakeProject};
+use flujo_llm::testing::ScriptedReply;
 use serde_json::{json, Value};
-
-fn flujo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flujo"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .output()
-        .unwrap()
-}
 
 const PIPELINE: &str = r#"version: "0.1"
 name: support_reply
@@ -52,27 +43,11 @@ steps:
     max_turns: 4
 "#;
 
-struct Env {
-    _rt: tokio::runtime::Runtime,
-    fake: FakeProvider,
-    dir: tempfile::TempDir,
-}
-
-fn setup(governance: &str) -> Env {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let fake = rt.block_on(FakeProvider::start()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
-    std::fs::write(dir.path().join("agentic.yaml"), AGENTIC).unwrap();
-    std::fs::write(
-        dir.path().join("flujo.toml"),
-        format!(
-            "state_uri = \"sqlite:///state.db\"\n[providers.openai]\nbase_url = \"{}\"\napi_key = \"sk-test-key\"\n{governance}",
-            fake.openai_base_url()
-        ),
+fn setup(governance: &str) -> FakeProject {
+    fake_project(
+        &[("pipeline.yaml", PIPELINE), ("agentic.yaml", AGENTIC)],
+        &format!("state_uri = \"sqlite:///state.db\"\n{governance}"),
     )
-    .unwrap();
-    Env { _rt: rt, fake, dir }
 }
 
 fn json_of(o: &Output) -> Value {
@@ -86,13 +61,13 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Runs `pipeline.yaml` with `input` and returns the `--json` object and the exit code.
-fn run(env: &Env, input: &str) -> (Value, i32) {
+fn run(env: &FakeProject, input: &str) -> (Value, i32) {
     let o = flujo(env.dir.path(), &["run", "-i", input, "--json"]);
     (json_of(&o), o.status.code().unwrap_or(-1))
 }
 
 /// Expects the run to be denied by `policy`: exit 1, kind `governance_denied`, no call made, no fallback.
-fn assert_denied(env: &Env, v: &Value, code: i32, policy: &str) {
+fn assert_denied(env: &FakeProject, v: &Value, code: i32, policy: &str) {
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error"]["kind"], "governance_denied", "{v}");

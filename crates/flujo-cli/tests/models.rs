@@ -4,24 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::{fake_project, flujo, FakeProject};
 use flujo_core::TokenUsage;
-use flujo_llm::testing::{FakeProvider, ScriptedReply};
+use flujo_llm::testing::ScriptedReply;
 use serde_json::Value;
-
-fn flujo(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flujo"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .output()
-        .unwrap()
-}
 
 const PIPELINE: &str = r#"version: "0.1"
 name: writer_pipeline
@@ -36,26 +26,8 @@ steps:
     config: {max_retries: 0}
 "#;
 
-struct Env {
-    _rt: tokio::runtime::Runtime,
-    fake: FakeProvider,
-    dir: tempfile::TempDir,
-}
-
-fn setup(toml_extra: &str) -> Env {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let fake = rt.block_on(FakeProvider::start()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
-    std::fs::write(
-        dir.path().join("flujo.toml"),
-        format!(
-            "state_uri = \"memory://\"\n[providers.openai]\nbase_url = \"{}\"\napi_key = \"sk-test-key\"\n{toml_extra}",
-            fake.openai_base_url()
-        ),
-    )
-    .unwrap();
-    Env { _rt: rt, fake, dir }
+fn setup(toml_extra: &str) -> FakeProject {
+    fake_project(&[("pipeline.yaml", PIPELINE)], &format!("state_uri = \"memory://\"\n{toml_extra}"))
 }
 
 fn json_of(o: &Output) -> Value {
@@ -226,12 +198,8 @@ fn spans_carry_gen_ai_attributes() {
         setup("[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n");
     env.fake.push_reply_with_usage(ScriptedReply::Text("a line".into()), TokenUsage::new(30, 6));
     let state = format!("sqlite:///{}", env.dir.path().join("state.db").display());
-    let o = Command::new(env!("CARGO_BIN_EXE_flujo"))
-        .args(["run", "-i", "x", "--json", "--state", &state, "--run-id", "spans-1"])
-        .current_dir(env.dir.path())
+    let o = common::cmd(env.dir.path(), &["run", "-i", "x", "--json", "--state", &state, "--run-id", "spans-1"])
         .env("FLUJO_LOG", "info")
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));

@@ -6,27 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::{cmd, fake_project, flujo, FakeProject};
 use flujo_core::{EvaluationFilter, EvaluationStatus};
-use flujo_llm::testing::{FakeProvider, ScriptedReply};
+use flujo_llm::testing::ScriptedReply;
 use serde_json::{json, Value};
-
-fn cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flujo"));
-    c.args(args)
-        .current_dir(dir)
-        .env_remove("FLUJO_STATE_URI")
-        .env_remove("FLUJO_CONFIG")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL");
-    c
-}
-
-fn flujo(dir: &Path, args: &[&str]) -> Output {
-    cmd(dir, args).output().unwrap()
-}
 
 const PIPELINE: &str = r#"version: "0.1"
 name: support_reply
@@ -39,38 +27,23 @@ steps:
     uses: agents.writer
 "#;
 
-struct Env {
-    rt: tokio::runtime::Runtime,
-    fake: FakeProvider,
-    dir: tempfile::TempDir,
-}
-
-fn setup(shadow: &str) -> Env {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let fake = rt.block_on(FakeProvider::start()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
-    std::fs::write(
-        dir.path().join("flujo.toml"),
-        format!(
-            "state_uri = \"sqlite:///state.db\"\n[providers.openai]\nbase_url = \"{}\"\napi_key = \"sk-test-key\"\n\
-             [shadow_eval]\nenabled = true\njudge = \"openai:gpt-judge\"\nrubric = \"Be strict about politeness.\"\n{shadow}",
-            fake.openai_base_url()
+fn setup(shadow: &str) -> FakeProject {
+    fake_project(
+        &[("pipeline.yaml", PIPELINE)],
+        &format!(
+            "state_uri = \"sqlite:///state.db\"\n[shadow_eval]\nenabled = true\njudge = \"openai:gpt-judge\"\n\
+             rubric = \"Be strict about politeness.\"\n{shadow}"
         ),
     )
-    .unwrap();
-    Env { rt, fake, dir }
 }
 
-impl Env {
-    fn evals(&self) -> Vec<flujo_core::EvaluationRecord> {
-        let store =
-            flujo_store::open_store(&format!("sqlite:///{}", self.dir.path().join("state.db").display())).unwrap();
-        self.rt.block_on(store.list_evaluations(&EvaluationFilter::new())).unwrap()
-    }
+/// The evaluations in the project's store.
+fn evals(env: &FakeProject) -> Vec<flujo_core::EvaluationRecord> {
+    let store = flujo_store::open_store(&format!("sqlite:///{}", env.dir.path().join("state.db").display())).unwrap();
+    env.rt.block_on(store.list_evaluations(&EvaluationFilter::new())).unwrap()
 }
 
-fn run(env: &Env, input: &str) -> (Value, i32) {
+fn run(env: &FakeProject, input: &str) -> (Value, i32) {
     let o = flujo(env.dir.path(), &["run", "-i", input, "--json"]);
     let v: Value =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
@@ -87,7 +60,7 @@ fn a_sampled_run_is_judged_stored_and_listed() {
     assert_eq!(calls.len(), 1, "one judge call");
     let body = calls[0].body.to_string();
     assert!(body.contains("Be strict about politeness.") && body.contains("Where is my parcel?"), "{body}");
-    let evals = env.evals();
+    let evals = evals(&env);
     assert_eq!(evals.len(), 1);
     let e = &evals[0];
     assert_eq!(
@@ -125,7 +98,7 @@ fn a_failing_or_slow_judge_never_changes_the_run() {
     env.fake.push_reply(ScriptedReply::Json(json!({"score": 7, "reason": "out of range"})));
     let (_, code) = run(&env, "three");
     assert_eq!(code, 0);
-    let evals = env.evals();
+    let evals = evals(&env);
     assert_eq!(evals.len(), 3);
     let reasons: Vec<String> = evals.iter().map(|e| e.reason.clone().unwrap_or_default()).collect();
     assert!(evals.iter().all(|e| e.status == EvaluationStatus::Failed), "{evals:?}");
@@ -139,7 +112,7 @@ fn sampling_at_zero_judges_nothing_and_bad_settings_exit_2() {
     let env = setup("sample_rate = 0.0\n");
     let (_, code) = run(&env, "hello");
     assert_eq!(code, 0);
-    assert!(env.fake.calls().is_empty() && env.evals().is_empty());
+    assert!(env.fake.calls().is_empty() && evals(&env).is_empty());
     for bad in ["sample_rate = 2.0\n", "scope = \"everything\"\n", "sink = \"s3\"\n", "colour = \"red\"\n"] {
         let env = setup(bad);
         let o = flujo(env.dir.path(), &["run", "-i", "x", "--json"]);
@@ -162,13 +135,13 @@ fn a_killed_clis_pending_evaluation_is_finished_by_the_next_process() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while env.evals().is_empty() || env.fake.calls().is_empty() {
+    while evals(&env).is_empty() || env.fake.calls().is_empty() {
         assert!(Instant::now() < deadline, "the evaluation was never scheduled");
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let pending = env.evals();
+    let pending = evals(&env);
     assert_eq!(pending[0].status, EvaluationStatus::Pending, "{pending:?}");
     // Its lease (the judge's timeout plus a margin) expires; the next flujo process takes it over.
     std::thread::sleep(Duration::from_millis(
@@ -178,7 +151,7 @@ fn a_killed_clis_pending_evaluation_is_finished_by_the_next_process() {
     env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.5, "reason": "judged later"})));
     let (_, code) = run(&env, "second");
     assert_eq!(code, 0);
-    let evals = env.evals();
+    let evals = evals(&env);
     assert_eq!(evals.len(), 2, "{evals:?}");
     assert!(
         evals.iter().all(|e| e.status == EvaluationStatus::Done && e.reason.as_deref() == Some("judged later")),
@@ -197,7 +170,7 @@ fn the_telemetry_sink_stores_nothing() {
     let (_, code) = run(&env, "hello");
     assert_eq!(code, 0);
     assert_eq!(env.fake.calls().len(), 1, "judged");
-    assert!(env.evals().is_empty(), "not stored");
+    assert!(evals(&env).is_empty(), "not stored");
 }
 
 /// The judge's own budget refuses a call that does not fit, and the run is untouched.
@@ -209,7 +182,7 @@ fn the_judges_budget_is_its_own_and_refuses_before_the_call() {
     let (v, code) = run(&env, "hello");
     assert_eq!((code, v["status"].as_str()), (0, Some("completed")), "{v}");
     assert!(env.fake.calls().is_empty(), "the over-budget judge call is never made");
-    let evals = env.evals();
+    let evals = evals(&env);
     assert_eq!(evals[0].status, EvaluationStatus::Failed);
     assert!(evals[0].reason.as_deref().unwrap_or("").contains("budget"), "{evals:?}");
 }

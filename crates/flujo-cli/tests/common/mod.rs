@@ -35,6 +35,8 @@ pub fn cmd(dir: &Path, args: &[&str]) -> Command {
         .env_remove("FLUJO_MAX_INPUT_BYTES")
         .env_remove("FLUJO_STRICT_TEMPLATES")
         .env_remove("FLUJO_LOG")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
         .stdin(Stdio::null());
     c
 }
@@ -105,4 +107,28 @@ pub fn side_log(dir: &Path) -> Vec<(String, String)> {
         .lines()
         .filter_map(|l| l.split_once(' ').map(|(k, n)| (k.to_owned(), n.to_owned())))
         .collect()
+}
+
+/// A project whose `flujo.toml` points the `openai` provider at a fake provider server of its own (real HTTP
+/// on 127.0.0.1, scripted replies, recorded requests), with `files` and `toml` (more of `flujo.toml`).
+pub struct FakeProject {
+    /// The runtime the fake server runs on (kept alive with the project).
+    pub rt: tokio::runtime::Runtime,
+    pub fake: flujo_llm::testing::FakeProvider,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn fake_project(files: &[(&str, &str)], toml: &str) -> FakeProject {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let fake = rt.block_on(flujo_llm::testing::FakeProvider::start()).expect("fake provider");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    std::fs::write(
+        dir.path().join("flujo.toml"),
+        format!("{toml}\n[providers.openai]\nbase_url = \"{}\"\napi_key = \"sk-test-key\"\n", fake.openai_base_url()),
+    )
+    .expect("write flujo.toml");
+    FakeProject { rt, fake, dir }
 }
