@@ -633,7 +633,7 @@ async fn run(args: RunArgs, cfg: &Config) -> Result<u8, CliError> {
     let (events, fut) = flujo.run_streaming(opts).await;
     let result = drive(fut, events, &watch).await?;
     let code = finish(&result, &watch);
-    crate::shadow::after_run(cfg, &watch.store, &result).await;
+    crate::shadow::after_run(cfg, &watch.store, &result, Some(&loaded.agents)).await;
     Ok(code)
 }
 
@@ -699,7 +699,7 @@ async fn resume(args: ResumeArgs, cfg: &Config) -> Result<u8, CliError> {
     let (events, fut) = flujo.resume_streaming(&args.run_id, req);
     let result = drive(fut, events, &watch).await?;
     let code = finish(&result, &watch);
-    crate::shadow::after_run(cfg, &watch.store, &result).await;
+    crate::shadow::after_run(cfg, &watch.store, &result, None).await;
     Ok(code)
 }
 

@@ -158,7 +158,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     let mut backoff = poll;
     let registration = Registration::new(&me, &queues, args.concurrency, lease);
     // Shadow evaluations of the runs this worker finishes, and of those other processes left pending.
-    let shadow = crate::shadow::evaluator(cfg, &store);
+    let shadow = crate::shadow::evaluator(cfg, &store, None);
     if let Some(ev) = &shadow {
         ev.pick_up(64).await;
     }

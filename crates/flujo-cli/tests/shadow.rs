@@ -203,3 +203,42 @@ fn the_documented_example_runs_offline_as_described() {
     assert_eq!(v["evaluations"][0]["path"], "0");
     assert_eq!(v["summary"][0]["pipeline"], "support_reply");
 }
+
+/// `judge = "agents.NAME"`: the blueprint's agent judges, with its own system prompt when no rubric is set.
+#[test]
+fn a_blueprint_agent_can_be_the_judge() {
+    let pipeline = r#"version: "0.1"
+name: with_reviewer
+agents:
+  writer:
+    model: "mock:echo"
+    system_prompt: "You answer customers."
+  reviewer:
+    model: "openai:gpt-judge"
+    system_prompt: "Review like a careful editor."
+steps:
+  - name: draft
+    uses: agents.writer
+"#;
+    let env = fake_project(
+        &[("pipeline.yaml", pipeline)],
+        "state_uri = \"sqlite:///state.db\"\n[shadow_eval]\nenabled = true\njudge = \"agents.reviewer\"\n",
+    );
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.6, "reason": "fine"})));
+    let (_, code) = run(&env, "hello");
+    assert_eq!(code, 0);
+    let calls = env.fake.calls();
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].body.to_string().contains("Review like a careful editor."), "{}", calls[0].body);
+    let e = &evals(&env)[0];
+    assert_eq!((e.status, e.score, e.judge.as_str()), (EvaluationStatus::Done, Some(0.6), "agents.reviewer"));
+    // An unknown agent: a warning, the run unchanged, nothing judged.
+    let env = fake_project(
+        &[("pipeline.yaml", pipeline)],
+        "state_uri = \"sqlite:///state.db\"\n[shadow_eval]\nenabled = true\njudge = \"agents.nobody\"\n",
+    );
+    let o = flujo(env.dir.path(), &["run", "-i", "hello", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no agent `nobody`"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(evals(&env).is_empty());
+}

@@ -72,7 +72,8 @@ pub struct ShadowConfig {
     /// The share of runs judged, 0 to 1 (decided from the run id).
     #[serde(default = "default_rate")]
     pub sample_rate: f64,
-    /// The judge's model (`provider:model`).
+    /// The judge: a model (`provider:model`), or an agent of the blueprint (`agents.NAME`; its model and
+    /// settings, with the rubric as system prompt when one is given and the score schema as output schema).
     #[serde(default)]
     pub judge: String,
     /// What the judge scores by (its system prompt).
@@ -105,9 +106,10 @@ impl ShadowConfig {
             return Err(format!("[shadow_eval] sample_rate must be between 0 and 1, got {}", c.sample_rate));
         }
         flujo_core::limits::duration_from_secs(c.timeout_s).map_err(|e| format!("[shadow_eval] timeout_s {e}"))?;
-        if c.enabled && !c.judge.contains(':') {
+        if c.enabled && !c.judge.contains(':') && c.judge_agent().is_none() {
             return Err(format!(
-                "[shadow_eval] judge must be a model, `provider:model` (e.g. \"openai:gpt-4o-mini\", \"mock:json\"), got {:?}",
+                "[shadow_eval] judge must be a model, `provider:model` (e.g. \"openai:gpt-4o-mini\", \"mock:json\"), or \
+                 a blueprint agent, `agents.NAME`; got {:?}",
                 c.judge
             ));
         }
@@ -124,17 +126,36 @@ impl ShadowConfig {
         Ok(c)
     }
 
+    /// The agent's name when the judge is `agents.NAME`.
+    pub fn judge_agent(&self) -> Option<&str> {
+        self.judge.strip_prefix("agents.").filter(|n| !n.is_empty() && !n.contains(':'))
+    }
+
     /// The judge's agent settings (for `ModelRegistry::resolve`): the rubric and the output schema.
     pub fn judge_settings(&self) -> Value {
-        json!({
-            "system_prompt": self.rubric.clone().unwrap_or_else(|| DEFAULT_RUBRIC.to_owned()),
-            "output_schema": {
+        self.judge_settings_over(&Value::Null)
+    }
+
+    /// A blueprint agent's `settings` made a judge's: the output schema is the score's, the rubric (when
+    /// given, else the agent's own system prompt, else the default rubric) is the system prompt, no retries.
+    pub fn judge_settings_over(&self, agent: &Value) -> Value {
+        let mut settings = agent.as_object().cloned().unwrap_or_default();
+        let own_prompt = settings.get("system_prompt").and_then(Value::as_str).map(str::to_owned);
+        let prompt = self.rubric.clone().or(own_prompt).unwrap_or_else(|| DEFAULT_RUBRIC.to_owned());
+        settings.remove("system_prompt_file");
+        settings.remove("model");
+        settings.remove("tools");
+        settings.insert("system_prompt".into(), Value::String(prompt));
+        settings.insert(
+            "output_schema".into(),
+            json!({
                 "type": "object",
                 "properties": {"score": {"type": "number", "minimum": 0, "maximum": 1}, "reason": {"type": "string"}},
                 "required": ["score", "reason"]
-            },
-            "max_retries": 0
-        })
+            }),
+        );
+        settings.insert("max_retries".into(), json!(0));
+        Value::Object(settings)
     }
 }
 
@@ -451,6 +472,7 @@ mod tests {
         for (bad, says) in [
             (json!({"enabled": true, "judge": "mock:json", "sample_rate": 1.5}), "sample_rate"),
             (json!({"enabled": true, "judge": "writer"}), "provider:model"),
+            (json!({"enabled": true, "judge": "agents."}), "agents.NAME"),
             (json!({"enabled": true, "judge": "mock:json", "scope": "steps"}), "scope"),
             (json!({"enabled": true, "judge": "mock:json", "timeout_s": -1}), "timeout_s"),
             (json!({"enabled": true, "judge": "mock:json", "sink": "s3"}), "unknown variant `s3`"),
