@@ -47,6 +47,7 @@ pub mod agent;
 pub mod anthropic;
 pub mod chat;
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod http;
 pub mod mock;

@@ -25,6 +25,9 @@ pub mod memory;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod vector;
+#[cfg(feature = "test-suite")]
+pub mod vector_conformance;
 
 use std::sync::Arc;
 
@@ -35,6 +38,7 @@ pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, SqliteStore};
+pub use vector::{MemoryVectorStore, NullVectorStore};
 
 /// Opens the store a URI names.
 ///

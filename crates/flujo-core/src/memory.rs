@@ -1,0 +1,171 @@
+//! Memory for retrieval (SPEC §11): the records a vector store keeps, the queries it answers, and the
+//! [`VectorStore`] and [`Embedder`] traits. No database and no network here: stores live in `flujo-store`,
+//! embedders in `flujo-llm`.
+//!
+//! Scores are cosine similarities (−1 to 1, higher is closer). A query gives an embedding (or text, which the
+//! caller embeds first), `k`, an optional metadata filter (every key must equal the given JSON value) and an
+//! optional minimum score; results come best first, ties broken by id so that every store answers the same.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::StoreError;
+
+/// One remembered piece of text with its embedding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MemoryRecord {
+    /// Unique within the store; adding a record with an existing id replaces it.
+    pub id: String,
+    /// The text.
+    pub text: String,
+    /// Its embedding (every record of a store has the same dimension).
+    pub embedding: Vec<f32>,
+    /// Anything to filter on or show: run id, step, pipeline, source file, …
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+impl MemoryRecord {
+    /// A record of `text` with `embedding` and no metadata.
+    pub fn new(id: impl Into<String>, text: impl Into<String>, embedding: Vec<f32>) -> Self {
+        MemoryRecord { id: id.into(), text: text.into(), embedding, metadata: Map::new() }
+    }
+
+    /// The same record with `key` = `value` in its metadata.
+    pub fn with_meta(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+}
+
+/// A nearest-neighbour query.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct VectorQuery {
+    /// The query's embedding.
+    pub embedding: Vec<f32>,
+    /// How many results at most.
+    pub k: usize,
+    /// Only records whose metadata has each of these keys with exactly this value.
+    pub filter: Map<String, Value>,
+    /// Only results scoring at least this.
+    pub min_score: Option<f32>,
+}
+
+impl VectorQuery {
+    /// The `k` records closest to `embedding`.
+    pub fn new(embedding: Vec<f32>, k: usize) -> Self {
+        VectorQuery { embedding, k, filter: Map::new(), min_score: None }
+    }
+
+    /// Only records whose metadata has `key` = `value`.
+    pub fn with_filter(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.filter.insert(key.into(), value);
+        self
+    }
+
+    /// Only results scoring at least `min`.
+    pub fn with_min_score(mut self, min: f32) -> Self {
+        self.min_score = Some(min);
+        self
+    }
+
+    /// Whether `metadata` passes the filter.
+    pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
+        self.filter.iter().all(|(k, v)| metadata.get(k) == Some(v))
+    }
+}
+
+/// A query result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ScoredMemory {
+    /// The record.
+    pub record: MemoryRecord,
+    /// Its cosine similarity to the query.
+    pub score: f32,
+}
+
+impl ScoredMemory {
+    /// `record` with `score`.
+    pub fn new(record: MemoryRecord, score: f32) -> Self {
+        ScoredMemory { record, score }
+    }
+}
+
+/// What a delete removes.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum MemoryDelete {
+    /// These ids.
+    Ids(Vec<String>),
+    /// Every record whose metadata matches (as [`VectorQuery::filter`]).
+    Filter(Map<String, Value>),
+}
+
+/// The cosine similarity of two vectors of the same length (0 when either is all zeros or the lengths
+/// differ).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+/// Orders results best first, ties by id (the order every store must give).
+pub fn rank(results: &mut [ScoredMemory]) {
+    results.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.record.id.cmp(&b.record.id)));
+}
+
+/// A store of [`MemoryRecord`]s answering nearest-neighbour queries.
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// Adds the records; a record whose id exists replaces it. All records of a store share one dimension:
+    /// another is refused (`StoreError::Unavailable` naming both) and nothing of the batch is written.
+    async fn add(&self, records: &[MemoryRecord]) -> Result<(), StoreError>;
+    /// The `query.k` records closest to the query that pass its filter and minimum score, best first.
+    async fn query(&self, query: &VectorQuery) -> Result<Vec<ScoredMemory>, StoreError>;
+    /// Removes records; returns how many.
+    async fn delete(&self, what: &MemoryDelete) -> Result<u64, StoreError>;
+    /// How many records there are.
+    async fn count(&self) -> Result<u64, StoreError>;
+    /// A description (`memory://`, `sqlite:///…`, `null`).
+    fn describe(&self) -> String;
+}
+
+/// Turns texts into embeddings.
+#[async_trait]
+pub trait Embedder: Send + Sync {
+    /// The embeddings of `texts`, in order.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, crate::SkillError>;
+    /// The dimension of the embeddings.
+    fn dimension(&self) -> usize;
+    /// The embedder's name (`mock:hash`, `openai:text-embedding-3-small`).
+    fn name(&self) -> &str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_basics() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 1.0]).abs() < 1e-6);
+        assert!((cosine(&[1.0, 1.0], &[-1.0, -1.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
+    }
+}
