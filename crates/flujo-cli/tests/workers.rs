@@ -70,27 +70,20 @@ fn check_all_done(dir: &Path, state: &str, runs: &[(String, i64)], kills: usize)
     check_all_done_of(dir, state, runs, kills, 5);
 }
 
-/// `check_all_done` for runs of `pipeline_of(side_steps)`; also checks that no run ever had two live
-/// owners: the worker processes that ran a run's side effects (in the order they were logged) never
-/// interleave (once another worker took a run over, the previous one never touched it again), and the
-/// journal holds each committed step once.
+/// `check_all_done` for runs of `pipeline_of(side_steps)`; also checks, from the journal, that no run ever
+/// had two live owners: its records form one gapless chain (`verify_chain`) in which each step is committed
+/// once — two owners walking a run at once would both commit its steps. (A worker's pid may legitimately
+/// come back to a run: a worker that lost a run when the store failed may claim it again later.)
 fn check_all_done_of(dir: &Path, state: &str, runs: &[(String, i64)], kills: usize, side_steps: i64) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let store = flujo_store::open_store(state).unwrap();
     let log = side_log(dir);
     let mut last: HashMap<&str, &str> = HashMap::new();
     let mut count: HashMap<&str, usize> = HashMap::new();
-    let mut owners: HashMap<&str, Vec<&str>> = HashMap::new();
     for (k, rest) in &log {
-        let (nonce, pid) = rest.split_once(' ').unwrap_or((rest.as_str(), ""));
+        let nonce = rest.split_once(' ').map_or(rest.as_str(), |(n, _pid)| n);
         last.insert(k, nonce);
         *count.entry(k).or_default() += 1;
-        let run_id = k.split(':').next().unwrap_or_default();
-        let seen = owners.entry(run_id).or_default();
-        if seen.last() != Some(&pid) {
-            assert!(!seen.contains(&pid), "run {run_id}: worker {pid} ran it again after {seen:?} had it");
-            seen.push(pid);
-        }
     }
     for (run_id, input) in runs {
         let run = rt.block_on(store.get_run(run_id)).unwrap().unwrap();
