@@ -145,15 +145,54 @@ pub trait VectorStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
+/// What one [`Embedder::embed`] call returns: one vector per text, and what the call used.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct Embeddings {
+    /// The embeddings, in the order of the texts.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens the provider counted (0 for offline embedders).
+    pub tokens: u64,
+    /// What the call cost, in USD (0 for offline embedders).
+    pub cost_usd: f64,
+}
+
+impl Embeddings {
+    /// `vectors`, free of charge.
+    pub fn new(vectors: Vec<Vec<f32>>) -> Self {
+        Embeddings { vectors, tokens: 0, cost_usd: 0.0 }
+    }
+
+    /// The same embeddings with their usage.
+    pub fn with_usage(mut self, tokens: u64, cost_usd: f64) -> Self {
+        self.tokens = tokens;
+        self.cost_usd = cost_usd;
+        self
+    }
+}
+
 /// Turns texts into embeddings.
+///
+/// Callers that spend a run's budget reserve [`Embedder::estimate`] before [`Embedder::embed`] and reconcile
+/// to the reported usage afterwards (Reserve → Execute → Reconcile, SPEC §8), exactly as for chat models.
 #[async_trait]
 pub trait Embedder: Send + Sync {
-    /// The embeddings of `texts`, in order.
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, crate::SkillError>;
-    /// The dimension of the embeddings.
-    fn dimension(&self) -> usize;
+    /// The embeddings of `texts`, in order, with the usage of the call(s).
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, crate::SkillError>;
+    /// The dimension of the embeddings, when known before the first call.
+    fn dimension(&self) -> Option<usize>;
     /// The embedder's name (`mock:hash`, `openai:text-embedding-3-small`).
     fn name(&self) -> &str;
+    /// An upper bound of what embedding `texts` may spend, or `None` when it is free or unknown.
+    fn estimate(&self, texts: &[String]) -> Option<crate::Usage> {
+        let _ = texts;
+        None
+    }
+    /// Checks made before any call and before reserving budget (e.g. a model without a price under strict
+    /// pricing: `Interrupt::PricingNotConfigured`).
+    fn preflight(&self) -> Result<(), crate::error::Interrupt> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

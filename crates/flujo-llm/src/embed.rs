@@ -6,7 +6,7 @@
 //! length. Texts that share words are close; the same text always gives the same vector; no network.
 
 use async_trait::async_trait;
-use flujo_core::{Embedder, SkillError};
+use flujo_core::{Embedder, Embeddings, SkillError};
 
 /// The default dimension of `mock:hash`.
 pub const HASH_DIMENSION: usize = 256;
@@ -60,11 +60,11 @@ impl Default for HashEmbedder {
 
 #[async_trait]
 impl Embedder for HashEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, SkillError> {
-        Ok(texts.iter().map(|t| self.embed_one(t)).collect())
+    async fn embed(&self, texts: &[String]) -> Result<Embeddings, SkillError> {
+        Ok(Embeddings::new(texts.iter().map(|t| self.embed_one(t)).collect()))
     }
-    fn dimension(&self) -> usize {
-        self.dimension
+    fn dimension(&self) -> Option<usize> {
+        Some(self.dimension)
     }
     fn name(&self) -> &str {
         "mock:hash"
