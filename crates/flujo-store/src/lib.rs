@@ -37,7 +37,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, SqliteStore};
+pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, SqliteStore, SqliteVectorStore};
 pub use vector::{MemoryVectorStore, NullVectorStore};
 
 /// Opens the store a URI names.
@@ -80,6 +80,58 @@ pub fn open_store(uri: &str) -> Result<Arc<dyn Store>, StoreError> {
         "postgres" | "postgresql" => Err(not_built("postgres")),
         "" => Err(StoreError::Unavailable(format!("store URI has an empty scheme; supported: {SUPPORTED}"))),
         other => Err(StoreError::Unavailable(format!("unknown store scheme `{other}://`; supported: {SUPPORTED}"))),
+    }
+}
+
+/// Opens the vector store (memory, SPEC §11) a URI names.
+///
+/// * `null` (or `none`): [`NullVectorStore`], memory off.
+/// * `memory://`: a new, empty [`MemoryVectorStore`].
+/// * `sqlite:///relative.db`, `sqlite:////absolute.db`, `sqlite://:memory:` (options after `?` are ignored):
+///   a `SqliteVectorStore` in that Flujo database — by default the state file itself.
+/// * `postgres://…` (feature `postgres`): a `PostgresVectorStore` (pgvector) in that database and schema.
+pub fn open_vector_store(uri: &str) -> Result<Arc<dyn flujo_core::VectorStore>, StoreError> {
+    let uri = uri.trim();
+    if uri.eq_ignore_ascii_case("null") || uri.eq_ignore_ascii_case("none") {
+        return Ok(Arc::new(NullVectorStore));
+    }
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        if uri.eq_ignore_ascii_case("memory") {
+            return Ok(Arc::new(MemoryVectorStore::new()));
+        }
+        return Err(StoreError::Unavailable(format!(
+            "memory URI has no scheme (expected `scheme://…`); supported: null, {SUPPORTED}"
+        )));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" if rest.is_empty() => Ok(Arc::new(MemoryVectorStore::new())),
+        "memory" => Err(StoreError::Unavailable(
+            "the memory:// store takes no path or options; use exactly `memory://`".to_owned(),
+        )),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let target = rest.split_once('?').map_or(rest, |(t, _)| t);
+            if target == ":memory:" {
+                return Ok(Arc::new(SqliteVectorStore::open_in_memory()?));
+            }
+            match target.strip_prefix('/') {
+                Some(path) if !path.is_empty() && path != "/" => Ok(Arc::new(SqliteVectorStore::open(path)?)),
+                _ => Err(StoreError::Unavailable(
+                    "sqlite:// URI names no database file; use `sqlite:///relative/path.db` or \
+                     `sqlite:////absolute/path.db`"
+                        .to_owned(),
+                )),
+            }
+        }
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(not_built("sqlite")),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Err(StoreError::Unavailable("pgvector store: not wired yet".to_owned())),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(not_built("postgres")),
+        other => Err(StoreError::Unavailable(format!(
+            "unknown memory store scheme `{other}://`; supported: null, {SUPPORTED}"
+        ))),
     }
 }
 

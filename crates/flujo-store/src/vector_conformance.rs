@@ -156,6 +156,19 @@ pub async fn other_dimensions_are_refused_whole(store: Arc<dyn VectorStore>) -> 
     Ok(())
 }
 
+/// A query of another dimension than the store's is refused; a zero query vector scores 0 everywhere.
+pub async fn query_dimension_is_checked(store: Arc<dyn VectorStore>) -> VectorCheckResult {
+    ctx(store.add(&records(4, 8)).await, "add")?;
+    if store.query(&VectorQuery::new(vec![0.5; 7], 3)).await.is_ok() {
+        return Err("a query of dimension 7 against a store of dimension 8 was answered".into());
+    }
+    let hits = ctx(store.query(&VectorQuery::new(vec![0.0; 8], 4)).await, "query with a zero vector")?;
+    if hits.len() != 4 || hits.iter().any(|h| h.score.abs() > 1e-6) {
+        return Err(format!("a zero query vector should score 0 for all 4 records: {hits:?}"));
+    }
+    Ok(())
+}
+
 /// An empty store finds nothing and counts zero.
 pub async fn an_empty_store_finds_nothing(store: Arc<dyn VectorStore>) -> VectorCheckResult {
     let hits = ctx(store.query(&VectorQuery::new(vec![1.0, 0.0], 5)).await, "query")?;
@@ -187,6 +200,7 @@ pub fn vector_checks() -> Vec<Check> {
         ("delete_by_ids_and_filter", |s| Box::pin(delete_by_ids_and_filter(s))),
         ("other_dimensions_are_refused_whole", |s| Box::pin(other_dimensions_are_refused_whole(s))),
         ("an_empty_store_finds_nothing", |s| Box::pin(an_empty_store_finds_nothing(s))),
+        ("query_dimension_is_checked", |s| Box::pin(query_dimension_is_checked(s))),
     ]
 }
 

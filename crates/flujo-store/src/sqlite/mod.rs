@@ -32,6 +32,7 @@
 //! ```
 
 mod schema;
+mod vector;
 mod worker;
 
 use std::fmt;
@@ -53,6 +54,7 @@ pub use schema::SCHEMA_VERSION;
 use crate::blob_hash;
 use crate::codec::{self, NewBlob};
 use schema::Location;
+pub use vector::SqliteVectorStore;
 use worker::{Command, Counters, Read, Reply, Write, WriteCommand};
 
 /// How hard a commit tries to survive failures.

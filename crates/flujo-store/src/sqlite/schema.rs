@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -28,7 +28,26 @@ const STATEMENT_CACHE: usize = 64;
 
 /// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
 const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
+
+/// Version 8: memories (the SQLite vector store). `memories_version` counts committed changes of the
+/// table, so that a store's in-memory index notices another connection's writes without reloading on every
+/// unrelated commit to the file.
+const MIGRATION_8: &str = "
+CREATE TABLE memories (
+    seq           INTEGER NOT NULL PRIMARY KEY,
+    id            TEXT    NOT NULL UNIQUE,
+    text          TEXT    NOT NULL,
+    embedding     BLOB    NOT NULL,
+    metadata      TEXT    NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+CREATE TABLE memories_version (
+    singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 0),
+    version   INTEGER NOT NULL
+) STRICT;
+INSERT INTO memories_version (singleton, version) VALUES (0, 0);
+";
 
 /// Version 7: shadow evaluations. The `evaluations` table of version 1 was never written; it is replaced by
 /// one whose columns are what claims and filters read, and the whole record as JSON (`record`).
@@ -316,7 +335,7 @@ mod tests {
         assert_eq!(pragma_int(&conn, "foreign_keys").unwrap(), 1);
         let mut stmt = conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").unwrap();
         let names: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(names, ["blobs", "evaluations", "journal", "runs", "spans", "system_state"]);
+        assert_eq!(names, ["blobs", "evaluations", "journal", "memories", "memories_version", "runs", "spans", "system_state"]);
     }
 
     #[test]
