@@ -195,9 +195,80 @@ pub trait Embedder: Send + Sync {
     }
 }
 
+/// Splits `text` into chunks of at most `size` characters, each starting `size - overlap` characters after
+/// the previous one, preferring to end a chunk at a paragraph, sentence or word boundary in its last third, and starting the next chunk at a word.
+/// Text of at most `size` characters is one chunk; blank text gives none. `size` is at least 1 and `overlap`
+/// at most `size / 2`.
+pub fn chunk_text(text: &str, size: usize, overlap: usize) -> Vec<String> {
+    let size = size.max(1);
+    let overlap = overlap.min(size / 2);
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    if text.trim().is_empty() {
+        return Vec::new();
+    }
+    if chars.len() <= size {
+        return vec![text.trim().to_owned()];
+    }
+    let byte_at = |i: usize| chars.get(i).map_or(text.len(), |(b, _)| *b);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    while start < chars.len() {
+        let hard_end = (start + size).min(chars.len());
+        let mut end = hard_end;
+        if hard_end < chars.len() {
+            let floor = start + size - size / 3;
+            let boundary = |pred: &dyn Fn(usize) -> bool| (floor..hard_end).rev().find(|&i| pred(i)).map(|i| i + 1);
+            let is = |i: usize, c: char| chars.get(i).is_some_and(|(_, x)| *x == c);
+            end = boundary(&|i| is(i, '\n') && i > 0 && is(i - 1, '\n'))
+                .or_else(|| boundary(&|i| matches!(chars[i].1, '.' | '!' | '?') && chars.get(i + 1).is_some_and(|(_, c)| c.is_whitespace())))
+                .or_else(|| boundary(&|i| chars[i].1.is_whitespace()))
+                .unwrap_or(hard_end);
+        }
+        let piece = text[byte_at(start)..byte_at(end)].trim();
+        if !piece.is_empty() {
+            out.push(piece.to_owned());
+        }
+        if end >= chars.len() {
+            break;
+        }
+        let mut next = end.saturating_sub(overlap).max(start + 1);
+        // Start at a word when one begins within the overlap.
+        if let Some(w) = (next..end).find(|&i| i > 0 && chars[i - 1].1.is_whitespace() && !chars[i].1.is_whitespace()) {
+            next = w;
+        }
+        start = next;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_the_text_with_overlap_and_prefer_boundaries() {
+        assert!(chunk_text("  \n ", 10, 2).is_empty());
+        assert_eq!(chunk_text("short text", 100, 10), ["short text"]);
+        let text = "One sentence here. Another sentence follows it. A third one ends the paragraph.\n\nNew paragraph with more words in it.";
+        let chunks = chunk_text(text, 50, 12);
+        assert!(chunks.len() >= 3, "{chunks:?}");
+        assert!(chunks.iter().all(|c| c.chars().count() <= 50), "{chunks:?}");
+        for c in &chunks {
+            let at = text.find(c.as_str()).unwrap();
+            assert!(at == 0 || text[..at].ends_with(char::is_whitespace), "{c:?} starts mid-word");
+        }
+        assert!(chunks[0].ends_with('.'), "ends at a sentence: {chunks:?}");
+        // Every word of the text is in some chunk.
+        for w in text.split_whitespace() {
+            assert!(chunks.iter().any(|c| c.contains(w)), "{w} lost: {chunks:?}");
+        }
+        // Multi-byte text and no boundaries at all.
+        let cjk = "日本語".repeat(50);
+        let chunks = chunk_text(&cjk, 30, 5);
+        assert!(chunks.iter().all(|c| c.chars().count() <= 30));
+        assert_eq!(chunks[0].chars().count(), 30);
+        assert_eq!(chunk_text(&"x".repeat(10), 3, 100).len(), 5, "overlap is capped at size/2");
+    }
 
     #[test]
     fn cosine_basics() {

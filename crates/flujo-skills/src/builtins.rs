@@ -18,6 +18,9 @@
 //! | `select_fields` | `fields` | the input object restricted to `fields` |
 //! | `flatten` | – | the input list with nested lists spliced in one level |
 //! | `aggregate` | `op` (`sum`/`count`/`min`/`max`/`avg`) | the aggregate of the input list of numbers |
+//!
+//! `memory_search` and `memory_add` (the memory skills, module `memory`) are registered beside these; they
+//! need a store and an embedder ([`Skills::with_memory`](crate::Skills::with_memory)).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -83,6 +83,7 @@ impl Skills {
     pub fn new() -> Self {
         let mut registry = Self::empty();
         register_builtins(&mut registry);
+        crate::memory::register_memory_off(&mut registry);
         registry
     }
 
