@@ -383,6 +383,7 @@ pub struct ExecutorCore {
     pub(crate) governance: crate::governance::GovernanceChain,
     pub(crate) cache: Arc<dyn CacheBackend>,
     pub(crate) undefined: UndefinedMode,
+    pub(crate) memory: Option<Arc<crate::memory::MemoryIndexing>>,
 }
 
 pub(crate) fn child_path(base: &str, seg: impl std::fmt::Display) -> String {
@@ -635,6 +636,19 @@ impl ExecutorCore {
                         outcome.output
                     ),
                 });
+            }
+        }
+        // Memory indexing belongs to the step's execution: its result is in the record committed below.
+        if let Some(memory) = self.memory.as_ref().filter(|m| {
+            outcome.status == StepStatus::Completed && stop.is_none() && !run.verify_only && m.selects(step)
+        }) {
+            if let Some(indexed) = memory.index(run, step, &path, &outcome.output).await {
+                outcome.metadata.insert(META_MEMORY.to_owned(), indexed.metadata);
+                outcome.tokens = TokenUsage::new(
+                    outcome.tokens.prompt + indexed.tokens.prompt,
+                    outcome.tokens.completion + indexed.tokens.completion,
+                );
+                outcome.cost_usd += indexed.cost_usd;
             }
         }
         let ops = ctx.close_scope(scope, step.kind.is_composite() || pending_fallback.is_some());
@@ -1090,6 +1104,9 @@ pub(crate) fn stopped_outcome(
     o.metadata.insert(META_STOPPED.into(), Value::String(i.kind().into()));
     Ok(o)
 }
+
+/// Record metadata saying what memory indexing did with the step's output (`{indexed, ids}` or `{error}`).
+pub(crate) const META_MEMORY: &str = "memory";
 
 /// Record metadata naming the model (`provider:model`) a record's usage comes from (read by `lens` for the
 /// `gen_ai.*` span attributes).

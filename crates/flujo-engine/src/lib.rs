@@ -27,6 +27,7 @@ pub mod cache;
 pub mod client;
 pub mod executor;
 pub mod governance;
+pub mod memory;
 pub mod merge;
 pub mod ownership;
 pub mod policies;

@@ -45,6 +45,7 @@ pub struct FlujoRuntimeBuilder {
     skills: Option<Arc<dyn SkillRegistry>>,
     models: Option<Arc<dyn ModelRegistry>>,
     governance: Vec<Arc<dyn GovernancePolicy>>,
+    memory: Option<crate::memory::MemoryIndexing>,
     telemetry: Option<Arc<dyn Telemetry>>,
     dispatcher: ExecutionDispatcher,
     cache: Option<Arc<dyn CacheBackend>>,
@@ -72,6 +73,7 @@ impl FlujoRuntimeBuilder {
             skills: None,
             models: None,
             governance: Vec::new(),
+            memory: None,
             telemetry: None,
             dispatcher: ExecutionDispatcher::with_builtins(),
             cache: None,
@@ -133,6 +135,11 @@ impl FlujoRuntimeBuilder {
     /// Appends a policy to the governance chain (evaluated in order before every agent/skill call).
     pub fn governance(mut self, policy: Arc<dyn GovernancePolicy>) -> Self {
         self.governance.push(policy);
+        self
+    }
+    /// Indexes chosen step outputs into a vector store (default: none; see [`crate::memory`]).
+    pub fn memory(mut self, indexing: crate::memory::MemoryIndexing) -> Self {
+        self.memory = Some(indexing);
         self
     }
     /// Receives the [`RunEvent`]s of every run (default: none).
@@ -208,6 +215,10 @@ impl FlujoRuntimeBuilder {
             governance: crate::governance::GovernanceChain::new(self.governance),
             cache,
             undefined: self.undefined,
+            memory: self.memory.map(|mut m| {
+                m.pipeline = Arc::from(pipeline.name.as_str());
+                Arc::new(m)
+            }),
         };
         Ok(Flujo {
             inner: Arc::new(Inner {
