@@ -11,6 +11,9 @@
 //!   reply is validated, repaired deterministically, and re-asked with the validation error.
 //! - **Tools** ([`tools`]): offered in each provider's format, calls parsed into [`ToolCall`]s; the engine
 //!   drives the loop through [`ChatModel::chat`].
+//! - **Embedders** ([`embed`]): [`LlmRegistry::embedder`] resolves `mock:hash[:DIM]` (offline) and
+//!   `openai:MODEL` / `ollama:MODEL` / any OpenAI-compatible `[providers.NAME]` to a [`flujo_core::Embedder`]
+//!   ([`OpenAiEmbedder`]: batched `/embeddings` requests over the same client, retries, keys and pricing).
 //! - **Pricing** ([`pricing`]): `[cost]` of `flujo.toml`; strict mode refuses unpriced models before any call
 //!   with the typed [`PricingError::NotConfigured`].
 //!
@@ -70,6 +73,7 @@ pub use chat::{
     DEFAULT_MAX_TOKENS,
 };
 pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider};
+pub use embed::{EmbedFailure, EmbedderSettings, HashEmbedder, OpenAiEmbedder};
 pub use error::LlmError;
 pub use http::{parse_retry_after, ApiKey, HttpClient, RetryPolicy};
 pub use mock::{example_for_schema, MockKind, MockModel};

@@ -138,6 +138,31 @@ impl LlmRegistry {
     }
 }
 
+impl LlmRegistry {
+    /// The embedder `id` with `settings`: `mock:hash`, `mock:hash:DIM`, `openai:MODEL`, `ollama:MODEL` or
+    /// `NAME:MODEL` of a `[providers.NAME]` with `kind = "openai"`, configured and priced like the chat models
+    /// of the same provider (see [`crate::embed`]). A provider without an embeddings API (Anthropic) or an
+    /// unknown one is [`ResolveError::UnknownModel`] listing the usable ones; invalid settings or provider
+    /// configuration is [`ResolveError::BadParams`]. Like agents, resolution needs no key: a missing one is
+    /// reported by [`flujo_core::Embedder::preflight`].
+    pub fn embedder(
+        &self,
+        id: &str,
+        settings: &crate::embed::EmbedderSettings,
+    ) -> Result<Arc<dyn flujo_core::Embedder>, ResolveError> {
+        crate::embed::resolve_embedder(id, settings, &self.config, &self.http, self.env.as_ref())
+    }
+
+    /// [`LlmRegistry::embedder`] for an OpenAI-compatible embedder (not `mock:`), typed.
+    pub fn openai_embedder(
+        &self,
+        id: &str,
+        settings: &crate::embed::EmbedderSettings,
+    ) -> Result<crate::embed::OpenAiEmbedder, ResolveError> {
+        crate::embed::resolve_openai_embedder(id, settings, &self.config, &self.http, self.env.as_ref())
+    }
+}
+
 impl ModelRegistry for LlmRegistry {
     fn resolve(&self, model: &str, settings: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
         self.resolve_agent(model, settings).map(|a| a as Arc<dyn Skill>)
@@ -149,7 +174,7 @@ impl ModelRegistry for LlmRegistry {
 }
 
 /// The candidate closest to `word` by edit distance, if reasonably close.
-fn closest(word: &str, candidates: &[String]) -> Option<String> {
+pub(crate) fn closest(word: &str, candidates: &[String]) -> Option<String> {
     candidates
         .iter()
         .map(|c| (levenshtein(word, c), c))

@@ -5,6 +5,11 @@
 //! A request asking for a stream (`"stream": true`) gets the same reply as server-sent events in the
 //! provider's stream shape, sent piece by piece (a word of text per event).
 //!
+//! `POST /v1/embeddings` (the OpenAI shape) answers without a script: `mock:hash` vectors of the request's
+//! `dimensions` (default 256), one token per word of each text (at least one), the `data` items listed in
+//! *reverse* index order (clients must order them by `index`, as the API asks). Failures and odd replies are
+//! scripted in order with [`FakeProvider::push_embedding`]; the requests are logged with the others.
+//!
 //! ```
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use flujo_llm::testing::{FakeProvider, ScriptedReply};
@@ -35,6 +40,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::config::{LlmConfig, ProviderConfig, ProviderKind};
+use crate::embed::{HashEmbedder, HASH_DIMENSION};
 use crate::error::LlmError;
 use crate::http::RetryPolicy;
 use crate::pricing::PricingTable;
@@ -74,6 +80,31 @@ pub enum ScriptedReply {
     CutOff(String),
 }
 
+/// One scripted answer of `POST /v1/embeddings` (when none is queued: [`ScriptedEmbedding::Vectors`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ScriptedEmbedding {
+    /// The usual answer: one `mock:hash` vector per text.
+    Vectors,
+    /// An HTTP error in the OpenAI error shape, with an optional `Retry-After` (seconds).
+    Status {
+        /// The HTTP status.
+        code: u16,
+        /// `Retry-After` in seconds.
+        retry_after: Option<u64>,
+    },
+    /// The usual answer without its last vector.
+    MissingVector,
+    /// The usual answer with the first value of the first vector out of the range of `f32` (`1e300`).
+    NonFinite,
+    /// The usual answer without `usage`.
+    NoUsage,
+    /// HTTP 200 with this JSON body.
+    Body(Value),
+    /// The answer, sent after a delay (for timeouts).
+    Delayed(Duration, Box<ScriptedEmbedding>),
+}
+
 /// A logged request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedCall {
@@ -87,6 +118,7 @@ pub struct RecordedCall {
 #[derive(Default)]
 struct FakeState {
     script: VecDeque<(ScriptedReply, TokenUsage)>,
+    embed_script: VecDeque<ScriptedEmbedding>,
     calls: Vec<RecordedCall>,
     api_key: Option<String>,
     next_id: u64,
@@ -132,6 +164,7 @@ impl FakeProvider {
         let app = Router::new()
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -170,6 +203,21 @@ impl FakeProvider {
     /// Queues a reply reporting `usage`.
     pub fn push_reply_with_usage(&self, reply: ScriptedReply, usage: TokenUsage) {
         lock(&self.state).script.push_back((reply, usage));
+    }
+
+    /// Queues an answer of `POST /v1/embeddings`.
+    pub fn push_embedding(&self, reply: ScriptedEmbedding) {
+        lock(&self.state).embed_script.push_back(reply);
+    }
+
+    /// The `input` texts of every `POST /v1/embeddings` so far, one list per request, in order.
+    pub fn embedding_inputs(&self) -> Vec<Vec<String>> {
+        lock(&self.state)
+            .calls
+            .iter()
+            .filter(|c| c.path == "/v1/embeddings")
+            .map(|c| embedding_texts(&c.body))
+            .collect()
     }
 
     /// Every request so far, in order.
@@ -229,18 +277,7 @@ const SECRET_HEADERS: [&str; 4] = ["authorization", "x-api-key", "cookie", "prox
 async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let request: Value =
         serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let logged = headers
-        .iter()
-        .map(|(k, v)| {
-            let name = k.as_str().to_ascii_lowercase();
-            let value = if SECRET_HEADERS.contains(&name.as_str()) {
-                "[REDACTED]".to_owned()
-            } else {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            };
-            (name, value)
-        })
-        .collect();
+    let logged = logged_headers(&headers);
     let (mut reply, usage, id) = match next_reply(shape, &state, &uri, &headers, request.clone(), logged) {
         Ok(next) => next,
         Err((code, message)) => return error_response(shape, code, None, &message),
@@ -324,6 +361,37 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
     }
 }
 
+/// The headers as logged: lower-case names, secrets redacted.
+fn logged_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let name = k.as_str().to_ascii_lowercase();
+            let value = if SECRET_HEADERS.contains(&name.as_str()) {
+                "[REDACTED]".to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// The 401 message when a key is required and `headers` offer another (echoing the offered key, as real
+/// providers do).
+fn key_refusal(shape: Shape, expected: Option<&str>, headers: &HeaderMap) -> Option<String> {
+    let expected = expected?;
+    let offered = match shape {
+        Shape::OpenAi => headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default(),
+        Shape::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
+    };
+    (offered != expected).then(|| format!("Incorrect API key provided: {offered}"))
+}
+
 /// Logs the request and takes the next scripted reply (or the status and message of an immediate 401/500).
 fn next_reply(
     shape: Shape,
@@ -335,19 +403,8 @@ fn next_reply(
 ) -> Result<(ScriptedReply, TokenUsage, u64), (u16, String)> {
     let mut st = lock(state);
     st.calls.push(RecordedCall { path: uri.path().to_owned(), headers: logged, body: request });
-    if let Some(expected) = st.api_key.clone() {
-        let offered = match shape {
-            Shape::OpenAi => headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or_default(),
-            Shape::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
-        };
-        if offered != expected {
-            let message = format!("Incorrect API key provided: {offered}");
-            return Err((401, message));
-        }
+    if let Some(message) = key_refusal(shape, st.api_key.as_deref(), headers) {
+        return Err((401, message));
     }
     let Some((reply, usage)) = st.script.pop_front() else {
         return Err((500, "fake provider: no scripted reply left".to_owned()));
@@ -355,6 +412,81 @@ fn next_reply(
     st.next_id += 1;
     let id = st.next_id;
     Ok((reply, usage, id))
+}
+
+/// The texts of an embeddings request (`input` as a list or a single string).
+fn embedding_texts(request: &Value) -> Vec<String> {
+    match request.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => {
+            items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+async fn embeddings(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let request: Value =
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    let mut reply = {
+        let mut st = lock(&state);
+        st.calls.push(RecordedCall {
+            path: uri.path().to_owned(),
+            headers: logged_headers(&headers),
+            body: request.clone(),
+        });
+        if let Some(message) = key_refusal(Shape::OpenAi, st.api_key.as_deref(), &headers) {
+            return error_response(Shape::OpenAi, 401, None, &message);
+        }
+        st.embed_script.pop_front().unwrap_or(ScriptedEmbedding::Vectors)
+    };
+    while let ScriptedEmbedding::Delayed(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    let texts = embedding_texts(&request);
+    let dimension = request
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .and_then(|d| usize::try_from(d).ok())
+        .unwrap_or(HASH_DIMENSION);
+    let embedder = HashEmbedder::new(dimension);
+    let mut vectors: Vec<Value> = texts.iter().map(|t| json!(embedder.embed_one(t))).collect();
+    let tokens: usize = texts.iter().map(|t| t.split_whitespace().count().max(1)).sum();
+    let mut usage = Some(json!({"prompt_tokens": tokens, "total_tokens": tokens}));
+    match reply {
+        ScriptedEmbedding::Status { code, retry_after } => {
+            return error_response(
+                Shape::OpenAi,
+                code,
+                retry_after.map(|s| s.to_string()),
+                &format!("scripted error {code}"),
+            )
+        }
+        ScriptedEmbedding::Body(body) => return ok(body),
+        ScriptedEmbedding::MissingVector => {
+            vectors.pop();
+        }
+        ScriptedEmbedding::NonFinite => {
+            if let Some(first) = vectors.first_mut().and_then(|v| v.get_mut(0)) {
+                *first = json!(1e300);
+            }
+        }
+        ScriptedEmbedding::NoUsage => usage = None,
+        ScriptedEmbedding::Vectors | ScriptedEmbedding::Delayed(..) => {}
+    }
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .rev()
+        .map(|(index, embedding)| json!({"object": "embedding", "index": index, "embedding": embedding}))
+        .collect();
+    let mut body =
+        json!({"object": "list", "data": data, "model": request.get("model").cloned().unwrap_or(Value::Null)});
+    if let Some(u) = usage {
+        body["usage"] = u;
+    }
+    ok(body)
 }
 
 enum Content {

@@ -1,7 +1,6 @@
-//! Embedders ([`flujo_core::Embedder`]): `mock:hash`, a deterministic offline embedder for tests and
-//! examples. (The OpenAI-compatible `/v1/embeddings` embedder comes with the rest of issue 15.)
+//! `mock:hash`, a deterministic offline embedder for tests and examples.
 //!
-//! `mock:hash` hashes each lower-cased word (letters and digits) and each pair of neighbouring words into one
+//! It hashes each lower-cased word (letters and digits) and each pair of neighbouring words into one
 //! of `dimension` buckets with a sign (feature hashing, blake3), adds them up and scales the vector to unit
 //! length. Texts that share words are close; the same text always gives the same vector; no network.
 
@@ -11,16 +10,24 @@ use flujo_core::{Embedder, Embeddings, SkillError};
 /// The default dimension of `mock:hash`.
 pub const HASH_DIMENSION: usize = 256;
 
+/// The smallest dimension of `mock:hash`.
+pub const MIN_HASH_DIMENSION: usize = 8;
+
 /// The `mock:hash` embedder.
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {
     dimension: usize,
+    /// `mock:hash` at the default dimension, else `mock:hash:DIM`.
+    name: String,
 }
 
 impl HashEmbedder {
-    /// An embedder of `dimension` (at least 8).
+    /// An embedder of `dimension` (at least [`MIN_HASH_DIMENSION`]), named `mock:hash` at the default
+    /// dimension and `mock:hash:DIM` at any other.
     pub fn new(dimension: usize) -> Self {
-        HashEmbedder { dimension: dimension.max(8) }
+        let dimension = dimension.max(MIN_HASH_DIMENSION);
+        let name = if dimension == HASH_DIMENSION { "mock:hash".to_owned() } else { format!("mock:hash:{dimension}") };
+        HashEmbedder { dimension, name }
     }
 
     /// The embedding of one text.
@@ -67,7 +74,7 @@ impl Embedder for HashEmbedder {
         Some(self.dimension)
     }
     fn name(&self) -> &str {
-        "mock:hash"
+        &self.name
     }
 }
 
@@ -86,5 +93,8 @@ mod tests {
         assert!(cosine(&a, &b) > cosine(&a, &c), "{} vs {}", cosine(&a, &b), cosine(&a, &c));
         assert!((a.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
         assert_eq!(e.embed_one("").len(), HASH_DIMENSION);
+        assert_eq!(e.name(), "mock:hash");
+        let small = HashEmbedder::new(64);
+        assert_eq!((small.name(), small.embed_one("x").len()), ("mock:hash:64", 64));
     }
 }
