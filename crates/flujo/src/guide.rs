@@ -457,6 +457,12 @@
 //! step comes back as `Ok` with a failed [`SeqOutcome`](crate::prelude::SeqOutcome): check
 //! `succeeded()` before using its output (the example does not, to stay short).
 //!
+//! `docs/custom-step-kinds.md` in the repository is the full guide: what a policy receives and returns, the
+//! YAML form, and the journaling and replay rules a policy must follow to stay durable (side effects only in
+//! children or journaled calls, deterministic decisions, keys from its own progress, interrupts returned with
+//! `?`). Its complete example, a `best_of_n` kind paused and resumed in the middle, is
+//! `examples/custom_step_kind.rs` of this crate.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use flujo::prelude::*;
