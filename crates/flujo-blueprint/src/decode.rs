@@ -47,7 +47,11 @@ pub const KNOWN_KINDS: &[&str] = &[
     "tree_search",
 ];
 
-const TOP_FIELDS: &[&str] = &["version", "name", "description", "context_schema", "agents", "imports", "steps"];
+const TOP_FIELDS: &[&str] =
+    &["version", "name", "description", "context_schema", "agents", "imports", "memory", "steps"];
+
+/// The fields of the blueprint's `memory:`.
+const MEMORY_FIELDS: &[&str] = &["index", "chunk_size", "chunk_overlap", "embedder"];
 const COMMON_FIELDS: &[&str] = &[
     "name",
     "kind",
@@ -706,12 +710,60 @@ impl<'a> Decoder<'a> {
                 }
             }
         }
+        if let Some(n) = f.take("memory") {
+            bp.memory = self.memory(n);
+        }
         match f.take("steps") {
             Some(n) => bp.steps = self.steps(n, 1, "`steps`"),
             None => self.report(rules::BP_MISSING_FIELD, f.loc, "the blueprint has no `steps:` list"),
         }
         self.finish(f, TOP_FIELDS, "the blueprint", |_| None);
         bp
+    }
+
+    /// `memory: {index: all | [step names], chunk_size, chunk_overlap, embedder}`.
+    fn memory(&mut self, node: &Node) -> Option<crate::raw::RawMemory> {
+        let mut f = self.fields(node, "`memory`")?;
+        let mut out = crate::raw::RawMemory::default();
+        if let Some(n) = f.take("index") {
+            match &n.kind {
+                NodeKind::Str(s) if s == "all" => out.settings.index = Some(flujo_core::MemoryIndex::All),
+                NodeKind::Bool(true) => out.settings.index = Some(flujo_core::MemoryIndex::All),
+                NodeKind::Bool(false) => {}
+                NodeKind::Seq(_) => {
+                    let names = self.string_list(n, "`memory.index`");
+                    out.settings.index =
+                        Some(flujo_core::MemoryIndex::Steps(names.iter().map(|s| s.v.clone()).collect()));
+                    out.index_names = names;
+                }
+                _ => self.type_error(n, "`memory.index`", "`all`, `true`, `false` or a list of step names"),
+            }
+        }
+        if let Some(n) = f.take("chunk_size") {
+            match self.unsigned(n, "`memory.chunk_size`", 1_000_000) {
+                Some(0) => self.report(rules::BP_RANGE, n.loc, "`memory.chunk_size` must be at least 1"),
+                Some(v) => out.settings.chunk_size = Some(v as usize),
+                None => {}
+            }
+        }
+        if let Some(n) = f.take("chunk_overlap") {
+            if let Some(v) = self.unsigned(n, "`memory.chunk_overlap`", 1_000_000) {
+                if out.settings.chunk_size.is_some_and(|size| v as usize * 2 > size) {
+                    self.report(
+                        rules::BP_RANGE,
+                        n.loc,
+                        "`memory.chunk_overlap` must be at most half of `memory.chunk_size`",
+                    );
+                } else {
+                    out.settings.chunk_overlap = Some(v as usize);
+                }
+            }
+        }
+        if let Some(n) = f.take("embedder") {
+            out.settings.embedder = self.string(n, "`memory.embedder`").map(|s| s.v);
+        }
+        self.finish(f, MEMORY_FIELDS, "`memory`", |_| None);
+        Some(out)
     }
 
     fn agents(&mut self, node: &Node) -> Vec<(Sp<String>, RawAgentDecl)> {

@@ -40,6 +40,21 @@ impl Lowerer<'_, '_> {
             p.version = v.clone();
         }
         p.context_schema = bp.context_schema.clone();
+        if let Some(m) = &bp.memory {
+            let names = p.step_names();
+            for n in &m.index_names {
+                if !names.contains(&n.v) {
+                    let hint = closest(&n.v, names.iter().map(String::as_str)).map(|c| format!("did you mean `{c}`?"));
+                    self.d.report_with(
+                        rules::BP_MEMORY_STEP,
+                        n.loc,
+                        format!("`memory.index` names step `{}`, which this pipeline does not have", n.v),
+                        hint,
+                    );
+                }
+            }
+            p.memory = Some(m.settings.clone());
+        }
         p
     }
 

@@ -34,7 +34,16 @@ pub(crate) struct RawBlueprint {
     pub agents: Vec<(Sp<String>, RawAgentDecl)>,
     /// alias → path as written.
     pub imports: Vec<(Sp<String>, Sp<String>)>,
+    /// `memory:`, when given.
+    pub memory: Option<RawMemory>,
     pub steps: Vec<RawStep>,
+}
+
+/// The blueprint's `memory:` section: the settings, and the index's step names where they were written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawMemory {
+    pub settings: flujo_core::MemorySettings,
+    pub index_names: Vec<Sp<String>>,
 }
 
 #[derive(Debug, Clone, Default)]

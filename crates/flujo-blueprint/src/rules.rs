@@ -28,6 +28,7 @@ pub const BP_FIELD_TYPO: &str = "BP-FIELD-TYPO";
 pub const BP_VERSION: &str = "BP-VERSION";
 pub const BP_MODEL: &str = "BP-MODEL";
 pub const BP_IMPORT_OUTSIDE: &str = "BP-IMPORT-OUTSIDE";
+pub const BP_MEMORY_STEP: &str = "BP-MEMORY-STEP";
 pub const TEMPLATE: &str = "TEMPLATE";
 pub const V_T1: &str = "V-T1";
 pub const V_T3: &str = "V-T3";
@@ -80,6 +81,7 @@ pub const RULES: &[(&str, &str)] = &[
     (BP_VERSION, "The blueprint's `version` is not one this Flujo reads (\"0.1\")."),
     (BP_MODEL, "An agent's `model` is not `provider:model` with a known provider."),
     (BP_IMPORT_OUTSIDE, "An import lies outside the blueprint's folder (lift with --allow-imports-outside or [imports])."),
+    (BP_MEMORY_STEP, "`memory.index` names a step the pipeline does not have (at any depth)."),
     (TEMPLATE, "A template or expression does not parse."),
     (V_T1, "A template uses `previous_step.output`, a Python-era habit: `previous_step` is already the output (warning)."),
     (V_T3, "A template or expression uses an unknown filter."),

@@ -65,6 +65,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         Command::Resume(args) => resume(args, &config).await,
         Command::Worker(args) => crate::worker::worker(args, &config).await,
         Command::Schedule(cmd) => crate::schedule::dispatch(cmd, &config).await,
+        Command::Memory(cmd) => crate::memory::dispatch(cmd, &config).await,
         Command::Validate(args) => validate(args, &config),
         Command::Lens(cmd) => crate::lens::dispatch(cmd, &config).await,
         Command::Dev(DevCommand::Explain { pipeline }) => {
@@ -466,7 +467,7 @@ pub(crate) fn model_registry(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>
     models(cfg)
 }
 
-fn models(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>, CliError> {
+pub(crate) fn models(cfg: &Config) -> Result<Arc<flujo_llm::LlmRegistry>, CliError> {
     let llm = flujo_llm::LlmConfig::from_toml(&cfg.table).map_err(|e| CliError::config(format!("flujo.toml: {e}")))?;
     flujo_llm::LlmRegistry::new(llm).map(Arc::new).map_err(|e| CliError::config(format!("flujo.toml: {e}")))
 }
@@ -491,9 +492,18 @@ pub(crate) fn runner_builder(
 ) -> Result<flujo_engine::FlujoRuntimeBuilder, CliError> {
     let (limits, _) = cfg.budget_for(&pipeline.name);
     let policies = governance_for(cfg, &pipeline.name)?;
+    let memory = crate::memory::backend(cfg, Some(&pipeline))?;
     let mut builder = match origin {
         Some(o) => Flujo::builder(pipeline).origin(o),
         None => Flujo::builder(pipeline),
+    };
+    let reg = match memory {
+        Some(b) => {
+            let (with, reg) = crate::memory::wire(builder, reg, b);
+            builder = with;
+            reg
+        }
+        None => reg,
     };
     for policy in policies {
         builder = builder.governance(policy);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Sections of `flujo.toml` that later versions use; present ones are reported as not yet effective.
-const FUTURE_SECTIONS: &[&str] = &["memory", "sandbox", "server", "telemetry"];
+const FUTURE_SECTIONS: &[&str] = &["sandbox", "server", "telemetry"];
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +59,8 @@ pub struct Config {
     pub governance: Option<(std::sync::Arc<flujo_engine::governance::GovernanceConfig>, PathBuf)>,
     /// `[shadow_eval]`: LLM-as-a-judge evaluations of sampled runs.
     pub shadow: Option<flujo_engine::shadow::ShadowConfig>,
+    /// `[memory]`: the vector store, embedder and indexing (see `crate::memory`).
+    pub memory: Option<crate::memory::MemoryToml>,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -310,6 +312,7 @@ impl Config {
             queue_limits: Default::default(),
             governance: None,
             shadow: None,
+            memory: None,
             queue_rates: Default::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
@@ -682,12 +685,17 @@ impl Config {
                         .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
                     self.shadow = Some(cfg);
                 }
+                "memory" => {
+                    let m = crate::memory::MemoryToml::from_toml(value)
+                        .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+                    self.memory = Some(m);
+                }
                 s if FUTURE_SECTIONS.contains(&s) => self.notes.push(format!(
                     "{}: [{s}] is not supported by this version of flujo yet; it has no effect",
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance], [shadow_eval]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance], [shadow_eval], [memory]); it is ignored",
                     file.display()
                 )),
             }

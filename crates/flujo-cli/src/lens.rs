@@ -533,6 +533,14 @@ impl Lens {
                     let _ = writeln!(out, "  [{seq}] {}: {}", cell(&path), cell(&g));
                 }
             }
+            let indexed: Vec<(u64, String, String)> =
+                journal.iter().filter_map(|r| memory_summary(r).map(|m| (r.seq, r.path.clone(), m))).collect();
+            if !indexed.is_empty() {
+                let _ = writeln!(out, "memory:");
+                for (seq, path, m) in indexed {
+                    let _ = writeln!(out, "  [{seq}] {}: {}", cell(&path), cell(&m));
+                }
+            }
             if verbose {
                 for (r, s) in journal.iter().zip(&steps) {
                     let _ = writeln!(out, "[{}] {} ({}):", r.seq, cell(&r.path), cell(&r.step));
@@ -890,6 +898,16 @@ fn governance_summary(r: &JournalRecord) -> Option<String> {
         })
         .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// What memory indexing did with a record's output (`metadata.memory`), as one line.
+fn memory_summary(r: &JournalRecord) -> Option<String> {
+    let m = r.metadata.get("memory")?;
+    if let Some(e) = m.get("error").and_then(Value::as_str) {
+        return Some(format!("not indexed: {e}"));
+    }
+    let n = m.get("indexed")?.as_u64()?;
+    Some(format!("indexed {n} chunk{}", if n == 1 { "" } else { "s" }))
 }
 
 /// The journal's records as spans: each nested under the record of its nearest ancestor path.

@@ -13,6 +13,7 @@ mod evals;
 mod health;
 mod lens;
 mod lock;
+mod memory;
 mod scaffold;
 mod schedule;
 mod shadow;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Cron schedules that put runs on a queue for the workers: add, list, remove.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Memory (the vector store runs search and index into): add, search, stats, delete.
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
     /// Validate a blueprint and print every diagnostic.
     Validate(ValidateArgs),
     /// The model providers' readiness (API keys present), the state store and the latest runs.
@@ -366,6 +370,7 @@ impl Cli {
             Command::Create(a) => a.json,
             Command::Worker(a) => a.json,
             Command::Schedule(s) => s.json(),
+            Command::Memory(m) => m.json(),
             Command::Dev(DevCommand::HealthCheck(a)) => a.export == Some(health::Export::Json) && a.output.is_none(),
             Command::Init { .. } | Command::Dev(_) | Command::Lock(_) => false,
         }

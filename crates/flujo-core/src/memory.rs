@@ -40,6 +40,37 @@ impl MemoryRecord {
     }
 }
 
+/// A pipeline's own memory settings (the blueprint's `memory:`): which step outputs to index and how to
+/// chunk them. Where memories are kept, and (by default) the embedder, are the deployment's (`[memory]` in
+/// `flujo.toml`, or the runtime builder).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct MemorySettings {
+    /// Which outputs are indexed: `all` (every completed leaf step) or step names (at any depth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<MemoryIndex>,
+    /// Longest chunk, in characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<usize>,
+    /// Characters shared by neighbouring chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_overlap: Option<usize>,
+    /// The embedder the pipeline expects (`mock:hash`, `openai:text-embedding-3-small`), used when the
+    /// deployment names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
+}
+
+/// `memory.index`: every output, or the named steps'.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryIndex {
+    /// Every completed leaf step.
+    All,
+    /// The steps with these names.
+    Steps(Vec<String>),
+}
+
 /// A nearest-neighbour query.
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]

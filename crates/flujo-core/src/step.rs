@@ -24,6 +24,9 @@ pub struct Pipeline {
     /// JSON Schema for the user fields of the context; every update is validated against it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context_schema: Option<Value>,
+    /// What the pipeline indexes into memory (a blueprint's `memory:`), when anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::memory::MemorySettings>,
 }
 
 fn default_version() -> String {
@@ -33,13 +36,35 @@ fn default_version() -> String {
 impl Pipeline {
     /// A pipeline named `name` running `steps`, with version `0.1` and no context schema.
     pub fn new(name: impl Into<String>, steps: Vec<Step>) -> Self {
-        Pipeline { name: name.into(), version: default_version(), steps, context_schema: None }
+        Pipeline { name: name.into(), version: default_version(), steps, context_schema: None, memory: None }
     }
 
     /// Sets the JSON Schema the context's user fields must satisfy (see [`Pipeline::context_schema`]).
     pub fn with_context_schema(mut self, schema: Value) -> Self {
         self.context_schema = Some(schema);
         self
+    }
+
+    /// The names of every step of the pipeline, at any depth (bodies, branches, states, fallbacks, wrapped
+    /// and imported steps).
+    pub fn step_names(&self) -> std::collections::BTreeSet<String> {
+        fn walk(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+            match v {
+                Value::Object(o) => {
+                    if let (Some(Value::String(name)), true) = (o.get("name"), o.contains_key("kind")) {
+                        out.insert(name.clone());
+                    }
+                    o.values().for_each(|x| walk(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                _ => {}
+            }
+        }
+        let mut out = std::collections::BTreeSet::new();
+        if let Ok(v) = serde_json::to_value(&self.steps) {
+            walk(&v, &mut out);
+        }
+        out
     }
 
     /// blake3 of the canonical JSON form: identifies the definition a run was started with.

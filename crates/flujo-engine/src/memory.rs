@@ -11,6 +11,9 @@
 //! The embedding reserves the run's budget first, like a model call; a reservation that does not fit skips
 //! the indexing (noted in the metadata) instead of overspending. An embedder or store failure never fails the
 //! step: the output is already correct; the failure is recorded in the metadata and logged.
+//!
+//! A pipeline's own `memory:` settings (which steps, chunking) override the builder's
+//! ([`MemoryIndexing::apply`]); the store and embedder are always the builder's.
 
 use std::sync::Arc;
 
@@ -78,6 +81,21 @@ impl MemoryIndexing {
         self.chunk_size = size.max(1);
         self.chunk_overlap = overlap;
         self
+    }
+
+    /// The pipeline's own settings (a blueprint's `memory:`) take precedence: its `index` and chunking.
+    pub fn apply(&mut self, own: &flujo_core::MemorySettings) {
+        match &own.index {
+            Some(flujo_core::MemoryIndex::All) => self.steps = IndexSteps::All,
+            Some(flujo_core::MemoryIndex::Steps(names)) => self.steps = IndexSteps::Named(names.clone()),
+            _ => {}
+        }
+        if let Some(size) = own.chunk_size {
+            self.chunk_size = size.max(1);
+        }
+        if let Some(overlap) = own.chunk_overlap {
+            self.chunk_overlap = overlap;
+        }
     }
 
     pub(crate) fn selects(&self, step: &Step) -> bool {

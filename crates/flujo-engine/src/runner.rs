@@ -217,6 +217,9 @@ impl FlujoRuntimeBuilder {
             undefined: self.undefined,
             memory: self.memory.map(|mut m| {
                 m.pipeline = Arc::from(pipeline.name.as_str());
+                if let Some(own) = &pipeline.memory {
+                    m.apply(own);
+                }
                 Arc::new(m)
             }),
         };

@@ -30,7 +30,7 @@ mod memory;
 mod registry;
 
 pub use builtins::{builtin_catalog, builtin_ids, BUILTIN_PREFIX};
-pub use memory::MemoryBackend;
+pub use memory::{MemoryBackend, WithMemory};
 pub use command::{CommandSkill, CommandSpec, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES};
 pub use counting::{CallCounter, CountingSkill};
 pub use flujo_core::SkillRegistry;
