@@ -256,3 +256,36 @@ steps:
     assert!(second.contains("It does not cover water damage"), "the tool result goes back: {second}");
     assert!(!second.contains("Refunds are issued"), "k = 1");
 }
+
+/// `examples/rag` (docs/memory-and-rag.md) does what the page says, offline; the page shows the example's
+/// files as they are.
+#[test]
+fn the_documented_rag_example_runs_offline_as_described() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rag");
+    let page = std::fs::read_to_string(src.join("../../docs/memory-and-rag.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("docs")).unwrap();
+    for f in ["flujo.toml", "pipeline.yaml", "docs/returns.md", "docs/shipping.md", "docs/warranty.md"] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    let yaml = std::fs::read_to_string(src.join("pipeline.yaml")).unwrap();
+    assert!(page.contains(&yaml), "the page shows pipeline.yaml as it is");
+    let toml = std::fs::read_to_string(src.join("flujo.toml")).unwrap();
+    let settings = &toml[toml.find("state_uri").unwrap()..];
+    assert!(page.contains(settings), "the page shows flujo.toml's settings as they are");
+
+    let o = flujo(d, &["memory", "add", "docs/returns.md", "docs/shipping.md", "docs/warranty.md", "--meta", "collection=help"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = flujo(d, &["memory", "search", "how long do refunds take", "-k", "2"]);
+    let first = stdout(&o).lines().next().unwrap_or_default().to_owned();
+    assert!(first.contains("docs/returns.md"), "{}", stdout(&o));
+    let o = flujo(d, &["run", "-i", "How long do refunds take?", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    let answer = v["output"].as_str().unwrap();
+    assert!(answer.contains("(docs/returns.md, score") && answer.contains("within 5 business days"), "{answer}");
+    assert_eq!(json_out(&flujo(d, &["memory", "stats", "--json"]))["count"], 4);
+    let o = flujo(d, &["lens", "show", v["run_id"].as_str().unwrap()]);
+    assert!(stdout(&o).contains("[1] 1: indexed 1 chunk"), "{}", stdout(&o));
+}
