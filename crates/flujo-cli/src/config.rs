@@ -284,6 +284,12 @@ impl Config {
             }
             _ => {}
         }
+        // `[memory] uri` is relative to the file too.
+        if let (Some(file), Some(m)) = (&cfg.file, cfg.memory.as_mut()) {
+            if let (Some(dir), Some(uri)) = (file.parent().filter(|d| !here(d)), m.uri.as_mut()) {
+                *uri = anchor_sqlite(uri, dir);
+            }
+        }
         Ok(cfg)
     }
 

@@ -289,3 +289,15 @@ fn the_documented_rag_example_runs_offline_as_described() {
     let o = flujo(d, &["lens", "show", v["run_id"].as_str().unwrap()]);
     assert!(stdout(&o).contains("[1] 1: indexed 1 chunk"), "{}", stdout(&o));
 }
+
+/// A relative `[memory] uri` is relative to flujo.toml, wherever `flujo` runs from.
+#[test]
+fn a_relative_memory_uri_is_relative_to_flujo_toml() {
+    let dir = project(&[("flujo.toml", "[memory]\nembedder = \"mock:hash\"\nuri = \"sqlite:///mem/memory.db\"\n")]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let p = dir.path().to_str().unwrap();
+    let o = common::cmd(elsewhere.path(), &["--project", p, "memory", "add", "--text", "remember me"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(dir.path().join("mem/memory.db").is_file());
+    assert!(!elsewhere.path().join("mem").exists());
+}
