@@ -11,6 +11,10 @@
 # PostgreSQL's durable defaults (fsync on), for benchmarks. It uses the Debian
 # PostgreSQL server binaries (`initdb`, `pg_ctl`), installing the `postgresql` package when they are missing
 # and we are root. As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+#
+# `FLUJO_PG_BINDIR=DIR` takes `initdb`, `pg_ctl` and `postgres` from DIR instead (no package is installed
+# then): `scripts/pgvector.sh` uses it for a PostgreSQL with pgvector. `start` records the directory in
+# DIR/bindir, so `stop` and `restart` use the same binaries without the variable.
 set -euo pipefail
 
 cmd="${1:-}"
@@ -22,6 +26,16 @@ fi
 
 find_bin() {
     local name="$1"
+    if [[ -n "${FLUJO_PG_BINDIR:-}" ]]; then
+        if [[ -x "$FLUJO_PG_BINDIR/$name" ]]; then
+            echo "$FLUJO_PG_BINDIR/$name"
+        fi
+        return
+    fi
+    if [[ "$cmd" != start && -f "$dir/bindir" && -x "$(cat "$dir/bindir")/$name" ]]; then
+        echo "$(cat "$dir/bindir")/$name"
+        return
+    fi
     if command -v "$name" >/dev/null 2>&1; then
         command -v "$name"
         return
@@ -46,6 +60,10 @@ as_server_user() {
 case "$cmd" in
 start)
     initdb="$(find_bin initdb)"
+    if [[ -z "$initdb" && -n "${FLUJO_PG_BINDIR:-}" ]]; then
+        echo "postgres.sh: no initdb in FLUJO_PG_BINDIR=$FLUJO_PG_BINDIR" >&2
+        exit 1
+    fi
     if [[ -z "$initdb" ]]; then
         if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
             echo "postgres.sh: installing the postgresql package" >&2
@@ -63,10 +81,15 @@ start)
     if [[ "$(id -u)" == 0 ]] && ! id postgres >/dev/null 2>&1; then
         useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
     fi
+    if [[ "$(id -u)" == 0 ]] && ! runuser -u postgres -- test -x "$initdb"; then
+        echo "postgres.sh: the postgres user cannot run $initdb (a parent directory is not readable by it?)" >&2
+        exit 1
+    fi
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
     password="flujo-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     printf '%s\n' "$password" > "$dir/pwfile"
+    dirname "$initdb" > "$dir/bindir"
     if [[ "$(id -u)" == 0 ]]; then
         chown -R postgres "$dir"
     fi

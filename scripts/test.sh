@@ -2,12 +2,35 @@
 # The project's test command (README and .ci/run call exactly this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Throwaway servers are stopped on exit, whatever happens.
+pg_dir=""
+pgvector_dir=""
+stop_servers() {
+    if [[ -n "$pg_dir" ]]; then scripts/postgres.sh stop "$pg_dir"; fi
+    if [[ -n "$pgvector_dir" ]]; then scripts/pgvector.sh stop "$pgvector_dir"; fi
+}
+trap stop_servers EXIT
 # A throwaway Postgres for the Postgres store, worker and CLI tests, unless one is given.
 if [[ -z "${FLUJO_TEST_POSTGRES_URL:-}" ]]; then
     pg_dir="$(mktemp -d "${TMPDIR:-/tmp}/flujo-pg.XXXXXX")"
-    trap 'scripts/postgres.sh stop "$pg_dir"' EXIT
     FLUJO_TEST_POSTGRES_URL="$(scripts/postgres.sh start "$pg_dir")"
     export FLUJO_TEST_POSTGRES_URL
+fi
+# A second one with pgvector (PostgreSQL 16 from the PyPI package `pgserver`, installed on first use) for the
+# pgvector store's tests, unless one is given. In CI (`CI` set) a failure to install or start it fails the
+# run; elsewhere (no PyPI at hand) it is reported and the pgvector tests say they skip.
+if [[ -z "${FLUJO_TEST_PGVECTOR_URL:-}" ]]; then
+    pgvector_dir="$(mktemp -d "${TMPDIR:-/tmp}/flujo-pgvector.XXXXXX")"
+    if FLUJO_TEST_PGVECTOR_URL="$(scripts/pgvector.sh start "$pgvector_dir")"; then
+        export FLUJO_TEST_PGVECTOR_URL
+    elif [[ -n "${CI:-}" ]]; then
+        echo "test.sh: cannot start a Postgres with pgvector (scripts/pgvector.sh, see above)" >&2
+        exit 1
+    else
+        echo "test.sh: WARNING: no Postgres with pgvector (scripts/pgvector.sh failed); its tests will skip" >&2
+        rm -rf "$pgvector_dir"
+        pgvector_dir=""
+    fi
 fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -6,9 +6,12 @@
 //! Workloads: linear_10 linear_100 linear_1000 linear_10000 loop_1000 loop_100000 parallel_50 parallel_1000
 //! big_context_1000 resume_100 many_runs_1000 startup (default: all; `startup` needs `cargo build --release -p flujo-cli`). The pipelines are built in Rust with exactly the shapes
 //! `shared/bench/gen.py` writes as YAML. Fleet workloads, with real `flujo worker` processes on SQLite or
-//! Postgres (not in `all`): workers_1000 claim_latency failover (see `fleet.rs`).
+//! Postgres (not in `all`): workers_1000 claim_latency failover (see `fleet.rs`). Vector stores (not in `all`):
+//! `vectors`, `vectors_uniform`, `vectors_clustered` (memory and pgvector at 10k and 100k records of dimension
+//! 384; see `vectors.rs`).
 
 mod fleet;
+mod vectors;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -354,7 +357,7 @@ fn main() {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]\nworkloads: {}\nfleet workloads (worker processes; sqlite and postgres): {}",
+                    "usage: flujo-bench [all|WORKLOAD…] [--persist none,memory,sqlite,postgres] [--runs N]\nworkloads: {}\nfleet workloads (worker processes; sqlite and postgres): {}\nvector stores: vectors (vectors_uniform, vectors_clustered)",
                     ALL.join(" "),
                     FLEET.join(" ")
                 );
@@ -375,6 +378,35 @@ fn main() {
         }
         if !ok {
             eprintln!("startup measurement failed");
+        }
+    }
+    // Vector stores (`vectors.rs`): their own stores, not `--persist`.
+    let mut sets = Vec::new();
+    names.retain(|n| match n.as_str() {
+        "vectors" => {
+            sets.extend([vectors::Data::Uniform, vectors::Data::Clustered]);
+            false
+        }
+        "vectors_uniform" => {
+            sets.push(vectors::Data::Uniform);
+            false
+        }
+        "vectors_clustered" => {
+            sets.push(vectors::Data::Clustered);
+            false
+        }
+        _ => true,
+    });
+    if !sets.is_empty() {
+        let ok = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(vectors::run(&sets, runs.unwrap_or(1))),
+            Err(e) => {
+                eprintln!("cannot start runtime: {e}");
+                false
+            }
+        };
+        if names.is_empty() {
+            std::process::exit(i32::from(!ok));
         }
     }
     // Fleet workloads (worker processes on a shared store): SQLite and Postgres only.

@@ -35,7 +35,7 @@ use flujo_core::{RunStatus, Store, StoreError};
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, PostgresVectorStore};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, GroupCommitStats, SqliteOptions, SqliteStats, SqliteStore, SqliteVectorStore};
 pub use vector::{MemoryVectorStore, NullVectorStore};

@@ -27,6 +27,7 @@ mod group;
 mod listen;
 mod schema;
 mod tls;
+mod vector;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +48,7 @@ use tokio_postgres::Row;
 
 pub use config::SslMode;
 pub use schema::SCHEMA_VERSION;
+pub use vector::{open_vector_store_blocking, PostgresVectorStore, DEFAULT_EF_SEARCH, VECTOR_SCHEMA_VERSION};
 
 use crate::codec::{
     self, decode_record, decode_run, patch_value_refs, prefix_upper_bound, BlobResolver, NewBlob, StoredRecord,
