@@ -7,7 +7,7 @@
 //! big_context_1000 resume_100 many_runs_1000 startup (default: all; `startup` needs `cargo build --release -p flujo-cli`). The pipelines are built in Rust with exactly the shapes
 //! `shared/bench/gen.py` writes as YAML. Fleet workloads, with real `flujo worker` processes on SQLite or
 //! Postgres (not in `all`): workers_1000 claim_latency failover (see `fleet.rs`). Vector stores (not in `all`):
-//! `vectors`, `vectors_uniform`, `vectors_clustered` (memory and pgvector at 10k and 100k records of dimension
+//! `vectors`, `vectors_uniform`, `vectors_clustered` (memory, SQLite and pgvector at 10k and 100k records of dimension
 //! 384; see `vectors.rs`).
 
 mod fleet;

@@ -7,7 +7,8 @@
 //! `clustered`, points scattered around 1 000 centres (cosine ≈ 0.5 within a cluster, ≈ 0 across), closer
 //! to real embeddings. `vectors` runs both; `vectors_uniform` or `vectors_clustered` one.
 //!
-//! Stores: `memory` ([`flujo_store::MemoryVectorStore`]) and `pgvector` ([`flujo_store::PostgresVectorStore`]
+//! Stores: `memory` ([`flujo_store::MemoryVectorStore`]), `sqlite` ([`flujo_store::SqliteVectorStore`], a
+//! fresh file under the temporary folder per run) and `pgvector` ([`flujo_store::PostgresVectorStore`]
 //! on `FLUJO_BENCH_PGVECTOR_URL`, or on a throwaway durable server started with `scripts/pgvector.sh`; a
 //! fresh schema per run). For pgvector, the queries are also run at higher `ef_search` on the same table.
 //! One JSON line per (data, store, n): `{"workload":"vectors","data","store","n","dim","runs","index_s",
@@ -247,16 +248,17 @@ impl Drop for Server {
 enum Backend {
     Memory,
     Pgvector,
-    // The SQLite vector store's row goes here (and in `BACKENDS` and `open`).
+    Sqlite,
 }
 
-const BACKENDS: &[Backend] = &[Backend::Memory, Backend::Pgvector];
+const BACKENDS: &[Backend] = &[Backend::Memory, Backend::Sqlite, Backend::Pgvector];
 
 impl Backend {
     fn name(self) -> &'static str {
         match self {
             Backend::Memory => "memory",
             Backend::Pgvector => "pgvector",
+            Backend::Sqlite => "sqlite",
         }
     }
 }
@@ -314,6 +316,21 @@ pub async fn run(sets: &[Data], runs: usize) -> bool {
             for run in 0..runs {
                 let (store, uri): (Arc<dyn VectorStore>, Option<String>) = match backend {
                     Backend::Memory => (Arc::new(flujo_store::MemoryVectorStore::new()), None),
+                    Backend::Sqlite => {
+                        // A fresh file per run (the store's durable writes, WAL at synchronous=NORMAL).
+                        let dir = std::env::temp_dir().join(format!("flujo-bench-vec-{}", std::process::id()));
+                        let _ = std::fs::create_dir_all(&dir);
+                        let path = dir.join(format!("{}_{n}_{run}.db", data.name()));
+                        let _ = std::fs::remove_file(&path);
+                        match flujo_store::SqliteVectorStore::open(&path) {
+                            Ok(s) => (Arc::new(s), None),
+                            Err(e) => {
+                                eprintln!("vectors: cannot open sqlite: {e}");
+                                ok = false;
+                                break;
+                            }
+                        }
+                    }
                     Backend::Pgvector => {
                         let Some(url) = &pg_url else { break };
                         let schema = format!("bench_vec_{}_{}_{n}_{run}", data.name(), std::process::id());
@@ -328,7 +345,13 @@ pub async fn run(sets: &[Data], runs: usize) -> bool {
                         }
                     }
                 };
-                match bench_store(backend.name(), store, data, n, DIM).await {
+                let result = bench_store(backend.name(), store, data, n, DIM).await;
+                if backend == Backend::Sqlite {
+                    let _ = std::fs::remove_dir_all(
+                        std::env::temp_dir().join(format!("flujo-bench-vec-{}", std::process::id())),
+                    );
+                }
+                match result {
                     Ok(line) => lines.push(line),
                     Err(e) => {
                         eprintln!("vectors: {e}");

@@ -559,31 +559,67 @@ pub(crate) fn collect_writes(s: &RawStep, out: &mut Vec<Write>) {
     }
 }
 
-/// The context paths a step itself writes (not its children).
-fn own_writes(s: &RawStep) -> Vec<Write> {
+/// How a step writes a context path (see [`step_writes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteSource {
+    /// `sink_to: PATH` (a `hitl` step's too).
+    SinkTo,
+    /// One of `output_keys` (meaningful with `updates_context: true`).
+    OutputKey,
+    /// `flujo.builtins.context_set` with `params.path`.
+    ContextSet,
+    /// `flujo.builtins.context_merge` with `params.path`: keys of the input are written below it.
+    ContextMerge,
+    /// An import's `outputs: [{child, parent}]` (the `parent` path).
+    ImportOutput,
+}
+
+/// One context path a step itself declares it writes.
+#[derive(Debug, Clone)]
+pub(crate) struct StepWrite {
+    pub path: Vec<String>,
+    pub loc: Loc,
+    pub source: WriteSource,
+    /// The path as written.
+    pub written: String,
+}
+
+/// The context paths a step itself declares it writes (not its children's), with how: the one list the data
+/// flow rules and `flujo dev gen-context` read.
+pub(crate) fn step_writes(s: &RawStep) -> Vec<StepWrite> {
     let mut out = Vec::new();
+    let mut push = |written: &str, loc: Loc, source: WriteSource| {
+        out.push(StepWrite { path: split_context_path(written), loc, source, written: written.to_owned() });
+    };
     if let Some(sink) = &s.sink_to {
-        out.push((split_context_path(&sink.v), sink.loc));
+        push(&sink.v, sink.loc, WriteSource::SinkTo);
     }
     for k in &s.output_keys {
-        out.push((split_context_path(&k.v), k.loc));
+        push(&k.v, k.loc, WriteSource::OutputKey);
     }
     if let RawKind::Step { agent: Some(RawAgent::Skill { id, params }) } = &s.kind {
         if let Some(path) = context_skill_path(&id.v, params) {
-            out.push((split_context_path(path), id.loc));
+            let short = id.v.strip_prefix("flujo.builtins.").unwrap_or(&id.v);
+            let source = if short == "context_set" { WriteSource::ContextSet } else { WriteSource::ContextMerge };
+            push(path, id.loc, source);
         }
     }
     if let RawKind::Import { outputs, alias, .. } = &s.kind {
         for o in outputs {
-            out.push((split_context_path(&o.parent), alias.loc));
+            push(&o.parent, alias.loc, WriteSource::ImportOutput);
         }
     }
-    out.retain(|(p, _)| !p.is_empty());
+    out.retain(|w| !w.path.is_empty());
     out
 }
 
+/// The context paths a step itself writes (not its children).
+fn own_writes(s: &RawStep) -> Vec<Write> {
+    step_writes(s).into_iter().map(|w| (w.path, w.loc)).collect()
+}
+
 /// The `path` param of the built-in context-writing skills.
-fn context_skill_path<'v>(id: &str, params: &'v Value) -> Option<&'v str> {
+pub(crate) fn context_skill_path<'v>(id: &str, params: &'v Value) -> Option<&'v str> {
     let short = id.strip_prefix("flujo.builtins.").unwrap_or(id);
     matches!(short, "context_set" | "context_merge").then(|| params.get("path").and_then(Value::as_str)).flatten()
 }
@@ -709,7 +745,7 @@ impl Flow {
 }
 
 /// Collects property paths of an object schema (`properties`, recursively, bounded depth).
-fn schema_paths(schema: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>, depth: usize) {
+pub(crate) fn schema_paths(schema: &Value, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>, depth: usize) {
     if depth > 16 {
         return;
     }

@@ -42,6 +42,7 @@
 
 mod catalog;
 mod check;
+pub mod context_gen;
 mod decode;
 mod diagnostic;
 pub mod fix;

@@ -386,49 +386,105 @@ fn read_walk(steps: &[RawStep], known: &HashSet<String>, reported: &mut HashSet<
     }
 }
 
-/// The template and expression strings of a step itself (not its children).
-fn step_templates(s: &RawStep) -> Vec<String> {
+/// What a template site of a step holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SiteKind {
+    /// A template (`{{ … }}` inside text).
+    Template,
+    /// A Jinja expression (`exit_expression`, `condition_expression`, a transition's `when`, a validator,
+    /// `params.expr`).
+    Expression,
+    /// A context path (a map's `iterable_input` without template syntax).
+    ContextPath,
+}
+
+/// A template, expression or context path a step itself holds (not its children), and in which field.
+#[derive(Debug, Clone)]
+pub(crate) struct TemplateSite {
+    pub text: String,
+    pub kind: SiteKind,
+    pub field: &'static str,
+}
+
+/// The template, expression and context-path strings of a step itself (not its children): the one list the
+/// context rules and `flujo dev gen-context` read.
+pub(crate) fn template_sites(s: &RawStep) -> Vec<TemplateSite> {
     let mut out = Vec::new();
-    if let Some(input) = &s.input {
+    let strings_in = |v: &Value, kind: SiteKind, field: &'static str, out: &mut Vec<TemplateSite>| {
         let mut strings = Vec::new();
-        strings_of(input, &mut strings);
-        out.extend(strings.into_iter().map(str::to_owned));
+        strings_of(v, &mut strings);
+        out.extend(strings.into_iter().map(|t| TemplateSite { text: t.to_owned(), kind, field }));
+    };
+    if let Some(input) = &s.input {
+        strings_in(input, SiteKind::Template, "input", &mut out);
     }
-    let expr = |e: &str| format!("{{{{ {e} }}}}");
     // A skill's params: `expr` (transform) is an expression, other strings may be templates.
     if let RawKind::Step { agent: Some(RawAgent::Skill { params: Value::Object(m), .. }) } = &s.kind {
         for (k, v) in m {
-            let mut strings = Vec::new();
-            strings_of(v, &mut strings);
-            out.extend(strings.into_iter().map(|t| if k == "expr" { expr(t) } else { t.to_owned() }));
+            let kind = if k == "expr" { SiteKind::Expression } else { SiteKind::Template };
+            strings_in(v, kind, "params", &mut out);
         }
     }
+    let expr = |text: &str, field| TemplateSite { text: text.to_owned(), kind: SiteKind::Expression, field };
     match &s.kind {
         RawKind::Loop { exit_expression, iteration_input, output, .. } => {
             if let Some(e) = exit_expression {
-                out.push(expr(&e.v));
+                out.push(expr(&e.v, "exit_expression"));
             }
-            for v in [iteration_input, output].into_iter().flatten() {
-                let mut strings = Vec::new();
-                strings_of(v, &mut strings);
-                out.extend(strings.into_iter().map(str::to_owned));
+            if let Some(v) = iteration_input {
+                strings_in(v, SiteKind::Template, "iteration_input", &mut out);
+            }
+            if let Some(v) = output {
+                strings_in(v, SiteKind::Template, "output", &mut out);
             }
         }
-        RawKind::Conditional { condition_expression: Some(e), .. } => out.push(expr(e)),
+        RawKind::Conditional { condition_expression: Some(e), .. } => out.push(expr(e, "condition_expression")),
         RawKind::Map { iterable_input: Some(e), .. } => {
-            out.push(if e.contains("{{") { e.clone() } else { expr(e) });
+            let kind = if e.contains("{{") { SiteKind::Template } else { SiteKind::ContextPath };
+            out.push(TemplateSite { text: e.clone(), kind, field: "iterable_input" });
         }
-        RawKind::Hitl { message, .. } => out.push(message.clone()),
+        RawKind::Hitl { message, .. } => {
+            out.push(TemplateSite { text: message.clone(), kind: SiteKind::Template, field: "message" })
+        }
         RawKind::StateMachine { transitions, .. } => {
-            out.extend(transitions.iter().filter_map(|t| t.when.as_deref()).map(expr));
+            out.extend(transitions.iter().filter_map(|t| t.when.as_deref()).map(|w| expr(w, "when")));
         }
         _ => {}
     }
+    out.extend(s.validators.iter().map(|v| expr(&v.expression, "validators")));
     out
 }
 
-/// The roots `KEY` of `context.KEY` and `context['KEY']` inside the tags of `text`.
+/// The template and expression strings of a step itself (not its children), expressions as `{{ expr }}`.
+fn step_templates(s: &RawStep) -> Vec<String> {
+    template_sites(s)
+        .into_iter()
+        .map(|t| match t.kind {
+            SiteKind::Template => t.text,
+            SiteKind::Expression | SiteKind::ContextPath => format!("{{{{ {} }}}}", t.text),
+        })
+        .collect()
+}
+
+/// The roots `KEY` of `context.KEY` and `context['KEY']` that the template `text` reads, from its syntax tree
+/// (a template that does not parse, already reported, is scanned as text).
 fn context_roots(text: &str, out: &mut Vec<String>) {
+    match flujo_template::template_reads(text) {
+        Ok(reads) => {
+            for r in reads.into_iter().filter(|r| r.root == "context") {
+                if let Some(flujo_template::PathSegment::Key(k)) = r.path.into_iter().next() {
+                    out.push(k);
+                }
+            }
+            out.sort();
+            out.dedup();
+        }
+        Err(_) => context_roots_in_text(text, out),
+    }
+}
+
+/// [`context_roots`] for a template that does not parse: the names after `context.` / `context['` in tags.
+fn context_roots_in_text(text: &str, out: &mut Vec<String>) {
     collect_refs(&Value::String(text.to_owned()), "context.", out);
     // `context['KEY']`:
     for (open, close) in [("{{", "}}"), ("{%", "%}")] {
@@ -515,7 +571,7 @@ fn has_word(code: &str, word: &str) -> bool {
     false
 }
 
-fn strings_of<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+pub(crate) fn strings_of<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
     match v {
         Value::String(s) => out.push(s),
         Value::Array(items) => items.iter().for_each(|i| strings_of(i, out)),

@@ -113,6 +113,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
             Ok(EXIT_OK)
         }
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
+        Command::Dev(DevCommand::GenContext(args)) => crate::gen_context::gen_context(args),
         Command::Dev(DevCommand::HealthCheck(args)) => crate::health::health_check(args, &config).await,
         Command::Dev(DevCommand::CompileYaml { src, out, no_normalize }) => {
             compile_yaml(&src, out.as_deref(), !no_normalize)
@@ -210,7 +211,7 @@ pub fn keeps_state(uri: &str) -> bool {
 }
 
 /// Rules whose failure is an import or skill resolution problem (exit 3) rather than invalid content (exit 4).
-fn is_resolution_rule(rule: &str) -> bool {
+pub(crate) fn is_resolution_rule(rule: &str) -> bool {
     rule.starts_with("BP-IMPORT") || rule == "BP-SKILL-MISSING" || rule == "BP-AGENT-MISSING"
 }
 

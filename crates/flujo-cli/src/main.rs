@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod create;
 mod evals;
+mod gen_context;
 mod health;
 mod lens;
 mod lock;
@@ -274,6 +275,9 @@ pub enum DevCommand {
     },
     /// The same as `flujo validate`.
     Validate(ValidateArgs),
+    /// The context fields a pipeline writes and reads, with their types: a `context_schema:` block to paste
+    /// into the blueprint (default), the JSON Schema, or a Rust struct; warnings with locations on stderr.
+    GenContext(gen_context::GenContextArgs),
 }
 
 /// A user-facing failure: a kind, a message and the exit code, with the run and pipeline it concerns when
@@ -364,6 +368,7 @@ impl Cli {
             Command::Status(a) => a.format == StatusFormat::Json,
             Command::Dev(DevCommand::Validate(a)) => a.format != Format::Text,
             Command::Dev(DevCommand::Governance { json, .. }) => *json,
+            Command::Dev(DevCommand::GenContext(a)) => a.json,
             Command::Lock(lock::LockCommand::Verify(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),

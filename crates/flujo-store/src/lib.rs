@@ -126,7 +126,7 @@ pub fn open_vector_store(uri: &str) -> Result<Arc<dyn flujo_core::VectorStore>, 
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => Err(not_built("sqlite")),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => Err(StoreError::Unavailable("pgvector store: not wired yet".to_owned())),
+        "postgres" | "postgresql" => postgres::open_vector_store_blocking(uri),
         #[cfg(not(feature = "postgres"))]
         "postgres" | "postgresql" => Err(not_built("postgres")),
         other => Err(StoreError::Unavailable(format!(

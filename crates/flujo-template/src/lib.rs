@@ -22,6 +22,7 @@ mod error;
 mod fast;
 mod guard;
 mod lexer;
+mod paths;
 mod scope;
 
 pub use compiled::{
@@ -34,6 +35,7 @@ pub use env::{
 };
 pub use error::TemplateError;
 pub use lexer::is_template;
+pub use paths::{dotted, expression_reads, template_reads, PathSegment, ReadUse, VarRead};
 pub use scope::Scope;
 
 /// How undefined names and attributes behave.
