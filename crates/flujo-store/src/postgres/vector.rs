@@ -21,14 +21,16 @@
 //!   candidates (`k` + a small margin, for float differences at the boundary) come from
 //!   - the HNSW index for unfiltered queries: approximate, with `hnsw.ef_search` at least the number of
 //!     candidates (the URI's `ef_search=N`, default 100, set per connection; more per query with
-//!     `SET LOCAL`, at most 1000);
+//!     `SET LOCAL`, at most 1000), plus the records with a zero embedding, which the index leaves out (a
+//!     partial index finds them);
 //!   - an exact scan when the query has a metadata filter (pgvector 0.6 filters *after* the index scan, which
 //!     could return fewer than `k` matches), when `k` is past 1000, or when the dimension is not indexed;
 //!   - ids in order for a zero query vector (every score is 0).
 //!
-//!   With the HNSW index, a query may miss a true neighbour (recall@10 ≥ 0.95 is tested on 10 000 random
-//!   vectors; the planner scans small tables exactly anyway), and records with a zero embedding are not in
-//!   the index, so only exact scans find them.
+//!   With the HNSW index, a query may miss a true neighbour. How many it finds depends on the data: on
+//!   clustered vectors (like real embeddings) the default finds all ten of the top 10 at 100 000 records; on
+//!   uniform random vectors in 384 dimensions, the worst case, far fewer (flujo-bench, workload
+//!   `vectors`); raise `ef_search` for more. Recall@10 ≥ 0.95 is tested on 10 000 random vectors.
 //! * **Filters** are `metadata @> filter` (the GIN index) and, exactly, each key equal to its value (jsonb
 //!   equality: `1` and `1.0` are equal there). Metadata comes back as jsonb keeps it (keys reordered).
 //! * **Secrets.** As the state store: errors and [`VectorStore::describe`] never carry the password.
