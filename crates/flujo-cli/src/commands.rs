@@ -115,6 +115,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
         Command::Dev(DevCommand::GenContext(args)) => crate::gen_context::gen_context(args),
         Command::Dev(DevCommand::HealthCheck(args)) => crate::health::health_check(args, &config).await,
+        Command::Dev(DevCommand::SandboxCheck { kind, json }) => crate::sandbox::check(&config, kind, json).await,
         Command::Dev(DevCommand::CompileYaml { src, out, no_normalize }) => {
             compile_yaml(&src, out.as_deref(), !no_normalize)
         }
@@ -506,6 +507,7 @@ pub(crate) fn runner_builder(
         }
         None => reg,
     };
+    let reg = crate::sandbox::wire(reg, &store, cfg)?;
     for policy in policies {
         builder = builder.governance(policy);
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Sections of `flujo.toml` that later versions use; present ones are reported as not yet effective.
-const FUTURE_SECTIONS: &[&str] = &["sandbox", "server", "telemetry"];
+const FUTURE_SECTIONS: &[&str] = &["server", "telemetry"];
 
 /// Where a setting came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +61,8 @@ pub struct Config {
     pub shadow: Option<flujo_engine::shadow::ShadowConfig>,
     /// `[memory]`: the vector store, embedder and indexing (see `crate::memory`).
     pub memory: Option<crate::memory::MemoryToml>,
+    /// `[sandbox]`: where `code_interpreter` runs code (see `crate::sandbox`).
+    pub sandbox: Option<crate::sandbox::SandboxToml>,
 }
 
 /// The project folder: `explicit` (`--project`), else `FLUJO_PROJECT_ROOT`, else the nearest folder from the
@@ -319,6 +321,7 @@ impl Config {
             governance: None,
             shadow: None,
             memory: None,
+            sandbox: None,
             queue_rates: Default::default(),
         };
         // FLUJO_CONFIG_PATH is the original's name of FLUJO_CONFIG
@@ -696,12 +699,23 @@ impl Config {
                         .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
                     self.memory = Some(m);
                 }
+                "sandbox" => {
+                    let mut sb = crate::sandbox::SandboxToml::from_toml(value)
+                        .map_err(|e| ConfigError(format!("{}: {e}", file.display())))?;
+                    // `temp_dir` is relative to the file
+                    if let (Some(dir), Some(t)) = (file.parent(), sb.temp_dir.as_mut()) {
+                        if t.is_relative() {
+                            *t = dir.join(&*t);
+                        }
+                    }
+                    self.sandbox = Some(sb);
+                }
                 s if FUTURE_SECTIONS.contains(&s) => self.notes.push(format!(
                     "{}: [{s}] is not supported by this version of flujo yet; it has no effect",
                     file.display()
                 )),
                 other => self.notes.push(format!(
-                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance], [shadow_eval], [memory]); it is ignored",
+                    "{}: unknown setting '{other}' (known: state_uri, env_file, [templates] or [template], [run], [validation], [limits], [cost], [providers], [budgets], [imports], [queues], [governance], [shadow_eval], [memory], [sandbox]); it is ignored",
                     file.display()
                 )),
             }

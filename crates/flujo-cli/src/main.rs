@@ -15,6 +15,7 @@ mod health;
 mod lens;
 mod lock;
 mod memory;
+mod sandbox;
 mod scaffold;
 mod schedule;
 mod shadow;
@@ -275,6 +276,16 @@ pub enum DevCommand {
     },
     /// The same as `flujo validate`.
     Validate(ValidateArgs),
+    /// What the sandbox of `code_interpreter` (`[sandbox]` in flujo.toml) enforces on this machine: each
+    /// protection, active or not, required or not. Exits 1 when it would refuse to run code.
+    SandboxCheck {
+        /// Check this kind instead of the configured one.
+        #[arg(long, value_enum)]
+        kind: Option<sandbox::Kind>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// The context fields a pipeline writes and reads, with their types: a `context_schema:` block to paste
     /// into the blueprint (default), the JSON Schema, or a Rust struct; warnings with locations on stderr.
     GenContext(gen_context::GenContextArgs),
@@ -368,6 +379,7 @@ impl Cli {
             Command::Status(a) => a.format == StatusFormat::Json,
             Command::Dev(DevCommand::Validate(a)) => a.format != Format::Text,
             Command::Dev(DevCommand::Governance { json, .. }) => *json,
+            Command::Dev(DevCommand::SandboxCheck { json, .. }) => *json,
             Command::Dev(DevCommand::GenContext(a)) => a.json,
             Command::Lock(lock::LockCommand::Verify(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),

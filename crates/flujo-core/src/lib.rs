@@ -25,6 +25,7 @@ pub mod patch;
 pub mod redact;
 pub mod result;
 pub mod runtime;
+pub mod sandbox;
 pub mod skill;
 pub mod step;
 pub mod store;
@@ -45,6 +46,9 @@ pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepS
 pub use runtime::{
     CallKind, Clock, GovernanceDecision, GovernancePolicy, GovernanceRequest, IdGen, Quota, QuotaManager, RunEvent,
     SystemClock, Telemetry, Usage,
+};
+pub use sandbox::{
+    ExecRequest, ExecResult, Limits, Protection, ProtectionStatus, Sandbox, SandboxError, SandboxFile, SandboxOff,
 };
 pub use serde_json::{Map, Value};
 pub use skill::{

@@ -24,12 +24,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod builtins;
+mod code_interpreter;
 mod command;
 mod counting;
 mod memory;
 mod registry;
 
 pub use builtins::{builtin_catalog, builtin_ids, BUILTIN_PREFIX};
+pub use code_interpreter::{SandboxBackend, WithSandbox, INLINE_ARTIFACT_BYTES};
 pub use memory::{MemoryBackend, WithMemory};
 pub use command::{CommandSkill, CommandSpec, DEFAULT_MAX_INPUT_BYTES, DEFAULT_MAX_OUTPUT_BYTES};
 pub use counting::{CallCounter, CountingSkill};

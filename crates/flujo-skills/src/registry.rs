@@ -84,6 +84,7 @@ impl Skills {
         let mut registry = Self::empty();
         register_builtins(&mut registry);
         crate::memory::register_memory_off(&mut registry);
+        crate::code_interpreter::register_code_interpreter_off(&mut registry);
         registry
     }
 
