@@ -27,6 +27,8 @@ use crate::rules;
 use crate::suggest::closest;
 use crate::yaml::{duplicate_keys, resolve_merges, Loc, Node, NodeKind};
 
+pub(crate) mod mcp;
+
 /// Deepest nesting of steps inside steps (loop bodies, branches, states, fallbacks, wrapped steps).
 pub const MAX_STEP_NESTING: usize = 64;
 /// Most steps one blueprint file may declare (nested ones included).
@@ -48,7 +50,7 @@ pub const KNOWN_KINDS: &[&str] = &[
 ];
 
 const TOP_FIELDS: &[&str] =
-    &["version", "name", "description", "context_schema", "agents", "imports", "memory", "steps"];
+    &["version", "name", "description", "context_schema", "agents", "imports", "memory", "mcp_servers", "steps"];
 
 /// The fields of the blueprint's `memory:`.
 const MEMORY_FIELDS: &[&str] = &["index", "chunk_size", "chunk_overlap", "embedder"];
@@ -712,6 +714,9 @@ impl<'a> Decoder<'a> {
         }
         if let Some(n) = f.take("memory") {
             bp.memory = self.memory(n);
+        }
+        if let Some(n) = f.take("mcp_servers") {
+            bp.mcp_servers = self.mcp_servers(n);
         }
         match f.take("steps") {
             Some(n) => bp.steps = self.steps(n, 1, "`steps`"),

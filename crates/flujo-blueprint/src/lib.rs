@@ -62,6 +62,7 @@ use serde_json::{Map, Value};
 
 pub use catalog::{catalog_path, CatalogSkill, SkillCatalog, CATALOG_FILE, CATALOG_FILES};
 pub use check::READ_ONLY_FIELDS;
+pub use decode::mcp::{McpServerDecl, McpToolCheck, McpToolStatus};
 pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING, SUPPORTED_VERSIONS};
 pub use diagnostic::{render_json, render_sarif, render_text, Diagnostic, LoadFailure, Severity};
 pub use load::{load_file, load_str, validate_file, validate_str, LoadOptions, Loaded, MAX_IMPORT_DEPTH};

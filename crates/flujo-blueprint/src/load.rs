@@ -41,6 +41,12 @@ pub struct LoadOptions<'a> {
     pub allow_imports_outside: bool,
     /// Model providers configured besides [`flujo_core::limits::BUILTIN_PROVIDERS`] (`[providers.NAME]`).
     pub providers: Vec<String>,
+    /// MCP servers declared by the caller's configuration (`[mcp.servers.NAME]` of `flujo.toml`), which
+    /// `mcp.NAME.TOOL` ids may name besides the blueprint's own `mcp_servers:`.
+    pub mcp_servers: Vec<String>,
+    /// Asks MCP servers whether they offer the tools `mcp.NAME.TOOL` ids name (`flujo validate`); `None`
+    /// checks only that the server is declared.
+    pub mcp_tools: Option<&'a dyn crate::McpToolCheck>,
 }
 
 impl std::fmt::Debug for LoadOptions<'_> {
@@ -51,6 +57,8 @@ impl std::fmt::Debug for LoadOptions<'_> {
             .field("custom_kinds", &self.custom_kinds)
             .field("allow_imports_outside", &self.allow_imports_outside)
             .field("providers", &self.providers)
+            .field("mcp_servers", &self.mcp_servers)
+            .field("mcp_tools", &self.mcp_tools.map(|_| "dyn McpToolCheck"))
             .finish()
     }
 }
@@ -70,6 +78,9 @@ pub struct Loaded {
     pub canonical: Value,
     /// The folder of the blueprint (imports, prompt files and command skills are relative to it).
     pub base_dir: PathBuf,
+    /// The MCP servers declared under `mcp_servers:` by the blueprint and its imports (the first
+    /// declaration of a name; a different one is `BP-MCP-SERVER`).
+    pub mcp_servers: Vec<crate::McpServerDecl>,
 }
 
 /// Loads and validates a blueprint file; any error diagnostic makes it a [`LoadFailure`].
@@ -146,6 +157,7 @@ fn run_here(source: Source<'_>, opts: &LoadOptions<'_>) -> Outcome {
         stack: Vec::new(),
         cache: HashMap::new(),
         root_dir: base_dir.clone(),
+        mcp_servers: Vec::new(),
     };
     let result = match source {
         Source::File(p) => loader.load_path(p, None, false),
@@ -168,6 +180,7 @@ fn run_here(source: Source<'_>, opts: &LoadOptions<'_>) -> Outcome {
             agents: agents?,
             canonical,
             base_dir,
+            mcp_servers: loader.mcp_servers,
         })
     });
     Outcome { loaded, diagnostics }
@@ -215,6 +228,8 @@ struct Loader<'o> {
     cache: HashMap<(PathBuf, bool), FileResult>,
     /// The folder of the root blueprint: imports (at any depth) must lie inside it unless allowed.
     root_dir: PathBuf,
+    /// The `mcp_servers:` of every file loaded so far (the first declaration of each name).
+    mcp_servers: Vec<crate::McpServerDecl>,
 }
 
 impl Loader<'_> {
@@ -306,6 +321,21 @@ impl Loader<'_> {
         let mut d = Decoder::new(file, &self.opts.custom_kinds);
         let raw = d.blueprint(&node);
         check::check(&raw, &mut d, inherits);
+        for decl in &raw.mcp_servers {
+            match self.mcp_servers.iter().find(|s| s.name == decl.name) {
+                None => self.mcp_servers.push(decl.clone()),
+                Some(first) if first.file == decl.file || same_server(first, decl) => {}
+                Some(first) => d.report(
+                    rules::BP_MCP_SERVER,
+                    decl.loc,
+                    format!(
+                        "MCP server `{}` is declared differently in {} (one process keeps one server per name)",
+                        decl.name,
+                        display_name(&first.file)
+                    ),
+                ),
+            }
+        }
 
         // Imports: alias → child pipeline (+ canonical form for this file's canonical JSON).
         let mut imports: HashMap<String, Arc<Pipeline>> = HashMap::new();
@@ -346,6 +376,7 @@ impl Loader<'_> {
                 check_model_id(&model.v, model.loc, &name.v, &self.opts.providers, &mut d);
             }
         }
+        let mcp = crate::decode::mcp::McpScope::new(&self.mcp_servers, &self.opts.mcp_servers, self.opts.mcp_tools);
         let pipeline = {
             let mut lower = Lowerer {
                 d: &mut d,
@@ -353,6 +384,7 @@ impl Loader<'_> {
                 imports: &imports,
                 registry: self.opts.registry,
                 catalog: &self.catalog,
+                mcp: &mcp,
             };
             for (name, decl) in &raw.agents {
                 for tool in &decl.tools {
@@ -449,6 +481,12 @@ impl Loader<'_> {
         }
         out
     }
+}
+
+/// Two declarations of one MCP server that start the same server.
+fn same_server(a: &crate::McpServerDecl, b: &crate::McpServerDecl) -> bool {
+    (&a.command, &a.env, &a.url, &a.headers, a.timeout_s) == (&b.command, &b.env, &b.url, &b.headers, b.timeout_s)
+        && (a.command.is_none() || a.cwd == b.cwd)
 }
 
 /// `BP-MODEL` unless `model` is `provider:model` with a known provider (built in or configured).

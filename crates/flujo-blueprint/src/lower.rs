@@ -31,6 +31,8 @@ pub(crate) struct Lowerer<'a, 'b> {
     pub imports: &'b HashMap<String, Arc<Pipeline>>,
     pub registry: Option<&'b dyn SkillRegistry>,
     pub catalog: &'b SkillCatalog,
+    /// The MCP servers `mcp.NAME.TOOL` ids may name (see `decode::mcp`).
+    pub mcp: &'b crate::decode::mcp::McpScope<'b>,
 }
 
 impl Lowerer<'_, '_> {
@@ -277,6 +279,11 @@ impl Lowerer<'_, '_> {
     /// `params`. `existence_only` skips the params check (agent `tools`).
     pub fn check_skill(&mut self, id: &Sp<String>, params: &Value, label: &str, existence_only: bool) {
         if self.catalog.contains(&id.v) {
+            return;
+        }
+        if id.v.starts_with("mcp.") {
+            // The tools of MCP servers are not in the registry the blueprint is loaded with.
+            self.mcp.check_id(self.d, id, label);
             return;
         }
         let model =

@@ -36,6 +36,8 @@ pub(crate) struct RawBlueprint {
     pub imports: Vec<(Sp<String>, Sp<String>)>,
     /// `memory:`, when given.
     pub memory: Option<RawMemory>,
+    /// `mcp_servers:` (the servers that decoded without errors).
+    pub mcp_servers: Vec<crate::decode::mcp::McpServerDecl>,
     pub steps: Vec<RawStep>,
 }
 

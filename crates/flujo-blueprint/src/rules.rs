@@ -29,6 +29,9 @@ pub const BP_VERSION: &str = "BP-VERSION";
 pub const BP_MODEL: &str = "BP-MODEL";
 pub const BP_IMPORT_OUTSIDE: &str = "BP-IMPORT-OUTSIDE";
 pub const BP_MEMORY_STEP: &str = "BP-MEMORY-STEP";
+pub const BP_MCP_SERVER: &str = "BP-MCP-SERVER";
+pub const BP_MCP_TOOL: &str = "BP-MCP-TOOL";
+pub const BP_MCP_UNREACHABLE: &str = "BP-MCP-UNREACHABLE";
 pub const TEMPLATE: &str = "TEMPLATE";
 pub const V_T1: &str = "V-T1";
 pub const V_T3: &str = "V-T3";
@@ -82,6 +85,9 @@ pub const RULES: &[(&str, &str)] = &[
     (BP_MODEL, "An agent's `model` is not `provider:model` with a known provider."),
     (BP_IMPORT_OUTSIDE, "An import lies outside the blueprint's folder (lift with --allow-imports-outside or [imports])."),
     (BP_MEMORY_STEP, "`memory.index` names a step the pipeline does not have (at any depth)."),
+    (BP_MCP_SERVER, "`mcp.NAME.TOOL` names an MCP server that is not declared, or an `mcp_servers:` entry cannot work."),
+    (BP_MCP_TOOL, "The MCP server answered `flujo validate` and has no tool of that name."),
+    (BP_MCP_UNREACHABLE, "`flujo validate` could not reach an MCP server, so its tool names were not checked (warning)."),
     (TEMPLATE, "A template or expression does not parse."),
     (V_T1, "A template uses `previous_step.output`, a Python-era habit: `previous_step` is already the output (warning)."),
     (V_T3, "A template or expression uses an unknown filter."),
@@ -114,9 +120,8 @@ pub const RULES: &[(&str, &str)] = &[
 pub fn default_severity(rule: &str) -> Severity {
     match rule {
         BP_UNKNOWN_FIELD | V_T1 | V_T2 | V_T4 | V_T5 | V_CF1 | V_CTX2 | V_A5 | V_P1_W | V_P3 | V_S1 | V_S2 | V_S3
-        | V_C3 | CTX_OUTPUT_KEYS | CTX_UNDECLARED_READ | LOOP_NO_EXIT | SM_UNREACHABLE | PAR_CONFLICT_RISK => {
-            Severity::Warning
-        }
+        | V_C3 | CTX_OUTPUT_KEYS | CTX_UNDECLARED_READ | LOOP_NO_EXIT | SM_UNREACHABLE | PAR_CONFLICT_RISK
+        | BP_MCP_UNREACHABLE => Severity::Warning,
         _ => Severity::Error,
     }
 }

@@ -20,6 +20,8 @@ use crate::*;
 struct LoadSettings {
     allow_imports_outside: bool,
     providers: Vec<String>,
+    /// `[mcp.servers.NAME]` of `flujo.toml`.
+    mcp_servers: Vec<String>,
 }
 
 static LOAD_SETTINGS: std::sync::OnceLock<LoadSettings> = std::sync::OnceLock::new();
@@ -32,6 +34,7 @@ pub(crate) fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> L
         strict,
         allow_imports_outside: settings.is_some_and(|s| s.allow_imports_outside),
         providers: settings.map(|s| s.providers.clone()).unwrap_or_default(),
+        mcp_servers: settings.map(|s| s.mcp_servers.clone()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -54,7 +57,9 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
     let _ = LOAD_SETTINGS.set(LoadSettings {
         allow_imports_outside: flag || config.imports_allow_outside(),
         providers: config.provider_names(),
+        mcp_servers: crate::mcp::configured_names(&config),
     });
+    crate::mcp::configure(&config)?;
     match cli.command {
         Command::Init { force } => crate::scaffold::init(force),
         Command::Run(mut args) => {
@@ -213,7 +218,11 @@ pub fn keeps_state(uri: &str) -> bool {
 
 /// Rules whose failure is an import or skill resolution problem (exit 3) rather than invalid content (exit 4).
 pub(crate) fn is_resolution_rule(rule: &str) -> bool {
-    rule.starts_with("BP-IMPORT") || rule == "BP-SKILL-MISSING" || rule == "BP-AGENT-MISSING"
+    rule.starts_with("BP-IMPORT")
+        || rule == "BP-SKILL-MISSING"
+        || rule == "BP-AGENT-MISSING"
+        || rule == "BP-MCP-SERVER"
+        || rule == "BP-MCP-TOOL"
 }
 
 fn print_diagnostics(diags: &[Diagnostic]) {
@@ -257,7 +266,9 @@ pub(crate) fn registry_for(
         print_diagnostics(&diags);
         catalog.merge(&c);
     }
-    registry_from(&catalog)
+    // `mcp.NAME.TOOL` of the servers of flujo.toml and the blueprint (crate::mcp).
+    let mcp = loaded.map(|l| l.mcp_servers.as_slice()).unwrap_or_default();
+    registry_from(&catalog).map(|reg| crate::mcp::wrap(reg, mcp))
 }
 
 /// The skills a stored run was started with, from the catalogs its origin recorded (wherever we are now).
@@ -291,7 +302,7 @@ pub(crate) fn registry_for_stored_run(run: &flujo_core::RunRecord) -> Result<Arc
     }
     let (catalog, diags) = flujo_blueprint::origin::catalog_of(origin);
     print_diagnostics(&diags);
-    registry_from(&catalog)
+    registry_from(&catalog).map(|reg| crate::mcp::wrap(reg, &crate::mcp::servers_of_stored_run(run)))
 }
 
 fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn SkillRegistry>, CliError> {
@@ -1116,7 +1127,9 @@ fn validate(mut args: ValidateArgs, config: &Config) -> Result<u8, CliError> {
         None => Vec::new(),
     };
     let builtins = BuiltinRegistry::new();
-    let opts = load_options(&builtins, args.strict);
+    // Validation asks MCP servers for their tools (BP-MCP-TOOL; BP-MCP-UNREACHABLE when offline).
+    let mcp_tools = crate::mcp::ToolCheck::default();
+    let opts = flujo_blueprint::LoadOptions { mcp_tools: Some(&mcp_tools), ..load_options(&builtins, args.strict) };
     let mut diags = flujo_blueprint::validate_file(&path, &opts);
     if (args.fix || args.fix_dry_run) && fix_file(&path, &diags, &args)? {
         diags = flujo_blueprint::validate_file(&path, &opts);

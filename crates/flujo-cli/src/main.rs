@@ -14,6 +14,7 @@ mod gen_context;
 mod health;
 mod lens;
 mod lock;
+mod mcp;
 mod memory;
 mod sandbox;
 mod scaffold;
@@ -481,5 +482,7 @@ fn main() -> ExitCode {
             e.code
         }
     };
+    // MCP servers started by this command: stdin closed, process groups killed, children reaped.
+    mcp::shutdown();
     ExitCode::from(out::final_code(code))
 }
