@@ -23,7 +23,7 @@
 //! during a call, a call past the timeout (60 s unless configured), `isError: true`, an unknown tool — are
 //! [`McpError`]s, and step failures with their message when called as skills.
 //!
-//! With the feature `test-server`, [`testing`] holds a small MCP server for tests (binary
+//! With the feature `test-server`, the module `testing` holds a small MCP server for tests (binary
 //! `flujo-mcp-test-server`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
