@@ -211,13 +211,13 @@ fn bad_flujo_toml_is_a_configuration_error() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("state_uri must be a string"), "{}", stderr(&o));
     let dir = project(&[
-        ("flujo.toml", "state_uri = \"memory://\"\n[memory]\nenabled = true\n"),
+        ("flujo.toml", "state_uri = \"memory://\"\n[telemetry]\nenabled = true\n"),
         ("p.yaml", "name: x\nsteps:\n  - name: a\n"),
     ]);
     let o = flujo(dir.path(), &["run", "p.yaml"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("[memory] is not supported"),
+        stderr(&o).contains("[telemetry] is not supported"),
         "unused sections are reported, not ignored: {}",
         stderr(&o)
     );
