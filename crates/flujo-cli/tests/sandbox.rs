@@ -12,9 +12,20 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::{code, fake_project, flujo, json_out, project, stderr, stdout};
+use common::{code, fake_project, json_out, project, stderr, stdout};
 use flujo_llm::testing::ScriptedReply;
 use serde_json::{json, Value};
+
+/// `flujo ARGS` in `dir` (see `common::cmd`), without the caller's `FLUJO_SANDBOX_UNAVAILABLE`.
+fn cmd(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = common::cmd(dir, args);
+    c.env_remove("FLUJO_SANDBOX_UNAVAILABLE");
+    c
+}
+
+fn flujo(dir: &Path, args: &[&str]) -> std::process::Output {
+    cmd(dir, args).output().expect("flujo runs")
+}
 
 /// Sandboxed runs of this binary one at a time, so that "nothing is left afterwards" sees only its own run.
 fn serial() -> MutexGuard<'static, ()> {
@@ -55,6 +66,10 @@ fn active(dir: &Path) -> Vec<String> {
 /// The step's output when every one of `needs` is active here; otherwise asserts that the run failed
 /// refusing to run (naming an unavailable protection) and returns `None`.
 fn output_or_refused(dir: &Path, needs: &[&str], input: &Value) -> Option<Value> {
+    // the project requires exactly what the test exercises (`[sandbox]` is the file's last section)
+    let toml = std::fs::read_to_string(dir.join("flujo.toml")).unwrap();
+    let list: Vec<String> = needs.iter().map(|n| format!("{n:?}")).collect();
+    std::fs::write(dir.join("flujo.toml"), format!("{toml}require = [{}]\n", list.join(", "))).unwrap();
     let on = active(dir);
     let v = run(dir, input);
     match needs.iter().find(|n| !on.iter().any(|a| a == *n)) {
@@ -150,9 +165,8 @@ fn python_runs_and_its_artifacts_are_blobs_in_the_state_store() {
     assert_eq!(bytes, b"A,B\n1,2\n");
     // bash and a plain string input (the code) work too
     let dir = process_project("{language: bash}");
-    let o = flujo(dir.path(), &["run", "--json", "-i", "echo $((6 * 7))"]);
-    if code(&o) == 0 {
-        assert_eq!(json_out(&o)["output"]["stdout"], "42\n");
+    if let Some(out) = output_or_refused(dir.path(), &["timeout", "folder"], &json!("echo $((6 * 7))")) {
+        assert_eq!(out["stdout"], "42\n");
     }
 }
 
@@ -168,10 +182,14 @@ fn an_infinite_loop_is_killed_at_the_timeout() {
     assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
     // with fail_on_error the timeout is a step failure
     let dir = process_project("{timeout_s: 1, fail_on_error: true}");
+    std::fs::write(dir.path().join("flujo.toml"), format!("{PROCESS}require = [\"timeout\"]\n")).unwrap();
+    let v = run(dir.path(), &json!({"code": "while True:\n    pass\n"}));
+    assert_eq!(v["status"], "failed");
+    let msg = v["error"]["message"].as_str().unwrap();
     if active(dir.path()).iter().any(|p| p == "timeout") {
-        let v = run(dir.path(), &json!({"code": "while True:\n    pass\n"}));
-        assert_eq!(v["status"], "failed");
-        assert!(v["error"]["message"].as_str().unwrap().contains("timed out"), "{v}");
+        assert!(msg.contains("timed out"), "{v}");
+    } else {
+        assert!(msg.contains("required but unavailable"), "{v}");
     }
 }
 
@@ -254,8 +272,7 @@ fn the_grandchildren_of_a_timed_out_run_are_gone() {
 fn a_configured_protection_that_is_unavailable_refuses_to_run() {
     let dir = process_project("{}");
     for (how, env) in [("env", Some("network,filesystem")), ("config", None)] {
-        let mut c =
-            common::cmd(dir.path(), &["run", "--json", "--input-json", &json!({"code": "print(1)"}).to_string()]);
+        let mut c = cmd(dir.path(), &["run", "--json", "--input-json", &json!({"code": "print(1)"}).to_string()]);
         if let Some(v) = env {
             c.env("FLUJO_SANDBOX_UNAVAILABLE", v);
         } else {
@@ -271,7 +288,7 @@ fn a_configured_protection_that_is_unavailable_refuses_to_run() {
             "{how}: {msg}"
         );
         assert_eq!(v["step_history"][0]["attempts"], 1, "a refusal is not retried");
-        let mut c = common::cmd(dir.path(), &["dev", "sandbox-check", "--json"]);
+        let mut c = cmd(dir.path(), &["dev", "sandbox-check", "--json"]);
         if let Some(v) = env {
             c.env("FLUJO_SANDBOX_UNAVAILABLE", v);
         }
@@ -374,7 +391,7 @@ fn remote_runs_code_on_the_reference_server() {
     });
     let toml = format!("[sandbox]\nkind = \"remote\"\nurl = \"{url}\"\napi_key_env = \"SANDBOX_TOKEN\"\n");
     let dir = project(&[("flujo.toml", &toml), ("pipeline.yaml", &pipeline("{language: sh}"))]);
-    let o = common::cmd(
+    let o = cmd(
         dir.path(),
         &["run", "--json", "--input-json", &json!({"code": "echo remote; echo x > f.txt"}).to_string()],
     )
@@ -388,8 +405,7 @@ fn remote_runs_code_on_the_reference_server() {
     } else {
         assert!(v["error"]["message"].as_str().unwrap().contains("unavailable"), "{v}");
     }
-    let o =
-        common::cmd(dir.path(), &["dev", "sandbox-check", "--json"]).env("SANDBOX_TOKEN", "t0ken").output().unwrap();
+    let o = cmd(dir.path(), &["dev", "sandbox-check", "--json"]).env("SANDBOX_TOKEN", "t0ken").output().unwrap();
     let c = json_out(&o);
     assert!(c["sandbox"].as_str().unwrap().starts_with(&format!("remote {url}")), "{c}");
     assert_eq!(c["ready"], json!(all_active), "{c}");

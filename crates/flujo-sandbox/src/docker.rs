@@ -244,7 +244,7 @@ impl Sandbox for DockerSandbox {
         let mut env: Vec<String> =
             vec![format!("HOME={ROOT}/work"), format!("TMPDIR={ROOT}/tmp"), "LANG=C.UTF-8".into()];
         env.extend(request.env.iter().map(|(k, v)| format!("{k}={v}")));
-        let cpu = limits.cpu_s.ceil().max(1.0) as i64;
+        let cpu = i64::try_from(crate::cpu_rlimit(&limits)).unwrap_or(i64::MAX);
         let ulimit = |name: &str, v: i64| ResourcesUlimits { name: Some(name.into()), soft: Some(v), hard: Some(v) };
         let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         let host_config = HostConfig {

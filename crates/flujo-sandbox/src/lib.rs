@@ -32,3 +32,14 @@ pub mod docker;
 pub mod remote;
 
 pub use process::{default_interpreters, ProcessSandbox, ProcessSettings, DEFAULT_PATH};
+
+/// The CPU-time limit (whole seconds, as `RLIMIT_CPU` counts) for `limits`. A CPU limit below the wall-clock
+/// limit is enforced as given (rounded up); one that is not lower gets a second more than the wall clock, so
+/// that a busy program is stopped by the timeout (and reported `timed_out`) rather than racing it.
+pub(crate) fn cpu_rlimit(limits: &flujo_core::Limits) -> u64 {
+    if limits.cpu_s < limits.wall_s {
+        limits.cpu_s.ceil().max(1.0) as u64
+    } else {
+        limits.wall_s.ceil().max(1.0) as u64 + 1
+    }
+}

@@ -163,7 +163,7 @@ async fn a_run_creates_a_locked_down_container_copies_files_and_removes_it() {
     assert_eq!(host["PidsLimit"], json!(16));
     assert_eq!(host["CapDrop"], json!(["ALL"]));
     assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
-    assert!(host["Ulimits"].as_array().unwrap().iter().any(|u| u["Name"] == json!("cpu") && u["Hard"] == json!(5)));
+    assert!(host["Ulimits"].as_array().unwrap().iter().any(|u| u["Name"] == json!("cpu") && u["Hard"] == json!(6)));
     // the upload is a tar with the code and the input file
     let mut tar = tar::Archive::new(e.uploaded.as_slice());
     let names: Vec<String> = tar.entries().unwrap().map(|x| x.unwrap().path().unwrap().display().to_string()).collect();

@@ -18,9 +18,17 @@ fn limits(wall_s: f64) -> Limits {
     Limits::default().with_wall_s(wall_s)
 }
 
-/// Runs `request` when `needs` are all active here; otherwise asserts the refusal names the first missing
-/// one and returns `None`.
-async fn run_or_refused(s: &ProcessSandbox, needs: &[Protection], request: ExecRequest) -> Option<ExecResult> {
+/// A sandbox requiring exactly `needs` (the protections a test exercises).
+fn requiring(needs: &[Protection]) -> ProcessSandbox {
+    let mut settings = ProcessSettings::default();
+    settings.require = needs.iter().copied().collect();
+    ProcessSandbox::new(settings)
+}
+
+/// Runs `request` in a sandbox requiring `needs` when they are all active here; otherwise asserts that the
+/// sandbox refuses to run (naming an unavailable protection) and returns `None`.
+async fn run_or_refused(needs: &[Protection], request: ExecRequest) -> Option<ExecResult> {
+    let s = requiring(needs);
     let status = s.protections();
     let missing = needs.iter().find(|p| !status.iter().any(|st| st.protection == **p && st.active));
     let result = s.exec(request).await;
@@ -45,10 +53,9 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn python_runs_with_input_files_and_returns_artifacts() {
-    let s = sandbox();
     let code = "import os\nprint(open('data/in.txt').read().upper(), end='')\nopen('out.txt', 'w').write('made')\n";
     let req = ExecRequest::new("python", code).with_files(vec![SandboxFile::new("data/in.txt", b"hello".to_vec())]);
-    let Some(r) = run_or_refused(&s, &Protection::ALL, req).await else { return };
+    let Some(r) = run_or_refused(&Protection::ALL, req).await else { return };
     assert_eq!((r.stdout.as_str(), r.exit_code, r.timed_out), ("HELLO", 0, false), "{r:?}");
     let paths: Vec<&str> = r.artifacts.iter().map(|a| a.path.as_str()).collect();
     assert_eq!(paths, ["out.txt"], "an unchanged input file is not an artifact");
@@ -57,8 +64,8 @@ async fn python_runs_with_input_files_and_returns_artifacts() {
 
 #[tokio::test]
 async fn failures_and_languages_are_reported() {
-    let s = sandbox();
-    let Some(r) = run_or_refused(&s, &Protection::ALL, ExecRequest::new("sh", "echo oops >&2; exit 3")).await else {
+    let s = requiring(&[]);
+    let Some(r) = run_or_refused(&Protection::ALL, ExecRequest::new("sh", "echo oops >&2; exit 3")).await else {
         return;
     };
     assert_eq!((r.exit_code, r.stderr.as_str()), (3, "oops\n"));
@@ -73,45 +80,41 @@ async fn failures_and_languages_are_reported() {
 
 #[tokio::test]
 async fn output_is_bounded() {
-    let s = sandbox();
     let mut l = limits(10.0);
     l.output_bytes = 1000;
     let req = ExecRequest::new("sh", "head -c 5000000 /dev/zero | tr '\\0' x; echo done >&2").with_limits(l);
-    let Some(r) = run_or_refused(&s, &Protection::ALL, req).await else { return };
+    let Some(r) = run_or_refused(&Protection::ALL, req).await else { return };
     assert_eq!(r.stdout.len(), 1000);
     assert!(r.stdout_truncated && !r.stderr_truncated && r.stderr == "done\n", "{r:?}");
 }
 
 #[tokio::test]
 async fn an_infinite_loop_is_killed_at_the_timeout() {
-    let s = sandbox();
     let t = Instant::now();
     let req = ExecRequest::new("python", "while True:\n    pass\n").with_limits(limits(1.0));
-    let Some(r) = run_or_refused(&s, &[Protection::Timeout], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::Timeout], req).await else { return };
     assert!(r.timed_out, "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
 }
 
 #[tokio::test]
 async fn cpu_time_is_limited() {
-    let s = sandbox();
     let mut l = limits(20.0);
     l.cpu_s = 1.0;
     let t = Instant::now();
     let req = ExecRequest::new("python", "while True:\n    pass\n").with_limits(l);
-    let Some(r) = run_or_refused(&s, &[Protection::Cpu], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::Cpu], req).await else { return };
     assert!(!r.timed_out && r.exit_code == 128 + 9, "killed by the CPU limit (SIGKILL): {r:?}");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test]
 async fn the_grandchildren_of_a_timed_out_run_are_gone() {
-    let s = sandbox();
     // A background process in a session of its own prints its pid as flujo sees it (/proc is the host's),
     // then sleeps; the code sleeps too and is killed at the timeout.
     let code = "setsid sh -c 'read pid rest < /proc/self/stat; echo \"PID=$pid\"; exec sleep 1000' &\nsleep 1000\n";
     let req = ExecRequest::new("sh", code).with_limits(limits(1.5));
-    let Some(r) = run_or_refused(&s, &[Protection::Cleanup, Protection::Timeout], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::Cleanup, Protection::Timeout], req).await else { return };
     assert!(r.timed_out, "{r:?}");
     let pid: u32 = r.stdout.trim().strip_prefix("PID=").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{r:?}"));
     assert!(!alive(pid), "the grandchild {pid} survived the execution");
@@ -119,14 +122,12 @@ async fn the_grandchildren_of_a_timed_out_run_are_gone() {
 
 #[tokio::test]
 async fn a_fork_bomb_is_contained() {
-    let s = sandbox();
     let mut l = limits(3.0);
     l.processes = 32;
     let t = Instant::now();
     let code = "bomb() { bomb | bomb & }; bomb; sleep 1000";
     let req = ExecRequest::new("bash", code).with_limits(l);
-    let Some(r) = run_or_refused(&s, &[Protection::Processes, Protection::Cleanup, Protection::Timeout], req).await
-    else {
+    let Some(r) = run_or_refused(&[Protection::Processes, Protection::Cleanup, Protection::Timeout], req).await else {
         return;
     };
     assert!(r.timed_out, "{r:?}");
@@ -138,20 +139,18 @@ async fn a_fork_bomb_is_contained() {
 
 #[tokio::test]
 async fn a_10_gb_allocation_fails_inside() {
-    let s = sandbox();
     let code = "try:\n    b = bytearray(10 * 1024 ** 3)\n    print('allocated')\nexcept MemoryError:\n    print('MemoryError')\n";
     let req = ExecRequest::new("python", code).with_limits(limits(20.0));
-    let Some(r) = run_or_refused(&s, &[Protection::Memory], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::Memory], req).await else { return };
     assert_eq!(r.stdout, "MemoryError\n", "{r:?}");
 }
 
 #[tokio::test]
 async fn files_larger_than_the_limit_cannot_be_written() {
-    let s = sandbox();
     let mut l = limits(10.0);
     l.file_bytes = 1000;
     let req = ExecRequest::new("sh", "head -c 5000 /dev/zero > big.bin; echo $?").with_limits(l);
-    let Some(r) = run_or_refused(&s, &[Protection::FileSize], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::FileSize], req).await else { return };
     assert_ne!(r.stdout.trim(), "0", "{r:?}");
     let big = r.artifacts.iter().find(|a| a.path == "big.bin").map_or(0, |a| a.bytes.len());
     assert!(big <= 1000, "{big}");
@@ -161,19 +160,18 @@ async fn files_larger_than_the_limit_cannot_be_written() {
 async fn a_connection_to_a_local_listener_fails() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let s = sandbox();
     let code = format!(
         "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3)\n    print('connected')\nexcept OSError as e:\n    print('refused', e)\n"
     );
     let req = ExecRequest::new("python", code).with_limits(limits(10.0));
-    let Some(r) = run_or_refused(&s, &[Protection::Network], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::Network], req).await else { return };
     assert!(r.stdout.starts_with("refused"), "{r:?}");
     // with `network: true` the same code reaches the listener (so the test above proves the isolation)
     let mut open = limits(10.0);
     open.network = true;
     let code =
         format!("import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)\nprint('connected')\n");
-    let r = s.exec(ExecRequest::new("python", code).with_limits(open)).await.unwrap();
+    let r = requiring(&[Protection::Network]).exec(ExecRequest::new("python", code).with_limits(open)).await.unwrap();
     assert_eq!(r.stdout, "connected\n", "{r:?}");
 }
 
@@ -181,13 +179,12 @@ async fn a_connection_to_a_local_listener_fails() {
 async fn writing_outside_the_folder_fails() {
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("escaped.txt");
-    let s = sandbox();
     let code = format!(
         "for p in [{:?}, '/tmp/flujo-sandbox-escape.txt']:\n    try:\n        open(p, 'w').write('x')\n        print('wrote', p)\n    except OSError as e:\n        print('denied', e.errno)\n",
         target.display().to_string()
     );
     let req = ExecRequest::new("python", code).with_limits(limits(10.0));
-    let Some(r) = run_or_refused(&s, &[Protection::Filesystem], req).await else { return };
+    let Some(r) = run_or_refused(&[Protection::Filesystem], req).await else { return };
     assert!(!r.stdout.contains("wrote"), "{r:?}");
     assert!(!target.exists());
     assert!(!std::path::Path::new("/tmp/flujo-sandbox-escape.txt").exists());
@@ -206,16 +203,20 @@ async fn an_unavailable_required_protection_refuses_and_an_unrequired_one_is_not
     );
     assert!(e.to_string().contains("filesystem"), "{e}");
     // A configuration that does not require it runs (the other protections still apply).
-    settings.require.remove(&Protection::Filesystem);
+    settings.require = [Protection::Timeout, Protection::Folder].into_iter().collect();
     let s = ProcessSandbox::new(settings);
-    if let Some(r) = run_or_refused(&s, &[Protection::Timeout], ExecRequest::new("sh", "echo hi")).await {
-        assert_eq!(r.stdout, "hi\n");
+    let timeout_active = s.protections().iter().any(|p| p.protection == Protection::Timeout && p.active);
+    let r = s.exec(ExecRequest::new("sh", "echo hi")).await;
+    if timeout_active {
+        assert_eq!(r.unwrap().stdout, "hi\n");
+    } else {
+        assert!(matches!(r, Err(SandboxError::Unavailable { protection: Protection::Timeout, .. })), "{r:?}");
     }
 }
 
 #[tokio::test]
 async fn node_runs_when_present() {
-    let s = sandbox();
+    let s = requiring(&[]);
     if !s.languages().contains(&"node".to_owned()) {
         let e = s.exec(ExecRequest::new("node", "1")).await.unwrap_err();
         assert!(matches!(e, SandboxError::UnsupportedLanguage { .. }), "{e}");
@@ -224,8 +225,7 @@ async fn node_runs_when_present() {
     // V8 reserves a large address space: node needs a larger memory limit than Python
     let mut l = limits(20.0);
     l.memory_bytes = 16 << 30;
-    let Some(r) =
-        run_or_refused(&s, &Protection::ALL, ExecRequest::new("node", "console.log(6 * 7)").with_limits(l)).await
+    let Some(r) = run_or_refused(&Protection::ALL, ExecRequest::new("node", "console.log(6 * 7)").with_limits(l)).await
     else {
         return;
     };

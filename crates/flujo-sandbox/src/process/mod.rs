@@ -284,7 +284,7 @@ impl ProcessSandbox {
             chown_tree(root.path(), uid, gid).map_err(|e| fail("cannot hand the sandbox folder to its uid", &e))?;
         }
 
-        let cpu = limits.cpu_s.ceil().max(1.0) as u64;
+        let cpu = crate::cpu_rlimit(&limits);
         let mut rlimits = vec![
             (linux::rlimit_cpu(), cpu, cpu),
             (linux::rlimit_as(), limits.memory_bytes, limits.memory_bytes),
