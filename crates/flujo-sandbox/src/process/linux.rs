@@ -96,7 +96,7 @@ impl Probe {
                 if self.root {
                     self.drop_uid.clone().map(|()| "RLIMIT_NPROC on a uid of its own".to_owned())
                 } else {
-                    need_user(&Ok(()), "RLIMIT_NPROC counted in its own user namespace")
+                    need_user(&Ok(()), "RLIMIT_NPROC, counted")
                 }
             }
             Protection::Privileges => {
