@@ -41,6 +41,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod catalog;
+pub mod catalog_write;
 mod check;
 pub mod context_gen;
 mod decode;
@@ -60,7 +61,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use catalog::{catalog_path, CatalogSkill, SkillCatalog, CATALOG_FILE, CATALOG_FILES};
+pub use catalog::{
+    catalog_path, CatalogSkill, HttpBodyDecl, HttpOperation, SkillCatalog, CATALOG_FILE, CATALOG_FILES, HTTP_MAX_RETRIES,
+    HTTP_METHODS,
+};
 pub use check::READ_ONLY_FIELDS;
 pub use decode::mcp::{McpServerDecl, McpToolCheck, McpToolStatus};
 pub use decode::{KNOWN_KINDS, MAX_STEPS, MAX_STEP_NESTING, SUPPORTED_VERSIONS};

@@ -10,7 +10,7 @@ use flujo_core::{
     FlujoError, IdGen, PendingPause, Pipeline, RunEvent, RunResult, RunStatus, SkillRegistry, Store, StoreError,
 };
 use flujo_engine::{Flujo, ResumeRequest, RunOptions};
-use flujo_skills::{BuiltinRegistry, CommandSkill, CommandSpec};
+use flujo_skills::{BuiltinRegistry, CommandSkill, CommandSpec, HttpBody, HttpSkill, HttpSpec};
 use serde_json::{Map, Value};
 
 use crate::config::{Config, RuleLevel};
@@ -119,6 +119,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         }
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
         Command::Dev(DevCommand::GenContext(args)) => crate::gen_context::gen_context(args),
+        Command::Dev(DevCommand::ImportOpenapi(args)) => crate::openapi::import_openapi(args),
         Command::Dev(DevCommand::HealthCheck(args)) => crate::health::health_check(args, &config).await,
         Command::Dev(DevCommand::SandboxCheck { kind, json }) => crate::sandbox::check(&config, kind, json).await,
         Command::Dev(DevCommand::CompileYaml { src, out, no_normalize }) => {
@@ -311,8 +312,8 @@ fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn Skil
     crate::create::register_check(&mut reg);
     for id in catalog.ids().map(str::to_owned).collect::<Vec<_>>() {
         let Some(skill) = catalog.get(&id) else { continue };
-        match &skill.command {
-            Some(command) => CommandSkill::register(
+        match (&skill.command, &skill.http) {
+            (Some(command), _) => CommandSkill::register(
                 CommandSpec {
                     id: id.clone(),
                     command: command.clone(),
@@ -328,19 +329,42 @@ fn registry_from(catalog: &flujo_blueprint::SkillCatalog) -> Result<Arc<dyn Skil
                 },
                 &mut reg,
             ),
-            None => {
+            (None, Some(op)) => HttpSkill::register(http_spec(&id, skill, op), &mut reg),
+            (None, None) => {
                 return Err(CliError::new(
                     "resolution_error",
                     EXIT_RESOLUTION,
-                    format!(
-                        "skill '{id}' in {}: only `command` skills are supported by this version",
-                        skill.file.display()
-                    ),
+                    format!("skill '{id}' in {} has neither `command` nor `http`", skill.file.display()),
                 ))
             }
         }
     }
     Ok(Arc::new(reg))
+}
+
+/// The skills crate's form of a catalog's `http` skill.
+fn http_spec(id: &str, skill: &flujo_blueprint::CatalogSkill, op: &flujo_blueprint::HttpOperation) -> HttpSpec {
+    let mut spec = HttpSpec::default();
+    spec.id = id.to_owned();
+    spec.method = op.method.clone();
+    spec.url = op.url.clone();
+    spec.headers = op.headers.clone();
+    spec.query = op.query.clone();
+    spec.body = match &op.body {
+        flujo_blueprint::HttpBodyDecl::Default => HttpBody::Default,
+        flujo_blueprint::HttpBodyDecl::Empty => HttpBody::Empty,
+        flujo_blueprint::HttpBodyDecl::Template(t) => HttpBody::Template(t.clone()),
+        flujo_blueprint::HttpBodyDecl::Json(v) => HttpBody::Json(v.clone()),
+    };
+    spec.timeout_s = op.timeout_s;
+    spec.retries = op.retries;
+    spec.idempotent = op.idempotent;
+    spec.max_response_bytes = op.max_response_bytes;
+    spec.input_schema = skill.input_schema.clone();
+    spec.output_schema = skill.output_schema.clone();
+    spec.side_effects = skill.side_effects;
+    spec.description = skill.description.clone();
+    spec
 }
 
 pub(crate) fn open_store(uri: &str) -> Result<Arc<dyn Store>, CliError> {

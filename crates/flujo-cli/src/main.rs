@@ -16,6 +16,7 @@ mod lens;
 mod lock;
 mod mcp;
 mod memory;
+mod openapi;
 mod sandbox;
 mod scaffold;
 mod schedule;
@@ -290,6 +291,9 @@ pub enum DevCommand {
     /// The context fields a pipeline writes and reads, with their types: a `context_schema:` block to paste
     /// into the blueprint (default), the JSON Schema, or a Rust struct; warnings with locations on stderr.
     GenContext(gen_context::GenContextArgs),
+    /// One `http` skill per operation of an OpenAPI 3.0/3.1 document, merged into skills.yaml (entries it
+    /// wrote before are replaced, hand-written ones kept).
+    ImportOpenapi(openapi::ImportOpenApiArgs),
 }
 
 /// A user-facing failure: a kind, a message and the exit code, with the run and pipeline it concerns when
