@@ -1,6 +1,6 @@
 //! The `remote` sandbox: code runs on a service that speaks a small HTTP JSON API, documented here and in
 //! `docs/sandbox.md`. [`RemoteSandbox`] is its client (feature `remote`); [`router`] serves the same API over
-//! any [`Sandbox`] (feature `remote-server`), as a reference implementation and for tests.
+//! any [`Sandbox`](flujo_core::Sandbox) (feature `remote-server`), as a reference implementation and for tests.
 //!
 //! `POST {url}/exec` with `Authorization: Bearer KEY` when a key is configured:
 //!
