@@ -440,6 +440,38 @@ impl Skill for MemoryAdd {
     }
 }
 
+/// A [`SkillRegistry`](flujo_core::SkillRegistry) that answers the memory skills with `backend` and every
+/// other id from `inner` — how a runner built from any registry gets memory.
+pub struct WithMemory {
+    inner: Arc<dyn flujo_core::SkillRegistry>,
+    backend: Arc<MemoryBackend>,
+}
+
+impl WithMemory {
+    /// `inner`, with the memory skills over `backend`.
+    pub fn new(inner: Arc<dyn flujo_core::SkillRegistry>, backend: MemoryBackend) -> Self {
+        WithMemory { inner, backend: Arc::new(backend) }
+    }
+}
+
+fn memory_name(id: &str) -> Option<&str> {
+    let short = id.strip_prefix(BUILTIN_PREFIX).unwrap_or(id);
+    [SEARCH, ADD].into_iter().find(|n| *n == short)
+}
+
+impl flujo_core::SkillRegistry for WithMemory {
+    fn resolve(&self, id: &str, params: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
+        match memory_name(id) {
+            Some(SEARCH) => build_search(self.backend.clone(), params),
+            Some(_) => build_add(self.backend.clone(), params),
+            None => self.inner.resolve(id, params),
+        }
+    }
+    fn list(&self) -> Vec<SkillInfo> {
+        self.inner.list()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -536,37 +568,5 @@ mod tests {
         let off = Skills::new().resolve("memory_search", &Value::Null).unwrap();
         let e = off.call(SkillCall::new(json!("q"))).await.unwrap_err();
         assert!(!e.retryable && e.message.contains("memory is off"), "{e}");
-    }
-}
-
-/// A [`SkillRegistry`](flujo_core::SkillRegistry) that answers the memory skills with `backend` and every
-/// other id from `inner` — how a runner built from any registry gets memory.
-pub struct WithMemory {
-    inner: Arc<dyn flujo_core::SkillRegistry>,
-    backend: Arc<MemoryBackend>,
-}
-
-impl WithMemory {
-    /// `inner`, with the memory skills over `backend`.
-    pub fn new(inner: Arc<dyn flujo_core::SkillRegistry>, backend: MemoryBackend) -> Self {
-        WithMemory { inner, backend: Arc::new(backend) }
-    }
-}
-
-fn memory_name(id: &str) -> Option<&str> {
-    let short = id.strip_prefix(BUILTIN_PREFIX).unwrap_or(id);
-    [SEARCH, ADD].into_iter().find(|n| *n == short)
-}
-
-impl flujo_core::SkillRegistry for WithMemory {
-    fn resolve(&self, id: &str, params: &Value) -> Result<Arc<dyn Skill>, ResolveError> {
-        match memory_name(id) {
-            Some(SEARCH) => build_search(self.backend.clone(), params),
-            Some(_) => build_add(self.backend.clone(), params),
-            None => self.inner.resolve(id, params),
-        }
-    }
-    fn list(&self) -> Vec<SkillInfo> {
-        self.inner.list()
     }
 }

@@ -344,7 +344,10 @@ mod tests {
         sorted.sort();
         assert_eq!(ids, sorted);
         assert!(ids.iter().any(|i| i == "flujo.builtins.transform"));
-        assert!(r.list().iter().all(|i| !i.side_effects && !i.description.is_empty()));
+        assert!(r.list().iter().all(|i| !i.description.is_empty()));
+        // Only the built-ins that change something outside the run have side effects.
+        let effects: Vec<String> = r.list().into_iter().filter(|i| i.side_effects).map(|i| i.id).collect();
+        assert_eq!(effects, ["flujo.builtins.code_interpreter", "flujo.builtins.memory_add"]);
     }
 
     #[test]
