@@ -254,35 +254,48 @@ impl Drop for GroupGuard {
 
 #[cfg(target_os = "linux")]
 impl ProcessSandbox {
-    async fn run(&self, program: &Path, args: &[String], request: ExecRequest) -> Result<ExecResult, SandboxError> {
+    async fn run(&self, program: &Path, args: &[String], mut request: ExecRequest) -> Result<ExecResult, SandboxError> {
         use std::sync::atomic::Ordering;
         let started = Instant::now();
         let limits = request.limits.clone();
         let probe = linux::Probe::get();
         let fail = |what: &str, e: &dyn std::fmt::Display| SandboxError::backend(format!("{what}: {e}"), false);
 
-        // The folder: ROOT/{work,tmp} and the code file ROOT/code.EXT, private to the code's uid.
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("flujo-sandbox-");
-        let root = match &self.settings.temp_dir {
-            Some(d) => builder.tempdir_in(d),
-            None => builder.tempdir(),
-        }
-        .map_err(|e| fail("cannot make the sandbox folder", &e))?;
-        let work = root.path().join("work");
-        let tmp = root.path().join("tmp");
-        for d in [&work, &tmp] {
-            std::fs::create_dir(d).map_err(|e| fail("cannot make the sandbox folder", &e))?;
-        }
-        let code_file = root.path().join(format!("code{}", extension(&request.language)));
-        std::fs::write(&code_file, request.code.as_bytes()).map_err(|e| fail("cannot write the code", &e))?;
-        let inputs = crate::folder::write_inputs(&work, &request.files)?;
-
         let drop_to = (probe.root && self.available(Protection::Privileges))
             .then(|| linux::sandbox_ids(self.seq.fetch_add(1, Ordering::Relaxed)));
-        if let Some((uid, gid)) = drop_to {
-            chown_tree(root.path(), uid, gid).map_err(|e| fail("cannot hand the sandbox folder to its uid", &e))?;
-        }
+        // The folder: ROOT/{work,tmp} and the code file ROOT/code.EXT, private to the code's uid (file system
+        // work, so on a blocking thread).
+        let (root, inputs, code_file) = {
+            let temp_dir = self.settings.temp_dir.clone();
+            let code_name = format!("code{}", extension(&request.language));
+            let code = std::mem::take(&mut request.code);
+            let files = std::mem::take(&mut request.files);
+            tokio::task::spawn_blocking(move || -> Result<_, SandboxError> {
+                let fail = |what: &str, e: &dyn std::fmt::Display| SandboxError::backend(format!("{what}: {e}"), false);
+                let mut builder = tempfile::Builder::new();
+                builder.prefix("flujo-sandbox-");
+                let root = match &temp_dir {
+                    Some(d) => builder.tempdir_in(d),
+                    None => builder.tempdir(),
+                }
+                .map_err(|e| fail("cannot make the sandbox folder", &e))?;
+                for d in ["work", "tmp"] {
+                    std::fs::create_dir(root.path().join(d)).map_err(|e| fail("cannot make the sandbox folder", &e))?;
+                }
+                let code_file = root.path().join(code_name);
+                std::fs::write(&code_file, code.as_bytes()).map_err(|e| fail("cannot write the code", &e))?;
+                let inputs = crate::folder::write_inputs(&root.path().join("work"), &files)?;
+                if let Some((uid, gid)) = drop_to {
+                    chown_tree(root.path(), uid, gid)
+                        .map_err(|e| fail("cannot hand the sandbox folder to its uid", &e))?;
+                }
+                Ok((root, inputs, code_file))
+            })
+            .await
+            .map_err(|e| fail("preparing the sandbox folder failed", &e))??
+        };
+        let work = root.path().join("work");
+        let tmp = root.path().join("tmp");
 
         let cpu = crate::cpu_rlimit(&limits);
         let mut rlimits = vec![
