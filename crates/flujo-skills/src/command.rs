@@ -251,7 +251,7 @@ impl Skill for CommandSkill {
             let parent = rustix::process::getpid();
             // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe calls
             // are allowed; it makes two raw system calls (prctl, getppid) through rustix, allocates nothing
-            // and takes no lock. (The one `unsafe` of the workspace; `unsafe_code` is denied everywhere else.)
+            // and takes no lock. (`unsafe_code` is denied everywhere but here and in `flujo-sandbox`'s child setup.)
             #[allow(unsafe_code)]
             unsafe {
                 cmd.pre_exec(move || {
