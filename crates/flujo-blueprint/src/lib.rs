@@ -62,8 +62,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 pub use catalog::{
-    catalog_path, CatalogSkill, HttpBodyDecl, HttpOperation, SkillCatalog, CATALOG_FILE, CATALOG_FILES, HTTP_MAX_RETRIES,
-    HTTP_METHODS,
+    catalog_path, CatalogSkill, HttpBodyDecl, HttpOperation, SkillCatalog, CATALOG_FILE, CATALOG_FILES,
+    HTTP_MAX_RETRIES, HTTP_METHODS,
 };
 pub use check::READ_ONLY_FIELDS;
 pub use decode::mcp::{McpServerDecl, McpToolCheck, McpToolStatus};

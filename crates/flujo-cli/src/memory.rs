@@ -65,7 +65,9 @@ impl MemoryToml {
         let m: MemoryToml = serde_json::from_value(json).map_err(|e| format!("[memory]: {e}"))?;
         if let Some(IndexSetting::Word(w)) = &m.index {
             if w != "all" {
-                return Err(format!("[memory] index: expected true, false, \"all\" or a list of step names, got \"{w}\""));
+                return Err(format!(
+                    "[memory] index: expected true, false, \"all\" or a list of step names, got \"{w}\""
+                ));
             }
         }
         if m.chunk_size == Some(0) {
@@ -178,9 +180,8 @@ pub fn backend(cfg: &Config, pipeline: Option<&Pipeline>) -> Result<Option<Backe
                     crate::commands::check_regular_file(path, "memory store", "").map_err(CliError::config)?;
                 }
             }
-            let store = flujo_store::open_vector_store(&uri).map_err(|e| {
-                CliError::config(format!("memory store '{}': {e}", crate::lens::mask_uri(&uri)))
-            })?;
+            let store = flujo_store::open_vector_store(&uri)
+                .map_err(|e| CliError::config(format!("memory store '{}': {e}", crate::lens::mask_uri(&uri))))?;
             let embedder = crate::commands::models(cfg)?
                 .embedder(&embedder_id, &settings)
                 .map_err(|e| CliError::config(format!("[memory] embedder: {e}")))?;
@@ -408,7 +409,8 @@ fn read_limited(path: &Path, limit: u64) -> Result<String, CliError> {
             format!("{} is larger than the input limit of {} bytes ([limits] max_input_bytes)", path.display(), limit),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| usage("input_unreadable", format!("cannot read {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| usage("input_unreadable", format!("cannot read {}: {e}", path.display())))?;
     String::from_utf8(bytes).map_err(|_| usage("input_unreadable", format!("{} is not UTF-8 text", path.display())))
 }
 
@@ -463,9 +465,8 @@ async fn add(a: AddArgs, cfg: &Config) -> Result<u8, CliError> {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(&line).map_err(|e| {
-                usage("invalid_input", format!("{} line {}: not JSON: {e}", path.display(), n + 1))
-            })?;
+            let v: Value = serde_json::from_str(&line)
+                .map_err(|e| usage("invalid_input", format!("{} line {}: not JSON: {e}", path.display(), n + 1)))?;
             let Some(text) = v.get("text").and_then(Value::as_str) else {
                 return Err(usage(
                     "invalid_input",

@@ -52,7 +52,8 @@ fn offline_rag_ingests_retrieves_answers_and_indexes_the_answer() {
     let dir = project(&files);
     let d = dir.path();
 
-    let o = flujo(d, &["memory", "add", "returns.md", "shipping.md", "warranty.md", "--meta", "collection=help", "--json"]);
+    let o =
+        flujo(d, &["memory", "add", "returns.md", "shipping.md", "warranty.md", "--meta", "collection=help", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let added = json_out(&o);
     assert_eq!((added["added"].as_u64(), added["count"].as_u64()), (Some(3), Some(3)), "{added}");
@@ -71,11 +72,17 @@ fn offline_rag_ingests_retrieves_answers_and_indexes_the_answer() {
     assert!(v["step_history"][0]["metadata"].get("memory").is_none(), "only `answer` is chosen");
 
     // The indexed answer is searchable, with its run, pipeline and step.
-    let o = flujo(d, &["memory", "search", "refund issued original payment", "-k", "5", "--where", "step=answer", "--json"]);
+    let o = flujo(
+        d,
+        &["memory", "search", "refund issued original payment", "-k", "5", "--where", "step=answer", "--json"],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let found = json_out(&o);
     let r = &found["results"][0];
-    assert_eq!((r["metadata"]["pipeline"].as_str(), r["metadata"]["run_id"].as_str()), (Some("support_rag"), v["run_id"].as_str()));
+    assert_eq!(
+        (r["metadata"]["pipeline"].as_str(), r["metadata"]["run_id"].as_str()),
+        (Some("support_rag"), v["run_id"].as_str())
+    );
     assert_eq!(found["results"].as_array().unwrap().len(), 1);
     let o = flujo(d, &["memory", "search", "water damage warranty", "-k", "1"]);
     let text = stdout(&o);
@@ -169,13 +176,15 @@ fn memory_settings_are_checked() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(json_out(&o)["output"], json!([]), "nothing remembered yet");
     // `[memory] enabled = false` wins.
-    std::fs::write(dir.path().join("flujo.toml"), "state_uri = \"sqlite:///state.db\"\n[memory]\nenabled = false\n").unwrap();
+    std::fs::write(dir.path().join("flujo.toml"), "state_uri = \"sqlite:///state.db\"\n[memory]\nenabled = false\n")
+        .unwrap();
     let o = flujo(dir.path(), &["run", "-i", "q"]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("[memory] enabled = false"), "{}", stderr(&o));
 }
 
-const PRICES: &str = "[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n\
+const PRICES: &str =
+    "[cost.providers.openai.\"gpt-test\"]\nprompt_tokens_per_1k = 1.0\ncompletion_tokens_per_1k = 2.0\n\
                       [cost.providers.openai.\"text-embedding-3-small\"]\nprompt_tokens_per_1k = 0.5\n\
                       completion_tokens_per_1k = 0\n";
 
@@ -191,7 +200,8 @@ fn rag_against_the_fake_provider_shows_the_retrieved_text_and_prices_the_embeddi
         ),
     );
     let d = env.dir.path();
-    let o = flujo(d, &["memory", "add", "returns.md", "shipping.md", "warranty.md", "--meta", "collection=help", "--json"]);
+    let o =
+        flujo(d, &["memory", "add", "returns.md", "shipping.md", "warranty.md", "--meta", "collection=help", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let added = json_out(&o);
     assert!(added["cost_usd"].as_f64().unwrap() > 0.0, "ingestion is priced: {added}");
@@ -207,7 +217,10 @@ fn rag_against_the_fake_provider_shows_the_retrieved_text_and_prices_the_embeddi
     let chat: Vec<_> = env.fake.calls().into_iter().filter(|c| c.path.ends_with("/chat/completions")).collect();
     assert_eq!(chat.len(), 1);
     let body = chat[0].body.to_string();
-    assert!(body.contains("Refunds are issued to the original payment method"), "the retrieved text reaches the model: {body}");
+    assert!(
+        body.contains("Refunds are issued to the original payment method"),
+        "the retrieved text reaches the model: {body}"
+    );
     // The query embedding and the answer's indexing were both embedded through the server and priced.
     let sent = env.fake.embedding_inputs();
     assert_eq!(sent.len(), 3, "{sent:?}");
@@ -275,7 +288,10 @@ fn the_documented_rag_example_runs_offline_as_described() {
     let settings = &toml[toml.find("state_uri").unwrap()..];
     assert!(page.contains(settings), "the page shows flujo.toml's settings as they are");
 
-    let o = flujo(d, &["memory", "add", "docs/returns.md", "docs/shipping.md", "docs/warranty.md", "--meta", "collection=help"]);
+    let o = flujo(
+        d,
+        &["memory", "add", "docs/returns.md", "docs/shipping.md", "docs/warranty.md", "--meta", "collection=help"],
+    );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = flujo(d, &["memory", "search", "how long do refunds take", "-k", "2"]);
     let first = stdout(&o).lines().next().unwrap_or_default().to_owned();
@@ -296,7 +312,8 @@ fn a_relative_memory_uri_is_relative_to_flujo_toml() {
     let dir = project(&[("flujo.toml", "[memory]\nembedder = \"mock:hash\"\nuri = \"sqlite:///mem/memory.db\"\n")]);
     let elsewhere = tempfile::tempdir().unwrap();
     let p = dir.path().to_str().unwrap();
-    let o = common::cmd(elsewhere.path(), &["--project", p, "memory", "add", "--text", "remember me"]).output().unwrap();
+    let o =
+        common::cmd(elsewhere.path(), &["--project", p, "memory", "add", "--text", "remember me"]).output().unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(dir.path().join("mem/memory.db").is_file());
     assert!(!elsewhere.path().join("mem").exists());

@@ -39,7 +39,10 @@ pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};
 pub use ids::{check_run_id, shorten_for_display, MAX_RUN_ID_CHARS};
 pub use journal::{verify_chain, ChainError, JournalRecord};
-pub use memory::{chunk_text, cosine, Embedder, Embeddings, MemoryDelete, MemoryIndex, MemorySettings, MemoryRecord, ScoredMemory, VectorQuery, VectorStore};
+pub use memory::{
+    chunk_text, cosine, Embedder, Embeddings, MemoryDelete, MemoryIndex, MemoryRecord, MemorySettings, ScoredMemory,
+    VectorQuery, VectorStore,
+};
 pub use patch::PatchOp;
 pub use redact::{is_secret_key, needs_redaction, redact, redact_at, REDACTED};
 pub use result::{PendingPause, RunError, RunResult, RunStatus, StepResult, StepStatus, TokenUsage};

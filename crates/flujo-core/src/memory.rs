@@ -251,7 +251,12 @@ pub fn chunk_text(text: &str, size: usize, overlap: usize) -> Vec<String> {
             let boundary = |pred: &dyn Fn(usize) -> bool| (floor..hard_end).rev().find(|&i| pred(i)).map(|i| i + 1);
             let is = |i: usize, c: char| chars.get(i).is_some_and(|(_, x)| *x == c);
             end = boundary(&|i| is(i, '\n') && i > 0 && is(i - 1, '\n'))
-                .or_else(|| boundary(&|i| matches!(chars[i].1, '.' | '!' | '?') && chars.get(i + 1).is_some_and(|(_, c)| c.is_whitespace())))
+                .or_else(|| {
+                    boundary(&|i| {
+                        matches!(chars[i].1, '.' | '!' | '?')
+                            && chars.get(i + 1).is_some_and(|(_, c)| c.is_whitespace())
+                    })
+                })
                 .or_else(|| boundary(&|i| chars[i].1.is_whitespace()))
                 .unwrap_or(hard_end);
         }

@@ -133,7 +133,13 @@ impl MemoryIndexing {
         let reservation = match self.embedder.estimate(&chunks) {
             Some(planned) => match run.quota.reserve(planned) {
                 Ok(r) => Some(r),
-                Err(e) => return failed(format!("not indexed: the budget does not cover it ({e})"), TokenUsage::default(), 0.0),
+                Err(e) => {
+                    return failed(
+                        format!("not indexed: the budget does not cover it ({e})"),
+                        TokenUsage::default(),
+                        0.0,
+                    )
+                }
             },
             None => None,
         };

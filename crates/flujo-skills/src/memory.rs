@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flujo_core::{
-    chunk_text, Embedder, MemoryRecord, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput,
-    TokenUsage, Usage, VectorQuery, VectorStore,
+    chunk_text, Embedder, MemoryRecord, ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput, TokenUsage,
+    Usage, VectorQuery, VectorStore,
 };
 use flujo_template::{compile_template, CompiledTemplate, Scope, UndefinedMode};
 use serde_json::{json, Map, Value};
@@ -149,7 +149,11 @@ fn bad(name: &str, message: impl Into<String>) -> ResolveError {
     ResolveError::BadParams { id: format!("{BUILTIN_PREFIX}{name}"), message: message.into() }
 }
 
-fn params_map<'a>(name: &str, params: &'a Value, keys: &[&str]) -> Result<Option<&'a Map<String, Value>>, ResolveError> {
+fn params_map<'a>(
+    name: &str,
+    params: &'a Value,
+    keys: &[&str],
+) -> Result<Option<&'a Map<String, Value>>, ResolveError> {
     let map = match params {
         Value::Null => return Ok(None),
         Value::Object(m) => m,
@@ -164,9 +168,9 @@ fn params_map<'a>(name: &str, params: &'a Value, keys: &[&str]) -> Result<Option
 fn template(name: &str, map: Option<&Map<String, Value>>, key: &str) -> Result<Option<CompiledTemplate>, ResolveError> {
     match map.and_then(|m| m.get(key)).filter(|v| !v.is_null()) {
         None => Ok(None),
-        Some(Value::String(src)) => compile_template(src)
-            .map(Some)
-            .map_err(|e| bad(name, format!("`{key}` does not compile: {e}"))),
+        Some(Value::String(src)) => {
+            compile_template(src).map(Some).map_err(|e| bad(name, format!("`{key}` does not compile: {e}")))
+        }
         Some(other) => Err(bad(name, format!("`{key}` must be a string (a template), got {other}"))),
     }
 }
@@ -216,7 +220,8 @@ fn build_search(backend: Arc<MemoryBackend>, params: &Value) -> Result<Arc<dyn S
         Some(v) => v
             .as_u64()
             .filter(|k| (1..=10_000).contains(k))
-            .ok_or_else(|| bad(SEARCH, format!("`k` must be an integer from 1 to 10000, got {v}")))? as usize,
+            .ok_or_else(|| bad(SEARCH, format!("`k` must be an integer from 1 to 10000, got {v}")))?
+            as usize,
     };
     let min_score = match map.and_then(|m| m.get("min_score")).filter(|v| !v.is_null()) {
         None => None,
@@ -241,27 +246,26 @@ fn build_search(backend: Arc<MemoryBackend>, params: &Value) -> Result<Arc<dyn S
 impl Skill for MemorySearch {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         let (mut k, mut filter, mut min_score) = (self.k, self.filter.clone(), self.min_score);
-        let query = match (&self.query, &call.input) {
-            (Some(t), _) => render(t, &call, SEARCH, "query")?,
-            (None, Value::Object(o)) if o.contains_key("query") => {
-                if let Some(n) = o.get("k").and_then(Value::as_u64) {
-                    k = (n as usize).clamp(1, 10_000);
+        let query =
+            match (&self.query, &call.input) {
+                (Some(t), _) => render(t, &call, SEARCH, "query")?,
+                (None, Value::Object(o)) if o.contains_key("query") => {
+                    if let Some(n) = o.get("k").and_then(Value::as_u64) {
+                        k = (n as usize).clamp(1, 10_000);
+                    }
+                    if let Some(f) = o.get("filter").and_then(Value::as_object) {
+                        filter.extend(f.clone());
+                    }
+                    if let Some(m) = o.get("min_score").and_then(Value::as_f64) {
+                        min_score = Some(m as f32);
+                    }
+                    text_of(&o["query"])
                 }
-                if let Some(f) = o.get("filter").and_then(Value::as_object) {
-                    filter.extend(f.clone());
-                }
-                if let Some(m) = o.get("min_score").and_then(Value::as_f64) {
-                    min_score = Some(m as f32);
-                }
-                text_of(&o["query"])
-            }
-            (None, Value::Null) => {
-                return Err(SkillError::fatal(
+                (None, Value::Null) => return Err(SkillError::fatal(
                     "memory_search: no query (give the step a text input, an input {query: …}, or the `query` param)",
-                ))
-            }
-            (None, other) => text_of(other),
-        };
+                )),
+                (None, other) => text_of(other),
+            };
         let embedded = self.backend.embedder.embed(std::slice::from_ref(&query)).await.map_err(|e| {
             let mut e = e;
             e.message = format!("memory_search: embedding the query: {}", e.message);
@@ -273,20 +277,13 @@ impl Skill for MemorySearch {
         let mut q = VectorQuery::new(embedding, k);
         q.filter = filter;
         q.min_score = min_score;
-        let hits = self
-            .backend
-            .store
-            .query(&q)
-            .await
-            .map_err(|e| {
-                SkillError::new(format!("memory_search: {}: {e}", self.backend.store.describe()))
-                    .with_usage(TokenUsage::new(embedded.tokens, 0), embedded.cost_usd)
-            })?;
+        let hits = self.backend.store.query(&q).await.map_err(|e| {
+            SkillError::new(format!("memory_search: {}: {e}", self.backend.store.describe()))
+                .with_usage(TokenUsage::new(embedded.tokens, 0), embedded.cost_usd)
+        })?;
         let out: Vec<Value> = hits
             .into_iter()
-            .map(|h| {
-                json!({"id": h.record.id, "text": h.record.text, "score": h.score, "metadata": h.record.metadata})
-            })
+            .map(|h| json!({"id": h.record.id, "text": h.record.text, "score": h.score, "metadata": h.record.metadata}))
             .collect();
         Ok(SkillOutput::value(Value::Array(out)).with_usage(TokenUsage::new(embedded.tokens, 0), embedded.cost_usd))
     }
@@ -415,14 +412,10 @@ impl Skill for MemoryAdd {
                 r
             })
             .collect();
-        self.backend
-            .store
-            .add(&records)
-            .await
-            .map_err(|e| {
-                SkillError::new(format!("memory_add: {}: {e}", self.backend.store.describe()))
-                    .with_usage(TokenUsage::new(embedded.tokens, 0), embedded.cost_usd)
-            })?;
+        self.backend.store.add(&records).await.map_err(|e| {
+            SkillError::new(format!("memory_add: {}: {e}", self.backend.store.describe()))
+                .with_usage(TokenUsage::new(embedded.tokens, 0), embedded.cost_usd)
+        })?;
         Ok(SkillOutput::value(json!({"added": ids.len(), "ids": ids}))
             .with_usage(TokenUsage::new(embedded.tokens, 0), embedded.cost_usd))
     }

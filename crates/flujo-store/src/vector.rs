@@ -242,13 +242,17 @@ impl<P> FlatIndex<P> {
             .filter(|&i| query.filter.is_empty() || query.matches(&self.metadata[i]))
             .map(|i| {
                 let n = self.norms[i];
-                let score =
-                    if n == 0.0 || qn == 0.0 { 0.0 } else { dot(&self.data[i * d..(i + 1) * d], &query.embedding) / (n * qn) };
+                let score = if n == 0.0 || qn == 0.0 {
+                    0.0
+                } else {
+                    dot(&self.data[i * d..(i + 1) * d], &query.embedding) / (n * qn)
+                };
                 (i, score)
             })
             .filter(|(_, s)| query.min_score.is_none_or(|m| *s >= m))
             .collect();
-        let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then_with(|| self.ids[a.0].cmp(&self.ids[b.0]));
+        let order =
+            |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then_with(|| self.ids[a.0].cmp(&self.ids[b.0]));
         if hits.len() > query.k {
             hits.select_nth_unstable_by(query.k, order);
             hits.truncate(query.k);

@@ -335,7 +335,10 @@ mod tests {
         assert_eq!(pragma_int(&conn, "foreign_keys").unwrap(), 1);
         let mut stmt = conn.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").unwrap();
         let names: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-        assert_eq!(names, ["blobs", "evaluations", "journal", "memories", "memories_version", "runs", "spans", "system_state"]);
+        assert_eq!(
+            names,
+            ["blobs", "evaluations", "journal", "memories", "memories_version", "runs", "spans", "system_state"]
+        );
     }
 
     #[test]

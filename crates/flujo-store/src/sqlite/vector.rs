@@ -176,10 +176,8 @@ impl Inner {
         let mut out = Vec::with_capacity(hits.len());
         for (i, score) in hits {
             let (id, embedding, metadata, ()) = loaded.index.get(i);
-            let text: Option<String> = stmt
-                .query_row([id], |r| r.get(0))
-                .optional()
-                .map_err(|e| sql_error("cannot read a memory", e))?;
+            let text: Option<String> =
+                stmt.query_row([id], |r| r.get(0)).optional().map_err(|e| sql_error("cannot read a memory", e))?;
             let Some(text) = text else { continue };
             let mut record = MemoryRecord::new(id, text, embedding.to_vec());
             record.metadata = metadata.clone();
@@ -193,9 +191,7 @@ impl Inner {
         self.sync(&conn)?;
         let ids = match what {
             MemoryDelete::Ids(ids) => ids.clone(),
-            MemoryDelete::Filter(filter) => {
-                self.index.read().unwrap_or_else(|p| p.into_inner()).index.matching(filter)
-            }
+            MemoryDelete::Filter(filter) => self.index.read().unwrap_or_else(|p| p.into_inner()).index.matching(filter),
             other => return Err(StoreError::Unavailable(format!("this store cannot delete {other:?}"))),
         };
         let tx = conn
@@ -271,9 +267,10 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_vector_store_passes_the_vector_suite() {
-        let failed =
-            run_vector_checks(|| async { Arc::new(SqliteVectorStore::open_in_memory().unwrap()) as Arc<dyn VectorStore> })
-                .await;
+        let failed = run_vector_checks(|| async {
+            Arc::new(SqliteVectorStore::open_in_memory().unwrap()) as Arc<dyn VectorStore>
+        })
+        .await;
         assert!(failed.is_empty(), "{failed:?}");
         let dir = tempfile::tempdir().unwrap();
         let n = std::sync::atomic::AtomicUsize::new(0);
