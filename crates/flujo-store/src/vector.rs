@@ -32,7 +32,7 @@ impl VectorStore for NullVectorStore {
     }
 }
 
-/// Records kept in this process, queried by exact cosine similarity over all of them ([`FlatIndex`]).
+/// Records kept in this process, queried by exact cosine similarity over all of them (a flat index: one contiguous `f32` array with the norms).
 #[derive(Debug, Default)]
 pub struct MemoryVectorStore {
     index: RwLock<FlatIndex<String>>,

@@ -2,9 +2,9 @@
 //! `context_schema` to paste into the blueprint, a JSON Schema or a Rust struct.
 //!
 //! The analysis walks the raw blueprint (the same tree validation checks) with the machinery of the context
-//! rules: the writes a step declares come from [`crate::check::step_writes`] (`sink_to`, `output_keys` with
+//! rules: the writes a step declares come from `check::step_writes` (`sink_to`, `output_keys` with
 //! `updates_context`, `context_set` / `context_merge`, import `outputs`) and the templates and expressions it
-//! holds from [`crate::lint::template_sites`]; the reads inside them come from the templates' syntax trees
+//! holds from `lint::template_sites`; the reads inside them come from the templates' syntax trees
 //! ([`flujo_template::template_reads`]), never from a text search. A map body's `this` stands for the items
 //! of its `iterable_input` (`context.users[]`), and an import with `inherit_context: true` shares the
 //! context, so its fields are walked as the parent's.

@@ -1,7 +1,7 @@
 //! The SQLite vector store: memories in the `memories` table of a Flujo database (by default the state file
 //! itself), embeddings as little-endian `f32` blobs, searched exactly.
 //!
-//! Queries never scan the table: the store keeps every embedding, id and metadata in a [`FlatIndex`] in
+//! Queries never scan the table: the store keeps every embedding, id and metadata in a flat index in
 //! memory (loaded at the first use) and reads only the texts of the results from SQLite. Writes go to SQLite
 //! first, in one transaction per batch, then to the index. Another process writing the same file is noticed
 //! through the `memories_version` counter (which every write transaction increments) before each operation, and the index is loaded again. Every operation runs
