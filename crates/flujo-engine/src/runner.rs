@@ -1031,7 +1031,9 @@ impl Flujo {
         Ok(result)
     }
 
-    /// Walks the pipeline from the root (replaying what is journaled) and records the run's outcome.
+    /// Walks the pipeline from the root (replaying what is journaled) and records the run's outcome. Every
+    /// walk of a run (new, resumed, claimed by a worker) runs inside a `flujo.run` span, the parent of its
+    /// `flujo.step` spans; its outcome is recorded on it when it ends (nothing when no subscriber wants it).
     async fn walk(
         &self,
         state: RunState,
@@ -1040,7 +1042,44 @@ impl Flujo {
         generation: u32,
         resumed: bool,
     ) -> Result<RunResult, FlujoError> {
-        self.walk_inner(state, ctx, input, generation, resumed, true).await
+        let span = tracing::info_span!(
+            "flujo.run",
+            flujo.run_id = %state.run_id,
+            flujo.pipeline = %self.inner.pipeline.name,
+            flujo.resumed = resumed,
+            flujo.generation = generation,
+            flujo.status = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            flujo.total_tokens = tracing::field::Empty,
+            flujo.cost_usd = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let walk = self.walk_inner(state, ctx, input, generation, resumed, true);
+        let result = tracing::Instrument::instrument(walk, span.clone()).await;
+        if !span.is_disabled() {
+            match &result {
+                Ok(r) => {
+                    let tokens = r.step_history.iter().fold(flujo_core::TokenUsage::default(), |mut t, s| {
+                        t.add(s.tokens);
+                        t
+                    });
+                    span.record("flujo.status", r.status.as_str());
+                    span.record("gen_ai.usage.input_tokens", tokens.prompt);
+                    span.record("gen_ai.usage.output_tokens", tokens.completion);
+                    span.record("flujo.total_tokens", r.total_tokens);
+                    span.record("flujo.cost_usd", r.total_cost_usd);
+                    if let Some(e) = &r.error {
+                        span.record("error.type", e.kind.as_str());
+                    }
+                }
+                Err(e) => {
+                    span.record("flujo.status", "error");
+                    span.record("error.type", e.kind());
+                }
+            }
+        }
+        result
     }
 
     async fn walk_inner(
@@ -1145,7 +1184,9 @@ impl Flujo {
         });
         state.emit(|| RunEvent::RunFinished {
             run_id: state.run_id.to_string(),
+            pipeline: pipeline.name.clone(),
             status,
+            error: error.clone(),
             tokens,
             cost_usd: spent.cost_usd,
         });

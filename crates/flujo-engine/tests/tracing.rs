@@ -28,7 +28,7 @@ fn skills(counter: &CallCounter) -> Arc<BuiltinRegistry> {
 
 /// Each live step execution opens a `flujo.step` span carrying the step's usage and cost under the GenAI
 /// attribute names; the model calls inside are `gen_ai.chat` spans nested in it; the step's journal record
-/// names the model (for `lens spans`).
+/// names the model (for `lens spans`); the walk is a `flujo.run` span, the steps' parent.
 #[tokio::test]
 async fn steps_and_model_calls_are_traced_with_gen_ai_attributes() {
     use flujo_llm::testing::SpanCapture;
@@ -57,6 +57,14 @@ async fn steps_and_model_calls_are_traced_with_gen_ai_attributes() {
     assert_eq!(step.fields["flujo.step.name"], "solve");
     assert_eq!(step.fields["flujo.step.kind"], "step");
     assert_eq!(step.fields["flujo.step.status"], "completed");
+    assert_eq!(step.parent.as_deref(), Some("flujo.run"), "the walk's run span is the step span's parent");
+    let run = spans.iter().find(|s| s.name == "flujo.run").expect("a run span");
+    assert_eq!(run.fields["flujo.run_id"], r.run_id.as_str());
+    assert_eq!(run.fields["flujo.pipeline"], "traced");
+    assert_eq!(run.fields["flujo.resumed"], false);
+    assert_eq!(run.fields["flujo.status"], "completed");
+    assert_eq!(run.fields["flujo.total_tokens"], 233);
+    assert_eq!(run.parent, None);
     assert_eq!(step.fields["gen_ai.usage.input_tokens"], 220);
     assert_eq!(step.fields["gen_ai.usage.output_tokens"], 13);
     let cost = step.fields["flujo.cost_usd"].as_f64().unwrap();
