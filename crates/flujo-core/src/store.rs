@@ -231,6 +231,10 @@ pub struct RunFilter {
     pub since_ms: Option<i64>,
     /// At most this many runs, counted after filtering (`None`: no limit).
     pub limit: Option<usize>,
+    /// Only runs listed after this one in the newest-first order: `(created_at_ms, run_id)` of the last run
+    /// of the previous page (keyset pagination: a page costs the same however deep it is, and runs created
+    /// meanwhile never shift a page).
+    pub before: Option<(i64, String)>,
 }
 
 impl RunFilter {
@@ -260,6 +264,13 @@ impl RunFilter {
     /// At most `n` runs.
     pub fn limit(mut self, n: usize) -> Self {
         self.limit = Some(n);
+        self
+    }
+
+    /// Only runs after the run created at `created_at_ms` with id `run_id` in the newest-first order (the
+    /// next page after that run).
+    pub fn before(mut self, created_at_ms: i64, run_id: impl Into<String>) -> Self {
+        self.before = Some((created_at_ms, run_id.into()));
         self
     }
 }

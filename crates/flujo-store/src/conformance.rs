@@ -20,7 +20,7 @@
 //! * `load_journal` of an unknown run is `Ok(vec![])`, `get_run` of one is `Ok(None)`;
 //! * a failed compare-and-set is `Conflict { actual: <stored status> }`, built by [`crate::status_conflict`];
 //!   an append at the wrong position is `Conflict` built by [`crate::seq_conflict`];
-//! * `list_runs` orders by `created_at_ms` descending (ties: `run_id` descending);
+//! * `list_runs` orders by `created_at_ms` descending (ties: `run_id` descending), and pages with `before`;
 //! * `find_runs_by_prefix` matches byte-wise (no wildcards) and orders by `run_id` ascending;
 //! * `delete_runs` deletes runs with `created_at_ms < cutoff`, never `running`/`paused` ones unless asked
 //!   by name, takes their journals along, and removes exactly the blobs nothing else references (a blob
@@ -812,7 +812,29 @@ pub async fn list_runs_limit(store: Arc<dyn Store>) -> CheckResult {
     ensure_eq("limit=2", &list(&store, lim(2, None)).await?, &strs(&["r6", "r5"]))?;
     ensure_eq("limit=0", &list(&store, lim(0, None)).await?, &vec![])?;
     ensure_eq("limit=100", &list(&store, lim(100, None)).await?.len(), &6)?;
-    ensure_eq("limit applies after filtering", &list(&store, lim(3, Some("alpha"))).await?, &strs(&["r6", "r4", "r3"]))
+    ensure_eq(
+        "limit applies after filtering",
+        &list(&store, lim(3, Some("alpha"))).await?,
+        &strs(&["r6", "r4", "r3"]),
+    )?;
+    // Keyset pages (`before`), with a tie on `created_at_ms` across a page boundary.
+    store.create_run(&fresh_run("r7", "alpha", RunStatus::Completed, 600)).await.ctx("create_run r7")?;
+    let mut pages = Vec::new();
+    let mut filter = lim(2, None);
+    loop {
+        let runs = store.list_runs(&filter).await.ctx(&format!("list_runs({filter:?})"))?;
+        let Some(last) = runs.last() else { break };
+        filter.before = Some((last.created_at_ms, last.run_id.clone()));
+        pages.push(ids(&runs).into_iter().map(str::to_owned).collect::<Vec<_>>());
+        if pages.len() > 10 {
+            return Err("keyset pagination does not end".to_owned());
+        }
+    }
+    let expected: Vec<Vec<String>> = vec![strs(&["r7", "r6"]), strs(&["r5", "r4"]), strs(&["r3", "r2"]), strs(&["r1"])];
+    ensure_eq("pages of 2 with `before`", &pages, &expected)?;
+    let mut filter = lim(10, Some("alpha"));
+    filter.before = Some((600, "r7".to_owned()));
+    ensure_eq("`before` with a filter", &list(&store, filter).await?, &strs(&["r6", "r4", "r3", "r1"]))
 }
 
 // ---------------------------------------------------------------------------------------------------------

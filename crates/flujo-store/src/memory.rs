@@ -201,6 +201,9 @@ impl RunStore for MemoryStore {
             .filter(|r| filter.status.is_none_or(|s| r.status == s))
             .filter(|r| filter.pipeline.as_deref().is_none_or(|p| r.pipeline_name == p))
             .filter(|r| filter.since_ms.is_none_or(|since| r.created_at_ms >= since))
+            .filter(|r| {
+                filter.before.as_ref().is_none_or(|(at, id)| (r.created_at_ms, r.run_id.as_str()) < (*at, id.as_str()))
+            })
             .collect();
         // Newest first; ties broken by run id (descending) so the order is total and backend-independent.
         matching.sort_unstable_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.run_id.cmp(&a.run_id)));

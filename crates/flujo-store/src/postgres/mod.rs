@@ -745,6 +745,17 @@ impl RunStore for PostgresStore {
             params.push(since);
             sql.push_str(&format!(" AND created_at_ms >= ${}", params.len()));
         }
+        let before_at = filter.before.as_ref().map(|(at, _)| *at);
+        let before_id = filter.before.as_ref().map(|(_, id)| id.as_str());
+        if let (Some(at), Some(id)) = (&before_at, &before_id) {
+            params.push(at);
+            let at_n = params.len();
+            params.push(id);
+            sql.push_str(&format!(
+                " AND (created_at_ms < ${at_n} OR (created_at_ms = ${at_n} AND run_id < ${}))",
+                params.len()
+            ));
+        }
         // Newest first; ties by run id descending (byte order: `run_id` has the C collation).
         sql.push_str(" ORDER BY created_at_ms DESC, run_id DESC");
         if let Some(limit) = &limit {

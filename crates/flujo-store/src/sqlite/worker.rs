@@ -819,6 +819,12 @@ fn list_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, St
         sql.push_str(" AND created_at_ms >= ?");
         args.push(since.into());
     }
+    if let Some((at, id)) = &filter.before {
+        sql.push_str(" AND (created_at_ms < ? OR (created_at_ms = ? AND run_id < ?))");
+        args.push((*at).into());
+        args.push((*at).into());
+        args.push(id.clone().into());
+    }
     // Newest first; ties by run id descending (byte order, as in every backend).
     sql.push_str(" ORDER BY created_at_ms DESC, run_id DESC LIMIT ?");
     args.push(filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX)).into());
