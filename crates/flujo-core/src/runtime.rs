@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::result::{PendingPause, RunStatus, StepResult, TokenUsage};
+use crate::result::{PendingPause, RunError, RunStatus, StepResult, TokenUsage};
 use crate::step::UsageLimits;
 
 /// Wall-clock time source.
@@ -338,8 +338,14 @@ pub enum RunEvent {
     RunFinished {
         /// The run's id.
         run_id: String,
+        /// The pipeline's name.
+        pipeline: String,
         /// The run's status after the walk.
         status: RunStatus,
+        /// Why the run failed (`status: failed`): the [`crate::result::RunError`] of its result, whose
+        /// `kind` is `step_failed` or the interrupt that stopped it (`usage_limit_exceeded`,
+        /// `governance_denied`, …); `None` otherwise.
+        error: Option<RunError>,
         /// The tokens of the steps in the result's `step_history`, added up.
         tokens: TokenUsage,
         /// What the whole run has spent, in USD (the result's `total_cost_usd`).
