@@ -2,6 +2,22 @@
 # The project's test command (README and .ci/run call exactly this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Headless Chromium and chromedriver for the web UI's browser test (crates/flujo-cli/tests/ui.rs), from
+# Debian, when missing. In CI (`CI` set) a failed install fails the run; elsewhere the test says it skips.
+if [[ ! -x /usr/bin/chromedriver || ! -x /usr/bin/chromium ]]; then
+    apt_log="$(mktemp "${TMPDIR:-/tmp}/flujo-apt.XXXXXX")"
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >"$apt_log" 2>&1; then
+        tail -n 20 "$apt_log" >&2
+        rm -f "$apt_log"
+        if [[ -n "${CI:-}" ]]; then
+            echo "test.sh: cannot install chromium and chromium-driver (apt-get) for the UI test" >&2
+            exit 1
+        fi
+        echo "test.sh: WARNING: chromium/chromium-driver not installed; the UI browser test will skip" >&2
+    fi
+    rm -f "$apt_log"
+fi
 # Throwaway servers are stopped on exit, whatever happens.
 pg_dir=""
 pgvector_dir=""
