@@ -89,8 +89,8 @@ function badge(status, big) {
   return h('span', { class: `badge ${s.replace(/[^a-z_]/g, '')}${big ? ' big' : ''}` }, s);
 }
 
-function jsonBlock(title, value, open) {
-  return h('details', { open: !!open }, h('summary', {}, title), h('pre', { class: 'json' }, json(value)));
+function jsonBlock(title, value, open, cls) {
+  return h('details', { open: !!open, class: cls || null }, h('summary', {}, title), h('pre', { class: 'json' }, json(value)));
 }
 
 function errorBox(err) {
@@ -358,9 +358,35 @@ async function runsPage(page, query) {
     if (from) q.set('cursor', from);
     return `/api/runs?${q}`;
   };
+  // Rows are kept by run id while their data is unchanged, so a refresh does not take the focus away.
+  let rows = new Map();
   const render = (runs, replace) => {
-    if (replace) table.replaceChildren();
-    for (const r of runs) table.append(runRow(r));
+    const next = new Map();
+    const els = runs.map((r) => {
+      const key = JSON.stringify(r);
+      const old = rows.get(r.run_id);
+      const el = old && old.key === key ? old.el : runRow(r);
+      next.set(r.run_id, { key, el });
+      return el;
+    });
+    if (replace) {
+      const same = els.length === table.children.length && els.every((el, i) => {
+        const at = table.children[i];
+        return at === el || (at.dataset.run === runs[i].run_id);
+      });
+      if (same) {
+        els.forEach((el, i) => {
+          if (table.children[i] !== el) table.children[i].replaceWith(el);
+        });
+      } else {
+        table.replaceChildren(...els);
+      }
+      rows = next;
+    } else {
+      for (const [k, v] of next) rows.set(k, v);
+      table.querySelector('td.empty')?.parentElement.remove();
+      table.append(...els);
+    }
     if (!table.children.length) {
       table.append(h('tr', {}, h('td', { colspan: 8, class: 'empty' },
         status || pipeline ? 'No runs match these filters.' : 'No runs yet. Start one above.')));
@@ -503,6 +529,8 @@ async function runPage(page, runId) {
   // Pause forms stay put across refreshes while the same pauses are pending (a half-typed answer survives).
   let pendingKey = null;
   let lastStatus = null;
+  let lastData = null;
+  const expanded = new Set();
   let events = null;
   let poller = false;
 
@@ -520,14 +548,22 @@ async function runPage(page, runId) {
     }
     if (!page.alive) return;
     errorSlot.replaceChildren();
+    const focusKey = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.focusKey : undefined;
     head.replaceChildren(runHeader(run, () => refresh(), errorSlot));
     const records = journal.records || [];
-    stepsSlot.replaceChildren(h('h2', { id: 'steps-h' }, 'Steps'), stepTree(run, records));
-    dataSlot.replaceChildren(h('h2', { id: 'data-h' }, 'Data'),
-      h('div', { class: 'grid-2' },
-        h('div', {}, jsonBlock('Input', run.input, true)),
-        h('div', {}, jsonBlock('Output', run.output, true))),
-      jsonBlock('Context', run.context, false));
+    stepsSlot.replaceChildren(h('h2', { id: 'steps-h' }, 'Steps'), stepTree(run, records, expanded));
+    const dataKey = JSON.stringify([run.input, run.output, run.context]);
+    if (dataKey !== lastData) {
+      lastData = dataKey;
+      const openContext = dataSlot.querySelector('details.context')?.open ?? false;
+      dataSlot.replaceChildren(h('h2', { id: 'data-h' }, 'Data'),
+        h('div', { class: 'grid-2' },
+          h('div', {}, jsonBlock('Input', run.input, true)),
+          h('div', {}, jsonBlock('Output', run.output, true))),
+        jsonBlock('Context', run.context, openContext, 'context'));
+    }
+    if (focusKey) main.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`)?.focus();
     const pending = run.pending || [];
     const key = pending.map((p) => p.pause_id).join(',');
     if (key !== pendingKey) {
@@ -614,6 +650,7 @@ function runHeader(run, refresh, errorSlot) {
     type: 'button',
     class: 'danger',
     id: 'cancel-run',
+    'data-focus-key': 'cancel',
     onclick: async (ev) => {
       if (!window.confirm(`Cancel run ${run.run_id}? A cancelled run cannot be resumed.`)) return;
       ev.target.disabled = true;
@@ -697,7 +734,8 @@ function finishedAt(r) {
   return null;
 }
 
-function stepTree(run, records) {
+/** The step tree table; `expanded` holds the paths whose details are open (kept across refreshes). */
+function stepTree(run, records, expanded) {
   if (!records.length) {
     return h('p', { class: 'muted', id: 'steps-empty' }, FINAL.has(run.status) ? 'No step was journaled.' : 'No step has finished yet.');
   }
@@ -718,7 +756,8 @@ function stepTree(run, records) {
     const detailId = uid('step-detail');
     const rowId = uid('step');
     const hasDetail = !!r;
-    const detailRow = hasDetail ? h('tr', { class: 'detail', id: detailId, hidden: true },
+    const isOpen = expanded.has(n.path);
+    const detailRow = hasDetail ? h('tr', { class: 'detail', id: detailId, hidden: !isOpen },
       h('td', { colspan: 8 },
         n.records.length > 1 ? h('p', { class: 'small muted' },
           `Executed ${n.records.length} times (journal seq ${n.records.map((x) => x.seq).join(', ')}); the last is shown.`) : null,
@@ -729,12 +768,15 @@ function stepTree(run, records) {
     const toggle = hasDetail ? h('button', {
       type: 'button',
       class: 'linkish',
-      'aria-expanded': 'false',
+      'aria-expanded': String(isOpen),
       'aria-controls': detailId,
+      'data-focus-key': `step:${n.path}`,
       onclick: (ev) => {
         const open = ev.currentTarget.getAttribute('aria-expanded') === 'true';
         ev.currentTarget.setAttribute('aria-expanded', String(!open));
         detailRow.hidden = open;
+        if (open) expanded.delete(n.path);
+        else expanded.add(n.path);
       },
     }, r.step || n.segment) : null;
     const indent = h('span', { class: 'indent' });
@@ -945,6 +987,7 @@ function pauseCard(p, { showRun, onAnswered }) {
           h('h3', {}, p.step),
           h('p', { class: 'success', role: 'status' }, `Answered. Run ${p.run_id} is now ${res && res.status ? res.status : 'resumed'}. `,
             h('a', { href: `#/runs/${encodeURIComponent(p.run_id)}` }, 'Open the run')));
+        refreshCount();
         if (onAnswered) onAnswered();
       } catch (e) {
         errorSlot.append(errorBox(e));
