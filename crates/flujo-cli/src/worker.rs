@@ -19,14 +19,22 @@
 //! On SIGTERM or Ctrl-C the worker stops claiming, lets in-flight runs finish for `--grace-s`, then stops
 //! them and puts them back on their queue for another worker (a step in flight then runs again there:
 //! at-least-once, with the same idempotency key), and exits 0.
+//!
+//! `--metrics-addr ADDR` serves Prometheus metrics (`GET /metrics`, `flujo_server::metrics`: the runs this
+//! worker walks, its store commits, the depth of every queue and the live workers) and `GET /healthz` on
+//! ADDR. The endpoint has no authentication of its own on loopback; any other address is refused unless
+//! `FLUJO_API_TOKEN` is set, and a set token is then required as `Authorization: Bearer TOKEN` on
+//! `/metrics` (as `flujo serve` does).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 use flujo_core::{ClaimRequest, FlujoError, RunFilter, RunStatus, RunUpdate, Store, StoreError};
 use flujo_engine::ResumeRequest;
+use flujo_server::metrics::Metrics;
 use tokio::task::JoinSet;
 
 use crate::commands::{build_error, open_store, registry_for_stored_run, runner_builder};
@@ -70,6 +78,10 @@ pub struct WorkerArgs {
     /// With `--status`: also list workers that stopped heartbeating without a clean exit.
     #[arg(long, requires = "status")]
     pub all: bool,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this address, e.g. `127.0.0.1:9187` (port 0:
+    /// any free port, printed on stderr). A non-loopback address needs `FLUJO_API_TOKEN` (bearer auth).
+    #[arg(long = "metrics-addr", value_name = "ADDR", conflicts_with = "status")]
+    pub metrics_addr: Option<String>,
 }
 
 /// The system-state key prefix of worker registrations.
@@ -141,6 +153,15 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     if args.status {
         return status(&store, args.json, args.all).await;
     }
+    let metrics = match &args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, &store).await?),
+        None => None,
+    };
+    // Every runner of this worker shares the one timed store (the engine tells walks apart by store).
+    let store = match &metrics {
+        Some(m) => m.wrap_store(store),
+        None => store,
+    };
     let lease = Duration::from_secs_f64(args.lease_s);
     let poll = Duration::from_millis(args.poll_ms.clamp(1, 60_000));
     let me = flujo_engine::ownership::new_owner();
@@ -202,7 +223,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                     next_claim = if ids.len() < free { now_instant + poll } else { now_instant };
                     for id in ids {
                         let (store, cfg, in_flight) = (store.clone(), cfg.clone(), in_flight.clone());
-                        tasks.spawn(walk(id, store, cfg, lease, in_flight, shadow.clone()));
+                        tasks.spawn(walk(id, store, cfg, lease, in_flight, shadow.clone(), metrics.clone()));
                     }
                 }
                 Err(e) => {
@@ -268,6 +289,31 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     }
     registration.remove(&store).await;
     Ok(EXIT_OK)
+}
+
+/// Starts the metrics endpoint of `--metrics-addr` (see the module docs for the address rule).
+async fn serve_metrics(addr: &str, store: &Arc<dyn Store>) -> Result<Arc<Metrics>, CliError> {
+    let sock: SocketAddr = addr.parse().map_err(|e| {
+        CliError::usage("usage_error", format!("--metrics-addr {addr:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9187)"))
+    })?;
+    let token = std::env::var("FLUJO_API_TOKEN").ok().filter(|t| !t.is_empty());
+    if !sock.ip().is_loopback() && token.is_none() {
+        return Err(CliError::usage(
+            "usage_error",
+            format!(
+                "--metrics-addr {sock} is not a loopback address and the metrics endpoint would have no \
+                 authentication: set FLUJO_API_TOKEN (scrapers then send `Authorization: Bearer TOKEN`), or use \
+                 127.0.0.1"
+            ),
+        ));
+    }
+    let metrics = Arc::new(Metrics::new());
+    let server =
+        flujo_server::metrics::serve(sock, metrics.clone(), Some(store.clone()), token).await.map_err(|e| {
+            CliError::usage("metrics_addr_unavailable", format!("--metrics-addr {sock}: cannot listen: {e}"))
+        })?;
+    errln!("worker: metrics on http://{}/metrics", server.addr);
+    Ok(metrics)
 }
 
 /// Enqueues the runs of the due ticks of the schedules of `queues`, and says what it did on stderr.
@@ -467,6 +513,7 @@ async fn walk(
     lease: Duration,
     in_flight: InFlight,
     shadow: Option<Arc<flujo_engine::shadow::ShadowEvaluator>>,
+    metrics: Option<Arc<Metrics>>,
 ) -> Finished {
     let fail = |pipeline: String, error: String| Finished {
         run_id: run_id.clone(),
@@ -489,6 +536,10 @@ async fn walk(
     };
     let flujo = match registry_for_stored_run(&run)
         .and_then(|reg| runner_builder(pipeline, store.clone(), reg, &cfg, None))
+        .map(|b| match &metrics {
+            Some(m) => b.telemetry(m.clone()),
+            None => b,
+        })
         .and_then(|b| b.lease(lease).build().map_err(build_error))
     {
         Ok(f) => f,
