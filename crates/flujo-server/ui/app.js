@@ -242,7 +242,14 @@ class Page {
 function parseHash() {
   const raw = location.hash.replace(/^#\/?/, '');
   const [pathPart, queryPart] = raw.split('?');
-  const parts = pathPart.split('/').filter(Boolean).map(decodeURIComponent);
+  const decode = (x) => {
+    try {
+      return decodeURIComponent(x);
+    } catch {
+      return x;
+    }
+  };
+  const parts = pathPart.split('/').filter(Boolean).map(decode);
   return { parts, query: new URLSearchParams(queryPart || '') };
 }
 
