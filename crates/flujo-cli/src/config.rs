@@ -710,6 +710,8 @@ impl Config {
                     }
                     self.sandbox = Some(sb);
                 }
+                // `[telemetry]`: checked and read from `table` by `crate::otel` (feature `otel`).
+                "telemetry" if cfg!(feature = "otel") => {}
                 // `[mcp.servers.NAME]`: checked here, read from `table` by `crate::mcp`.
                 "mcp" => crate::mcp::check_toml(value, file).map_err(|e| ConfigError(format!("{}: {e}", file.display())))?,
                 s if FUTURE_SECTIONS.contains(&s) => self.notes.push(format!(

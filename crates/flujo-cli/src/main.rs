@@ -17,6 +17,7 @@ mod lock;
 mod mcp;
 mod memory;
 mod openapi;
+mod otel;
 mod sandbox;
 mod scaffold;
 mod schedule;
@@ -418,26 +419,43 @@ fn args_want_json() -> bool {
 }
 
 /// `FLUJO_LOG=info` (or `FLUJO_LOG=flujo_engine=debug,info`, …) prints tracing events and closed spans —
-/// `flujo.step` and `gen_ai.chat` with their attributes — to stderr. Unset: no subscriber, no cost.
-fn init_logging(debug: bool, verbose: bool) {
+/// `flujo.step` and `gen_ai.chat` with their attributes — to stderr; an OTLP endpoint (`crate::otel`) gets the
+/// run, step and model-call spans. Neither: no subscriber, no cost. Errors are configuration errors.
+fn init_logging(
+    debug: bool,
+    verbose: bool,
+    config: &config::Config,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Option<otel::Exporter>, String> {
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
     let spec = match std::env::var("FLUJO_LOG") {
-        Ok(spec) => spec,
-        Err(_) if debug => "debug".to_owned(),
-        Err(_) if verbose => "info".to_owned(),
-        Err(_) => return,
+        Ok(spec) => Some(spec),
+        Err(_) if debug => Some("debug".to_owned()),
+        Err(_) if verbose => Some("info".to_owned()),
+        Err(_) => None,
     };
-    match spec.parse::<tracing_subscriber::filter::Targets>() {
-        Ok(filter) => {
-            use tracing_subscriber::layer::SubscriberExt;
-            use tracing_subscriber::util::SubscriberInitExt;
-            let fmt = tracing_subscriber::fmt::layer()
+    let fmt = spec.and_then(|spec| match spec.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(filter) => Some(
+            tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .with_ansi(false)
-                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE);
-            let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+                .with_filter(filter),
+        ),
+        Err(e) => {
+            errln!("warning: FLUJO_LOG='{spec}' is not a valid filter ({e}); logging is off");
+            None
         }
-        Err(e) => errln!("warning: FLUJO_LOG='{spec}' is not a valid filter ({e}); logging is off"),
+    });
+    let (otel, exporter) = {
+        let _rt = rt.enter();
+        otel::from_config(&config.table)?.unzip()
+    };
+    if fmt.is_some() || otel.is_some() {
+        let _ = tracing_subscriber::registry().with(otel).with(fmt).try_init();
     }
+    Ok(exporter)
 }
 
 fn main() -> ExitCode {
@@ -471,12 +489,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(cli.debug, cli.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             CliError::new("runtime_error", EXIT_FAILED, format!("cannot start the async runtime: {e}")).report(json);
             return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let exporter = match init_logging(cli.debug, cli.verbose, &config, &rt) {
+        Ok(e) => e,
+        Err(e) => {
+            CliError::config(e).report(json);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let code = match rt.block_on(commands::dispatch(cli, config)) {
@@ -488,5 +512,9 @@ fn main() -> ExitCode {
     };
     // MCP servers started by this command: stdin closed, process groups killed, children reaped.
     mcp::shutdown();
+    // The spans still buffered are delivered (a bounded wait), whatever the exit code.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
     ExitCode::from(out::final_code(code))
 }
