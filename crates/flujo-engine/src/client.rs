@@ -82,6 +82,14 @@ pub enum ClientError {
         /// The deserializer's error.
         message: String,
     },
+    /// [`TaskClient::cancel`] of a run that has ended (`completed`) or was cancelled already.
+    #[error("run '{run_id}' cannot be cancelled: it is {}", status.as_str())]
+    NotCancellable {
+        /// The run's id.
+        run_id: String,
+        /// Its status.
+        status: RunStatus,
+    },
     /// A store operation failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -98,6 +106,7 @@ impl ClientError {
             ClientError::AmbiguousPrefix { .. } => "ambiguous_run_id",
             ClientError::NoDefinition(_) => "no_definition",
             ClientError::BadDefinition { .. } => "bad_definition",
+            ClientError::NotCancellable { .. } => "not_cancellable",
             ClientError::Store(_) => "store_error",
             ClientError::Run(e) => e.kind(),
         }
@@ -252,6 +261,52 @@ impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.broken.is_none()
     }
+}
+
+/// The result of `run` rebuilt from its journal `records` without executing anything: the top-level steps'
+/// latest records (`step_history`, in step order) and the context they produced (initial context, their
+/// patches and outputs, `status`). See [`TaskClient::result`].
+pub fn stored_result(run: &RunRecord, records: &[JournalRecord]) -> RunResult {
+    let mut latest: std::collections::BTreeMap<usize, &JournalRecord> = std::collections::BTreeMap::new();
+    for r in records {
+        if let Ok(i) = r.path.parse::<usize>() {
+            latest.insert(i, r);
+        }
+    }
+    let mut ctx = flujo_core::Context::new(&run.run_id, run.input.clone(), run.initial_context.clone());
+    let mut history = Vec::with_capacity(latest.len());
+    for r in latest.values() {
+        for op in &r.patch {
+            let _ = ctx.apply_unlogged(op);
+        }
+        ctx.set_step_output(&r.step, r.output.clone());
+        history.push(r.to_step_result());
+    }
+    let _ =
+        ctx.apply_unlogged(&flujo_core::PatchOp::set(vec!["status".into()], Value::String(run.status.as_str().into())));
+    let mut result = RunResult::new(run.run_id.clone(), run.pipeline_name.clone(), run.status);
+    result.output = run.output.clone();
+    result.error = run.error.clone();
+    result.pending = run.pending.clone();
+    result.step_history = history;
+    let (tokens, cost) = if run.status == RunStatus::Running { journal_usage(records) } else { (0, 0.0) };
+    result.total_cost_usd = run.total_cost_usd.max(cost);
+    result.total_tokens = run.total_tokens.max(tokens);
+    result.context = ctx.to_json();
+    result
+}
+
+fn head_of(records: &[JournalRecord]) -> flujo_core::ChainHead {
+    flujo_core::ChainHead {
+        len: records.len() as u64,
+        hash: records.last().map_or_else(|| flujo_core::journal::GENESIS_HASH.to_owned(), |r| r.hash.clone()),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Checks the run row against its (already verified) journal: the committed head, then a completed run's output.
@@ -456,6 +511,74 @@ impl TaskClient {
             last_hash: records.last().map(|r| r.hash.clone()),
             broken,
         })
+    }
+
+    /// The result of `run_id` as stored — what [`Flujo::run`] returned or would return once it ends: status,
+    /// output, error, pending pauses, the top-level steps' results (`step_history`) and the context rebuilt
+    /// from the journal. Works for a run in any state (a `running` run shows what has committed so far) and
+    /// executes nothing.
+    pub async fn result(&self, run_id: &str) -> Result<RunResult, ClientError> {
+        let run = self.store.get_run(run_id).await?.ok_or_else(|| ClientError::RunNotFound(run_id.to_owned()))?;
+        let records = self.journal(run_id).await?;
+        Ok(stored_result(&run, &records))
+    }
+
+    /// Cancels `run_id`: a `queued`, `running`, `paused` or `failed` run becomes `cancelled` (final: it can
+    /// never be resumed), with the error kind `cancelled`. A running walk — in this process or any other on
+    /// the same store — stops at its next journal append, which is fenced on the run's status, so nothing
+    /// commits after the cancellation. A run that is `completed` or already `cancelled` is refused with
+    /// [`ClientError::NotCancellable`]. Returns the cancelled run's view.
+    pub async fn cancel(&self, run_id: &str, reason: &str) -> Result<RunView, ClientError> {
+        for _ in 0..16 {
+            let run = self.record(run_id).await?;
+            if matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {
+                return Err(ClientError::NotCancellable { run_id: run_id.to_owned(), status: run.status });
+            }
+            let records = self.store.load_journal(run_id).await?;
+            let now = now_ms();
+            let update = flujo_core::RunUpdate {
+                run_id: run_id.to_owned(),
+                expected: vec![run.status],
+                status: RunStatus::Cancelled,
+                pending: Vec::new(),
+                output: None,
+                error: Some(RunError::new("cancelled", reason)),
+                generation: run.generation,
+                total_cost_usd: run.total_cost_usd,
+                total_tokens: run.total_tokens,
+                updated_at_ms: now,
+                owner: None,
+                lease_expires_at_ms: None,
+                expected_owner: (run.status == RunStatus::Running).then(|| run.owner.as_ref().map(|o| o.id.clone())),
+                journal_head: Some(head_of(&records)),
+            };
+            match self.store.update_run(&update).await {
+                Ok(()) => {}
+                // The run changed under us (a step finished, a walk paused): read it again.
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            // A walk may have appended between our read of the journal and the update (appends are fenced
+            // on the status, so none can follow it): commit the row to the journal as it now stands.
+            let after = self.store.load_journal(run_id).await?;
+            if after.len() != records.len() {
+                let (tokens, cost) = journal_usage(&after);
+                let fix = flujo_core::RunUpdate {
+                    expected: vec![RunStatus::Cancelled],
+                    expected_owner: None,
+                    total_cost_usd: run.total_cost_usd.max(cost),
+                    total_tokens: run.total_tokens.max(tokens),
+                    journal_head: Some(head_of(&after)),
+                    ..update.clone()
+                };
+                self.store.update_run(&fix).await?;
+            }
+            let run = self.record(run_id).await?;
+            return Ok(RunView::with_journal(run, &after));
+        }
+        Err(ClientError::Store(StoreError::Unavailable(format!(
+            "run '{run_id}' kept changing while it was being cancelled; try again"
+        ))))
     }
 
     /// Deletes runs created before `older_than_ms` (see [`flujo_core::RunStore::delete_runs`]).

@@ -1217,34 +1217,7 @@ impl Flujo {
                 reason: format!("its stored state does not match its journal ({broken}); see `flujo lens verify`"),
             });
         }
-        let mut latest: HashMap<&str, &flujo_core::JournalRecord> = HashMap::new();
-        let mut ctx = Context::new(&run.run_id, run.input.clone(), run.initial_context.clone());
-        for r in &records {
-            latest.insert(r.path.as_str(), r);
-        }
-        let mut history = Vec::new();
-        for i in 0..inner.pipeline.steps.len() {
-            if let Some(r) = latest.get(i.to_string().as_str()) {
-                for op in &r.patch {
-                    let _ = ctx.apply_unlogged(op);
-                }
-                ctx.set_step_output(&r.step, r.output.clone());
-                history.push(r.to_step_result());
-            }
-        }
-        let _ = ctx.apply_unlogged(&flujo_core::PatchOp::set(
-            vec!["status".into()],
-            Value::String(run.status.as_str().into()),
-        ));
-        let mut result = RunResult::new(run.run_id.clone(), run.pipeline_name.clone(), run.status);
-        result.output = run.output.clone();
-        result.error = run.error.clone();
-        result.pending = run.pending.clone();
-        result.step_history = history;
-        result.total_cost_usd = run.total_cost_usd;
-        result.total_tokens = run.total_tokens;
-        result.context = ctx.to_json();
-        Ok(result)
+        Ok(crate::client::stored_result(run, &records))
     }
 
     /// A [`TaskClient`](crate::TaskClient) over this runner's store and configuration: resume and replay of any

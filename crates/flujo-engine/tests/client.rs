@@ -308,3 +308,57 @@ async fn prune_and_system_state() {
         assert_eq!(client.system_state_get("k").await.unwrap(), Some(json!({"v": [1, 2]})));
     }
 }
+
+#[tokio::test]
+async fn result_of_a_stored_run_and_cancel_of_a_paused_one() {
+    for b in backends() {
+        run(&b.store, approval(), "run-c", json!(1)).await;
+        let client = TaskClient::new(Arc::clone(&b.store), builtins());
+        let stored = client.result("run-c").await.unwrap();
+        assert_eq!(stored.status, RunStatus::Paused, "{}", b.name);
+        assert_eq!(stored.step_history.len(), 1);
+        assert_eq!(*stored.step_history[0].output, json!(2));
+        assert_eq!(stored.context["steps"]["inc"], json!(2), "{}", stored.context);
+        assert_eq!(stored.pending.len(), 1);
+
+        let view = client.cancel("run-c", "cancelled by a test").await.unwrap();
+        assert_eq!(view.status, RunStatus::Cancelled, "{}", b.name);
+        assert_eq!(view.error.as_ref().map(|e| e.kind.as_str()), Some("cancelled"));
+        assert!(view.pending.is_empty());
+        assert!(client.verify("run-c").await.unwrap().is_ok(), "{}", b.name);
+        let again = client.cancel("run-c", "again").await.unwrap_err();
+        assert_eq!(again.kind(), "not_cancellable");
+        let resumed = client.resume("run-c", ResumeRequest::answer(json!("yes"))).await.unwrap_err();
+        assert_eq!(resumed.kind(), "not_resumable", "{}: {resumed}", b.name);
+        assert_eq!(client.cancel("nope", "x").await.unwrap_err().kind(), "run_not_found");
+    }
+}
+
+#[tokio::test]
+async fn cancel_stops_a_walk_in_flight_and_nothing_commits_after_it() {
+    for b in backends() {
+        let long = Pipeline::new(
+            "long",
+            vec![looped("loop", vec![tf("inc", "previous_step + 1")], 100_000, Some("previous_step >= 100000"))],
+        );
+        let flujo = Flujo::builder(long).store(Arc::clone(&b.store)).build().unwrap();
+        let handle = flujo.start_with(RunOptions::new(json!(0)).run_id("run-long".to_owned()));
+        let client = TaskClient::new(Arc::clone(&b.store), builtins());
+        // Wait until the walk has committed something, then cancel it mid-flight.
+        for _ in 0..500 {
+            if b.store.load_journal("run-long").await.unwrap().len() >= 5 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let view = client.cancel("run-long", "stop").await.unwrap();
+        assert_eq!(view.status, RunStatus::Cancelled, "{}", b.name);
+        let _ = handle.await;
+        let after = b.store.load_journal("run-long").await.unwrap();
+        let run = b.store.get_run("run-long").await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Cancelled, "{}", b.name);
+        assert_eq!(run.journal_head.as_ref().map(|h| h.len), Some(after.len() as u64), "{}", b.name);
+        assert!(after.len() < 100_000, "{}: the walk went on after the cancellation", b.name);
+        assert!(client.verify("run-long").await.unwrap().is_ok(), "{}", b.name);
+    }
+}
