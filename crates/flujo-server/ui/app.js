@@ -264,6 +264,7 @@ function route() {
     else a.removeAttribute('aria-current');
   }
   main.replaceChildren();
+  if (section !== 'approvals') refreshCount();
   let render;
   if (section === 'runs' && parts.length === 1) render = () => runsPage(page, query);
   else if (section === 'runs' && parts.length === 2) render = () => runPage(page, parts[1]);
@@ -1141,8 +1142,8 @@ if (!location.hash || location.hash === '#' || location.hash === '#/') {
   history.replaceState(null, '', '#/runs');
 }
 route();
-// The pending count in the navigation bar, kept fresh cheaply.
-const refreshCount = async () => {
+// The pending count in the navigation bar: fetched on navigation and every 10 s.
+async function refreshCount() {
   if (document.visibilityState !== 'visible') return;
   try {
     const data = await api('GET', '/api/approvals');
@@ -1150,6 +1151,5 @@ const refreshCount = async () => {
   } catch {
     // shown by the pages themselves
   }
-};
-refreshCount();
+}
 setInterval(refreshCount, 10000);
