@@ -69,6 +69,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         }
         Command::Resume(args) => resume(args, &config).await,
         Command::Worker(args) => crate::worker::worker(args, &config).await,
+        Command::Serve(args) => crate::serve::serve(args, &config).await,
         Command::Schedule(cmd) => crate::schedule::dispatch(cmd, &config).await,
         Command::Memory(cmd) => crate::memory::dispatch(cmd, &config).await,
         Command::Validate(args) => validate(args, &config),

@@ -21,6 +21,7 @@ mod otel;
 mod sandbox;
 mod scaffold;
 mod schedule;
+mod serve;
 mod shadow;
 mod view;
 mod worker;
@@ -72,6 +73,8 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Claim and run queued runs (`flujo run --queue NAME`) until stopped; take over runs of dead workers.
     Worker(crate::worker::WorkerArgs),
+    /// The HTTP API, web UI and Prometheus metrics over a state store: runs, approvals, pipelines.
+    Serve(crate::serve::ServeArgs),
     /// Cron schedules that put runs on a queue for the workers: add, list, remove.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
@@ -392,6 +395,7 @@ impl Cli {
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),
             Command::Create(a) => a.json,
             Command::Worker(a) => a.json,
+            Command::Serve(_) => false,
             Command::Schedule(s) => s.json(),
             Command::Memory(m) => m.json(),
             Command::Dev(DevCommand::HealthCheck(a)) => a.export == Some(health::Export::Json) && a.output.is_none(),

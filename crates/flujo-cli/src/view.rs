@@ -200,3 +200,19 @@ pub fn print_summary(r: &RunResult, hint: &crate::commands::ResumeHint) {
         outln!("usage: {} tokens, ${:.6}", r.total_tokens, r.total_cost_usd);
     }
 }
+
+/// The step tree of a pipeline as JSON for the web UI: `[{name, kind, describe, children: [{label, steps}]}]`.
+pub fn tree(steps: &[Step]) -> serde_json::Value {
+    serde_json::Value::Array(
+        steps
+            .iter()
+            .map(|s| {
+                let children: Vec<serde_json::Value> = children(s)
+                    .into_iter()
+                    .map(|(label, kids)| serde_json::json!({"label": label, "steps": tree(kids)}))
+                    .collect();
+                serde_json::json!({"name": s.name, "kind": s.kind.name(), "describe": describe(s), "children": children})
+            })
+            .collect(),
+    )
+}

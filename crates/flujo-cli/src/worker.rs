@@ -468,7 +468,7 @@ async fn status(store: &Arc<dyn Store>, json: bool, all: bool) -> Result<u8, Cli
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
