@@ -717,8 +717,9 @@ impl ExecutorCore {
                 "flujo.step.status",
                 if outcome.status == StepStatus::Completed { "completed" } else { "failed" },
             );
-            span.record("gen_ai.usage.input_tokens", outcome.tokens.prompt);
-            span.record("gen_ai.usage.output_tokens", outcome.tokens.completion);
+            // Integers as i64: OpenTelemetry has no unsigned attributes (a u64 would be exported as text).
+            span.record("gen_ai.usage.input_tokens", i64::try_from(outcome.tokens.prompt).unwrap_or(i64::MAX));
+            span.record("gen_ai.usage.output_tokens", i64::try_from(outcome.tokens.completion).unwrap_or(i64::MAX));
             span.record("flujo.cost_usd", outcome.cost_usd);
         }
         if outcome.status != StepStatus::Completed {

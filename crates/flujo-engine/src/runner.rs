@@ -1047,7 +1047,7 @@ impl Flujo {
             flujo.run_id = %state.run_id,
             flujo.pipeline = %self.inner.pipeline.name,
             flujo.resumed = resumed,
-            flujo.generation = generation,
+            flujo.generation = i64::from(generation),
             flujo.status = tracing::field::Empty,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
@@ -1065,9 +1065,11 @@ impl Flujo {
                         t
                     });
                     span.record("flujo.status", r.status.as_str());
-                    span.record("gen_ai.usage.input_tokens", tokens.prompt);
-                    span.record("gen_ai.usage.output_tokens", tokens.completion);
-                    span.record("flujo.total_tokens", r.total_tokens);
+                    // Integers as i64: OpenTelemetry has no unsigned attributes (u64 is exported as text).
+                    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                    span.record("gen_ai.usage.input_tokens", int(tokens.prompt));
+                    span.record("gen_ai.usage.output_tokens", int(tokens.completion));
+                    span.record("flujo.total_tokens", int(r.total_tokens));
                     span.record("flujo.cost_usd", r.total_cost_usd);
                     if let Some(e) = &r.error {
                         span.record("error.type", e.kind.as_str());

@@ -313,7 +313,7 @@ pub async fn traced_chat(
         gen_ai.operation.name = "chat",
         gen_ai.provider.name = model.provider(),
         gen_ai.request.model = model.model(),
-        gen_ai.request.max_tokens = settings.effective_max_tokens(),
+        gen_ai.request.max_tokens = i64::try_from(settings.effective_max_tokens()).unwrap_or(i64::MAX),
         gen_ai.request.temperature = Empty,
         gen_ai.request.top_p = Empty,
         gen_ai.request.stream = settings.stream.is_some(),
@@ -334,8 +334,9 @@ pub async fn traced_chat(
     let res = tracing::Instrument::instrument(model.chat(messages, tools, settings), span.clone()).await;
     match &res {
         Ok(reply) => {
-            span.record("gen_ai.usage.input_tokens", reply.usage.prompt);
-            span.record("gen_ai.usage.output_tokens", reply.usage.completion);
+            // Integers as i64: OpenTelemetry has no unsigned attributes (a u64 would be exported as text).
+            span.record("gen_ai.usage.input_tokens", i64::try_from(reply.usage.prompt).unwrap_or(i64::MAX));
+            span.record("gen_ai.usage.output_tokens", i64::try_from(reply.usage.completion).unwrap_or(i64::MAX));
             if let Some(r) = &reply.stop_reason {
                 span.record("gen_ai.response.finish_reasons", r.as_str());
             }
