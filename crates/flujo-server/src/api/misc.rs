@@ -1,6 +1,6 @@
 //! `/healthz`, `/api/approvals`, `/api/pipelines…` and `/api/validate`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use flujo_core::{RunFilter, RunStatus, Value};
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiPath, AppState};
 use crate::error::{ApiError, ErrorBody};
 use crate::factory::{PipelineDetail, PipelineInfo};
 
@@ -87,10 +87,10 @@ pub async fn pipelines(State(state): State<AppState>) -> Json<PipelineList> {
 
 /// One pipeline: its blueprint, Mermaid graph and step tree.
 #[utoipa::path(get, path = "/api/pipelines/{name}", params(("name" = String, Path, description = "pipeline name")),
-    responses((status = 200, body = PipelineDetail), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PipelineDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn pipeline(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PipelineDetail>, ApiError> {
     let factory = state.factory.clone();
     let wanted = name.clone();

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, AppState};
+use super::{ApiJson, ApiPath, ApiQuery, AppState};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{is_live, record_event, status_event, HubEvent};
 
@@ -221,7 +221,10 @@ pub async fn start_run(State(state): State<AppState>, ApiJson(body): ApiJson<Sta
 /// Lists runs, newest first, a page at a time.
 #[utoipa::path(get, path = "/api/runs", params(ListQuery), responses(
     (status = 200, body = RunList), (status = 400, body = ErrorBody)))]
-pub async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<RunList>, ApiError> {
+pub async fn list_runs(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<RunList>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, state.limits.max_page);
     let mut filter = RunFilter::new().limit(limit + 1);
     if let Some(s) = q.status.as_deref().filter(|s| !s.is_empty()) {
@@ -249,8 +252,8 @@ pub async fn list_runs(State(state): State<AppState>, Query(q): Query<ListQuery>
 
 /// One run: the object `flujo run --json` prints, plus its input, times, queue and journal length.
 #[utoipa::path(get, path = "/api/runs/{id}", params(("id" = String, Path, description = "run id")), responses(
-    (status = 200, body = Object), (status = 404, body = ErrorBody)))]
-pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    (status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_run(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Value>, ApiError> {
     let run = run_or_404(&state, &id).await?;
     let records = state.store.load_journal(&id).await?;
     let result = flujo_engine::client::stored_result(&run, &records);
@@ -268,8 +271,8 @@ pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> R
 
 /// Every journal record of a run (nested step executions included), in order.
 #[utoipa::path(get, path = "/api/runs/{id}/journal", params(("id" = String, Path, description = "run id")),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
-pub async fn get_journal(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_journal(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Value>, ApiError> {
     run_or_404(&state, &id).await?;
     let records = state.store.load_journal(&id).await?;
     Ok(Json(json!({"run_id": id, "records": records})))
@@ -277,8 +280,8 @@ pub async fn get_journal(State(state): State<AppState>, Path(id): Path<String>) 
 
 /// The hash-chain check of a run (`flujo lens verify`).
 #[utoipa::path(get, path = "/api/runs/{id}/verify", params(("id" = String, Path, description = "run id")),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
-pub async fn verify_run(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn verify_run(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Value>, ApiError> {
     let report = state.client.verify(&id).await?;
     let broken = report.broken.as_ref().map(|b| json!({"seq": b.seq, "path": b.path, "reason": b.reason}));
     Ok(Json(json!({"run_id": report.run_id, "ok": report.is_ok(), "records": report.records,
@@ -294,6 +297,34 @@ pub struct EventsQuery {
     /// The bearer token, for clients that cannot send headers (browsers' EventSource).
     #[allow(dead_code)]
     token: Option<String>,
+}
+
+/// The kinds of event of a run's stream.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // documentation only, as `StreamEvent`
+pub enum StreamEventKind {
+    /// How the run stands: `{status, pending, error, total_cost_usd, total_tokens}`.
+    Status,
+    /// A step began: `{path, step, kind}`.
+    StepStarted,
+    /// A step's journal record: `{path, step, kind, status, attempts, latency_ms, tokens, cost_usd}`.
+    StepFinished,
+    /// The run is neither running nor queued any more (the stream closes): `{status}`.
+    End,
+}
+
+/// One server-sent event of `GET /api/runs/{id}/events`, as OpenAPI 3.1 describes an event stream: the
+/// schema of each event. (Documentation only: the stream is written with axum's `Event`.)
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamEvent {
+    /// Which event.
+    pub event: StreamEventKind,
+    /// The event's JSON object, as text.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+    /// The journal record's seq, on `step_finished` (send it back as `Last-Event-ID` to resume).
+    pub id: Option<String>,
 }
 
 /// Decrements the open-stream count when a stream ends.
@@ -318,12 +349,13 @@ fn sse_event(e: &HubEvent) -> Event {
 /// Works for runs walked by any process on the same store. `Last-Event-ID` or `after_seq` replays the
 /// records after that position first.
 #[utoipa::path(get, path = "/api/runs/{id}/events", params(("id" = String, Path, description = "run id"), EventsQuery),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody),
+    responses((status = 200, content_type = "text/event-stream", body = StreamEvent), (status = 400, body = ErrorBody),
+    (status = 404, body = ErrorBody),
     (status = 503, body = ErrorBody)))]
 pub async fn run_events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let run = run_or_404(&state, &id).await?;
@@ -441,7 +473,7 @@ fn end_event(status: RunStatus) -> HubEvent {
     (status = 422, body = ErrorBody)))]
 pub async fn resume_run(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<ResumeBody>,
 ) -> Result<Response, ApiError> {
     let run = run_or_404(&state, &id).await?;
@@ -538,10 +570,11 @@ fn answer_error(e: &FlujoError) -> ApiError {
 
 /// Cancels a run (final: it can never be resumed). A walk in any process stops at its next commit.
 #[utoipa::path(post, path = "/api/runs/{id}/cancel", params(("id" = String, Path, description = "run id")),
-    responses((status = 200, body = RunStatusReply), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = RunStatusReply), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
 pub async fn cancel_run(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RunStatusReply>, ApiError> {
     let view = state.client.cancel(&id, "cancelled through the API").await?;
     state.pool.abort(&id);
