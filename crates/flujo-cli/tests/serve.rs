@@ -169,3 +169,21 @@ fn beyond_loopback_it_needs_a_token() {
     let o = cmd(dir.path(), &["serve", "--state", "memory://"]).output().unwrap();
     assert_eq!(code(&o), 2, "a store that keeps nothing is refused: {}", stderr(&o));
 }
+
+#[test]
+fn the_documented_example_runs_as_written() {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/approvals/pipeline.yaml"))
+        .unwrap();
+    let dir = project(&[("pipeline.yaml", &src)]);
+    let state = format!("sqlite://{}", dir.path().join("state.db").display());
+    let s = serve(dir.path(), &state);
+    let (c, v) = post(&s.base, "/api/runs", &json!({"pipeline": "approval", "input": "1.2", "run_id": "rel-1"}));
+    assert_eq!(c, 202, "{v}");
+    wait_status(&s.base, "rel-1", "paused");
+    let (_, inbox) = get(&s.base, "/api/approvals");
+    assert_eq!(inbox["approvals"][0]["input_schema"]["required"], json!(["approved"]), "{inbox}");
+    let (c, v) = post(&s.base, "/api/runs/rel-1/resume", &json!({"pause_id": "1", "answer": {"approved": true}}));
+    assert_eq!(c, 202, "{v}");
+    let done = wait_status(&s.base, "rel-1", "completed");
+    assert_eq!(done["output"], "Release notes for 1.2 — published");
+}
