@@ -18,6 +18,15 @@ if [[ ! -x /usr/bin/chromedriver || ! -x /usr/bin/chromium ]]; then
     fi
     rm -f "$apt_log"
 fi
+# Schemathesis (PyPI, in its own venv) for the API's property-based test (crates/flujo-cli/tests/api_schema.rs),
+# when missing. In CI (`CI` set) a failed install fails the run; elsewhere the test says it skips.
+if ! scripts/schemathesis.sh install >/dev/null; then
+    if [[ -n "${CI:-}" ]]; then
+        echo "test.sh: cannot install schemathesis (scripts/schemathesis.sh, see above) for the API schema test" >&2
+        exit 1
+    fi
+    echo "test.sh: WARNING: schemathesis not installed; the API schema test will skip" >&2
+fi
 # Throwaway servers are stopped on exit, whatever happens.
 pg_dir=""
 pgvector_dir=""
