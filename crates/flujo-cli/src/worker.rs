@@ -35,6 +35,7 @@ use clap::Args;
 use flujo_core::{ClaimRequest, FlujoError, RunFilter, RunStatus, RunUpdate, Store, StoreError};
 use flujo_engine::ResumeRequest;
 use flujo_server::metrics::Metrics;
+use flujo_server::registration::{is_live, Registration, WORKER_PREFIX};
 use tokio::task::JoinSet;
 
 use crate::commands::{build_error, open_store, registry_for_stored_run, runner_builder};
@@ -84,8 +85,6 @@ pub struct WorkerArgs {
     pub metrics_addr: Option<String>,
 }
 
-/// The system-state key prefix of worker registrations.
-const WORKER_PREFIX: &str = "worker/";
 /// Registrations silent for longer than this are deleted by the next worker that starts.
 const FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
 
@@ -177,14 +176,14 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut stop = Box::pin(shutdown_signal());
     let mut backoff = poll;
-    let registration = Registration::new(&me, &queues, args.concurrency, lease);
+    let registration = Registration::new(&me, "worker", &queues, args.concurrency, lease);
     // Shadow evaluations of the runs this worker finishes, and of those other processes left pending.
     let shadow = crate::shadow::evaluator(cfg, &store, None);
     if let Some(ev) = &shadow {
         ev.pick_up(64).await;
     }
     forget_dead_workers(&store).await;
-    let beat_every = (lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let beat_every = registration.beat_every();
     let schedule_every = poll.min(Duration::from_secs(1));
     let (mut next_beat, mut next_schedules) = (tokio::time::Instant::now(), tokio::time::Instant::now());
     // When to claim again: at once while claims come back full (the queue has more), a poll later once one
@@ -196,7 +195,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     loop {
         let now_instant = tokio::time::Instant::now();
         if now_instant >= next_beat {
-            registration.beat(&store, &in_flight).await;
+            beat(&registration, &store, &in_flight).await;
             next_beat = now_instant + beat_every;
         }
         if now_instant >= next_schedules {
@@ -267,7 +266,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
         tokio::select! {
             Some(done) = tasks.join_next() => report(done, args.json),
             _ = tokio::time::sleep_until(next_beat), if next_beat < deadline => {
-                registration.beat(&store, &in_flight).await;
+                beat(&registration, &store, &in_flight).await;
                 next_beat = tokio::time::Instant::now() + beat_every;
             }
             _ = tokio::time::sleep_until(deadline) => {
@@ -287,8 +286,18 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     if let Some(ev) = &shadow {
         crate::shadow::finish(ev).await;
     }
-    registration.remove(&store).await;
+    if let Err(e) = registration.remove(&store).await {
+        errln!("worker: cannot remove its registration: {e}");
+    }
     Ok(EXIT_OK)
+}
+
+/// Records the worker's heartbeat with the runs in flight; a failure is reported, not fatal.
+async fn beat(registration: &Registration, store: &Arc<dyn Store>, in_flight: &InFlight) {
+    let running: Vec<String> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    if let Err(e) = registration.beat(store, running).await {
+        errln!("worker: cannot record its heartbeat: {e}");
+    }
 }
 
 /// Starts the metrics endpoint of `--metrics-addr` (see the module docs for the address rule).
@@ -332,57 +341,6 @@ async fn fire_schedules(store: &Arc<dyn Store>, queues: &[String]) {
         }
         Err(e) => errln!("worker: cannot fire schedules: {e}"),
     }
-}
-
-/// This worker's entry under `worker/ID` in the store's system state.
-struct Registration {
-    key: String,
-    base: serde_json::Value,
-    lease_ms: i64,
-}
-
-impl Registration {
-    fn new(me: &flujo_core::RunOwner, queues: &[String], concurrency: usize, lease: Duration) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_owned())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_default();
-        Self {
-            key: format!("{WORKER_PREFIX}{}", me.id),
-            base: serde_json::json!({"id": me.id, "pid": me.pid, "host": host, "queues": queues,
-                "concurrency": concurrency, "started_at_ms": now_ms(), "version": env!("CARGO_PKG_VERSION")}),
-            lease_ms: lease.as_millis() as i64,
-        }
-    }
-
-    /// Writes the entry with the runs in flight and the time now; a failure is reported, not fatal.
-    async fn beat(&self, store: &Arc<dyn Store>, in_flight: &InFlight) {
-        let mut running: Vec<String> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
-        running.sort();
-        let mut entry = self.base.clone();
-        if let Some(obj) = entry.as_object_mut() {
-            obj.insert("running".to_owned(), serde_json::json!(running));
-            obj.insert("heartbeat_at_ms".to_owned(), serde_json::json!(now_ms()));
-            obj.insert("lease_ms".to_owned(), serde_json::json!(self.lease_ms));
-        }
-        if let Err(e) = store.set_state(&self.key, &entry).await {
-            errln!("worker: cannot record its heartbeat: {e}");
-        }
-    }
-
-    async fn remove(&self, store: &Arc<dyn Store>) {
-        if let Err(e) = store.delete_state(&self.key).await {
-            errln!("worker: cannot remove its registration: {e}");
-        }
-    }
-}
-
-/// True when a registration's last heartbeat is younger than its lease (the worker is alive).
-fn is_live(entry: &serde_json::Value, now: i64) -> bool {
-    let beat = entry.get("heartbeat_at_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
-    let lease = entry.get("lease_ms").and_then(serde_json::Value::as_i64).unwrap_or(0);
-    beat.saturating_add(lease) > now
 }
 
 /// Deletes the registrations of workers silent for a day (killed without a clean exit).

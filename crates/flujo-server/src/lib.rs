@@ -22,6 +22,7 @@ pub mod factory;
 pub mod hub;
 pub mod metrics;
 pub mod pool;
+pub mod registration;
 pub mod ui;
 
 use std::future::Future;

@@ -513,17 +513,7 @@ impl Telemetry for Tee {
     }
 }
 
-/// The system-state key prefix of worker registrations (as `flujo worker` writes them).
-const WORKER_PREFIX: &str = "worker/";
-
-/// Whether a worker registration is live: its last heartbeat is younger than its lease. The same rule as
-/// `flujo worker --status` (flujo-cli `worker.rs` `is_live`), repeated here because the CLI depends on this
-/// crate, not the other way round.
-fn worker_is_live(entry: &Value, now_ms: i64) -> bool {
-    let beat = entry.get("heartbeat_at_ms").and_then(Value::as_i64).unwrap_or(0);
-    let lease = entry.get("lease_ms").and_then(Value::as_i64).unwrap_or(0);
-    beat.saturating_add(lease) > now_ms
-}
+use crate::registration::{is_live as worker_is_live, WORKER_PREFIX};
 
 /// The queue gauges, read from the store now.
 async fn render_store(out: &mut String, store: &Arc<dyn Store>) {

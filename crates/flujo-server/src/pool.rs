@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::factory::RunnerFactory;
+use crate::registration::Registration;
 
 /// The pool's settings.
 #[derive(Debug, Clone)]
@@ -124,7 +125,18 @@ impl Pool {
         let mut tasks: JoinSet<()> = JoinSet::new();
         let mut can_wait = true;
         let mut backoff = self.config.poll;
+        // Registered like `flujo worker` (role `serve`): `flujo worker --status` and `flujo_workers` see it.
+        let registration =
+            Registration::new(&self.owner, "serve", &self.config.queues, self.config.concurrency, self.config.lease);
+        let mut next_beat = tokio::time::Instant::now();
         while !self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            if tokio::time::Instant::now() >= next_beat {
+                let running: Vec<String> = self.lock().keys().cloned().collect();
+                if let Err(e) = registration.beat(&self.store, running).await {
+                    tracing::warn!("serve: cannot record the pool's heartbeat: {e}");
+                }
+                next_beat = tokio::time::Instant::now() + registration.beat_every();
+            }
             let free = self.config.concurrency.saturating_sub(tasks.len());
             let mut full = false;
             if free > 0 {
@@ -153,8 +165,9 @@ impl Pool {
             }
             if full {
                 // More may wait: claim again as soon as a slot frees.
-                if let Some(done) = tasks.join_next().await {
-                    log_join(done);
+                tokio::select! {
+                    Some(done) = tasks.join_next() => log_join(done),
+                    _ = tokio::time::sleep_until(next_beat) => {}
                 }
                 continue;
             }
@@ -164,6 +177,7 @@ impl Pool {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => log_join(done),
                 _ = self.wake.notified(), if room => {}
                 _ = tokio::time::sleep(self.config.poll) => {}
+                _ = tokio::time::sleep_until(next_beat) => {}
                 woke = self.store.wait_for_queued(&self.config.queues, poll_ms), if room && can_wait => {
                     if !matches!(woke, Ok(true)) {
                         can_wait = false;
@@ -187,6 +201,9 @@ impl Pool {
             if let Err(e) = requeue(&self.store, &run_id, &owner_id).await {
                 tracing::warn!(run_id, "serve: cannot put the run back on its queue: {e}");
             }
+        }
+        if let Err(e) = registration.remove(&self.store).await {
+            tracing::warn!("serve: cannot remove the pool's registration: {e}");
         }
     }
 

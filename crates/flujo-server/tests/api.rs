@@ -254,6 +254,9 @@ async fn a_run_pauses_is_answered_through_the_api_and_completes() {
     assert_eq!((code, paths), (200, vec!["0", "1", "2"]));
     let (_, inbox) = s.get("/api/approvals").await;
     assert!(inbox["approvals"].as_array().unwrap().iter().all(|a| a["run_id"] != "r-1"), "{inbox}");
+    // The pool is registered like a worker of its queue.
+    let (_, metrics) = s.get_text("/metrics").await;
+    assert!(metrics.contains("flujo_workers{queue=\"default\"} 1"), "{metrics}");
     s.stop().await;
 }
 
