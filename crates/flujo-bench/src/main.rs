@@ -8,8 +8,10 @@
 //! `shared/bench/gen.py` writes as YAML. Fleet workloads, with real `flujo worker` processes on SQLite or
 //! Postgres (not in `all`): workers_1000 claim_latency failover (see `fleet.rs`). Vector stores (not in `all`):
 //! `vectors`, `vectors_uniform`, `vectors_clustered` (memory, SQLite and pgvector at 10k and 100k records of dimension
-//! 384; see `vectors.rs`).
+//! 384; see `vectors.rs`). `api_sse --base URL --pipeline NAME`: event fan-out of a running `flujo serve` to 100
+//! subscribers (see `api.rs`; scripts/bench_api.sh runs it).
 
+mod api;
 mod fleet;
 mod vectors;
 
@@ -327,6 +329,11 @@ fn startup(reps: usize) -> bool {
 }
 
 fn main() {
+    // `api_sse` (`api.rs`): event fan-out of a running `flujo serve`; its own arguments.
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().map(String::as_str) == Some("api_sse") {
+        std::process::exit(i32::from(!api::main(&all[1..])));
+    }
     let mut names: Vec<String> = Vec::new();
     let mut persists = vec![Persist::None, Persist::Memory, Persist::Sqlite];
     let mut runs: Option<usize> = None;
