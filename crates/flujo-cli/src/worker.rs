@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
-use flujo_core::{ClaimRequest, FlujoError, RunFilter, RunStatus, RunUpdate, Store, StoreError};
+use flujo_core::{ClaimRequest, FlujoError, RunFilter, RunStatus, Store, StoreError};
 use flujo_engine::ResumeRequest;
 use flujo_server::metrics::Metrics;
 use flujo_server::registration::{is_live, Registration, WORKER_PREFIX};
@@ -275,7 +275,7 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
                 let left: Vec<(String, String)> =
                     in_flight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
                 for (run_id, owner_id) in left {
-                    match requeue(&store, &run_id, &owner_id).await {
+                    match flujo_server::pool::requeue(&store, &run_id, &owner_id).await {
                         Ok(()) => errln!("worker: run {run_id} put back on its queue"),
                         Err(e) => errln!("worker: run {run_id} could not be put back ({e}); its lease will expire"),
                     }
@@ -534,27 +534,4 @@ fn report(done: Result<Finished, tokio::task::JoinError>, json: bool) {
             None => errln!("run {} ({}): {}", f.run_id, f.pipeline, f.status),
         }
     }
-}
-
-/// Puts a run this worker stopped back on its queue, if it still owns it.
-async fn requeue(store: &Arc<dyn Store>, run_id: &str, owner_id: &str) -> Result<(), StoreError> {
-    let Some(run) = store.get_run(run_id).await? else { return Ok(()) };
-    store
-        .update_run(&RunUpdate {
-            run_id: run_id.to_owned(),
-            expected: vec![RunStatus::Running],
-            status: RunStatus::Queued,
-            pending: Vec::new(),
-            output: None,
-            error: None,
-            generation: run.generation,
-            total_cost_usd: run.total_cost_usd,
-            total_tokens: run.total_tokens,
-            updated_at_ms: now_ms(),
-            owner: None,
-            lease_expires_at_ms: None,
-            expected_owner: Some(Some(owner_id.to_owned())),
-            journal_head: None,
-        })
-        .await
 }

@@ -293,8 +293,11 @@ fn log_join(done: Result<(), tokio::task::JoinError>) {
     }
 }
 
-/// Puts a run this process was walking back on its queue (a compare-and-set from its walk's owner).
-async fn requeue(store: &Arc<dyn Store>, run_id: &str, owner_id: &str) -> Result<(), flujo_core::StoreError> {
+/// Puts a run this process was walking back on its queue: a compare-and-set from `running` under `owner_id`
+/// to `queued` without an owner, keeping its pending pauses (answers recorded while it waited); nothing
+/// happens to a run that is no longer running or has no queue. Used by the pool and `flujo worker` on
+/// shutdown.
+pub async fn requeue(store: &Arc<dyn Store>, run_id: &str, owner_id: &str) -> Result<(), flujo_core::StoreError> {
     let Some(run) = store.get_run(run_id).await? else { return Ok(()) };
     if run.status != RunStatus::Running || run.queue.is_none() {
         return Ok(());
