@@ -274,14 +274,16 @@ impl CliFactory {
         cat.seen = now;
     }
 
-    fn info(name: &str, e: &Entry) -> PipelineInfo {
+    /// The summary of a pipeline; its file relative to the pipelines folder.
+    fn info(&self, name: &str, e: &Entry) -> PipelineInfo {
         let (steps, description) = match &e.loaded {
             Ok(l) => {
                 (l.pipeline.steps.len(), l.canonical.get("description").and_then(Value::as_str).map(str::to_owned))
             }
             Err(_) => (0, None),
         };
-        PipelineInfo { name: name.to_owned(), file: e.file.display().to_string(), steps, description }
+        let file = e.file.strip_prefix(&self.dir).unwrap_or(&e.file).display().to_string();
+        PipelineInfo { name: name.to_owned(), file, steps, description }
     }
 }
 
@@ -292,7 +294,7 @@ fn factory_error(e: CliError) -> FactoryError {
 impl RunnerFactory for CliFactory {
     fn pipelines(&self) -> Vec<PipelineInfo> {
         self.refresh();
-        self.lock().by_name.iter().map(|(n, e)| Self::info(n, e)).collect()
+        self.lock().by_name.iter().map(|(n, e)| self.info(n, e)).collect()
     }
 
     fn pipeline(&self, name: &str) -> Option<PipelineDetail> {
@@ -301,7 +303,7 @@ impl RunnerFactory for CliFactory {
         let e = cat.by_name.get(name)?;
         let loaded = e.loaded.as_ref().ok()?;
         Some(PipelineDetail {
-            info: Self::info(name, e),
+            info: self.info(name, e),
             source: e.source.clone(),
             mermaid: crate::view::mermaid(&loaded.pipeline),
             tree: crate::view::tree(&loaded.pipeline.steps),

@@ -107,6 +107,7 @@ fn serves_the_folder_runs_its_skills_and_finishes_runs_of_other_processes() {
     assert!(detail["source"].as_str().unwrap().contains("kind: hitl"));
     assert!(detail["mermaid"].as_str().unwrap().starts_with("flowchart TD"));
     assert_eq!(detail["tree"][0]["kind"], "hitl");
+    assert_eq!(detail["file"], "ask.yaml", "files are shown relative to --pipelines");
 
     // A command skill of the folder's catalog, run by the server's pool.
     let (c, v) = post(&s.base, "/api/runs", &json!({"pipeline": "shout", "input": "hello", "run_id": "api-1"}));
