@@ -215,12 +215,19 @@ fn kind(body: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_pauses_is_answered_through_the_api_and_completes() {
     let s = TestServer::start(ServerConfig::default()).await;
-    let (code, accepted) =
-        s.post("/api/runs", &json!({"pipeline": "approve", "input": "hello", "run_id": "r-1"})).await;
+    let (code, accepted) = s
+        .post(
+            "/api/runs",
+            &json!({"pipeline": "approve", "input": "hello", "run_id": "r-1",
+            "context": {"api_token": "tok-123", "user": "ann"}}),
+        )
+        .await;
     assert_eq!((code, accepted["status"].as_str(), accepted["queue"].as_str()), (202, Some("queued"), Some("default")));
     let paused = s.wait_status("r-1", "paused").await;
     assert_eq!(paused["pending"][0]["pause_id"], "1");
     assert_eq!(paused["step_history"][0]["output"], "draft: hello");
+    assert_eq!(paused["context"]["user"], "ann");
+    assert!(!paused.to_string().contains("tok-123"), "a secret-named context value never leaves the server: {paused}");
 
     let (code, inbox) = s.get("/api/approvals").await;
     assert_eq!(code, 200);

@@ -259,7 +259,12 @@ pub async fn get_run(State(state): State<AppState>, ApiPath(id): ApiPath<String>
     let result = flujo_engine::client::stored_result(&run, &records);
     let mut v = serde_json::to_value(&result).map_err(|e| ApiError::internal("internal_error", e.to_string()))?;
     if let Value::Object(m) = &mut v {
-        m.insert("input".into(), run.input.clone());
+        // The input and initial context are stored as given (replay needs them); what leaves the server
+        // goes through the redaction of the journal and `flujo lens` (values under secret-named keys).
+        m.insert("input".into(), flujo_core::redact::redact(&run.input));
+        if let Some(ctx) = m.get_mut("context") {
+            *ctx = flujo_core::redact::redact(ctx);
+        }
         m.insert("created_at_ms".into(), json!(run.created_at_ms));
         m.insert("updated_at_ms".into(), json!(run.updated_at_ms));
         m.insert("queue".into(), json!(run.queue));
