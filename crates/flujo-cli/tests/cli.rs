@@ -211,16 +211,24 @@ fn bad_flujo_toml_is_a_configuration_error() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("state_uri must be a string"), "{}", stderr(&o));
     let dir = project(&[
-        ("flujo.toml", "state_uri = \"memory://\"\n[telemetry]\nenabled = true\n"),
+        ("flujo.toml", "state_uri = \"memory://\"\n[server]\nport = 8000\n"),
         ("p.yaml", "name: x\nsteps:\n  - name: a\n"),
     ]);
     let o = flujo(dir.path(), &["run", "p.yaml"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("[telemetry] is not supported"),
+        stderr(&o).contains("[server] is not supported"),
         "unused sections are reported, not ignored: {}",
         stderr(&o)
     );
+    // `[telemetry]` is read (OTLP export): a key it does not know is a configuration error.
+    let dir = project(&[
+        ("flujo.toml", "state_uri = \"memory://\"\n[telemetry]\nenabled = true\n"),
+        ("p.yaml", "name: x\nsteps:\n  - name: a\n"),
+    ]);
+    let o = flujo(dir.path(), &["run", "p.yaml"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("telemetry.enabled"), "{}", stderr(&o));
     // A key [governance] does not know is an error, not a silent no-op.
     let dir = project(&[
         ("flujo.toml", "state_uri = \"memory://\"\n[governance]\nchain = []\n"),
