@@ -341,6 +341,14 @@ pub trait JournalStore: Send + Sync {
     }
     /// All records of a run in `seq` order.
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError>;
+    /// The records of a run from position `from_seq` on, in `seq` order (what a follower of a run has not
+    /// read yet): the cost is that of the records returned, not of the journal. The default reads the whole
+    /// journal and drops the rest; the stores of `flujo-store` read only the tail.
+    async fn load_journal_from(&self, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
+        let mut records = self.load_journal(run_id).await?;
+        records.retain(|r| r.seq >= from_seq);
+        Ok(records)
+    }
 }
 
 #[async_trait]

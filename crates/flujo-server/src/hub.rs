@@ -2,9 +2,9 @@
 //!
 //! A run walked by this process tells the hub through [`flujo_core::Telemetry`] (step starts at once; a
 //! finished step pokes the run's watcher). What subscribers receive about finished steps and status changes
-//! comes from the **store**: one watcher task per watched run reads the run row and the journal — at once
-//! when poked, else every poll interval — and broadcasts the records it has not sent yet, with their `seq` as
-//! the event id. So runs walked by other processes (workers, `flujo run`) on the same store stream the same
+//! comes from the **store**: one watcher task per watched run reads the run row and the journal's new tail
+//! (`load_journal_from`: the cost of what changed, not of the journal) — 2 ms after a poke, else every poll
+//! interval — and broadcasts the records it has not sent yet, with their `seq` as the event id. So runs walked by other processes (workers, `flujo run`) on the same store stream the same
 //! way, a subscriber never sees a step twice, and any number of subscribers of one run cost one reader.
 
 use std::collections::HashMap;
@@ -128,10 +128,9 @@ impl EventHub {
             match self.store.get_run(&run_id).await {
                 Ok(Some(run)) => {
                     failures = 0;
-                    match self.store.load_journal(&run_id).await {
+                    match self.store.load_journal_from(&run_id, next_seq).await {
                         Ok(records) => {
-                            let from = next_seq;
-                            for r in records.iter().filter(|r| r.seq >= from) {
+                            for r in &records {
                                 let _ = tx.send(record_event(r));
                                 next_seq = r.seq + 1;
                             }
@@ -162,8 +161,8 @@ impl EventHub {
             }
             tokio::select! {
                 _ = poke.notified() => {
-                    // Several steps finishing at once: read once for all of them.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Steps finishing together (parallel branches, a burst): read once for all of them.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 _ = tokio::time::sleep(self.poll) => {}
             }

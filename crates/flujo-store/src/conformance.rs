@@ -20,6 +20,7 @@
 //! * `load_journal` of an unknown run is `Ok(vec![])`, `get_run` of one is `Ok(None)`;
 //! * a failed compare-and-set is `Conflict { actual: <stored status> }`, built by [`crate::status_conflict`];
 //!   an append at the wrong position is `Conflict` built by [`crate::seq_conflict`];
+//! * `load_journal_from` returns the journal's tail from a position;
 //! * `list_runs` orders by `created_at_ms` descending (ties: `run_id` descending), and pages with `before`;
 //! * `find_runs_by_prefix` matches byte-wise (no wildcards) and orders by `run_id` ascending;
 //! * `delete_runs` deletes runs with `created_at_ms < cutoff`, never `running`/`paused` ones unless asked
@@ -629,7 +630,18 @@ pub async fn load_journal_returns_seq_order(store: Arc<dyn Store>) -> CheckResul
     append_all(&store, &chain).await?;
     let loaded = store.load_journal("r-load").await.ctx("load_journal")?;
     let seqs: Vec<u64> = loaded.iter().map(|r| r.seq).collect();
-    ensure_eq("seqs of the loaded journal", &seqs, &(0..25).collect::<Vec<u64>>())
+    ensure_eq("seqs of the loaded journal", &seqs, &(0..25).collect::<Vec<u64>>())?;
+    // The tail from a position: equal to the whole journal's records from there, field for field.
+    for from in [0u64, 1, 24, 25, 1000] {
+        let tail = store.load_journal_from("r-load", from).await.ctx("load_journal_from")?;
+        let expected: Vec<JournalRecord> = loaded.iter().filter(|r| r.seq >= from).cloned().collect();
+        ensure_eq(&format!("load_journal_from({from})"), &tail, &expected)?;
+    }
+    ensure_eq(
+        "load_journal_from of an unknown run",
+        &store.load_journal_from("r-none", 3).await.ctx("load_journal_from")?.len(),
+        &0,
+    )
 }
 
 /// Checks that loaded records equal the appended ones field for field, that their hash chain verifies, and

@@ -299,6 +299,11 @@ impl JournalStore for MemoryStore {
         // Records are stored at index == seq (append enforces it), so the vector is already in seq order.
         Ok(lock(&self.runs).get(run_id).map(|e| e.journal.clone()).unwrap_or_default())
     }
+
+    async fn load_journal_from(&self, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
+        let from = usize::try_from(from_seq).unwrap_or(usize::MAX);
+        Ok(lock(&self.runs).get(run_id).map(|e| e.journal.get(from..).unwrap_or_default().to_vec()).unwrap_or_default())
+    }
 }
 
 impl MemoryStore {

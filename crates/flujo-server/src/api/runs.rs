@@ -395,8 +395,8 @@ pub async fn run_events(
             return;
         }
         if !is_live(run.status) {
-            if let Ok(records) = store.load_journal(&run.run_id).await {
-                if after.is_some() {
+            if let Some(after) = after {
+                if let Ok(records) = store.load_journal_from(&run.run_id, after + 1).await {
                     for e in catch_up(&records, &mut sent) {
                         if tx.send(e).await.is_err() {
                             return;
@@ -407,22 +407,31 @@ pub async fn run_events(
             let _ = tx.send(sse_event(&end_event(run.status))).await;
             return;
         }
-        // Subscribe first, then read the journal: nothing committed in between is lost, and records the
-        // watcher sends again are skipped by their seq.
-        let mut sub = hub.subscribe(&run.run_id, None);
-        match store.load_journal(&run.run_id).await {
-            Ok(records) => {
-                if after.is_some() {
-                    for e in catch_up(&records, &mut sent) {
-                        if tx.send(e).await.is_err() {
-                            return;
-                        }
+        // Where the client stands: the records after `after`, or (without it) the journal as it is now.
+        let snapshot = match after {
+            Some(a) => store.load_journal_from(&run.run_id, a + 1).await,
+            None => store.load_journal(&run.run_id).await,
+        };
+        let Ok(snapshot) = snapshot else { return };
+        match after {
+            Some(_) => {
+                for e in catch_up(&snapshot, &mut sent) {
+                    if tx.send(e).await.is_err() {
+                        return;
                     }
-                } else {
-                    sent = records.last().map(|r| r.seq);
                 }
             }
-            Err(_) => return,
+            None => sent = snapshot.last().map(|r| r.seq),
+        }
+        // Then subscribe (a new watcher starts after what the client has), and read once more: records
+        // committed between the snapshot and the subscription, which an existing watcher had already sent,
+        // are not lost; what the watcher sends again is skipped by its seq.
+        let mut sub = hub.subscribe(&run.run_id, sent);
+        let Ok(gap) = store.load_journal_from(&run.run_id, sent.map_or(0, |s| s + 1)).await else { return };
+        for e in catch_up(&gap, &mut sent) {
+            if tx.send(e).await.is_err() {
+                return;
+            }
         }
         loop {
             let ev = tokio::select! {
@@ -444,7 +453,8 @@ pub async fn run_events(
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Too slow to follow: catch up from the store.
-                    let Ok(records) = store.load_journal(&run.run_id).await else { return };
+                    let from = sent.map_or(0, |s| s + 1);
+                    let Ok(records) = store.load_journal_from(&run.run_id, from).await else { return };
                     for e in catch_up(&records, &mut sent) {
                         if tx.send(e).await.is_err() {
                             return;

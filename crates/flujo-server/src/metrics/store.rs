@@ -82,6 +82,9 @@ impl JournalStore for TimedStore {
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         self.inner.load_journal(run_id).await
     }
+    async fn load_journal_from(&self, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
+        self.inner.load_journal_from(run_id, from_seq).await
+    }
 }
 
 #[async_trait]

@@ -174,7 +174,9 @@ impl Sql {
                 "SELECT (SELECT coalesce(max(seq) + 1, 0) FROM {s}.journal WHERE run_id = $1), \
                  EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1)"
             ),
-            load_journal: format!("SELECT {RECORD_COLUMNS} FROM {s}.journal WHERE run_id = $1 ORDER BY seq"),
+            load_journal: format!(
+                "SELECT {RECORD_COLUMNS} FROM {s}.journal WHERE run_id = $1 AND seq >= $2 ORDER BY seq"
+            ),
             put_blob: format!(
                 "INSERT INTO {s}.blobs (hash, bytes) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING RETURNING 1"
             ),
@@ -1005,6 +1007,11 @@ impl JournalStore for PostgresStore {
     }
 
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
+        self.load_journal_from(run_id, 0).await
+    }
+
+    async fn load_journal_from(&self, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
+        let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
         // One snapshot for the records and the blobs they reference.
         let tx = conn
@@ -1015,7 +1022,7 @@ impl JournalStore for PostgresStore {
             .await
             .map_err(|e| pg_error("load_journal", e))?;
         let st = tx.prepare_cached(&self.sql.load_journal).await.map_err(|e| pg_error("load_journal", e))?;
-        let rows = tx.query(&st, &[&run_id]).await.map_err(|e| pg_error("load_journal", e))?;
+        let rows = tx.query(&st, &[&run_id, &from]).await.map_err(|e| pg_error("load_journal", e))?;
         let stored = rows.iter().map(stored_record).collect::<Result<Vec<_>, _>>()?;
         let mut hashes: Vec<String> = Vec::new();
         for s in &stored {

@@ -371,7 +371,11 @@ impl JournalStore for SqliteStore {
     }
 
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
-        self.read(|reply| Read::LoadJournal(run_id.to_owned(), reply)).await
+        self.read(|reply| Read::LoadJournal(run_id.to_owned(), 0, reply)).await
+    }
+
+    async fn load_journal_from(&self, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
+        self.read(|reply| Read::LoadJournal(run_id.to_owned(), from_seq, reply)).await
     }
 }
 

@@ -108,7 +108,8 @@ pub(crate) struct WriteCommand {
 pub(crate) enum Read {
     GetRun(String, Reply<Option<RunRecord>>),
     ListRuns(RunFilter, Reply<Vec<RunRecord>>),
-    LoadJournal(String, Reply<Vec<JournalRecord>>),
+    /// The records of a run from a `seq` on.
+    LoadJournal(String, u64, Reply<Vec<JournalRecord>>),
     GetBlob(String, Reply<Option<Vec<u8>>>),
     /// Run ids starting with a prefix, ascending, at most `limit`.
     FindRunsByPrefix {
@@ -715,8 +716,8 @@ fn serve_read(conn: &Connection, read: Read) {
         Read::ListRuns(filter, reply) => {
             let _ = reply.send(list_runs(conn, &filter));
         }
-        Read::LoadJournal(run_id, reply) => {
-            let _ = reply.send(load_journal(conn, &run_id));
+        Read::LoadJournal(run_id, from_seq, reply) => {
+            let _ = reply.send(load_journal(conn, &run_id, from_seq));
         }
         Read::GetBlob(hash, reply) => {
             let _ = reply.send(get_blob(conn, &hash).map_err(|e| sql_error("get_blob", e)));
@@ -861,16 +862,17 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
     })
 }
 
-fn load_journal(conn: &Connection, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
+fn load_journal(conn: &Connection, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
+    let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
     // One read transaction: the records and the blobs they reference come from the same snapshot.
     let tx = conn.unchecked_transaction().map_err(|e| sql_error("load_journal", e))?;
     let stored = tx
         .prepare_cached(
             "SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
              prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, prev_hash, \
-             hash FROM journal WHERE run_id = ?1 ORDER BY seq",
+             hash FROM journal WHERE run_id = ?1 AND seq >= ?2 ORDER BY seq",
         )
-        .and_then(|mut s| s.query_map([run_id], stored_record)?.collect::<Result<Vec<_>, _>>())
+        .and_then(|mut s| s.query_map(params![run_id, from], stored_record)?.collect::<Result<Vec<_>, _>>())
         .map_err(|e| sql_error("load_journal", e))?;
     let mut blobs = BlobResolver::new(|hash: &str| get_blob(&tx, hash).map_err(|e| sql_error("load_journal", e)));
     let records = stored.into_iter().map(|s| decode_record(s, &mut blobs)).collect::<Result<Vec<_>, _>>()?;
