@@ -268,6 +268,11 @@ pub struct RunOptions {
     /// Model answers stream as `RunEvent::TokenDelta` events while they are generated (providers are asked
     /// for a stream). Off by default: a streamed call costs the same but sends more events.
     pub stream_tokens: bool,
+    /// The queue the run belongs to while this process walks it (`None`: none). A run started with a queue
+    /// is walked at once by this process like any other, but if the process dies its run — left `running`
+    /// with a lease that expires — is claimed by a worker of that queue and resumed by replay, as a queued
+    /// run would be (`flujo serve` starts the runs it accepts this way).
+    pub queue: Option<String>,
 }
 
 impl RunOptions {
@@ -298,6 +303,13 @@ impl RunOptions {
     /// Stream model answers as `RunEvent::TokenDelta` events while they are generated.
     pub fn stream_tokens(mut self, on: bool) -> Self {
         self.stream_tokens = on;
+        self
+    }
+
+    /// The queue whose workers take the run over if this process dies while it walks it (see
+    /// [`RunOptions::queue`]).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
         self
     }
 }
@@ -635,6 +647,10 @@ impl Flujo {
     }
 
     fn check_options(&self, opts: &RunOptions) -> Result<(), FlujoError> {
+        if let Some(queue) = &opts.queue {
+            flujo_core::limits::check_name(queue)
+                .map_err(|reason| FlujoError::Config(format!("queue name {queue:?}: {reason}")))?;
+        }
         if let Some(id) = &opts.run_id {
             flujo_core::check_run_id(id).map_err(|reason| FlujoError::InvalidRunId {
                 shown: flujo_core::shorten_for_display(id, 40),
@@ -661,6 +677,7 @@ impl Flujo {
                 record.status = RunStatus::Running;
                 record.owner = Some(inner.owner.clone());
                 record.lease_expires_at_ms = Some(now + inner.lease.as_millis() as i64);
+                record.queue = opts.queue.clone();
                 store.create_run(&record).await?;
                 Some(JournalWriter::new(store.clone(), inner.owner.id.clone(), 0, genesis()))
             }

@@ -8,6 +8,7 @@ mod harness;
 use std::sync::Arc;
 
 use flujo_core::journal::GENESIS_HASH;
+use flujo_core::ClaimRequest;
 use flujo_core::*;
 use flujo_engine::{ClientError, Flujo, ResumeRequest, RunOptions, TaskClient};
 use flujo_skills::BuiltinRegistry;
@@ -361,4 +362,83 @@ async fn cancel_stops_a_walk_in_flight_and_nothing_commits_after_it() {
         assert!(after.len() < 100_000, "{}: the walk went on after the cancellation", b.name);
         assert!(client.verify("run-long").await.unwrap().is_ok(), "{}", b.name);
     }
+}
+
+/// A run started (not enqueued) with `RunOptions::queue` belongs to the queue: when the process walking it
+/// dies (here: its runtime is shut down mid-step, heartbeat and all), a worker of the queue claims it after
+/// the lease and finishes it by replay, without running the committed step again.
+#[test]
+fn a_started_run_with_a_queue_is_taken_over_by_its_queue_after_the_walker_dies() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let first_calls = Arc::new(AtomicUsize::new(0));
+    let blocked_once = Arc::new(AtomicBool::new(false));
+    let skills = {
+        let (calls, blocked) = (first_calls.clone(), blocked_once.clone());
+        let mut s = BuiltinRegistry::new();
+        s.register_fn("test.count", false, move |call: SkillCall| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(SkillOutput::value(call.input))
+            }
+        });
+        s.register_fn("test.hang_once", false, move |_call: SkillCall| {
+            let first = !blocked.swap(true, Ordering::SeqCst);
+            async move {
+                if first {
+                    std::future::pending::<()>().await;
+                }
+                Ok(SkillOutput::value(json!("done")))
+            }
+        });
+        Arc::new(s)
+    };
+    let pipeline = Pipeline::new(
+        "queued-start",
+        vec![Step::skill("count", "test.count", json!({})), Step::skill("hang", "test.hang_once", json!({}))],
+    );
+    // The walker: its own runtime, shut down while the second step hangs (as if the process died).
+    let dying = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db, SqliteOptions::default()).unwrap());
+    let walker = Flujo::builder(pipeline.clone())
+        .store(store.clone())
+        .skills(skills.clone())
+        .lease(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    dying.block_on(async {
+        let _handle = walker.start_with(RunOptions::new(json!(1)).run_id("qs-1").queue("jobs"));
+        for _ in 0..500 {
+            if store.load_journal("qs-1").await.unwrap().len() == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    dying.shutdown_timeout(std::time::Duration::from_millis(100));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let run = store.get_run("qs-1").await.unwrap().unwrap();
+        assert_eq!((run.status, run.queue.as_deref()), (RunStatus::Running, Some("jobs")));
+        let other = flujo_engine::ownership::new_owner();
+        let mut claimed = Vec::new();
+        for _ in 0..200 {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            claimed = store
+                .claim_runs(&ClaimRequest::new(vec!["jobs".into()], other.clone(), now, now + 30_000, 10))
+                .await
+                .unwrap();
+            if !claimed.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(claimed, vec!["qs-1".to_owned()], "claimed once the dead walker's lease expired");
+        let worker = Flujo::builder(pipeline).store(store.clone()).skills(skills).build().unwrap();
+        let done = worker.resume_with("qs-1", ResumeRequest::default()).await.unwrap();
+        assert_eq!((done.status, done.output), (RunStatus::Completed, Some(json!("done"))));
+        assert_eq!(first_calls.load(Ordering::SeqCst), 1, "the committed step is replayed, not run again");
+    });
 }

@@ -6,6 +6,7 @@
 //! `flujo run`) are resumed in the pool too ([`Pool::spawn_resume`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct Pool {
     wake: Notify,
     in_flight: Mutex<HashMap<String, InFlight>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Walks in flight, claimed or started directly (at most `concurrency`).
+    walking: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Pool {
@@ -82,6 +85,7 @@ impl Pool {
             wake: Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            walking: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -137,7 +141,7 @@ impl Pool {
                 }
                 next_beat = tokio::time::Instant::now() + registration.beat_every();
             }
-            let free = self.config.concurrency.saturating_sub(tasks.len());
+            let free = self.config.concurrency.saturating_sub(self.walking.load(Ordering::Acquire));
             let mut full = false;
             if free > 0 {
                 let now = now_ms();
@@ -147,6 +151,7 @@ impl Pool {
                     Ok(ids) => {
                         backoff = self.config.poll;
                         full = ids.len() == free;
+                        self.walking.fetch_add(ids.len(), Ordering::AcqRel);
                         for id in ids {
                             let pool = Arc::clone(&self);
                             // Under the lock, so the walk cannot remove its entry before it is made.
@@ -167,11 +172,12 @@ impl Pool {
                 // More may wait: claim again as soon as a slot frees.
                 tokio::select! {
                     Some(done) = tasks.join_next() => log_join(done),
+                    _ = self.wake.notified() => {}
                     _ = tokio::time::sleep_until(next_beat) => {}
                 }
                 continue;
             }
-            let room = tasks.len() < self.config.concurrency;
+            let room = self.walking.load(Ordering::Acquire) < self.config.concurrency;
             let poll_ms = u64::try_from(self.config.poll.as_millis()).unwrap_or(u64::MAX);
             tokio::select! {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => log_join(done),
@@ -186,13 +192,16 @@ impl Pool {
             }
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while !tasks.is_empty() {
+        while !tasks.is_empty() || self.walking.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
             tokio::select! {
-                Some(done) = tasks.join_next() => log_join(done),
-                _ = tokio::time::sleep_until(deadline) => {
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => log_join(done),
+                // Runs started directly end on their own tasks.
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
         let left: Vec<(String, String)> =
@@ -213,8 +222,9 @@ impl Pool {
         self.wake.notify_one();
     }
 
-    /// Walks one claimed run to its end or pause.
+    /// Walks one claimed run to its end or pause (its slot was taken by the claim).
     async fn walk(self: Arc<Self>, run_id: String) {
+        let _slot = Slot(Arc::clone(&self));
         let run = match self.store.get_run(&run_id).await {
             Ok(Some(run)) => run,
             Ok(None) => return,
@@ -238,6 +248,49 @@ impl Pool {
         if let Err(e) = outcome {
             tracing::warn!(run_id, "serve: the walk ended with an error: [{}] {e}", e.kind());
         }
+    }
+
+    /// Takes a slot for a run started directly ([`Pool::start_reserved`]); false when all are busy (the
+    /// run should be queued instead).
+    pub fn try_reserve(&self) -> bool {
+        if self.config.concurrency == 0 || self.stopping.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.walking
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.config.concurrency).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Starts a new run on `flujo` at once in a slot taken by [`Pool::try_reserve`] (with `opts.queue` set,
+    /// so that the queue's workers take it over if this process dies): returns its id once the run is
+    /// stored — `running` under this process, one write instead of a queued row, a claim and a takeover —
+    /// with the walk going on in the background.
+    pub async fn start_reserved(
+        self: &Arc<Self>,
+        flujo: Arc<flujo_engine::Flujo>,
+        opts: flujo_engine::RunOptions,
+    ) -> Result<String, flujo_core::FlujoError> {
+        let slot = Slot(Arc::clone(self));
+        let mut handle = flujo.start_with(opts);
+        let run_id = handle.run_id().to_owned();
+        // The first event (`RunStarted`) comes after the run is stored; none means it never started.
+        if handle.next_event().await.is_none() {
+            drop(slot);
+            return (&mut handle).await.map(|_| run_id);
+        }
+        let pool = Arc::clone(self);
+        let id = run_id.clone();
+        let mut in_flight = self.lock();
+        let waiter = tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = handle.await {
+                tracing::warn!(run_id = id, "serve: the walk ended with an error: [{}] {e}", e.kind());
+            }
+            pool.lock().remove(&id);
+        });
+        let owner_id = Some(flujo.owner().id.clone());
+        in_flight.insert(run_id.clone(), InFlight { abort: waiter.abort_handle(), owner_id });
+        Ok(run_id)
     }
 
     /// Resumes a paused run that has no queue (started by `flujo run`) in the pool, answering `req`; returns
@@ -282,6 +335,16 @@ impl Pool {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+}
+
+/// A walk's slot: given back when the walk ends, however it ends.
+struct Slot(Arc<Pool>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.walking.fetch_sub(1, Ordering::AcqRel);
+        self.0.wake.notify_one();
     }
 }
 

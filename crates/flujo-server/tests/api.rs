@@ -222,7 +222,10 @@ async fn a_run_pauses_is_answered_through_the_api_and_completes() {
             "context": {"api_token": "tok-123", "user": "ann"}}),
         )
         .await;
-    assert_eq!((code, accepted["status"].as_str(), accepted["queue"].as_str()), (202, Some("queued"), Some("default")));
+    assert_eq!(
+        (code, accepted["status"].as_str(), accepted["queue"].as_str()),
+        (202, Some("running"), Some("default"))
+    );
     let paused = s.wait_status("r-1", "paused").await;
     assert_eq!(paused["pending"][0]["pause_id"], "1");
     assert_eq!(paused["step_history"][0]["output"], "draft: hello");
@@ -587,4 +590,31 @@ fn beyond_loopback_a_token_is_required() {
     assert!(err.contains("FLUJO_API_TOKEN"), "{err}");
     assert!(flujo_server::check_bind(&any, Some("")).is_err());
     assert!(flujo_server::check_bind(&any, Some("t")).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_start_at_once_while_slots_are_free_then_wait_in_the_queue() {
+    let mut config = ServerConfig::default();
+    config.pool.concurrency = 1;
+    config.pool.poll = Duration::from_millis(50);
+    let s = TestServer::start(config).await;
+    let (code, first) = s.post("/api/runs", &json!({"pipeline": "slow", "input": 0, "run_id": "p-1"})).await;
+    assert_eq!((code, first["status"].as_str()), (202, Some("running")), "{first}");
+    let (code, second) = s.post("/api/runs", &json!({"pipeline": "quick", "input": "x", "run_id": "p-2"})).await;
+    assert_eq!((code, second["status"].as_str()), (202, Some("queued")), "the only slot is taken: {second}");
+    let (_, now) = s.get("/api/runs/p-2").await;
+    assert_eq!(now["status"], "queued", "it waits while the slot is busy");
+    assert_eq!(s.wait_status("p-1", "completed").await["output"], 10);
+    assert_eq!(s.wait_status("p-2", "completed").await["output"], "x!");
+    s.stop().await;
+
+    // Without a pool, runs wait for workers of their queue.
+    let mut config = ServerConfig::default();
+    config.pool.concurrency = 0;
+    let s = TestServer::start(config).await;
+    let (code, v) = s.post("/api/runs", &json!({"pipeline": "quick", "run_id": "w-1"})).await;
+    assert_eq!((code, v["status"].as_str()), (202, Some("queued")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.get("/api/runs/w-1").await.1["status"], "queued");
+    s.stop().await;
 }

@@ -49,7 +49,7 @@ pub struct RunAccepted {
     pub run_id: String,
     /// The pipeline's name.
     pub pipeline: String,
-    /// `queued`.
+    /// `running` (the server's pool started it) or `queued` (it waits for a slot or a worker of its queue).
     pub status: String,
     /// The queue it waits on.
     pub queue: String,
@@ -193,7 +193,8 @@ fn factory_error(e: crate::factory::FactoryError) -> ApiError {
     ApiError::new(status, &e.kind, e.message)
 }
 
-/// Starts a run: it is stored `queued` and walked by the server's pool (or a worker of its queue).
+/// Starts a run: stored before the answer, `running` when the server's pool has a free slot, else `queued`
+/// for the pool or a worker of its queue.
 #[utoipa::path(post, path = "/api/runs", request_body = StartRun, responses(
     (status = 202, body = RunAccepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -209,6 +210,13 @@ pub async fn start_run(State(state): State<AppState>, ApiJson(body): ApiJson<Sta
     }
     if let Some(id) = body.run_id {
         opts = opts.run_id(id);
+    }
+    // A run of the pool's own queue starts at once when a slot is free (stored `running` under this server,
+    // still of its queue should the server die); otherwise it waits in the queue.
+    if state.pool.serves(&queue) && state.pool.try_reserve() {
+        let run_id = state.pool.start_reserved(flujo, opts.queue(queue.clone())).await.map_err(|e| flujo_error(&e))?;
+        let accepted = RunAccepted { run_id, pipeline: body.pipeline, status: "running".to_owned(), queue };
+        return Ok((StatusCode::ACCEPTED, Json(accepted)).into_response());
     }
     let run_id = flujo.enqueue(opts, &queue).await.map_err(|e| flujo_error(&e))?;
     if state.pool.serves(&queue) {
