@@ -669,7 +669,9 @@ impl Flujo {
         self.check_options(&opts)?;
         let run_id: Arc<str> = Arc::from(opts.run_id.unwrap_or_else(|| inner.ids.new_run_id()).as_str());
         let limits = stricter(inner.usage_limits, opts.usage_limits);
-        let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id)?;
+        // A walk of this id in this process means the run exists (its row may not be written yet).
+        let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id)
+            .map_err(|_| FlujoError::Store(StoreError::RunExists(run_id.to_string())))?;
         let now = inner.clock.now_ms();
         let journal = match &inner.store {
             Some(store) => {
