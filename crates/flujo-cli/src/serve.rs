@@ -111,7 +111,14 @@ pub(crate) async fn serve(args: ServeArgs, cfg: &Config) -> Result<u8, CliError>
         },
         grace,
     };
-    let server = flujo_server::Server::new(observers, factory, config).map_err(CliError::config)?;
+    // `[shadow_eval]`: runs the pool finishes are judged, as `flujo run` and `flujo worker` do; evaluations
+    // a killed process left pending are picked up.
+    let shadow = crate::shadow::evaluator(cfg, &observers.store, None);
+    let mut server = flujo_server::Server::new(observers, factory, config).map_err(CliError::config)?;
+    if let Some(ev) = &shadow {
+        ev.pick_up(64).await;
+        server = server.with_shadow(ev.clone());
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::usage("addr_unavailable", format!("--addr {addr}: cannot listen: {e}")))?;
@@ -129,6 +136,9 @@ pub(crate) async fn serve(args: ServeArgs, cfg: &Config) -> Result<u8, CliError>
         .serve(listener, crate::worker::shutdown_signal())
         .await
         .map_err(|e| CliError::config(format!("serving on {local}: {e}")))?;
+    if let Some(ev) = &shadow {
+        crate::shadow::finish(ev).await;
+    }
     errln!("flujo serve: stopped");
     Ok(EXIT_OK)
 }

@@ -8,13 +8,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{cmd, code, flujo, json_out, project, stderr};
+use common::{cmd, code, flujo, json_out, project, serve, stderr};
 use serde_json::{json, Value};
 
 const SHOUT: &str = r#"name: shout
@@ -34,34 +30,6 @@ steps:
 "#;
 
 const SKILLS: &str = "acme.upper:\n  command: [sh, -c, \"tr a-z A-Z\"]\n";
-
-struct Serving {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path, state: &str) -> Serving {
-    let mut c = cmd(dir, &["serve", "--addr", "127.0.0.1:0", "--state", state, "--pipelines", "."]);
-    let mut child = c.env_remove("FLUJO_API_TOKEN").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("flujo serve: http://") {
-                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("flujo serve prints its address");
-    Serving { child, base: format!("http://{addr}") }
-}
 
 fn get(base: &str, path: &str) -> (u16, Value) {
     let r = reqwest::blocking::get(format!("{base}{path}")).unwrap();

@@ -242,3 +242,30 @@ steps:
     assert!(String::from_utf8_lossy(&o.stderr).contains("no agent `nobody`"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(evals(&env).is_empty());
 }
+
+#[test]
+fn runs_walked_by_flujo_serve_are_judged_too() {
+    let env = setup("");
+    env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.6, "reason": "fine"})));
+    let state = format!("sqlite:///{}", env.dir.path().join("state.db").display());
+    let s = common::serve(env.dir.path(), &state);
+    let client = reqwest::blocking::Client::new();
+    let r = client
+        .post(format!("{}/api/runs", s.base))
+        .json(&json!({"pipeline": "support_reply", "input": "Hello?", "run_id": "srv-1"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = evals(&env);
+        if done.first().is_some_and(|e| e.status == EvaluationStatus::Done) {
+            assert_eq!((done.len(), done[0].run_id.as_str(), done[0].score), (1, "srv-1", Some(0.6)));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the served run was never judged: {done:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run: Value = client.get(format!("{}/api/runs/srv-1", s.base)).send().unwrap().json().unwrap();
+    assert_eq!((run["status"].as_str(), run["output"].as_str()), (Some("completed"), Some("Hello?")));
+}

@@ -145,6 +145,12 @@ impl Server {
         Ok(Server { state, metrics: observers.metrics, config })
     }
 
+    /// Has the runs the server's pool walks judged by `evaluator` (shadow evaluations).
+    pub fn with_shadow(self, evaluator: Arc<flujo_engine::shadow::ShadowEvaluator>) -> Self {
+        self.state.pool.set_shadow(evaluator);
+        self
+    }
+
     /// The shared state of the handlers.
     pub fn state(&self) -> &AppState {
         &self.state

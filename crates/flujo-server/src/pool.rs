@@ -60,6 +60,8 @@ pub struct Pool {
     stopping: std::sync::atomic::AtomicBool,
     /// Walks in flight, claimed or started directly (at most `concurrency`).
     walking: std::sync::atomic::AtomicUsize,
+    /// Shadow evaluations of the runs the pool finishes (`[shadow_eval]`; set by the host).
+    shadow: std::sync::OnceLock<Arc<flujo_engine::shadow::ShadowEvaluator>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -86,7 +88,20 @@ impl Pool {
             in_flight: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             walking: std::sync::atomic::AtomicUsize::new(0),
+            shadow: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Has the runs the pool walks judged by `evaluator` when they end (shadow evaluations; never changes
+    /// a run). Set once.
+    pub fn set_shadow(&self, evaluator: Arc<flujo_engine::shadow::ShadowEvaluator>) {
+        let _ = self.shadow.set(evaluator);
+    }
+
+    async fn observe(&self, result: &flujo_core::RunResult, input: &flujo_core::Value) {
+        if let Some(ev) = self.shadow.get() {
+            ev.observe(result, input).await;
+        }
     }
 
     /// The pool's settings.
@@ -243,10 +258,12 @@ impl Pool {
         if let Some(f) = self.lock().get_mut(&run_id) {
             f.owner_id = Some(flujo.owner().id.clone());
         }
+        let input = run.input.clone();
         let outcome = flujo.resume_with(&run_id, ResumeRequest::default().with_stored_run(run)).await;
         self.lock().remove(&run_id);
-        if let Err(e) = outcome {
-            tracing::warn!(run_id, "serve: the walk ended with an error: [{}] {e}", e.kind());
+        match outcome {
+            Ok(result) => self.observe(&result, &input).await,
+            Err(e) => tracing::warn!(run_id, "serve: the walk ended with an error: [{}] {e}", e.kind()),
         }
     }
 
@@ -271,6 +288,7 @@ impl Pool {
         opts: flujo_engine::RunOptions,
     ) -> Result<String, flujo_core::FlujoError> {
         let slot = Slot(Arc::clone(self));
+        let input = self.shadow.get().map(|_| opts.input.clone());
         let mut handle = flujo.start_with(opts);
         let run_id = handle.run_id().to_owned();
         // The first event (`RunStarted`) comes after the run is stored; none means it never started.
@@ -283,8 +301,13 @@ impl Pool {
         let mut in_flight = self.lock();
         let waiter = tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = handle.await {
-                tracing::warn!(run_id = id, "serve: the walk ended with an error: [{}] {e}", e.kind());
+            match handle.await {
+                Ok(result) => {
+                    if let Some(input) = &input {
+                        pool.observe(&result, input).await;
+                    }
+                }
+                Err(e) => tracing::warn!(run_id = id, "serve: the walk ended with an error: [{}] {e}", e.kind()),
             }
             pool.lock().remove(&id);
         });
@@ -309,11 +332,15 @@ impl Pool {
         let pool = Arc::clone(self);
         let walker = Arc::clone(&flujo);
         let id = run_id.clone();
+        let input = run.input.clone();
         {
             let mut in_flight = self.lock();
             let handle = tokio::spawn(async move {
                 let out = walker.resume_with(&id, req).await;
                 pool.lock().remove(&id);
+                if let Ok(result) = &out {
+                    pool.observe(result, &input).await;
+                }
                 let _ = tx.send(out.map(|_| ()));
             });
             let owner_id = Some(flujo.owner().id.clone());

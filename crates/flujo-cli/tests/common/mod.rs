@@ -132,3 +132,41 @@ pub fn fake_project(files: &[(&str, &str)], toml: &str) -> FakeProject {
     .expect("write flujo.toml");
     FakeProject { rt, fake, dir }
 }
+
+/// A `flujo serve` process (killed and reaped when dropped) and its base URL.
+#[allow(dead_code)]
+pub struct Serving {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `flujo serve` on a free loopback port over `state`, serving the blueprints of `dir`; returns once it
+/// printed its address.
+#[allow(dead_code)]
+pub fn serve(dir: &Path, state: &str) -> Serving {
+    let mut c = cmd(dir, &["serve", "--addr", "127.0.0.1:0", "--state", state, "--pipelines", "."]);
+    let mut child = c
+        .env_remove("FLUJO_API_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flujo serve starts");
+    let err = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("flujo serve: http://") {
+                let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("flujo serve prints its address");
+    Serving { child, base: format!("http://{addr}") }
+}
