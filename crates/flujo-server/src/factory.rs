@@ -69,3 +69,24 @@ pub trait RunnerFactory: Send + Sync {
     /// Validates a blueprint's text: `{ok, diagnostics: [...]}` as `flujo validate --format json` prints it.
     fn validate(&self, yaml: &str) -> Value;
 }
+
+/// [`RunnerFactory::runner`] on a blocking thread: a factory may read blueprint files when its folder
+/// changed, which must not happen on an async worker thread.
+pub async fn runner_off_thread(factory: &Arc<dyn RunnerFactory>, name: &str) -> Result<Arc<Flujo>, FactoryError> {
+    let (factory, name) = (Arc::clone(factory), name.to_owned());
+    tokio::task::spawn_blocking(move || factory.runner(&name))
+        .await
+        .unwrap_or_else(|e| Err(FactoryError::new("internal_error", e.to_string())))
+}
+
+/// [`RunnerFactory::runner_for`] on a blocking thread (a factory re-hashes the skill files a stored run
+/// recorded).
+pub async fn runner_for_off_thread(
+    factory: &Arc<dyn RunnerFactory>,
+    run: &RunRecord,
+) -> Result<Arc<Flujo>, FactoryError> {
+    let (factory, run) = (Arc::clone(factory), run.clone());
+    tokio::task::spawn_blocking(move || factory.runner_for(&run))
+        .await
+        .unwrap_or_else(|e| Err(FactoryError::new("internal_error", e.to_string())))
+}

@@ -248,7 +248,7 @@ impl Pool {
                 return;
             }
         };
-        let flujo = match self.factory.runner_for(&run) {
+        let flujo = match crate::factory::runner_for_off_thread(&self.factory, &run).await {
             Ok(f) => f,
             Err(e) => {
                 fail_unbuildable(&self.store, &run, &self.owner.id, &e.kind, &e.message).await;
@@ -323,9 +323,8 @@ impl Pool {
         run: flujo_core::RunRecord,
         req: ResumeRequest,
     ) -> Result<(), flujo_core::FlujoError> {
-        let flujo = self
-            .factory
-            .runner_for(&run)
+        let flujo = crate::factory::runner_for_off_thread(&self.factory, &run)
+            .await
             .map_err(|e| flujo_core::FlujoError::Config(format!("[{}] {}", e.kind, e.message)))?;
         let run_id = run.run_id.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();

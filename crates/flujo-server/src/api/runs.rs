@@ -199,7 +199,7 @@ fn factory_error(e: crate::factory::FactoryError) -> ApiError {
     (status = 202, body = RunAccepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
     (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn start_run(State(state): State<AppState>, ApiJson(body): ApiJson<StartRun>) -> Result<Response, ApiError> {
-    let flujo = state.factory.runner(&body.pipeline).map_err(factory_error)?;
+    let flujo = crate::factory::runner_off_thread(&state.factory, &body.pipeline).await.map_err(factory_error)?;
     let queue = match body.queue {
         Some(q) => q,
         None => state.pool.config().queues.first().cloned().unwrap_or_else(|| "default".to_owned()),
@@ -564,7 +564,7 @@ pub async fn resume_run(
     if run.queue.is_some() {
         // Recorded on the pause and put back on the queue; a worker (this pool or another) continues it.
         let queue = run.queue.clone().unwrap_or_default();
-        let flujo = state.factory.runner_for(&run).map_err(factory_error)?;
+        let flujo = crate::factory::runner_for_off_thread(&state.factory, &run).await.map_err(factory_error)?;
         let result = flujo.resume_with(&id, req).await.map_err(|e| answer_error(&e))?;
         if state.pool.serves(&queue) {
             state.pool.wake();
