@@ -75,6 +75,11 @@ pub enum StepStatus {
 }
 
 /// Token usage of a step or run.
+///
+/// `prompt` counts every input token, the cached ones included; `cached` (read from a provider's prompt
+/// cache) and `cache_write` (written to it) are parts of `prompt`, priced at their own rates. `completion`
+/// counts every output token; `reasoning` (a reasoning model's hidden thinking) is part of it. The detail
+/// fields are 0 when the provider does not report them, and are left out of JSON when 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct TokenUsage {
@@ -82,12 +87,36 @@ pub struct TokenUsage {
     pub prompt: u64,
     /// Tokens of the completions (output) models generated.
     pub completion: u64,
+    /// Of `prompt`: tokens read from the provider's prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached: u64,
+    /// Of `prompt`: tokens written to the provider's prompt cache (Anthropic, Bedrock).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write: u64,
+    /// Of `completion`: reasoning ("thinking") tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TokenUsage {
     /// `prompt` prompt tokens and `completion` completion tokens.
     pub const fn new(prompt: u64, completion: u64) -> Self {
-        TokenUsage { prompt, completion }
+        TokenUsage { prompt, completion, cached: 0, cache_write: 0, reasoning: 0 }
+    }
+    /// These counts with `cached` cache-read and `cache_write` cache-write tokens (parts of `prompt`).
+    pub const fn with_cache(mut self, cached: u64, cache_write: u64) -> Self {
+        self.cached = cached;
+        self.cache_write = cache_write;
+        self
+    }
+    /// These counts with `reasoning` reasoning tokens (part of `completion`).
+    pub const fn with_reasoning(mut self, reasoning: u64) -> Self {
+        self.reasoning = reasoning;
+        self
     }
     /// Prompt and completion tokens together.
     pub fn total(&self) -> u64 {
@@ -97,6 +126,13 @@ impl TokenUsage {
     pub fn add(&mut self, other: TokenUsage) {
         self.prompt += other.prompt;
         self.completion += other.completion;
+        self.cached += other.cached;
+        self.cache_write += other.cache_write;
+        self.reasoning += other.reasoning;
+    }
+    /// True when a detail count (cached, cache write, reasoning) is set.
+    pub fn has_details(&self) -> bool {
+        self.cached != 0 || self.cache_write != 0 || self.reasoning != 0
     }
 }
 

@@ -605,10 +605,11 @@ impl ExecutorCore {
                                 (f, _) => f.clone(),
                             },
                             attempts: outcome.attempts + fb_res.attempts,
-                            tokens: TokenUsage::new(
-                                outcome.tokens.prompt + fb_res.tokens.prompt,
-                                outcome.tokens.completion + fb_res.tokens.completion,
-                            ),
+                            tokens: {
+                                let mut t = outcome.tokens;
+                                t.add(fb_res.tokens);
+                                t
+                            },
                             cost_usd: outcome.cost_usd + fb_res.cost_usd,
                             metadata: {
                                 let mut m = outcome.metadata;
@@ -644,10 +645,7 @@ impl ExecutorCore {
         }) {
             if let Some(indexed) = memory.index(run, step, &path, &outcome.output).await {
                 outcome.metadata.insert(META_MEMORY.to_owned(), indexed.metadata);
-                outcome.tokens = TokenUsage::new(
-                    outcome.tokens.prompt + indexed.tokens.prompt,
-                    outcome.tokens.completion + indexed.tokens.completion,
-                );
+                outcome.tokens.add(indexed.tokens);
                 outcome.cost_usd += indexed.cost_usd;
             }
         }

@@ -17,7 +17,7 @@ use flujo_skills::{BuiltinRegistry, CallCounter, CountingSkill};
 use flujo_store::MemoryStore;
 use serde_json::json;
 
-const PRICE: Price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+const PRICE: Price = Price::new(1.0, 2.0);
 
 fn model_step(name: &str, settings: Value) -> Step {
     Step::new(name, StepKind::Step { agent: Some(AgentRef::Model { model: "openai:gpt-test".into(), settings }) })

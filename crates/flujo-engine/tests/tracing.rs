@@ -41,7 +41,7 @@ async fn steps_and_model_calls_are_traced_with_gen_ai_attributes() {
         TokenUsage::new(100, 10),
     );
     fake.push_reply_with_usage(ScriptedReply::Text("one".into()), TokenUsage::new(120, 3));
-    let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+    let price = Price::new(1.0, 2.0);
     let counter = CallCounter::default();
     let store = Arc::new(MemoryStore::new());
     let flujo = Flujo::builder(pipeline())

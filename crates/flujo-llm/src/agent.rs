@@ -633,7 +633,7 @@ mod tests {
         let mut spec = AgentSpec::new("mock:json");
         spec.system_prompt = Some("x".repeat(40));
         spec.model_settings.max_tokens = Some(100);
-        let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+        let price = Price::new(1.0, 2.0);
         let agent = LlmAgent::new(spec, Arc::new(MockModel::new(MockKind::Json)), Ok(Some(price))).unwrap();
         // mock:json always has a schema ({}: 2 chars) → 2 attempts by default.
         let input = json!("y".repeat(38));

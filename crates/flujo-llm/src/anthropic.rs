@@ -11,10 +11,11 @@ use flujo_core::TokenUsage;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
-use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role};
+use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, ResponseSchema, Role};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{provider_request, HttpClient};
+use crate::media::{ContentPart, Inline, MediaSource};
 use crate::stream::{AnthropicStream, StreamedReply};
 use crate::tools::{
     anthropic_tool_choice, anthropic_tool_use_block, anthropic_tools, parse_anthropic_tool_use, ToolChoice, ToolSpec,
@@ -44,37 +45,69 @@ impl AnthropicModel {
     pub fn request_body(&self, messages: &[ChatMessage], tools: &[ToolSpec], settings: &ChatSettings) -> Value {
         let mut body = Map::new();
         body.insert("model".into(), json!(self.model));
-        body.insert("max_tokens".into(), json!(settings.effective_max_tokens()));
+        let max_tokens = settings.effective_max_tokens();
+        body.insert("max_tokens".into(), json!(max_tokens));
         let system: Vec<&str> =
             messages.iter().filter(|m| m.role == Role::System).map(|m| m.content.as_str()).collect();
         if !system.is_empty() {
-            body.insert("system".into(), json!(system.join("\n\n")));
+            let text = system.join("\n\n");
+            body.insert(
+                "system".into(),
+                if settings.cache_prompt {
+                    json!([{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}])
+                } else {
+                    json!(text)
+                },
+            );
         }
         body.insert("messages".into(), wire_messages(messages));
-        if let Some(t) = settings.temperature {
-            body.insert("temperature".into(), json!(t));
+        // Extended thinking: a budget below `max_tokens` (at least the API's 1,024); the API refuses
+        // sampling settings and forced tool choices alongside it.
+        let thinking = settings.reasoning.budget().map(|b| b.max(1024).min(max_tokens.saturating_sub(1)));
+        if let Some(budget) = thinking {
+            body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+        } else {
+            if let Some(t) = settings.temperature {
+                body.insert("temperature".into(), json!(t));
+            }
+            if let Some(p) = settings.top_p {
+                body.insert("top_p".into(), json!(p));
+            }
         }
-        if let Some(p) = settings.top_p {
-            body.insert("top_p".into(), json!(p));
-        }
-        match &settings.response_schema {
+        let (wire, choice) = match &settings.response_schema {
             Some(rs) => {
                 let offered: &[ToolSpec] = if settings.tool_choice == ToolChoice::None { &[] } else { tools };
                 let mut wire = anthropic_tools(offered);
                 wire.push(schema_tool(rs));
                 let choice = match &settings.tool_choice {
+                    _ if thinking.is_some() => json!({"type": "auto"}),
                     _ if offered.is_empty() => json!({"type": "tool", "name": rs.name}),
                     ToolChoice::Tool(name) => json!({"type": "tool", "name": name}),
                     _ => json!({"type": "any"}),
                 };
-                body.insert("tools".into(), Value::Array(wire));
-                body.insert("tool_choice".into(), choice);
+                (wire, Some(choice))
             }
             None if !tools.is_empty() => {
-                body.insert("tools".into(), Value::Array(anthropic_tools(tools)));
-                body.insert("tool_choice".into(), anthropic_tool_choice(&settings.tool_choice));
+                let choice = match &settings.tool_choice {
+                    ToolChoice::Required | ToolChoice::Tool(_) if thinking.is_some() => json!({"type": "auto"}),
+                    other => anthropic_tool_choice(other),
+                };
+                (anthropic_tools(tools), Some(choice))
             }
-            None => {}
+            None => (Vec::new(), None),
+        };
+        if let Some(mut choice) = choice {
+            let mut wire = wire;
+            if settings.cache_prompt {
+                if let Some(last) = wire.last_mut() {
+                    last["cache_control"] = json!({"type": "ephemeral"});
+                }
+            }
+            if settings.parallel_tool_calls == Some(false) && choice["type"] != "none" {
+                choice["disable_parallel_tool_use"] = json!(true);
+            }
+            body.insert("tools".into(), Value::Array(wire));
+            body.insert("tool_choice".into(), choice);
         }
         if settings.stream.is_some() {
             body.insert("stream".into(), json!(true));
@@ -91,9 +124,11 @@ fn wire_messages(messages: &[ChatMessage]) -> Value {
     for m in messages {
         let (role, blocks) = match m.role {
             Role::System => continue,
+            Role::User if !m.parts.is_empty() => ("user", m.parts.iter().map(wire_part).collect()),
             Role::User => ("user", text_block(&m.content)),
             Role::Assistant => {
-                let mut blocks = text_block(&m.content);
+                let mut blocks: Vec<Value> = m.reasoning.iter().map(thinking_block).collect();
+                blocks.extend(text_block(&m.content));
                 blocks.extend(m.tool_calls.iter().map(anthropic_tool_use_block));
                 ("assistant", blocks)
             }
@@ -124,6 +159,34 @@ fn wire_messages(messages: &[ChatMessage]) -> Value {
     )
 }
 
+/// A reasoning block as the API returned it: `thinking` with its signature, or `redacted_thinking`.
+fn thinking_block(r: &ReasoningBlock) -> Value {
+    match &r.redacted {
+        Some(data) => json!({"type": "redacted_thinking", "data": data}),
+        None => json!({"type": "thinking", "thinking": r.text, "signature": r.signature.clone().unwrap_or_default()}),
+    }
+}
+
+/// A content part as a Messages API block: `text`, `image` or `document` with a `url` or `base64` source.
+fn wire_part(part: &ContentPart) -> Value {
+    let source = |s: &MediaSource| match (s, part.inline()) {
+        (MediaSource::Url { url }, _) => json!({"type": "url", "url": url}),
+        (_, Some((media_type, data))) => json!({"type": "base64", "media_type": media_type, "data": data}),
+        (_, None) => Value::Null,
+    };
+    match part {
+        ContentPart::Text { text } => json!({"type": "text", "text": text}),
+        ContentPart::Image { source: s, .. } => json!({"type": "image", "source": source(s)}),
+        ContentPart::Document { source: s, name, .. } => {
+            let mut block = json!({"type": "document", "source": source(s)});
+            if let Some(n) = name {
+                block["title"] = json!(n);
+            }
+            block
+        }
+    }
+}
+
 fn text_block(text: &str) -> Vec<Value> {
     if text.is_empty() {
         Vec::new()
@@ -140,8 +203,18 @@ pub(crate) fn parse_reply(provider: &str, v: &Value, schema: Option<&ResponseSch
     let mut text: Option<String> = None;
     let mut structured: Option<Value> = None;
     let mut tool_calls = Vec::new();
+    let mut reasoning = Vec::new();
     for block in blocks {
         match block.get("type").and_then(Value::as_str) {
+            Some("thinking") => reasoning.push(ReasoningBlock {
+                text: block.get("thinking").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                signature: block.get("signature").and_then(Value::as_str).map(str::to_owned),
+                redacted: None,
+            }),
+            Some("redacted_thinking") => reasoning.push(ReasoningBlock {
+                redacted: Some(block.get("data").and_then(Value::as_str).unwrap_or_default().to_owned()),
+                ..Default::default()
+            }),
             Some("text") => {
                 let t =
                     block.get("text").and_then(Value::as_str).ok_or_else(|| malformed("a text block has no text"))?;
@@ -170,11 +243,17 @@ pub(crate) fn parse_reply(provider: &str, v: &Value, schema: Option<&ResponseSch
         requests: 0,
         content: structured.map(|s| s.to_string()).or(text),
         tool_calls,
+        // `input_tokens` excludes the cached prefix: the prompt is all three; thinking is billed as output and
+        // not counted apart by the API.
         usage: TokenUsage::new(
             count("input_tokens") + count("cache_creation_input_tokens") + count("cache_read_input_tokens"),
             count("output_tokens"),
-        ),
+        )
+        .with_cache(count("cache_read_input_tokens"), count("cache_creation_input_tokens")),
         stop_reason,
+        reasoning,
+        request_id: v.get("id").and_then(Value::as_str).map(str::to_owned),
+        response_model: v.get("model").and_then(Value::as_str).map(str::to_owned),
     })
 }
 
@@ -203,7 +282,8 @@ impl ChatModel for AnthropicModel {
         let version = HeaderValue::from_str(&p.anthropic_version)
             .map_err(|_| LlmError::Config(format!("invalid anthropic_version '{}'", p.anthropic_version)))?;
         headers.insert(HeaderName::from_static("anthropic-version"), version);
-        let body = self.request_body(messages, tools, settings);
+        let messages = crate::openai::inline_files(messages, Inline::Files, &self.http).await?;
+        let body = self.request_body(&messages, tools, settings);
         let schema_tool = settings.response_schema.as_ref().map(|rs| rs.name.as_str());
         let mut stream = settings.stream.as_ref().map(|sink| AnthropicStream::new(&p.name, sink, schema_tool));
         let (reply, requests) = provider_request(
@@ -266,7 +346,7 @@ mod tests {
         let r = parse_reply("anthropic", &reply, Some(&rs)).unwrap();
         assert_eq!(r.content.as_deref(), Some("[1,2]"));
         assert!(r.tool_calls.is_empty());
-        assert_eq!(r.usage, TokenUsage::new(6, 2));
+        assert_eq!(r.usage, TokenUsage::new(6, 2).with_cache(1, 0));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::LlmError;
+use crate::media::ContentPart;
 use crate::tools::{ToolCall, ToolChoice, ToolSpec};
 
 /// `max_tokens` sent when an agent does not set one. Always sending a bound keeps the quota reservation
@@ -44,17 +45,60 @@ pub struct ChatMessage {
     /// For [`Role::Tool`]: the call failed and `content` is its error (Anthropic `is_error: true`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub is_error: bool,
+    /// For [`Role::User`]: the message as parts (text, images, documents), sent instead of `content`
+    /// (which then holds the text parts, for logs and providers without media). Empty: `content` is the message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<ContentPart>,
+    /// For [`Role::Assistant`]: the model's reasoning blocks, sent back as they came (Anthropic requires its
+    /// signed `thinking` blocks before tool results in a tool loop with thinking on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<ReasoningBlock>,
+}
+
+/// A piece of a model's reasoning, as the provider returned it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasoningBlock {
+    /// The reasoning text (or its summary), when the provider shows it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub text: String,
+    /// The provider's signature of the block (Anthropic `signature`, Bedrock `reasoningText.signature`,
+    /// Gemini `thoughtSignature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Encrypted reasoning the provider hides (Anthropic `redacted_thinking.data`, OpenAI Responses
+    /// `encrypted_content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
 }
 
 impl ChatMessage {
     fn new(role: Role, content: impl Into<String>) -> Self {
-        ChatMessage { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None, is_error: false }
+        ChatMessage {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            is_error: false,
+            parts: Vec::new(),
+            reasoning: Vec::new(),
+        }
     }
     pub fn system(content: impl Into<String>) -> Self {
         ChatMessage::new(Role::System, content)
     }
     pub fn user(content: impl Into<String>) -> Self {
         ChatMessage::new(Role::User, content)
+    }
+    /// A user message made of `parts` (text, images, documents); `content` holds its text parts.
+    pub fn user_parts(parts: Vec<ContentPart>) -> Self {
+        let text: Vec<&str> = parts
+            .iter()
+            .filter_map(|p| match p {
+                ContentPart::Text { text } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        ChatMessage { parts: parts.clone(), ..ChatMessage::new(Role::User, text.join("\n")) }
     }
     pub fn assistant(content: impl Into<String>) -> Self {
         ChatMessage::new(Role::Assistant, content)
@@ -93,6 +137,16 @@ pub struct ChatReply {
     /// HTTP requests this reply took (retries of 429/5xx included; 0 when unknown).
     #[serde(default, skip)]
     pub requests: u32,
+    /// The model's reasoning (thinking) blocks, when it returned any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasoning: Vec<ReasoningBlock>,
+    /// The provider's id of this answer (OpenAI `chatcmpl-…`/`resp_…`, Anthropic `msg_…`, Gemini
+    /// `responseId`, Bedrock the `x-amzn-RequestId` header), for looking it up in the provider's console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The model that answered as the provider names it (`gpt-4o-2024-08-06`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_model: Option<String>,
 }
 
 impl ChatReply {
@@ -104,7 +158,10 @@ impl ChatReply {
 
     /// The assistant message to append to the transcript before sending tool results back.
     pub fn to_message(&self) -> ChatMessage {
-        ChatMessage::assistant_tool_calls(self.content.clone().unwrap_or_default(), self.tool_calls.clone())
+        ChatMessage {
+            reasoning: self.reasoning.clone(),
+            ..ChatMessage::assistant_tool_calls(self.content.clone().unwrap_or_default(), self.tool_calls.clone())
+        }
     }
 }
 
@@ -243,6 +300,72 @@ impl TokenLimitParam {
     }
 }
 
+/// How hard a reasoning model thinks (OpenAI `reasoning_effort`, Responses `reasoning.effort`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningEffort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl ReasoningEffort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+        }
+    }
+
+    /// `minimal`, `low`, `medium` or `high`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "minimal" => ReasoningEffort::Minimal,
+            "low" => ReasoningEffort::Low,
+            "medium" => ReasoningEffort::Medium,
+            "high" => ReasoningEffort::High,
+            _ => return None,
+        })
+    }
+
+    /// A thinking budget in tokens for providers that take one instead (Gemini, Anthropic): 1,024 / 2,048 /
+    /// 8,192 / 24,576.
+    pub fn budget_tokens(self) -> u64 {
+        match self {
+            ReasoningEffort::Minimal => 1024,
+            ReasoningEffort::Low => 2048,
+            ReasoningEffort::Medium => 8192,
+            ReasoningEffort::High => 24576,
+        }
+    }
+}
+
+/// Reasoning ("thinking") settings; each provider sends what it understands (see the provider docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReasoningSettings {
+    /// OpenAI `reasoning_effort` (Chat Completions, Azure), `reasoning.effort` (Responses); for Anthropic,
+    /// Gemini and Bedrock without `budget_tokens`, a budget of [`ReasoningEffort::budget_tokens`].
+    pub effort: Option<ReasoningEffort>,
+    /// Anthropic `thinking: {type: enabled, budget_tokens}` (≥ 1024, below `max_tokens`), Gemini
+    /// `thinkingConfig.thinkingBudget`, Bedrock (Claude models) the same as Anthropic.
+    pub budget_tokens: Option<u64>,
+}
+
+impl ReasoningSettings {
+    /// True when nothing is set (the provider's default).
+    pub fn is_unset(&self) -> bool {
+        self.effort.is_none() && self.budget_tokens.is_none()
+    }
+
+    /// The thinking budget for budget-based providers: `budget_tokens`, else the effort's budget.
+    pub fn budget(&self) -> Option<u64> {
+        self.budget_tokens.or_else(|| self.effort.map(ReasoningEffort::budget_tokens))
+    }
+}
+
 /// Per-call settings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatSettings {
@@ -256,7 +379,14 @@ pub struct ChatSettings {
     /// Request timeout; the provider's default when unset.
     pub timeout: Option<Duration>,
     pub tool_choice: ToolChoice,
+    /// Whether the model may call several tools in one turn (OpenAI `parallel_tool_calls`, Anthropic
+    /// `disable_parallel_tool_use`); the provider's default (on) when unset. Sent only with tools.
+    pub parallel_tool_calls: Option<bool>,
     pub response_schema: Option<ResponseSchema>,
+    pub reasoning: ReasoningSettings,
+    /// Mark the system prompt and the tools as a cacheable prefix (Anthropic `cache_control: ephemeral`,
+    /// Bedrock `cachePoint`); OpenAI and Gemini cache long prefixes by themselves.
+    pub cache_prompt: bool,
     /// Further body fields passed to the provider as written (`seed`, `stop`, …); never override the ones
     /// Flujo sets.
     pub extra: Map<String, Value>,

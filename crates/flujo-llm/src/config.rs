@@ -29,38 +29,80 @@ use crate::pricing::PricingTable;
 /// The wire protocol of a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ProviderKind {
-    /// Chat Completions (OpenAI and compatible servers).
+    /// Chat Completions (OpenAI and compatible servers: Ollama, vLLM, llama.cpp, …).
     #[serde(rename = "openai")]
     OpenAi,
+    /// The OpenAI Responses API (`POST /responses`), where OpenAI's reasoning models live.
+    #[serde(rename = "openai-responses")]
+    OpenAiResponses,
     /// The Anthropic Messages API.
     #[serde(rename = "anthropic")]
     Anthropic,
+    /// Google AI `generateContent` (Gemini API, API key).
+    #[serde(rename = "gemini")]
+    Gemini,
+    /// Azure OpenAI: Chat Completions on deployment paths, `api-key` header or an Entra ID bearer token.
+    #[serde(rename = "azure")]
+    Azure,
+    /// The Amazon Bedrock Converse API, SigV4-signed.
+    #[serde(rename = "bedrock")]
+    Bedrock,
 }
 
+/// Every kind, as `kind = "…"` names it.
+pub const PROVIDER_KINDS: [&str; 6] = ["openai", "openai-responses", "anthropic", "gemini", "azure", "bedrock"];
+
+/// Ollama's OpenAI-compatible endpoint on this machine (`ollama:MODEL` without configuration).
+pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
+
 impl ProviderKind {
-    /// The public endpoint.
-    pub fn default_base_url(self) -> &'static str {
+    /// The public endpoint, for kinds that have a fixed one (Azure's is the resource's, Bedrock's the
+    /// region's: see [`ProviderConfig::resolve`]).
+    pub fn default_base_url(self) -> Option<&'static str> {
         match self {
-            ProviderKind::OpenAi => "https://api.openai.com/v1",
-            ProviderKind::Anthropic => "https://api.anthropic.com",
+            ProviderKind::OpenAi | ProviderKind::OpenAiResponses => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
+            ProviderKind::Azure | ProviderKind::Bedrock => None,
         }
     }
 
-    /// The kind of a built-in provider name.
+    /// The kind of a built-in provider name (`ollama` is `openai` with Ollama's defaults).
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
-            "openai" => Some(ProviderKind::OpenAi),
+            "openai" | "ollama" => Some(ProviderKind::OpenAi),
+            "openai-responses" => Some(ProviderKind::OpenAiResponses),
             "anthropic" => Some(ProviderKind::Anthropic),
+            "gemini" => Some(ProviderKind::Gemini),
+            "azure" => Some(ProviderKind::Azure),
+            "bedrock" => Some(ProviderKind::Bedrock),
             _ => None,
         }
     }
+
+    /// The name `kind = "…"` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::OpenAiResponses => "openai-responses",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Azure => "azure",
+            ProviderKind::Bedrock => "bedrock",
+        }
+    }
 }
+
+/// The built-in provider names (besides `mock`).
+pub const BUILTIN_PROVIDERS: [&str; 7] =
+    ["openai", "openai-responses", "anthropic", "gemini", "azure", "bedrock", "ollama"];
 
 /// One `[providers.NAME]` section (every field optional).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
-    /// Required for names other than `openai` and `anthropic`.
+    /// Required for names other than the built-in ones (`openai`, `openai-responses`, `anthropic`, `gemini`,
+    /// `azure`, `bedrock`, `ollama`).
     pub kind: Option<ProviderKind>,
     pub base_url: Option<String>,
     /// A literal key (its `Debug` is redacted); prefer `api_key_env`.
@@ -73,6 +115,13 @@ pub struct ProviderConfig {
     pub max_attempts: Option<u32>,
     /// `anthropic-version` header (default `2023-06-01`).
     pub anthropic_version: Option<String>,
+    /// Azure OpenAI `api-version` query parameter (default [`DEFAULT_AZURE_API_VERSION`]).
+    pub api_version: Option<String>,
+    /// Bedrock: the AWS region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, then the profile's `region`).
+    pub region: Option<String>,
+    /// Bedrock: the AWS profile of `~/.aws/credentials` and `~/.aws/config` (default `AWS_PROFILE`, then
+    /// `default`).
+    pub profile: Option<String>,
     /// The full retry policy (from code; overrides `max_attempts`).
     #[serde(skip)]
     pub retry: Option<RetryPolicy>,
@@ -96,7 +145,16 @@ pub struct ResolvedProvider {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub anthropic_version: String,
+    /// Azure `api-version`.
+    pub api_version: String,
+    /// Bedrock: the configured region (`None`: found from the environment and profile when called).
+    pub region: Option<String>,
+    /// Bedrock: the configured profile.
+    pub profile: Option<String>,
 }
+
+/// The Azure OpenAI `api-version` sent unless configured (the current GA version of the data-plane API).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
 
 fn env_prefix(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
@@ -119,24 +177,73 @@ impl ProviderConfig {
         self
     }
 
+    /// The section a built-in provider has without one in `flujo.toml`; `None` for unknown names.
+    pub fn builtin(name: &str) -> Option<ProviderConfig> {
+        ProviderKind::from_name(name).map(|kind| ProviderConfig { kind: Some(kind), ..Default::default() })
+    }
+
+    /// What the file alone decides, checked without the environment: the kind, the URL scheme, the timeout,
+    /// the attempts.
+    pub fn check(&self, name: &str) -> Result<(), LlmError> {
+        let placeholder =
+            |k: &str| (k.ends_with("_BASE_URL") || k.ends_with("_ENDPOINT")).then(|| "https://x".to_owned());
+        self.resolve(name, &placeholder).map(|_| ())
+    }
+
     /// Resolves the section for provider `name`, reading the environment through `env`.
     pub fn resolve(&self, name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ResolvedProvider, LlmError> {
         let kind = self.kind.or_else(|| ProviderKind::from_name(name)).ok_or_else(|| {
-            LlmError::Config(format!("[providers.{name}] needs `kind = \"openai\"` or `kind = \"anthropic\"`"))
+            LlmError::Config(format!("[providers.{name}] needs `kind` (one of: {})", PROVIDER_KINDS.join(", ")))
         })?;
+        let nonempty = |k: &str| env(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         let prefix = env_prefix(name);
-        let key_env = self.api_key_env.clone().unwrap_or_else(|| format!("{prefix}_API_KEY"));
-        let api_key = self
-            .api_key
-            .clone()
-            .or_else(|| env(&key_env).filter(|k| !k.trim().is_empty()).map(|k| ApiKey::new(k.trim())));
-        let base_url = self
-            .base_url
-            .clone()
-            .or_else(|| env(&format!("{prefix}_BASE_URL")).filter(|u| !u.trim().is_empty()))
-            .unwrap_or_else(|| kind.default_base_url().to_owned());
+        // The environment names of the built-in providers: what the vendors' own SDKs read.
+        let (key_env, url_env): (String, Vec<String>) = match (name, kind) {
+            ("openai-responses", _) => ("OPENAI_API_KEY".into(), vec!["OPENAI_BASE_URL".into()]),
+            ("gemini", _) => {
+                let key = if nonempty("GEMINI_API_KEY").is_none() && nonempty("GOOGLE_API_KEY").is_some() {
+                    "GOOGLE_API_KEY"
+                } else {
+                    "GEMINI_API_KEY"
+                };
+                (key.into(), vec!["GEMINI_BASE_URL".into()])
+            }
+            ("azure", _) => {
+                ("AZURE_OPENAI_API_KEY".into(), vec!["AZURE_OPENAI_ENDPOINT".into(), "AZURE_OPENAI_BASE_URL".into()])
+            }
+            ("bedrock", _) => ("AWS_ACCESS_KEY_ID".into(), vec!["BEDROCK_BASE_URL".into()]),
+            ("ollama", _) => ("OLLAMA_API_KEY".into(), vec!["OLLAMA_BASE_URL".into()]),
+            _ => (format!("{prefix}_API_KEY"), vec![format!("{prefix}_BASE_URL")]),
+        };
+        let key_env = self.api_key_env.clone().unwrap_or(key_env);
+        let api_key = match kind {
+            // Bedrock signs with AWS credentials, read when called (see `crate::bedrock`).
+            ProviderKind::Bedrock => None,
+            _ => self.api_key.clone().or_else(|| nonempty(&key_env).map(ApiKey::new)),
+        };
+        let region = self.region.clone().filter(|r| !r.trim().is_empty());
+        let base_url = match self.base_url.clone().or_else(|| url_env.iter().find_map(|k| nonempty(k))) {
+            Some(url) => url,
+            // Ollama's own variable is a host (`OLLAMA_HOST=0.0.0.0:11434`), with or without a scheme.
+            None if name == "ollama" => match nonempty("OLLAMA_HOST") {
+                Some(h) if h.starts_with("http://") || h.starts_with("https://") => format!("{h}/v1"),
+                Some(h) => format!("http://{h}/v1"),
+                None => OLLAMA_BASE_URL.to_owned(),
+            },
+            None => match (kind.default_base_url(), kind) {
+                (Some(url), _) => url.to_owned(),
+                (None, ProviderKind::Bedrock) => String::new(),
+                (None, _) => {
+                    return Err(LlmError::Config(format!(
+                        "provider '{name}' needs `base_url` in [providers.{name}] (or {}), e.g. \
+                         https://RESOURCE.openai.azure.com",
+                        url_env.join(" or ")
+                    )))
+                }
+            },
+        };
         let base_url = base_url.trim().trim_end_matches('/').to_owned();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        if !base_url.is_empty() && !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(LlmError::Config(format!("providers.{name}.base_url must start with http:// or https://")));
         }
         let timeout = match self.timeout_s {
@@ -153,16 +260,24 @@ impl ProviderConfig {
                 retry.max_attempts = n;
             }
         }
+        let key_required = match kind {
+            ProviderKind::Azure => base_url.ends_with(".openai.azure.com") || base_url.ends_with(".azure.com"),
+            ProviderKind::Bedrock => false,
+            _ => Some(base_url.as_str()) == kind.default_base_url(),
+        };
         Ok(ResolvedProvider {
             name: name.to_owned(),
             kind,
-            key_required: base_url == kind.default_base_url(),
+            key_required,
             base_url,
             api_key,
             key_env,
             timeout,
             retry,
             anthropic_version: self.anthropic_version.clone().unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
+            api_version: self.api_version.clone().unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_owned()),
+            region,
+            profile: self.profile.clone().filter(|p| !p.trim().is_empty()),
         })
     }
 }
@@ -205,7 +320,7 @@ impl LlmConfig {
         // What the file alone decides (kind, URL scheme, timeout, attempts) is checked now, not when a model
         // of the provider is first resolved.
         for (name, section) in &providers {
-            section.resolve(name, &|_| None)?;
+            section.check(name)?;
         }
         Ok(LlmConfig { pricing, providers })
     }
@@ -229,7 +344,7 @@ mod tests {
     fn provider_sections_are_checked_when_read() {
         let file: toml::Table = "[providers.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n".parse().unwrap();
         let e = LlmConfig::from_toml(&file).unwrap_err().to_string();
-        assert!(e.contains("[providers.local] needs `kind"), "{e}");
+        assert!(e.contains("[providers.local] needs `kind` (one of: openai, openai-responses"), "{e}");
         let file: toml::Table = "[providers.local]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n".parse().unwrap();
         assert!(LlmConfig::from_toml(&file).is_err());
     }
@@ -250,7 +365,39 @@ mod tests {
         assert_eq!(a.base_url, "https://api.anthropic.com");
         assert!(a.key_required);
         assert_eq!(a.key_env, "ANTHROPIC_API_KEY");
-        assert!(ProviderConfig::default().resolve("ollama", &|_| None).is_err());
+        assert!(ProviderConfig::default().resolve("llama", &|_| None).is_err());
+        // Built-in sections: Ollama's local endpoint (OLLAMA_HOST as the CLI writes it), no key needed.
+        let ollama = ProviderConfig::builtin("ollama").unwrap().resolve("ollama", &|_| None).unwrap();
+        assert_eq!(
+            (ollama.kind, ollama.base_url.as_str(), ollama.key_required),
+            (ProviderKind::OpenAi, OLLAMA_BASE_URL, false)
+        );
+        let host = |k: &str| (k == "OLLAMA_HOST").then(|| "gpu:11434".to_owned());
+        let ollama = ProviderConfig::default().resolve("ollama", &host).unwrap();
+        assert_eq!(ollama.base_url, "http://gpu:11434/v1");
+        // The vendors' SDK variables.
+        let env = |k: &str| match k {
+            "OPENAI_API_KEY" => Some("sk-o".to_owned()),
+            "GOOGLE_API_KEY" => Some("g-1".to_owned()),
+            "AZURE_OPENAI_ENDPOINT" => Some("https://res.openai.azure.com/".to_owned()),
+            _ => None,
+        };
+        let r = ProviderConfig::default().resolve("openai-responses", &env).unwrap();
+        assert_eq!((r.kind, r.api_key.clone()), (ProviderKind::OpenAiResponses, Some(ApiKey::new("sk-o"))));
+        let g = ProviderConfig::default().resolve("gemini", &env).unwrap();
+        assert_eq!((g.key_env.as_str(), g.key_required), ("GOOGLE_API_KEY", true));
+        let a = ProviderConfig::default().resolve("azure", &env).unwrap();
+        assert_eq!(
+            (a.base_url.as_str(), a.api_version.as_str(), a.key_required),
+            ("https://res.openai.azure.com", DEFAULT_AZURE_API_VERSION, true)
+        );
+        let e = ProviderConfig::default().resolve("azure", &|_| None).unwrap_err().to_string();
+        assert!(e.contains("needs `base_url`") && e.contains("AZURE_OPENAI_ENDPOINT"), "{e}");
+        // A file section leaving the endpoint to the environment is fine when the file is read.
+        let file: toml::Table = "[providers.azure]\napi_version = \"2025-01-01-preview\"\n".parse().unwrap();
+        assert!(LlmConfig::from_toml(&file).is_ok());
+        let b = ProviderConfig::default().resolve("bedrock", &|_| None).unwrap();
+        assert_eq!((b.kind, b.base_url.as_str(), b.api_key.clone()), (ProviderKind::Bedrock, "", None));
     }
 
     #[test]

@@ -104,6 +104,36 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// GETs `url` (an image or document to send inline), at most `max_bytes`; returns the bytes and the
+    /// `Content-Type` without parameters. Errors are plain messages (the caller names the part).
+    pub(crate) async fn fetch_bytes(&self, url: &str, max_bytes: usize) -> Result<(Vec<u8>, Option<String>), String> {
+        let mut resp = self
+            .client
+            .get(url)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| error_chain(&e.without_url()))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status().as_u16()));
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e.without_url()))? {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Err(format!("larger than the {max_bytes} bytes allowed"));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, content_type))
+    }
+}
+
 /// What one provider call sends.
 pub(crate) struct JsonPost<'a> {
     pub provider: &'a str,

@@ -48,15 +48,19 @@
 
 pub mod agent;
 pub mod anthropic;
+pub mod bedrock;
 pub mod chat;
 pub mod config;
 pub mod embed;
 pub mod error;
+pub mod gemini;
 pub mod http;
+pub mod media;
 pub mod mock;
 pub mod openai;
 pub mod pricing;
 pub mod registry;
+pub mod responses;
 pub mod stream;
 pub mod structured;
 #[cfg(feature = "test-server")]
@@ -69,13 +73,14 @@ pub use agent::{
 };
 pub use anthropic::AnthropicModel;
 pub use chat::{
-    traced_chat, ChatMessage, ChatModel, ChatReply, ChatSettings, ResponseSchema, Role, TokenLimitParam,
-    DEFAULT_MAX_TOKENS,
+    traced_chat, ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, ReasoningEffort, ReasoningSettings,
+    ResponseSchema, Role, TokenLimitParam, DEFAULT_MAX_TOKENS,
 };
-pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider};
+pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider, BUILTIN_PROVIDERS};
 pub use embed::{EmbedFailure, EmbedderSettings, HashEmbedder, OpenAiEmbedder};
 pub use error::LlmError;
 pub use http::{parse_retry_after, ApiKey, HttpClient, RetryPolicy};
+pub use media::{parts_from_input, ContentPart, MediaSource};
 pub use mock::{example_for_schema, MockKind, MockModel};
 pub use openai::OpenAiModel;
 pub use pricing::{CostConfig, Price, PricingError, PricingTable};

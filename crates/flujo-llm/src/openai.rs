@@ -9,10 +9,11 @@ use flujo_core::TokenUsage;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
-use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, Role, TokenLimitParam};
+use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, Role, TokenLimitParam};
 use crate::config::ResolvedProvider;
 use crate::error::LlmError;
 use crate::http::{provider_request, HttpClient};
+use crate::media::{resolve_parts, ContentPart, Inline, MediaSource};
 use crate::stream::{OpenAiStream, StreamedReply};
 use crate::structured::repair_json;
 use crate::tools::{openai_tool_call_to_wire, openai_tool_choice, openai_tools, parse_openai_tool_calls, ToolSpec};
@@ -46,6 +47,12 @@ impl OpenAiModel {
         if !tools.is_empty() {
             body.insert("tools".into(), openai_tools(tools));
             body.insert("tool_choice".into(), openai_tool_choice(&settings.tool_choice));
+            if let Some(parallel) = settings.parallel_tool_calls {
+                body.insert("parallel_tool_calls".into(), json!(parallel));
+            }
+        }
+        if let Some(effort) = settings.reasoning.effort {
+            body.insert("reasoning_effort".into(), json!(effort.as_str()));
         }
         if let Some(rs) = &settings.response_schema {
             body.insert(
@@ -67,6 +74,9 @@ impl OpenAiModel {
 fn wire_message(m: &ChatMessage) -> Value {
     match m.role {
         Role::System => json!({"role": "system", "content": m.content}),
+        Role::User if !m.parts.is_empty() => {
+            json!({"role": "user", "content": m.parts.iter().map(wire_part).collect::<Vec<_>>()})
+        }
         Role::User => json!({"role": "user", "content": m.content}),
         Role::Assistant if m.tool_calls.is_empty() => json!({"role": "assistant", "content": m.content}),
         Role::Assistant => json!({
@@ -78,6 +88,38 @@ fn wire_message(m: &ChatMessage) -> Value {
             json!({"role": "tool", "tool_call_id": m.tool_call_id.clone().unwrap_or_default(), "content": m.content})
         }
     }
+}
+
+/// A content part in the Chat Completions shape: `text`, `image_url` (a URL or a `data:` URI), `file`
+/// (a PDF as a `data:` URI).
+pub(crate) fn wire_part(part: &ContentPart) -> Value {
+    match part {
+        ContentPart::Text { text } => json!({"type": "text", "text": text}),
+        ContentPart::Image { source, .. } => {
+            let url = match (source, part.inline()) {
+                (MediaSource::Url { url }, _) => url.clone(),
+                (_, Some((media_type, data))) => format!("data:{media_type};base64,{data}"),
+                (_, None) => String::new(),
+            };
+            json!({"type": "image_url", "image_url": {"url": url}})
+        }
+        ContentPart::Document { name, source, .. } => match (source, part.inline()) {
+            (_, Some((media_type, data))) => json!({"type": "file", "file": {
+                "filename": name.clone().unwrap_or_else(|| "document.pdf".into()),
+                "file_data": format!("data:{media_type};base64,{data}")}}),
+            (MediaSource::Url { url }, _) => json!({"type": "text", "text": format!("[document {url}]")}),
+            _ => json!({"type": "text", "text": part.describe()}),
+        },
+    }
+}
+
+/// The usage of a Chat Completions (or Azure) reply: `prompt_tokens`, `completion_tokens`, and the details
+/// `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`.
+pub(crate) fn parse_usage(usage: Option<&Value>) -> TokenUsage {
+    let count = |p: &str| usage.and_then(|u| u.pointer(p)).and_then(Value::as_u64).unwrap_or(0);
+    TokenUsage::new(count("/prompt_tokens"), count("/completion_tokens"))
+        .with_cache(count("/prompt_tokens_details/cached_tokens"), 0)
+        .with_reasoning(count("/completion_tokens_details/reasoning_tokens"))
 }
 
 /// Parses a Chat Completions reply.
@@ -93,16 +135,43 @@ pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmErr
     let refusal = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()).map(str::to_owned);
     let tool_calls =
         parse_openai_tool_calls(message.get("tool_calls")).ok_or_else(|| malformed("invalid `message.tool_calls`"))?;
-    let usage = v.get("usage");
-    let count = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    // Some compatible servers (DeepSeek, vLLM with a reasoning parser) return the reasoning text.
+    let reasoning = message
+        .get("reasoning_content")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(|t| vec![ReasoningBlock { text: t.to_owned(), ..Default::default() }])
+        .unwrap_or_default();
     Ok(ChatReply {
         content,
         tool_calls,
-        usage: TokenUsage::new(count("prompt_tokens"), count("completion_tokens")),
+        usage: parse_usage(v.get("usage")),
         stop_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned),
         refusal,
         requests: 0,
+        reasoning,
+        request_id: v.get("id").and_then(Value::as_str).map(str::to_owned),
+        response_model: v.get("model").and_then(Value::as_str).map(str::to_owned),
     })
+}
+
+/// `messages` with the media of their parts made ready to send (see [`resolve_parts`]); borrowed as they
+/// are when no message has parts.
+pub(crate) async fn inline_files<'m>(
+    messages: &'m [ChatMessage],
+    inline: Inline,
+    http: &HttpClient,
+) -> Result<std::borrow::Cow<'m, [ChatMessage]>, LlmError> {
+    if messages.iter().all(|m| m.parts.is_empty()) {
+        return Ok(std::borrow::Cow::Borrowed(messages));
+    }
+    let mut out = messages.to_vec();
+    for m in &mut out {
+        if !m.parts.is_empty() {
+            m.parts = resolve_parts(&m.parts, inline, http).await?;
+        }
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 #[async_trait]
@@ -126,7 +195,8 @@ impl ChatModel for OpenAiModel {
         settings: &ChatSettings,
     ) -> Result<ChatReply, LlmError> {
         let p = &self.provider;
-        let body = self.request_body(messages, tools, settings);
+        let messages = inline_files(messages, Inline::Files, &self.http).await?;
+        let body = self.request_body(&messages, tools, settings);
         let mut stream = settings.stream.as_ref().map(|sink| OpenAiStream::new(&p.name, sink));
         let (reply, requests) = provider_request(
             &self.http,

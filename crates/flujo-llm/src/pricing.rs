@@ -46,22 +46,79 @@ impl PricingError {
     }
 }
 
-/// USD per 1000 tokens.
+/// USD per 1000 tokens. The detail rates default to the main ones: cached and cache-write tokens are parts of
+/// the prompt, priced at `prompt_tokens_per_1k` unless their own rate is set; reasoning tokens are part of the
+/// completion, priced at `completion_tokens_per_1k` unless `reasoning_tokens_per_1k` is set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     pub prompt_tokens_per_1k: f64,
     pub completion_tokens_per_1k: f64,
+    /// Prompt tokens read from the provider's cache (OpenAI, Gemini: about a tenth to a half of the prompt
+    /// price; Anthropic: a tenth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_prompt_tokens_per_1k: Option<f64>,
+    /// Prompt tokens written to the cache (Anthropic: 1.25× the prompt price for the 5-minute cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens_per_1k: Option<f64>,
+    /// Reasoning tokens (billed as completion tokens by every provider today).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens_per_1k: Option<f64>,
 }
 
 impl Price {
     /// A model that costs nothing.
-    pub const FREE: Price = Price { prompt_tokens_per_1k: 0.0, completion_tokens_per_1k: 0.0 };
+    pub const FREE: Price = Price::new(0.0, 0.0);
 
-    /// The cost in USD of `usage`.
+    /// USD per 1000 prompt and completion tokens; detail rates follow them.
+    pub const fn new(prompt_tokens_per_1k: f64, completion_tokens_per_1k: f64) -> Self {
+        Price {
+            prompt_tokens_per_1k,
+            completion_tokens_per_1k,
+            cached_prompt_tokens_per_1k: None,
+            cache_write_tokens_per_1k: None,
+            reasoning_tokens_per_1k: None,
+        }
+    }
+
+    /// This price with the cache-read and cache-write rates set.
+    pub const fn with_cache_rates(mut self, cached_per_1k: f64, cache_write_per_1k: f64) -> Self {
+        self.cached_prompt_tokens_per_1k = Some(cached_per_1k);
+        self.cache_write_tokens_per_1k = Some(cache_write_per_1k);
+        self
+    }
+
+    /// This price with the reasoning rate set.
+    pub const fn with_reasoning_rate(mut self, per_1k: f64) -> Self {
+        self.reasoning_tokens_per_1k = Some(per_1k);
+        self
+    }
+
+    /// The cost in USD of `usage`: plain prompt tokens, cached and cache-write tokens, plain completion tokens
+    /// and reasoning tokens, each at its rate (details larger than their total are capped at it).
     pub fn cost(&self, usage: TokenUsage) -> f64 {
-        usage.prompt as f64 / 1000.0 * self.prompt_tokens_per_1k
-            + usage.completion as f64 / 1000.0 * self.completion_tokens_per_1k
+        let cached = usage.cached.min(usage.prompt);
+        let written = usage.cache_write.min(usage.prompt - cached);
+        let plain_prompt = usage.prompt - cached - written;
+        let reasoning = usage.reasoning.min(usage.completion);
+        let plain_completion = usage.completion - reasoning;
+        let per = |n: u64, rate: f64| n as f64 / 1000.0 * rate;
+        per(plain_prompt, self.prompt_tokens_per_1k)
+            + per(cached, self.cached_prompt_tokens_per_1k.unwrap_or(self.prompt_tokens_per_1k))
+            + per(written, self.cache_write_tokens_per_1k.unwrap_or(self.prompt_tokens_per_1k))
+            + per(plain_completion, self.completion_tokens_per_1k)
+            + per(reasoning, self.reasoning_tokens_per_1k.unwrap_or(self.completion_tokens_per_1k))
+    }
+
+    /// Every rate with its key, for validation and display.
+    pub fn rates(&self) -> [(&'static str, Option<f64>); 5] {
+        [
+            ("prompt_tokens_per_1k", Some(self.prompt_tokens_per_1k)),
+            ("completion_tokens_per_1k", Some(self.completion_tokens_per_1k)),
+            ("cached_prompt_tokens_per_1k", self.cached_prompt_tokens_per_1k),
+            ("cache_write_tokens_per_1k", self.cache_write_tokens_per_1k),
+            ("reasoning_tokens_per_1k", self.reasoning_tokens_per_1k),
+        ]
     }
 }
 
@@ -96,10 +153,7 @@ impl PricingTable {
     pub fn from_config(config: CostConfig) -> Result<Self, PricingError> {
         for (provider, models) in &config.providers {
             for (model, price) in models {
-                for (what, v) in [
-                    ("prompt_tokens_per_1k", price.prompt_tokens_per_1k),
-                    ("completion_tokens_per_1k", price.completion_tokens_per_1k),
-                ] {
+                for (what, v) in price.rates().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
                     if !v.is_finite() || v < 0.0 {
                         return Err(PricingError::Invalid(format!(
                             "cost.providers.{provider}.\"{model}\".{what} must be a non-negative number, got {v}"
@@ -218,8 +272,18 @@ mod tests {
 
     #[test]
     fn cost_from_usage() {
-        let p = Price { prompt_tokens_per_1k: 0.5, completion_tokens_per_1k: 2.0 };
+        let p = Price::new(0.5, 2.0);
         let c = p.cost(TokenUsage::new(2000, 500));
         assert!((c - 2.0).abs() < 1e-12);
+        // Details default to the main rates: the same usage with details costs the same.
+        let detailed = TokenUsage::new(2000, 500).with_cache(1000, 500).with_reasoning(100);
+        assert!((p.cost(detailed) - 2.0).abs() < 1e-12);
+        // With their own rates: 500 plain + 1000 cached at 0.05 + 500 written at 1.0; 400 + 100 reasoning at 4.
+        let p = p.with_cache_rates(0.05, 1.0).with_reasoning_rate(4.0);
+        let want = 0.25 + 0.05 + 0.5 + 0.8 + 0.4;
+        assert!((p.cost(detailed) - want).abs() < 1e-12, "{}", p.cost(detailed));
+        // Inconsistent details never make the cost negative or count a token twice.
+        let odd = TokenUsage::new(10, 10).with_cache(50, 50).with_reasoning(99);
+        assert!((p.cost(odd) - (10.0 * 0.05 + 10.0 * 4.0) / 1000.0).abs() < 1e-12);
     }
 }

@@ -66,7 +66,7 @@ impl LlmRegistry {
     /// Provider names this registry knows.
     pub fn providers(&self) -> Vec<String> {
         let mut names: BTreeSet<String> =
-            ["openai", "anthropic", MOCK_PROVIDER].into_iter().map(str::to_owned).collect();
+            crate::config::BUILTIN_PROVIDERS.into_iter().chain([MOCK_PROVIDER]).map(str::to_owned).collect();
         names.extend(self.config.providers.keys().cloned());
         names.into_iter().collect()
     }
@@ -88,8 +88,8 @@ impl LlmRegistry {
         } else {
             let known = self.providers();
             let message = format!(
-                "provider '{provider}' is not known (known: {}); another OpenAI- or Anthropic-compatible server is \
-                 added as [providers.{provider}] with `kind` and `base_url` in flujo.toml",
+                "provider '{provider}' is not known (known: {}); another compatible server is added as \
+                 [providers.{provider}] with `kind` and `base_url` in flujo.toml",
                 known.join(", ")
             );
             (known.into_iter().filter(|p| p != MOCK_PROVIDER).map(|p| format!("{p}:{model}")).collect(), message)
@@ -115,16 +115,25 @@ impl LlmRegistry {
         }
         let section = match self.config.providers.get(provider) {
             Some(s) => s.clone(),
-            None if ProviderKind::from_name(provider).is_some() => ProviderConfig::default(),
-            None => return Err(self.unknown(model_id, provider, model)),
+            None => match ProviderConfig::builtin(provider) {
+                Some(s) => s,
+                None => return Err(self.unknown(model_id, provider, model)),
+            },
         };
         let resolved = section
             .resolve(provider, self.env.as_ref())
             .map_err(|e| ResolveError::BadParams { id: model_id.to_owned(), message: e.to_string() })?;
         let resolved = Arc::new(resolved);
         Ok(match resolved.kind {
-            ProviderKind::OpenAi => Arc::new(OpenAiModel::new(resolved, model, self.http.clone())),
+            ProviderKind::OpenAi | ProviderKind::Azure => {
+                Arc::new(OpenAiModel::new(resolved, model, self.http.clone()))
+            }
+            ProviderKind::OpenAiResponses => {
+                Arc::new(crate::responses::ResponsesModel::new(resolved, model, self.http.clone()))
+            }
             ProviderKind::Anthropic => Arc::new(AnthropicModel::new(resolved, model, self.http.clone())),
+            ProviderKind::Gemini => Arc::new(crate::gemini::GeminiModel::new(resolved, model, self.http.clone())),
+            ProviderKind::Bedrock => Arc::new(crate::bedrock::BedrockModel::new(resolved, model, self.http.clone())),
         })
     }
 
@@ -221,9 +230,10 @@ mod tests {
         assert_eq!(err("zzzzzz:q"), None);
         let msg = r.resolve("mock:ech", &Value::Null).err().unwrap().to_string();
         assert!(msg.contains("did you mean 'mock:echo'"), "{msg}");
-        let msg = r.resolve("gemini:pro", &Value::Null).err().unwrap().to_string();
-        assert!(msg.starts_with("unknown model 'gemini:pro': provider 'gemini' is not known"), "{msg}");
-        assert!(msg.contains("[providers.gemini]") && !msg.contains("skill"), "{msg}");
+        let msg = r.resolve("gemni:pro", &Value::Null).err().unwrap().to_string();
+        assert!(msg.starts_with("unknown model 'gemni:pro': provider 'gemni' is not known"), "{msg}");
+        assert!(msg.contains("[providers.gemni]") && !msg.contains("skill"), "{msg}");
+        assert!(msg.contains("did you mean 'gemini:pro'"), "{msg}");
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub(crate) struct OpenAiStream<'a> {
     tool_calls: BTreeMap<u64, PartialToolCall>,
     finish_reason: Option<String>,
     usage: Option<Value>,
+    /// The chunks' `id` and `model`.
+    id: Value,
+    model: Value,
     done: bool,
 }
 
@@ -79,6 +82,8 @@ impl<'a> OpenAiStream<'a> {
             tool_calls: BTreeMap::new(),
             finish_reason: None,
             usage: None,
+            id: Value::Null,
+            model: Value::Null,
             done: false,
         }
     }
@@ -96,6 +101,11 @@ impl StreamedReply for OpenAiStream<'_> {
         }
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             self.usage = Some(u.clone());
+        }
+        for (key, slot) in [("id", &mut self.id), ("model", &mut self.model)] {
+            if let Some(x) = v.get(key).filter(|x| x.is_string()) {
+                *slot = x.clone();
+            }
         }
         for choice in v.get("choices").and_then(Value::as_array).into_iter().flatten() {
             if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
@@ -150,6 +160,8 @@ impl StreamedReply for OpenAiStream<'_> {
             message.insert("tool_calls".into(), Value::Array(tool_calls));
         }
         Ok(json!({
+            "id": self.id.take(),
+            "model": self.model.take(),
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
             "usage": self.usage.take().unwrap_or(Value::Null),
         }))
@@ -167,6 +179,9 @@ pub(crate) struct AnthropicStream<'a> {
     partial_json: BTreeMap<u64, String>,
     usage: Map<String, Value>,
     stop_reason: Option<String>,
+    /// `message_start`'s `id` and `model`.
+    id: Value,
+    model: Value,
     done: bool,
 }
 
@@ -180,6 +195,8 @@ impl<'a> AnthropicStream<'a> {
             partial_json: BTreeMap::new(),
             usage: Map::new(),
             stop_reason: None,
+            id: Value::Null,
+            model: Value::Null,
             done: false,
         }
     }
@@ -203,7 +220,11 @@ impl StreamedReply for AnthropicStream<'_> {
                 return Err(stream_error(self.provider, &v)
                     .unwrap_or_else(|| malformed(self.provider, "an error event without an error")))
             }
-            "message_start" => self.add_usage(v.pointer("/message/usage")),
+            "message_start" => {
+                self.add_usage(v.pointer("/message/usage"));
+                self.id = v.pointer("/message/id").cloned().unwrap_or(Value::Null);
+                self.model = v.pointer("/message/model").cloned().unwrap_or(Value::Null);
+            }
             "content_block_start" => {
                 let block = v.get("content_block").cloned().unwrap_or(Value::Null);
                 if let Some(text) = block.get("text").and_then(Value::as_str) {
@@ -232,7 +253,14 @@ impl StreamedReply for AnthropicStream<'_> {
                         }
                         self.partial_json.entry(index).or_default().push_str(piece);
                     }
-                    // Thinking and signature deltas are not part of the answer.
+                    // Thinking is kept (it goes back to the model in a tool loop) but not streamed as answer.
+                    Some(kind @ ("thinking_delta" | "signature_delta")) => {
+                        let field = if kind == "thinking_delta" { "thinking" } else { "signature" };
+                        let piece = delta.get(field).and_then(Value::as_str).unwrap_or_default();
+                        let mut whole = block.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+                        whole.push_str(piece);
+                        block[field] = Value::String(whole);
+                    }
                     _ => {}
                 }
             }
@@ -268,6 +296,8 @@ impl StreamedReply for AnthropicStream<'_> {
             }
         }
         Ok(json!({
+            "id": self.id.take(),
+            "model": self.model.take(),
             "type": "message",
             "role": "assistant",
             "content": std::mem::take(&mut self.blocks).into_values().collect::<Vec<_>>(),

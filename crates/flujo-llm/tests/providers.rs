@@ -93,7 +93,7 @@ async fn structured_output_is_repaired_from_a_fenced_reply() {
 async fn schema_violation_is_reasked_with_the_error_then_accepted() {
     for provider in PROVIDERS {
         let fake = FakeProvider::start().await.unwrap();
-        let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+        let price = Price::new(1.0, 2.0);
         let registry = fake.registry(PricingTable::new().with_price(provider, "m", price)).unwrap();
         fake.push_reply(ScriptedReply::Json(json!({"city": "Lima", "population": "ten million"})));
         fake.push_reply(ScriptedReply::Json(json!({"city": "Lima", "population": 10000000})));
@@ -152,7 +152,7 @@ async fn exhausted_reasks_fail_naming_the_schema_error() {
 #[tokio::test]
 async fn failed_calls_carry_the_usage_the_provider_reported() {
     let fake = FakeProvider::start().await.unwrap();
-    let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+    let price = Price::new(1.0, 2.0);
     let registry = fake.registry(PricingTable::new().with_price("openai", "*", price)).unwrap();
     let agent = registry.resolve_agent("openai:m", &json!({"output_schema": schema(), "max_retries": 1})).unwrap();
     // One billed invalid answer, then the re-ask fails with 500s: the error keeps the first answer's usage.
@@ -570,7 +570,7 @@ async fn mock_models_work_offline() {
 async fn cost_is_usage_times_price_and_the_estimate_bounds_it() {
     for provider in PROVIDERS {
         let fake = FakeProvider::start().await.unwrap();
-        let price = Price { prompt_tokens_per_1k: 0.01, completion_tokens_per_1k: 0.03 };
+        let price = Price::new(0.01, 0.03);
         let registry = fake.registry(PricingTable::new().strict(true).with_price(provider, "m", price)).unwrap();
         fake.push_reply_with_usage(ScriptedReply::Text("ok".into()), TokenUsage::new(1000, 500));
         let skill =
@@ -598,7 +598,7 @@ fn collecting_sink() -> (flujo_core::DeltaSink, Arc<std::sync::Mutex<Vec<String>
 async fn streamed_replies_deliver_deltas_and_the_same_reply() {
     for provider in PROVIDERS {
         let fake = FakeProvider::start().await.unwrap();
-        let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+        let price = Price::new(1.0, 2.0);
         let registry = fake.registry(PricingTable::new().with_price(provider, "m", price)).unwrap();
 
         // Text.

@@ -74,7 +74,7 @@ async fn runs_through_real_runners_are_counted_exactly() {
     let recorder = Arc::new(Recorder::default());
     let telemetry = tee(metrics.clone(), recorder.clone());
     let fake = FakeProvider::start().await.unwrap();
-    let price = Price { prompt_tokens_per_1k: 1.0, completion_tokens_per_1k: 2.0 };
+    let price = Price::new(1.0, 2.0);
     let models = Arc::new(fake.registry(PricingTable::new().with_price("openai", "*", price)).unwrap());
     let skills = Arc::new(BuiltinRegistry::new());
     let runner = |pipeline: Pipeline| {

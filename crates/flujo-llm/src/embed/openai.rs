@@ -312,7 +312,7 @@ fn reply_tokens(reply: &Value) -> Option<u64> {
 
 /// The dimension of OpenAI's own embedding models at their default size (public endpoint only).
 fn known_dimension(provider: &ResolvedProvider, model: &str) -> Option<usize> {
-    if provider.base_url != ProviderKind::OpenAi.default_base_url() {
+    if Some(provider.base_url.as_str()) != ProviderKind::OpenAi.default_base_url() {
         return None;
     }
     match model {
@@ -378,7 +378,7 @@ mod tests {
         let provider = ProviderConfig::new(ProviderKind::OpenAi, "http://user:pw@gpu:8000/v1", Some("sk-test-1234"))
             .resolve("vllm", &|_| None)
             .unwrap();
-        let price = Price { prompt_tokens_per_1k: 0.5, completion_tokens_per_1k: 9.0 };
+        let price = Price::new(0.5, 9.0);
         OpenAiEmbedder::new(Arc::new(provider), "e5", HttpClient::new().unwrap(), Ok(Some(price)), settings).unwrap()
     }
 

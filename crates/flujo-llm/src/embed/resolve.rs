@@ -17,8 +17,7 @@ use crate::http::HttpClient;
 use crate::pricing::MOCK_PROVIDER;
 use crate::registry::{closest, parse_model_id};
 
-/// Where `ollama:MODEL` goes when there is neither a `[providers.ollama]` section nor `OLLAMA_BASE_URL`.
-pub const OLLAMA_BASE_URL: &str = "http://localhost:11434/v1";
+pub use crate::config::OLLAMA_BASE_URL;
 
 /// How an embedder is set up (every field optional). Deserializes from a table of exactly these keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -146,13 +145,7 @@ pub(crate) fn resolve_openai_embedder(
     let section = match config.providers.get(provider) {
         Some(s) => s.clone(),
         None if provider == "openai" => ProviderConfig::default(),
-        None if provider == "ollama" => ProviderConfig {
-            kind: Some(ProviderKind::OpenAi),
-            base_url: Some(
-                env("OLLAMA_BASE_URL").filter(|u| !u.trim().is_empty()).unwrap_or_else(|| OLLAMA_BASE_URL.to_owned()),
-            ),
-            ..ProviderConfig::default()
-        },
+        None if provider == "ollama" => ProviderConfig::default(),
         None => return Err(unknown(id, provider, model, config)),
     };
     if section.kind.or_else(|| ProviderKind::from_name(provider)) == Some(ProviderKind::Anthropic) {
@@ -279,11 +272,8 @@ mod tests {
 
     #[test]
     fn strict_pricing_refuses_unpriced_models_in_preflight() {
-        let pricing = PricingTable::new().strict(true).with_price(
-            "openai",
-            "text-embedding-3-small",
-            Price { prompt_tokens_per_1k: 0.00002, completion_tokens_per_1k: 0.0 },
-        );
+        let pricing =
+            PricingTable::new().strict(true).with_price("openai", "text-embedding-3-small", Price::new(0.00002, 0.0));
         let r = registry(LlmConfig::default().with_pricing(pricing), &[("OPENAI_API_KEY", "sk-x-1234")]);
         let none = EmbedderSettings::new();
         assert_eq!(r.embedder("openai:text-embedding-3-small", &none).unwrap().preflight(), Ok(()));

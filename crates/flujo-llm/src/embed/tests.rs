@@ -12,7 +12,7 @@ use crate::testing::{FakeProvider, ScriptedEmbedding, FAKE_API_KEY};
 use crate::LlmError;
 
 const MODEL: &str = "openai:text-embedding-3-small";
-const PRICE: Price = Price { prompt_tokens_per_1k: 0.02, completion_tokens_per_1k: 0.0 };
+const PRICE: Price = Price::new(0.02, 0.0);
 
 fn texts(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()

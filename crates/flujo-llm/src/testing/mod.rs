@@ -46,6 +46,13 @@ use crate::http::RetryPolicy;
 use crate::pricing::PricingTable;
 use crate::registry::LlmRegistry;
 
+mod anthropic;
+mod azure;
+mod bedrock;
+mod gemini;
+mod openai;
+mod responses;
+
 /// The key [`FakeProvider::registry`] configures.
 pub const FAKE_API_KEY: &str = "sk-fake-0123456789abcdef";
 
@@ -116,7 +123,7 @@ pub struct RecordedCall {
 }
 
 #[derive(Default)]
-struct FakeState {
+pub(crate) struct FakeState {
     script: VecDeque<(ScriptedReply, TokenUsage)>,
     embed_script: VecDeque<ScriptedEmbedding>,
     calls: Vec<RecordedCall>,
@@ -124,7 +131,7 @@ struct FakeState {
     next_id: u64,
 }
 
-type Shared = Arc<Mutex<FakeState>>;
+pub(crate) type Shared = Arc<Mutex<FakeState>>;
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, FakeState> {
     s.lock().unwrap_or_else(|p| p.into_inner())
@@ -149,12 +156,6 @@ impl Drop for FakeProvider {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Shape {
-    OpenAi,
-    Anthropic,
-}
-
 impl FakeProvider {
     /// Binds `127.0.0.1:0` and serves in a task of the current runtime.
     pub async fn start() -> std::io::Result<Self> {
@@ -165,6 +166,10 @@ impl FakeProvider {
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
             .route("/v1/embeddings", post(embeddings))
+            .merge(gemini::routes())
+            .merge(azure::routes())
+            .merge(bedrock::routes())
+            .merge(responses::routes())
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -237,8 +242,8 @@ impl FakeProvider {
     /// A provider section pointing at this server with `api_key`, retrying after 10 ms (3 attempts).
     pub fn provider_config(&self, kind: ProviderKind, api_key: &str) -> ProviderConfig {
         let base = match kind {
-            ProviderKind::OpenAi => self.openai_base_url(),
-            ProviderKind::Anthropic => self.anthropic_base_url(),
+            ProviderKind::OpenAi | ProviderKind::OpenAiResponses => self.openai_base_url(),
+            _ => self.base_url(),
         };
         ProviderConfig::new(kind, base, Some(api_key)).with_retry(RetryPolicy {
             max_attempts: 3,
@@ -248,7 +253,8 @@ impl FakeProvider {
         })
     }
 
-    /// A registry whose `openai:` and `anthropic:` providers are this server (key [`FAKE_API_KEY`]); the
+    /// A registry whose `openai:`, `anthropic:`, `openai-responses:`, `gemini:` and `azure:` providers are
+    /// this server (key [`FAKE_API_KEY`]); the
     /// environment is not read.
     pub fn registry(&self, pricing: PricingTable) -> Result<LlmRegistry, LlmError> {
         self.registry_with_key(pricing, FAKE_API_KEY)
@@ -259,26 +265,73 @@ impl FakeProvider {
         let config = LlmConfig::default()
             .with_pricing(pricing)
             .with_provider("openai", self.provider_config(ProviderKind::OpenAi, api_key))
-            .with_provider("anthropic", self.provider_config(ProviderKind::Anthropic, api_key));
+            .with_provider("anthropic", self.provider_config(ProviderKind::Anthropic, api_key))
+            .with_provider("openai-responses", self.provider_config(ProviderKind::OpenAiResponses, api_key))
+            .with_provider("gemini", self.provider_config(ProviderKind::Gemini, api_key))
+            .with_provider("azure", self.provider_config(ProviderKind::Azure, api_key));
         LlmRegistry::with_env(config, |_| None)
     }
 }
 
 async fn openai(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(Shape::OpenAi, state, uri, headers, body).await
+    handle(&openai::OpenAiWire, state, uri, headers, body).await
 }
 
 async fn anthropic(State(state): State<Shared>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(Shape::Anthropic, state, uri, headers, body).await
+    handle(&anthropic::AnthropicWire, state, uri, headers, body).await
 }
 
 const SECRET_HEADERS: [&str; 4] = ["authorization", "x-api-key", "cookie", "proxy-authorization"];
 
-async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+/// One provider's wire format, as the fake server speaks it. Each shape lives in its own module; the
+/// scripting, logging and key checks are shared ([`handle`]).
+pub(crate) trait WireShape: Sync {
+    /// The API key the request offers (empty when none).
+    fn offered_key(&self, req: &Req<'_>) -> String;
+    /// True when the request asks for a stream.
+    fn wants_stream(&self, req: &Req<'_>) -> bool {
+        req.body.get("stream") == Some(&Value::Bool(true))
+    }
+    /// The model the request names.
+    fn model(&self, req: &Req<'_>) -> Value {
+        req.body.get("model").cloned().unwrap_or(Value::Null)
+    }
+    /// The name of the tool the request forces (structured output through a forced tool), if any.
+    fn forced_tool(&self, _req: &Req<'_>) -> Option<String> {
+        None
+    }
+    /// The JSON Schema the request asks the answer to follow (a forced tool's input schema or the native
+    /// response schema); a `{value: …}`-wrapped one is answered wrapped, as the real APIs do.
+    fn wire_schema<'r>(&self, req: &'r Req<'_>, forced: Option<&str>) -> Option<&'r Value>;
+    /// A complete reply with `content`, reporting `usage`.
+    fn message(&self, req: &Req<'_>, id: u64, content: Content, usage: TokenUsage) -> Value;
+    /// Turns a complete reply into one cut off at the completion bound.
+    fn cut_off(&self, body: &mut Value);
+    /// A complete reply as the provider's stream; `truncated` stops halfway, without the final events.
+    fn stream(&self, body: &Value, truncated: bool) -> Response;
+    /// The error body for `code`.
+    fn error_body(&self, code: u16, message: &str) -> Value;
+}
+
+/// A request as the fake server received it.
+pub(crate) struct Req<'a> {
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Value,
+}
+
+/// Serves one request in `shape`: logs it, checks the key, plays the next scripted reply.
+pub(crate) async fn handle(
+    shape: &dyn WireShape,
+    state: Shared,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request: Value =
         serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let logged = logged_headers(&headers);
-    let (mut reply, usage, id) = match next_reply(shape, &state, &uri, &headers, request.clone(), logged) {
+    let req = Req { uri: &uri, headers: &headers, body: &request };
+    let (mut reply, usage, id) = match next_reply(shape, &state, &req) {
         Ok(next) => next,
         Err((code, message)) => return error_response(shape, code, None, &message),
     };
@@ -286,9 +339,8 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
         tokio::time::sleep(delay).await;
         reply = *inner;
     }
-    let model = request.get("model").cloned().unwrap_or(Value::Null);
-    let stream = request.get("stream") == Some(&Value::Bool(true));
-    let ok = |body: Value| if stream { sse(shape, &body, false) } else { ok(body) };
+    let stream = shape.wants_stream(&req);
+    let ok = |body: Value| if stream { shape.stream(&body, false) } else { ok(body) };
     match reply {
         ScriptedReply::Delayed(..) => error_response(shape, 500, None, "unreachable"),
         ScriptedReply::Status { code, retry_after } => {
@@ -297,33 +349,24 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
         ScriptedReply::StatusRetryAfter { code, retry_after } => {
             error_response(shape, code, Some(retry_after), &format!("scripted error {code}"))
         }
-        ScriptedReply::Refusal(text) => ok(message(shape, id, &model, Content::Refusal(text), usage)),
+        ScriptedReply::Refusal(text) => ok(shape.message(&req, id, Content::Refusal(text), usage)),
         ScriptedReply::CutOff(text) => {
-            let forced = request
-                .get("tool_choice")
-                .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let content = match (shape, forced) {
-                (Shape::Anthropic, Some(name)) => Content::Tool { name, arguments: json!({}) },
-                _ => Content::Text(text),
+            let content = match shape.forced_tool(&req) {
+                Some(name) => Content::Tool { name, arguments: json!({}) },
+                None => Content::Text(text),
             };
-            let mut body = message(shape, id, &model, content, usage);
-            match shape {
-                Shape::OpenAi => body["choices"][0]["finish_reason"] = json!("length"),
-                Shape::Anthropic => body["stop_reason"] = json!("max_tokens"),
-            }
+            let mut body = shape.message(&req, id, content, usage);
+            shape.cut_off(&mut body);
             ok(body)
         }
         ScriptedReply::Garbage => {
             (StatusCode::OK, [("content-type", "text/html")], "<html>this is not JSON").into_response()
         }
-        ScriptedReply::Text(text) => ok(message(shape, id, &model, Content::Text(text), usage)),
+        ScriptedReply::Text(text) => ok(shape.message(&req, id, Content::Text(text), usage)),
         ScriptedReply::Truncated(text) => {
-            let body = message(shape, id, &model, Content::Text(text), usage);
+            let body = shape.message(&req, id, Content::Text(text), usage);
             if stream {
-                sse(shape, &body, true)
+                shape.stream(&body, true)
             } else {
                 let whole = body.to_string();
                 let cut: String = whole.chars().take(whole.chars().count() / 2).collect();
@@ -331,32 +374,17 @@ async fn handle(shape: Shape, state: Shared, uri: Uri, headers: HeaderMap, body:
             }
         }
         ScriptedReply::Json(value) => {
-            let forced = request
-                .get("tool_choice")
-                .filter(|c| c.get("type").and_then(Value::as_str) == Some("tool"))
-                .and_then(|c| c.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            // Like the real APIs, answer a `{value: …}`-wrapped schema with a wrapped value.
-            let wire_schema = match shape {
-                Shape::OpenAi => request.pointer("/response_format/json_schema/schema"),
-                Shape::Anthropic => request
-                    .get("tools")
-                    .and_then(Value::as_array)
-                    .and_then(|tools| tools.iter().find(|t| t.get("name").and_then(Value::as_str) == forced.as_deref()))
-                    .and_then(|t| t.get("input_schema")),
-            };
-            let wrapped = wire_schema.and_then(|s| s.get("required")) == Some(&json!(["value"]));
+            let forced = shape.forced_tool(&req);
+            let wrapped =
+                shape.wire_schema(&req, forced.as_deref()).and_then(|s| s.get("required")) == Some(&json!(["value"]));
             let value = if wrapped { json!({"value": value}) } else { value };
-            match (shape, forced) {
-                (Shape::Anthropic, Some(name)) => {
-                    ok(message(shape, id, &model, Content::Tool { name, arguments: value }, usage))
-                }
-                _ => ok(message(shape, id, &model, Content::Text(value.to_string()), usage)),
+            match forced {
+                Some(name) => ok(shape.message(&req, id, Content::Tool { name, arguments: value }, usage)),
+                None => ok(shape.message(&req, id, Content::Text(value.to_string()), usage)),
             }
         }
         ScriptedReply::ToolCall { name, arguments } => {
-            ok(message(shape, id, &model, Content::Tool { name, arguments }, usage))
+            ok(shape.message(&req, id, Content::Tool { name, arguments }, usage))
         }
     }
 }
@@ -377,33 +405,27 @@ fn logged_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The 401 message when a key is required and `headers` offer another (echoing the offered key, as real
+/// The 401 message when a key is required and the request offers another (echoing the offered key, as real
 /// providers do).
-fn key_refusal(shape: Shape, expected: Option<&str>, headers: &HeaderMap) -> Option<String> {
+fn key_refusal(shape: &dyn WireShape, expected: Option<&str>, req: &Req<'_>) -> Option<String> {
     let expected = expected?;
-    let offered = match shape {
-        Shape::OpenAi => headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default(),
-        Shape::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default(),
-    };
+    let offered = shape.offered_key(req);
     (offered != expected).then(|| format!("Incorrect API key provided: {offered}"))
 }
 
 /// Logs the request and takes the next scripted reply (or the status and message of an immediate 401/500).
 fn next_reply(
-    shape: Shape,
+    shape: &dyn WireShape,
     state: &Shared,
-    uri: &Uri,
-    headers: &HeaderMap,
-    request: Value,
-    logged: BTreeMap<String, String>,
+    req: &Req<'_>,
 ) -> Result<(ScriptedReply, TokenUsage, u64), (u16, String)> {
     let mut st = lock(state);
-    st.calls.push(RecordedCall { path: uri.path().to_owned(), headers: logged, body: request });
-    if let Some(message) = key_refusal(shape, st.api_key.as_deref(), headers) {
+    st.calls.push(RecordedCall {
+        path: req.uri.path().to_owned(),
+        headers: logged_headers(req.headers),
+        body: req.body.clone(),
+    });
+    if let Some(message) = key_refusal(shape, st.api_key.as_deref(), req) {
         return Err((401, message));
     }
     let Some((reply, usage)) = st.script.pop_front() else {
@@ -435,8 +457,9 @@ async fn embeddings(State(state): State<Shared>, uri: Uri, headers: HeaderMap, b
             headers: logged_headers(&headers),
             body: request.clone(),
         });
-        if let Some(message) = key_refusal(Shape::OpenAi, st.api_key.as_deref(), &headers) {
-            return error_response(Shape::OpenAi, 401, None, &message);
+        let req = Req { uri: &uri, headers: &headers, body: &request };
+        if let Some(message) = key_refusal(&openai::OpenAiWire, st.api_key.as_deref(), &req) {
+            return error_response(&openai::OpenAiWire, 401, None, &message);
         }
         st.embed_script.pop_front().unwrap_or(ScriptedEmbedding::Vectors)
     };
@@ -457,7 +480,7 @@ async fn embeddings(State(state): State<Shared>, uri: Uri, headers: HeaderMap, b
     match reply {
         ScriptedEmbedding::Status { code, retry_after } => {
             return error_response(
-                Shape::OpenAi,
+                &openai::OpenAiWire,
                 code,
                 retry_after.map(|s| s.to_string()),
                 &format!("scripted error {code}"),
@@ -489,168 +512,55 @@ async fn embeddings(State(state): State<Shared>, uri: Uri, headers: HeaderMap, b
     ok(body)
 }
 
-enum Content {
+/// What a scripted reply answers with.
+pub(crate) enum Content {
     Text(String),
     Tool { name: String, arguments: Value },
     Refusal(String),
 }
 
-fn ok(body: Value) -> Response {
+pub(crate) fn ok(body: Value) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
-fn message(shape: Shape, id: u64, model: &Value, content: Content, usage: TokenUsage) -> Value {
-    match shape {
-        Shape::OpenAi => {
-            let (message, finish) = match content {
-                Content::Text(text) => (json!({"role": "assistant", "content": text}), "stop"),
-                Content::Refusal(text) => (json!({"role": "assistant", "content": null, "refusal": text}), "stop"),
-                Content::Tool { name, arguments } => (
-                    json!({"role": "assistant", "content": null, "tool_calls": [{"id": format!("call_{id}"),
-                        "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}]}),
-                    "tool_calls",
-                ),
-            };
-            json!({"id": format!("chatcmpl-{id}"), "object": "chat.completion", "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
-                    "total_tokens": usage.total()}})
-        }
-        Shape::Anthropic => {
-            let (blocks, stop) = match content {
-                Content::Text(text) => (json!([{"type": "text", "text": text}]), "end_turn"),
-                Content::Refusal(text) => (json!([{"type": "text", "text": text}]), "refusal"),
-                Content::Tool { name, arguments } => (
-                    json!([{"type": "tool_use", "id": format!("toolu_{id}"), "name": name, "input": arguments}]),
-                    "tool_use",
-                ),
-            };
-            json!({"id": format!("msg_{id}"), "type": "message", "role": "assistant", "model": model,
-                "content": blocks, "stop_reason": stop,
-                "usage": {"input_tokens": usage.prompt, "output_tokens": usage.completion}})
-        }
-    }
-}
-
 /// Text in pieces of one word (with its following whitespace).
-fn pieces(text: &str) -> Vec<String> {
+pub(crate) fn pieces(text: &str) -> Vec<String> {
     text.split_inclusive(char::is_whitespace).map(str::to_owned).collect()
 }
 
 /// A string in two halves (on a character boundary).
-fn halves(text: &str) -> [String; 2] {
+pub(crate) fn halves(text: &str) -> [String; 2] {
     let mid = text.char_indices().map(|(i, _)| i).nth(text.chars().count() / 2).unwrap_or(text.len());
     [text[..mid].to_owned(), text[mid..].to_owned()]
 }
 
-/// `body` (a complete reply of `shape`) as the provider's stream of events; `truncated` stops halfway,
-/// without the final events.
-fn sse(shape: Shape, body: &Value, truncated: bool) -> Response {
-    let mut events: Vec<(Option<&str>, Value)> = Vec::new();
-    match shape {
-        Shape::OpenAi => {
-            let chunk = |choices: Value| {
-                json!({"id": body["id"], "object": "chat.completion.chunk",
-                "model": body["model"], "choices": choices})
-            };
-            let delta = |d: Value| chunk(json!([{"index": 0, "delta": d, "finish_reason": null}]));
-            let message = &body["choices"][0]["message"];
-            events.push((None, delta(json!({"role": "assistant", "content": ""}))));
-            if let Some(text) = message["content"].as_str() {
-                for p in pieces(text) {
-                    events.push((None, delta(json!({"content": p}))));
-                }
-            }
-            if let Some(text) = message["refusal"].as_str() {
-                events.push((None, delta(json!({"refusal": text}))));
-            }
-            for (i, tc) in message["tool_calls"].as_array().into_iter().flatten().enumerate() {
-                events.push((
-                    None,
-                    delta(json!({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
-                    "function": {"name": tc["function"]["name"], "arguments": ""}}]})),
-                ));
-                for p in halves(tc["function"]["arguments"].as_str().unwrap_or_default()) {
-                    events.push((None, delta(json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}))));
-                }
-            }
-            let finish = &body["choices"][0]["finish_reason"];
-            events.push((None, chunk(json!([{"index": 0, "delta": {}, "finish_reason": finish}]))));
-            let mut usage = chunk(json!([]));
-            usage["usage"] = body["usage"].clone();
-            events.push((None, usage));
-        }
-        Shape::Anthropic => {
-            let mut start = body.clone();
-            start["content"] = json!([]);
-            start["stop_reason"] = Value::Null;
-            start["usage"]["output_tokens"] = json!(1);
-            events.push((Some("message_start"), json!({"type": "message_start", "message": start})));
-            for (i, block) in body["content"].as_array().into_iter().flatten().enumerate() {
-                let (started, deltas): (Value, Vec<Value>) = match block["type"].as_str() {
-                    Some("tool_use") => (
-                        json!({"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}),
-                        halves(&block["input"].to_string())
-                            .into_iter()
-                            .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
-                            .collect(),
-                    ),
-                    _ => (
-                        json!({"type": "text", "text": ""}),
-                        pieces(block["text"].as_str().unwrap_or_default())
-                            .into_iter()
-                            .map(|p| json!({"type": "text_delta", "text": p}))
-                            .collect(),
-                    ),
-                };
-                events.push((
-                    Some("content_block_start"),
-                    json!({"type": "content_block_start", "index": i, "content_block": started}),
-                ));
-                for d in deltas {
-                    events.push((
-                        Some("content_block_delta"),
-                        json!({"type": "content_block_delta", "index": i, "delta": d}),
-                    ));
-                }
-                events.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": i})));
-            }
-            events.push((
-                Some("message_delta"),
-                json!({"type": "message_delta", "delta": {"stop_reason": body["stop_reason"]},
-                    "usage": {"output_tokens": body["usage"]["output_tokens"]}}),
-            ));
-            events.push((Some("message_stop"), json!({"type": "message_stop"})));
-        }
-    }
-    let mut frames: Vec<String> = events
-        .into_iter()
-        .map(|(name, data)| match name {
-            Some(n) => format!("event: {n}\ndata: {data}\n\n"),
-            None => format!("data: {data}\n\n"),
-        })
-        .collect();
-    if shape == Shape::OpenAi {
-        frames.push("data: [DONE]\n\n".to_owned());
-    }
+/// A stream response of `frames` (each written on its own, a moment apart, so the client sees the pieces
+/// arrive separately); `truncated` keeps only the first half.
+pub(crate) fn frames_response(content_type: &'static str, mut frames: Vec<Bytes>, truncated: bool) -> Response {
     if truncated {
         frames.truncate(frames.len() / 2);
     }
-    // One event per write, a moment apart, so the client sees the pieces arrive separately.
     let stream = futures::stream::iter(frames).then(|frame| async move {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        Ok::<_, std::convert::Infallible>(Bytes::from(frame))
+        Ok::<_, std::convert::Infallible>(frame)
     });
-    (StatusCode::OK, [("content-type", "text/event-stream")], axum::body::Body::from_stream(stream)).into_response()
+    (StatusCode::OK, [("content-type", content_type)], axum::body::Body::from_stream(stream)).into_response()
 }
 
-fn error_response(shape: Shape, code: u16, retry_after: Option<String>, message: &str) -> Response {
+/// Server-sent events (`event:` lines where a name is given).
+pub(crate) fn sse_frames(events: Vec<(Option<&str>, Value)>) -> Vec<Bytes> {
+    events
+        .into_iter()
+        .map(|(name, data)| match name {
+            Some(n) => Bytes::from(format!("event: {n}\ndata: {data}\n\n")),
+            None => Bytes::from(format!("data: {data}\n\n")),
+        })
+        .collect()
+}
+
+fn error_response(shape: &dyn WireShape, code: u16, retry_after: Option<String>, message: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = match shape {
-        Shape::OpenAi => json!({"error": {"message": message, "type": "fake_error", "code": code}}),
-        Shape::Anthropic => json!({"type": "error", "error": {"type": "fake_error", "message": message}}),
-    };
-    let mut resp = (status, axum::Json(body)).into_response();
+    let mut resp = (status, axum::Json(shape.error_body(code, message))).into_response();
     if let Some(value) = retry_after {
         if let Ok(v) = value.parse() {
             resp.headers_mut().insert("retry-after", v);
