@@ -145,8 +145,11 @@ pub struct ResolvedProvider {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub anthropic_version: String,
-    /// Azure `api-version`.
+    /// Azure `api-version` (`v1` or `preview`: the v1 API, without deployment paths).
     pub api_version: String,
+    /// Azure: `api_key` is a Microsoft Entra ID access token (from [`AZURE_AD_TOKEN_ENV`], read when no API
+    /// key is configured), sent as `Authorization: Bearer` instead of the `api-key` header.
+    pub entra_token: bool,
     /// Bedrock: the configured region (`None`: found from the environment and profile when called).
     pub region: Option<String>,
     /// Bedrock: the configured profile.
@@ -155,6 +158,10 @@ pub struct ResolvedProvider {
 
 /// The Azure OpenAI `api-version` sent unless configured (the current GA version of the data-plane API).
 pub const DEFAULT_AZURE_API_VERSION: &str = "2024-10-21";
+
+/// Where an Azure provider without an API key reads a Microsoft Entra ID token (the variable the official
+/// OpenAI SDKs read).
+pub const AZURE_AD_TOKEN_ENV: &str = "AZURE_OPENAI_AD_TOKEN";
 
 fn env_prefix(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
@@ -221,6 +228,14 @@ impl ProviderConfig {
             ProviderKind::Bedrock => None,
             _ => self.api_key.clone().or_else(|| nonempty(&key_env).map(ApiKey::new)),
         };
+        // Azure without an API key: a Microsoft Entra ID token from the environment, if there is one.
+        let (api_key, entra_token) = match (kind, api_key) {
+            (ProviderKind::Azure, None) => match nonempty(AZURE_AD_TOKEN_ENV) {
+                Some(token) => (Some(ApiKey::new(token)), true),
+                None => (None, false),
+            },
+            (_, key) => (key, false),
+        };
         let region = self.region.clone().filter(|r| !r.trim().is_empty());
         let base_url = match self.base_url.clone().or_else(|| url_env.iter().find_map(|k| nonempty(k))) {
             Some(url) => url,
@@ -276,6 +291,7 @@ impl ProviderConfig {
             retry,
             anthropic_version: self.anthropic_version.clone().unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
             api_version: self.api_version.clone().unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_owned()),
+            entra_token,
             region,
             profile: self.profile.clone().filter(|p| !p.trim().is_empty()),
         })
@@ -286,7 +302,11 @@ impl ResolvedProvider {
     /// [`LlmError::MissingApiKey`] when this provider needs a key and has none (nothing is sent then).
     pub fn check_key(&self) -> Result<(), LlmError> {
         if self.key_required && self.api_key.is_none() {
-            return Err(LlmError::MissingApiKey { provider: self.name.clone(), env: self.key_env.clone() });
+            let env = match self.kind {
+                ProviderKind::Azure => format!("{} or {AZURE_AD_TOKEN_ENV}", self.key_env),
+                _ => self.key_env.clone(),
+            };
+            return Err(LlmError::MissingApiKey { provider: self.name.clone(), env });
         }
         Ok(())
     }
@@ -391,6 +411,20 @@ mod tests {
             (a.base_url.as_str(), a.api_version.as_str(), a.key_required),
             ("https://res.openai.azure.com", DEFAULT_AZURE_API_VERSION, true)
         );
+        assert!(!a.entra_token);
+        let e = a.check_key().unwrap_err().to_string();
+        assert!(e.contains("set AZURE_OPENAI_API_KEY or AZURE_OPENAI_AD_TOKEN"), "{e}");
+        // No API key: the Entra ID token, sent as a bearer token; an API key wins over it.
+        let with_token = |k: &str| match k {
+            "AZURE_OPENAI_AD_TOKEN" => Some("eyJ-token".to_owned()),
+            other => env(other),
+        };
+        let t = ProviderConfig::default().resolve("azure", &with_token).unwrap();
+        assert_eq!((t.api_key.clone(), t.entra_token), (Some(ApiKey::new("eyJ-token")), true));
+        assert!(t.check_key().is_ok() && !format!("{t:?}").contains("eyJ-token"));
+        let both = |k: &str| if k == "AZURE_OPENAI_API_KEY" { Some("az-key".to_owned()) } else { with_token(k) };
+        let k = ProviderConfig::default().resolve("azure", &both).unwrap();
+        assert_eq!((k.api_key.clone(), k.entra_token), (Some(ApiKey::new("az-key")), false));
         let e = ProviderConfig::default().resolve("azure", &|_| None).unwrap_err().to_string();
         assert!(e.contains("needs `base_url`") && e.contains("AZURE_OPENAI_ENDPOINT"), "{e}");
         // A file section leaving the endpoint to the environment is fine when the file is read.
