@@ -186,6 +186,15 @@ pub(crate) fn secret_header(name: &'static str, value: &str) -> Result<(HeaderNa
     Ok((HeaderName::from_static(name), v))
 }
 
+/// Signs each attempt of a request just before it is sent (AWS SigV4: the signature covers the time, so
+/// every retry is signed anew). It may add headers; it sees the final URL, headers and body bytes.
+pub(crate) trait SignRequest: Send + Sync {
+    fn sign(&self, request: &mut reqwest::Request) -> Result<(), LlmError>;
+}
+
+/// Handles one chunk of a streamed body as it arrives.
+pub(crate) type ChunkHandler<'a> = &'a mut (dyn FnMut(&[u8]) -> Result<(), LlmError> + Send);
+
 enum Outcome<T> {
     Done(T),
     Retry { error: LlmError, wait: Duration },
@@ -205,34 +214,51 @@ impl HttpClient {
         req: JsonPost<'_>,
         on_event: &mut (dyn FnMut(&str, &str) -> Result<(), LlmError> + Send),
     ) -> Result<u32, LlmError> {
-        let (mut resp, requests) = self.send_with_retries(&req).await?;
+        let (resp, requests) = self.send_with_retries(&req, None).await?;
         let provider = req.provider.to_owned();
-        let secret = req.secret.map(ApiKey::expose);
         let mut parser = SseParser::default();
-        loop {
-            match resp.chunk().await {
-                Ok(Some(bytes)) => {
-                    parser.push(&bytes, on_event).map_err(|e| match e {
-                        SseError::TooLong => LlmError::Malformed {
-                            provider: provider.clone(),
-                            message: format!("a stream line is longer than {MAX_SSE_LINE} bytes"),
-                        },
-                        SseError::Handler(e) => e,
-                    })?;
-                }
-                Ok(None) => {
-                    return parser.finish(on_event).map(|()| requests).map_err(|e| match e {
-                        SseError::Handler(e) => e,
-                        SseError::TooLong => LlmError::Malformed { provider, message: "stream line too long".into() },
-                    })
-                }
-                Err(e) if e.is_timeout() => return Err(LlmError::Timeout { provider, timeout: req.timeout }),
-                Err(e) => {
-                    let message = scrub(&error_chain(&e.without_url()), secret);
-                    return Err(LlmError::Network { provider, message: format!("the stream broke off: {message}") });
-                }
-            }
-        }
+        let mut on_chunk = |bytes: &[u8]| {
+            parser.push(bytes, on_event).map_err(|e| match e {
+                SseError::TooLong => LlmError::Malformed {
+                    provider: provider.clone(),
+                    message: format!("a stream line is longer than {MAX_SSE_LINE} bytes"),
+                },
+                SseError::Handler(e) => e,
+            })
+        };
+        read_chunks(&req, resp, &mut on_chunk).await?;
+        parser.finish(on_event).map(|()| requests).map_err(|e| match e {
+            SseError::Handler(e) => e,
+            SseError::TooLong => LlmError::Malformed { provider, message: "stream line too long".into() },
+        })
+    }
+
+    /// POSTs `req.body`, each attempt signed by `signer` when given, and returns the JSON reply with the
+    /// response headers (request ids) and the number of requests sent.
+    #[cfg_attr(not(feature = "bedrock"), allow(dead_code))]
+    pub(crate) async fn post_json_with_headers(
+        &self,
+        req: JsonPost<'_>,
+        signer: Option<&dyn SignRequest>,
+    ) -> Result<(Value, HeaderMap, u32), LlmError> {
+        let (resp, requests) = self.send_with_retries(&req, signer).await?;
+        let headers = resp.headers().clone();
+        self.read_json(&req, resp).await.map(|v| (v, headers, requests))
+    }
+
+    /// POSTs `req.body` (which asks for a stream), each attempt signed by `signer` when given, and feeds the
+    /// raw body to `on_chunk` as it arrives (a binary stream: the caller frames it). Returns the response
+    /// headers and the number of requests sent. Retries as [`HttpClient::post_sse`] does.
+    #[cfg_attr(not(feature = "bedrock"), allow(dead_code))]
+    pub(crate) async fn post_byte_stream(
+        &self,
+        req: JsonPost<'_>,
+        signer: Option<&dyn SignRequest>,
+        on_chunk: ChunkHandler<'_>,
+    ) -> Result<(HeaderMap, u32), LlmError> {
+        let (resp, requests) = self.send_with_retries(&req, signer).await?;
+        let headers = resp.headers().clone();
+        read_chunks(&req, resp, on_chunk).await.map(|()| (headers, requests))
     }
 
     /// POSTs `req.body` as JSON and returns the JSON reply (retrying transient failures per `req.retry`), or
@@ -244,7 +270,7 @@ impl HttpClient {
     ) -> Result<(Value, u32), LlmError> {
         match stream {
             None => {
-                let (resp, requests) = self.send_with_retries(&req).await?;
+                let (resp, requests) = self.send_with_retries(&req, None).await?;
                 self.read_json(&req, resp).await.map(|v| (v, requests))
             }
             Some(s) => {
@@ -274,11 +300,15 @@ impl HttpClient {
 
     /// Sends until a reply comes, a failure is final, or the policy's attempts are used up; returns the
     /// response and the number of requests sent. Errors name the real number of requests.
-    async fn send_with_retries(&self, req: &JsonPost<'_>) -> Result<(reqwest::Response, u32), LlmError> {
+    async fn send_with_retries(
+        &self,
+        req: &JsonPost<'_>,
+        signer: Option<&dyn SignRequest>,
+    ) -> Result<(reqwest::Response, u32), LlmError> {
         let attempts = req.retry.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            match self.attempt(req, attempt).await {
+            match self.attempt(req, signer, attempt).await {
                 Outcome::Done(v) => return Ok((v, attempt)),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { error, wait } => {
@@ -294,11 +324,26 @@ impl HttpClient {
     }
 
     /// Sends once; a successful status gives the response with its body unread.
-    async fn attempt(&self, req: &JsonPost<'_>, attempt: u32) -> Outcome<reqwest::Response> {
+    async fn attempt(
+        &self,
+        req: &JsonPost<'_>,
+        signer: Option<&dyn SignRequest>,
+        attempt: u32,
+    ) -> Outcome<reqwest::Response> {
         let provider = req.provider.to_owned();
         let secret = req.secret.map(ApiKey::expose);
-        let sent =
-            self.client.post(req.url).headers(req.headers.clone()).json(req.body).timeout(req.timeout).send().await;
+        let built = self.client.post(req.url).headers(req.headers.clone()).json(req.body).timeout(req.timeout).build();
+        let sent = match built {
+            Ok(mut request) => {
+                if let Some(signer) = signer {
+                    if let Err(e) = signer.sign(&mut request) {
+                        return Outcome::Fail(e);
+                    }
+                }
+                self.client.execute(request).await
+            }
+            Err(e) => Err(e),
+        };
         let resp = match sent {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Outcome::Fail(LlmError::Timeout { provider, timeout: req.timeout }),
@@ -322,6 +367,13 @@ impl HttpClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| parse_retry_after(s, std::time::SystemTime::now()));
+        // AWS services name the error in a header (`ThrottlingException`, `ValidationException`, …).
+        let error_type = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.split(':').next().unwrap_or(t).trim().to_owned())
+            .filter(|t| !t.is_empty());
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if e.is_timeout() => return Outcome::Fail(LlmError::Timeout { provider, timeout: req.timeout }),
@@ -333,7 +385,11 @@ impl HttpClient {
                 };
             }
         };
-        let message = scrub(&provider_message(&body), secret);
+        let message = match error_type {
+            Some(t) => format!("{t}: {}", provider_message(&body)),
+            None => provider_message(&body),
+        };
+        let message = scrub(&message, secret);
         let code = status.as_u16();
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -357,6 +413,30 @@ impl HttpClient {
                 }
             }
             _ => Outcome::Fail(LlmError::BadRequest { provider, status: code, message }),
+        }
+    }
+}
+
+/// Reads a successful streamed reply's body into `on_chunk`, piece by piece, until it ends.
+async fn read_chunks(
+    req: &JsonPost<'_>,
+    mut resp: reqwest::Response,
+    on_chunk: ChunkHandler<'_>,
+) -> Result<(), LlmError> {
+    loop {
+        match resp.chunk().await {
+            Ok(Some(bytes)) => on_chunk(&bytes)?,
+            Ok(None) => return Ok(()),
+            Err(e) if e.is_timeout() => {
+                return Err(LlmError::Timeout { provider: req.provider.to_owned(), timeout: req.timeout })
+            }
+            Err(e) => {
+                let message = scrub(&error_chain(&e.without_url()), req.secret.map(ApiKey::expose));
+                return Err(LlmError::Network {
+                    provider: req.provider.to_owned(),
+                    message: format!("the stream broke off: {message}"),
+                });
+            }
         }
     }
 }
@@ -472,13 +552,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The provider's error message: `error.message` (OpenAI and Anthropic shapes), else the body's start.
+/// The provider's error message: `error.message` (OpenAI and Anthropic shapes), a top-level `message` (AWS
+/// shape), else the body's start.
 fn provider_message(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {
-            let e = v.get("error")?;
-            e.get("message").and_then(Value::as_str).or_else(|| e.as_str()).map(str::to_owned)
+            if let Some(e) = v.get("error") {
+                return e.get("message").and_then(Value::as_str).or_else(|| e.as_str()).map(str::to_owned);
+            }
+            v.get("message").or_else(|| v.get("Message")).and_then(Value::as_str).map(str::to_owned)
         })
         .unwrap_or_else(|| snippet(body))
 }
@@ -564,5 +647,6 @@ mod tests {
         assert_eq!(provider_message(br#"{"error": {"message": "bad model"}}"#), "bad model");
         assert_eq!(provider_message(br#"{"type":"error","error":{"type":"x","message":"m"}}"#), "m");
         assert_eq!(provider_message(b"oops"), "oops");
+        assert_eq!(provider_message(br#"{"message": "Too many requests"}"#), "Too many requests");
     }
 }

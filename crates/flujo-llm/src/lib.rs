@@ -48,6 +48,7 @@
 
 pub mod agent;
 pub mod anthropic;
+#[cfg(feature = "bedrock")]
 pub mod bedrock;
 pub mod chat;
 pub mod config;

@@ -133,7 +133,17 @@ impl LlmRegistry {
             }
             ProviderKind::Anthropic => Arc::new(AnthropicModel::new(resolved, model, self.http.clone())),
             ProviderKind::Gemini => Arc::new(crate::gemini::GeminiModel::new(resolved, model, self.http.clone())),
-            ProviderKind::Bedrock => Arc::new(crate::bedrock::BedrockModel::new(resolved, model, self.http.clone())),
+            #[cfg(feature = "bedrock")]
+            ProviderKind::Bedrock => {
+                Arc::new(crate::bedrock::BedrockModel::with_env(resolved, model, self.http.clone(), self.env.as_ref()))
+            }
+            #[cfg(not(feature = "bedrock"))]
+            ProviderKind::Bedrock => {
+                return Err(ResolveError::BadParams {
+                    id: model_id.to_owned(),
+                    message: "Amazon Bedrock support is not built in (cargo feature `bedrock` of flujo-llm)".into(),
+                })
+            }
         })
     }
 
