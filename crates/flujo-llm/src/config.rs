@@ -258,7 +258,7 @@ impl ProviderConfig {
             },
         };
         let base_url = base_url.trim().trim_end_matches('/').to_owned();
-        if !base_url.is_empty() && !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(LlmError::Config(format!("providers.{name}.base_url must start with http:// or https://")));
         }
         let timeout = match self.timeout_s {

@@ -1,6 +1,13 @@
 //! `openai:MODEL` — the Chat Completions API (`POST {base_url}/chat/completions`), which OpenAI and every
 //! compatible server (Ollama, vLLM, llama.cpp, LM Studio, …) speak. Structured output is sent as
 //! `response_format: {type: json_schema, json_schema: {name, schema, strict}}`; tools as `function` tools.
+//!
+//! `azure:DEPLOYMENT` (Azure OpenAI) is the same API on other paths and headers: `POST {endpoint}/openai/
+//! deployments/{DEPLOYMENT}/chat/completions?api-version=…`, or with `api_version = "v1"` (or `"preview"`)
+//! the v1 API's `{endpoint}/openai/v1/chat/completions` with the deployment as `model`; the key goes in the
+//! `api-key` header, a Microsoft Entra ID token (`AZURE_OPENAI_AD_TOKEN`) in `Authorization: Bearer`. An
+//! answer stopped by Azure's content filter (`finish_reason: content_filter`) is a refusal naming the
+//! filtered categories.
 
 use std::sync::Arc;
 
@@ -10,7 +17,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, Role, TokenLimitParam};
-use crate::config::ResolvedProvider;
+use crate::config::{ProviderKind, ResolvedProvider};
 use crate::error::LlmError;
 use crate::http::{provider_request, HttpClient};
 use crate::media::{resolve_parts, ContentPart, Inline, MediaSource};
@@ -132,7 +139,13 @@ pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmErr
         Some(Value::Null) | None => None,
         Some(_) => return Err(malformed("`message.content` is not a string")),
     };
-    let refusal = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()).map(str::to_owned);
+    let stop_reason = choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned);
+    let refusal = message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .or_else(|| (stop_reason.as_deref() == Some("content_filter")).then(|| content_filter_refusal(choice)));
     let tool_calls =
         parse_openai_tool_calls(message.get("tool_calls")).ok_or_else(|| malformed("invalid `message.tool_calls`"))?;
     // Some compatible servers (DeepSeek, vLLM with a reasoning parser) return the reasoning text.
@@ -146,13 +159,81 @@ pub(crate) fn parse_reply(provider: &str, v: &Value) -> Result<ChatReply, LlmErr
         content,
         tool_calls,
         usage: parse_usage(v.get("usage")),
-        stop_reason: choice.get("finish_reason").and_then(Value::as_str).map(str::to_owned),
+        stop_reason,
         refusal,
         requests: 0,
         reasoning,
         request_id: v.get("id").and_then(Value::as_str).map(str::to_owned),
         response_model: v.get("model").and_then(Value::as_str).map(str::to_owned),
     })
+}
+
+/// The refusal of an answer stopped by a content filter (Azure `finish_reason: content_filter`), naming the
+/// categories `content_filter_results` marks as filtered (`violence: high`), in alphabetical order.
+fn content_filter_refusal(choice: &Value) -> String {
+    let mut filtered: Vec<String> = choice
+        .get("content_filter_results")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(|(_, r)| r.get("filtered").and_then(Value::as_bool) == Some(true))
+        .map(|(category, r)| match r.get("severity").and_then(Value::as_str) {
+            Some(severity) => format!("{category}: {severity}"),
+            None => category.clone(),
+        })
+        .collect();
+    filtered.sort();
+    if filtered.is_empty() {
+        "the answer was stopped by the content filter".to_owned()
+    } else {
+        format!("the answer was stopped by the content filter ({})", filtered.join(", "))
+    }
+}
+
+/// The key in `Authorization: Bearer` (OpenAI, an Azure Entra ID token).
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// The key as it is (Azure's `api-key` header).
+fn plain(key: &str) -> String {
+    key.to_owned()
+}
+
+/// The path (after the endpoint) of Azure OpenAI's Chat Completions for `deployment`: the deployment path
+/// with `api-version`, or the v1 API's path when `api_version` is `v1` or `preview` (or the endpoint already
+/// ends in `/openai/v1`, as the OpenAI SDKs write it).
+pub(crate) fn azure_chat_path(base_url: &str, api_version: &str, deployment: &str) -> String {
+    let v1 = api_version == "v1" || api_version == "preview" || base_url.ends_with("/openai/v1");
+    let query = match api_version {
+        "v1" => String::new(),
+        v => format!("?api-version={}", percent_encode(v)),
+    };
+    // An endpoint written with its `/openai` (or `/openai/v1`) suffix is taken as it is.
+    let prefix = match (base_url.ends_with("/openai/v1"), base_url.ends_with("/openai"), v1) {
+        (true, _, _) | (false, true, false) => "",
+        (false, true, true) => "/v1",
+        (false, false, true) => "/openai/v1",
+        (false, false, false) => "/openai",
+    };
+    if v1 {
+        format!("{prefix}/chat/completions{query}")
+    } else {
+        format!("{prefix}/deployments/{}/chat/completions{query}", percent_encode(deployment))
+    }
+}
+
+/// `s` with every byte outside RFC 3986's unreserved set percent-encoded (a path segment or query value).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `messages` with the media of their parts made ready to send (see [`resolve_parts`]); borrowed as they
@@ -198,11 +279,18 @@ impl ChatModel for OpenAiModel {
         let messages = inline_files(messages, Inline::Files, &self.http).await?;
         let body = self.request_body(&messages, tools, settings);
         let mut stream = settings.stream.as_ref().map(|sink| OpenAiStream::new(&p.name, sink));
+        let (path, key_header): (String, (&'static str, fn(&str) -> String)) = match p.kind {
+            ProviderKind::Azure if p.entra_token => {
+                (azure_chat_path(&p.base_url, &p.api_version, &self.model), ("authorization", bearer))
+            }
+            ProviderKind::Azure => (azure_chat_path(&p.base_url, &p.api_version, &self.model), ("api-key", plain)),
+            _ => ("/chat/completions".to_owned(), ("authorization", bearer)),
+        };
         let (reply, requests) = provider_request(
             &self.http,
             p,
-            "/chat/completions",
-            ("authorization", |key| format!("Bearer {key}")),
+            &path,
+            key_header,
             HeaderMap::new(),
             &body,
             settings.timeout,
@@ -244,6 +332,36 @@ mod tests {
         assert_eq!(r.usage, TokenUsage::new(7, 3));
         assert_eq!(r.stop_reason.as_deref(), Some("tool_calls"));
         assert!(matches!(parse_reply("openai", &json!({"x": 1})), Err(LlmError::Malformed { .. })));
+    }
+
+    #[test]
+    fn azure_paths_and_content_filter_refusals() {
+        let base = "https://res.openai.azure.com";
+        assert_eq!(
+            azure_chat_path(base, "2024-10-21", "gpt 4o/prod"),
+            "/openai/deployments/gpt%204o%2Fprod/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(azure_chat_path(base, "v1", "gpt-4o"), "/openai/v1/chat/completions");
+        assert_eq!(azure_chat_path(base, "preview", "gpt-4o"), "/openai/v1/chat/completions?api-version=preview");
+        assert_eq!(azure_chat_path(&format!("{base}/openai/v1"), "v1", "d"), "/chat/completions");
+        assert_eq!(
+            azure_chat_path(&format!("{base}/openai"), "2025-01-01-preview", "d"),
+            "/deployments/d/chat/completions?api-version=2025-01-01-preview"
+        );
+        let r = parse_reply(
+            "azure",
+            &json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null},
+                "finish_reason": "content_filter", "content_filter_results": {
+                    "hate": {"filtered": false, "severity": "safe"},
+                    "violence": {"filtered": true, "severity": "high"},
+                    "protected_material_text": {"filtered": true, "detected": true}}}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            r.refusal.as_deref(),
+            Some("the answer was stopped by the content filter (protected_material_text, violence: high)")
+        );
+        assert_eq!(r.stop_reason.as_deref(), Some("content_filter"));
     }
 
     #[test]
