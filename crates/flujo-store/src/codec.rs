@@ -133,6 +133,10 @@ pub(crate) struct RecordRow {
     pub feedback: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+    /// Usage details ([`TokenUsage`]'s `cached`, `cache_write`, `reasoning`): 0 when not reported.
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
     pub blobs: Vec<NewBlob>,
     /// For a fenced append: the owner the run must be `running` under (not a column).
     pub fence_owner: Option<String>,
@@ -361,6 +365,9 @@ pub(crate) fn encode_record(r: &JournalRecord) -> Result<RecordRow, StoreError> 
         feedback: r.feedback.clone(),
         prev_hash: r.prev_hash.clone(),
         hash: r.hash.clone(),
+        cached_tokens: to_sql_int("cached_tokens", r.tokens.cached)?,
+        cache_write_tokens: to_sql_int("cache_write_tokens", r.tokens.cache_write)?,
+        reasoning_tokens: to_sql_int("reasoning_tokens", r.tokens.reasoning)?,
         blobs,
         fence_owner: None,
     })
@@ -520,6 +527,9 @@ pub(crate) struct StoredRecord {
     pub feedback: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+    pub cached_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub reasoning_tokens: i64,
 }
 
 /// Resolves blob references while decoding one journal; each distinct blob is fetched and parsed once, and
@@ -585,7 +595,12 @@ where
         tokens: TokenUsage::new(
             from_sql_u64(row, "prompt_tokens", s.prompt_tokens)?,
             from_sql_u64(row, "completion_tokens", s.completion_tokens)?,
-        ),
+        )
+        .with_cache(
+            from_sql_u64(row, "cached_tokens", s.cached_tokens)?,
+            from_sql_u64(row, "cache_write_tokens", s.cache_write_tokens)?,
+        )
+        .with_reasoning(from_sql_u64(row, "reasoning_tokens", s.reasoning_tokens)?),
         cost_usd: s.cost_usd,
         started_at_ms: s.started_at_ms,
         latency_ms: s.latency_ms,
@@ -623,7 +638,7 @@ mod tests {
             feedback: Some("boom".into()),
             patch,
             attempts: 2,
-            tokens: TokenUsage::new(3, 4),
+            tokens: TokenUsage::new(3, 4).with_cache(2, 1).with_reasoning(1),
             cost_usd: 0.1,
             started_at_ms: 1_700_000_000_000,
             latency_ms: 0.25,
@@ -659,6 +674,9 @@ mod tests {
             feedback: row.feedback,
             prev_hash: row.prev_hash,
             hash: row.hash,
+            cached_tokens: row.cached_tokens,
+            cache_write_tokens: row.cache_write_tokens,
+            reasoning_tokens: row.reasoning_tokens,
         };
         (stored, blobs)
     }
@@ -756,6 +774,23 @@ mod tests {
         let mut r = record(json!(1), vec![]);
         r.tokens.prompt = u64::MAX;
         assert!(matches!(encode_record(&r), Err(StoreError::Unavailable(m)) if m.contains("prompt_tokens")));
+        let mut r = record(json!(1), vec![]);
+        r.tokens.reasoning = u64::MAX;
+        assert!(matches!(encode_record(&r), Err(StoreError::Unavailable(m)) if m.contains("reasoning_tokens")));
+    }
+
+    #[test]
+    fn usage_details_round_trip_and_a_negative_one_is_corrupt() {
+        let r = record(json!(1), vec![]);
+        let row = encode_record(&r).unwrap();
+        assert_eq!((row.cached_tokens, row.cache_write_tokens, row.reasoning_tokens), (2, 1, 1));
+        let back = decode(row.clone());
+        assert_eq!(back.tokens, r.tokens);
+        assert_eq!(back.compute_hash(), r.hash);
+        let mut bad = row;
+        bad.cache_write_tokens = -1;
+        let err = try_decode(bad).unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("cache_write_tokens")), "{err:?}");
     }
 }
 

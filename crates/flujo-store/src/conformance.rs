@@ -26,7 +26,8 @@
 //! * `delete_runs` deletes runs with `created_at_ms < cutoff`, never `running`/`paused` ones unless asked
 //!   by name, takes their journals along, and removes exactly the blobs nothing else references (a blob
 //!   stored with `put_blob` that no run referenced is kept);
-//! * all fields round-trip exactly (JSON values, floats, timestamps), in runs, journals and system state.
+//! * all fields round-trip exactly (JSON values, floats, timestamps, usage details), in runs, journals and
+//!   system state.
 
 use std::fmt;
 use std::future::Future;
@@ -85,6 +86,7 @@ pub fn checks() -> Vec<Check> {
         append_to_unknown_run_is_not_found,
         load_journal_returns_seq_order,
         journal_survives_and_chain_verifies,
+        usage_details_round_trip_and_verify,
         journals_are_isolated_per_run,
         load_journal_of_unknown_run_is_empty,
         loaded_records_are_independent_copies,
@@ -659,6 +661,72 @@ pub async fn journal_survives_and_chain_verifies(store: Arc<dyn Store>) -> Check
     verify_chain(&loaded).map_err(|e| format!("hash chain of the loaded journal: {e}"))?;
     // Loading twice gives the same journal.
     ensure_eq("second load_journal", &store.load_journal("r-chain").await.ctx("load_journal")?, &loaded)
+}
+
+/// `n` records of `run_id` whose usage carries details, sealed into a valid chain: cache reads, cache writes
+/// and reasoning tokens in turn, all three, and none (every fourth record), each a different count.
+pub fn sealed_chain_with_usage_details(run_id: &str, n: u64) -> Vec<JournalRecord> {
+    let mut prev = GENESIS_HASH.to_owned();
+    (0..n)
+        .map(|seq| {
+            let mut r = sample_record(run_id, seq);
+            let base = TokenUsage::new(1000 + seq, 500 + seq);
+            r.tokens = match seq % 4 {
+                0 => base.with_cache(600 + seq, 0),
+                1 => base.with_cache(0, 300 + seq),
+                2 => base.with_cache(200 + seq, 100 + seq).with_reasoning(400 + seq),
+                _ => base,
+            };
+            r.seal(&prev);
+            prev.clone_from(&r.hash);
+            r
+        })
+        .collect()
+}
+
+/// Checks that records whose usage carries details (cached, cache-write and reasoning tokens) load back
+/// equal to the appended ones and their hash chain verifies (as `flujo lens verify` checks it), whether
+/// appended one run at a time or from several runs at once (stores that batch appends write them together).
+pub async fn usage_details_round_trip_and_verify(store: Arc<dyn Store>) -> CheckResult {
+    store.create_run(&fresh_run("r-usage", "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+    let chain = sealed_chain_with_usage_details("r-usage", 8);
+    append_all(&store, &chain).await?;
+    let loaded = store.load_journal("r-usage").await.ctx("load_journal")?;
+    ensure_eq("journal record count", &loaded.len(), &chain.len())?;
+    for (got, want) in loaded.iter().zip(&chain) {
+        ensure_eq(&format!("usage of record seq {}", want.seq), &got.tokens, &want.tokens)?;
+        ensure_eq(&format!("record seq {}", want.seq), got, want)?;
+    }
+    verify_chain(&loaded).map_err(|e| format!("hash chain of the loaded journal: {e}"))?;
+    ensure_eq(
+        "tail from seq 2",
+        &store.load_journal_from("r-usage", 2).await.ctx("load_journal_from")?,
+        &chain[2..].to_vec(),
+    )?;
+
+    const RUNS: usize = 6;
+    let mut tasks = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let run_id = format!("r-usage-{i}");
+            store.create_run(&fresh_run(&run_id, "demo", RunStatus::Running, 0)).await.ctx("create_run")?;
+            for r in sealed_chain_with_usage_details(&run_id, 6) {
+                store.append(&r).await.ctx(&format!("append {run_id} seq {}", r.seq))?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        task.await.map_err(|e| format!("writer task {i}: {e}"))??;
+    }
+    for i in 0..RUNS {
+        let run_id = format!("r-usage-{i}");
+        let loaded = store.load_journal(&run_id).await.ctx("load_journal")?;
+        ensure_eq(&format!("journal of {run_id}"), &loaded, &sealed_chain_with_usage_details(&run_id, 6))?;
+        verify_chain(&loaded).map_err(|e| format!("chain of {run_id}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Checks that interleaved appends to two runs land in separate journals, each with its own seq space.

@@ -113,6 +113,47 @@ async fn a_run_survives_reopening_and_its_chain_verifies() {
     assert_eq!(row.get::<_, i64>(0), 1);
 }
 
+/// A schema at version 5 (the journal without the usage-detail columns of version 6) with records written
+/// then opens, migrates, reads those records unchanged with their chain intact, and continues the chain with
+/// records that carry usage details.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_schema_migrates_and_its_old_records_still_verify() {
+    let Some(url) = server() else { return };
+    let uri = fresh_schema(&url, "v5");
+    let old = conformance::sealed_chain("r-old", 5);
+    let schema = {
+        let store = PostgresStore::connect(&uri).await.unwrap();
+        store.create_run(&sample_run("r-old")).await.unwrap();
+        for r in &old {
+            store.append(r).await.unwrap();
+        }
+        store.schema().to_owned()
+    };
+    // Back to version 5: the journal table as its DDL had it, and the version it recorded.
+    let client = admin(&url).await;
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".journal DROP COLUMN cached_tokens, DROP COLUMN cache_write_tokens, \
+             DROP COLUMN reasoning_tokens; UPDATE \"{schema}\".flujo_schema SET version = 5"
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&uri).await.unwrap();
+    let version: i32 =
+        client.query_one(&format!("SELECT version FROM \"{schema}\".flujo_schema"), &[]).await.unwrap().get(0);
+    assert_eq!(version, SCHEMA_VERSION);
+    let loaded = store.load_journal("r-old").await.unwrap();
+    assert_eq!(loaded, old);
+    verify_chain(&loaded).unwrap();
+    let mut next = sample_record("r-old", 5);
+    next.tokens = flujo_core::TokenUsage::new(900, 300).with_cache(500, 100).with_reasoning(200);
+    next.seal(&old[4].hash);
+    store.append(&next).await.unwrap();
+    let loaded = store.load_journal("r-old").await.unwrap();
+    assert_eq!(loaded.last(), Some(&next));
+    verify_chain(&loaded).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_schema_and_foreign_tables_are_refused() {
     let Some(url) = server() else { return };

@@ -125,7 +125,7 @@ const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_has
 
 const RECORD_COLUMNS: &str = "run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
                               prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, \
-                              feedback, prev_hash, hash";
+                              feedback, prev_hash, hash, cached_tokens, cache_write_tokens, reasoning_tokens";
 
 impl Sql {
     fn new(schema: &str) -> Self {
@@ -162,7 +162,8 @@ impl Sql {
                  ON CONFLICT (hash) DO NOTHING RETURNING octet_length(bytes) AS n), \
                  ins AS (INSERT INTO {s}.journal ({RECORD_COLUMNS}) SELECT $1::text, $2::bigint, $3::text, $4::text, \
                  $5::text, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::bigint, $12::bigint, $13::bigint, \
-                 $14::float8, $15::bigint, $16::float8, $17::text, $18::text, $19::text, $20::text \
+                 $14::float8, $15::bigint, $16::float8, $17::text, $18::text, $19::text, $20::text, $24::bigint, \
+                 $25::bigint, $26::bigint \
                  WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1 AND ($23::text IS NULL OR \
                  (owner_id = $23::text AND status = 'running')) FOR SHARE) \
                  AND ($2::bigint = 0 OR EXISTS (SELECT 1 FROM {s}.journal WHERE run_id = $1 AND seq = $2::bigint - 1)) \
@@ -321,7 +322,7 @@ impl PostgresStore {
         let st = conn.prepare_cached(&self.sql.append).await.map_err(|e| lost_or(e, "append"))?;
         let hashes: Vec<&str> = r.blobs.iter().map(|b| b.hash.as_str()).collect();
         let bytes: Vec<&[u8]> = r.blobs.iter().map(|b| b.bytes.as_slice()).collect();
-        let params: [&(dyn ToSql + Sync); 23] = [
+        let params: [&(dyn ToSql + Sync); 26] = [
             &r.run_id,
             &r.seq,
             &r.path,
@@ -345,6 +346,9 @@ impl PostgresStore {
             &hashes,
             &bytes,
             &r.fence_owner,
+            &r.cached_tokens,
+            &r.cache_write_tokens,
+            &r.reasoning_tokens,
         ];
         match conn.query_one(&st, &params).await {
             Ok(row) => {
@@ -582,6 +586,9 @@ fn stored_record(row: &Row) -> Result<StoredRecord, StoreError> {
         feedback: row.try_get(17).map_err(conv)?,
         prev_hash: row.try_get(18).map_err(conv)?,
         hash: row.try_get(19).map_err(conv)?,
+        cached_tokens: row.try_get(20).map_err(conv)?,
+        cache_write_tokens: row.try_get(21).map_err(conv)?,
+        reasoning_tokens: row.try_get(22).map_err(conv)?,
     })
 }
 

@@ -18,10 +18,20 @@ use flujo_core::StoreError;
 use super::{pg_error, Sql};
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`; `{s}` stands for the quoted schema name.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+
+/// Version 6: a journal record's usage details (`flujo_core::TokenUsage`'s `cached`, `cache_write`,
+/// `reasoning`), as in the SQLite store. Records written before have none: 0, which is what their hash
+/// covered (zero details are not part of a record's canonical bytes).
+const MIGRATION_6: &str = r#"
+ALTER TABLE {s}.journal
+    ADD COLUMN cached_tokens      BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN reasoning_tokens   BIGINT NOT NULL DEFAULT 0;
+"#;
 
 /// Version 5: shadow evaluations, as in the SQLite store: the columns claims and filters read, and the whole
 /// record as JSON (`record`).

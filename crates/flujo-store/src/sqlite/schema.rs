@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -27,8 +27,26 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CACHE: usize = 64;
 
 /// `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7, MIGRATION_8];
+pub(super) const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+    MIGRATION_6,
+    MIGRATION_7,
+    MIGRATION_8,
+    MIGRATION_9,
+];
+
+/// Version 9: a journal record's usage details (`flujo_core::TokenUsage`'s `cached`, `cache_write`,
+/// `reasoning`). Records written before have none: 0, which is what their hash covered (zero details are
+/// not part of a record's canonical bytes).
+const MIGRATION_9: &str = "
+ALTER TABLE journal ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+";
 
 /// Version 8: memories (the SQLite vector store). `memories_version` counts committed changes of the
 /// table, so that a store's in-memory index notices another connection's writes without reloading on every
@@ -374,6 +392,120 @@ mod tests {
                 "database schema version 99 is newer than this flujo ({SCHEMA_VERSION}); upgrade flujo"
             ))
         );
+    }
+
+    /// A database made by the Flujo of schema version 8 (its DDL, its rows as that version wrote them)
+    /// opens, migrates, reads its old records unchanged with their chain intact, and continues the chain with
+    /// records that carry usage details.
+    #[tokio::test]
+    async fn a_version_8_database_migrates_and_its_old_records_still_verify() {
+        use crate::codec::{encode_record, encode_run};
+        use crate::conformance::{sample_run, sealed_chain};
+        use crate::sqlite::{SqliteOptions, SqliteStore};
+        use flujo_core::{verify_chain, JournalStore, RunStore, TokenUsage};
+        use rusqlite::params;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v8.db");
+        let run = sample_run("r-old");
+        let old = sealed_chain("r-old", 5);
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..8] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 8;")).unwrap();
+            let r = encode_run(&run).unwrap();
+            if let Some(b) = &r.definition_blob {
+                conn.execute("INSERT INTO blobs (hash, bytes) VALUES (?1, ?2)", params![b.hash, b.bytes]).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
+                 initial_context, pending, output, error, generation, total_cost_usd, total_tokens, created_at_ms, \
+                 updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head, queue) VALUES (?1, ?2, ?3, \
+                 ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                params![
+                    r.run_id,
+                    r.pipeline_name,
+                    r.pipeline_version,
+                    r.pipeline_hash,
+                    r.definition,
+                    r.status,
+                    r.input,
+                    r.initial_context,
+                    r.pending,
+                    r.output,
+                    r.error,
+                    r.generation,
+                    r.total_cost_usd,
+                    r.total_tokens,
+                    r.created_at_ms,
+                    r.updated_at_ms,
+                    r.owner_id,
+                    r.owner,
+                    r.lease_expires_at_ms,
+                    r.origin,
+                    r.journal_head,
+                    r.queue,
+                ],
+            )
+            .unwrap();
+            for record in &old {
+                let j = encode_record(record).unwrap();
+                conn.execute(
+                    "INSERT INTO journal (run_id, seq, path, step, kind, status, generation, output, output_ref, \
+                     patch, attempts, prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, \
+                     feedback, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
+                     ?15, ?16, ?17, ?18, ?19, ?20)",
+                    params![
+                        j.run_id,
+                        j.seq,
+                        j.path,
+                        j.step,
+                        j.kind,
+                        j.status,
+                        j.generation,
+                        j.output,
+                        j.output_ref,
+                        j.patch,
+                        j.attempts,
+                        j.prompt_tokens,
+                        j.completion_tokens,
+                        j.cost_usd,
+                        j.started_at_ms,
+                        j.latency_ms,
+                        j.metadata,
+                        j.feedback,
+                        j.prev_hash,
+                        j.hash,
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(pragma_int(&conn, "user_version").unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.get_run("r-old").await.unwrap(), Some(run));
+        let loaded = store.load_journal("r-old").await.unwrap();
+        assert_eq!(loaded, old);
+        verify_chain(&loaded).unwrap();
+        // The chain continues with a record that carries details.
+        let mut next = crate::conformance::sample_record("r-old", 5);
+        next.tokens = TokenUsage::new(900, 300).with_cache(500, 100).with_reasoning(200);
+        next.seal(&old[4].hash);
+        store.append(&next).await.unwrap();
+        let loaded = store.load_journal("r-old").await.unwrap();
+        assert_eq!(loaded.last(), Some(&next));
+        verify_chain(&loaded).unwrap();
+        let details: (i64, i64, i64) = conn
+            .query_row(
+                "SELECT cached_tokens, cache_write_tokens, reasoning_tokens FROM journal WHERE seq = 5",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(details, (500, 100, 200));
     }
 
     #[test]

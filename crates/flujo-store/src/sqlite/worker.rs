@@ -575,8 +575,8 @@ fn append(conn: &Connection, r: &RecordRow) -> Result<u64, ExecError> {
     conn.prepare_cached(
         "INSERT INTO journal (run_id, seq, path, step, kind, status, generation, output, output_ref, patch, \
          attempts, prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, \
-         prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-         ?19, ?20)",
+         prev_hash, hash, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+         ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?
     .execute(params![
         r.run_id,
@@ -599,6 +599,9 @@ fn append(conn: &Connection, r: &RecordRow) -> Result<u64, ExecError> {
         r.feedback,
         r.prev_hash,
         r.hash,
+        r.cached_tokens,
+        r.cache_write_tokens,
+        r.reasoning_tokens,
     ])?;
     Ok(bytes + r.payload_len())
 }
@@ -859,6 +862,9 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
         feedback: row.get(17)?,
         prev_hash: row.get(18)?,
         hash: row.get(19)?,
+        cached_tokens: row.get(20)?,
+        cache_write_tokens: row.get(21)?,
+        reasoning_tokens: row.get(22)?,
     })
 }
 
@@ -870,7 +876,8 @@ fn load_journal(conn: &Connection, run_id: &str, from_seq: u64) -> Result<Vec<Jo
         .prepare_cached(
             "SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
              prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, prev_hash, \
-             hash FROM journal WHERE run_id = ?1 AND seq >= ?2 ORDER BY seq",
+             hash, cached_tokens, cache_write_tokens, reasoning_tokens FROM journal WHERE run_id = ?1 AND seq >= ?2 \
+             ORDER BY seq",
         )
         .and_then(|mut s| s.query_map(params![run_id, from], stored_record)?.collect::<Result<Vec<_>, _>>())
         .map_err(|e| sql_error("load_journal", e))?;
