@@ -150,10 +150,11 @@ pub struct ChatReply {
 }
 
 impl ChatReply {
-    /// True when the answer was cut off at the completion bound (OpenAI `finish_reason: length`, Anthropic
-    /// `stop_reason: max_tokens`).
+    /// True when the answer was cut off at the completion bound: OpenAI `finish_reason: length`, Anthropic
+    /// and Bedrock `max_tokens`, Gemini `MAX_TOKENS`, Responses `max_output_tokens` (the
+    /// `incomplete_details.reason` a provider module puts in `stop_reason`).
     pub fn truncated(&self) -> bool {
-        matches!(self.stop_reason.as_deref(), Some("length" | "max_tokens"))
+        matches!(self.stop_reason.as_deref(), Some("length" | "max_tokens" | "MAX_TOKENS" | "max_output_tokens"))
     }
 
     /// The assistant message to append to the transcript before sending tool results back.
