@@ -116,7 +116,8 @@ pub enum ScriptedEmbedding {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedCall {
     pub path: String,
-    /// Lower-case names; values of `authorization`, `x-api-key`, `api-key` (Azure), `cookie` are `[REDACTED]`.
+    /// Lower-case names; values of `authorization`, `x-api-key`, `api-key` (Azure), `x-goog-api-key` (Gemini),
+    /// `cookie` are `[REDACTED]`.
     pub headers: BTreeMap<String, String>,
     /// The JSON body (the raw text as a string when it is not JSON).
     pub body: Value,
@@ -281,7 +282,8 @@ async fn anthropic(State(state): State<Shared>, uri: Uri, headers: HeaderMap, bo
     handle(&anthropic::AnthropicWire, state, uri, headers, body).await
 }
 
-const SECRET_HEADERS: [&str; 5] = ["authorization", "x-api-key", "api-key", "cookie", "proxy-authorization"];
+const SECRET_HEADERS: [&str; 6] =
+    ["authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie", "proxy-authorization"];
 
 /// One provider's wire format, as the fake server speaks it. Each shape lives in its own module; the
 /// scripting, logging and key checks are shared ([`handle`]).
