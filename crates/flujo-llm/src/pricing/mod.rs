@@ -2,19 +2,25 @@
 //!
 //! ```toml
 //! [cost]
-//! strict = true
+//! strict = true                        # every model in use needs a [cost] price (default false)
+//! builtin_prices = true                # lenient mode: unpriced models take the built-in list price (default)
 //! [cost.providers.openai."gpt-4o"]
 //! prompt_tokens_per_1k = 0.0025
 //! completion_tokens_per_1k = 0.01
+//! cached_prompt_tokens_per_1k = 0.00125   # optional detail rates (see [`Price`])
 //! [cost.providers.ollama."*"]          # every model of a provider (e.g. free local models)
 //! prompt_tokens_per_1k = 0
 //! completion_tokens_per_1k = 0
 //! ```
 //!
-//! A model's price is its exact entry, else its provider's `"*"` entry. `mock:` models are free and always
-//! priced. In strict mode a model without a price is [`PricingError::NotConfigured`], which the engine raises
-//! as [`flujo_core::Interrupt::PricingNotConfigured`] *before* any request is sent; in lenient mode it costs 0.
-//! Unknown keys are errors, never silently ignored.
+//! A model's price is, in order: its `[cost]` entry, its provider's `[cost]` `"*"` entry, and — in lenient
+//! mode with `builtin_prices` on — its entry in the dated built-in table of list prices ([`builtin`]).
+//! `mock:` models are free and always priced. In strict mode only `[cost]` counts: a model without a price
+//! there is [`PricingError::NotConfigured`], which the engine raises as
+//! [`flujo_core::Interrupt::PricingNotConfigured`] *before* any request is sent; in lenient mode a model in
+//! neither costs 0. Unknown keys are errors, never silently ignored.
+
+pub mod builtin;
 
 use std::collections::BTreeMap;
 
@@ -81,6 +87,12 @@ impl Price {
         }
     }
 
+    /// This price with the cache-read rate set (cache writes stay at the prompt rate).
+    pub const fn with_cached_rate(mut self, cached_per_1k: f64) -> Self {
+        self.cached_prompt_tokens_per_1k = Some(cached_per_1k);
+        self
+    }
+
     /// This price with the cache-read and cache-write rates set.
     pub const fn with_cache_rates(mut self, cached_per_1k: f64, cache_write_per_1k: f64) -> Self {
         self.cached_prompt_tokens_per_1k = Some(cached_per_1k);
@@ -123,20 +135,48 @@ impl Price {
 }
 
 /// The `[cost]` section as written.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CostConfig {
+    /// Only `[cost]` prices count; a model without one halts the run before its call.
     #[serde(default)]
     pub strict: bool,
+    /// In lenient mode, price models missing from `[cost]` with the built-in table (default `true`).
+    #[serde(default = "default_builtin_prices")]
+    pub builtin_prices: bool,
     /// provider → model (or `"*"`) → price.
     #[serde(default)]
     pub providers: BTreeMap<String, BTreeMap<String, Price>>,
 }
 
-/// The validated price list.
+fn default_builtin_prices() -> bool {
+    true
+}
+
+impl Default for CostConfig {
+    /// Lenient, built-in prices on, no `[cost]` prices: what a `flujo.toml` without `[cost]` means.
+    fn default() -> Self {
+        CostConfig { strict: false, builtin_prices: true, providers: BTreeMap::new() }
+    }
+}
+
+/// Where a model's price came from ([`PricingTable::lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum PriceSource<'a> {
+    /// `mock:` models: always free.
+    Mock,
+    /// A `[cost.providers.PROVIDER."MODEL"]` entry; `model` is the entry's key (the model, or `"*"`).
+    Configured { model: &'a str },
+    /// The built-in table's entry named `model` (the model, its base name, or `"*"`).
+    Builtin { model: &'static str },
+}
+
+/// The validated price list: the `[cost]` prices, strict or lenient, with or without the built-in table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PricingTable {
     strict: bool,
+    builtin: bool,
     providers: BTreeMap<String, BTreeMap<String, Price>>,
 }
 
@@ -144,9 +184,15 @@ pub struct PricingTable {
 pub const MOCK_PROVIDER: &str = "mock";
 
 impl PricingTable {
-    /// An empty, lenient table (every model costs 0).
+    /// An empty, lenient table without the built-in prices: every model costs 0 until priced with
+    /// [`PricingTable::with_price`] (turn the built-in table on with [`PricingTable::builtin_prices`]).
     pub fn new() -> Self {
         PricingTable::default()
+    }
+
+    /// What a `flujo.toml` without `[cost]` gives: lenient, priced by the built-in table.
+    pub fn with_builtin_prices() -> Self {
+        PricingTable::new().builtin_prices(true)
     }
 
     /// Validates a `[cost]` section: prices must be finite and non-negative.
@@ -162,13 +208,14 @@ impl PricingTable {
                 }
             }
         }
-        Ok(PricingTable { strict: config.strict, providers: config.providers })
+        Ok(PricingTable { strict: config.strict, builtin: config.builtin_prices, providers: config.providers })
     }
 
-    /// Reads the `[cost]` section of a parsed `flujo.toml` (the whole file's table); no section = lenient, empty.
+    /// Reads the `[cost]` section of a parsed `flujo.toml` (the whole file's table); no section = lenient,
+    /// no `[cost]` prices, built-in prices on.
     pub fn from_toml(file: &toml::Table) -> Result<Self, PricingError> {
         match file.get("cost") {
-            None => Ok(PricingTable::new()),
+            None => Ok(PricingTable::with_builtin_prices()),
             Some(toml::Value::Table(cost)) => {
                 let config: CostConfig = toml::Value::Table(cost.clone())
                     .try_into()
@@ -185,6 +232,12 @@ impl PricingTable {
         self
     }
 
+    /// Turns the built-in table (used in lenient mode for models without a `[cost]` price) on or off.
+    pub fn builtin_prices(mut self, on: bool) -> Self {
+        self.builtin = on;
+        self
+    }
+
     /// Adds (or replaces) a price; `model` may be `"*"`.
     pub fn with_price(mut self, provider: &str, model: &str, price: Price) -> Self {
         self.providers.entry(provider.to_owned()).or_default().insert(model.to_owned(), price);
@@ -195,20 +248,48 @@ impl PricingTable {
         self.strict
     }
 
-    /// The price of `provider:model`: `Ok(None)` when unknown in lenient mode, [`PricingError::NotConfigured`]
-    /// when unknown in strict mode.
+    /// Whether models without a `[cost]` price take the built-in one: lenient mode with the table on.
+    pub fn uses_builtin_prices(&self) -> bool {
+        self.builtin && !self.strict
+    }
+
+    /// The `[cost]` prices: `(provider, model or "*", price)`, sorted.
+    pub fn configured(&self) -> impl Iterator<Item = (&str, &str, &Price)> + '_ {
+        self.providers
+            .iter()
+            .flat_map(|(provider, models)| models.iter().map(move |(model, p)| (provider.as_str(), model.as_str(), p)))
+    }
+
+    /// The price of `provider:model`, in order: free for `mock:`; its `[cost]` entry; the provider's `[cost]`
+    /// `"*"` entry; then, in lenient mode with built-in prices on, the built-in table
+    /// ([`builtin::builtin_price`]). `Ok(None)` when unknown in lenient mode (the call costs 0),
+    /// [`PricingError::NotConfigured`] when unknown to `[cost]` in strict mode (the built-in table never
+    /// satisfies strict mode).
     pub fn price(&self, provider: &str, model: &str) -> Result<Option<Price>, PricingError> {
+        self.lookup(provider, model).map(|found| found.map(|(p, _)| p))
+    }
+
+    /// [`PricingTable::price`] with where the price came from.
+    pub fn lookup(&self, provider: &str, model: &str) -> Result<Option<(Price, PriceSource<'_>)>, PricingError> {
         if provider == MOCK_PROVIDER {
-            return Ok(Some(Price::FREE));
+            return Ok(Some((Price::FREE, PriceSource::Mock)));
         }
-        let found = self.providers.get(provider).and_then(|models| models.get(model).or_else(|| models.get("*")));
-        match found {
-            Some(p) => Ok(Some(*p)),
-            None if self.strict => {
-                Err(PricingError::NotConfigured { provider: provider.to_owned(), model: model.to_owned() })
+        let configured = self
+            .providers
+            .get(provider)
+            .and_then(|models| models.get_key_value(model).or_else(|| models.get_key_value("*")));
+        if let Some((key, p)) = configured {
+            return Ok(Some((*p, PriceSource::Configured { model: key.as_str() })));
+        }
+        if self.strict {
+            return Err(PricingError::NotConfigured { provider: provider.to_owned(), model: model.to_owned() });
+        }
+        if self.builtin {
+            if let Some(b) = builtin::builtin_price(provider, model) {
+                return Ok(Some((b.price, PriceSource::Builtin { model: b.model })));
             }
-            None => Ok(None),
         }
+        Ok(None)
     }
 
     /// `Ok` when a call to `provider:model` may proceed (priced, or lenient mode).
@@ -256,6 +337,78 @@ mod tests {
         let t = table("[cost]\nstrict = false\n").unwrap();
         assert_eq!(t.price("openai", "x").unwrap(), None);
         assert!(!table("").unwrap().is_strict());
+    }
+
+    #[test]
+    fn lenient_mode_takes_builtin_prices_for_models_missing_from_cost() {
+        let builtin_gpt4o = builtin::builtin_price("openai", "gpt-4o").unwrap().price;
+        // No [cost] section at all: lenient, built-in prices on.
+        let t = table("").unwrap();
+        assert!(t.uses_builtin_prices());
+        assert_eq!(t.price("openai", "gpt-4o").unwrap(), Some(builtin_gpt4o));
+        assert_eq!(
+            t.lookup("anthropic", "claude-sonnet-4-5-20250929").unwrap().map(|(_, s)| s),
+            Some(PriceSource::Builtin { model: "claude-sonnet-4-5" })
+        );
+        // A model in neither costs 0 as before.
+        assert_eq!(t.price("openai", "gpt-test").unwrap(), None);
+        assert_eq!(t.price("local", "gpt-4o").unwrap(), None);
+        // [cost] always wins: an exact entry, then the provider's "*".
+        let t = table(
+            "[cost.providers.openai.\"gpt-4o\"]\nprompt_tokens_per_1k = 1\ncompletion_tokens_per_1k = 2\n\
+             [cost.providers.anthropic.\"*\"]\nprompt_tokens_per_1k = 0\ncompletion_tokens_per_1k = 0\n",
+        )
+        .unwrap();
+        assert_eq!(t.price("openai", "gpt-4o").unwrap(), Some(Price::new(1.0, 2.0)));
+        assert_eq!(
+            t.lookup("openai", "gpt-4o").unwrap().map(|(_, s)| s),
+            Some(PriceSource::Configured { model: "gpt-4o" })
+        );
+        assert_eq!(
+            t.lookup("anthropic", "claude-haiku-4-5").unwrap(),
+            Some((Price::FREE, PriceSource::Configured { model: "*" }))
+        );
+        assert_eq!(
+            t.price("openai", "gpt-4o-mini").unwrap(),
+            builtin::builtin_price("openai", "gpt-4o-mini").map(|b| b.price)
+        );
+        // Turned off: as before the table existed.
+        let t = table("[cost]\nbuiltin_prices = false\n").unwrap();
+        assert!(!t.uses_builtin_prices());
+        assert_eq!(t.price("openai", "gpt-4o").unwrap(), None);
+        // PricingTable::new() is empty; with_builtin_prices() is what no [cost] section gives.
+        assert_eq!(PricingTable::new().price("openai", "gpt-4o").unwrap(), None);
+        assert_eq!(PricingTable::with_builtin_prices(), table("").unwrap());
+        assert_eq!(CostConfig::default(), toml::from_str::<CostConfig>("").unwrap());
+    }
+
+    #[test]
+    fn strict_mode_counts_only_cost_prices() {
+        let t = table("[cost]\nstrict = true\nbuiltin_prices = true\n").unwrap();
+        assert!(!t.uses_builtin_prices());
+        let err = t.price("openai", "gpt-4o").unwrap_err();
+        assert_eq!(err, PricingError::NotConfigured { provider: "openai".into(), model: "gpt-4o".into() });
+        assert!(t.check("anthropic", "claude-sonnet-4-5").is_err());
+        assert!(t.check("mock", "echo").is_ok());
+        assert_eq!(t.lookup("mock", "echo").unwrap(), Some((Price::FREE, PriceSource::Mock)));
+        let t = t.with_price("openai", "gpt-4o", Price::new(0.5, 0.5));
+        assert_eq!(t.price("openai", "gpt-4o").unwrap(), Some(Price::new(0.5, 0.5)));
+        assert_eq!(t.configured().collect::<Vec<_>>(), [("openai", "gpt-4o", &Price::new(0.5, 0.5))]);
+    }
+
+    #[test]
+    fn builtin_detail_rates_price_cached_and_reasoning_tokens() {
+        let t = PricingTable::with_builtin_prices();
+        // Claude Sonnet 4.5: $3 / $15 per million, cache reads $0.30, cache writes $3.75.
+        let p = t.price("anthropic", "claude-sonnet-4-5").unwrap().unwrap();
+        let usage = TokenUsage::new(10_000, 2_000).with_cache(6_000, 2_000).with_reasoning(1_500);
+        let want = 2.0 * 0.003 + 6.0 * 0.000_3 + 2.0 * 0.003_75 + 2.0 * 0.015;
+        assert!((p.cost(usage) - want).abs() < 1e-12, "{} vs {want}", p.cost(usage));
+        // gpt-4o: cached prompt tokens at half the prompt rate; cache writes at the prompt rate.
+        let p = t.price("openai", "gpt-4o-2024-08-06").unwrap().unwrap();
+        let usage = TokenUsage::new(4_000, 1_000).with_cache(2_000, 0);
+        let want = 2.0 * 0.002_5 + 2.0 * 0.001_25 + 0.01;
+        assert!((p.cost(usage) - want).abs() < 1e-12, "{} vs {want}", p.cost(usage));
     }
 
     #[test]
