@@ -1,7 +1,7 @@
 //! `bedrock:MODEL` — the Amazon Bedrock Converse API: `POST {endpoint}/model/{modelId}/converse` (and
-//! `/converse-stream` for streamed replies, a binary event stream: see [`stream`]), every attempt signed
-//! with AWS SigV4 (service `bedrock`; see [`sigv4`]) with credentials and region found as the AWS SDKs find
-//! them ([`credentials`]). The endpoint is `base_url` when set (tests, VPC endpoints), else
+//! `/converse-stream` for streamed replies, a binary event stream: see `bedrock/stream.rs`), every attempt signed
+//! with AWS SigV4 (service `bedrock`; see `bedrock/sigv4.rs`) with credentials and region found as the AWS SDKs find
+//! them (`bedrock/credentials.rs`). The endpoint is `base_url` when set (tests, VPC endpoints), else
 //! `https://bedrock-runtime.{region}.amazonaws.com`. `MODEL` is a model id
 //! (`anthropic.claude-3-5-sonnet-20240620-v1:0`), an inference profile (`us.anthropic.…`) or an ARN; it is
 //! percent-encoded into the path.

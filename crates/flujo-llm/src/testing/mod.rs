@@ -130,6 +130,7 @@ pub(crate) struct FakeState {
     calls: Vec<RecordedCall>,
     api_key: Option<String>,
     next_id: u64,
+    bedrock: bedrock::BedrockState,
 }
 
 pub(crate) type Shared = Arc<Mutex<FakeState>>;
