@@ -121,6 +121,7 @@ pub async fn dispatch(cli: Cli, config: Config) -> Result<u8, CliError> {
         Command::Dev(DevCommand::Validate(args)) => validate(args, &config),
         Command::Dev(DevCommand::GenContext(args)) => crate::gen_context::gen_context(args),
         Command::Dev(DevCommand::ImportOpenapi(args)) => crate::openapi::import_openapi(args),
+        Command::Dev(DevCommand::Prices(args)) => crate::prices::prices(args, &config),
         Command::Dev(DevCommand::HealthCheck(args)) => crate::health::health_check(args, &config).await,
         Command::Dev(DevCommand::SandboxCheck { kind, json }) => crate::sandbox::check(&config, kind, json).await,
         Command::Dev(DevCommand::CompileYaml { src, out, no_normalize }) => {

@@ -1080,23 +1080,23 @@ fn format_cost(c: f64) -> String {
 }
 
 /// A text table with left-aligned columns except the `right` ones.
-struct Table {
+pub(crate) struct Table {
     header: Vec<String>,
     right: Vec<usize>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    fn new(header: &[&str], right: &[usize]) -> Self {
+    pub(crate) fn new(header: &[&str], right: &[usize]) -> Self {
         Table { header: header.iter().map(|h| (*h).to_owned()).collect(), right: right.to_vec(), rows: Vec::new() }
     }
 
     /// Adds a row; each cell is made printable and cut to [`MAX_CELL_CHARS`] (see [`cell`]).
-    fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells.iter().map(|c| cell(c)).collect());
     }
 
-    fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let width = |i: usize| {
             std::iter::once(&self.header)
                 .chain(&self.rows)

@@ -18,6 +18,7 @@ mod mcp;
 mod memory;
 mod openapi;
 mod otel;
+mod prices;
 mod sandbox;
 mod scaffold;
 mod schedule;
@@ -298,6 +299,9 @@ pub enum DevCommand {
     /// One `http` skill per operation of an OpenAPI 3.0/3.1 document, merged into skills.yaml (entries it
     /// wrote before are replaced, hand-written ones kept).
     ImportOpenapi(openapi::ImportOpenApiArgs),
+    /// The price list runs are charged by: the dated built-in list prices and the `[cost]` prices of
+    /// flujo.toml (which override them), and whether the built-in prices apply (lenient) or not (strict).
+    Prices(prices::PricesArgs),
 }
 
 /// A user-facing failure: a kind, a message and the exit code, with the run and pipeline it concerns when
@@ -390,6 +394,7 @@ impl Cli {
             Command::Dev(DevCommand::Governance { json, .. }) => *json,
             Command::Dev(DevCommand::SandboxCheck { json, .. }) => *json,
             Command::Dev(DevCommand::GenContext(a)) => a.json,
+            Command::Dev(DevCommand::Prices(a)) => a.json,
             Command::Lock(lock::LockCommand::Verify(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Compare(a)) => matches!(a.format, lock::DiffFormat::Json),
             Command::Lock(lock::LockCommand::Show(a)) => matches!(a.format, lock::ShowFormat::Json),

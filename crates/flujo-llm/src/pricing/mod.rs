@@ -248,6 +248,11 @@ impl PricingTable {
         self.strict
     }
 
+    /// Whether the built-in table is on (`[cost] builtin_prices`); it applies only in lenient mode.
+    pub fn builtin_prices_on(&self) -> bool {
+        self.builtin
+    }
+
     /// Whether models without a `[cost]` price take the built-in one: lenient mode with the table on.
     pub fn uses_builtin_prices(&self) -> bool {
         self.builtin && !self.strict
@@ -385,7 +390,7 @@ mod tests {
     #[test]
     fn strict_mode_counts_only_cost_prices() {
         let t = table("[cost]\nstrict = true\nbuiltin_prices = true\n").unwrap();
-        assert!(!t.uses_builtin_prices());
+        assert!(!t.uses_builtin_prices() && t.builtin_prices_on());
         let err = t.price("openai", "gpt-4o").unwrap_err();
         assert_eq!(err, PricingError::NotConfigured { provider: "openai".into(), model: "gpt-4o".into() });
         assert!(t.check("anthropic", "claude-sonnet-4-5").is_err());
