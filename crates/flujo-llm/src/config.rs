@@ -115,7 +115,8 @@ pub struct ProviderConfig {
     pub max_attempts: Option<u32>,
     /// `anthropic-version` header (default `2023-06-01`).
     pub anthropic_version: Option<String>,
-    /// Azure OpenAI `api-version` query parameter (default [`DEFAULT_AZURE_API_VERSION`]).
+    /// Azure OpenAI `api-version` query parameter (default `OPENAI_API_VERSION`, then
+    /// [`DEFAULT_AZURE_API_VERSION`]); `v1` or `preview` for the v1 API.
     pub api_version: Option<String>,
     /// Bedrock: the AWS region (default `AWS_REGION`, `AWS_DEFAULT_REGION`, then the profile's `region`).
     pub region: Option<String>,
@@ -290,7 +291,12 @@ impl ProviderConfig {
             timeout,
             retry,
             anthropic_version: self.anthropic_version.clone().unwrap_or_else(|| DEFAULT_ANTHROPIC_VERSION.to_owned()),
-            api_version: self.api_version.clone().unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_owned()),
+            // Azure: the section, else `OPENAI_API_VERSION` (what the official SDKs' Azure clients read).
+            api_version: self
+                .api_version
+                .clone()
+                .or_else(|| (kind == ProviderKind::Azure).then(|| nonempty("OPENAI_API_VERSION")).flatten())
+                .unwrap_or_else(|| DEFAULT_AZURE_API_VERSION.to_owned()),
             entra_token,
             region,
             profile: self.profile.clone().filter(|p| !p.trim().is_empty()),
@@ -422,6 +428,9 @@ mod tests {
         let t = ProviderConfig::default().resolve("azure", &with_token).unwrap();
         assert_eq!((t.api_key.clone(), t.entra_token), (Some(ApiKey::new("eyJ-token")), true));
         assert!(t.check_key().is_ok() && !format!("{t:?}").contains("eyJ-token"));
+        let versioned =
+            |k: &str| if k == "OPENAI_API_VERSION" { Some("2025-04-01-preview".to_owned()) } else { env(k) };
+        assert_eq!(ProviderConfig::default().resolve("azure", &versioned).unwrap().api_version, "2025-04-01-preview");
         let both = |k: &str| if k == "AZURE_OPENAI_API_KEY" { Some("az-key".to_owned()) } else { with_token(k) };
         let k = ProviderConfig::default().resolve("azure", &both).unwrap();
         assert_eq!((k.api_key.clone(), k.entra_token), (Some(ApiKey::new("az-key")), false));
