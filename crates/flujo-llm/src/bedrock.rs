@@ -129,6 +129,12 @@ impl BedrockModel {
                 inference.insert("topP".into(), json!(p));
             }
         }
+        // Stop sequences belong to `inferenceConfig` (OpenAI's `stop` and Gemini's spelling too).
+        let stop_keys = ["stopSequences", "stop_sequences", "stop"];
+        if let Some(stop) = stop_keys.iter().find_map(|k| settings.extra.get(*k)) {
+            let list = if stop.is_string() { json!([stop]) } else { stop.clone() };
+            inference.insert("stopSequences".into(), list);
+        }
         body.insert("inferenceConfig".into(), Value::Object(inference));
         let auto = || json!({"auto": {}});
         let (specs, choice): (Vec<Value>, Option<Value>) = match &settings.response_schema {
@@ -179,7 +185,7 @@ impl BedrockModel {
         if let Some(budget) = thinking {
             additional.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
         }
-        for (k, v) in &settings.extra {
+        for (k, v) in settings.extra.iter().filter(|(k, _)| !stop_keys.contains(&k.as_str())) {
             additional.entry(k.clone()).or_insert_with(|| v.clone());
         }
         if !additional.is_empty() {
@@ -550,13 +556,14 @@ mod tests {
             ..Default::default()
         };
         settings.extra.insert("top_k".into(), json!(40));
+        settings.extra.insert("stop".into(), json!("END"));
         let b =
             model("us.anthropic.claude-sonnet-4-20250514-v1:0").request_body(&[ChatMessage::user("x")], &[], &settings);
         assert_eq!(
             b["additionalModelRequestFields"],
             json!({"thinking": {"type": "enabled", "budget_tokens": 2000}, "top_k": 40})
         );
-        assert!(b["inferenceConfig"].get("temperature").is_none());
+        assert_eq!(b["inferenceConfig"], json!({"maxTokens": 4096, "stopSequences": ["END"]}));
         let b = model("amazon.nova-pro-v1:0").request_body(&[ChatMessage::user("x")], &[], &settings);
         assert_eq!(b["additionalModelRequestFields"], json!({"top_k": 40}));
         assert_eq!(b["inferenceConfig"]["temperature"], 0.5);
