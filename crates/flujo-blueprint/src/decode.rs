@@ -149,6 +149,8 @@ const MODEL_SETTINGS_FIELDS: &[&str] = &[
     "tool_choice",
     "service_tier",
     "thinking",
+    "thinking_budget",
+    "cache_prompt",
 ];
 
 /// How to replace a Python import path (`pkg.mod:fn`) from an old blueprint.
@@ -484,9 +486,48 @@ impl<'a> Decoder<'a> {
         if let Some(n) = f.take("top_logprobs") {
             self.ranged(n, &format!("`top_logprobs` in {what}"), 0.0, 20.0);
         }
-        for key in ["logprobs", "parallel_tool_calls"] {
+        for key in ["logprobs", "parallel_tool_calls", "cache_prompt"] {
             if let Some(n) = f.take(key) {
                 self.boolean(n, &format!("`{key}` in {what}"));
+            }
+        }
+        if let Some(n) = f.take("thinking_budget") {
+            self.count(n, &format!("`thinking_budget` in {what}"), u32::MAX);
+        }
+        if let Some(n) = f.take("thinking") {
+            // Anthropic's shape: `{type: enabled, budget_tokens: N}` or `{type: disabled}`.
+            if let Some(mut t) = self.fields(n, &format!("`thinking` in {what}")) {
+                if let Some(k) = t.take("type") {
+                    self.choice(k, &format!("`thinking.type` in {what}"), &[("enabled", ()), ("disabled", ())]);
+                }
+                if let Some(b) = t.take("budget_tokens") {
+                    self.count(b, &format!("`thinking.budget_tokens` in {what}"), u32::MAX);
+                }
+                self.finish(t, &["type", "budget_tokens"], &format!("`thinking` in {what}"), |_| None);
+            }
+        }
+        if let Some(n) = f.take("tool_choice") {
+            let label = format!("`tool_choice` in {what}");
+            match &n.kind {
+                NodeKind::Map(_) => {
+                    if let Some(mut t) = self.fields(n, &label) {
+                        match t.take("tool") {
+                            Some(id) => {
+                                self.string(id, &format!("`tool_choice.tool` in {what}"));
+                            }
+                            None => self.report_with(
+                                rules::BP_MISSING_FIELD,
+                                t.loc,
+                                format!("{label} has no `tool`"),
+                                Some("e.g. `tool_choice: {tool: flujo.builtins.http_get}`".to_owned()),
+                            ),
+                        }
+                        self.finish(t, &["tool"], &label, |_| None);
+                    }
+                }
+                _ => {
+                    self.choice(n, &label, &[("auto", ()), ("none", ()), ("required", ()), ("any", ())]);
+                }
             }
         }
         for key in ["stop", "stop_sequences"] {
@@ -790,6 +831,21 @@ impl<'a> Decoder<'a> {
         let mut f = self.fields(node, &what)?;
         let mut decl = RawAgentDecl { json: node.to_json(), ..RawAgentDecl::default() };
         match f.take("model") {
+            Some(n @ Node { kind: NodeKind::Seq(items), .. }) => {
+                // A fallback chain: tried in order when a model fails at the provider.
+                let ids = self.string_list(n, &format!("`model` of {what}"));
+                if items.is_empty() {
+                    self.report_with(
+                        rules::BP_MODEL,
+                        n.loc,
+                        format!("the `model` list of {what} is empty"),
+                        Some("name one model, or several to fall back on in order".to_owned()),
+                    );
+                }
+                let mut ids = ids.into_iter();
+                decl.model = ids.next();
+                decl.fallback_models = ids.collect();
+            }
             Some(n) => decl.model = self.string(n, &format!("`model` of {what}")),
             None => self.report_with(
                 rules::BP_MISSING_FIELD,

@@ -77,8 +77,11 @@ pub use yaml::{yaml_to_json, MAX_BLUEPRINT_BYTES, MAX_YAML_DEPTH};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentDecl {
     pub name: String,
-    /// `provider:model`, e.g. `openai:gpt-4o`, `mock:echo`.
+    /// `provider:model`, e.g. `openai:gpt-4o`, `mock:echo` (the first of a fallback chain).
     pub model: String,
+    /// The rest of a fallback chain (`model: [openai:gpt-4o, anthropic:claude-sonnet-4-5]`), tried in order
+    /// when the model before fails at the provider.
+    pub fallback_models: Vec<String>,
     /// The system prompt text (read from `from_file` when declared that way).
     pub system_prompt: Option<String>,
     /// The file the prompt was read from (`system_prompt: {from_file: …}`), resolved against the blueprint.

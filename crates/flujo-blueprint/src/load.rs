@@ -372,7 +372,7 @@ impl Loader<'_> {
 
         let agents = self.agents(&raw.agents, &dir, &mut d);
         for (name, decl) in &raw.agents {
-            if let Some(model) = &decl.model {
+            for model in decl.model.iter().chain(&decl.fallback_models) {
                 check_model_id(&model.v, model.loc, &name.v, &self.opts.providers, &mut d);
             }
         }
@@ -424,6 +424,7 @@ impl Loader<'_> {
             let mut agent = AgentDecl {
                 name: name.v.clone(),
                 model: model.v.clone(),
+                fallback_models: decl.fallback_models.iter().map(|m| m.v.clone()).collect(),
                 system_prompt: None,
                 system_prompt_file: None,
                 system_prompt_variables: Map::new(),

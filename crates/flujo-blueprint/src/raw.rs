@@ -51,6 +51,8 @@ pub(crate) struct RawMemory {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawAgentDecl {
     pub model: Option<Sp<String>>,
+    /// The rest of a fallback chain (`model: [a, b, c]`).
+    pub fallback_models: Vec<Sp<String>>,
     pub system_prompt: Option<RawPrompt>,
     pub output_schema: Option<Value>,
     pub model_settings: Option<Value>,

@@ -29,7 +29,8 @@ pub const MAX_ITERATIONS: u32 = 1_000_000;
 pub const MAX_TURNS: u32 = 1_000;
 
 /// The model providers every build knows (`[providers.NAME]` in `flujo.toml` may add more).
-pub const BUILTIN_PROVIDERS: &[&str] = &["openai", "anthropic", "mock"];
+pub const BUILTIN_PROVIDERS: &[&str] =
+    &["openai", "openai-responses", "anthropic", "gemini", "azure", "bedrock", "ollama", "mock"];
 
 /// Why a name cannot be a path segment (the message completes "the name …").
 pub fn check_name(name: &str) -> Result<(), String> {

@@ -235,6 +235,10 @@ pub struct SkillError {
     /// Facts about the failed call for the step's metadata (e.g. a model's `finish_reason`); boxed to keep
     /// the error small.
     pub metadata: Box<serde_json::Map<String, Value>>,
+    /// The provider failed (unreachable, 5xx or 429 after its retries, timeout, refused key, unknown model),
+    /// as opposed to an answer that was wrong: the next model of a fallback chain ([`Skill::fallbacks`]) is
+    /// tried.
+    pub provider_failure: bool,
 }
 
 impl SkillError {
@@ -247,6 +251,7 @@ impl SkillError {
             cost_usd: 0.0,
             retry_after: None,
             metadata: Box::default(),
+            provider_failure: false,
         }
     }
     /// A failure that retrying cannot help (`retryable: false`), with `message` and no usage.
@@ -284,6 +289,14 @@ pub trait Skill: Send + Sync {
     fn estimate(&self, input: &Value) -> Option<Usage> {
         let _ = input;
         None
+    }
+
+    /// The skills to call in order when a call of this one fails with [`SkillError::provider_failure`] — a
+    /// model fallback chain (`model: [openai:gpt-4o, anthropic:claude-sonnet-4-5]`). The engine makes each
+    /// call like the first: pre-flight checks, a reservation of the candidate's own estimate, the call,
+    /// reconciliation; the answer's metadata names the model that answered. Empty by default.
+    fn fallbacks(&self) -> Vec<std::sync::Arc<dyn Skill>> {
+        Vec::new()
     }
 }
 

@@ -932,15 +932,78 @@ impl ExecutorCore {
             call.input = input;
             Some(Value::Array(decisions.iter().map(crate::governance::DecisionRecord::to_json).collect()))
         };
-        // Reserve → Execute → Reconcile (SPEC §8): typed pre-flight checks first (pricing), then reserve the
-        // call's upper bound; a reservation that does not fit refuses the call before it is made.
+        if call.deltas.is_none() {
+            call.deltas = run.delta_sink(&call.path, &call.step);
+        }
+        // A model fallback chain: on a provider failure (after its retries) the next candidate is called the
+        // same way; what the failed ones billed is added to the answer's figures.
+        let fallbacks = agent.fallbacks();
+        let mut billed = (TokenUsage::default(), 0.0_f64);
+        let mut failures: Vec<Value> = Vec::new();
+        let mut candidate = agent.clone();
+        let mut label = target.to_owned();
+        let mut next = fallbacks.into_iter();
+        let res = loop {
+            let res = self.call_reserved(&candidate, &label, call.clone(), run, timeout_s).await?;
+            match res {
+                Err(e) if e.provider_failure => match next.next() {
+                    Some(fallback) => {
+                        failures.push(serde_json::json!({"model": candidate.info().id, "error": e.message}));
+                        billed.0.add(e.tokens);
+                        billed.1 += e.cost_usd;
+                        label = fallback.info().id;
+                        candidate = fallback;
+                    }
+                    None => break Err(e),
+                },
+                other => break other,
+            }
+        };
+        let res = match res {
+            _ if failures.is_empty() => res,
+            Ok(mut o) => {
+                o.tokens.add(billed.0);
+                o.cost_usd += billed.1;
+                o.metadata.insert(META_MODEL_FALLBACKS.into(), Value::Array(failures));
+                Ok(o)
+            }
+            Err(mut e) => {
+                e.tokens.add(billed.0);
+                e.cost_usd += billed.1;
+                e.metadata.insert(META_MODEL_FALLBACKS.into(), Value::Array(failures));
+                Err(e)
+            }
+        };
+        Ok(match (res, decisions) {
+            (Ok(mut o), Some(d)) => {
+                o.metadata.insert(META_GOVERNANCE.into(), d);
+                Ok(o)
+            }
+            (Err(mut e), Some(d)) => {
+                e.metadata.insert(META_GOVERNANCE.into(), d);
+                Err(e)
+            }
+            (res, None) => res,
+        })
+    }
+
+    /// One call of `agent` under the quota: typed pre-flight checks first (pricing, keys), then a reservation
+    /// of the call's upper bound — one that does not fit refuses the call before it is made and stops the run
+    /// — then the call (bounded by `timeout_s`), reconciled to the usage it reported, a failed call's too (its
+    /// error carries what the provider billed before the failure, 0 when nothing was).
+    async fn call_reserved(
+        &self,
+        agent: &Arc<dyn Skill>,
+        target: &str,
+        call: SkillCall,
+        run: &RunState,
+        timeout_s: Option<f64>,
+    ) -> Result<Result<SkillOutput, flujo_core::SkillError>, Interrupt> {
+        // Reserve → Execute → Reconcile (SPEC §8).
         if let Some(stop) = run.stopped() {
             return Err(stop);
         }
         agent.preflight().map_err(|i| run.stop_with(i))?;
-        if call.deltas.is_none() {
-            call.deltas = run.delta_sink(&call.path, &call.step);
-        }
         let planned = agent.estimate(&call.input).unwrap_or_default();
         let reservation = run.quota.reserve(planned).map_err(|e| {
             run.stop_with(Interrupt::UsageLimitExceeded {
@@ -958,24 +1021,12 @@ impl ExecutorCore {
             Some((t, Err(e))) => Err(flujo_core::SkillError::fatal(format!("timeout_s {t} {e}"))),
             None => fut.await,
         };
-        // Every call is reconciled to the usage it reported — a failed one too (its error carries what the
-        // provider billed before the failure, 0 when nothing was); the reservation is released, never spent.
         let actual = match &res {
             Ok(o) => Usage { cost_usd: o.cost_usd, tokens: o.tokens.total() },
             Err(e) => Usage { cost_usd: e.cost_usd, tokens: e.tokens.total() },
         };
         run.quota.reconcile(reservation, actual);
-        Ok(match (res, decisions) {
-            (Ok(mut o), Some(d)) => {
-                o.metadata.insert(META_GOVERNANCE.into(), d);
-                Ok(o)
-            }
-            (Err(mut e), Some(d)) => {
-                e.metadata.insert(META_GOVERNANCE.into(), d);
-                Err(e)
-            }
-            (res, None) => res,
-        })
+        Ok(res)
     }
 
     /// Runs an agent whose decision steers the walk (router, condition skill, loop exit skill) as a journaled
@@ -1068,7 +1119,7 @@ impl ExecutorCore {
             outcome.metadata.extend(o.metadata.clone());
         }
         if kind == "model_turn" {
-            outcome.metadata.insert(META_MODEL.into(), Value::String(target.to_owned()));
+            outcome.metadata.entry(META_MODEL).or_insert_with(|| Value::String(target.to_owned()));
         }
         let leaf = Step::passthrough(format!("{}#{kind}", step.name));
         let o = &outcome;
@@ -1114,6 +1165,9 @@ pub const META_MODEL: &str = "model";
 /// Record metadata listing the governance decisions about the record's call (`[{policy, decision, reason |
 /// note}]`), when a governance chain is configured.
 pub const META_GOVERNANCE: &str = "governance";
+
+/// Step metadata key: the models of a fallback chain that failed before one answered (`[{model, error}]`).
+pub const META_MODEL_FALLBACKS: &str = "model_fallbacks";
 
 pub(crate) fn agent_target(agent: &flujo_core::AgentRef) -> &str {
     agent.target()

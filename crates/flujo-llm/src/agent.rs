@@ -16,11 +16,13 @@ use flujo_core::{ContextSnapshot, DeltaSink, Skill, SkillCall, SkillError, Skill
 use flujo_template::{compile_template, is_template, CompiledTemplate, Scope, UndefinedMode};
 use serde_json::{json, Map, Value};
 
-use crate::chat::{ChatMessage, ChatModel, ChatSettings, TokenLimitParam};
+use crate::chat::{ChatMessage, ChatModel, ChatSettings, ReasoningEffort, ReasoningSettings, TokenLimitParam};
 use crate::error::LlmError;
+use crate::media::{parts_from_input, ContentPart};
 use crate::mock::MockKind;
 use crate::pricing::{Price, PricingError};
 use crate::structured::{chat_structured_accounted, error_requests, StructuredOutput};
+use crate::tools::{tool_name_for, ToolChoice};
 
 /// Re-asks of a schema-violating reply when the agent does not set `max_retries` (as a step's default).
 pub const DEFAULT_AGENT_MAX_RETRIES: u32 = 1;
@@ -35,14 +37,41 @@ pub struct ModelSettings {
     pub max_tokens: Option<u64>,
     /// Set when `model_settings` chose the parameter name explicitly.
     pub token_limit_param: Option<TokenLimitParam>,
+    /// `reasoning_effort` and `thinking_budget` (or Anthropic's `thinking: {budget_tokens}`).
+    pub reasoning: ReasoningSettings,
+    /// `cache_prompt: true`: the system prompt and tools are marked cacheable (Anthropic, Bedrock).
+    pub cache_prompt: bool,
+    /// `tool_choice`: `auto`, `none`, `required` or `{tool: SKILL_ID}`; in a tool loop `required` and a
+    /// named tool apply to the first turn (later turns are `auto`, so the model can answer).
+    pub tool_choice: Option<ToolChoice>,
+    /// `parallel_tool_calls: false` asks for one tool call per turn.
+    pub parallel_tool_calls: Option<bool>,
     pub extra: Map<String, Value>,
 }
+
+/// The `model_settings` keys Flujo reads itself (every other key goes to the provider as written).
+pub const MODEL_SETTINGS_KEYS: [&str; 11] = [
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "token_limit_param",
+    "reasoning_effort",
+    "thinking_budget",
+    "thinking",
+    "cache_prompt",
+    "tool_choice",
+    "parallel_tool_calls",
+];
 
 /// A model agent's declaration (mirrors `flujo_blueprint::AgentDecl`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentSpec {
-    /// `provider:model`.
+    /// `provider:model` (the first of a fallback chain).
     pub model: String,
+    /// The rest of a fallback chain (`model: [a, b, c]` → `[b, c]`), tried in order when the model before
+    /// fails at the provider.
+    pub fallback_models: Vec<String>,
     pub system_prompt: Option<String>,
     /// Names the system prompt template may use (`system_prompt: {from_file, variables}`).
     pub system_prompt_variables: Map<String, Value>,
@@ -93,6 +122,20 @@ impl AgentSpec {
             Value::Object(o) => o,
             _ => return Err(LlmError::Config("agent settings must be an object".into())),
         };
+        if let Some(Value::Array(chain)) = obj.get("model") {
+            let ids: Vec<String> = chain
+                .iter()
+                .map(|m| m.as_str().map(str::to_owned).ok_or_else(|| bad("model", "a model id or a list of model ids")))
+                .collect::<Result<_, _>>()?;
+            match ids.split_first() {
+                Some((first, rest)) if first == model => spec.fallback_models = rest.to_vec(),
+                Some((first, rest)) => {
+                    spec.model = first.clone();
+                    spec.fallback_models = rest.to_vec();
+                }
+                None => return Err(bad("model", "a model id or a non-empty list of model ids")),
+            }
+        }
         spec.system_prompt = match obj.get("system_prompt") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -142,14 +185,10 @@ impl AgentSpec {
                         }
                     });
                 }
+                read_reasoning_and_tools(ms, s)?;
                 s.extra = ms
                     .iter()
-                    .filter(|(k, _)| {
-                        !matches!(
-                            k.as_str(),
-                            "temperature" | "top_p" | "max_tokens" | "max_completion_tokens" | "token_limit_param"
-                        )
-                    })
+                    .filter(|(k, _)| !MODEL_SETTINGS_KEYS.contains(&k.as_str()))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
             }
@@ -187,10 +226,96 @@ impl AgentSpec {
             token_limit_param: self.model_settings.token_limit_param,
             timeout: self.timeout_s.and_then(|t| flujo_core::limits::duration_from_secs(t).ok()),
             extra: self.model_settings.extra.clone(),
+            reasoning: self.model_settings.reasoning,
+            cache_prompt: self.model_settings.cache_prompt,
+            tool_choice: self.model_settings.tool_choice.clone().unwrap_or_default(),
+            parallel_tool_calls: self.model_settings.parallel_tool_calls,
             ..Default::default()
         }
     }
+
+    /// Every model of the chain, the first one first.
+    pub fn chain(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.model.as_str()).chain(self.fallback_models.iter().map(String::as_str))
+    }
 }
+
+/// Reads the reasoning, caching and tool keys of `model_settings` into `s`.
+fn read_reasoning_and_tools(ms: &Map<String, Value>, s: &mut ModelSettings) -> Result<(), LlmError> {
+    if let Some(v) = ms.get("reasoning_effort").filter(|v| !v.is_null()) {
+        s.reasoning.effort = Some(v.as_str().and_then(ReasoningEffort::parse).ok_or_else(|| {
+            bad("model_settings.reasoning_effort", "one of \"minimal\", \"low\", \"medium\", \"high\"")
+        })?);
+    }
+    let budget = opt_u64(ms.get("thinking_budget"), "model_settings.thinking_budget")?;
+    let anthropic_form = match ms.get("thinking") {
+        None | Some(Value::Null) => None,
+        // Anthropic's own shape: `thinking: {type: enabled, budget_tokens: N}` (`type: disabled` turns it off).
+        Some(Value::Object(t)) if t.get("type").and_then(Value::as_str) == Some("disabled") => None,
+        Some(Value::Object(t)) => Some(
+            opt_u64(t.get("budget_tokens"), "model_settings.thinking.budget_tokens")?
+                .ok_or_else(|| bad("model_settings.thinking", "`{type: enabled, budget_tokens: N}`"))?,
+        ),
+        Some(_) => return Err(bad("model_settings.thinking", "`{type: enabled, budget_tokens: N}`")),
+    };
+    if budget.is_some() && anthropic_form.is_some() {
+        return Err(LlmError::Config("`model_settings` sets both `thinking_budget` and `thinking`; set one".into()));
+    }
+    s.reasoning.budget_tokens = budget.or(anthropic_form);
+    if let (Some(b), Some(max)) = (s.reasoning.budget_tokens, s.max_tokens) {
+        if b >= max {
+            return Err(LlmError::Config(format!(
+                "`model_settings` thinking budget ({b}) must be below `max_tokens` ({max}): the thinking is part of \
+                 the completion"
+            )));
+        }
+    }
+    s.cache_prompt = match ms.get("cache_prompt") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("model_settings.cache_prompt", "true or false")),
+    };
+    s.parallel_tool_calls = match ms.get("parallel_tool_calls") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad("model_settings.parallel_tool_calls", "true or false")),
+    };
+    s.tool_choice = match ms.get("tool_choice") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(c)) => Some(match c.as_str() {
+            "auto" => ToolChoice::Auto,
+            "none" => ToolChoice::None,
+            "required" | "any" => ToolChoice::Required,
+            _ => {
+                return Err(bad("model_settings.tool_choice", "\"auto\", \"none\", \"required\" or `{tool: SKILL_ID}`"))
+            }
+        }),
+        Some(Value::Object(o)) if o.len() == 1 => match o.get("tool").and_then(Value::as_str) {
+            Some(id) if !id.is_empty() => Some(ToolChoice::Tool(tool_name_for(id))),
+            _ => {
+                return Err(bad("model_settings.tool_choice", "\"auto\", \"none\", \"required\" or `{tool: SKILL_ID}`"))
+            }
+        },
+        Some(_) => {
+            return Err(bad("model_settings.tool_choice", "\"auto\", \"none\", \"required\" or `{tool: SKILL_ID}`"))
+        }
+    };
+    Ok(())
+}
+
+/// The user message of a step input: parts (text, images, documents) for a `{parts: […]}` input (see
+/// [`crate::media`]), else [`render_input`].
+pub fn user_message(input: &Value) -> Result<ChatMessage, LlmError> {
+    Ok(match parts_from_input(input)? {
+        Some(parts) => ChatMessage::user_parts(parts),
+        None => ChatMessage::user(render_input(input)),
+    })
+}
+
+/// Prompt tokens assumed for an image or a document in the quota reservation (the providers bill an image
+/// about 1,100–1,600 tokens at the usual sizes; a document a few thousand per page).
+const IMAGE_PART_TOKENS: u64 = 1_600;
+const DOCUMENT_PART_TOKENS: u64 = 8_000;
 
 /// The user message for a step input: strings as they are, other JSON serialized.
 pub fn render_input(input: &Value) -> String {
@@ -223,6 +348,10 @@ pub struct AgentAnswer {
     pub finish_reason: Option<String>,
     /// Things the caller should know although the call succeeded (a text answer cut off at `max_tokens`).
     pub warnings: Vec<String>,
+    /// The provider's id of the (last) reply.
+    pub request_id: Option<String>,
+    /// The model as the provider named it in the reply.
+    pub response_model: Option<String>,
 }
 
 /// A failed agent call with what it consumed: every call is reconciled to the usage the provider reported,
@@ -276,6 +405,8 @@ pub struct LlmAgent {
     pricing: Result<Option<Price>, PricingError>,
     output: Option<StructuredOutput>,
     prompt: Option<Prompt>,
+    /// The rest of a fallback chain, resolved (see [`AgentSpec::fallback_models`]).
+    fallbacks: Vec<Arc<LlmAgent>>,
 }
 
 impl std::fmt::Debug for LlmAgent {
@@ -313,7 +444,19 @@ impl LlmAgent {
             )),
             Some(p) => Some(Prompt::Text(p.clone())),
         };
-        Ok(LlmAgent { spec, provider, backend, pricing, output, prompt })
+        Ok(LlmAgent { spec, provider, backend, pricing, output, prompt, fallbacks: Vec::new() })
+    }
+
+    /// This agent as the head of a fallback chain: `fallbacks` are tried in order when a call fails at the
+    /// provider (see [`Skill::fallbacks`]).
+    pub fn with_fallbacks(mut self, fallbacks: Vec<Arc<LlmAgent>>) -> Self {
+        self.fallbacks = fallbacks;
+        self
+    }
+
+    /// The resolved rest of the fallback chain.
+    pub fn fallback_agents(&self) -> &[Arc<LlmAgent>] {
+        &self.fallbacks
     }
 
     pub fn spec(&self) -> &AgentSpec {
@@ -355,7 +498,7 @@ impl LlmAgent {
         if let Some(text) = self.system_prompt(input, context, this)? {
             out.push(ChatMessage::system(text));
         }
-        out.push(ChatMessage::user(render_input(input)));
+        out.push(user_message(input)?);
         Ok(out)
     }
 
@@ -408,9 +551,18 @@ impl LlmAgent {
     /// a provider that needs a key and has none. Nothing is sent.
     pub fn check_ready(&self) -> Result<(), LlmError> {
         self.check_pricing()?;
-        match &self.backend {
+        for f in &self.fallbacks {
+            f.check_pricing()?;
+        }
+        let own = match &self.backend {
             Backend::Echo(_) => Ok(()),
             Backend::Chat(m) => m.check_ready(),
+        };
+        // A chain can answer when one of its models can: a model without its key fails at the provider and
+        // the next one is called.
+        match own {
+            Err(LlmError::MissingApiKey { .. }) if self.fallbacks.iter().any(|f| f.check_ready().is_ok()) => Ok(()),
+            other => other,
         }
     }
 
@@ -436,6 +588,8 @@ impl LlmAgent {
                     calls: 0,
                     finish_reason: None,
                     warnings: Vec::new(),
+                    request_id: None,
+                    response_model: None,
                 });
             }
             Backend::Chat(m) => m,
@@ -446,7 +600,7 @@ impl LlmAgent {
         let mut settings = self.spec.chat_settings();
         settings.stream = deltas;
         let mut warnings = Vec::new();
-        let (output, usage, calls, finish_reason) = match &self.output {
+        let (output, usage, calls, finish_reason, ids) = match &self.output {
             Some(schema) => {
                 let r = chat_structured_accounted(model.as_ref(), messages, &settings, schema, self.spec.max_retries())
                     .await
@@ -457,7 +611,7 @@ impl LlmAgent {
                         requests: f.requests,
                         finish_reason: f.finish_reason,
                     })?;
-                (r.value, r.usage, r.attempts, r.finish_reason)
+                (r.value, r.usage, r.attempts, r.finish_reason, (r.request_id, r.response_model))
             }
             None => {
                 let r = crate::chat::traced_chat(model.as_ref(), &messages, &[], &settings)
@@ -478,10 +632,26 @@ impl LlmAgent {
                         settings.effective_max_tokens()
                     ));
                 }
-                (Value::String(r.content.unwrap_or_default()), r.usage, 1, r.stop_reason)
+                (
+                    Value::String(r.content.unwrap_or_default()),
+                    r.usage,
+                    1,
+                    r.stop_reason,
+                    (r.request_id, r.response_model),
+                )
             }
         };
-        Ok(AgentAnswer { output, usage, cost_usd: cost(usage), calls, finish_reason, warnings })
+        let (request_id, response_model) = ids;
+        Ok(AgentAnswer {
+            output,
+            usage,
+            cost_usd: cost(usage),
+            calls,
+            finish_reason,
+            warnings,
+            request_id,
+            response_model,
+        })
     }
 
     /// The planned usage of one call with `input`: per attempt, the prompt estimated at 4 characters per token
@@ -491,10 +661,18 @@ impl LlmAgent {
         if matches!(self.backend, Backend::Echo(_)) {
             return TokenUsage::default();
         }
+        let (input_chars, media_tokens) = match parts_from_input(input) {
+            Ok(Some(parts)) => parts.iter().fold((0usize, 0u64), |(c, t), p| match p {
+                ContentPart::Text { text } => (c + text.len(), t),
+                ContentPart::Image { .. } => (c, t + IMAGE_PART_TOKENS),
+                ContentPart::Document { .. } => (c, t + DOCUMENT_PART_TOKENS),
+            }),
+            _ => (render_input(input).len(), 0),
+        };
         let chars = self.spec.system_prompt.as_ref().map_or(0, String::len)
-            + render_input(input).len()
+            + input_chars
             + self.output.as_ref().map_or(0, |o| o.schema().to_string().len());
-        let prompt = (chars as u64).div_ceil(4) + PROMPT_OVERHEAD_TOKENS;
+        let prompt = (chars as u64).div_ceil(4) + media_tokens + PROMPT_OVERHEAD_TOKENS;
         let max_tokens = self.spec.chat_settings().effective_max_tokens();
         let attempts = if self.output.is_some() { u64::from(self.spec.max_retries()) + 1 } else { 1 };
         let mut usage = TokenUsage::default();
@@ -518,6 +696,9 @@ impl Skill for LlmAgent {
         // More than one request: the structured output was repaired (`dev health-check` counts them).
         if answer.calls > 1 {
             metadata.insert("model_requests".into(), answer.calls.into());
+        }
+        if answer.calls > 0 {
+            insert_reply_ids(&mut metadata, &self.spec.model, answer.request_id, answer.response_model);
         }
         Ok(SkillOutput::value(answer.output).with_usage(answer.usage, answer.cost_usd).with_metadata(metadata))
     }
@@ -561,6 +742,27 @@ impl Skill for LlmAgent {
             _ => 0.0,
         };
         Some(Usage { cost_usd, tokens: usage.total() })
+    }
+
+    fn fallbacks(&self) -> Vec<Arc<dyn Skill>> {
+        self.fallbacks.iter().map(|f| f.clone() as Arc<dyn Skill>).collect()
+    }
+}
+
+/// Step metadata naming the answer: `model` (the `provider:model` that answered, which in a fallback chain
+/// may not be the first), `request_id` and `response_model` when the provider gave them.
+pub(crate) fn insert_reply_ids(
+    m: &mut Map<String, Value>,
+    model: &str,
+    request_id: Option<String>,
+    response_model: Option<String>,
+) {
+    m.insert("model".into(), Value::String(model.to_owned()));
+    if let Some(id) = request_id {
+        m.insert("request_id".into(), Value::String(id));
+    }
+    if let Some(r) = response_model {
+        m.insert("response_model".into(), Value::String(r));
     }
 }
 

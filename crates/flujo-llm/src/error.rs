@@ -82,6 +82,24 @@ impl LlmError {
         matches!(self, LlmError::Timeout { .. } | LlmError::Malformed { .. })
     }
 
+    /// True when the provider failed rather than the answer: unreachable, 5xx or 429 after the retries, a
+    /// timeout, a refused or missing key, a refused request (an unknown model, a parameter this provider does
+    /// not take), an unreadable reply. The next model of a fallback chain is tried on these; not on a
+    /// schema violation, a refusal, a cut-off answer, pricing or configuration errors.
+    pub fn is_provider_failure(&self) -> bool {
+        matches!(
+            self,
+            LlmError::Auth { .. }
+                | LlmError::MissingApiKey { .. }
+                | LlmError::RateLimited { .. }
+                | LlmError::BadRequest { .. }
+                | LlmError::Server { .. }
+                | LlmError::Malformed { .. }
+                | LlmError::Timeout { .. }
+                | LlmError::Network { .. }
+        )
+    }
+
     /// The pause a provider asked for (`Retry-After`), if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -135,6 +153,7 @@ impl From<LlmError> for SkillError {
         let mut out = SkillError::new(e.to_string());
         out.retryable = e.retry_at_step_level();
         out.retry_after = e.retry_after();
+        out.provider_failure = e.is_provider_failure();
         out.metadata.insert("error_type".into(), e.kind().into());
         out
     }

@@ -72,7 +72,7 @@ impl LlmRegistry {
     }
 
     /// `Err(NotConfigured)` when pricing is strict and `model_id` has no price (checked without resolving the
-    /// model, so a CLI can check a whole pipeline's models before running it).
+    /// model, so a CLI can check a whole pipeline's models before running it; for a fallback chain, check each).
     pub fn check_pricing(&self, model_id: &str) -> Result<(), PricingError> {
         match parse_model_id(model_id) {
             Some((provider, model)) => self.config.pricing.check(provider, model),
@@ -147,13 +147,25 @@ impl LlmRegistry {
         })
     }
 
-    /// The agent for `model_id` with `settings` (the agent declaration), typed.
+    /// The agent for `model_id` with `settings` (the agent declaration), typed. A declaration whose `model`
+    /// is a list (`[openai:gpt-4o, anthropic:claude-sonnet-4-5]`) is a fallback chain: every model is
+    /// resolved now (an unknown one is an error here, not when the first fails), each bound to the same
+    /// settings and its own price.
     pub fn resolve_agent(&self, model_id: &str, settings: &Value) -> Result<Arc<LlmAgent>, ResolveError> {
         let bad = |e: LlmError| ResolveError::BadParams { id: model_id.to_owned(), message: e.to_string() };
-        let model = self.chat_model(model_id)?;
         let spec = AgentSpec::from_settings(model_id, settings).map_err(bad)?;
+        let mut fallbacks = Vec::with_capacity(spec.fallback_models.len());
+        for id in &spec.fallback_models {
+            let model = self.chat_model(id)?;
+            let pricing = self.config.pricing.price(model.provider(), model.model());
+            let own = AgentSpec { model: id.clone(), fallback_models: Vec::new(), ..spec.clone() };
+            let agent = LlmAgent::new(own, model, pricing)
+                .map_err(|e| ResolveError::BadParams { id: id.clone(), message: e.to_string() })?;
+            fallbacks.push(Arc::new(agent));
+        }
+        let model = self.chat_model(&spec.model)?;
         let pricing = self.config.pricing.price(model.provider(), model.model());
-        LlmAgent::new(spec, model, pricing).map(Arc::new).map_err(bad)
+        LlmAgent::new(spec, model, pricing).map(|a| Arc::new(a.with_fallbacks(fallbacks))).map_err(bad)
     }
 }
 

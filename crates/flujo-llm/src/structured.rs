@@ -98,6 +98,10 @@ pub struct StructuredReply {
     pub attempts: u32,
     /// The stop reason of the accepted answer.
     pub finish_reason: Option<String>,
+    /// The provider's id of the accepted answer.
+    pub request_id: Option<String>,
+    /// The model as the provider named it.
+    pub response_model: Option<String>,
 }
 
 /// A failed structured call with what it consumed before failing.
@@ -166,7 +170,16 @@ pub async fn chat_structured_accounted(
         }
         let text = reply.content.unwrap_or_default();
         match output.parse(&text) {
-            Ok(value) => return Ok(StructuredReply { value, usage, attempts: attempt, finish_reason }),
+            Ok(value) => {
+                return Ok(StructuredReply {
+                    value,
+                    usage,
+                    attempts: attempt,
+                    finish_reason,
+                    request_id: reply.request_id,
+                    response_model: reply.response_model,
+                })
+            }
             Err(v) => {
                 tracing::debug!(attempt, violation = %v, "structured output rejected");
                 if attempt < attempts {

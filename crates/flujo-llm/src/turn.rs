@@ -27,7 +27,7 @@ use serde_json::json;
 use crate::agent::LlmAgent;
 use crate::chat::{ChatMessage, Role};
 use crate::structured::reask_message;
-use crate::tools::ToolSpec;
+use crate::tools::{ToolChoice, ToolSpec};
 
 /// A parsed turn: the messages, the tools offered, and tool name → skill id.
 type Turn = (Vec<ChatMessage>, Vec<ToolSpec>, HashMap<String, String>);
@@ -58,6 +58,18 @@ impl TurnSkill {
             }
         }
         let offers_tools = input.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+        // A multimodal step input: the opening user message carries its parts.
+        if let Some(parts) = input
+            .get("input")
+            .map(crate::media::parts_from_input)
+            .transpose()
+            .map_err(|e| SkillError::fatal(e.to_string()))?
+            .flatten()
+        {
+            if let Some(first) = messages.iter_mut().find(|m| m.role == Role::User).filter(|m| m.parts.is_empty()) {
+                *first = ChatMessage::user_parts(parts);
+            }
+        }
         if !messages.iter().any(|m| m.role == Role::System) {
             let step_input = input.get("input").unwrap_or(&Value::Null);
             let mut prompt = self
@@ -107,6 +119,12 @@ impl Skill for TurnSkill {
         };
         let mut settings = self.agent.spec().chat_settings();
         settings.stream = call.deltas.clone();
+        // A forced tool choice applies to the opening turn; after tool results the model may answer.
+        if messages.iter().any(|m| m.role == Role::Tool)
+            && matches!(settings.tool_choice, ToolChoice::Required | ToolChoice::Tool(_))
+        {
+            settings.tool_choice = ToolChoice::Auto;
+        }
         if tools.is_empty() {
             settings.response_schema = self.agent.output().map(|o| o.response_schema().clone());
         }
@@ -167,10 +185,15 @@ impl Skill for TurnSkill {
         if let Some(r) = &reply.stop_reason {
             output["finish_reason"] = Value::String(r.clone());
         }
+        // Reasoning blocks go back to the model with the tool results (Anthropic requires them there).
+        if !reply.reasoning.is_empty() && !reply.tool_calls.is_empty() {
+            output["reasoning"] = json!(reply.reasoning);
+        }
         if !warnings.is_empty() {
             output["warnings"] = json!(warnings);
         }
-        let metadata = crate::agent::answer_metadata(reply.stop_reason.clone(), warnings);
+        let mut metadata = crate::agent::answer_metadata(reply.stop_reason.clone(), warnings);
+        crate::agent::insert_reply_ids(&mut metadata, &self.agent.spec().model, reply.request_id, reply.response_model);
         Ok({
             let mut out = SkillOutput::default();
             out.output = output;
@@ -192,6 +215,10 @@ impl Skill for TurnSkill {
 
     fn preflight(&self) -> Result<(), Interrupt> {
         self.agent.preflight()
+    }
+
+    fn fallbacks(&self) -> Vec<Arc<dyn Skill>> {
+        self.agent.fallback_agents().iter().map(|a| Arc::new(TurnSkill::new(a.clone())) as Arc<dyn Skill>).collect()
     }
 
     fn estimate(&self, input: &Value) -> Option<Usage> {

@@ -160,10 +160,11 @@ impl StepPolicy for AgentStepPolicy {
     }
 }
 
-/// Names the model whose usage the record carries (see [`META_MODEL`]).
+/// Names the model whose usage the record carries (see [`META_MODEL`]), unless the agent named it (the
+/// model of a fallback chain that answered).
 fn tag_model(o: &mut PolicyOutcome, model: Option<&str>) {
     if let Some(m) = model {
-        o.metadata.insert(META_MODEL.into(), m.into());
+        o.metadata.entry(META_MODEL).or_insert_with(|| m.into());
     }
 }
 

@@ -41,7 +41,7 @@ impl StepPolicy for AgenticLoopPolicy {
         };
         let target = crate::executor::agent_target(&spec.planner);
         let mut o = run_tool_loop(&f, planner, target, set, f.path).await?;
-        o.metadata.insert(crate::executor::META_MODEL.into(), target.into());
+        o.metadata.entry(crate::executor::META_MODEL).or_insert_with(|| target.into());
         Ok(o)
     }
 }
@@ -167,8 +167,13 @@ pub(crate) async fn run_tool_loop(
             let o = finish(PolicyOutcome::success(output), tokens, cost, turn + 1, tool_calls_made);
             return Ok(annotate(o, &finish_reason, &warnings));
         }
-        messages
-            .push(json!({"role": "assistant", "content": content.as_str().unwrap_or_default(), "tool_calls": calls}));
+        let mut assistant =
+            json!({"role": "assistant", "content": content.as_str().unwrap_or_default(), "tool_calls": calls});
+        // The model's reasoning goes back with its tool calls (providers that sign it require it).
+        if let Some(r) = reply.get("reasoning").filter(|r| r.as_array().is_some_and(|a| !a.is_empty())) {
+            assistant["reasoning"] = r.clone();
+        }
+        messages.push(assistant);
         for (j, call) in calls.iter().enumerate() {
             let name = call.get("name").and_then(Value::as_str).unwrap_or_default();
             let call_id = call.get("id").and_then(Value::as_str).unwrap_or_default();
