@@ -24,6 +24,8 @@ use serde_json::{json, Map};
 use crate::config::Config;
 use crate::{CliError, EXIT_CONFIG, EXIT_FAILED, EXIT_OK, EXIT_RESOLUTION};
 
+mod usage;
+
 /// Options every lens subcommand takes.
 #[derive(Args, Debug, Clone, Default)]
 pub struct LensOpts {
@@ -525,6 +527,14 @@ impl Lens {
                 ]);
             }
             out.push_str(&t.render());
+            let calls: Vec<&JournalRecord> = journal.iter().filter(|r| usage::is_model_call(r)).collect();
+            if !calls.is_empty() {
+                let _ = writeln!(out, "model calls:");
+                for r in calls {
+                    let line = usage::model_call_line(r, cell, format_cost);
+                    let _ = writeln!(out, "  [{}] {} ({}): {line}", r.seq, cell(&r.path), cell(&r.step));
+                }
+            }
             let governed: Vec<(u64, String, String)> =
                 journal.iter().filter_map(|r| governance_summary(r).map(|g| (r.seq, r.path.clone(), g))).collect();
             if !governed.is_empty() {
@@ -839,11 +849,15 @@ fn step_entry(r: &JournalRecord, verbose: bool) -> Value {
         "status": step_status(r.status),
         "attempts": r.attempts,
         "latency_ms": r.latency_ms,
-        "tokens": {"prompt": r.tokens.prompt, "completion": r.tokens.completion},
+        "tokens": usage::tokens_json(&r.tokens),
         "cost_usd": r.cost_usd,
         "feedback": r.feedback,
         "generation": r.generation,
     });
+    if let Value::Object(m) = &mut v {
+        // A model call's facts (`model`, `response_model`, `finish_reason`, `request_id`), when recorded.
+        m.extend(usage::model_call_fields(r));
+    }
     if verbose {
         if let Value::Object(m) = &mut v {
             m.insert("output".into(), redact_at(&["steps", r.step.as_str()], &r.output));

@@ -415,3 +415,116 @@ fn verify_finds_a_deleted_last_record_and_a_forged_run_output() {
     assert!(!stdout(&o).contains("1000000"), "{}", stdout(&o));
     assert!(stderr(&o).contains("lens verify"), "{}", stderr(&o));
 }
+
+const MODEL_PIPELINE: &str = r#"version: "0.1"
+name: writer
+agents:
+  writer:
+    model: "openai:gpt-test"
+    system_prompt: "You write one line."
+    model_settings: {max_tokens: 100}
+steps:
+  - name: draft
+    uses: agents.writer
+    config: {max_retries: 0}
+"#;
+
+/// `lens show` of a run with a model step (the fake provider, real HTTP): the step's usage with its cached
+/// and reasoning parts, cost and finish reason in the text and `--json`; a copy of the run whose records
+/// carry every model-call fact (model, response model, request id; an agentic `model_turn`), written through
+/// the store API, shows them all; `lens verify` holds, and fails once a usage detail is changed behind
+/// flujo's back (the record hash covers it).
+#[test]
+fn show_reports_each_model_calls_usage_and_facts() {
+    use flujo_core::{JournalStore, RunStore};
+
+    let env = fake_project(&[("pipeline.yaml", MODEL_PIPELINE)], "state_uri = \"sqlite:///state.db\"\n");
+    // OpenAI reports cache reads and reasoning tokens (cache writes are Anthropic's and Bedrock's).
+    let usage = flujo_core::TokenUsage::new(10_000, 2_000).with_cache(4_000, 0).with_reasoning(500);
+    env.fake.push_reply_with_usage(flujo_llm::testing::ScriptedReply::Text("A line.".into()), usage);
+    let dir = env.dir.path();
+    let o = flujo(dir, &["run", "-i", "topic", "--run-id", "m-1", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let o = flujo(dir, &["lens", "show", "m-1", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json_out(&o);
+    let step = &v["steps"][0];
+    assert_eq!(step["tokens"], json!({"prompt": 10_000, "completion": 2_000, "cached": 4_000, "reasoning": 500}));
+    assert_eq!(step["finish_reason"], "stop", "{step}");
+    let o = flujo(dir, &["lens", "show", "m-1"]);
+    let text = stdout(&o);
+    assert!(text.contains("model calls:"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("  [0] 0 (draft): ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("tokens prompt 10000 · completion 2000 · cached 4000 · cache write 0 · reasoning 500"),
+        "{line}"
+    );
+    assert!(line.contains("finish stop"), "{line}");
+    assert_eq!(code(&flujo(dir, &["lens", "verify", "m-1"])), 0);
+
+    // The same run, its records carrying every fact a model call journals, and an agentic loop's turn.
+    let db = dir.join("state.db");
+    env.rt.block_on(async {
+        let store = flujo_store::SqliteStore::open(&db, flujo_store::SqliteOptions::default()).unwrap();
+        let mut run = store.get_run("m-1").await.unwrap().unwrap();
+        let mut prev = flujo_core::journal::GENESIS_HASH.to_owned();
+        let mut records = store.load_journal("m-1").await.unwrap();
+        let mut turn = records[0].clone();
+        turn.path = "0/turn:0".into();
+        turn.kind = "model_turn".into();
+        turn.metadata.clear();
+        turn.metadata.insert("model".into(), json!("anthropic:claude-haiku-4-5"));
+        turn.tokens = flujo_core::TokenUsage::new(300, 20);
+        records.insert(0, turn);
+        for (seq, r) in records.iter_mut().enumerate() {
+            r.run_id = "m-2".into();
+            r.seq = seq as u64;
+            if r.kind != "model_turn" {
+                r.metadata.insert("model".into(), json!("openai:gpt-test"));
+                r.metadata.insert("response_model".into(), json!("gpt-test-2026-01-01"));
+                r.metadata.insert("request_id".into(), json!("req_abc123"));
+                r.tokens.cache_write = 1_000;
+            }
+            r.seal(&prev);
+            prev.clone_from(&r.hash);
+        }
+        run.run_id = "m-2".into();
+        run.journal_head = Some(flujo_core::ChainHead { len: records.len() as u64, hash: prev });
+        store.create_run(&run).await.unwrap();
+        for r in &records {
+            store.append(r).await.unwrap();
+        }
+    });
+    let v = json_out(&flujo(dir, &["lens", "show", "m-2", "--json"]));
+    let step = &v["steps"][1];
+    assert_eq!(
+        (step["model"].as_str(), step["response_model"].as_str(), step["request_id"].as_str()),
+        (Some("openai:gpt-test"), Some("gpt-test-2026-01-01"), Some("req_abc123")),
+        "{step}"
+    );
+    assert_eq!(step["tokens"]["cache_write"], 1_000, "{step}");
+    assert_eq!(v["steps"][0]["model"], "anthropic:claude-haiku-4-5");
+    assert!(v["steps"][0].get("request_id").is_none(), "absent facts are left out: {}", v["steps"][0]);
+    let text = stdout(&flujo(dir, &["lens", "show", "m-2"]));
+    assert!(
+        text.contains("[0] 0/turn:0 (draft): anthropic:claude-haiku-4-5  tokens prompt 300 · completion 20"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.starts_with("  [1] 0 (draft): ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("  [1] 0 (draft): openai:gpt-test (answered as gpt-test-2026-01-01)  tokens"), "{line}");
+    assert!(line.contains("cached 4000 · cache write 1000 · reasoning 500"), "{line}");
+    assert!(line.contains("finish stop  request req_abc123"), "{line}");
+    assert_eq!(code(&flujo(dir, &["lens", "verify", "m-2"])), 0);
+
+    // A usage detail changed behind flujo's back breaks the chain.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(
+        conn.execute("UPDATE journal SET reasoning_tokens = 7 WHERE run_id = 'm-1' AND seq = 0", []).unwrap(),
+        1
+    );
+    drop(conn);
+    let o = flujo(dir, &["lens", "verify", "m-1", "--json"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert_eq!(json_out(&o)["broken"]["seq"], 0);
+}
