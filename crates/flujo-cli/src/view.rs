@@ -102,14 +102,32 @@ pub fn mermaid(p: &Pipeline) -> String {
 
 /// Prints live events to stderr; model answers streamed as token deltas appear as they are generated, on a
 /// line of their own under the step's path (interleaved streams of parallel branches each get a new line
-/// when the speaker changes).
-#[derive(Default)]
+/// when the speaker changes). On a terminal, a structured (JSON) answer is shown as the object it is so far,
+/// redrawn in place as it fills; elsewhere (a log file, a pipe) its text is written as it comes.
 pub struct LivePrinter {
     /// The path whose tokens are being printed on the current line.
     streaming: Option<String>,
+    /// The answer so far of the path being streamed.
+    partial: flujo_llm::PartialJson,
+    /// Redraw structured answers in place (stderr is a terminal).
+    redraw: bool,
 }
 
+impl Default for LivePrinter {
+    fn default() -> Self {
+        use std::io::IsTerminal;
+        LivePrinter::new(std::io::stderr().is_terminal())
+    }
+}
+
+/// The widest partial object drawn on one line (its end is shown: that is where it fills).
+const PARTIAL_WIDTH: usize = 160;
+
 impl LivePrinter {
+    pub fn new(redraw: bool) -> Self {
+        LivePrinter { streaming: None, partial: flujo_llm::PartialJson::new(), redraw }
+    }
+
     pub fn print(&mut self, ev: &RunEvent) {
         if let RunEvent::ModelAttempt { path, attempt, .. } = ev {
             // A re-ask or retry: its answer goes on a line of its own, not after the previous one.
@@ -118,6 +136,7 @@ impl LivePrinter {
             }
             err!("    ✎ {path} (attempt {attempt}) ");
             self.streaming = Some(path.clone());
+            self.partial = flujo_llm::PartialJson::new();
             return;
         }
         if let RunEvent::TokenDelta { path, delta, .. } = ev {
@@ -127,14 +146,39 @@ impl LivePrinter {
                 }
                 err!("    ✎ {path} ");
                 self.streaming = Some(path.clone());
+                self.partial = flujo_llm::PartialJson::new();
             }
-            err!("{delta}");
+            let changed = self.partial.push(delta).is_some();
+            match self.partial_line(path) {
+                Some(line) if self.redraw => {
+                    if changed {
+                        err!("\r\x1b[K{line}");
+                    }
+                }
+                _ => err!("{delta}"),
+            }
             return;
         }
         if self.streaming.take().is_some() {
             errln!();
         }
         print_event(ev);
+    }
+
+    /// The line showing a structured answer so far (`✎ PATH {partial object}`), cut to the last
+    /// [`PARTIAL_WIDTH`] characters; `None` for prose.
+    pub fn partial_line(&self, path: &str) -> Option<String> {
+        if !self.partial.looks_structured() {
+            return None;
+        }
+        let shown = self.partial.value().map(|v| v.to_string()).unwrap_or_default();
+        let n = shown.chars().count();
+        let tail: String = if n > PARTIAL_WIDTH {
+            std::iter::once('…').chain(shown.chars().skip(n - PARTIAL_WIDTH + 1)).collect()
+        } else {
+            shown
+        };
+        Some(format!("    ✎ {path} {tail}"))
     }
 }
 
@@ -215,4 +259,36 @@ pub fn tree(steps: &[Step]) -> serde_json::Value {
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(path: &str, piece: &str) -> RunEvent {
+        RunEvent::TokenDelta { run_id: "r".into(), path: path.into(), step: "s".into(), delta: piece.into() }
+    }
+
+    /// A structured answer is drawn as the object so far; prose is not.
+    #[test]
+    fn structured_answers_are_shown_as_they_fill() {
+        let mut p = LivePrinter::new(false);
+        for piece in ["{\"title\": \"Ru", "st\", \"tags\": [\"fa", "st\"], \"stars\": 5", "}"] {
+            p.print(&delta("0", piece));
+        }
+        assert_eq!(p.partial_line("0").unwrap(), r#"    ✎ 0 {"title":"Rust","tags":["fast"],"stars":5}"#);
+        let mut p = LivePrinter::new(false);
+        p.print(&delta("1", "{\"title\": \"Ru"));
+        assert_eq!(p.partial_line("1").unwrap(), r#"    ✎ 1 {"title":"Ru"}"#);
+        p.print(&delta("1", "st\", \"tags\": [\"fa"));
+        assert_eq!(p.partial_line("1").unwrap(), r#"    ✎ 1 {"title":"Rust","tags":["fa"]}"#);
+        let mut p = LivePrinter::new(false);
+        p.print(&delta("2", "Once upon a time"));
+        assert_eq!(p.partial_line("2"), None);
+        // A long object shows its end, where it fills.
+        let mut p = LivePrinter::new(false);
+        p.print(&delta("3", &format!("{{\"text\": \"{}", "x".repeat(500))));
+        let line = p.partial_line("3").unwrap();
+        assert!(line.ends_with("xxx\"}") && line.contains('…') && line.chars().count() < 200, "{line}");
+    }
 }

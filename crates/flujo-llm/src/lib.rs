@@ -1,10 +1,19 @@
 //! Flujo's model layer (SPEC §6, §8): providers, agents, structured output, tool calling and pricing.
 //!
 //! - **Providers** implement one async trait, [`ChatModel`]: `openai:MODEL` (Chat Completions — OpenAI and
-//!   every compatible server: Ollama, vLLM, llama.cpp), `anthropic:MODEL` (Messages API) and the offline
-//!   `mock:echo` / `mock:json`. One pooled HTTP client (rustls), request timeouts, bounded retries with
-//!   exponential backoff on 429/5xx honouring `Retry-After`, and typed [`LlmError`]s. API keys never appear
-//!   in errors, logs or `Debug` output.
+//!   every compatible server: vLLM, llama.cpp, …; `ollama:MODEL` with Ollama's defaults; `azure:DEPLOYMENT`
+//!   for Azure OpenAI), `openai-responses:MODEL` (the Responses API), `anthropic:MODEL` (Messages API),
+//!   `gemini:MODEL` (Google AI `generateContent`), `bedrock:MODEL` (the Converse API, SigV4-signed; cargo
+//!   feature `bedrock`, on by default) and the offline `mock:echo` / `mock:json`. One pooled HTTP client
+//!   (rustls), request timeouts, bounded retries with exponential backoff on 429/5xx honouring
+//!   `Retry-After`, and typed [`LlmError`]s. API keys never appear in errors, logs or `Debug` output. Each
+//!   provider's page is in `docs/providers/`.
+//! - **Content** beyond text ([`media`]): images and PDF documents as [`ContentPart`]s, from a
+//!   `{parts: […]}` step input or from Rust; reasoning ([`ReasoningSettings`]) and prompt-cache settings;
+//!   usage with cached, cache-write and reasoning tokens, each priced at its own rate.
+//! - **Fallback chains**: an agent whose `model` is a list answers with the first model whose provider
+//!   does not fail ([`flujo_core::Skill::fallbacks`]).
+//! - **Partial structured output** ([`partial`]): the object a streamed JSON answer holds so far.
 //! - **Agents**: [`LlmRegistry`] implements [`flujo_core::ModelRegistry`]; it resolves `provider:model` plus
 //!   the agent declaration into an [`LlmAgent`], a [`flujo_core::Skill`] that reports token usage and cost.
 //! - **Structured output** ([`structured`]): the `output_schema` goes to the provider in its native form; the
@@ -59,6 +68,7 @@ pub mod http;
 pub mod media;
 pub mod mock;
 pub mod openai;
+pub mod partial;
 pub mod pricing;
 pub mod registry;
 pub mod responses;
@@ -73,6 +83,8 @@ pub use agent::{
     render_input, AgentAnswer, AgentFailure, AgentSpec, LlmAgent, ModelSettings, DEFAULT_AGENT_MAX_RETRIES,
 };
 pub use anthropic::AnthropicModel;
+#[cfg(feature = "bedrock")]
+pub use bedrock::BedrockModel;
 pub use chat::{
     traced_chat, ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, ReasoningEffort, ReasoningSettings,
     ResponseSchema, Role, TokenLimitParam, DEFAULT_MAX_TOKENS,
@@ -80,12 +92,15 @@ pub use chat::{
 pub use config::{LlmConfig, ProviderConfig, ProviderKind, ResolvedProvider, BUILTIN_PROVIDERS};
 pub use embed::{EmbedFailure, EmbedderSettings, HashEmbedder, OpenAiEmbedder};
 pub use error::LlmError;
+pub use gemini::GeminiModel;
 pub use http::{parse_retry_after, ApiKey, HttpClient, RetryPolicy};
 pub use media::{parts_from_input, ContentPart, MediaSource};
 pub use mock::{example_for_schema, MockKind, MockModel};
 pub use openai::OpenAiModel;
+pub use partial::{parse_partial_json, PartialJson};
 pub use pricing::{CostConfig, Price, PricingError, PricingTable};
 pub use registry::{parse_model_id, LlmRegistry};
+pub use responses::ResponsesModel;
 pub use structured::{
     chat_structured, chat_structured_accounted, repair_json, StructuredFailure, StructuredOutput, StructuredReply,
 };
