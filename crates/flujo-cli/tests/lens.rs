@@ -528,3 +528,45 @@ fn show_reports_each_model_calls_usage_and_facts() {
     assert_eq!(code(&o), 1, "{}", stdout(&o));
     assert_eq!(json_out(&o)["broken"]["seq"], 0);
 }
+
+const LOOP_PIPELINE: &str = r#"version: "0.1"
+name: looped
+agents:
+  writer:
+    model: "openai:gpt-test"
+    system_prompt: "You write one line."
+steps:
+  - kind: loop
+    name: twice
+    loop:
+      max_loops: 2
+      exit_expression: "false"
+      body:
+        - name: draft
+          uses: agents.writer
+          config: {max_retries: 0}
+"#;
+
+/// A composite's usage adds up its children's, details included, in `--json` and in `lens show`; the run's
+/// `total_tokens` counts prompt and completion tokens once (details are parts of them).
+#[test]
+fn usage_details_add_up_in_composites() {
+    let env = fake_project(&[("pipeline.yaml", LOOP_PIPELINE)], "state_uri = \"sqlite:///state.db\"\n");
+    for (cached, reasoning) in [(100, 10), (300, 30)] {
+        let usage = flujo_core::TokenUsage::new(1_000, 200).with_cache(cached, 0).with_reasoning(reasoning);
+        env.fake.push_reply_with_usage(flujo_llm::testing::ScriptedReply::Text("A line.".into()), usage);
+    }
+    let dir = env.dir.path();
+    let o = flujo(dir, &["run", "-i", "topic", "--run-id", "l-1", "--json"]);
+    let v = json_out(&o);
+    assert_eq!(v["total_tokens"], 2_400, "{v}");
+    let history = v["step_history"].as_array().unwrap();
+    let loop_entry = history.iter().find(|s| s["name"] == "twice").unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(loop_entry["tokens"], json!({"prompt": 2_000, "completion": 400, "cached": 400, "reasoning": 40}));
+    let shown = json_out(&flujo(dir, &["lens", "show", "l-1", "--json"]));
+    let loop_record = shown["steps"].as_array().unwrap().iter().find(|s| s["step"] == "twice").unwrap();
+    assert_eq!(loop_record["tokens"], loop_entry["tokens"]);
+    let drafts: Vec<&Value> = shown["steps"].as_array().unwrap().iter().filter(|s| s["step"] == "draft").collect();
+    assert_eq!(drafts.len(), 2, "{shown}");
+    assert_eq!(drafts[1]["tokens"]["cached"], 300);
+}
