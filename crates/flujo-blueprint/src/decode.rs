@@ -434,6 +434,34 @@ impl<'a> Decoder<'a> {
             loc: node.loc,
             entries: resolve_merges(entries).into_iter().map(|(key, k, v)| (key, k, v, false)).collect(),
         };
+        // A thinking budget is part of the completion: it must be below `max_tokens`.
+        let uint = |key: &str| {
+            f.entries.iter().find(|e| e.0 == key).and_then(|e| match e.2.kind {
+                NodeKind::UInt(u) => Some((u, e.2.loc)),
+                _ => None,
+            })
+        };
+        let budget = uint("thinking_budget").or_else(|| {
+            let t = f.entries.iter().find(|e| e.0 == "thinking")?;
+            let NodeKind::Map(items) = &t.2.kind else { return None };
+            items.iter().find(|(k, _)| matches!(&k.kind, NodeKind::Str(s) if s == "budget_tokens")).and_then(
+                |(_, v)| match v.kind {
+                    NodeKind::UInt(u) => Some((u, v.loc)),
+                    _ => None,
+                },
+            )
+        });
+        if let (Some((b, loc)), Some((max, _))) = (budget, uint("max_tokens").or_else(|| uint("max_completion_tokens")))
+        {
+            if b >= max {
+                self.report_with(
+                    rules::BP_RANGE,
+                    loc,
+                    format!("the thinking budget ({b}) in {what} must be below `max_tokens` ({max})"),
+                    Some("thinking is part of the completion: raise `max_tokens` or lower the budget".to_owned()),
+                );
+            }
+        }
         if let Some(n) = f.take("temperature") {
             self.ranged(n, &format!("`temperature` in {what}"), 0.0, 2.0);
         }
