@@ -1326,31 +1326,7 @@ fn format_ts_short(ms: i64) -> String {
 /// state store, and the latest three runs. Never creates the store.
 pub async fn status(args: crate::StatusArgs, cfg: &Config) -> Result<u8, CliError> {
     let llm = flujo_llm::LlmConfig::from_toml(&cfg.table).map_err(|e| CliError::config(format!("flujo.toml: {e}")))?;
-    let mut names: Vec<String> = vec!["openai".into(), "anthropic".into()];
-    for n in llm.providers.keys() {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
-    let env = |k: &str| std::env::var(k).ok();
-    let providers: Vec<Value> = names
-        .iter()
-        .map(|name| {
-            let section = llm.providers.get(name).cloned().unwrap_or_default();
-            match section.resolve(name, &env) {
-                Ok(p) => {
-                    let status = match (&p.api_key, p.key_required) {
-                        (Some(_), _) => "ENABLED",
-                        (None, true) => "MISSING",
-                        (None, false) => "NO_KEY_NEEDED",
-                    };
-                    json!({"name": name, "enabled": status != "MISSING", "status": status, "key_env": p.key_env,
-                           "base_url": p.base_url})
-                }
-                Err(e) => json!({"name": name, "enabled": false, "status": "INVALID_CONFIG", "message": e.to_string()}),
-            }
-        })
-        .collect();
+    let providers = provider_status(&llm, |k| std::env::var(k).ok());
     let uri = args.state.clone().unwrap_or_else(|| cfg.state_uri.0.clone());
     let file = sqlite_file(&uri);
     let store_json = json!({
@@ -1430,6 +1406,71 @@ pub async fn status(args: crate::StatusArgs, cfg: &Config) -> Result<u8, CliErro
         _ => outln!("History: no runs"),
     }
     Ok(EXIT_OK)
+}
+
+/// Whether each provider can be called, checked without sending anything: every built-in provider and every
+/// `[providers.NAME]`. `ENABLED` (a key or credentials found), `NO_KEY_NEEDED` (a local server), `MISSING` (no
+/// key where one is needed), `NOT_CONFIGURED` (a provider that needs an endpoint or region and has none),
+/// `INVALID_CONFIG`.
+fn provider_status(
+    llm: &flujo_llm::LlmConfig,
+    env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+) -> Vec<Value> {
+    let mut names: Vec<String> = flujo_llm::BUILTIN_PROVIDERS.iter().map(|n| (*n).to_owned()).collect();
+    for n in llm.providers.keys() {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    let env = std::sync::Arc::new(env);
+    let registry = {
+        let env = env.clone();
+        flujo_llm::LlmRegistry::with_env(llm.clone(), move |k| env(k))
+    };
+    names
+        .iter()
+        .map(|name| {
+            let section = llm
+                .providers
+                .get(name)
+                .cloned()
+                .or_else(|| flujo_llm::ProviderConfig::builtin(name))
+                .unwrap_or_default();
+            let resolved = match section.resolve(name, &|k| env(k)) {
+                Ok(p) => p,
+                Err(e) => {
+                    // Azure without an endpoint (or another provider missing what only the user can give).
+                    let status = if llm.providers.contains_key(name) { "INVALID_CONFIG" } else { "NOT_CONFIGURED" };
+                    return json!({"name": name, "enabled": false, "status": status, "message": e.to_string()});
+                }
+            };
+            let ready = match &registry {
+                Ok(r) => r.chat_model(&format!("{name}:status")).map_err(|e| e.to_string()).and_then(|m| {
+                    m.check_ready().map_err(|e| match e {
+                        flujo_llm::LlmError::MissingApiKey { .. } => "MISSING".to_owned(),
+                        other => other.to_string(),
+                    })
+                }),
+                Err(e) => Err(e.to_string()),
+            };
+            let status = match ready {
+                Ok(()) if resolved.api_key.is_some() || resolved.kind == flujo_llm::ProviderKind::Bedrock => "ENABLED",
+                Ok(()) if !resolved.key_required => "NO_KEY_NEEDED",
+                Ok(()) => "ENABLED",
+                Err(m) if m == "MISSING" => "MISSING",
+                Err(m) => {
+                    return json!({"name": name, "enabled": false, "status": "NOT_CONFIGURED", "message": m,
+                                  "key_env": resolved.key_env})
+                }
+            };
+            let mut v =
+                json!({"name": name, "enabled": status != "MISSING", "status": status, "key_env": resolved.key_env});
+            if !resolved.base_url.is_empty() {
+                v["base_url"] = json!(resolved.base_url);
+            }
+            v
+        })
+        .collect()
 }
 
 /// `lens from-file`: a saved run (the `--json` object of `flujo run`/`resume`, or of `lens show`) as a summary

@@ -80,3 +80,68 @@ fn validate_reports_every_model_of_a_chain() {
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(text.contains("BP-MODEL") && text.contains("did you mean `gemini:gemini-2.5-flash`"), "{text}");
 }
+
+/// `flujo status` checks every built-in provider without sending anything.
+#[test]
+fn status_lists_every_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flujo.toml"), "state_uri = \"memory://\"\n").unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut c = common::cmd(dir.path(), &["status", "--format", "json"]);
+        c.env("HOME", dir.path());
+        for k in [
+            "ANTHROPIC_API_KEY",
+            "GEMINI_API_KEY",
+            "GOOGLE_API_KEY",
+            "AZURE_OPENAI_API_KEY",
+            "AZURE_OPENAI_AD_TOKEN",
+            "AZURE_OPENAI_ENDPOINT",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_CONFIG_FILE",
+            "OLLAMA_HOST",
+            "OLLAMA_BASE_URL",
+        ] {
+            c.env_remove(k);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let status = |n: &str| {
+            v["providers"].as_array().unwrap().iter().find(|p| p["name"] == n).unwrap_or_else(|| panic!("{n}: {v}"))
+                ["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let all: Vec<String> =
+            ["openai", "openai-responses", "anthropic", "gemini", "azure", "bedrock", "ollama"].map(status).to_vec();
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("secret-value"), "a secret leaked");
+        all
+    };
+    assert_eq!(run(&[]), ["MISSING", "MISSING", "MISSING", "MISSING", "NOT_CONFIGURED", "MISSING", "NO_KEY_NEEDED"]);
+    let with = run(&[
+        ("OPENAI_API_KEY", "secret-value"),
+        ("GEMINI_API_KEY", "secret-value"),
+        ("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com"),
+        ("AZURE_OPENAI_AD_TOKEN", "secret-value"),
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret-value"),
+    ]);
+    // Bedrock has credentials but no region: it cannot be called.
+    assert_eq!(with, ["ENABLED", "ENABLED", "MISSING", "ENABLED", "ENABLED", "NOT_CONFIGURED", "NO_KEY_NEEDED"]);
+    let with_region = run(&[
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret-value"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
+    assert_eq!(with_region[5], "ENABLED");
+}
