@@ -385,6 +385,8 @@ impl HttpClient {
                 };
             }
         };
+        // Google APIs give the pause in the body instead of a header (`RetryInfo.retryDelay: "30s"`).
+        let retry_after = retry_after.or_else(|| body_retry_delay(&body));
         let message = match error_type {
             Some(t) => format!("{t}: {}", provider_message(&body)),
             None => provider_message(&body),
@@ -554,6 +556,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// The provider's error message: `error.message` (OpenAI and Anthropic shapes), a top-level `message` (AWS
 /// shape), else the body's start.
+/// The `retryDelay` of a `google.rpc.RetryInfo` detail in an error body (`{"error": {"details": [{"@type":
+/// "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "31s"}]}}`), if any.
+fn body_retry_delay(body: &[u8]) -> Option<Duration> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let details = v.pointer("/error/details")?.as_array()?;
+    details
+        .iter()
+        .filter(|d| d.get("@type").and_then(Value::as_str).is_some_and(|t| t.ends_with("google.rpc.RetryInfo")))
+        .find_map(|d| d.get("retryDelay")?.as_str()?.strip_suffix('s')?.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 86_400.0)
+        .map(Duration::from_secs_f64)
+}
+
 fn provider_message(body: &[u8]) -> String {
     serde_json::from_slice::<Value>(body)
         .ok()
@@ -640,6 +655,27 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn google_retry_info_in_the_body() {
+        let body = br#"{"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure"},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "31s"}]}}"#;
+        assert_eq!(body_retry_delay(body), Some(Duration::from_secs(31)));
+        assert_eq!(
+            body_retry_delay(br#"{"error": {"details": [{"@type": "x.RetryInfo", "retryDelay": "1.5s"}]}}"#),
+            None
+        );
+        assert_eq!(
+            body_retry_delay(br#"{"error": {"details": [{"@type": "google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}"#),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            body_retry_delay(br#"{"error": {"details": [{"@type": "google.rpc.RetryInfo", "retryDelay": "-3s"}]}}"#),
+            None
+        );
+        assert_eq!(body_retry_delay(b"not json"), None);
     }
 
     #[test]
