@@ -13,6 +13,7 @@
 
 mod api;
 mod fleet;
+mod icount;
 mod vectors;
 
 use std::sync::Arc;
@@ -333,6 +334,14 @@ fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
     if all.first().map(String::as_str) == Some("api_sse") {
         std::process::exit(i32::from(!api::main(&all[1..])));
+    }
+    // `icount WORKLOAD N` (`icount.rs`): one run for scripts/icount.sh to count under callgrind.
+    if all.first().map(String::as_str) == Some("icount") {
+        if let Err(e) = icount::main(&all[1..]) {
+            eprintln!("icount: {e}");
+            std::process::exit(1);
+        }
+        return;
     }
     let mut names: Vec<String> = Vec::new();
     let mut persists = vec![Persist::None, Persist::Memory, Persist::Sqlite];
