@@ -11,6 +11,9 @@
 //! 384; see `vectors.rs`). `api_sse --base URL --pipeline NAME`: event fan-out of a running `flujo serve` to 100
 //! subscribers (see `api.rs`; scripts/bench_api.sh runs it).
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod api;
 mod fleet;
 mod icount;

@@ -4,6 +4,10 @@
 //! error · `4` validation failed · `5` paused · `130` interrupted. Logs and progress go to stderr; with
 //! `--json`, stdout carries exactly one JSON object.
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[macro_use]
 mod out;
 mod commands;
