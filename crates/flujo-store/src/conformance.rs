@@ -396,7 +396,7 @@ async fn append_all(store: &Arc<dyn Store>, records: &[JournalRecord]) -> CheckR
     Ok(())
 }
 
-fn update_of(run: &RunRecord, expected: Vec<RunStatus>, status: RunStatus) -> RunUpdate {
+pub(crate) fn update_of(run: &RunRecord, expected: Vec<RunStatus>, status: RunStatus) -> RunUpdate {
     RunUpdate {
         run_id: run.run_id.clone(),
         expected,

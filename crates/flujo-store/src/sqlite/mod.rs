@@ -548,6 +548,39 @@ mod tests {
         assert_eq!((stats.runs, stats.journal_records, stats.blobs), (0, 0, 0));
     }
 
+    /// The writer's append cache (fence and sequence checked without a query) never hides another
+    /// connection's commit: a second store on the same file takes the run over and appends, and the first
+    /// one's next fenced append is refused, then its append at a stale sequence number too.
+    #[tokio::test]
+    async fn another_connections_commits_are_seen_by_the_append_cache() {
+        use crate::conformance::{fresh_run, sample_owner, sealed_chain, update_of};
+        use flujo_core::{RunStatus, StoreError};
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shared.db");
+        let a = SqliteStore::open(&file, SqliteOptions::default()).unwrap();
+        let b = SqliteStore::open(&file, SqliteOptions::default()).unwrap();
+        let mut run = fresh_run("r", "p", RunStatus::Running, 1);
+        run.owner = Some(sample_owner("old"));
+        a.create_run(&run).await.unwrap();
+        let chain = sealed_chain("r", 4);
+        a.append_fenced(&chain[0], "old").await.unwrap();
+        a.append_fenced(&chain[1], "old").await.unwrap();
+        // The other connection takes the run over and appends.
+        let mut take = update_of(&run, vec![RunStatus::Running], RunStatus::Running);
+        take.owner = Some(sample_owner("new"));
+        take.expected_owner = Some(Some("old".to_owned()));
+        b.update_run(&take).await.unwrap();
+        let e = a.append_fenced(&chain[2], "old").await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        b.append_fenced(&chain[2], "new").await.unwrap();
+        // The first store's idea of the next sequence number is stale too.
+        let e = a.append(&chain[2]).await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        a.append_fenced(&chain[3], "new").await.unwrap();
+        assert_eq!(b.load_journal("r").await.unwrap().len(), 4);
+    }
+
     #[test]
     fn group_commit_average() {
         assert_eq!(GroupCommitStats::default().writes_per_transaction(), 0.0);

@@ -147,6 +147,7 @@ pub(crate) struct Counters {
 /// The writer thread: group-commits writes until every sender is gone.
 pub(crate) fn run_writer(conn: Connection, commands: Receiver<Command>, counters: &Counters) {
     let mut batch: Vec<WriteCommand> = Vec::new();
+    let mut cache = AppendCache::default();
     while let Ok(first) = commands.recv() {
         let mut next = Some(first);
         while let Some(command) = next {
@@ -154,18 +155,18 @@ pub(crate) fn run_writer(conn: Connection, commands: Receiver<Command>, counters
                 Command::Write(w) => {
                     batch.push(*w);
                     if batch.len() >= MAX_BATCH {
-                        commit_batch(&conn, &mut batch, counters);
+                        commit_batch(&conn, &mut batch, counters, &mut cache);
                     }
                 }
                 Command::Read(r) => {
                     // Commit first: a read must never see (or be answered before) an uncommitted write.
-                    commit_batch(&conn, &mut batch, counters);
+                    commit_batch(&conn, &mut batch, counters, &mut cache);
                     serve_read(&conn, r);
                 }
             }
             next = commands.try_recv().ok();
         }
-        commit_batch(&conn, &mut batch, counters);
+        commit_batch(&conn, &mut batch, counters, &mut cache);
     }
 }
 
@@ -224,16 +225,16 @@ impl BatchError {
 }
 
 /// Executes and commits the queued writes, then replies to each.
-fn commit_batch(conn: &Connection, batch: &mut Vec<WriteCommand>, counters: &Counters) {
+fn commit_batch(conn: &Connection, batch: &mut Vec<WriteCommand>, counters: &Counters, cache: &mut AppendCache) {
     if batch.is_empty() {
         return;
     }
     let commands = std::mem::take(batch);
-    match transact(conn, &commands) {
+    match transact(conn, &commands, cache) {
         Ok(outcomes) => finish(commands, outcomes, counters),
         Err(BatchError::Statement(_)) if commands.len() > 1 => {
             for command in commands {
-                match transact(conn, std::slice::from_ref(&command)) {
+                match transact(conn, std::slice::from_ref(&command), cache) {
                     Ok(outcomes) => finish(vec![command], outcomes, counters),
                     Err(e) => {
                         let _ = command.reply.send(Err(e.into_store_error()));
@@ -251,24 +252,73 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<WriteCommand>, counters: &Cou
 }
 
 /// Runs `commands` in one transaction. `Ok` holds each command's outcome (what it did, or its rejection).
-fn transact(conn: &Connection, commands: &[WriteCommand]) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
+fn transact(
+    conn: &Connection,
+    commands: &[WriteCommand],
+    cache: &mut AppendCache,
+) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map_err(BatchError::Begin)?;
+    // Holding the write lock: if another connection committed since this one's last transaction, what the
+    // cache knows of runs may be stale.
+    match conn.prepare_cached("PRAGMA data_version").and_then(|mut s| s.query_row([], |row| row.get::<_, i64>(0))) {
+        Ok(version) => cache.begin(version),
+        Err(e) => {
+            rollback(conn);
+            cache.clear();
+            return Err(BatchError::Begin(e));
+        }
+    }
     let mut outcomes = Vec::with_capacity(commands.len());
     for command in commands {
-        match execute_write(conn, &command.write) {
+        match execute_write(conn, &command.write, cache) {
             Ok(done) => outcomes.push(Ok(done)),
             Err(ExecError::Rejected(e)) => outcomes.push(Err(e)),
             Err(ExecError::Sql(e)) => {
                 rollback(conn);
+                cache.clear();
                 return Err(BatchError::Statement(e));
             }
         }
     }
     if let Err(e) = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
         rollback(conn);
+        cache.clear();
         return Err(BatchError::Commit(e));
     }
     Ok(outcomes)
+}
+
+/// What the writer connection knows of the runs it appended to — status, owner and next sequence number —
+/// so that an append checks its fence and its sequence without querying. It is only trusted while no other
+/// connection has committed (`PRAGMA data_version`, read under the write lock at the start of every
+/// transaction, is unchanged) and no other write of this connection has touched runs; a rolled-back
+/// transaction clears it. Bounded: cleared when it holds [`AppendCache::MAX_RUNS`] runs.
+#[derive(Default)]
+pub(crate) struct AppendCache {
+    data_version: Option<i64>,
+    runs: HashMap<String, CachedRun>,
+}
+
+struct CachedRun {
+    status: RunStatus,
+    owner_id: Option<String>,
+    next_seq: i64,
+}
+
+impl AppendCache {
+    const MAX_RUNS: usize = 4096;
+
+    fn begin(&mut self, data_version: i64) {
+        if self.data_version != Some(data_version) {
+            self.runs.clear();
+            self.data_version = Some(data_version);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.data_version = None;
+    }
 }
 
 fn rollback(conn: &Connection) {
@@ -297,11 +347,15 @@ fn finish(commands: Vec<WriteCommand>, outcomes: Vec<Result<Done, StoreError>>, 
 // ---------------------------------------------------------------------------------------------------------
 // Writes. Each validates before its first write, so a rejection needs no rollback.
 
-fn execute_write(conn: &Connection, write: &Write) -> Result<Done, ExecError> {
+fn execute_write(conn: &Connection, write: &Write, cache: &mut AppendCache) -> Result<Done, ExecError> {
+    if !matches!(write, Write::Append(_) | Write::PutBlob(_)) {
+        // Anything else may change a run's status, owner or journal.
+        cache.runs.clear();
+    }
     match write {
         Write::CreateRun(row) => create_run(conn, row).map(Done::bytes),
         Write::UpdateRun(row) => update_run(conn, row).map(Done::bytes),
-        Write::Append(row) => append(conn, row).map(Done::bytes),
+        Write::Append(row) => append(conn, row, cache).map(Done::bytes),
         Write::PutBlob(blob) => insert_blob(conn, blob).map(Done::bytes),
         Write::DeleteRuns { older_than_ms, status } => {
             delete_runs(conn, *older_than_ms, *status).map(|count| Done { bytes: 0, count })
@@ -534,36 +588,34 @@ fn update_run(conn: &Connection, u: &UpdateRow) -> Result<u64, ExecError> {
     Ok(u.payload_len())
 }
 
-fn run_exists(conn: &Connection, run_id: &str) -> rusqlite::Result<bool> {
-    conn.prepare_cached("SELECT 1 FROM runs WHERE run_id = ?1")?
-        .query_row([run_id], |_| Ok(()))
-        .optional()
-        .map(|r| r.is_some())
-}
-
-fn append(conn: &Connection, r: &RecordRow) -> Result<u64, ExecError> {
-    if let Some(owner) = &r.fence_owner {
-        // In the same write transaction as the insert: the writer thread serializes every write.
-        let row: Option<(String, Option<String>)> = conn
-            .prepare_cached("SELECT status, owner_id FROM runs WHERE run_id = ?1")?
-            .query_row([&r.run_id], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?;
-        let Some((status, stored)) = row else {
-            return Err(ExecError::Rejected(StoreError::RunNotFound(r.run_id.clone())));
-        };
-        let status = RunStatus::parse(&status).ok_or_else(|| {
-            ExecError::Rejected(StoreError::Corrupt(format!("run '{}': column `status`: unknown `{status}`", r.run_id)))
-        })?;
-        crate::check_fence(&r.run_id, status, stored.as_deref(), owner).map_err(ExecError::Rejected)?;
-    }
-    let last: Option<i64> = conn
-        .prepare_cached("SELECT max(seq) FROM journal WHERE run_id = ?1")?
-        .query_row([&r.run_id], |row| row.get(0))?;
-    let next = match last {
-        Some(last) => last + 1,
-        None if run_exists(conn, &r.run_id)? => 0,
-        None => return Err(ExecError::Rejected(StoreError::RunNotFound(r.run_id.clone()))),
+fn append(conn: &Connection, r: &RecordRow, cache: &mut AppendCache) -> Result<u64, ExecError> {
+    let (status, owner_id, next) = match cache.runs.get(&r.run_id) {
+        Some(c) => (c.status, c.owner_id.clone(), c.next_seq),
+        None => {
+            // One query for the run's status, owner and last sequence number (read in the write transaction:
+            // the writer thread serializes every write of this process, the lock every other connection's).
+            let row: Option<(String, Option<String>, Option<i64>)> = conn
+                .prepare_cached(
+                    "SELECT status, owner_id, (SELECT max(seq) FROM journal WHERE run_id = ?1) FROM runs \
+                     WHERE run_id = ?1",
+                )?
+                .query_row([&r.run_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .optional()?;
+            let Some((status, owner_id, last)) = row else {
+                return Err(ExecError::Rejected(StoreError::RunNotFound(r.run_id.clone())));
+            };
+            let status = RunStatus::parse(&status).ok_or_else(|| {
+                ExecError::Rejected(StoreError::Corrupt(format!(
+                    "run '{}': column `status`: unknown `{status}`",
+                    r.run_id
+                )))
+            })?;
+            (status, owner_id, last.map_or(0, |l| l + 1))
+        }
     };
+    if let Some(owner) = &r.fence_owner {
+        crate::check_fence(&r.run_id, status, owner_id.as_deref(), owner).map_err(ExecError::Rejected)?;
+    }
     if r.seq != next {
         // Both are non-negative: `seq` came from a u64 and `next` from stored seqs.
         return Err(ExecError::Rejected(seq_conflict(&r.run_id, next.unsigned_abs(), r.seq.unsigned_abs())));
@@ -603,6 +655,10 @@ fn append(conn: &Connection, r: &RecordRow) -> Result<u64, ExecError> {
         r.cache_write_tokens,
         r.reasoning_tokens,
     ])?;
+    if cache.runs.len() >= AppendCache::MAX_RUNS {
+        cache.runs.clear();
+    }
+    cache.runs.insert(r.run_id.clone(), CachedRun { status, owner_id, next_seq: next + 1 });
     Ok(bytes + r.payload_len())
 }
 
