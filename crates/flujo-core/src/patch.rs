@@ -64,22 +64,37 @@ pub fn compact(ops: &mut Vec<PatchOp>) {
     if ops.len() < 2 {
         return;
     }
-    // Walk backwards; remember paths that a later Set fully overwrites.
-    let mut overwritten: HashMap<&[String], ()> = HashMap::with_capacity(ops.len());
+    // Walk backwards; remember paths that a later Set fully overwrites. A step's patch usually holds a few
+    // ops: a list is searched then (hashing every prefix would cost more), a map beyond that.
+    const SCAN: usize = 16;
+    let mut few: Vec<&[String]> = Vec::new();
+    let mut many: HashMap<&[String], ()> = HashMap::new();
     let mut keep = vec![true; ops.len()];
     for (i, op) in ops.iter().enumerate().rev() {
         let path = op.path();
         // Covered if this path or any prefix was Set later.
-        let covered = (1..=path.len()).any(|n| overwritten.contains_key(&path[..n]));
+        let covered = if many.is_empty() {
+            few.iter().any(|set| !set.is_empty() && path.starts_with(set))
+        } else {
+            (1..=path.len()).any(|n| many.contains_key(&path[..n]))
+        };
         if covered {
             keep[i] = false;
             continue;
         }
         if let PatchOp::Set { .. } = op {
-            overwritten.insert(path, ());
+            if many.is_empty() && few.len() < SCAN {
+                few.push(path);
+            } else {
+                if many.is_empty() {
+                    many.extend(few.drain(..).map(|p| (p, ())));
+                }
+                many.insert(path, ());
+            }
         }
     }
-    drop(overwritten);
+    drop(many);
+    drop(few);
     let mut idx = 0;
     ops.retain(|_| {
         let k = keep[idx];
@@ -95,6 +110,26 @@ mod tests {
 
     fn p(s: &str) -> Vec<String> {
         split_context_path(s)
+    }
+
+    /// The list and the map give the same result: many distinct paths (past the list's size), each set twice,
+    /// children under a later parent set, appends.
+    #[test]
+    fn compact_is_the_same_past_the_small_list() {
+        let mut ops = Vec::new();
+        for round in 0..2 {
+            for i in 0..40 {
+                ops.push(PatchOp::set(p(&format!("k{i}")), json!(round)));
+                ops.push(PatchOp::set(p(&format!("parent.c{i}")), json!(i)));
+            }
+        }
+        ops.push(PatchOp::set(p("parent"), json!({})));
+        let mut compacted = ops.clone();
+        compact(&mut compacted);
+        // Only the second round of `k*` and the parent survive.
+        assert_eq!(compacted.len(), 41);
+        assert!(compacted[..40].iter().all(|op| matches!(op, PatchOp::Set { value, .. } if **value == json!(1))));
+        assert_eq!(compacted[40].path(), p("parent").as_slice());
     }
 
     #[test]

@@ -21,8 +21,19 @@ pub struct Prepared {
     /// The tools an agent offers (an agentic loop's planner, or a model agent declaring `tools:`), keyed
     /// by the address of the agent reference.
     tool_sets: HashMap<usize, Arc<ToolSet>>,
-    /// Every resolved agent and tool, in pipeline order (for the checks made before a run starts).
+    /// Every resolved agent and tool, in pipeline order, each once (for the checks made before a run starts).
     order: Vec<Arc<dyn Skill>>,
+    /// The addresses of the skills in `order` (building only).
+    seen: std::collections::HashSet<usize>,
+}
+
+impl Prepared {
+    /// Adds `skill` to the reachable ones unless it is there already.
+    fn reach(&mut self, skill: &Arc<dyn Skill>) {
+        if self.seen.insert(Arc::as_ptr(skill) as *const () as usize) {
+            self.order.push(skill.clone());
+        }
+    }
 }
 
 /// The tools a model agent may call, and the bounds of its conversation.
@@ -66,7 +77,7 @@ impl Prepared {
         self.tool_sets.get(&addr(agent))
     }
 
-    /// Every agent and tool a run of the pipeline can reach, in pipeline order.
+    /// Every agent and tool a run of the pipeline can reach, in pipeline order, each once.
     pub fn reachable(&self) -> impl Iterator<Item = &Arc<dyn Skill>> {
         self.order.iter()
     }
@@ -174,7 +185,7 @@ impl<'a> Preparer<'a> {
             },
             other => return Err(err(step, format!("agent '{}' is of a kind this engine cannot call", other.target()))),
         };
-        self.out.order.push(skill.clone());
+        self.out.reach(&skill);
         self.out.agents.insert(addr(agent), skill);
         Ok(())
     }
@@ -197,12 +208,12 @@ impl<'a> Preparer<'a> {
             return Err(err(step, format!("model '{model}' needs a model registry; none is configured")));
         };
         let turn = models.resolve_turn(model, settings).map_err(|e| model_err(step, e))?;
-        self.out.order.push(turn.clone());
+        self.out.reach(&turn);
         self.out.agents.insert(addr(agent), turn);
         let mut resolved = Vec::with_capacity(tools.len());
         for id in tools {
             let skill = self.skills.resolve(id, &Value::Null).map_err(|e| err(step, format!("tool: {e}")))?;
-            self.out.order.push(skill.clone());
+            self.out.reach(&skill);
             resolved.push((id.clone(), skill));
         }
         let max_reasks = settings_u32(settings, "max_retries").unwrap_or(DEFAULT_REASKS);

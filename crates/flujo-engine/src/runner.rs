@@ -521,11 +521,9 @@ impl Flujo {
     /// failure, in pipeline order (`PricingNotConfigured`, `MissingApiKey`); a run that fails them runs no
     /// step at all.
     pub fn preflight(&self) -> Result<(), Interrupt> {
-        let mut seen = std::collections::HashSet::new();
+        // Each skill once: `reachable` has no duplicates.
         for skill in self.inner.core.prepared.reachable() {
-            if seen.insert(Arc::as_ptr(skill) as *const () as usize) {
-                skill.preflight()?;
-            }
+            skill.preflight()?;
         }
         Ok(())
     }
