@@ -33,7 +33,8 @@ impl StepPolicy for AgentStepPolicy {
         };
         let max_attempts = f.step.config.max_retries.saturating_add(1);
         if let Some(set) = f.core.prepared.tool_set(agent) {
-            let mut o = tool_step(&f, skill, agent_target(agent), set, max_attempts).await?;
+            // Boxed: the tool loop's large future would otherwise be part of every plain step's.
+            let mut o = Box::pin(tool_step(&f, skill, agent_target(agent), set, max_attempts)).await?;
             tag_model(&mut o, Some(agent_target(agent)));
             return Ok(o);
         }
