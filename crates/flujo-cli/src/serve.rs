@@ -119,6 +119,8 @@ pub(crate) async fn serve(args: ServeArgs, cfg: &Config) -> Result<u8, CliError>
         ev.pick_up(64).await;
         server = server.with_shadow(ev.clone());
     }
+    // Before the address is announced: a SIGTERM from now on stops the server cleanly.
+    let stop = crate::worker::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| CliError::usage("addr_unavailable", format!("--addr {addr}: cannot listen: {e}")))?;
@@ -132,10 +134,7 @@ pub(crate) async fn serve(args: ServeArgs, cfg: &Config) -> Result<u8, CliError>
         args.queues.join(", "),
         if token.is_some() { "; bearer token required" } else { "" }
     );
-    server
-        .serve(listener, crate::worker::shutdown_signal())
-        .await
-        .map_err(|e| CliError::config(format!("serving on {local}: {e}")))?;
+    server.serve(listener, stop).await.map_err(|e| CliError::config(format!("serving on {local}: {e}")))?;
     if let Some(ev) = &shadow {
         crate::shadow::finish(ev).await;
     }

@@ -152,6 +152,8 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     if args.status {
         return status(&store, args.json, args.all).await;
     }
+    // Before anything is announced: a SIGTERM from now on stops the worker cleanly.
+    let mut stop = Box::pin(shutdown_signal());
     let metrics = match &args.metrics_addr {
         Some(addr) => Some(serve_metrics(addr, &store).await?),
         None => None,
@@ -174,7 +176,6 @@ pub(crate) async fn worker(args: WorkerArgs, cfg: &Config) -> Result<u8, CliErro
     );
     let in_flight: InFlight = Arc::default();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
-    let mut stop = Box::pin(shutdown_signal());
     let mut backoff = poll;
     let registration = Registration::new(&me, "worker", &queues, args.concurrency, lease);
     // Shadow evaluations of the runs this worker finishes, and of those other processes left pending.
@@ -425,26 +426,40 @@ async fn status(store: &Arc<dyn Store>, json: bool, all: bool) -> Result<u8, Cli
     Ok(EXIT_OK)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the future is
+/// first polled: a process that announced itself (its address, its metrics) must already stop cleanly on a
+/// SIGTERM sent right after, instead of dying of the signal's default action.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            match (term, int) {
+                (Some(mut term), Some(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Some(mut term), None) => {
+                    term.recv().await;
+                }
+                (None, Some(mut int)) => {
+                    int.recv().await;
+                }
+                (None, None) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
