@@ -141,13 +141,7 @@ fn wire_messages(messages: &[ChatMessage]) -> Value {
                 ("user", vec![block])
             }
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((last, prev)) if *last == role => prev.extend(blocks),
-            _ => out.push((role, blocks)),
-        }
+        crate::chat::push_turn(&mut out, role, blocks);
     }
     Value::Array(
         out.into_iter()

@@ -255,13 +255,7 @@ fn wire_messages(messages: &[ChatMessage]) -> Value {
             }
             Role::Tool => ("user", vec![tool_result_block(m)]),
         };
-        if blocks.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((last, prev)) if *last == role => prev.extend(blocks),
-            _ => out.push((role, blocks)),
-        }
+        crate::chat::push_turn(&mut out, role, blocks);
     }
     Value::Array(out.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect())
 }

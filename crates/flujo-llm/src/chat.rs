@@ -117,6 +117,18 @@ impl ChatMessage {
     }
 }
 
+/// Appends a turn of content blocks to a transcript being built for an API that wants the roles alternating
+/// (Anthropic, Gemini, Bedrock): merged into the previous turn when it has the same role; nothing when empty.
+pub(crate) fn push_turn(out: &mut Vec<(&'static str, Vec<Value>)>, role: &'static str, blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    match out.last_mut() {
+        Some((last, prev)) if *last == role => prev.extend(blocks),
+        _ => out.push((role, blocks)),
+    }
+}
+
 /// A model's answer to one [`ChatModel::chat`] call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatReply {

@@ -215,13 +215,7 @@ fn wire_contents(messages: &[ChatMessage]) -> Value {
             Role::Assistant => ("model", model_parts(m)),
             Role::Tool => ("user", vec![function_response(m, &messages[..i])]),
         };
-        if parts.is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some((last, prev)) if *last == role => prev.extend(parts),
-            _ => out.push((role, parts)),
-        }
+        crate::chat::push_turn(&mut out, role, parts);
     }
     Value::Array(out.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect())
 }
