@@ -942,9 +942,19 @@ impl ExecutorCore {
         let mut failures: Vec<Value> = Vec::new();
         let mut candidate = agent.clone();
         let mut label = target.to_owned();
-        let mut next = fallbacks.into_iter();
+        let mut next = fallbacks.into_iter().peekable();
+        let mut call = Some(call);
         let res = loop {
-            let res = self.call_reserved(&candidate, &label, call.clone(), run, timeout_s).await?;
+            // The call is cloned only while a fallback may still need it (never for a plain agent).
+            let this_call = match (next.peek().is_some(), call.take()) {
+                (true, Some(c)) => {
+                    call = Some(c.clone());
+                    c
+                }
+                (_, Some(c)) => c,
+                (_, None) => break Err(flujo_core::SkillError::fatal("internal: the call was already made")),
+            };
+            let res = self.call_reserved(&candidate, &label, this_call, run, timeout_s).await?;
             match res {
                 Err(e) if e.provider_failure => match next.next() {
                     Some(fallback) => {
