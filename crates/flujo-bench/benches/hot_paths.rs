@@ -161,6 +161,7 @@ fn journal(c: &mut Criterion) {
         metadata: Map::new(),
         prev_hash: String::new(),
         hash: String::new(),
+        hash_scheme: flujo_core::HashScheme::CURRENT,
     };
     g.bench_function("seal", |b| {
         b.iter(|| {

@@ -38,7 +38,7 @@ pub use build::{
 pub use context::{Context, ContextError, ContextSnapshot};
 pub use error::{FlujoError, Interrupt, StoreError};
 pub use ids::{check_run_id, shorten_for_display, MAX_RUN_ID_CHARS};
-pub use journal::{verify_chain, ChainError, JournalRecord};
+pub use journal::{verify_chain, ChainError, HashScheme, JournalRecord};
 pub use memory::{
     chunk_text, cosine, Embedder, Embeddings, MemoryDelete, MemoryIndex, MemoryRecord, MemorySettings, ScoredMemory,
     VectorQuery, VectorStore,

@@ -1238,6 +1238,7 @@ fn make_record(
         metadata: o.metadata.clone(),
         prev_hash: String::new(),
         hash: String::new(),
+        hash_scheme: flujo_core::HashScheme::CURRENT,
     }
 }
 

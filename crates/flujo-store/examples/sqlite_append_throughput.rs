@@ -63,6 +63,7 @@ fn record(run_id: &str, seq: u64, prev_hash: &str) -> JournalRecord {
         metadata: Map::new(),
         prev_hash: String::new(),
         hash: String::new(),
+        hash_scheme: flujo_core::HashScheme::CURRENT,
     };
     r.seal(prev_hash);
     r

@@ -131,8 +131,10 @@ pub(crate) struct RecordRow {
     pub latency_ms: f64,
     pub metadata: Option<String>,
     pub feedback: Option<String>,
-    pub prev_hash: String,
-    pub hash: String,
+    /// The record's hash as 32 bytes (see [`hash_to_column`]); the previous record's hash is not stored.
+    pub hash: Vec<u8>,
+    /// [`flujo_core::HashScheme::number`].
+    pub hash_scheme: i64,
     /// Usage details ([`TokenUsage`]'s `cached`, `cache_write`, `reasoning`): 0 when not reported.
     pub cached_tokens: i64,
     pub cache_write_tokens: i64,
@@ -147,7 +149,7 @@ impl RecordRow {
     pub fn payload_len(&self) -> u64 {
         ROW_OVERHEAD
             + text_len(&[&self.run_id, &self.path, &self.step, &self.kind, self.status, &self.patch])
-            + text_len(&[&self.prev_hash, &self.hash])
+            + self.hash.len() as u64
             + opt_len(&self.output)
             + opt_len(&self.output_ref)
             + opt_len(&self.metadata)
@@ -363,8 +365,8 @@ pub(crate) fn encode_record(r: &JournalRecord) -> Result<RecordRow, StoreError> 
         latency_ms: r.latency_ms,
         metadata: if r.metadata.is_empty() { None } else { Some(to_json("metadata", &r.metadata)?) },
         feedback: r.feedback.clone(),
-        prev_hash: r.prev_hash.clone(),
-        hash: r.hash.clone(),
+        hash: hash_to_column(&r.hash),
+        hash_scheme: i64::from(r.hash_scheme.number()),
         cached_tokens: to_sql_int("cached_tokens", r.tokens.cached)?,
         cache_write_tokens: to_sql_int("cache_write_tokens", r.tokens.cache_write)?,
         reasoning_tokens: to_sql_int("reasoning_tokens", r.tokens.reasoning)?,
@@ -525,8 +527,8 @@ pub(crate) struct StoredRecord {
     pub latency_ms: f64,
     pub metadata: Option<String>,
     pub feedback: Option<String>,
-    pub prev_hash: String,
-    pub hash: String,
+    pub hash: Vec<u8>,
+    pub hash_scheme: i64,
     pub cached_tokens: i64,
     pub cache_write_tokens: i64,
     pub reasoning_tokens: i64,
@@ -559,7 +561,66 @@ where
     }
 }
 
-pub(crate) fn decode_record<F>(s: StoredRecord, blobs: &mut BlobResolver<F>) -> Result<JournalRecord, StoreError>
+/// Decodes a run's stored records, in seq order; `prev_hash` is the hash of the record before the first
+/// ([`flujo_core::journal::GENESIS_HASH`] when the first is seq 0). Each record's `prev_hash` is its
+/// predecessor's hash: stores keep only `hash`.
+pub(crate) fn decode_journal<F>(
+    stored: Vec<StoredRecord>,
+    mut prev_hash: String,
+    blobs: &mut BlobResolver<F>,
+) -> Result<Vec<JournalRecord>, StoreError>
+where
+    F: FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
+{
+    let mut records = Vec::with_capacity(stored.len());
+    for s in stored {
+        let record = decode_record(s, prev_hash, blobs)?;
+        prev_hash = record.hash.clone();
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// The stored form of a record's hash: a hash as Flujo writes it (64 lowercase hex digits) becomes its 32
+/// bytes; anything else (a damaged or hand-edited journal) is kept as its own bytes, so that it reads back
+/// unchanged and `lens verify` reports it rather than the store refusing the journal.
+pub(crate) fn hash_to_column(hash: &str) -> Vec<u8> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let b = hash.as_bytes();
+    if b.len() == 64 {
+        let bytes: Option<Vec<u8>> = b.chunks_exact(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect();
+        if let Some(bytes) = bytes {
+            return bytes;
+        }
+    }
+    b.to_vec()
+}
+
+/// The inverse of [`hash_to_column`].
+pub(crate) fn hash_from_column(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if bytes.len() == 32 {
+        let mut s = String::with_capacity(64);
+        for b in bytes {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        return s;
+    }
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn decode_record<F>(
+    s: StoredRecord,
+    prev_hash: String,
+    blobs: &mut BlobResolver<F>,
+) -> Result<JournalRecord, StoreError>
 where
     F: FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
 {
@@ -609,8 +670,12 @@ where
             None => Map::new(),
         },
         feedback: s.feedback,
-        prev_hash: s.prev_hash,
-        hash: s.hash,
+        prev_hash,
+        hash: hash_from_column(&s.hash),
+        hash_scheme: u8::try_from(s.hash_scheme)
+            .ok()
+            .and_then(flujo_core::HashScheme::from_number)
+            .ok_or_else(|| corrupt(row, "hash_scheme", format!("unknown scheme {}", s.hash_scheme)))?,
         run_id: s.run_id,
         path: s.path,
         step: s.step,
@@ -645,6 +710,7 @@ mod tests {
             metadata,
             prev_hash: String::new(),
             hash: String::new(),
+            hash_scheme: flujo_core::HashScheme::CURRENT,
         };
         r.seal("");
         r
@@ -672,8 +738,8 @@ mod tests {
             latency_ms: row.latency_ms,
             metadata: row.metadata,
             feedback: row.feedback,
-            prev_hash: row.prev_hash,
             hash: row.hash,
+            hash_scheme: row.hash_scheme,
             cached_tokens: row.cached_tokens,
             cache_write_tokens: row.cache_write_tokens,
             reasoning_tokens: row.reasoning_tokens,
@@ -683,7 +749,7 @@ mod tests {
 
     fn try_decode(row: RecordRow) -> Result<JournalRecord, StoreError> {
         let (stored, blobs) = stored(row);
-        decode_record(stored, &mut BlobResolver::new(|h: &str| Ok(blobs.get(h).cloned())))
+        decode_record(stored, String::new(), &mut BlobResolver::new(|h: &str| Ok(blobs.get(h).cloned())))
     }
 
     fn decode(row: RecordRow) -> JournalRecord {

@@ -330,6 +330,7 @@ pub fn sample_record(run_id: &str, seq: u64) -> JournalRecord {
         metadata,
         prev_hash: String::new(),
         hash: String::new(),
+        hash_scheme: flujo_core::HashScheme::CURRENT,
     }
 }
 

@@ -113,14 +113,20 @@ async fn a_run_survives_reopening_and_its_chain_verifies() {
     assert_eq!(row.get::<_, i64>(0), 1);
 }
 
-/// A schema at version 5 (the journal without the usage-detail columns of version 6) with records written
-/// then opens, migrates, reads those records unchanged with their chain intact, and continues the chain with
-/// records that carry usage details.
+/// A schema at version 5 (the journal without the usage-detail columns of version 6, with hex hashes of
+/// scheme 1 and a stored `prev_hash`, as before version 7) with records written then opens, migrates, reads
+/// those records unchanged with their chain intact, and continues the chain with records of the current
+/// scheme that carry usage details.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_5_schema_migrates_and_its_old_records_still_verify() {
     let Some(url) = server() else { return };
     let uri = fresh_schema(&url, "v5");
-    let old = conformance::sealed_chain("r-old", 5);
+    let mut old = conformance::sealed_chain("r-old", 5);
+    let mut prev = GENESIS_HASH.to_owned();
+    for r in &mut old {
+        r.seal_with(&prev, flujo_core::HashScheme::V1);
+        prev.clone_from(&r.hash);
+    }
     let schema = {
         let store = PostgresStore::connect(&uri).await.unwrap();
         store.create_run(&sample_run("r-old")).await.unwrap();
@@ -134,7 +140,12 @@ async fn a_version_5_schema_migrates_and_its_old_records_still_verify() {
     client
         .batch_execute(&format!(
             "ALTER TABLE \"{schema}\".journal DROP COLUMN cached_tokens, DROP COLUMN cache_write_tokens, \
-             DROP COLUMN reasoning_tokens; UPDATE \"{schema}\".flujo_schema SET version = 5"
+             DROP COLUMN reasoning_tokens, DROP COLUMN hash_scheme, ADD COLUMN prev_hash TEXT, \
+             ALTER COLUMN hash TYPE TEXT USING encode(hash, 'hex'); \
+             UPDATE \"{schema}\".journal j SET prev_hash = coalesce((SELECT p.hash FROM \"{schema}\".journal p \
+             WHERE p.run_id = j.run_id AND p.seq = j.seq - 1), ''); \
+             ALTER TABLE \"{schema}\".journal ALTER COLUMN prev_hash SET NOT NULL; \
+             UPDATE \"{schema}\".flujo_schema SET version = 5"
         ))
         .await
         .unwrap();
@@ -145,12 +156,20 @@ async fn a_version_5_schema_migrates_and_its_old_records_still_verify() {
     let loaded = store.load_journal("r-old").await.unwrap();
     assert_eq!(loaded, old);
     verify_chain(&loaded).unwrap();
+    assert_eq!(store.load_journal_from("r-old", 2).await.unwrap(), old[2..]);
+    let width: i32 = client
+        .query_one(&format!("SELECT max(octet_length(hash)) FROM \"{schema}\".journal"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(width, 32, "hashes are stored as their 32 bytes");
     let mut next = sample_record("r-old", 5);
     next.tokens = flujo_core::TokenUsage::new(900, 300).with_cache(500, 100).with_reasoning(200);
     next.seal(&old[4].hash);
     store.append(&next).await.unwrap();
     let loaded = store.load_journal("r-old").await.unwrap();
     assert_eq!(loaded.last(), Some(&next));
+    assert_eq!(next.hash_scheme, flujo_core::HashScheme::CURRENT);
     verify_chain(&loaded).unwrap();
 }
 

@@ -108,7 +108,7 @@ pub mod prelude {
         TreeSearchBuilder, UsageLimits,
     };
     // The store traits (their methods: `load_journal`, `get_run`, `list_runs`, …) and the journal's types.
-    pub use flujo_core::{verify_chain, JournalRecord, JournalStore, RunRecord, RunStore};
+    pub use flujo_core::{verify_chain, HashScheme, JournalRecord, JournalStore, RunRecord, RunStore};
     // Governance (SPEC §11): policies asked before every model, skill and tool call.
     pub use flujo_core::{CallKind, GovernanceDecision, GovernancePolicy, GovernanceRequest};
     pub use flujo_engine::{

@@ -88,6 +88,7 @@ mod tests {
             metadata: metadata.as_object().cloned().unwrap_or_default(),
             prev_hash: String::new(),
             hash: String::new(),
+            hash_scheme: flujo_core::HashScheme::CURRENT,
         }
     }
 

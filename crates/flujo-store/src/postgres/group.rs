@@ -40,11 +40,11 @@ pub(crate) fn batch_sql(s: &str) -> String {
     format!(
         "WITH input AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
          $6::text[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[], $13::int8[], \
-         $14::float8[], $15::int8[], $16::float8[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], \
+         $14::float8[], $15::int8[], $16::float8[], $17::text[], $18::text[], $19::bytea[], $20::int2[], $21::text[], \
          $24::int8[], $25::int8[], $26::int8[]) \
          AS t(run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
-         prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, prev_hash, \
-         hash, fence_owner, cached_tokens, cache_write_tokens, reasoning_tokens)), \
+         prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, hash, \
+         hash_scheme, fence_owner, cached_tokens, cache_write_tokens, reasoning_tokens)), \
          nb AS (INSERT INTO {s}.blobs (hash, bytes) SELECT * FROM unnest($22::text[], $23::bytea[]) \
          ON CONFLICT (hash) DO NOTHING RETURNING octet_length(bytes) AS n), \
          ok AS (SELECT t.* FROM input t WHERE EXISTS (SELECT 1 FROM {s}.runs r WHERE r.run_id = t.run_id AND \
@@ -52,9 +52,9 @@ pub(crate) fn batch_sql(s: &str) -> String {
          AND (t.seq = 0 OR EXISTS (SELECT 1 FROM {s}.journal j WHERE j.run_id = t.run_id AND j.seq = t.seq - 1))), \
          ins AS (INSERT INTO {s}.journal (run_id, seq, path, step, kind, status, generation, output, output_ref, \
          patch, attempts, prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, \
-         feedback, prev_hash, hash, cached_tokens, cache_write_tokens, reasoning_tokens) SELECT run_id, seq, path, \
+         feedback, hash, hash_scheme, cached_tokens, cache_write_tokens, reasoning_tokens) SELECT run_id, seq, path, \
          step, kind, status, generation, output, output_ref, patch, attempts, prompt_tokens, completion_tokens, \
-         cost_usd, started_at_ms, latency_ms, metadata, feedback, prev_hash, hash, cached_tokens, \
+         cost_usd, started_at_ms, latency_ms, metadata, feedback, hash, hash_scheme, cached_tokens, \
          cache_write_tokens, reasoning_tokens FROM ok ON CONFLICT (run_id, seq) DO NOTHING RETURNING run_id, seq) \
          SELECT run_id, seq, (SELECT coalesce(sum(n), 0)::int8 FROM nb) FROM ins"
     )
@@ -115,8 +115,8 @@ async fn write(pool: &Pool, sql: &str, batch: Vec<Pending>) {
     let latency = real(|r| r.latency_ms);
     let metadata = col(|r| r.metadata.as_deref());
     let feedback = col(|r| r.feedback.as_deref());
-    let prev_hash = col(|r| Some(&r.prev_hash));
-    let hash = col(|r| Some(&r.hash));
+    let hash: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
+    let scheme: Vec<i16> = rows.iter().map(|r| i16::try_from(r.hash_scheme).unwrap_or(i16::MAX)).collect();
     let fence = col(|r| r.fence_owner.as_deref());
     let cached = int(|r| r.cached_tokens);
     let cache_write = int(|r| r.cache_write_tokens);
@@ -150,8 +150,8 @@ async fn write(pool: &Pool, sql: &str, batch: Vec<Pending>) {
         &latency,
         &metadata,
         &feedback,
-        &prev_hash,
         &hash,
+        &scheme,
         &fence,
         &blob_hashes,
         &blob_bytes,

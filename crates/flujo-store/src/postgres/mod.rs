@@ -51,8 +51,8 @@ pub use schema::SCHEMA_VERSION;
 pub use vector::{open_vector_store_blocking, PostgresVectorStore, DEFAULT_EF_SEARCH, VECTOR_SCHEMA_VERSION};
 
 use crate::codec::{
-    self, decode_record, decode_run, patch_value_refs, prefix_upper_bound, BlobResolver, NewBlob, StoredRecord,
-    StoredRun, DEFINITION_REF,
+    self, decode_journal, decode_run, hash_from_column, patch_value_refs, prefix_upper_bound, BlobResolver, NewBlob,
+    StoredRecord, StoredRun, DEFINITION_REF,
 };
 use crate::{blob_hash, owner_conflict, seq_conflict, status_conflict};
 use config::PgConfig;
@@ -125,7 +125,7 @@ const RUN_COLUMNS: &str = "run_id, pipeline_name, pipeline_version, pipeline_has
 
 const RECORD_COLUMNS: &str = "run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
                               prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, \
-                              feedback, prev_hash, hash, cached_tokens, cache_write_tokens, reasoning_tokens";
+                              feedback, hash, hash_scheme, cached_tokens, cache_write_tokens, reasoning_tokens";
 
 impl Sql {
     fn new(schema: &str) -> Self {
@@ -162,7 +162,7 @@ impl Sql {
                  ON CONFLICT (hash) DO NOTHING RETURNING octet_length(bytes) AS n), \
                  ins AS (INSERT INTO {s}.journal ({RECORD_COLUMNS}) SELECT $1::text, $2::bigint, $3::text, $4::text, \
                  $5::text, $6::text, $7::bigint, $8::text, $9::text, $10::text, $11::bigint, $12::bigint, $13::bigint, \
-                 $14::float8, $15::bigint, $16::float8, $17::text, $18::text, $19::text, $20::text, $24::bigint, \
+                 $14::float8, $15::bigint, $16::float8, $17::text, $18::text, $19::bytea, $20::smallint, $24::bigint, \
                  $25::bigint, $26::bigint \
                  WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE run_id = $1 AND ($23::text IS NULL OR \
                  (owner_id = $23::text AND status = 'running')) FOR SHARE) \
@@ -322,6 +322,7 @@ impl PostgresStore {
         let st = conn.prepare_cached(&self.sql.append).await.map_err(|e| lost_or(e, "append"))?;
         let hashes: Vec<&str> = r.blobs.iter().map(|b| b.hash.as_str()).collect();
         let bytes: Vec<&[u8]> = r.blobs.iter().map(|b| b.bytes.as_slice()).collect();
+        let scheme = i16::try_from(r.hash_scheme).unwrap_or(i16::MAX);
         let params: [&(dyn ToSql + Sync); 26] = [
             &r.run_id,
             &r.seq,
@@ -341,8 +342,8 @@ impl PostgresStore {
             &r.latency_ms,
             &r.metadata,
             &r.feedback,
-            &r.prev_hash,
             &r.hash,
+            &scheme,
             &hashes,
             &bytes,
             &r.fence_owner,
@@ -410,7 +411,7 @@ impl PostgresStore {
             .query_opt(&self.sql.record_hash, &[&r.run_id, &r.seq])
             .await
             .map_err(|e| pg_error("append (checking a record after a lost connection)", e))?;
-        Ok(row.map(|row| row.get::<_, String>(0) == r.hash))
+        Ok(row.map(|row| row.get::<_, Vec<u8>>(0) == r.hash))
     }
 
     /// Appends a row: through the batching task while another append is in flight (group commit), else
@@ -584,8 +585,8 @@ fn stored_record(row: &Row) -> Result<StoredRecord, StoreError> {
         latency_ms: row.try_get(15).map_err(conv)?,
         metadata: row.try_get(16).map_err(conv)?,
         feedback: row.try_get(17).map_err(conv)?,
-        prev_hash: row.try_get(18).map_err(conv)?,
-        hash: row.try_get(19).map_err(conv)?,
+        hash: row.try_get(18).map_err(conv)?,
+        hash_scheme: i64::from(row.try_get::<_, i16>(19).map_err(conv)?),
         cached_tokens: row.try_get(20).map_err(conv)?,
         cache_write_tokens: row.try_get(21).map_err(conv)?,
         reasoning_tokens: row.try_get(22).map_err(conv)?,
@@ -1044,9 +1045,18 @@ impl JournalStore for PostgresStore {
             let rows = tx.query(&self.sql.get_blobs, &[&hashes]).await.map_err(|e| pg_error("load_journal", e))?;
             rows.into_iter().map(|row| (row.get::<_, String>(0), row.get::<_, Vec<u8>>(1))).collect()
         };
+        // The first record's predecessor: its hash is the first record's `prev_hash` (not stored twice).
+        let prev_hash = match from.checked_sub(1) {
+            Some(prev) if prev >= 0 && !stored.is_empty() => tx
+                .query_opt(&self.sql.record_hash, &[&run_id, &prev])
+                .await
+                .map_err(|e| pg_error("load_journal", e))?
+                .map_or_else(String::new, |row| hash_from_column(&row.get::<_, Vec<u8>>(0))),
+            _ => flujo_core::journal::GENESIS_HASH.to_owned(),
+        };
         let _ = tx.commit().await;
         let mut resolver = BlobResolver::new(|hash: &str| Ok(blobs.get(hash).cloned()));
-        stored.into_iter().map(|s| decode_record(s, &mut resolver)).collect()
+        decode_journal(stored, prev_hash, &mut resolver)
     }
 }
 

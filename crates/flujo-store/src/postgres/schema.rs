@@ -18,10 +18,23 @@ use flujo_core::StoreError;
 use super::{pg_error, Sql};
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// `MIGRATIONS[i]` upgrades version `i` to `i + 1`; `{s}` stands for the quoted schema name.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6];
+const MIGRATIONS: &[&str] =
+    &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4, MIGRATION_5, MIGRATION_6, MIGRATION_7];
+
+/// Version 7: a compact journal, as in the SQLite store (its version 10): `prev_hash` is gone (it is the
+/// previous record's `hash`, which each hash covers), `hash` is its 32 bytes instead of 64 hex digits, and
+/// `hash_scheme` says how it was computed (records written before are scheme 1 and still verify). A hash that
+/// is not 64 lowercase hex digits (a damaged journal) is kept as its bytes, so verification still reports it.
+const MIGRATION_7: &str = r#"
+ALTER TABLE {s}.journal DROP COLUMN prev_hash;
+ALTER TABLE {s}.journal ALTER COLUMN hash TYPE BYTEA USING
+    (CASE WHEN hash ~ '^[0-9a-f]{64}$' THEN decode(hash, 'hex') ELSE convert_to(hash, 'UTF8') END);
+ALTER TABLE {s}.journal ADD COLUMN hash_scheme SMALLINT NOT NULL DEFAULT 1;
+ALTER TABLE {s}.journal ALTER COLUMN hash_scheme DROP DEFAULT;
+"#;
 
 /// Version 6: a journal record's usage details (`flujo_core::TokenUsage`'s `cached`, `cache_write`,
 /// `reasoning`), as in the SQLite store. Records written before have none: 0, which is what their hash

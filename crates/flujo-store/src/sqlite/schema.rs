@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::Durability;
 
 /// The schema version this build of flujo-store reads and writes.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 /// `PRAGMA application_id` of a Flujo database ("FLJO").
 pub(crate) const APPLICATION_ID: i32 = 0x464c_4a4f;
@@ -37,7 +37,55 @@ pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_7,
     MIGRATION_8,
     MIGRATION_9,
+    MIGRATION_10,
 ];
+
+/// Version 10: a compact journal. The table is keyed by `(run_id, seq)` itself (`WITHOUT ROWID`: the run id
+/// is stored once per record, not three times); `prev_hash` is gone (it is the previous record's `hash`,
+/// which each hash covers); `hash` is its 32 bytes instead of 64 hex digits; `hash_scheme` says how it was
+/// computed (records written before are scheme 1, `flujo_core::HashScheme::V1`, and still verify); the
+/// `(run_id, path)` index, which no query used, is dropped. A hash that is not 64 lowercase hex digits (a
+/// damaged journal) is kept as its bytes, so verification still reports it.
+const MIGRATION_10: &str = "
+CREATE TABLE journal_v10 (
+    run_id             TEXT    NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq                INTEGER NOT NULL,
+    path               TEXT    NOT NULL,
+    step               TEXT    NOT NULL,
+    kind               TEXT    NOT NULL,
+    status             TEXT    NOT NULL,
+    generation         INTEGER NOT NULL,
+    output             TEXT,
+    output_ref         TEXT    REFERENCES blobs (hash),
+    patch              TEXT    NOT NULL,
+    attempts           INTEGER NOT NULL,
+    prompt_tokens      INTEGER NOT NULL,
+    completion_tokens  INTEGER NOT NULL,
+    cost_usd           REAL,
+    started_at_ms      INTEGER NOT NULL,
+    latency_ms         REAL,
+    metadata           TEXT,
+    feedback           TEXT,
+    hash               BLOB    NOT NULL,
+    hash_scheme        INTEGER NOT NULL,
+    cached_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens   INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, seq),
+    CHECK ((output IS NULL) <> (output_ref IS NULL))
+) STRICT, WITHOUT ROWID;
+INSERT INTO journal_v10 (run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts,
+    prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, hash, hash_scheme,
+    cached_tokens, cache_write_tokens, reasoning_tokens)
+SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, prompt_tokens,
+    completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback,
+    CASE WHEN length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*' THEN unhex(hash) ELSE CAST(hash AS BLOB) END, 1,
+    cached_tokens, cache_write_tokens, reasoning_tokens
+FROM journal;
+DROP INDEX journal_run_path;
+DROP TABLE journal;
+ALTER TABLE journal_v10 RENAME TO journal;
+";
 
 /// Version 9: a journal record's usage details (`flujo_core::TokenUsage`'s `cached`, `cache_write`,
 /// `reasoning`). Records written before have none: 0, which is what their hash covered (zero details are
@@ -394,9 +442,10 @@ mod tests {
         );
     }
 
-    /// A database made by the Flujo of schema version 8 (its DDL, its rows as that version wrote them)
-    /// opens, migrates, reads its old records unchanged with their chain intact, and continues the chain with
-    /// records that carry usage details.
+    /// A database made by the Flujo of schema version 8 (its DDL, its rows as that version wrote them: hex
+    /// hashes of scheme 1, `prev_hash` stored) opens, migrates to the compact journal of version 10, reads its
+    /// old records unchanged with their chain intact, and continues the chain with records of the current
+    /// scheme that carry usage details; a second run whose stored hash was damaged still reports it.
     #[tokio::test]
     async fn a_version_8_database_migrates_and_its_old_records_still_verify() {
         use crate::codec::{encode_record, encode_run};
@@ -408,18 +457,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v8.db");
         let run = sample_run("r-old");
-        let old = sealed_chain("r-old", 5);
+        let mut old = sealed_chain("r-old", 5);
+        let mut prev = flujo_core::journal::GENESIS_HASH.to_owned();
+        for r in &mut old {
+            r.seal_with(&prev, flujo_core::HashScheme::V1);
+            prev.clone_from(&r.hash);
+        }
+        let mut damaged = old.clone();
+        let mut prev = flujo_core::journal::GENESIS_HASH.to_owned();
+        for r in &mut damaged {
+            r.run_id = "r-damaged".into();
+            r.seal_with(&prev, flujo_core::HashScheme::V1);
+            prev.clone_from(&r.hash);
+        }
+        damaged[2].hash = "not a hash".into();
         {
             let conn = Connection::open(&path).unwrap();
             for sql in &MIGRATIONS[..8] {
                 conn.execute_batch(sql).unwrap();
             }
             conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 8;")).unwrap();
-            let r = encode_run(&run).unwrap();
-            if let Some(b) = &r.definition_blob {
-                conn.execute("INSERT INTO blobs (hash, bytes) VALUES (?1, ?2)", params![b.hash, b.bytes]).unwrap();
-            }
-            conn.execute(
+            let mut damaged_run = run.clone();
+            damaged_run.run_id = "r-damaged".into();
+            for run in [&run, &damaged_run] {
+                let r = encode_run(run).unwrap();
+                if let Some(b) = &r.definition_blob {
+                    conn.execute("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)", params![b.hash, b.bytes])
+                        .unwrap();
+                }
+                conn.execute(
                 "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \
                  initial_context, pending, output, error, generation, total_cost_usd, total_tokens, created_at_ms, \
                  updated_at_ms, owner_id, owner, lease_expires_at_ms, origin, journal_head, queue) VALUES (?1, ?2, ?3, \
@@ -450,7 +516,8 @@ mod tests {
                 ],
             )
             .unwrap();
-            for record in &old {
+            }
+            for record in old.iter().chain(&damaged) {
                 let j = encode_record(record).unwrap();
                 conn.execute(
                     "INSERT INTO journal (run_id, seq, path, step, kind, status, generation, output, output_ref, \
@@ -476,8 +543,8 @@ mod tests {
                         j.latency_ms,
                         j.metadata,
                         j.feedback,
-                        j.prev_hash,
-                        j.hash,
+                        record.prev_hash,
+                        record.hash,
                     ],
                 )
                 .unwrap();
@@ -489,7 +556,22 @@ mod tests {
         assert_eq!(store.get_run("r-old").await.unwrap(), Some(run));
         let loaded = store.load_journal("r-old").await.unwrap();
         assert_eq!(loaded, old);
+        assert!(loaded.iter().all(|r| r.hash_scheme == flujo_core::HashScheme::V1));
         verify_chain(&loaded).unwrap();
+        let tail = store.load_journal_from("r-old", 3).await.unwrap();
+        assert_eq!(tail, old[3..]);
+        let hashes: Vec<Vec<u8>> = conn
+            .prepare("SELECT hash FROM journal WHERE run_id = 'r-old' ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(hashes.iter().all(|h| h.len() == 32), "hashes are stored as 32 bytes");
+        let damaged_loaded = store.load_journal("r-damaged").await.unwrap();
+        assert_eq!(damaged_loaded[2].hash, "not a hash");
+        let err = verify_chain(&damaged_loaded).unwrap_err();
+        assert_eq!(err.seq, 2, "{err}");
         // The chain continues with a record that carries details.
         let mut next = crate::conformance::sample_record("r-old", 5);
         next.tokens = TokenUsage::new(900, 300).with_cache(500, 100).with_reasoning(200);
@@ -497,6 +579,7 @@ mod tests {
         store.append(&next).await.unwrap();
         let loaded = store.load_journal("r-old").await.unwrap();
         assert_eq!(loaded.last(), Some(&next));
+        assert_eq!(next.hash_scheme, flujo_core::HashScheme::V2);
         verify_chain(&loaded).unwrap();
         let details: (i64, i64, i64) = conn
             .query_row(

@@ -38,8 +38,8 @@ use tokio::sync::oneshot;
 use super::schema::sql_error;
 use super::SqliteStats;
 use crate::codec::{
-    decode_record, decode_run, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver, EvaluationRow, NewBlob,
-    RecordRow, RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
+    decode_journal, decode_run, hash_from_column, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver,
+    EvaluationRow, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
 };
 use crate::{seq_conflict, status_conflict};
 
@@ -627,7 +627,7 @@ fn append(conn: &Connection, r: &RecordRow, cache: &mut AppendCache) -> Result<u
     conn.prepare_cached(
         "INSERT INTO journal (run_id, seq, path, step, kind, status, generation, output, output_ref, patch, \
          attempts, prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, \
-         prev_hash, hash, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
+         hash, hash_scheme, cached_tokens, cache_write_tokens, reasoning_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, \
          ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?
     .execute(params![
@@ -649,8 +649,8 @@ fn append(conn: &Connection, r: &RecordRow, cache: &mut AppendCache) -> Result<u
         r.latency_ms,
         r.metadata,
         r.feedback,
-        r.prev_hash,
         r.hash,
+        r.hash_scheme,
         r.cached_tokens,
         r.cache_write_tokens,
         r.reasoning_tokens,
@@ -916,8 +916,8 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
         latency_ms: real_or_nan(row.get(15)?),
         metadata: row.get(16)?,
         feedback: row.get(17)?,
-        prev_hash: row.get(18)?,
-        hash: row.get(19)?,
+        hash: row.get(18)?,
+        hash_scheme: row.get(19)?,
         cached_tokens: row.get(20)?,
         cache_write_tokens: row.get(21)?,
         reasoning_tokens: row.get(22)?,
@@ -931,14 +931,23 @@ fn load_journal(conn: &Connection, run_id: &str, from_seq: u64) -> Result<Vec<Jo
     let stored = tx
         .prepare_cached(
             "SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
-             prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, prev_hash, \
-             hash, cached_tokens, cache_write_tokens, reasoning_tokens FROM journal WHERE run_id = ?1 AND seq >= ?2 \
+             prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, hash, \
+             hash_scheme, cached_tokens, cache_write_tokens, reasoning_tokens FROM journal WHERE run_id = ?1 AND seq >= ?2 \
              ORDER BY seq",
         )
         .and_then(|mut s| s.query_map(params![run_id, from], stored_record)?.collect::<Result<Vec<_>, _>>())
         .map_err(|e| sql_error("load_journal", e))?;
+    // The first record's predecessor: its hash is the first record's `prev_hash` (not stored twice).
+    let prev_hash = match from.checked_sub(1) {
+        Some(prev) if prev >= 0 && !stored.is_empty() => tx
+            .prepare_cached("SELECT hash FROM journal WHERE run_id = ?1 AND seq = ?2")
+            .and_then(|mut s| s.query_row(params![run_id, prev], |row| row.get::<_, Vec<u8>>(0)).optional())
+            .map_err(|e| sql_error("load_journal", e))?
+            .map_or_else(String::new, |h| hash_from_column(&h)),
+        _ => flujo_core::journal::GENESIS_HASH.to_owned(),
+    };
     let mut blobs = BlobResolver::new(|hash: &str| get_blob(&tx, hash).map_err(|e| sql_error("load_journal", e)));
-    let records = stored.into_iter().map(|s| decode_record(s, &mut blobs)).collect::<Result<Vec<_>, _>>()?;
+    let records = decode_journal(stored, prev_hash, &mut blobs)?;
     drop(blobs);
     // Read-only: ending it either way releases the snapshot.
     let _ = tx.finish();
