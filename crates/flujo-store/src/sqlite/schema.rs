@@ -42,7 +42,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
 /// Version 10: a compact journal. The table is keyed by `(run_id, seq)` itself (`WITHOUT ROWID`: the run id
 /// is stored once per record, not three times); `prev_hash` is gone (it is the previous record's `hash`,
-/// which each hash covers); `hash` is its 32 bytes instead of 64 hex digits; `hash_scheme` says how it was
+/// which each hash covers); `hash` is its 32 bytes instead of 64 hex digits; `status` is a code (0 completed,
+/// 1 failed, -1 for a value no Flujo wrote, which reads back as corrupt); `hash_scheme` says how it was
 /// computed (records written before are scheme 1, `flujo_core::HashScheme::V1`, and still verify); the
 /// `(run_id, path)` index, which no query used, is dropped. A hash that is not 64 lowercase hex digits (a
 /// damaged journal) is kept as its bytes, so verification still reports it.
@@ -53,7 +54,7 @@ CREATE TABLE journal_v10 (
     path               TEXT    NOT NULL,
     step               TEXT    NOT NULL,
     kind               TEXT    NOT NULL,
-    status             TEXT    NOT NULL,
+    status             INTEGER NOT NULL,
     generation         INTEGER NOT NULL,
     output             TEXT,
     output_ref         TEXT    REFERENCES blobs (hash),
@@ -77,7 +78,8 @@ CREATE TABLE journal_v10 (
 INSERT INTO journal_v10 (run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts,
     prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, hash, hash_scheme,
     cached_tokens, cache_write_tokens, reasoning_tokens)
-SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, prompt_tokens,
+SELECT run_id, seq, path, step, kind, CASE status WHEN 'completed' THEN 0 WHEN 'failed' THEN 1 ELSE -1 END,
+    generation, output, output_ref, patch, attempts, prompt_tokens,
     completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback,
     CASE WHEN length(hash) = 64 AND hash NOT GLOB '*[^0-9a-f]*' THEN unhex(hash) ELSE CAST(hash AS BLOB) END, 1,
     cached_tokens, cache_write_tokens, reasoning_tokens
@@ -460,6 +462,10 @@ mod tests {
         let mut old = sealed_chain("r-old", 5);
         let mut prev = flujo_core::journal::GENESIS_HASH.to_owned();
         for r in &mut old {
+            if r.seq == 1 {
+                r.status = flujo_core::StepStatus::Failed;
+                r.feedback = Some("boom".into());
+            }
             r.seal_with(&prev, flujo_core::HashScheme::V1);
             prev.clone_from(&r.hash);
         }

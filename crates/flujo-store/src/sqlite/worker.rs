@@ -636,7 +636,7 @@ fn append(conn: &Connection, r: &RecordRow, cache: &mut AppendCache) -> Result<u
         r.path,
         r.step,
         r.kind,
-        r.status,
+        status_code(r.status),
         r.generation,
         r.output,
         r.output_ref,
@@ -903,7 +903,7 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
         path: row.get(2)?,
         step: row.get(3)?,
         kind: row.get(4)?,
-        status: row.get(5)?,
+        status: status_from_code(row.get(5)?),
         generation: row.get(6)?,
         output: row.get(7)?,
         output_ref: row.get(8)?,
@@ -922,6 +922,24 @@ fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
         cache_write_tokens: row.get(21)?,
         reasoning_tokens: row.get(22)?,
     })
+}
+
+/// A journal row's `status` as stored (schema 10): 0 completed, 1 failed.
+fn status_code(status: &str) -> i64 {
+    match status {
+        "completed" => 0,
+        "failed" => 1,
+        _ => -1,
+    }
+}
+
+/// The inverse of [`status_code`]; a code no Flujo wrote becomes a name the decoder reports as corrupt.
+fn status_from_code(code: i64) -> String {
+    match code {
+        0 => "completed".to_owned(),
+        1 => "failed".to_owned(),
+        other => format!("status code {other}"),
+    }
 }
 
 fn load_journal(conn: &Connection, run_id: &str, from_seq: u64) -> Result<Vec<JournalRecord>, StoreError> {
