@@ -5,7 +5,6 @@
 //! the concatenation of their children's patches, compacted so that their size is bounded by the number of
 //! distinct paths written, not by the number of iterations.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -68,7 +67,7 @@ pub fn compact(ops: &mut Vec<PatchOp>) {
     // ops: a list is searched then (hashing every prefix would cost more), a map beyond that.
     const SCAN: usize = 16;
     let mut few: Vec<&[String]> = Vec::new();
-    let mut many: HashMap<&[String], ()> = HashMap::new();
+    let mut many: foldhash::HashMap<&[String], ()> = foldhash::HashMap::default();
     let mut keep = vec![true; ops.len()];
     for (i, op) in ops.iter().enumerate().rev() {
         let path = op.path();

@@ -147,7 +147,7 @@ pub struct RunState {
     /// The id of the run being walked.
     pub run_id: Arc<str>,
     pub(crate) journal: Option<JournalWriter>,
-    replay: HashMap<String, Arc<JournalRecord>>,
+    replay: foldhash::HashMap<String, Arc<JournalRecord>>,
     generation: u32,
     answers: Mutex<HashMap<String, Value>>,
     /// The run's budget: every agent call reserves and reconciles its usage here, and replayed records count
@@ -177,7 +177,7 @@ impl RunState {
         telemetry: Option<Arc<dyn Telemetry>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let mut replay = HashMap::with_capacity(records.len());
+        let mut replay = foldhash::HashMap::with_capacity_and_hasher(records.len(), Default::default());
         for r in records {
             replay.insert(r.path.clone(), Arc::new(r));
         }

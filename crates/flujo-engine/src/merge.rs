@@ -38,15 +38,15 @@ struct Writes {
     /// (path, value, branch, index in the merged ops), in merge order.
     list: Vec<(Vec<String>, Arc<Value>, String, usize)>,
     /// Hash of a full path → indices into `list` of the writes at exactly that path.
-    at: HashMap<u64, Vec<usize>>,
+    at: foldhash::HashMap<u64, Vec<usize>>,
     /// Hash of a proper prefix → indices of the writes below it.
-    below: HashMap<u64, Vec<usize>>,
+    below: foldhash::HashMap<u64, Vec<usize>>,
 }
 
 /// The hashes of `path[..1]`, `path[..2]`, …, `path[..]`.
 fn prefix_hashes(path: &[String]) -> Vec<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
     path.iter()
         .map(|c| {
             c.hash(&mut h);

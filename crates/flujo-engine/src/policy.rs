@@ -3,7 +3,6 @@
 //! Every policy receives exactly one argument, the [`ExecutionFrame`]. Users register policies for their own
 //! kinds (`StepKind::Custom`) with [`ExecutionDispatcher::register`]; built-in kinds can be overridden the same way.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -151,7 +150,7 @@ pub trait StepPolicy: Send + Sync {
 /// Maps kind names to policies.
 #[derive(Clone, Default)]
 pub struct ExecutionDispatcher {
-    policies: HashMap<String, Arc<dyn StepPolicy>>,
+    policies: foldhash::HashMap<String, Arc<dyn StepPolicy>>,
 }
 
 impl ExecutionDispatcher {

@@ -2,7 +2,6 @@
 //! expression and JSON Schema, and checks custom kinds have a policy. Errors surface when the runner is
 //! built, not in the middle of a run.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use flujo_core::{
@@ -15,16 +14,16 @@ use crate::policy::ExecutionDispatcher;
 /// `Arc`-held) pipeline.
 #[derive(Default)]
 pub struct Prepared {
-    agents: HashMap<usize, Arc<dyn Skill>>,
-    schemas: HashMap<usize, Arc<jsonschema::Validator>>,
-    fingerprints: HashMap<usize, blake3::Hash>,
+    agents: foldhash::HashMap<usize, Arc<dyn Skill>>,
+    schemas: foldhash::HashMap<usize, Arc<jsonschema::Validator>>,
+    fingerprints: foldhash::HashMap<usize, blake3::Hash>,
     /// The tools an agent offers (an agentic loop's planner, or a model agent declaring `tools:`), keyed
     /// by the address of the agent reference.
-    tool_sets: HashMap<usize, Arc<ToolSet>>,
+    tool_sets: foldhash::HashMap<usize, Arc<ToolSet>>,
     /// Every resolved agent and tool, in pipeline order, each once (for the checks made before a run starts).
     order: Vec<Arc<dyn Skill>>,
     /// The addresses of the skills in `order` (building only).
-    seen: std::collections::HashSet<usize>,
+    seen: foldhash::HashSet<usize>,
 }
 
 impl Prepared {

@@ -40,7 +40,33 @@ const JOURNAL_ROW_OVERHEAD: u64 = 40;
 #[derive(Debug, Clone)]
 pub(crate) struct NewBlob {
     pub hash: String,
-    pub bytes: Vec<u8>,
+    /// Shared: a pipeline definition's bytes are encoded once and given to every run of it.
+    pub bytes: Arc<[u8]>,
+}
+
+/// The definition blob a store encoded last, so that runs of one pipeline (which share one
+/// `Arc<Value>` definition) do not serialize and hash it again for every run. The cache holds the `Arc`, so
+/// pointer identity means the same, unchanged value. The blob is still written with every run (`INSERT … ON
+/// CONFLICT DO NOTHING`), so a retention pass that deleted it in between cannot leave a run pointing at
+/// nothing.
+#[derive(Default)]
+pub(crate) struct DefinitionCache(std::sync::Mutex<Option<(Arc<Value>, NewBlob)>>);
+
+impl DefinitionCache {
+    fn blob(&self, definition: &Arc<Value>) -> Result<NewBlob, StoreError> {
+        if let Ok(last) = self.0.lock() {
+            if let Some((value, blob)) = last.as_ref().filter(|(v, _)| Arc::ptr_eq(v, definition)) {
+                debug_assert!(**value == **definition);
+                return Ok(blob.clone());
+            }
+        }
+        let bytes = to_json("definition", definition.as_ref())?.into_bytes();
+        let blob = NewBlob { hash: blob_hash(&bytes), bytes: bytes.into() };
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Arc::clone(definition), blob.clone()));
+        }
+        Ok(blob)
+    }
 }
 
 /// The column values of one `runs` row.
@@ -234,7 +260,7 @@ fn externalize(value: &Value, blobs: &mut Vec<NewBlob>) -> Result<Option<String>
     let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Unavailable(format!("cannot serialize: {e}")))?;
     let hash = blob_hash(&bytes);
     if !blobs.iter().any(|b| b.hash == hash) {
-        blobs.push(NewBlob { hash: hash.clone(), bytes });
+        blobs.push(NewBlob { hash: hash.clone(), bytes: bytes.into() });
     }
     Ok(Some(hash))
 }
@@ -290,14 +316,8 @@ fn encode_patch(patch: &[PatchOp], blobs: &mut Vec<NewBlob>) -> Result<String, S
 /// Prefix of a `runs.definition` value that references a blob.
 pub(crate) const DEFINITION_REF: &str = "blob:";
 
-pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
-    let definition_blob = match &run.definition {
-        None => None,
-        Some(d) => {
-            let bytes = to_json("definition", d.as_ref())?.into_bytes();
-            Some(NewBlob { hash: blob_hash(&bytes), bytes })
-        }
-    };
+pub(crate) fn encode_run(run: &RunRecord, definitions: &DefinitionCache) -> Result<RunRow, StoreError> {
+    let definition_blob = run.definition.as_ref().map(|d| definitions.blob(d)).transpose()?;
     Ok(RunRow {
         run_id: run.run_id.clone(),
         pipeline_name: run.pipeline_name.clone(),
@@ -724,7 +744,7 @@ mod tests {
 
     /// The row as the database would give it back, and the blobs it brought.
     fn stored(row: RecordRow) -> (StoredRecord, HashMap<String, Vec<u8>>) {
-        let blobs = row.blobs.iter().map(|b| (b.hash.clone(), b.bytes.clone())).collect();
+        let blobs = row.blobs.iter().map(|b| (b.hash.clone(), b.bytes.to_vec())).collect();
         let stored = StoredRecord {
             run_id: row.run_id,
             seq: row.seq,

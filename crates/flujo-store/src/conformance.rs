@@ -98,6 +98,7 @@ pub fn checks() -> Vec<Check> {
         delete_runs_respects_cutoff_and_status,
         delete_runs_removes_journals_and_frees_the_run_id,
         delete_runs_keeps_blobs_still_referenced,
+        a_definition_deleted_with_its_runs_is_stored_again,
         system_state_round_trip,
         system_state_lists_by_prefix_and_deletes,
         evaluations_are_created_once_updated_and_listed,
@@ -1154,6 +1155,25 @@ fn seal_all(mut records: Vec<JournalRecord>) -> Vec<JournalRecord> {
         prev.clone_from(&r.hash);
     }
     records
+}
+
+/// Checks that a run created after retention deleted every earlier run of its pipeline (and with them the
+/// definition's blob) stores the definition again: a store that remembers which definitions it wrote (the SQL
+/// stores keep the last one encoded) must not skip writing the blob.
+pub async fn a_definition_deleted_with_its_runs_is_stored_again(store: Arc<dyn Store>) -> CheckResult {
+    let def = Arc::new(json!({"name": "again", "steps": [{"name": "a"}], "doc": "x".repeat(100)}));
+    let mut first = fresh_run("def-1", "again", RunStatus::Completed, 1);
+    first.definition = Some(Arc::clone(&def));
+    store.create_run(&first).await.ctx("create_run")?;
+    ensure_eq("deleted runs", &store.delete_runs(10, None).await.ctx("delete_runs")?, &1)?;
+    ensure(store.get_blob(&json_hash(&def)?).await.ctx("get_blob")?.is_none(), || {
+        "the definition's blob must be deleted with its only run".to_owned()
+    })?;
+    let mut second = fresh_run("def-2", "again", RunStatus::Completed, 20);
+    second.definition = Some(Arc::clone(&def));
+    store.create_run(&second).await.ctx("create_run of the second run")?;
+    // The SQL stores read the definition back from its blob: a missing blob fails here.
+    ensure_eq("the second run, with its definition", &get(&store, "def-2").await?, &second)
 }
 
 /// Checks that `delete_runs` removes the blobs (large outputs, patch values, definitions) only the deleted

@@ -127,7 +127,7 @@ async fn write(pool: &Pool, sql: &str, batch: Vec<Pending>) {
         for b in &r.blobs {
             if !blob_hashes.contains(&b.hash.as_str()) {
                 blob_hashes.push(&b.hash);
-                blob_bytes.push(&b.bytes);
+                blob_bytes.push(&*b.bytes);
             }
         }
     }

@@ -230,6 +230,7 @@ pub struct PostgresStore {
     appending: AtomicUsize,
     /// `LISTEN flujo_queued`, started on the first `wait_for_queued` (`listen`).
     queued_events: tokio::sync::OnceCell<Arc<tokio::sync::broadcast::Sender<String>>>,
+    definitions: codec::DefinitionCache,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -277,6 +278,7 @@ impl PostgresStore {
             batch_tx: Mutex::new(None),
             appending: AtomicUsize::new(0),
             queued_events: tokio::sync::OnceCell::new(),
+            definitions: codec::DefinitionCache::default(),
         })
     }
 
@@ -321,7 +323,7 @@ impl PostgresStore {
         let conn = self.conn().await.map_err(Some)?;
         let st = conn.prepare_cached(&self.sql.append).await.map_err(|e| lost_or(e, "append"))?;
         let hashes: Vec<&str> = r.blobs.iter().map(|b| b.hash.as_str()).collect();
-        let bytes: Vec<&[u8]> = r.blobs.iter().map(|b| b.bytes.as_slice()).collect();
+        let bytes: Vec<&[u8]> = r.blobs.iter().map(|b| &*b.bytes).collect();
         let scheme = i16::try_from(r.hash_scheme).unwrap_or(i16::MAX);
         let params: [&(dyn ToSql + Sync); 26] = [
             &r.run_id,
@@ -613,11 +615,11 @@ fn definition_hash(s: &StoredRun) -> Option<String> {
 #[async_trait]
 impl RunStore for PostgresStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let r = codec::encode_run(run)?;
+        let r = codec::encode_run(run, &self.definitions)?;
         let conn = self.conn().await?;
         let st = conn.prepare_cached(&self.sql.create_run).await.map_err(|e| pg_error("create_run", e))?;
         let def_hash = r.definition_blob.as_ref().map(|b| b.hash.as_str());
-        let def_bytes = r.definition_blob.as_ref().map(|b| b.bytes.as_slice());
+        let def_bytes = r.definition_blob.as_ref().map(|b| &*b.bytes);
         let params: [&(dyn ToSql + Sync); 24] = [
             &r.run_id,
             &r.pipeline_name,
@@ -1064,10 +1066,10 @@ impl JournalStore for PostgresStore {
 impl BlobStore for PostgresStore {
     async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
         let hash = blob_hash(bytes);
-        let blob = NewBlob { hash, bytes: bytes.to_vec() };
+        let blob = NewBlob { hash, bytes: bytes.into() };
         let conn = self.conn().await?;
         let st = conn.prepare_cached(&self.sql.put_blob).await.map_err(|e| pg_error("put_blob", e))?;
-        let inserted = conn.execute(&st, &[&blob.hash, &blob.bytes]).await.map_err(|e| pg_error("put_blob", e))?;
+        let inserted = conn.execute(&st, &[&blob.hash, &&*blob.bytes]).await.map_err(|e| pg_error("put_blob", e))?;
         if inserted == 1 {
             self.count(i64::try_from(blob.bytes.len()).unwrap_or(0));
         }

@@ -141,6 +141,7 @@ pub struct SqliteStore {
     /// `None` for an in-memory database: its reads go to the writer thread.
     reader: Option<mpsc::Sender<Read>>,
     counters: Arc<Counters>,
+    definitions: codec::DefinitionCache,
 }
 
 impl SqliteStore {
@@ -197,7 +198,7 @@ impl SqliteStore {
             }
             None => None,
         };
-        Ok(Self { target, options, writer, reader, counters })
+        Ok(Self { target, options, writer, reader, counters, definitions: codec::DefinitionCache::default() })
     }
 
     /// The database file (`None` in memory).
@@ -267,7 +268,7 @@ impl fmt::Debug for SqliteStore {
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.write(Write::CreateRun(codec::encode_run(run)?)).await.map(drop)
+        self.write(Write::CreateRun(codec::encode_run(run, &self.definitions)?)).await.map(drop)
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -383,7 +384,7 @@ impl JournalStore for SqliteStore {
 impl BlobStore for SqliteStore {
     async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
         let hash = blob_hash(bytes);
-        self.write(Write::PutBlob(NewBlob { hash: hash.clone(), bytes: bytes.to_vec() })).await?;
+        self.write(Write::PutBlob(NewBlob { hash: hash.clone(), bytes: bytes.into() })).await?;
         Ok(hash)
     }
 

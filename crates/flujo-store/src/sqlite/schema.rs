@@ -486,10 +486,13 @@ mod tests {
             let mut damaged_run = run.clone();
             damaged_run.run_id = "r-damaged".into();
             for run in [&run, &damaged_run] {
-                let r = encode_run(run).unwrap();
+                let r = encode_run(run, &Default::default()).unwrap();
                 if let Some(b) = &r.definition_blob {
-                    conn.execute("INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)", params![b.hash, b.bytes])
-                        .unwrap();
+                    conn.execute(
+                        "INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)",
+                        params![b.hash, &*b.bytes],
+                    )
+                    .unwrap();
                 }
                 conn.execute(
                 "INSERT INTO runs (run_id, pipeline_name, pipeline_version, pipeline_hash, definition, status, input, \

@@ -296,7 +296,7 @@ fn transact(
 #[derive(Default)]
 pub(crate) struct AppendCache {
     data_version: Option<i64>,
-    runs: HashMap<String, CachedRun>,
+    runs: foldhash::HashMap<String, CachedRun>,
 }
 
 struct CachedRun {
@@ -666,7 +666,7 @@ fn append(conn: &Connection, r: &RecordRow, cache: &mut AppendCache) -> Result<u
 fn insert_blob(conn: &Connection, blob: &NewBlob) -> Result<u64, ExecError> {
     let inserted = conn
         .prepare_cached("INSERT INTO blobs (hash, bytes) VALUES (?1, ?2) ON CONFLICT (hash) DO NOTHING")?
-        .execute(params![blob.hash, blob.bytes])?;
+        .execute(params![blob.hash, &*blob.bytes])?;
     Ok(if inserted == 0 { 0 } else { blob.bytes.len() as u64 })
 }
 
