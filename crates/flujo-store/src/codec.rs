@@ -44,15 +44,36 @@ pub(crate) struct NewBlob {
     pub bytes: Arc<[u8]>,
 }
 
-/// The definition blob a store encoded last, so that runs of one pipeline (which share one
-/// `Arc<Value>` definition) do not serialize and hash it again for every run. The cache holds the `Arc`, so
-/// pointer identity means the same, unchanged value. The blob is still written with every run (`INSERT … ON
+/// The pipeline definition a store encoded or decoded last, with its blob. Runs of one pipeline share one
+/// `Arc<Value>` definition: creating them does not serialize and hash it again (pointer identity with the
+/// held `Arc` means the same, unchanged value), and reading them back (a resume, a listing) does not parse
+/// the blob again (same blob hash, same content). The blob is still written with every run (`INSERT … ON
 /// CONFLICT DO NOTHING`), so a retention pass that deleted it in between cannot leave a run pointing at
 /// nothing.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct DefinitionCache(std::sync::Mutex<Option<(Arc<Value>, NewBlob)>>);
 
 impl DefinitionCache {
+    /// The definition whose blob has this hash, when it is the one held.
+    pub(crate) fn value(&self, hash: &str) -> Option<Arc<Value>> {
+        let last = self.0.lock().ok()?;
+        last.as_ref().filter(|(_, b)| b.hash == hash).map(|(v, _)| Arc::clone(v))
+    }
+
+    /// Parses a definition blob read from the database (or takes the held one) and holds it.
+    pub(crate) fn decode(&self, run_id: &str, hash: &str, bytes: &[u8]) -> Result<Arc<Value>, StoreError> {
+        if let Some(v) = self.value(hash) {
+            return Ok(v);
+        }
+        let value: Value = parse_json(bytes)
+            .map_err(|e| StoreError::Corrupt(format!("run '{run_id}': definition blob {hash}: {e}")))?;
+        let value = Arc::new(value);
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Arc::clone(&value), NewBlob { hash: hash.to_owned(), bytes: bytes.into() }));
+        }
+        Ok(value)
+    }
+
     fn blob(&self, definition: &Arc<Value>) -> Result<NewBlob, StoreError> {
         if let Ok(last) = self.0.lock() {
             if let Some((value, blob)) = last.as_ref().filter(|(v, _)| Arc::ptr_eq(v, definition)) {
@@ -481,7 +502,10 @@ pub(crate) struct StoredRun {
     pub pipeline_name: String,
     pub pipeline_version: String,
     pub pipeline_hash: String,
+    /// The definition's JSON, or a `blob:HASH` reference resolved into `definition_value`.
     pub definition: Option<String>,
+    /// The definition, when it came from a blob (shared between runs of one pipeline).
+    pub definition_value: Option<Arc<Value>>,
     pub status: String,
     pub input: String,
     pub initial_context: String,
@@ -504,11 +528,12 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
     let row = format!("run '{}'", s.run_id);
     let row = row.as_str();
     Ok(RunRecord {
-        definition: s
-            .definition
-            .as_deref()
-            .map(|d| from_json::<Value>(row, "definition", d).map(Arc::new))
-            .transpose()?,
+        definition: match s.definition_value {
+            Some(v) => Some(v),
+            None => {
+                s.definition.as_deref().map(|d| from_json::<Value>(row, "definition", d).map(Arc::new)).transpose()?
+            }
+        },
         status: RunStatus::parse(&s.status).ok_or_else(|| corrupt(row, "status", format!("unknown `{}`", s.status)))?,
         input: from_json(row, "input", &s.input)?,
         initial_context: from_json::<Map<String, Value>>(row, "initial_context", &s.initial_context)?,

@@ -547,6 +547,7 @@ fn stored_run(row: &Row) -> Result<StoredRun, StoreError> {
         pipeline_version: text(2).map_err(conv)?,
         pipeline_hash: text(3).map_err(conv)?,
         definition: opt(4).map_err(conv)?,
+        definition_value: None,
         status: text(5).map_err(conv)?,
         input: text(6).map_err(conv)?,
         initial_context: text(7).map_err(conv)?,
@@ -596,14 +597,24 @@ fn stored_record(row: &Row) -> Result<StoredRecord, StoreError> {
 }
 
 /// Puts a definition blob's text in place of its `blob:HASH` reference.
-fn with_definition(mut s: StoredRun, blobs: &HashMap<String, Vec<u8>>) -> Result<StoredRun, StoreError> {
+/// Resolves a `blob:HASH` definition reference into the parsed definition (parsed once per hash: the store's
+/// [`codec::DefinitionCache`] holds the last one).
+fn with_definition(
+    mut s: StoredRun,
+    blobs: &HashMap<String, Vec<u8>>,
+    definitions: &codec::DefinitionCache,
+) -> Result<StoredRun, StoreError> {
     if let Some(hash) = s.definition.as_deref().and_then(|d| d.strip_prefix(DEFINITION_REF)) {
-        let bytes = blobs
-            .get(hash)
-            .ok_or_else(|| StoreError::Corrupt(format!("run '{}': definition blob {hash} is missing", s.run_id)))?;
-        let text = String::from_utf8(bytes.clone())
-            .map_err(|_| StoreError::Corrupt(format!("run '{}': definition blob {hash} is not UTF-8", s.run_id)))?;
-        s.definition = Some(text);
+        let value = match definitions.value(hash) {
+            Some(v) => v,
+            None => {
+                let bytes = blobs.get(hash).ok_or_else(|| {
+                    StoreError::Corrupt(format!("run '{}': definition blob {hash} is missing", s.run_id))
+                })?;
+                definitions.decode(&s.run_id, hash, bytes)?
+            }
+        };
+        s.definition_value = Some(value);
     }
     Ok(s)
 }
@@ -669,7 +680,7 @@ impl RunStore for PostgresStore {
         {
             blobs.insert(hash, bytes);
         }
-        with_definition(stored, &blobs).and_then(decode_run).map(Some)
+        with_definition(stored, &blobs, &self.definitions).and_then(decode_run).map(Some)
     }
 
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
@@ -782,7 +793,7 @@ impl RunStore for PostgresStore {
         hashes.sort_unstable();
         hashes.dedup();
         let blobs = self.fetch_blobs(&conn, hashes).await?;
-        stored.into_iter().map(|s| with_definition(s, &blobs).and_then(decode_run)).collect()
+        stored.into_iter().map(|s| with_definition(s, &blobs, &self.definitions).and_then(decode_run)).collect()
     }
 
     async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {

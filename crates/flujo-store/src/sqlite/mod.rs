@@ -141,7 +141,7 @@ pub struct SqliteStore {
     /// `None` for an in-memory database: its reads go to the writer thread.
     reader: Option<mpsc::Sender<Read>>,
     counters: Arc<Counters>,
-    definitions: codec::DefinitionCache,
+    definitions: Arc<codec::DefinitionCache>,
 }
 
 impl SqliteStore {
@@ -198,7 +198,7 @@ impl SqliteStore {
             }
             None => None,
         };
-        Ok(Self { target, options, writer, reader, counters, definitions: codec::DefinitionCache::default() })
+        Ok(Self { target, options, writer, reader, counters, definitions: Arc::default() })
     }
 
     /// The database file (`None` in memory).
@@ -272,7 +272,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        self.read(|reply| Read::GetRun(run_id.to_owned(), reply)).await
+        self.read(|reply| Read::GetRun(run_id.to_owned(), Arc::clone(&self.definitions), reply)).await
     }
 
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
@@ -289,7 +289,7 @@ impl RunStore for SqliteStore {
         if filter.limit == Some(0) {
             return Ok(Vec::new());
         }
-        self.read(|reply| Read::ListRuns(filter.clone(), reply)).await
+        self.read(|reply| Read::ListRuns(filter.clone(), Arc::clone(&self.definitions), reply)).await
     }
 
     async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {

@@ -39,7 +39,7 @@ use super::schema::sql_error;
 use super::SqliteStats;
 use crate::codec::{
     decode_journal, decode_run, hash_from_column, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver,
-    EvaluationRow, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
+    DefinitionCache, EvaluationRow, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
 };
 use crate::{seq_conflict, status_conflict};
 
@@ -106,8 +106,8 @@ pub(crate) struct WriteCommand {
 /// A read, executed outside any write transaction.
 #[derive(Debug)]
 pub(crate) enum Read {
-    GetRun(String, Reply<Option<RunRecord>>),
-    ListRuns(RunFilter, Reply<Vec<RunRecord>>),
+    GetRun(String, Arc<DefinitionCache>, Reply<Option<RunRecord>>),
+    ListRuns(RunFilter, Arc<DefinitionCache>, Reply<Vec<RunRecord>>),
     /// The records of a run from a `seq` on.
     LoadJournal(String, u64, Reply<Vec<JournalRecord>>),
     GetBlob(String, Reply<Option<Vec<u8>>>),
@@ -769,11 +769,11 @@ fn set_state(conn: &Connection, key: &str, value: &str) -> Result<u64, ExecError
 
 fn serve_read(conn: &Connection, read: Read) {
     match read {
-        Read::GetRun(run_id, reply) => {
-            let _ = reply.send(get_run(conn, &run_id));
+        Read::GetRun(run_id, definitions, reply) => {
+            let _ = reply.send(get_run(conn, &run_id, &definitions));
         }
-        Read::ListRuns(filter, reply) => {
-            let _ = reply.send(list_runs(conn, &filter));
+        Read::ListRuns(filter, definitions, reply) => {
+            let _ = reply.send(list_runs(conn, &filter, &definitions));
         }
         Read::LoadJournal(run_id, from_seq, reply) => {
             let _ = reply.send(load_journal(conn, &run_id, from_seq));
@@ -811,6 +811,7 @@ fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
         pipeline_version: row.get(2)?,
         pipeline_hash: row.get(3)?,
         definition: row.get(4)?,
+        definition_value: None,
         status: row.get(5)?,
         input: row.get(6)?,
         initial_context: row.get(7)?,
@@ -830,25 +831,28 @@ fn stored_run(row: &Row<'_>) -> rusqlite::Result<StoredRun> {
     })
 }
 
-fn get_run(conn: &Connection, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+fn get_run(conn: &Connection, run_id: &str, definitions: &DefinitionCache) -> Result<Option<RunRecord>, StoreError> {
     let stored = conn
         .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"))
         .and_then(|mut s| s.query_row([run_id], stored_run).optional())
         .map_err(|e| sql_error("get_run", e))?;
-    stored.map(|s| resolve_definition(conn, s, &mut HashMap::new()).and_then(decode_run)).transpose()
+    stored.map(|s| resolve_definition(conn, s, &mut HashMap::new(), definitions).and_then(decode_run)).transpose()
 }
 
-/// Replaces a `blob:HASH` definition reference by the blob's JSON text.
+/// Resolves a `blob:HASH` definition reference into the parsed definition: from `seen` (this read's runs),
+/// from the store's [`DefinitionCache`], or by reading and parsing the blob (once per read and hash).
 fn resolve_definition(
     conn: &Connection,
     mut s: StoredRun,
-    cache: &mut HashMap<String, String>,
+    seen: &mut HashMap<String, Arc<Value>>,
+    definitions: &DefinitionCache,
 ) -> Result<StoredRun, StoreError> {
     let Some(hash) = s.definition.as_deref().and_then(|d| d.strip_prefix(DEFINITION_REF)).map(str::to_owned) else {
         return Ok(s);
     };
-    if let Some(text) = cache.get(&hash) {
-        s.definition = Some(text.clone());
+    if let Some(value) = seen.get(&hash).cloned().or_else(|| definitions.value(&hash)) {
+        seen.insert(hash, Arc::clone(&value));
+        s.definition_value = Some(value);
         return Ok(s);
     }
     let bytes: Option<Vec<u8>> = conn
@@ -857,14 +861,17 @@ fn resolve_definition(
         .map_err(|e| sql_error("get_run definition", e))?;
     let bytes =
         bytes.ok_or_else(|| StoreError::Corrupt(format!("run '{}': definition blob {hash} is missing", s.run_id)))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| StoreError::Corrupt(format!("run '{}': definition blob {hash} is not UTF-8", s.run_id)))?;
-    cache.insert(hash, text.clone());
-    s.definition = Some(text);
+    let value = definitions.decode(&s.run_id, &hash, &bytes)?;
+    seen.insert(hash, Arc::clone(&value));
+    s.definition_value = Some(value);
     Ok(s)
 }
 
-fn list_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+fn list_runs(
+    conn: &Connection,
+    filter: &RunFilter,
+    definitions: &DefinitionCache,
+) -> Result<Vec<RunRecord>, StoreError> {
     let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(status) = filter.status {
@@ -893,7 +900,7 @@ fn list_runs(conn: &Connection, filter: &RunFilter) -> Result<Vec<RunRecord>, St
         .and_then(|mut s| s.query_map(rusqlite::params_from_iter(args), stored_run)?.collect::<Result<Vec<_>, _>>())
         .map_err(|e| sql_error("list_runs", e))?;
     let mut cache = HashMap::new();
-    stored.into_iter().map(|s| resolve_definition(conn, s, &mut cache).and_then(decode_run)).collect()
+    stored.into_iter().map(|s| resolve_definition(conn, s, &mut cache, definitions).and_then(decode_run)).collect()
 }
 
 fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
