@@ -115,6 +115,13 @@ fn crash_harness(dir: &Path, state: &str, default_kills: usize) {
     let expected = straight["output"].clone();
     assert_eq!(expected, json!(50 + 6));
     let full = t.elapsed();
+    // The walk alone (from the run's creation to its completion): start-up (connecting to a server, migrating)
+    // can be most of `full`, so kills meant to land mid-run are timed against this.
+    let walk = {
+        let store = flujo_store::open_store(&state).unwrap();
+        let run = rt.block_on(store.get_run("straight")).unwrap().expect("the straight run is stored");
+        Duration::from_millis(u64::try_from(run.updated_at_ms - run.created_at_ms).unwrap_or(0).max(1))
+    };
 
     // Soak mode: `FLUJO_CRASH_MINUTES=N` keeps killing and resuming for N minutes (scripts/soak.sh), with a
     // seed from the clock unless `FLUJO_CRASH_SEED` is given; otherwise `FLUJO_CRASH_KILLS` kills (50).
@@ -149,7 +156,9 @@ fn crash_harness(dir: &Path, state: &str, default_kills: usize) {
         }
         done = i + 1;
         let run_id = format!("crash-{i}");
-        let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64).max(1));
+        let after_start = !rng.next().is_multiple_of(5);
+        let span = if after_start { walk } else { full };
+        let delay = Duration::from_micros(rng.next() % (span.as_micros() as u64).max(1));
         let mut child = flujo(dir)
             .args(["run", "--input-json", "0", "--json", "--state", &state, "--run-id", &run_id])
             .stdout(Stdio::null())
@@ -157,10 +166,9 @@ fn crash_harness(dir: &Path, state: &str, default_kills: usize) {
             .spawn()
             .unwrap();
         // One kill in five lands at a random moment from the start (start-up included); the others at a
-        // random moment after the run exists, so most land mid-run however long start-up takes (connecting
-        // to a server, a loaded machine).
+        // random moment of the walk after the run exists, so most land mid-run however long start-up takes
+        // (connecting to a server, a loaded machine) and however fast the walk is.
         let store = flujo_store::open_store(&state).unwrap();
-        let after_start = !rng.next().is_multiple_of(5);
         if after_start {
             let deadline = Instant::now() + Duration::from_secs(20);
             while rt.block_on(store.get_run(&run_id)).unwrap().is_none()
@@ -170,8 +178,7 @@ fn crash_harness(dir: &Path, state: &str, default_kills: usize) {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-        // After the start, less time is left than an uninterrupted run took.
-        std::thread::sleep(if after_start { delay / 2 } else { delay });
+        std::thread::sleep(delay);
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
         let run = rt.block_on(store.get_run(&run_id)).unwrap();
