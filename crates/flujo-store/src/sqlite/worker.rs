@@ -148,7 +148,8 @@ pub(crate) struct Counters {
 pub(crate) fn run_writer(conn: Connection, commands: Receiver<Command>, counters: &Counters) {
     let mut batch: Vec<WriteCommand> = Vec::new();
     let mut cache = AppendCache::default();
-    while let Some(first) = next_command(&commands) {
+    let spin = writer_spin();
+    while let Some(first) = next_command(&commands, spin) {
         let mut next = Some(first);
         while let Some(command) = next {
             match command {
@@ -170,19 +171,23 @@ pub(crate) fn run_writer(conn: Connection, commands: Receiver<Command>, counters
     }
 }
 
-/// How long the writer polls for the next command before it sleeps: a walk's next record usually follows
-/// its previous commit within a few microseconds of engine work, and waking a sleeping thread costs more
-/// than that on a virtual machine.
-const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// How long the writer polls for the next command before it sleeps (default 50 µs): a walk's next record
+/// usually follows its previous commit within a few microseconds of engine work, and waking a sleeping
+/// thread costs more than that on a virtual machine. `FLUJO_SQLITE_WRITER_SPIN_US` sets it (0: sleep at
+/// once; `scripts/icount.sh` does, since instructions spent waiting depend on the clock).
+pub(crate) fn writer_spin() -> std::time::Duration {
+    let micros = std::env::var("FLUJO_SQLITE_WRITER_SPIN_US").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(50);
+    std::time::Duration::from_micros(micros)
+}
 
-/// The next command: polled for [`WRITER_SPIN`], then waited for; `None` once every sender is gone.
-fn next_command(commands: &Receiver<Command>) -> Option<Command> {
+/// The next command: polled for `spin`, then waited for; `None` once every sender is gone.
+fn next_command(commands: &Receiver<Command>, spin: std::time::Duration) -> Option<Command> {
     let start = std::time::Instant::now();
     loop {
         match commands.try_recv() {
             Ok(command) => return Some(command),
             Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-            Err(std::sync::mpsc::TryRecvError::Empty) if start.elapsed() < WRITER_SPIN => std::hint::spin_loop(),
+            Err(std::sync::mpsc::TryRecvError::Empty) if start.elapsed() < spin => std::hint::spin_loop(),
             Err(std::sync::mpsc::TryRecvError::Empty) => return commands.recv().ok(),
         }
     }
