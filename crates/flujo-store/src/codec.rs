@@ -462,11 +462,29 @@ pub(crate) fn patch_value_refs(patch: &str) -> Vec<String> {
 // Decoding.
 
 /// Names the row and column a decoding error came from.
-fn corrupt(row: &str, column: &str, why: impl std::fmt::Display) -> StoreError {
+fn corrupt(row: impl std::fmt::Display, column: &str, why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{row}: column `{column}`: {why}"))
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(row: &str, column: &str, text: &str) -> Result<T, StoreError> {
+/// Names a journal row in decoding errors; formatted only when there is an error (decoding a journal must not
+/// format a string per record).
+#[derive(Clone, Copy)]
+struct JournalRowName<'a> {
+    run_id: &'a str,
+    seq: i64,
+}
+
+impl std::fmt::Display for JournalRowName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "journal record of run '{}' seq {}", self.run_id, self.seq)
+    }
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(
+    row: impl std::fmt::Display,
+    column: &str,
+    text: &str,
+) -> Result<T, StoreError> {
     parse_json(text.as_bytes()).map_err(|e| corrupt(row, column, e))
 }
 
@@ -482,11 +500,11 @@ pub(crate) fn parse_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> serde_js
     Ok(value)
 }
 
-fn from_sql_u64(row: &str, column: &str, v: i64) -> Result<u64, StoreError> {
+fn from_sql_u64(row: impl std::fmt::Display, column: &str, v: i64) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| corrupt(row, column, format!("negative value {v}")))
 }
 
-fn from_sql_u32(row: &str, column: &str, v: i64) -> Result<u32, StoreError> {
+fn from_sql_u32(row: impl std::fmt::Display, column: &str, v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| corrupt(row, column, format!("value {v} out of range")))
 }
 
@@ -600,7 +618,12 @@ where
         Self { fetch, cache: HashMap::new() }
     }
 
-    fn resolve(&mut self, row: &str, column: &str, hash: &str) -> Result<Arc<Value>, StoreError> {
+    fn resolve(
+        &mut self,
+        row: impl std::fmt::Display + Copy,
+        column: &str,
+        hash: &str,
+    ) -> Result<Arc<Value>, StoreError> {
         if let Some(v) = self.cache.get(hash) {
             return Ok(Arc::clone(v));
         }
@@ -668,15 +691,15 @@ pub(crate) fn hash_from_column(bytes: &[u8]) -> String {
 }
 
 fn decode_record<F>(
-    s: StoredRecord,
+    mut s: StoredRecord,
     prev_hash: String,
     blobs: &mut BlobResolver<F>,
 ) -> Result<JournalRecord, StoreError>
 where
     F: FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
 {
-    let row = format!("journal record of run '{}' seq {}", s.run_id, s.seq);
-    let row = row.as_str();
+    let run_id = std::mem::take(&mut s.run_id);
+    let row = JournalRowName { run_id: &run_id, seq: s.seq };
     let output = match (s.output.as_deref(), s.output_ref.as_deref()) {
         (Some(text), None) => Arc::new(from_json::<Value>(row, "output", text)?),
         (None, Some(hash)) => blobs.resolve(row, "output_ref", hash)?,
@@ -727,7 +750,7 @@ where
             .ok()
             .and_then(flujo_core::HashScheme::from_number)
             .ok_or_else(|| corrupt(row, "hash_scheme", format!("unknown scheme {}", s.hash_scheme)))?,
-        run_id: s.run_id,
+        run_id,
         path: s.path,
         step: s.step,
         kind: s.kind,
