@@ -659,35 +659,20 @@ where
 /// bytes; anything else (a damaged or hand-edited journal) is kept as its own bytes, so that it reads back
 /// unchanged and `lens verify` reports it rather than the store refusing the journal.
 pub(crate) fn hash_to_column(hash: &str) -> Vec<u8> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
+    // `from_hex` also takes upper case, which Flujo never writes: such a hash stays as it is (and stays broken).
+    let lower_hex = hash.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c));
+    match blake3::Hash::from_hex(hash) {
+        Ok(h) if lower_hex => h.as_bytes().to_vec(),
+        _ => hash.as_bytes().to_vec(),
     }
-    let b = hash.as_bytes();
-    if b.len() == 64 {
-        let bytes: Option<Vec<u8>> = b.chunks_exact(2).map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?)).collect();
-        if let Some(bytes) = bytes {
-            return bytes;
-        }
-    }
-    b.to_vec()
 }
 
 /// The inverse of [`hash_to_column`].
 pub(crate) fn hash_from_column(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    if bytes.len() == 32 {
-        let mut s = String::with_capacity(64);
-        for b in bytes {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        return s;
+    match <[u8; 32]>::try_from(bytes) {
+        Ok(b) => blake3::Hash::from_bytes(b).to_hex().to_string(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn decode_record<F>(
@@ -888,6 +873,16 @@ mod tests {
         let got: Vec<f64> = serde_json::from_value(back.output.as_ref().clone()).unwrap();
         for (g, w) in got.iter().zip(floats) {
             assert_eq!(g.to_bits(), w.to_bits());
+        }
+    }
+
+    #[test]
+    fn hashes_are_stored_as_bytes_and_damaged_ones_verbatim() {
+        let h = blake3::hash(b"x").to_hex().to_string();
+        assert_eq!(hash_to_column(&h).len(), 32);
+        assert_eq!(hash_from_column(&hash_to_column(&h)), h);
+        for damaged in ["not a hash", "", &h.to_uppercase(), &h[..63]] {
+            assert_eq!(hash_from_column(&hash_to_column(damaged)), damaged);
         }
     }
 
