@@ -354,7 +354,7 @@ fn undeclared_reads(bp: &RawBlueprint, d: &mut Decoder<'_>) {
 fn read_walk(steps: &[RawStep], known: &HashSet<String>, reported: &mut HashSet<String>, d: &mut Decoder<'_>) {
     for s in steps {
         let mut roots = Vec::new();
-        for text in step_templates(s) {
+        for text in step_templates(s, "context") {
             context_roots(&text, &mut roots);
         }
         for k in &s.input_keys {
@@ -455,10 +455,12 @@ pub(crate) fn template_sites(s: &RawStep) -> Vec<TemplateSite> {
     out
 }
 
-/// The template and expression strings of a step itself (not its children), expressions as `{{ expr }}`.
-fn step_templates(s: &RawStep) -> Vec<String> {
+/// The template and expression strings of a step itself (not its children) that mention `word` (the only
+/// ones that can read the root `word`; the rest are not parsed at all), expressions as `{{ expr }}`.
+fn step_templates(s: &RawStep, word: &str) -> Vec<String> {
     template_sites(s)
         .into_iter()
+        .filter(|t| t.text.contains(word))
         .map(|t| match t.kind {
             SiteKind::Template => t.text,
             SiteKind::Expression | SiteKind::ContextPath => format!("{{{{ {} }}}}", t.text),
@@ -513,7 +515,7 @@ fn context_roots_in_text(text: &str, out: &mut Vec<String>) {
 /// Every `NAME` of `steps.NAME` / `steps['NAME']` read anywhere (inputs and expressions, nested steps too).
 fn all_step_reads(steps: &[RawStep], out: &mut HashSet<String>) {
     for s in steps {
-        for text in step_templates(s) {
+        for text in step_templates(s, "steps") {
             let value = Value::String(text.clone());
             let mut names = Vec::new();
             collect_refs(&value, "steps.", &mut names);

@@ -1,20 +1,23 @@
-//! The YAML layer: parses text with serde-saphyr into a [`Node`] tree that keeps every node's source location.
+//! The YAML layer: builds a [`Node`] tree that keeps every node's source location straight from the events
+//! of `saphyr-parser` (the YAML 1.2 parser under serde-saphyr).
 //!
 //! Blueprints are read into this generic, spanned tree first (rather than straight into typed structs) so that
 //! one malformed field does not hide the others: the decoder walks the tree and reports *every* problem with
 //! its line and column. Parsing is hardened against hostile input: the text size, nesting depth, node count,
-//! alias expansions ("billion laughs") and document count are bounded by serde-saphyr budgets, and a breach
-//! is a `BP-LIMIT` diagnostic, never a stack overflow or an out-of-memory abort. Booleans are YAML 1.2 strict
-//! (`on:`/`yes:` stay strings), and duplicate keys are kept so the decoder can report them with locations.
+//! alias expansions ("billion laughs"), anchored copies and document count are bounded as the events arrive,
+//! and a breach is a `BP-LIMIT` diagnostic, never a stack overflow or an out-of-memory abort. Scalars follow
+//! the YAML 1.2 core schema with strict booleans (`on:`/`yes:` stay strings); duplicate keys are kept so the
+//! decoder can report them with locations; merge keys (`<<`) are expanded in place with YAML's precedence.
+//!
+//! (Until issue 19 this went through serde-saphyr's `Spanned` deserializer, which cost ≈ 60k instructions
+//! per blueprint step; building from events costs ≈ 25k, most of it the scanner.)
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use saphyr_parser::{Event, Marker, Parser, ScalarStyle, ScanError, Span, StrInput, Tag};
 use serde_json::{Map, Number, Value};
-use serde_saphyr::budget::BudgetBreach;
-use serde_saphyr::Spanned;
 
 use crate::rules;
 
@@ -141,9 +144,18 @@ impl Node {
             NodeKind::Str(s) => Value::String(s.clone()),
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => {
-                let mut map = Map::new();
-                for (key, _, v) in resolve_merges(entries) {
-                    map.insert(key.into_owned(), v.to_json());
+                let mut map = Map::with_capacity(entries.len());
+                if entries.iter().any(|(k, _)| k.merged) {
+                    for (key, _, v) in resolve_merges(entries) {
+                        map.insert(key.into_owned(), v.to_json());
+                    }
+                } else {
+                    // No merge: the first of duplicate keys wins, as in `resolve_merges`.
+                    for (k, v) in entries {
+                        if let Some(serde_json::map::Entry::Vacant(slot)) = k.key_string().map(|key| map.entry(key)) {
+                            slot.insert(v.to_json());
+                        }
+                    }
                 }
                 Value::Object(map)
             }
@@ -204,85 +216,6 @@ pub(crate) fn duplicate_keys(entries: &[(Node, Node)]) -> Vec<&Node> {
     dups
 }
 
-fn loc_of(l: &serde_saphyr::Location) -> Loc {
-    Loc { line: usize::try_from(l.line()).unwrap_or(0), col: usize::try_from(l.column()).unwrap_or(0) }
-}
-
-fn from_spanned(s: Spanned<NodeKind>) -> Node {
-    let merged = s.referenced != s.defined;
-    Node { kind: s.value, loc: loc_of(&s.referenced), merged }
-}
-
-struct KindVisitor;
-
-impl<'de> Visitor<'de> for KindVisitor {
-    type Value = NodeKind;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_unit<E>(self) -> Result<NodeKind, E> {
-        Ok(NodeKind::Null)
-    }
-    fn visit_none<E>(self) -> Result<NodeKind, E> {
-        Ok(NodeKind::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NodeKind, D::Error> {
-        NodeKind::deserialize(d)
-    }
-    fn visit_bool<E>(self, b: bool) -> Result<NodeKind, E> {
-        Ok(NodeKind::Bool(b))
-    }
-    fn visit_i64<E>(self, i: i64) -> Result<NodeKind, E> {
-        Ok(NodeKind::Int(i))
-    }
-    fn visit_u64<E>(self, u: u64) -> Result<NodeKind, E> {
-        Ok(NodeKind::UInt(u))
-    }
-    fn visit_i128<E>(self, i: i128) -> Result<NodeKind, E> {
-        Ok(NodeKind::Float(i as f64))
-    }
-    fn visit_u128<E>(self, u: u128) -> Result<NodeKind, E> {
-        Ok(NodeKind::Float(u as f64))
-    }
-    fn visit_f64<E>(self, f: f64) -> Result<NodeKind, E> {
-        Ok(NodeKind::Float(f))
-    }
-    fn visit_str<E>(self, s: &str) -> Result<NodeKind, E> {
-        Ok(NodeKind::Str(s.to_owned()))
-    }
-    fn visit_string<E>(self, s: String) -> Result<NodeKind, E> {
-        Ok(NodeKind::Str(s))
-    }
-    fn visit_bytes<E>(self, b: &[u8]) -> Result<NodeKind, E> {
-        Ok(NodeKind::Str(String::from_utf8_lossy(b).into_owned()))
-    }
-    fn visit_byte_buf<E>(self, b: Vec<u8>) -> Result<NodeKind, E> {
-        Ok(NodeKind::Str(String::from_utf8_lossy(&b).into_owned()))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NodeKind, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<NodeKind>>()? {
-            items.push(from_spanned(item));
-        }
-        Ok(NodeKind::Seq(items))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeKind, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Spanned<NodeKind>>()? {
-            let value = map.next_value::<Spanned<NodeKind>>()?;
-            entries.push((from_spanned(key), from_spanned(value)));
-        }
-        Ok(NodeKind::Map(entries))
-    }
-}
-
-impl<'de> Deserialize<'de> for NodeKind {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NodeKind, D::Error> {
-        d.deserialize_any(KindVisitor)
-    }
-}
-
 /// A parse failure: rule (`YAML-PARSE` or `BP-LIMIT`), message and location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ParseError {
@@ -291,96 +224,422 @@ pub(crate) struct ParseError {
     pub loc: Loc,
 }
 
-fn options() -> serde_saphyr::Options {
-    let budget = serde_saphyr::Budget {
-        max_reader_input_bytes: Some(MAX_BLUEPRINT_BYTES),
-        max_depth: MAX_YAML_DEPTH,
-        max_nodes: MAX_NODES,
-        max_events: MAX_NODES * 2 + 16,
-        max_total_scalar_bytes: MAX_BLUEPRINT_BYTES * 2,
-        ..serde_saphyr::Budget::default()
-    };
-    let alias_limits = serde_saphyr::options::AliasLimits {
-        max_total_replayed_events: MAX_ALIAS_REPLAY,
-        ..serde_saphyr::options::AliasLimits::default()
-    };
-    serde_saphyr::Options {
-        budget: Some(budget),
-        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
-        strict_booleans: true,
-        with_snippet: false,
-        alias_limits,
-        ..serde_saphyr::Options::default()
+impl ParseError {
+    fn parse(message: impl Into<String>, loc: Loc) -> ParseError {
+        ParseError { rule: rules::YAML_PARSE, message: message.into(), loc }
+    }
+    fn limit(message: impl Into<String>, loc: Loc) -> ParseError {
+        ParseError { rule: rules::BP_LIMIT, message: message.into(), loc }
     }
 }
 
 /// Parses one YAML document into a spanned tree. An empty document is `Null`.
 pub(crate) fn parse(text: &str) -> Result<Node, ParseError> {
     if text.len() > MAX_BLUEPRINT_BYTES {
-        return Err(ParseError {
-            rule: rules::BP_LIMIT,
-            message: format!("file is {} bytes; the limit is {} bytes (4 MiB)", text.len(), MAX_BLUEPRINT_BYTES),
-            loc: Loc { line: 1, col: 1 },
+        return Err(ParseError::limit(
+            format!("file is {} bytes; the limit is {} bytes (4 MiB)", text.len(), MAX_BLUEPRINT_BYTES),
+            Loc { line: 1, col: 1 },
+        ));
+    }
+    Builder::new(text).document()
+}
+
+const MULTI_DOCUMENT: &str = "a blueprint must be a single YAML document (found a `---` separator starting another)";
+
+/// Builds the [`Node`] tree straight from the parser's events: scalars are resolved with the YAML 1.2 core
+/// schema (strict booleans), aliases are replayed from the anchored node, merge keys (`<<`) are expanded in
+/// place, duplicate keys are kept. Every budget is checked as the events arrive, so a hostile document stops
+/// at the first breach.
+struct Builder<'a> {
+    parser: Parser<'a, StrInput<'a>>,
+    /// Anchored nodes by the parser's anchor id (ids are dense, from 1), with their size in nodes.
+    anchors: Vec<Option<(Node, usize)>>,
+    /// Nodes built so far, replayed ones included (an anchor's size is the difference across its node).
+    nodes: usize,
+    /// Nodes written in the text (bounded by [`MAX_NODES`]).
+    written: usize,
+    /// Nodes copied out of anchors through aliases (bounded by [`MAX_ALIAS_REPLAY`]).
+    replayed: usize,
+    /// Nodes kept for anchors (nested anchors keep copies of their subtrees; bounded by [`MAX_NODES`]).
+    anchored: usize,
+}
+
+fn loc_of(m: &Marker) -> Loc {
+    Loc { line: m.line(), col: m.col() + 1 }
+}
+
+fn scan_error(e: &ScanError) -> ParseError {
+    let loc = loc_of(e.marker());
+    let info = e.info();
+    if info.contains("recursion limit") {
+        return ParseError::limit("YAML flow collections (`[...]`, `{...}`) are nested more than 255 levels deep", loc);
+    }
+    ParseError::parse(info, loc)
+}
+
+impl<'a> Builder<'a> {
+    fn new(text: &'a str) -> Builder<'a> {
+        Builder {
+            parser: Parser::new_from_str(text),
+            anchors: Vec::new(),
+            nodes: 0,
+            written: 0,
+            replayed: 0,
+            anchored: 0,
+        }
+    }
+
+    fn next(&mut self) -> Result<(Event<'a>, Span), ParseError> {
+        match self.parser.next_event() {
+            Some(Ok(ev)) => Ok(ev),
+            Some(Err(e)) => Err(scan_error(&e)),
+            None => Err(ParseError::parse("unexpected end of input", Loc::default())),
+        }
+    }
+
+    fn document(mut self) -> Result<Node, ParseError> {
+        let (mut ev, mut span) = self.next()?;
+        if matches!(ev, Event::StreamStart) {
+            (ev, span) = self.next()?;
+        }
+        let root = match ev {
+            Event::StreamEnd => return Ok(Node { kind: NodeKind::Null, loc: loc_of(&span.start), merged: false }),
+            Event::DocumentStart(_) => {
+                let (ev, span) = self.next()?;
+                if matches!(ev, Event::DocumentEnd) {
+                    Node { kind: NodeKind::Null, loc: loc_of(&span.start), merged: false }
+                } else {
+                    let root = self.node(ev, span, 0)?;
+                    match self.next()? {
+                        (Event::DocumentEnd, _) => {}
+                        (_, span) => {
+                            return Err(ParseError::parse(
+                                "unexpected YAML event after the document",
+                                loc_of(&span.start),
+                            ))
+                        }
+                    }
+                    root
+                }
+            }
+            _ => return Err(ParseError::parse("unexpected YAML event before the document", loc_of(&span.start))),
+        };
+        match self.next()? {
+            (Event::StreamEnd, _) => Ok(root),
+            (Event::DocumentStart(_), span) => {
+                // Point at the second document's first node (its `---` line is the separator itself).
+                let loc = match self.next() {
+                    Ok((Event::DocumentEnd | Event::StreamEnd, _)) | Err(_) => loc_of(&span.start),
+                    Ok((_, first)) => loc_of(&first.start),
+                };
+                Err(ParseError::parse(MULTI_DOCUMENT, loc))
+            }
+            (_, span) => Err(ParseError::parse("unexpected YAML event after the document", loc_of(&span.start))),
+        }
+    }
+
+    fn count_written(&mut self, loc: Loc) -> Result<(), ParseError> {
+        self.nodes += 1;
+        self.written += 1;
+        if self.written > MAX_NODES {
+            return Err(ParseError::limit(
+                format!("the document has too many YAML nodes (more than {MAX_NODES})"),
+                loc,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node that starts with `ev`; `depth` is the number of collections around it.
+    fn node(&mut self, ev: Event<'a>, span: Span, depth: usize) -> Result<Node, ParseError> {
+        let loc = loc_of(&span.start);
+        let first = self.nodes;
+        let (node, anchor) = match ev {
+            Event::Scalar(value, style, anchor, tag) => {
+                self.count_written(loc)?;
+                (Node { kind: resolve_scalar(value, style, tag.as_deref(), loc)?, loc, merged: false }, anchor)
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.enter(depth, loc)?;
+                let mut items = Vec::new();
+                loop {
+                    let (ev, span) = self.next()?;
+                    if matches!(ev, Event::SequenceEnd) {
+                        break;
+                    }
+                    items.push(self.node(ev, span, depth + 1)?);
+                }
+                (Node { kind: NodeKind::Seq(items), loc, merged: false }, anchor)
+            }
+            Event::MappingStart(anchor, _) => {
+                self.enter(depth, loc)?;
+                let mut entries = Vec::new();
+                loop {
+                    let (ev, span) = self.next()?;
+                    match ev {
+                        Event::MappingEnd => break,
+                        Event::Scalar(ref key, ScalarStyle::Plain, 0, None) if key == "<<" => {
+                            let (ev, span) = self.next()?;
+                            let value = self.node(ev, span, depth + 1)?;
+                            merge_into(&mut entries, value)?;
+                        }
+                        _ => {
+                            let key = self.node(ev, span, depth + 1)?;
+                            let (ev, span) = self.next()?;
+                            let value = self.node(ev, span, depth + 1)?;
+                            entries.push((key, value));
+                        }
+                    }
+                }
+                (Node { kind: NodeKind::Map(entries), loc, merged: false }, anchor)
+            }
+            Event::Alias(id) => (self.alias(id, loc)?, 0),
+            _ => return Err(ParseError::parse("unexpected YAML event", loc)),
+        };
+        if anchor > 0 {
+            let size = self.nodes - first;
+            self.anchored += size;
+            if self.anchored > MAX_NODES {
+                return Err(ParseError::limit("too many YAML anchors (anchored nodes nest too deeply)", loc));
+            }
+            if self.anchors.len() <= anchor {
+                self.anchors.resize(anchor + 1, None);
+            }
+            self.anchors[anchor] = Some((node.clone(), size));
+        }
+        Ok(node)
+    }
+
+    fn enter(&mut self, depth: usize, loc: Loc) -> Result<(), ParseError> {
+        if depth >= MAX_YAML_DEPTH {
+            return Err(ParseError::limit(
+                format!("YAML nesting is too deep (more than {MAX_YAML_DEPTH} levels)"),
+                loc,
+            ));
+        }
+        self.count_written(loc)
+    }
+
+    /// A copy of the anchored node, located at the alias and marked as not written here.
+    fn alias(&mut self, id: usize, loc: Loc) -> Result<Node, ParseError> {
+        let Some(Some((node, size))) = self.anchors.get(id) else {
+            return Err(ParseError::parse("alias refers to an anchor that is not defined before it", loc));
+        };
+        self.replayed += size;
+        if self.replayed > MAX_ALIAS_REPLAY {
+            return Err(ParseError::limit(
+                format!(
+                    "too many YAML alias expansions (more than {MAX_ALIAS_REPLAY} nodes copied through aliases); is this an alias bomb?"
+                ),
+                loc,
+            ));
+        }
+        self.nodes += size;
+        Ok(replayed(node, loc))
+    }
+}
+
+/// `node` as an alias at `loc` reproduces it: every node located at the alias and marked `merged` (so its
+/// keys lose to keys written beside a merge and are not reported as duplicates twice), each mapping reduced to
+/// its effective entries (a merge inside the anchored mapping keeps its precedence).
+fn replayed(node: &Node, loc: Loc) -> Node {
+    let kind = match &node.kind {
+        NodeKind::Seq(items) => NodeKind::Seq(items.iter().map(|n| replayed(n, loc)).collect()),
+        NodeKind::Map(entries) => NodeKind::Map(
+            resolve_merges(entries).into_iter().map(|(_, k, v)| (replayed(k, loc), replayed(v, loc))).collect(),
+        ),
+        scalar => scalar.clone(),
+    };
+    Node { kind, loc, merged: true }
+}
+
+/// Expands a merge key's value (`<<: *a`, `<<: [*a, *b]`, `<<: {k: v}`) into `entries`, in order: among
+/// merged keys the first wins, so `*a` takes precedence over `*b`, and any key written directly wins over
+/// all of them ([`resolve_merges`]).
+fn merge_into(entries: &mut Vec<(Node, Node)>, value: Node) -> Result<(), ParseError> {
+    fn merged_entries(entries: &mut Vec<(Node, Node)>, map: Vec<(Node, Node)>) {
+        for (mut k, v) in map {
+            k.merged = true;
+            entries.push((k, v));
+        }
+    }
+    let not_mapping = |loc| ParseError::parse("YAML merge value (`<<`) must be a mapping or a list of mappings", loc);
+    match value.kind {
+        NodeKind::Null => Ok(()),
+        NodeKind::Map(map) => {
+            merged_entries(entries, map);
+            Ok(())
+        }
+        NodeKind::Seq(items) => {
+            for item in items {
+                match item.kind {
+                    NodeKind::Map(map) => merged_entries(entries, map),
+                    _ => return Err(not_mapping(item.loc)),
+                }
+            }
+            Ok(())
+        }
+        _ => Err(not_mapping(value.loc)),
+    }
+}
+
+/// What an explicit tag asks a scalar to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TagKind {
+    /// No tag, or one Flujo does not know (`!custom`): resolved like an untagged scalar.
+    Untyped,
+    Str,
+    Int,
+    Float,
+    Bool,
+    Null,
+    Binary,
+}
+
+fn tag_kind(tag: Option<&Tag>) -> TagKind {
+    const CORE: &str = "tag:yaml.org,2002:";
+    let Some(tag) = tag else { return TagKind::Untyped };
+    if (tag.handle.is_empty() && tag.suffix == "!") || (tag.handle == "!" && tag.suffix.is_empty()) {
+        return TagKind::Str; // the non-specific tag `!`: a string
+    }
+    // `!!int` (handle resolved to the core prefix), `!<tag:yaml.org,2002:int>` (verbatim), `!int` (local).
+    let (core, suffix) = match tag.suffix.strip_prefix(CORE) {
+        Some(suffix) if tag.handle.is_empty() => (true, suffix),
+        _ if tag.handle == CORE || tag.handle == "!!" => (true, tag.suffix.as_str()),
+        _ if tag.handle == "!" => (false, tag.suffix.as_str()),
+        _ => return TagKind::Untyped,
+    };
+    match suffix {
+        "str" => TagKind::Str,
+        "int" => TagKind::Int,
+        "float" => TagKind::Float,
+        "bool" => TagKind::Bool,
+        "null" => TagKind::Null,
+        "binary" if core => TagKind::Binary,
+        _ => TagKind::Untyped,
+    }
+}
+
+/// Resolves a scalar: quoted and block scalars are strings; plain ones follow the YAML 1.2 core schema
+/// (`null`/`~`/empty, `true`/`false` in any case — never `yes`/`on` — integers with `0x`/`0o`/`0b` and `_`
+/// separators, floats; `.inf`/`.nan` stay the strings `.inf`, `-.inf`, `.nan` since JSON has no such numbers).
+/// An explicit core tag (`!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!binary`) decides instead.
+fn resolve_scalar(
+    value: Cow<'_, str>,
+    style: ScalarStyle,
+    tag: Option<&Tag>,
+    loc: Loc,
+) -> Result<NodeKind, ParseError> {
+    let kind = tag_kind(tag);
+    let plain = matches!(style, ScalarStyle::Plain);
+    let typed = |what: &str| {
+        ParseError::parse(format!("`{value}` is not {what} (tagged !!{})", tag.map_or("", |t| t.suffix.as_str())), loc)
+    };
+    match kind {
+        TagKind::Untyped if plain => Ok(resolve_plain(value)),
+        TagKind::Untyped | TagKind::Str => Ok(NodeKind::Str(value.into_owned())),
+        TagKind::Null => Ok(NodeKind::Null),
+        TagKind::Bool => match resolve_plain(Cow::Borrowed(value.trim())) {
+            NodeKind::Bool(b) => Ok(NodeKind::Bool(b)),
+            _ => Err(typed("a boolean")),
+        },
+        TagKind::Int => match resolve_plain(Cow::Borrowed(value.trim())) {
+            k @ (NodeKind::Int(_) | NodeKind::UInt(_)) => Ok(k),
+            _ => Err(typed("an integer")),
+        },
+        TagKind::Float => match resolve_plain(Cow::Borrowed(value.trim())) {
+            k @ (NodeKind::Int(_) | NodeKind::UInt(_) | NodeKind::Float(_)) => Ok(match k {
+                NodeKind::Int(i) => NodeKind::Float(i as f64),
+                NodeKind::UInt(u) => NodeKind::Float(u as f64),
+                other => other,
+            }),
+            NodeKind::Str(s) if matches!(s.as_str(), ".inf" | "-.inf" | ".nan") => Ok(NodeKind::Str(s)),
+            _ => Err(typed("a number")),
+        },
+        TagKind::Binary => {
+            use base64::Engine as _;
+            let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+            let bytes = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|_| typed("valid base64"))?;
+            String::from_utf8(bytes).map(NodeKind::Str).map_err(|_| typed("UTF-8 text"))
+        }
+    }
+}
+
+/// An untagged plain scalar per the YAML 1.2 core schema (see [`resolve_scalar`]).
+fn resolve_plain(value: Cow<'_, str>) -> NodeKind {
+    let t = value.trim();
+    let Some(&first) = t.as_bytes().first() else { return NodeKind::Null };
+    match first {
+        b'~' if t.len() == 1 => NodeKind::Null,
+        b'n' | b'N' if t.eq_ignore_ascii_case("null") => NodeKind::Null,
+        b't' | b'T' if t.eq_ignore_ascii_case("true") => NodeKind::Bool(true),
+        b'f' | b'F' if t.eq_ignore_ascii_case("false") => NodeKind::Bool(false),
+        b'0'..=b'9' | b'+' | b'-' | b'.' => number(t).unwrap_or_else(|| NodeKind::Str(value.into_owned())),
+        _ => NodeKind::Str(value.into_owned()),
+    }
+}
+
+/// A number in YAML 1.2 core form (`None`: not a number, the scalar is a string).
+fn number(t: &str) -> Option<NodeKind> {
+    let (neg, unsigned) = match t.as_bytes()[0] {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if let Some(magnitude) = integer(unsigned) {
+        if !neg {
+            return Some(match u64::try_from(magnitude) {
+                Ok(u) => NodeKind::UInt(u),
+                Err(_) => NodeKind::Float(magnitude as f64),
+            });
+        }
+        return Some(match i64::try_from(-(magnitude as i128)) {
+            Ok(i) => NodeKind::Int(i),
+            Err(_) => NodeKind::Float(-(magnitude as f64)),
         });
     }
-    match serde_saphyr::from_str_with_options::<Spanned<NodeKind>>(text, options()) {
-        Ok(node) => Ok(from_spanned(node)),
-        Err(err) => Err(describe_error(err.without_snippet())),
+    match unsigned.to_ascii_lowercase().as_str() {
+        ".inf" => return Some(NodeKind::Str(if neg { "-.inf" } else { ".inf" }.to_owned())),
+        ".nan" => return Some(NodeKind::Str(".nan".to_owned())),
+        _ => {}
     }
+    // Only digits, one point and an exponent (Rust would also take `inf`, `nan` and `infinity`).
+    let b = unsigned.as_bytes();
+    let mantissa_end = b.iter().position(|c| matches!(c, b'e' | b'E')).unwrap_or(b.len());
+    let (mantissa, exponent) = b.split_at(mantissa_end);
+    let digits = mantissa.iter().filter(|c| c.is_ascii_digit()).count();
+    let points = mantissa.iter().filter(|c| **c == b'.').count();
+    let exponent_ok = exponent.is_empty() || {
+        let e = &exponent[1..];
+        let e = e.strip_prefix(b"-").or_else(|| e.strip_prefix(b"+")).unwrap_or(e);
+        !e.is_empty() && e.iter().all(u8::is_ascii_digit)
+    };
+    if digits == 0 || points > 1 || digits + points != mantissa.len() || !exponent_ok {
+        return None;
+    }
+    let f: f64 = t.parse().ok()?;
+    Some(if f.is_finite() { NodeKind::Float(f) } else { NodeKind::Str(t.to_owned()) })
 }
 
-fn describe_error(err: &serde_saphyr::Error) -> ParseError {
-    use serde_saphyr::Error as E;
-    let loc = err.location().map(|l| loc_of(&l)).unwrap_or_default();
-    let parse = |message: String| ParseError { rule: rules::YAML_PARSE, message, loc };
-    let limit = |message: String| ParseError { rule: rules::BP_LIMIT, message, loc };
-    match err {
-        E::Budget { breach, .. } => limit(describe_breach(breach)),
-        E::Message { msg, .. } if msg.contains("recursion limit") => {
-            limit("YAML flow collections (`[...]`, `{...}`) are nested more than 255 levels deep".to_owned())
+/// The magnitude of an unsigned integer (`0x`, `0o`, `0b` or decimal; `_` separators allowed).
+fn integer(t: &str) -> Option<u128> {
+    let (radix, digits) = match t.as_bytes() {
+        [b'0', b'x' | b'X', ..] => (16, &t[2..]),
+        [b'0', b'o' | b'O', ..] => (8, &t[2..]),
+        [b'0', b'b' | b'B', ..] => (2, &t[2..]),
+        _ => (10, t),
+    };
+    let mut value: u128 = 0;
+    let mut saw = false;
+    for c in digits.bytes() {
+        if c == b'_' {
+            continue;
         }
-        E::Message { msg, .. } if msg.starts_with("alias") => {
-            limit(format!("too many YAML alias expansions ({msg}); is this an alias bomb?"))
-        }
-        E::Message { msg, .. } if msg.starts_with("multiple YAML documents") => {
-            parse("a blueprint must be a single YAML document (found a `---` separator starting another)".into())
-        }
-        E::Message { msg, .. } | E::HookError { msg, .. } => parse(msg.clone()),
-        E::Eof { .. } => parse("unexpected end of input".into()),
-        E::Unexpected { expected, .. } => parse(format!("unexpected YAML event: expected {expected}")),
-        E::ContainerEndMismatch { .. } => parse("a list or mapping ends without a start".into()),
-        E::UnknownAnchor { .. } => parse("alias refers to an anchor that is not defined before it".into()),
-        E::QuotingRequired { value, .. } => parse(format!("the value `{value}` must be quoted")),
-        E::IOError { cause } => parse(format!("I/O error: {cause}")),
-        other => {
-            let text = other.to_string();
-            let text = match text.rfind(" at line ") {
-                Some(i) => text[..i].to_owned(),
-                None => text,
-            };
-            parse(text)
-        }
+        let d = char::from(c).to_digit(radix)?;
+        value = value.checked_mul(u128::from(radix))?.checked_add(u128::from(d))?;
+        saw = true;
     }
-}
-
-fn describe_breach(breach: &BudgetBreach) -> String {
-    match breach {
-        BudgetBreach::Depth { .. } => format!("YAML nesting is too deep (more than {MAX_YAML_DEPTH} levels)"),
-        BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => {
-            format!("the document has too many YAML nodes (more than {MAX_NODES})")
-        }
-        BudgetBreach::Aliases { .. } | BudgetBreach::AliasAnchorRatio { .. } | BudgetBreach::MergeKeys { .. } => {
-            "too many YAML aliases or merge keys; is this an alias bomb?".to_owned()
-        }
-        BudgetBreach::Anchors { .. } => "too many YAML anchors".to_owned(),
-        BudgetBreach::Documents { .. } => {
-            "a blueprint must be a single YAML document (found a `---` separator starting another)".to_owned()
-        }
-        BudgetBreach::ScalarBytes { .. } | BudgetBreach::InputBytes { .. } => {
-            format!("the document is too large (limit {MAX_BLUEPRINT_BYTES} bytes)")
-        }
-        BudgetBreach::SequenceUnbalanced => "unbalanced YAML structure".to_owned(),
-    }
+    saw.then_some(value)
 }
 
 /// Decodes file bytes as UTF-8 (a leading BOM is dropped); invalid bytes are a `YAML-PARSE` error at their
@@ -433,6 +692,209 @@ mod tests {
         assert_eq!(duplicate_keys(entries).len(), 1);
         let node = parse("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\n").unwrap();
         assert_eq!(node.to_json()["m"], serde_json::json!({"x": 3, "y": 2}));
+    }
+
+    fn value(text: &str) -> Result<Value, String> {
+        parse(text).map(|n| n.to_json()).map_err(|e| format!("{} {}: {}", e.rule, e.loc, e.message))
+    }
+
+    #[test]
+    fn scalars_follow_the_core_schema() {
+        use serde_json::json;
+        let cases: &[(&str, Value)] = &[
+            ("~", Value::Null),
+            ("null", Value::Null),
+            ("NULL", Value::Null),
+            ("", Value::Null),
+            ("true", json!(true)),
+            ("True", json!(true)),
+            ("FALSE", json!(false)),
+            ("yes", json!("yes")),
+            ("on", json!("on")),
+            ("n", json!("n")),
+            ("12", json!(12)),
+            ("-12", json!(-12)),
+            ("+12", json!(12)),
+            ("0", json!(0)),
+            ("-0", json!(0)),
+            ("0127", json!(127)),
+            ("0x1F", json!(31)),
+            ("0o17", json!(15)),
+            ("0b101", json!(5)),
+            ("1_000", json!(1000)),
+            ("18446744073709551615", json!(u64::MAX)),
+            ("18446744073709551616", json!(18446744073709551616.0)),
+            ("-9223372036854775808", json!(i64::MIN)),
+            ("-9223372036854775809", json!(-9223372036854775809.0)),
+            ("1.5", json!(1.5)),
+            ("-.5", json!(-0.5)),
+            ("1.", json!(1.0)),
+            ("1e3", json!(1000.0)),
+            ("2.5E-1", json!(0.25)),
+            (".inf", json!(".inf")),
+            ("-.Inf", json!("-.inf")),
+            ("+.INF", json!(".inf")),
+            (".NaN", json!(".nan")),
+            ("nan", json!("nan")),
+            ("inf", json!("inf")),
+            ("infinity", json!("infinity")),
+            ("1e999", json!("1e999")),
+            ("1.2.3", json!("1.2.3")),
+            ("12abc", json!("12abc")),
+            ("0x", json!("0x")),
+            ("0xG", json!("0xG")),
+            ("-x", json!("-x")),
+            ("+", json!("+")),
+            (".", json!(".")),
+            ("1e", json!("1e")),
+            ("e5", json!("e5")),
+            ("1_0.5", json!("1_0.5")),
+            ("'12'", json!("12")),
+            ("\"true\"", json!("true")),
+            ("''", json!("")),
+            ("!!str 12", json!("12")),
+            ("! 12", json!("12")),
+            ("!<tag:yaml.org,2002:str> 12", json!("12")),
+            ("!<tag:yaml.org,2002:int> '12'", json!(12)),
+            ("!!int '12'", json!(12)),
+            ("!!float 1", json!(1.0)),
+            ("!!float .inf", json!(".inf")),
+            ("!!bool 'TRUE'", json!(true)),
+            ("!!null whatever", Value::Null),
+            ("!!binary aGVs bG8=", json!("hello")),
+            ("!custom 5", json!(5)),
+            ("previous_step + 1", json!("previous_step + 1")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(value(&format!("k: {text}\n")).map(|v| v["k"].clone()), Ok(want.clone()), "{text}");
+        }
+        for bad in ["!!int x", "!!int 1.5", "!!float x", "!!bool yes", "!!binary '%%%'"] {
+            let err = parse(&format!("a: 1\nk: {bad}\n")).unwrap_err();
+            assert_eq!((err.rule, err.loc.line), (rules::YAML_PARSE, 2), "{bad}: {err:?}");
+            assert!(err.message.contains("tagged !!"), "{bad}: {err:?}");
+        }
+    }
+
+    /// Every plain scalar both parsers resolve the same way, as the serde-saphyr 0.0.14 path it replaced did
+    /// (strict booleans); the few deliberate differences are listed in `scalars_follow_the_core_schema`.
+    #[test]
+    fn scalars_agree_with_serde_saphyr() {
+        let options = serde_saphyr::Options { strict_booleans: true, ..serde_saphyr::Options::default() };
+        let scalars = [
+            "~",
+            "null",
+            "Null",
+            "true",
+            "False",
+            "yes",
+            "no",
+            "on",
+            "off",
+            "y",
+            "12",
+            "-12",
+            "+12",
+            "0",
+            "0x1F",
+            "0o17",
+            "0b101",
+            "1_000",
+            "1.5",
+            "-.5",
+            "1e3",
+            "2.5E-1",
+            "abc",
+            "a b",
+            "1.2.3",
+            "12abc",
+            "0x",
+            "-x",
+            "+",
+            ".",
+            "'quoted'",
+            "\"12\"",
+            "flujo.builtins.transform",
+            "previous_step + 1",
+            "http://x:1/y",
+            "2026-12-07",
+            "1:30",
+            "x@y",
+            "a#b",
+            "|\n  block\n",
+            ">\n  folded\n",
+            "[1, a, true]",
+            "{a: 1, b: [x]}",
+        ];
+        for text in scalars {
+            let doc = format!("k: {text}\n");
+            let theirs: Value = serde_saphyr::from_str_with_options(&doc, options.clone()).unwrap();
+            assert_eq!(value(&doc).unwrap(), theirs, "{text}");
+        }
+    }
+
+    #[test]
+    fn merges_keep_yaml_precedence() {
+        use serde_json::json;
+        // Among merged mappings the first wins; a key written in the mapping wins over every merged one.
+        let v = value("a: &a {x: 1, y: 1}\nb: &b {x: 2, y: 2, z: 2}\nm:\n  <<: [*a, *b]\n  y: 3\n").unwrap();
+        assert_eq!(v["m"], json!({"x": 1, "y": 3, "z": 2}));
+        // A merge inside the anchored mapping keeps its precedence when that mapping is merged or aliased.
+        let v = value("a: &a {x: 1}\nb: &b\n  <<: *a\n  x: 2\nc: {<<: *b}\nd: *b\n").unwrap();
+        assert_eq!((&v["c"], &v["d"]), (&json!({"x": 2}), &json!({"x": 2})));
+        // An inline mapping merges too; a null merge adds nothing.
+        assert_eq!(value("m: {<<: {x: 1, y: 1}, x: 2}\n").unwrap()["m"], json!({"x": 2, "y": 1}));
+        assert_eq!(value("m: {<<: ~, x: 2}\n").unwrap()["m"], json!({"x": 2}));
+        // A merge of anything but mappings is an error at the value.
+        for bad in ["m:\n  <<: 5\n", "m:\n  <<: [5]\n", "a: &a [1]\nm:\n  <<: *a\n"] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.rule, rules::YAML_PARSE, "{bad}");
+            assert!(err.message.contains("merge"), "{bad}: {}", err.message);
+            assert!(err.loc.line >= 2, "{bad}: {:?}", err.loc);
+        }
+        // Duplicate keys of an anchored mapping are reported where they are written, not again at each alias.
+        let node = parse("a: &a {x: 1, x: 2}\nb: *a\n").unwrap();
+        let NodeKind::Map(top) = &node.kind else { panic!("not a map") };
+        let (NodeKind::Map(a), NodeKind::Map(b)) = (&top[0].1.kind, &top[1].1.kind) else { panic!("not maps") };
+        assert_eq!((duplicate_keys(a).len(), duplicate_keys(b).len()), (1, 0));
+    }
+
+    #[test]
+    fn aliases_are_located_at_their_use() {
+        let node = parse("a: &a {x: [1]}\nb: *a\n").unwrap();
+        let NodeKind::Map(top) = &node.kind else { panic!("not a map") };
+        let b = &top[1].1;
+        assert_eq!((b.loc, b.merged), (Loc { line: 2, col: 4 }, true));
+        let NodeKind::Map(inner) = &b.kind else { panic!("not a map") };
+        assert_eq!((inner[0].0.loc, inner[0].1.loc), (b.loc, b.loc));
+        assert!(!top[0].1.merged);
+        let err = parse("a: 1\nb: *nope\n").unwrap_err();
+        assert_eq!((err.rule, err.loc.line), (rules::YAML_PARSE, 2));
+    }
+
+    #[test]
+    fn documents_and_limits() {
+        assert_eq!(parse("").unwrap().kind, NodeKind::Null);
+        assert_eq!(parse("# only a comment\n").unwrap().kind, NodeKind::Null);
+        assert_eq!(parse("---\n").unwrap().kind, NodeKind::Null);
+        assert_eq!(value("--- {a: 1}\n...\n").unwrap(), serde_json::json!({"a": 1}));
+        // Block nesting deeper than the limit (flow nesting stops at the scanner's own limit).
+        // (on the parser's own thread: test threads have small stacks)
+        let big = |text: &str| with_parser_stack(|| Some(parse(text).map(|_| ()))).unwrap();
+        let deep = "- ".repeat(MAX_YAML_DEPTH + 1) + "x\n";
+        assert_eq!(big(&deep).unwrap_err().rule, rules::BP_LIMIT);
+        let fine = "- ".repeat(MAX_YAML_DEPTH - 1) + "x\n";
+        assert_eq!(big(&fine), Ok(()));
+        // Nested anchors keep copies of their subtrees: bounded, not quadratic memory.
+        let levels = 160;
+        let mut text = String::new();
+        for i in 0..levels {
+            text.push_str(&format!("&a{i} ["));
+        }
+        text.push_str(&vec!["x"; 10_000].join(","));
+        text.push_str(&"]".repeat(levels));
+        let err = big(&text).unwrap_err();
+        assert_eq!(err.rule, rules::BP_LIMIT, "{err:?}");
+        assert!(err.message.contains("anchor"), "{}", err.message);
     }
 
     #[test]
