@@ -1514,6 +1514,7 @@ impl<'a> Decoder<'a> {
                     return out;
                 }
                 let id = match f.take("id") {
+                    Some(Node { kind: NodeKind::Str(s), loc, .. }) => Some(Sp::new(s.clone(), *loc)),
                     Some(n) => self.string(n, &format!("`id` of {what}")),
                     None => {
                         self.report(rules::BP_MISSING_FIELD, f.loc, format!("{what} has no skill `id`"));
