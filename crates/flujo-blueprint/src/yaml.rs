@@ -28,7 +28,7 @@ pub const MAX_BLUEPRINT_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_YAML_DEPTH: usize = 384;
 /// Most YAML nodes accepted in one document.
 const MAX_NODES: usize = 1_500_000;
-/// Most events replayed through aliases in one document (bounds alias bombs).
+/// Most nodes copied through aliases in one document (bounds alias bombs).
 const MAX_ALIAS_REPLAY: usize = 200_000;
 
 /// Stack size of the thread that parses and decodes (deeply nested YAML recurses; debug builds need ~16 KiB
@@ -532,20 +532,18 @@ fn resolve_scalar(
 ) -> Result<NodeKind, ParseError> {
     let kind = tag_kind(tag);
     let plain = matches!(style, ScalarStyle::Plain);
-    let typed = |what: &str| {
-        ParseError::parse(format!("`{value}` is not {what} (tagged !!{})", tag.map_or("", |t| t.suffix.as_str())), loc)
-    };
+    let typed = |what: &str, tag: &str| ParseError::parse(format!("`{value}` is not {what} (tagged !!{tag})"), loc);
     match kind {
         TagKind::Untyped if plain => Ok(resolve_plain(value)),
         TagKind::Untyped | TagKind::Str => Ok(NodeKind::Str(value.into_owned())),
         TagKind::Null => Ok(NodeKind::Null),
         TagKind::Bool => match resolve_plain(Cow::Borrowed(value.trim())) {
             NodeKind::Bool(b) => Ok(NodeKind::Bool(b)),
-            _ => Err(typed("a boolean")),
+            _ => Err(typed("a boolean", "bool")),
         },
         TagKind::Int => match resolve_plain(Cow::Borrowed(value.trim())) {
             k @ (NodeKind::Int(_) | NodeKind::UInt(_)) => Ok(k),
-            _ => Err(typed("an integer")),
+            _ => Err(typed("an integer", "int")),
         },
         TagKind::Float => match resolve_plain(Cow::Borrowed(value.trim())) {
             k @ (NodeKind::Int(_) | NodeKind::UInt(_) | NodeKind::Float(_)) => Ok(match k {
@@ -554,13 +552,15 @@ fn resolve_scalar(
                 other => other,
             }),
             NodeKind::Str(s) if matches!(s.as_str(), ".inf" | "-.inf" | ".nan") => Ok(NodeKind::Str(s)),
-            _ => Err(typed("a number")),
+            _ => Err(typed("a number", "float")),
         },
         TagKind::Binary => {
             use base64::Engine as _;
             let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
-            let bytes = base64::engine::general_purpose::STANDARD.decode(compact).map_err(|_| typed("valid base64"))?;
-            String::from_utf8(bytes).map(NodeKind::Str).map_err(|_| typed("UTF-8 text"))
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .map_err(|_| typed("valid base64", "binary"))?;
+            String::from_utf8(bytes).map(NodeKind::Str).map_err(|_| typed("UTF-8 text", "binary"))
         }
     }
 }
@@ -598,10 +598,11 @@ fn number(t: &str) -> Option<NodeKind> {
             Err(_) => NodeKind::Float(-(magnitude as f64)),
         });
     }
-    match unsigned.to_ascii_lowercase().as_str() {
-        ".inf" => return Some(NodeKind::Str(if neg { "-.inf" } else { ".inf" }.to_owned())),
-        ".nan" => return Some(NodeKind::Str(".nan".to_owned())),
-        _ => {}
+    if unsigned.eq_ignore_ascii_case(".inf") {
+        return Some(NodeKind::Str(if neg { "-.inf" } else { ".inf" }.to_owned()));
+    }
+    if unsigned.eq_ignore_ascii_case(".nan") {
+        return Some(NodeKind::Str(".nan".to_owned()));
     }
     // Only digits, one point and an exponent (Rust would also take `inf`, `nan` and `infinity`).
     let b = unsigned.as_bytes();
@@ -768,7 +769,7 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(value(&format!("k: {text}\n")).map(|v| v["k"].clone()), Ok(want.clone()), "{text}");
         }
-        for bad in ["!!int x", "!!int 1.5", "!!float x", "!!bool yes", "!!binary '%%%'"] {
+        for bad in ["!!int x", "!!int 1.5", "!!float x", "!!bool yes", "!!binary '%%%'", "!<tag:yaml.org,2002:int> x"] {
             let err = parse(&format!("a: 1\nk: {bad}\n")).unwrap_err();
             assert_eq!((err.rule, err.loc.line), (rules::YAML_PARSE, 2), "{bad}: {err:?}");
             assert!(err.message.contains("tagged !!"), "{bad}: {err:?}");
