@@ -955,7 +955,12 @@ impl<'a> Decoder<'a> {
 
     fn steps(&mut self, node: &Node, depth: usize, what: &str) -> Vec<RawStep> {
         match &node.kind {
-            NodeKind::Seq(items) => items.iter().filter_map(|i| self.step(i, depth)).collect(),
+            NodeKind::Seq(items) => {
+                // Sized up front: `filter_map` would grow the vector by doubling, moving every (large) step.
+                let mut steps = Vec::with_capacity(items.len());
+                steps.extend(items.iter().filter_map(|i| self.step(i, depth)));
+                steps
+            }
             _ => {
                 self.type_error(node, what, "a list of steps");
                 Vec::new()

@@ -400,21 +400,24 @@ pub(crate) enum SiteKind {
 
 /// A template, expression or context path a step itself holds (not its children), and in which field.
 #[derive(Debug, Clone)]
-pub(crate) struct TemplateSite {
-    pub text: String,
+pub(crate) struct TemplateSite<'a> {
+    pub text: &'a str,
     pub kind: SiteKind,
     pub field: &'static str,
 }
 
 /// The template, expression and context-path strings of a step itself (not its children): the one list the
 /// context rules and `flujo dev gen-context` read.
-pub(crate) fn template_sites(s: &RawStep) -> Vec<TemplateSite> {
+pub(crate) fn template_sites(s: &RawStep) -> Vec<TemplateSite<'_>> {
     let mut out = Vec::new();
-    let strings_in = |v: &Value, kind: SiteKind, field: &'static str, out: &mut Vec<TemplateSite>| {
-        let mut strings = Vec::new();
-        strings_of(v, &mut strings);
-        out.extend(strings.into_iter().map(|t| TemplateSite { text: t.to_owned(), kind, field }));
-    };
+    fn strings_in<'a>(v: &'a Value, kind: SiteKind, field: &'static str, out: &mut Vec<TemplateSite<'a>>) {
+        match v {
+            Value::String(text) => out.push(TemplateSite { text, kind, field }),
+            Value::Array(items) => items.iter().for_each(|i| strings_in(i, kind, field, out)),
+            Value::Object(m) => m.values().for_each(|i| strings_in(i, kind, field, out)),
+            _ => {}
+        }
+    }
     if let Some(input) = &s.input {
         strings_in(input, SiteKind::Template, "input", &mut out);
     }
@@ -425,7 +428,7 @@ pub(crate) fn template_sites(s: &RawStep) -> Vec<TemplateSite> {
             strings_in(v, kind, "params", &mut out);
         }
     }
-    let expr = |text: &str, field| TemplateSite { text: text.to_owned(), kind: SiteKind::Expression, field };
+    let expr = |text, field| TemplateSite { text, kind: SiteKind::Expression, field };
     match &s.kind {
         RawKind::Loop { exit_expression, iteration_input, output, .. } => {
             if let Some(e) = exit_expression {
@@ -441,10 +444,10 @@ pub(crate) fn template_sites(s: &RawStep) -> Vec<TemplateSite> {
         RawKind::Conditional { condition_expression: Some(e), .. } => out.push(expr(e, "condition_expression")),
         RawKind::Map { iterable_input: Some(e), .. } => {
             let kind = if e.contains("{{") { SiteKind::Template } else { SiteKind::ContextPath };
-            out.push(TemplateSite { text: e.clone(), kind, field: "iterable_input" });
+            out.push(TemplateSite { text: e, kind, field: "iterable_input" });
         }
         RawKind::Hitl { message, .. } => {
-            out.push(TemplateSite { text: message.clone(), kind: SiteKind::Template, field: "message" })
+            out.push(TemplateSite { text: message, kind: SiteKind::Template, field: "message" })
         }
         RawKind::StateMachine { transitions, .. } => {
             out.extend(transitions.iter().filter_map(|t| t.when.as_deref()).map(|w| expr(w, "when")));
@@ -462,7 +465,7 @@ fn step_templates(s: &RawStep, word: &str) -> Vec<String> {
         .into_iter()
         .filter(|t| t.text.contains(word))
         .map(|t| match t.kind {
-            SiteKind::Template => t.text,
+            SiteKind::Template => t.text.to_owned(),
             SiteKind::Expression | SiteKind::ContextPath => format!("{{{{ {} }}}}", t.text),
         })
         .collect()

@@ -21,6 +21,8 @@ use serde_json::{Map, Number, Value};
 
 use crate::rules;
 
+mod fast;
+
 /// Largest blueprint (or `skills.yaml`) accepted, in bytes.
 pub const MAX_BLUEPRINT_BYTES: usize = 4 * 1024 * 1024;
 /// Deepest YAML nesting (sequences + mappings) accepted: enough for [`crate::MAX_STEP_NESTING`] levels of
@@ -240,6 +242,10 @@ pub(crate) fn parse(text: &str) -> Result<Node, ParseError> {
             format!("file is {} bytes; the limit is {} bytes (4 MiB)", text.len(), MAX_BLUEPRINT_BYTES),
             Loc { line: 1, col: 1 },
         ));
+    }
+    // Most blueprints are in the fast path's subset; anything else (and every error) takes saphyr-parser.
+    if let Some(node) = fast::parse(text) {
+        return Ok(node);
     }
     Builder::new(text).document()
 }

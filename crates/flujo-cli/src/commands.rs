@@ -35,6 +35,8 @@ pub(crate) fn load_options<'a>(registry: &'a BuiltinRegistry, strict: bool) -> L
         allow_imports_outside: settings.is_some_and(|s| s.allow_imports_outside),
         providers: settings.map(|s| s.providers.clone()).unwrap_or_default(),
         mcp_servers: settings.map(|s| s.mcp_servers.clone()).unwrap_or_default(),
+        // Only `flujo lock` and `flujo serve` read the canonical JSON; they ask for it.
+        skip_canonical: true,
         ..Default::default()
     }
 }

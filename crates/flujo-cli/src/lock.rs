@@ -364,7 +364,8 @@ impl Builder<'_> {
 /// Builds the lockfile of `pipeline` as it is now (nothing is run).
 fn build(pipeline: &Path, config: &Config, settings: &LockSettings) -> Result<Value, CliError> {
     let builtins = flujo_skills::BuiltinRegistry::new();
-    let opts = crate::commands::load_options(&builtins, false);
+    let opts =
+        flujo_blueprint::LoadOptions { skip_canonical: false, ..crate::commands::load_options(&builtins, false) };
     let loaded = flujo_blueprint::load_file(pipeline, &opts).map_err(|f| {
         let text = flujo_blueprint::render_text(&f.diagnostics);
         CliError::new(

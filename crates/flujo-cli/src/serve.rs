@@ -241,17 +241,17 @@ impl CliFactory {
                     Ok(source) if !looks_like_blueprint(&source) => continue,
                     Ok(source) => {
                         let builtins = flujo_skills::BuiltinRegistry::new();
-                        let loaded = flujo_blueprint::load_file(&file, &load_options(&builtins, false))
-                            .map(Arc::new)
-                            .map_err(|f| {
-                                let errors: Vec<String> = f
-                                    .diagnostics
-                                    .iter()
-                                    .filter(|d| d.is_error())
-                                    .map(|d| format!("{}: {}", d.rule, d.message))
-                                    .collect();
-                                errors.join("; ")
-                            });
+                        let opts =
+                            flujo_blueprint::LoadOptions { skip_canonical: false, ..load_options(&builtins, false) };
+                        let loaded = flujo_blueprint::load_file(&file, &opts).map(Arc::new).map_err(|f| {
+                            let errors: Vec<String> = f
+                                .diagnostics
+                                .iter()
+                                .filter(|d| d.is_error())
+                                .map(|d| format!("{}: {}", d.rule, d.message))
+                                .collect();
+                            errors.join("; ")
+                        });
                         Entry { file: file.clone(), modified, loaded, source, runner: None }
                     }
                     Err(e) => {

@@ -164,7 +164,7 @@ pub(crate) fn register_builtins(registry: &mut BuiltinRegistry) {
 fn def_info(def: &Def) -> SkillInfo {
     {
         let mut info = SkillInfo::default();
-        info.id = format!("{BUILTIN_PREFIX}{}", def.name);
+        info.id = [BUILTIN_PREFIX, def.name].concat();
         info.description = def.description.to_owned();
         info.input_schema = None;
         info.output_schema = None;

@@ -522,6 +522,9 @@ pub fn unknown_filters(src: &str) -> Result<Vec<String>, TemplateError> {
 /// Like [`unknown_filters`], for an expression.
 pub fn unknown_expression_filters(src: &str) -> Result<Vec<String>, TemplateError> {
     let compiled = compile_expression(src)?;
+    if !lexer::may_use_filters(&compiled.0.translated) {
+        return Ok(Vec::new());
+    }
     let wrapped = format!("{{{{ {} }}}}", compiled.0.translated);
     Ok(lexer::used_filters(&wrapped).into_iter().filter(|f| !KNOWN_FILTERS.contains(&f.as_str())).collect())
 }

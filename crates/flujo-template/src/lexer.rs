@@ -472,8 +472,16 @@ fn translate_var(src: &str, seg: &Seg, out: &mut String) -> Result<(), TemplateE
     Ok(())
 }
 
+/// Whether `src` can apply a filter at all: every filter use needs a `|` or a `{% filter %}` block.
+pub(crate) fn may_use_filters(src: &str) -> bool {
+    src.contains('|') || src.contains("filter")
+}
+
 /// Names of the filters applied in a (translated) source, in order of first use, without duplicates.
 pub(crate) fn used_filters(src: &str) -> Vec<String> {
+    if !may_use_filters(src) {
+        return Vec::new();
+    }
     let mut names: Vec<String> = Vec::new();
     let mut add = |name: &str| {
         if !names.iter().any(|n| n == name) {

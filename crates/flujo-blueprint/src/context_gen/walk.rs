@@ -84,16 +84,16 @@ impl<'o> Analysis<'o> {
         let name = &s.name.v;
         let reads = match site.kind {
             SiteKind::ContextPath => {
-                let loc = f.loc.scalar_in_step(s, &site.text).unwrap_or(s.name.loc);
-                self.read(keys(&split_context_path(&site.text)), f.site(loc, name, site.field), ReadUse::Iterated);
+                let loc = f.loc.scalar_in_step(s, site.text).unwrap_or(s.name.loc);
+                self.read(keys(&split_context_path(site.text)), f.site(loc, name, site.field), ReadUse::Iterated);
                 return;
             }
-            SiteKind::Template => flujo_template::template_reads(&site.text),
-            SiteKind::Expression => flujo_template::expression_reads(&site.text),
+            SiteKind::Template => flujo_template::template_reads(site.text),
+            SiteKind::Expression => flujo_template::expression_reads(site.text),
         };
         // A template that does not parse was reported by validation.
         let Ok(reads) = reads else { return };
-        let scalar = f.loc.scalar_in_step(s, &site.text);
+        let scalar = f.loc.scalar_in_step(s, site.text);
         for r in reads {
             let Some(path) = context_path(&r, scope) else { continue };
             let loc = scalar.map_or(s.name.loc, |l| f.loc.refine(l, &r));

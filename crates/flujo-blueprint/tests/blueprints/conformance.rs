@@ -327,6 +327,11 @@ fn imports_resolve_recursively_and_share_children() {
     assert_eq!(loaded.canonical["imports"]["child"]["blueprint"]["name"], "child");
     assert_eq!(loaded.canonical["imports"]["child"]["blueprint"]["imports"]["shared"]["blueprint"]["name"], "shared");
     assert!(loaded.base_dir.ends_with("imports"));
+    // Without the canonical JSON: the same pipeline, `canonical` left null.
+    let lean = LoadOptions { skip_canonical: true, ..opts(&registry) };
+    let without = load_file(&data_dir().join("ok/imports/main.yaml"), &lean).unwrap();
+    assert_eq!(without.canonical, serde_json::Value::Null);
+    assert_eq!(without.pipeline, loaded.pipeline);
 }
 
 #[test]
