@@ -23,7 +23,16 @@ pub(super) fn parse(text: &str) -> Option<Node> {
     if !plain_text(text) {
         return None;
     }
-    let mut p = Fast { s: text.as_bytes(), text, pos: 0, line: 1, line_start: 0, nodes: 0, ascii: text.is_ascii() };
+    let mut p = Fast {
+        s: text.as_bytes(),
+        text,
+        pos: 0,
+        line: 1,
+        line_start: 0,
+        nodes: 0,
+        ascii: text.is_ascii(),
+        col_cache: std::cell::Cell::new((0, 0, 0)),
+    };
     p.skip_blank_lines()?;
     if p.eof() {
         return None;
@@ -56,6 +65,9 @@ struct Fast<'a> {
     nodes: usize,
     /// The whole text is ASCII (columns are byte offsets).
     ascii: bool,
+    /// The last column computed on a non-ASCII text: (line start, byte offset, column), so that the columns
+    /// of the nodes of one long line cost the line once, not once per node.
+    col_cache: std::cell::Cell<(usize, usize, usize)>,
 }
 
 /// Characters that cannot start a plain scalar in the subset (YAML's indicators; `-` only before a space).
@@ -85,7 +97,15 @@ impl<'a> Fast<'a> {
     }
 
     fn loc(&self, pos: usize) -> Loc {
-        let col = if self.ascii { pos - self.line_start } else { self.text[self.line_start..pos].chars().count() };
+        let col = if self.ascii {
+            pos - self.line_start
+        } else {
+            let (line_start, at, col) = self.col_cache.get();
+            let (from, base) = if line_start == self.line_start && at <= pos { (at, col) } else { (self.line_start, 0) };
+            let col = base + self.text[from..pos].chars().count();
+            self.col_cache.set((self.line_start, pos, col));
+            col
+        };
         Loc { line: self.line, col: col + 1 }
     }
 
@@ -129,7 +149,8 @@ impl<'a> Fast<'a> {
 
     /// After a node on its line: only spaces and a comment may follow; then on to the next content line.
     fn end_line(&mut self) -> Option<()> {
-        let had_space = self.peek() == b' ';
+        // A comment needs a space before it (the caller may have skipped it already).
+        let had_space = self.peek() == b' ' || (self.pos > self.line_start && self.s[self.pos - 1] == b' ');
         self.skip_spaces();
         match self.peek() {
             _ if self.eof() => return Some(()),
@@ -173,10 +194,17 @@ impl<'a> Fast<'a> {
     }
 
     /// Whether the line from `pos` starts with an implicit key (`key:` followed by a space or line end).
-    fn key_ahead(&self) -> bool {
+    fn key_ahead(&mut self) -> bool {
         let c = self.peek();
         if c == b'"' || c == b'\'' {
-            return true; // a quoted scalar on its own line is left to the full parser by `block_mapping`
+            // A quoted key is followed by its colon; a quoted scalar is not (look ahead, then come back).
+            let start = self.pos;
+            let key = self.quoted().is_some() && {
+                self.skip_spaces();
+                self.peek() == b':' && matches!(self.at(self.pos + 1), b' ' | b'\n')
+            };
+            self.pos = start;
+            return key;
         }
         if !self.plain_start(self.pos) {
             return false;
@@ -769,6 +797,9 @@ mod tests {
             "- - a\n  - b\n-   k: v\n    j: w\n- c\n",
             "prompt: |\n  line one\n    indented\n\n  after a gap\nnext: >-\n  folded\n  text\n",
             "ñ: 'dónde'\n\"q k\": x:y\nk2: http://a.b/c?d=e#f\n",
+            "a:  # the value follows\n  b: 1\nc:\n  - # an item follows\n    d: 2\n",
+            "- \"x\"\n- 'y'\n- \"k\": v\n",
+            "é: [1, 2, {ü: 3}, 'ñ', [4]]  # long lines of a non-ASCII text\n",
         ];
         for doc in docs {
             assert_eq!(agrees(doc), Ok(true), "{doc}");
