@@ -1,0 +1,408 @@
+//! One simulated run: a generated pipeline driven to its end over a faulty store, restarted after every crash
+//! or stopped walk, pauses answered as a human would; then every invariant is checked against the same
+//! pipeline run straight through without faults.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flujo_core::{FlujoError, RunStatus, Step, StepKind, StepStatus, Store};
+use flujo_engine::{Flujo, ResumeRequest, RunOptions};
+use flujo_store::{MemoryStore, SqliteStore};
+use serde_json::Value;
+
+use crate::faults::{FaultPlan, FaultStats, FaultyStore, Sabotage};
+use crate::gen::{answer_for, scenario, Scenario};
+use crate::skills::{registry, LeafParams, World, SIM_SKILL};
+
+/// The real store under the faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// How a simulation injects faults.
+#[derive(Debug, Clone, Copy)]
+pub struct SimOptions {
+    pub backend: Backend,
+    /// Per-mille chance of a fault on each store write, and on each read.
+    pub write_fault_rate: u64,
+    pub read_fault_rate: u64,
+    /// Most faults injected into one simulated run.
+    pub fault_budget: u64,
+    /// A deliberate bug (tests of the simulator itself).
+    pub sabotage: Sabotage,
+    /// A deliberately broken world: every side effect is made twice.
+    pub double_effects: bool,
+    /// A deliberately broken skill: its output differs after the first walk (a nondeterministic skill).
+    pub drifting_skill: bool,
+    /// A deliberately hanging skill: calls take a simulated week.
+    pub hanging_skill: bool,
+}
+
+impl SimOptions {
+    /// Faults at the default rates on `backend`.
+    pub fn new(backend: Backend) -> Self {
+        SimOptions {
+            backend,
+            write_fault_rate: 120,
+            read_fault_rate: 40,
+            fault_budget: 24,
+            sabotage: Sabotage::None,
+            double_effects: false,
+            drifting_skill: false,
+            hanging_skill: false,
+        }
+    }
+}
+
+/// What one simulation did.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    pub seed: u64,
+    pub status: RunStatus,
+    /// Walks it took (1 when nothing went wrong and nothing paused).
+    pub walks: u32,
+    /// Walks that ended in a crash or a store failure.
+    pub interrupted: u32,
+    pub faults: FaultStats,
+    pub records: usize,
+    pub effects: usize,
+}
+
+/// A broken invariant: the seed that breaks it and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub seed: u64,
+    pub backend: &'static str,
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} ({}): invariant `{}` broken: {}\n  replay: FLUJO_SIM_SEED={} FLUJO_SIM_BACKEND={} cargo test -p flujo-sim --test simulate replay -- --nocapture",
+            self.seed, self.backend, self.invariant, self.detail, self.seed, self.backend
+        )
+    }
+}
+
+/// The invariants, by the name a [`Violation`] gives.
+pub mod invariant {
+    /// The final status and output equal those of the same pipeline run with no faults.
+    pub const SAME_RESULT: &str = "same-result";
+    /// No step committed before a walk started is executed by that walk; no walk makes a side effect twice
+    /// under one idempotency key; every committed side-effecting step made its effect.
+    pub const EXACTLY_ONCE: &str = "exactly-once";
+    /// The journal's hash chain verifies and the run row commits to it; no step has two completed records.
+    pub const JOURNAL: &str = "journal-integrity";
+    /// Every walk ends (within a simulated day), every error is a typed store failure caused by a fault, and
+    /// the run settles within a bounded number of walks.
+    pub const TERMINATES: &str = "terminates";
+}
+
+/// Most walks of one simulated run.
+const MAX_WALKS: u32 = 200;
+/// Longest walk, in simulated time.
+const MAX_WALK: Duration = Duration::from_secs(24 * 3600);
+/// How much faster than simulated time the SQLite simulations run (a simulated second is a real millisecond).
+const SQLITE_TIME_DIVISOR: u64 = 1000;
+/// The run id every simulation uses.
+pub const RUN_ID: &str = "sim-run";
+
+/// Simulates the run of `seed` with `opts`; `Err` names the first invariant broken.
+pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
+    let s = scenario(seed);
+    let violation =
+        |invariant: &'static str, detail: String| Violation { seed, backend: opts.backend.name(), invariant, detail };
+    // Memory: simulated time (timers fire as soon as the runtime is idle). SQLite answers from its own threads,
+    // and an idle runtime waiting for them would jump to its next timer, so its simulations run in real time
+    // with every simulated duration divided by `SQLITE_TIME_DIVISOR`.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(opts.backend == Backend::Memory)
+        .build()
+        .map_err(|e| violation(invariant::TERMINATES, format!("no runtime: {e}")))?;
+    rt.block_on(async {
+        // The reference: the same pipeline straight through, in memory, with no faults.
+        let reference_opts = SimOptions { write_fault_rate: 0, read_fault_rate: 0, ..SimOptions::new(Backend::Memory) };
+        let reference_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let reference_world = Arc::new(World::default());
+        if opts.backend == Backend::Sqlite {
+            reference_world.time_divisor.store(SQLITE_TIME_DIVISOR, Ordering::SeqCst);
+        }
+        let reference = drive(&s, reference_store, &reference_opts, reference_world)
+            .await
+            .map_err(|(inv, d)| violation(inv, format!("the fault-free run: {d}")))?;
+
+        let dir = tempfile::tempdir().map_err(|e| violation(invariant::TERMINATES, format!("no temp dir: {e}")))?;
+        let inner: Arc<dyn Store> = match opts.backend {
+            Backend::Memory => Arc::new(MemoryStore::new()),
+            Backend::Sqlite => Arc::new(
+                SqliteStore::open(dir.path().join("sim.db"), flujo_store::SqliteOptions::default())
+                    .map_err(|e| violation(invariant::TERMINATES, format!("cannot open SQLite: {e}")))?,
+            ),
+        };
+        let world = Arc::new(World::default());
+        world.double_effects.store(opts.double_effects, Ordering::SeqCst);
+        if opts.backend == Backend::Sqlite {
+            world.time_divisor.store(SQLITE_TIME_DIVISOR, Ordering::SeqCst);
+        }
+        let out = drive(&s, inner.clone(), opts, world.clone()).await.map_err(|(inv, d)| violation(inv, d))?;
+        check(&s, &inner, &world, &reference, &out).await.map_err(|(inv, d)| violation(inv, d))?;
+        Ok(SimReport {
+            seed,
+            status: out.status,
+            walks: out.walks,
+            interrupted: out.interrupted,
+            faults: out.faults,
+            records: out.records,
+            effects: world.effects().len(),
+        })
+    })
+}
+
+/// How a drive ended.
+#[derive(Debug, Clone)]
+struct Driven {
+    status: RunStatus,
+    output: Option<Value>,
+    walks: u32,
+    interrupted: u32,
+    faults: FaultStats,
+    records: usize,
+    /// Per walk (the world's incarnation number), the completed paths committed before it started.
+    committed_before: HashMap<u64, HashSet<String>>,
+}
+
+type Broken = (&'static str, String);
+
+/// Drives the run to a final status: answers pauses, and after a crash or a failed walk starts a new runner
+/// (a new incarnation of the process) that resumes from what the store holds.
+async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Arc<World>) -> Result<Driven, Broken> {
+    let mut plan = FaultPlan::new(s.seed, opts.write_fault_rate, opts.read_fault_rate, opts.fault_budget);
+    plan.sabotage = opts.sabotage;
+    let plan = Arc::new(Mutex::new(plan));
+    let mut pipeline = s.pipeline.clone();
+    if opts.drifting_skill || opts.hanging_skill {
+        break_skills(&mut pipeline.steps, opts);
+    }
+    let skills = registry(&world);
+    let mut walks = 0;
+    let mut interrupted = 0;
+    let mut committed_before = HashMap::new();
+    loop {
+        if walks >= MAX_WALKS {
+            return Err((invariant::TERMINATES, format!("the run did not settle in {MAX_WALKS} walks")));
+        }
+        if walks > 0 {
+            world.restart();
+        }
+        walks += 1;
+        let incarnation = world.incarnation.load(Ordering::SeqCst);
+        // The driver sees the store as it is (no faults) to decide what a user would do next.
+        let row = inner.get_run(RUN_ID).await.map_err(|e| (invariant::TERMINATES, format!("reading the run: {e}")))?;
+        let records = inner.load_journal(RUN_ID).await.unwrap_or_default();
+        committed_before.insert(
+            incarnation,
+            records.iter().filter(|r| r.status == StepStatus::Completed).map(|r| r.path.clone()).collect(),
+        );
+        let store = Arc::new(FaultyStore::new(inner.clone(), plan.clone(), world.clone()));
+        let flujo = Flujo::builder(pipeline.clone())
+            .store(store)
+            .skills(skills.clone())
+            .lease(Duration::from_secs(3600))
+            .build()
+            .map_err(|e| (invariant::TERMINATES, format!("the pipeline does not build: {e}")))?;
+        let walk: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+            match &row {
+                None => Box::pin(flujo.run_with(RunOptions::new(s.input.clone()).run_id(RUN_ID))),
+                Some(r) if r.status == RunStatus::Paused => {
+                    let Some(p) = r.pending.first() else {
+                        return Err((invariant::TERMINATES, "the run is paused with nothing pending".into()));
+                    };
+                    Box::pin(flujo.resume_with(
+                        RUN_ID,
+                        ResumeRequest::answer(answer_for(&p.pause_id)).pause_id(p.pause_id.clone()),
+                    ))
+                }
+                Some(r) if matches!(r.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled) => {
+                    let stats = plan.lock().unwrap_or_else(|p| p.into_inner()).stats;
+                    return Ok(Driven {
+                        status: r.status,
+                        output: r.output.clone(),
+                        walks: walks - 1,
+                        interrupted,
+                        faults: stats,
+                        records: records.len(),
+                        committed_before,
+                    });
+                }
+                Some(_) => Box::pin(flujo.resume_with(RUN_ID, ResumeRequest::default())),
+            };
+        let faults_before = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
+        let ended = tokio::time::timeout(world.scaled(MAX_WALK), walk).await;
+        let faults_after = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
+        match ended {
+            Err(_) => {
+                return Err((invariant::TERMINATES, format!("walk {walks} did not end within a simulated day")));
+            }
+            Ok(Ok(r)) => {
+                if !matches!(r.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Paused) {
+                    return Err((invariant::TERMINATES, format!("walk {walks} returned status {:?}", r.status)));
+                }
+                // Answered or final: the next turn of the loop reads the store and goes on (or returns).
+            }
+            Ok(Err(e)) => {
+                // A walk may stop only because the store failed it (a fault was injected meanwhile).
+                let expected = faults_after > faults_before && store_caused(&e);
+                if !expected {
+                    return Err((
+                        invariant::TERMINATES,
+                        format!("walk {walks} failed with an untyped or unexplained error: {e} ({e:?})"),
+                    ));
+                }
+                interrupted += 1;
+            }
+        }
+    }
+}
+
+/// An error a store fault can cause: the store's own, or a refusal that follows from a write whose answer was
+/// lost (the run exists although its creation "failed", or another walk's state is still recorded).
+fn store_caused(e: &FlujoError) -> bool {
+    matches!(e, FlujoError::Store(_) | FlujoError::RunNotFound(_) | FlujoError::NotResumable { .. })
+}
+
+/// Makes the leaf skills drift (a different output after the first walk) or hang, for tests of the simulator.
+fn break_skills(steps: &mut [Step], opts: &SimOptions) {
+    for step in steps {
+        match &mut step.kind {
+            StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { id, params }) } if id == SIM_SKILL => {
+                if let Some(obj) = params.as_object_mut() {
+                    if opts.hanging_skill {
+                        obj.insert("sleep_ms".into(), Value::from(7u64 * 24 * 3600 * 1000));
+                    }
+                    if opts.drifting_skill {
+                        obj.insert("drift".into(), Value::Bool(true));
+                    }
+                }
+            }
+            StepKind::Loop(spec) => break_skills(&mut spec.body, opts),
+            StepKind::Map(spec) => break_skills(&mut spec.body, opts),
+            StepKind::Conditional(spec) => {
+                for b in &mut spec.branches {
+                    break_skills(&mut b.steps, opts);
+                }
+            }
+            StepKind::Parallel(spec) => {
+                for b in &mut spec.branches {
+                    break_skills(&mut b.steps, opts);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The leaf params of every simulator step, by step name.
+fn leaves(steps: &[Step], out: &mut BTreeMap<String, LeafParams>) {
+    for step in steps {
+        match &step.kind {
+            StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { id, params }) } if id == SIM_SKILL => {
+                if let Some(p) = crate::skills::leaf_params(params) {
+                    out.insert(step.name.clone(), p);
+                }
+            }
+            StepKind::Loop(spec) => leaves(&spec.body, out),
+            StepKind::Map(spec) => leaves(&spec.body, out),
+            StepKind::Conditional(spec) => spec.branches.iter().for_each(|b| leaves(&b.steps, out)),
+            StepKind::Parallel(spec) => spec.branches.iter().for_each(|b| leaves(&b.steps, out)),
+            _ => {}
+        }
+    }
+}
+
+/// The invariants of a finished simulation.
+async fn check(
+    s: &Scenario,
+    inner: &Arc<dyn Store>,
+    world: &World,
+    reference: &Driven,
+    out: &Driven,
+) -> Result<(), Broken> {
+    // Journal integrity: the chain and the run row's commitment, as `lens verify` checks them.
+    let flujo = Flujo::builder(s.pipeline.clone())
+        .store(inner.clone())
+        .skills(registry(&Arc::new(World::default())))
+        .build()
+        .map_err(|e| (invariant::JOURNAL, format!("cannot build a checker: {e}")))?;
+    let client = flujo.client().map_err(|e| (invariant::JOURNAL, format!("no client: {e}")))?;
+    let report = client.verify(RUN_ID).await.map_err(|e| (invariant::JOURNAL, format!("verify failed: {e}")))?;
+    if let Some(broken) = report.broken {
+        return Err((invariant::JOURNAL, format!("the journal does not verify: {broken:?}")));
+    }
+    let records = inner.load_journal(RUN_ID).await.map_err(|e| (invariant::JOURNAL, e.to_string()))?;
+    let mut completed = HashSet::new();
+    for r in &records {
+        if r.status == StepStatus::Completed && !completed.insert((r.path.clone(), r.generation)) {
+            return Err((invariant::JOURNAL, format!("path {} has two completed records", r.path)));
+        }
+    }
+
+    // Exactly once.
+    let prefix = format!("{RUN_ID}:");
+    let mut per_walk: HashMap<(&str, u64), u32> = HashMap::new();
+    let effects = world.effects();
+    for e in &effects {
+        let path = e.key.strip_prefix(&prefix).unwrap_or(&e.key);
+        let n = per_walk.entry((path, e.incarnation)).or_default();
+        *n += 1;
+        if *n > 1 {
+            return Err((invariant::EXACTLY_ONCE, format!("walk {} made the effect of {path} twice", e.incarnation)));
+        }
+        if out.committed_before.get(&e.incarnation).is_some_and(|done| done.contains(path)) {
+            return Err((
+                invariant::EXACTLY_ONCE,
+                format!(
+                    "walk {} executed {path} again although it was committed before the walk started",
+                    e.incarnation
+                ),
+            ));
+        }
+    }
+    let mut params = BTreeMap::new();
+    leaves(&s.pipeline.steps, &mut params);
+    let made: HashSet<&str> = effects.iter().map(|e| e.key.strip_prefix(&prefix).unwrap_or(&e.key)).collect();
+    for r in records.iter().filter(|r| r.status == StepStatus::Completed) {
+        if params.get(&r.step).is_some_and(|p| p.effect) && !made.contains(r.path.as_str()) {
+            return Err((invariant::EXACTLY_ONCE, format!("{} is committed but its effect never happened", r.path)));
+        }
+    }
+    // Same result as straight through (checked last: a broken journal or a repeated effect explains a
+    // different result better).
+    if (out.status, &out.output) != (reference.status, &reference.output) {
+        return Err((
+            invariant::SAME_RESULT,
+            format!(
+                "ended {:?} with {:?}; straight through it ends {:?} with {:?}",
+                out.status, out.output, reference.status, reference.output
+            ),
+        ));
+    }
+
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The simulator's fixed budget of seeds (part of the test command), the saved regression seeds, a replay of
+//! one seed (`FLUJO_SIM_SEED`), and one test per invariant that breaks it on purpose and sees it caught.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use flujo_sim::sim::invariant;
+use flujo_sim::{simulate, Backend, Sabotage, SimOptions, SimReport, Violation};
+
+/// Runs `seeds` and returns the reports; panics with every violation found.
+fn run_seeds(seeds: impl IntoIterator<Item = u64>, opts: &SimOptions) -> Vec<SimReport> {
+    let mut reports = Vec::new();
+    let mut broken: Vec<Violation> = Vec::new();
+    for seed in seeds {
+        match simulate(seed, opts) {
+            Ok(r) => reports.push(r),
+            Err(v) => broken.push(v),
+        }
+    }
+    assert!(broken.is_empty(), "{} violation(s):\n{}", broken.len(), render(&broken));
+    reports
+}
+
+fn render(vs: &[Violation]) -> String {
+    vs.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+fn summary(name: &str, reports: &[SimReport]) -> String {
+    let faults: u64 = reports.iter().map(|r| r.faults.total()).sum();
+    let interrupted: u32 = reports.iter().map(|r| r.interrupted).sum();
+    let walks: u32 = reports.iter().map(|r| r.walks).sum();
+    let records: usize = reports.iter().map(|r| r.records).sum();
+    let effects: usize = reports.iter().map(|r| r.effects).sum();
+    let completed = reports.iter().filter(|r| r.status == flujo_core::RunStatus::Completed).count();
+    format!(
+        "{name}: {} runs ({completed} completed), {walks} walks, {interrupted} interrupted, {faults} faults injected, \
+         {records} records, {effects} side effects",
+        reports.len()
+    )
+}
+
+/// Seeds of the fixed budget: derived from an index, so the budget covers different seeds than `replay`'s.
+fn budget_seed(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED
+}
+
+#[test]
+fn memory_store_under_faults() {
+    let reports = run_seeds((0..400).map(budget_seed), &SimOptions::new(Backend::Memory));
+    let line = summary("memory", &reports);
+    eprintln!("{line}");
+    // The budget is not idle: faults were injected and walks interrupted.
+    assert!(reports.iter().map(|r| r.faults.total()).sum::<u64>() > 400, "{line}");
+    assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 100, "{line}");
+    assert!(reports.iter().any(|r| r.status == flujo_core::RunStatus::Failed), "{line}");
+}
+
+#[test]
+fn sqlite_store_under_faults() {
+    let reports = run_seeds((1000..1080).map(budget_seed), &SimOptions::new(Backend::Sqlite));
+    let line = summary("sqlite", &reports);
+    eprintln!("{line}");
+    assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 20, "{line}");
+}
+
+#[test]
+fn one_seed_replays_exactly() {
+    let opts = SimOptions::new(Backend::Memory);
+    for seed in (0..20).map(budget_seed) {
+        let (a, b) = (simulate(seed, &opts).unwrap(), simulate(seed, &opts).unwrap());
+        assert_eq!(
+            (a.status, a.walks, a.interrupted, a.faults, a.records, a.effects),
+            (b.status, b.walks, b.interrupted, b.faults, b.records, b.effects),
+            "seed {seed}"
+        );
+    }
+}
+
+/// Seeds that once broke an invariant (kept by `scripts/simulate.sh`): each must pass now.
+#[test]
+fn saved_regressions() {
+    let text = include_str!("../regressions.txt");
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut parts = line.split_whitespace();
+        let seed: u64 = parts.next().and_then(|s| s.parse().ok()).expect("a seed");
+        let backend = match parts.next() {
+            Some("sqlite") => Backend::Sqlite,
+            _ => Backend::Memory,
+        };
+        if let Err(v) = simulate(seed, &SimOptions::new(backend)) {
+            panic!("{v}");
+        }
+    }
+}
+
+/// `FLUJO_SIM_SEED=N [FLUJO_SIM_BACKEND=sqlite] cargo test -p flujo-sim --test simulate replay -- --nocapture`
+#[test]
+fn replay() {
+    let Ok(seed) = std::env::var("FLUJO_SIM_SEED") else { return };
+    let seed: u64 = seed.trim().parse().expect("FLUJO_SIM_SEED is a number");
+    let backend =
+        if std::env::var("FLUJO_SIM_BACKEND").as_deref() == Ok("sqlite") { Backend::Sqlite } else { Backend::Memory };
+    let s = flujo_sim::gen::scenario(seed);
+    eprintln!("pipeline of seed {seed}: {}", serde_json::to_string_pretty(&s.pipeline).unwrap());
+    match simulate(seed, &SimOptions::new(backend)) {
+        Ok(r) => eprintln!("{r:?}"),
+        Err(v) => panic!("{v}"),
+    }
+}
+
+/// Runs seeds with a deliberate bug until one is caught; returns the invariants that caught it.
+fn caught(opts: &SimOptions, seeds: u64) -> Vec<&'static str> {
+    (0..seeds).map(budget_seed).filter_map(|seed| simulate(seed, opts).err()).map(|v| v.invariant).collect()
+}
+
+#[test]
+fn a_skill_with_a_different_result_after_a_crash_is_caught() {
+    let opts = SimOptions { drifting_skill: true, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 40);
+    assert!(found.contains(&invariant::SAME_RESULT), "{found:?}");
+}
+
+#[test]
+fn a_side_effect_made_twice_is_caught() {
+    let opts = SimOptions { double_effects: true, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 20);
+    assert!(!found.is_empty() && found.iter().all(|i| *i == invariant::EXACTLY_ONCE), "{found:?}");
+}
+
+#[test]
+fn a_store_that_forgets_commits_is_caught() {
+    let opts = SimOptions { sabotage: Sabotage::ForgetJournal, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 40);
+    assert!(found.contains(&invariant::EXACTLY_ONCE) || found.contains(&invariant::TERMINATES), "{found:?}");
+    assert!(found.len() > 5, "{found:?}");
+}
+
+#[test]
+fn a_store_that_corrupts_records_is_caught() {
+    for backend in [Backend::Memory, Backend::Sqlite] {
+        let opts = SimOptions { sabotage: Sabotage::CorruptRecords, ..SimOptions::new(backend) };
+        let found = caught(&opts, 10);
+        assert!(found.len() == 10 && found.iter().all(|i| *i == invariant::JOURNAL), "{backend:?}: {found:?}");
+    }
+}
+
+#[test]
+fn a_hanging_walk_is_caught_in_simulated_time() {
+    // Every walk would take a simulated week; the bound is a simulated day (the test ends at once).
+    let opts = SimOptions { hanging_skill: true, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 5);
+    assert!(found.len() == 5 && found.iter().all(|i| *i == invariant::TERMINATES), "{found:?}");
+}
