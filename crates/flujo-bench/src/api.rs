@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use flujo_http::reqwest;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -91,7 +92,7 @@ async fn subscribe(http: reqwest::Client, url: String) -> Result<Seen, String> {
 
 /// Runs the measurement; returns the JSON line or why it failed.
 pub async fn api_sse(base: &str, pipeline: &str, subscribers: usize, input: Value) -> Result<Value, String> {
-    let http = reqwest::Client::builder()
+    let http = flujo_http::client_builder()
         .pool_max_idle_per_host(subscribers + 8)
         .timeout(Duration::from_secs(300))
         .build()

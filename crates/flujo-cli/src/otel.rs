@@ -334,17 +334,10 @@ mod imp {
         Ok((Box::new(layer), Exporter { provider }))
     }
 
-    /// The http/protobuf client: reqwest with rustls (the ring provider and the web PKI roots), no OpenSSL.
-    fn http_client() -> Result<reqwest_otel::Client, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot set up TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        reqwest_otel::Client::builder()
-            .tls_backend_preconfigured(tls)
+    /// The http/protobuf client: the workspace's reqwest with rustls (`flujo_http`: the ring provider and the
+    /// web PKI roots), no OpenSSL.
+    fn http_client() -> Result<flujo_http::reqwest::Client, String> {
+        flujo_http::client_builder()
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))

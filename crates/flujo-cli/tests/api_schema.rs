@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::Client;
+use flujo_http::reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 /// Waits for the server and for runs: generous, so a loaded CI machine does not make the test flaky.
@@ -222,7 +222,7 @@ fn every_operation_answers_as_its_openapi_document_says() {
     std::fs::write(pipelines.join("add.yaml"), ADD).unwrap();
     std::fs::write(pipelines.join("review.yaml"), REVIEW).unwrap();
     let state = format!("sqlite:///{}", dir.path().join("state.db").display());
-    let http = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let http = flujo_http::blocking_client_builder().timeout(Duration::from_secs(30)).build().unwrap();
     let (mut server, base) = serve(dir.path(), &state, &pipelines, &http);
 
     // Runs in every state the handlers tell apart.

@@ -31,14 +31,18 @@ steps:
 
 const SKILLS: &str = "acme.upper:\n  command: [sh, -c, \"tr a-z A-Z\"]\n";
 
+fn http() -> flujo_http::reqwest::blocking::Client {
+    flujo_http::blocking_client_builder().build().unwrap()
+}
+
 fn get(base: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::blocking::get(format!("{base}{path}")).unwrap();
+    let r = http().get(format!("{base}{path}")).send().unwrap();
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(Value::Null))
 }
 
 fn post(base: &str, path: &str, body: &Value) -> (u16, Value) {
-    let r = reqwest::blocking::Client::new().post(format!("{base}{path}")).json(body).send().unwrap();
+    let r = http().post(format!("{base}{path}")).json(body).send().unwrap();
     let status = r.status().as_u16();
     (status, r.json().unwrap_or(Value::Null))
 }

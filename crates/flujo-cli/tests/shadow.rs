@@ -249,7 +249,7 @@ fn runs_walked_by_flujo_serve_are_judged_too() {
     env.fake.push_reply(ScriptedReply::Json(json!({"score": 0.6, "reason": "fine"})));
     let state = format!("sqlite:///{}", env.dir.path().join("state.db").display());
     let s = common::serve(env.dir.path(), &state);
-    let client = reqwest::blocking::Client::new();
+    let client = flujo_http::blocking_client_builder().build().unwrap();
     let r = client
         .post(format!("{}/api/runs", s.base))
         .json(&json!({"pipeline": "support_reply", "input": "Hello?", "run_id": "srv-1"}))

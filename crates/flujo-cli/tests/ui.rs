@@ -153,7 +153,7 @@ async fn serve(dir: &Path, state: &str, pipelines: &Path) -> (Killed, String) {
         .expect("flujo serve starts");
     let mut server = Killed { child, group: false };
     let base = format!("http://{addr}");
-    let http = reqwest::Client::new();
+    let http = flujo_http::client_builder().build().unwrap();
     let start = Instant::now();
     loop {
         if let Ok(res) = http.get(format!("{base}/healthz")).send().await {
@@ -245,7 +245,8 @@ async fn a_paused_run_is_answered_in_the_approvals_inbox_and_completes() {
 async fn walk_through(c: &Client, base: &str) -> Result<(), String> {
     let run_id = start_and_approve(c, base).await?;
     // The API agrees: the answer reached the step after the pause.
-    let run: Value = reqwest::get(format!("{base}/api/runs/{run_id}")).await.unwrap().json().await.unwrap();
+    let http = flujo_http::client_builder().build().unwrap();
+    let run: Value = http.get(format!("{base}/api/runs/{run_id}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["output"], json!({"published": true, "note": "ship it", "draft": 42}), "{run}");
 

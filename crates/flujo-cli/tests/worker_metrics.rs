@@ -99,7 +99,7 @@ async fn a_worker_serves_the_metrics_of_its_runs_and_queues() {
         enqueue(dir.path(), &state, "later");
     }
     let (child, addr, log) = worker(dir.path(), &state, "jobs", None);
-    let client = reqwest::Client::new();
+    let client = flujo_http::client_builder().build().unwrap();
     let url = format!("http://{addr}/metrics");
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
@@ -159,7 +159,7 @@ async fn a_public_metrics_address_needs_a_token() {
     let (child, addr, _log) = worker(dir.path(), &state, "jobs", Some("t0ken"));
     let port = addr.rsplit_once(':').unwrap().1;
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let client = reqwest::Client::new();
+    let client = flujo_http::client_builder().build().unwrap();
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     assert_eq!(client.get(&url).bearer_auth("wrong").send().await.unwrap().status(), 401);
     let ok = client.get(&url).bearer_auth("t0ken").send().await.unwrap();

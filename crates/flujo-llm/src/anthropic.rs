@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flujo_core::TokenUsage;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use flujo_http::reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
 use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, ResponseSchema, Role};

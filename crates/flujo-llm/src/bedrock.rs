@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use flujo_core::TokenUsage;
-use reqwest::header::HeaderMap;
+use flujo_http::reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
 pub use self::credentials::AwsCredentials;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flujo_core::TokenUsage;
-use reqwest::header::HeaderMap;
+use flujo_http::reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
 pub use schema::openapi_schema;

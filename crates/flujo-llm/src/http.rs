@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flujo_http::reqwest;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde::{Deserialize, Deserializer};
@@ -94,7 +95,7 @@ impl fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client with a 10 s connect timeout and a pool of idle connections per host.
     pub fn new() -> Result<Self, LlmError> {
-        let client = reqwest::Client::builder()
+        let client = flujo_http::client_builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("flujo/", env!("CARGO_PKG_VERSION")))

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use flujo_core::TokenUsage;
-use reqwest::header::HeaderMap;
+use flujo_http::reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use crate::chat::{ChatMessage, ChatModel, ChatReply, ChatSettings, ReasoningBlock, Role, TokenLimitParam};

@@ -583,20 +583,12 @@ fn client_config() -> ClientConfig {
     ClientConfig::new(ClientCapabilities::default(), Implementation::new("flujo", env!("CARGO_PKG_VERSION")))
 }
 
-/// The HTTP client of streamable-HTTP servers: rustls with the ring provider and the web PKI roots.
-fn http_client(timeout: Duration) -> Result<reqwest_mcp::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest_mcp::Client::builder()
-        .tls_backend_preconfigured(tls)
+/// The HTTP client of streamable-HTTP servers (`flujo_http`: rustls with the ring provider and the web PKI roots).
+fn http_client(timeout: Duration) -> Result<flujo_http::reqwest::Client, String> {
+    flujo_http::client_builder()
         .connect_timeout(timeout)
         .pool_max_idle_per_host(0)
-        .redirect(reqwest_mcp::redirect::Policy::none())
+        .redirect(flujo_http::reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

@@ -259,6 +259,7 @@ mod client {
 
     use async_trait::async_trait;
     use flujo_core::{ExecRequest, ExecResult, Protection, ProtectionStatus, Sandbox, SandboxError};
+    use flujo_http::reqwest;
 
     use super::{WireError, WireInfo, WireRequest, WireResult};
 
@@ -302,7 +303,7 @@ mod client {
                     settings.url
                 )));
             }
-            let client = reqwest::Client::builder()
+            let client = flujo_http::client_builder()
                 .connect_timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| SandboxError::backend(format!("HTTP client: {e}"), false))?;

@@ -69,7 +69,7 @@ mod tests {
     #[tokio::test]
     async fn serves_each_asset_with_its_type_and_the_security_headers() {
         let base = serve().await;
-        let client = reqwest::Client::new();
+        let client = flujo_http::client_builder().build().unwrap();
         for (path, ty, marker) in [
             ("/", "text/html; charset=utf-8", "<script type=\"module\" src=\"/ui/app.js\">"),
             ("/ui/app.js", "text/javascript; charset=utf-8", "function route()"),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use flujo_core::{Pipeline, RunRecord, SkillCall, SkillOutput, Store, Telemetry};
 use flujo_engine::Flujo;
+use flujo_http::reqwest;
 use flujo_server::{FactoryError, Observers, PipelineDetail, PipelineInfo, RunnerFactory, Server, ServerConfig};
 use flujo_skills::Skills;
 use flujo_store::{SqliteOptions, SqliteStore};
@@ -170,7 +171,8 @@ impl TestServer {
         let task = tokio::spawn(server.serve(listener, async move {
             let _ = rx.await;
         }));
-        TestServer { base, http: reqwest::Client::new(), db, stop: Some(tx), task: Some(task), _dir: dir }
+        let http = flujo_http::client_builder().build().unwrap();
+        TestServer { base, http, db, stop: Some(tx), task: Some(task), _dir: dir }
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {

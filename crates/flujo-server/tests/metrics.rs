@@ -176,7 +176,7 @@ async fn runs_through_real_runners_are_counted_exactly() {
     let server = serve("127.0.0.1:0".parse().unwrap(), metrics.clone(), Some(store.clone()), Some("s3cret".into()))
         .await
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = flujo_http::client_builder().build().unwrap();
     let url = format!("http://{}/metrics", server.addr);
     let denied = client.get(&url).send().await.unwrap();
     assert_eq!(denied.status(), 401);

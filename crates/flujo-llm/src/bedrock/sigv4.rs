@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
+use flujo_http::reqwest;
 use reqwest::header::{HeaderName, HeaderValue};
 
 use super::credentials::AwsCredentials;
@@ -85,7 +86,7 @@ mod tests {
             service: "iam",
             now: || UNIX_EPOCH + Duration::from_secs(1_440_938_160),
         };
-        let client = reqwest::Client::new();
+        let client = flujo_http::client_builder().build().unwrap();
         let mut req = client
             .get("https://iam.amazonaws.com/?Action=ListUsers&Version=2010-05-08")
             .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")

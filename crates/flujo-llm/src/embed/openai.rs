@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use flujo_core::{Embedder, Embeddings, Interrupt, SkillError, TokenUsage, Usage};
-use reqwest::header::HeaderMap;
+use flujo_http::reqwest::header::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use super::resolve::EmbedderSettings;

@@ -40,9 +40,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flujo_core::{ResolveError, Skill, SkillCall, SkillError, SkillInfo, SkillOutput};
+use flujo_http::reqwest::header::{HeaderName, CONTENT_TYPE};
+use flujo_http::reqwest::Method;
 use flujo_template::{compile_json, compile_template, CompiledJson, CompiledTemplate};
-use reqwest::header::{HeaderName, CONTENT_TYPE};
-use reqwest::Method;
 use serde_json::{Map, Value};
 
 use crate::registry::{BuiltinRegistry, SkillFactory};

@@ -4,6 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use flujo_http::reqwest;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -26,7 +27,7 @@ fn client() -> Result<&'static reqwest::Client, String> {
                     attempt.follow()
                 }
             });
-            reqwest::Client::builder()
+            flujo_http::client_builder()
                 .connect_timeout(Duration::from_secs(10))
                 .pool_idle_timeout(Duration::from_secs(90))
                 .redirect(policy)

@@ -3,9 +3,9 @@
 //! its secrets collected for masking.
 
 use flujo_core::{SkillCall, SkillError};
+use flujo_http::reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use flujo_http::reqwest::Url;
 use flujo_template::{compile_template, CompiledTemplate, Scope, UndefinedMode};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::Url;
 use serde_json::Value;
 
 use super::{CompiledBody, HttpSkill, MASK};
