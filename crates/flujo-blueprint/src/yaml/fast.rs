@@ -101,7 +101,8 @@ impl<'a> Fast<'a> {
             pos - self.line_start
         } else {
             let (line_start, at, col) = self.col_cache.get();
-            let (from, base) = if line_start == self.line_start && at <= pos { (at, col) } else { (self.line_start, 0) };
+            let (from, base) =
+                if line_start == self.line_start && at <= pos { (at, col) } else { (self.line_start, 0) };
             let col = base + self.text[from..pos].chars().count();
             self.col_cache.set((self.line_start, pos, col));
             col
