@@ -22,14 +22,23 @@ fn active() -> &'static Mutex<HashSet<WalkKey>> {
     ACTIVE.get_or_init(Default::default)
 }
 
-/// Marks a run of one store as being walked in this process until dropped.
+/// (run id, owner id) of every walk in this process: a run row owned by this process is alive exactly while
+/// the runner named in it walks the run — whichever store instance it walks it through (two instances of
+/// one database in one process must not both walk a run; found by the simulator, `flujo-sim`).
+fn walking() -> &'static Mutex<HashSet<(String, String)>> {
+    static WALKING: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    WALKING.get_or_init(Default::default)
+}
+
+/// Marks a run of one store as being walked in this process, by the runner `owner_id`, until dropped.
 pub(crate) struct ActiveWalk {
     key: WalkKey,
+    owner: (String, String),
 }
 
 impl ActiveWalk {
     /// `store` identifies the store instance (runs of different stores may share ids); `None` for no store.
-    pub(crate) fn claim(store: Option<&Arc<dyn Store>>, run_id: &str) -> Result<Self, FlujoError> {
+    pub(crate) fn claim(store: Option<&Arc<dyn Store>>, run_id: &str, owner_id: &str) -> Result<Self, FlujoError> {
         let store_key = store.map(|s| Arc::as_ptr(s) as *const () as usize).unwrap_or(0);
         let key = (store_key, run_id.to_owned());
         let mut set = active().lock().unwrap_or_else(|p| p.into_inner());
@@ -39,13 +48,16 @@ impl ActiveWalk {
                 reason: "it is running in this process right now".into(),
             });
         }
-        Ok(ActiveWalk { key })
+        let owner = (run_id.to_owned(), owner_id.to_owned());
+        walking().lock().unwrap_or_else(|p| p.into_inner()).insert(owner.clone());
+        Ok(ActiveWalk { key, owner })
     }
 }
 
 impl Drop for ActiveWalk {
     fn drop(&mut self) {
         active().lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        walking().lock().unwrap_or_else(|p| p.into_inner()).remove(&self.owner);
     }
 }
 
@@ -82,7 +94,12 @@ pub fn new_owner() -> RunOwner {
 
 /// `Some(description)` when `owner` may still be walking the run. The caller holds the run's [`ActiveWalk`]
 /// claim, so an owner in this very process is not walking it any more (that walk ended, e.g. on a store error).
-pub(crate) fn owner_alive(owner: &RunOwner, lease_expires_at_ms: Option<i64>, now_ms: i64) -> Option<String> {
+pub(crate) fn owner_alive(
+    owner: &RunOwner,
+    run_id: &str,
+    lease_expires_at_ms: Option<i64>,
+    now_ms: i64,
+) -> Option<String> {
     let here = host_name();
     let lease_alive = lease_expires_at_ms.is_some_and(|l| l > now_ms);
     if owner.host != here {
@@ -97,7 +114,10 @@ pub(crate) fn owner_alive(owner: &RunOwner, lease_expires_at_ms: Option<i64>, no
     }
     let me = std::process::id();
     if owner.pid == me && owner.pid_start == pid_start(me) {
-        return None;
+        // This process: alive while that runner walks the run.
+        let key = (run_id.to_owned(), owner.id.clone());
+        let walks = walking().lock().unwrap_or_else(|p| p.into_inner()).contains(&key);
+        return walks.then(|| "another runner of this process".to_owned());
     }
     if !std::path::Path::new("/proc/self/stat").exists() {
         // No way to inspect processes here: trust the lease.
@@ -161,23 +181,25 @@ mod tests {
     #[test]
     fn a_walk_is_claimed_once_per_process_and_an_ended_walk_of_this_process_is_dead() {
         let me = new_owner();
-        let walk = ActiveWalk::claim(None, "r-x").unwrap();
-        assert!(ActiveWalk::claim(None, "r-x").is_err(), "a second walk of the same run is refused");
+        let walk = ActiveWalk::claim(None, "r-x", &me.id).unwrap();
+        assert!(ActiveWalk::claim(None, "r-x", "other").is_err(), "a second walk of the same run is refused");
+        // Another runner of this process (through another store instance) sees this walk's owner alive.
+        assert!(owner_alive(&me, "r-x", Some(i64::MAX), 0).is_some());
         drop(walk);
-        let _again = ActiveWalk::claim(None, "r-x").unwrap();
-        assert!(owner_alive(&me, Some(i64::MAX), 0).is_none(), "the claim holder is the only walker here");
+        let _again = ActiveWalk::claim(None, "r-x", "other").unwrap();
+        assert!(owner_alive(&me, "r-x", Some(i64::MAX), 0).is_none(), "an ended walk of this process is dead");
     }
 
     #[test]
     fn dead_pid_on_this_host_is_not_alive_and_other_hosts_use_the_lease() {
         let mut dead = new_owner();
         dead.pid = u32::MAX - 7;
-        assert!(owner_alive(&dead, Some(i64::MAX), 0).is_none(), "a dead pid is dead whatever its lease");
+        assert!(owner_alive(&dead, "r", Some(i64::MAX), 0).is_none(), "a dead pid is dead whatever its lease");
         let mut remote = new_owner();
         remote.host = "elsewhere".into();
-        assert!(owner_alive(&remote, Some(1000), 999).is_some());
-        assert!(owner_alive(&remote, Some(1000), 1000).is_none());
-        assert!(owner_alive(&remote, None, 0).is_none());
+        assert!(owner_alive(&remote, "r", Some(1000), 999).is_some());
+        assert!(owner_alive(&remote, "r", Some(1000), 1000).is_none());
+        assert!(owner_alive(&remote, "r", None, 0).is_none());
     }
 
     #[test]
@@ -185,6 +207,6 @@ mod tests {
         let mut other = new_owner();
         other.pid = 1; // init exists, but started at another time than recorded
         other.pid_start = Some(u64::MAX);
-        assert!(owner_alive(&other, None, 0).is_none());
+        assert!(owner_alive(&other, "r", None, 0).is_none());
     }
 }

@@ -668,7 +668,7 @@ impl Flujo {
         let run_id: Arc<str> = Arc::from(opts.run_id.unwrap_or_else(|| inner.ids.new_run_id()).as_str());
         let limits = stricter(inner.usage_limits, opts.usage_limits);
         // A walk of this id in this process means the run exists (its row may not be written yet).
-        let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id)
+        let _active = ActiveWalk::claim(inner.store.as_ref(), &run_id, &inner.owner.id)
             .map_err(|_| FlujoError::Store(StoreError::RunExists(run_id.to_string())))?;
         let now = inner.clock.now_ms();
         let journal = match &inner.store {
@@ -772,7 +772,7 @@ impl Flujo {
         let inner = &*self.inner;
         let stream_tokens = req.stream_tokens;
         let store = inner.store.as_ref().ok_or(FlujoError::NoStore)?;
-        let _active = ActiveWalk::claim(Some(store), run_id)?;
+        let _active = ActiveWalk::claim(Some(store), run_id, &inner.owner.id)?;
         let run = match req.stored_run {
             Some(run) if run.run_id == run_id => Arc::unwrap_or_clone(run),
             _ => store.get_run(run_id).await?.ok_or_else(|| FlujoError::RunNotFound(run_id.to_owned()))?,
@@ -895,7 +895,7 @@ impl Flujo {
             RunStatus::Running => {
                 // Left `running`: take it over only if its owner is gone (see `ownership`).
                 if let Some(owner) = &run.owner {
-                    if let Some(alive) = owner_alive(owner, run.lease_expires_at_ms, inner.clock.now_ms()) {
+                    if let Some(alive) = owner_alive(owner, run_id, run.lease_expires_at_ms, inner.clock.now_ms()) {
                         return Err(FlujoError::NotResumable {
                             run_id: run_id.to_owned(),
                             reason: format!("it is running in {alive}; it can be resumed once that process is gone"),

@@ -240,11 +240,11 @@ impl RunStore for FaultyStore {
 impl JournalStore for FaultyStore {
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
         let record = self.sabotaged(record);
-        self.write(self.inner.append(&record)).await
+        self.write(self.committing(&record, self.inner.append(&record))).await
     }
     async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
         let record = self.sabotaged(record);
-        self.write(self.inner.append_fenced(&record, owner_id)).await
+        self.write(self.committing(&record, self.inner.append_fenced(&record, owner_id))).await
     }
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         let records = self.read(self.inner.load_journal(run_id)).await?;
@@ -257,6 +257,19 @@ impl JournalStore for FaultyStore {
 }
 
 impl FaultyStore {
+    /// `append` that tells the world when a completed record became durable.
+    async fn committing(
+        &self,
+        record: &JournalRecord,
+        append: impl std::future::Future<Output = Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        append.await?;
+        if record.status == flujo_core::StepStatus::Completed {
+            self.world.committed(&record.path);
+        }
+        Ok(())
+    }
+
     fn sabotaged(&self, record: &JournalRecord) -> JournalRecord {
         let mut record = record.clone();
         if self.sabotage() == Sabotage::CorruptRecords {

@@ -49,6 +49,8 @@ pub struct SimOptions {
     pub drifting_skill: bool,
     /// A deliberately hanging skill: calls take a simulated week.
     pub hanging_skill: bool,
+    /// Per-mille chance that a second process resumes an interrupted run at the same time as the first.
+    pub race_rate: u64,
 }
 
 impl SimOptions {
@@ -63,6 +65,7 @@ impl SimOptions {
             double_effects: false,
             drifting_skill: false,
             hanging_skill: false,
+            race_rate: 250,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct SimReport {
     pub walks: u32,
     /// Walks that ended in a crash or a store failure.
     pub interrupted: u32,
+    /// Walks raced by a second process resuming the same run.
+    pub races: u32,
     pub faults: FaultStats,
     pub records: usize,
     pub effects: usize,
@@ -168,11 +173,25 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
             status: out.status,
             walks: out.walks,
             interrupted: out.interrupted,
+            races: out.races,
             faults: out.faults,
             records: out.records,
             effects: world.effects().len(),
         })
     })
+}
+
+/// The engine's wall clock in a simulation: a fixed epoch plus the runtime's time, which is simulated on the
+/// memory backend (so timestamps, leases and their expiry are the same on every replay of a seed).
+struct SimClock {
+    start: tokio::time::Instant,
+}
+
+impl flujo_core::Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        const EPOCH_MS: i64 = 1_800_000_000_000;
+        EPOCH_MS + i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+    }
 }
 
 /// How a drive ended.
@@ -182,10 +201,10 @@ struct Driven {
     output: Option<Value>,
     walks: u32,
     interrupted: u32,
+    /// Walks that raced a second process resuming the same run.
+    races: u32,
     faults: FaultStats,
     records: usize,
-    /// Per walk (the world's incarnation number), the completed paths committed before it started.
-    committed_before: HashMap<u64, HashSet<String>>,
 }
 
 type Broken = (&'static str, String);
@@ -200,10 +219,11 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
     if opts.drifting_skill || opts.hanging_skill {
         break_skills(&mut pipeline.steps, opts);
     }
-    let skills = registry(&world);
+    let clock = Arc::new(SimClock { start: tokio::time::Instant::now() });
+    let mut race = crate::rng::Rng::new(s.seed, 3);
+    let mut races = 0;
     let mut walks = 0;
     let mut interrupted = 0;
-    let mut committed_before = HashMap::new();
     loop {
         if walks >= MAX_WALKS {
             return Err((invariant::TERMINATES, format!("the run did not settle in {MAX_WALKS} walks")));
@@ -212,21 +232,28 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
             world.restart();
         }
         walks += 1;
-        let incarnation = world.incarnation.load(Ordering::SeqCst);
         // The driver sees the store as it is (no faults) to decide what a user would do next.
         let row = inner.get_run(RUN_ID).await.map_err(|e| (invariant::TERMINATES, format!("reading the run: {e}")))?;
         let records = inner.load_journal(RUN_ID).await.unwrap_or_default();
-        committed_before.insert(
-            incarnation,
-            records.iter().filter(|r| r.status == StepStatus::Completed).map(|r| r.path.clone()).collect(),
-        );
-        let store = Arc::new(FaultyStore::new(inner.clone(), plan.clone(), world.clone()));
-        let flujo = Flujo::builder(pipeline.clone())
-            .store(store)
-            .skills(skills.clone())
-            .lease(Duration::from_secs(3600))
-            .build()
-            .map_err(|e| (invariant::TERMINATES, format!("the pipeline does not build: {e}")))?;
+        let mut runners = 0u64;
+        let mut runner = || {
+            // Each runner's skills know its walk number (the first walk of the run is 0).
+            let walk = u64::from(walks - 1) * 2 + runners;
+            runners += 1;
+            Flujo::builder(pipeline.clone())
+                .store(Arc::new(FaultyStore::new(inner.clone(), plan.clone(), world.clone())))
+                .skills(registry(&world, walk))
+                .clock(clock.clone())
+                .lease(Duration::from_secs(3600))
+                .build()
+                .map_err(|e| (invariant::TERMINATES, format!("the pipeline does not build: {e}")))
+        };
+        let flujo = runner()?;
+        // Sometimes a second process resumes the same interrupted run at the same moment.
+        let rival = match &row {
+            Some(r) if r.status == RunStatus::Running && race.chance(opts.race_rate) => Some(runner()?),
+            _ => None,
+        };
         let walk: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
             match &row {
                 None => Box::pin(flujo.run_with(RunOptions::new(s.input.clone()).run_id(RUN_ID))),
@@ -246,15 +273,35 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
                         output: r.output.clone(),
                         walks: walks - 1,
                         interrupted,
+                        races,
                         faults: stats,
                         records: records.len(),
-                        committed_before,
                     });
                 }
                 Some(_) => Box::pin(flujo.resume_with(RUN_ID, ResumeRequest::default())),
             };
         let faults_before = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
-        let ended = tokio::time::timeout(world.scaled(MAX_WALK), walk).await;
+        let raced = rival.is_some();
+        let both = async {
+            match &rival {
+                None => walk.await,
+                Some(rival) => {
+                    races += 1;
+                    let (a, b) = tokio::join!(walk, rival.resume_with(RUN_ID, ResumeRequest::default()));
+                    // The loser must have been refused (or stopped) by the store; the winner's answer counts.
+                    // Both may answer when the second read the run after the first had finished or paused it
+                    // (a finished run's resume returns its result). That both walked it at once would show as
+                    // an effect made twice in one incarnation (`exactly-once`).
+                    match (a, b) {
+                        (Ok(r), Err(e)) | (Err(e), Ok(r)) if store_caused(&e) => Ok(r),
+                        (Ok(r), Ok(_)) => Ok(r),
+                        (Err(e), Err(f)) if store_caused(&e) && store_caused(&f) => Err(e),
+                        (Err(e), _) | (_, Err(e)) => Err(e),
+                    }
+                }
+            }
+        };
+        let ended = tokio::time::timeout(world.scaled(MAX_WALK), both).await;
         let faults_after = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
         match ended {
             Err(_) => {
@@ -267,8 +314,9 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
                 // Answered or final: the next turn of the loop reads the store and goes on (or returns).
             }
             Ok(Err(e)) => {
-                // A walk may stop only because the store failed it (a fault was injected meanwhile).
-                let expected = faults_after > faults_before && store_caused(&e);
+                // A walk may stop only because the store failed it (a fault was injected meanwhile), or lost
+                // the run to a rival.
+                let expected = (faults_after > faults_before || raced) && store_caused(&e);
                 if !expected {
                     return Err((
                         invariant::TERMINATES,
@@ -347,7 +395,7 @@ async fn check(
     // Journal integrity: the chain and the run row's commitment, as `lens verify` checks them.
     let flujo = Flujo::builder(s.pipeline.clone())
         .store(inner.clone())
-        .skills(registry(&Arc::new(World::default())))
+        .skills(registry(&Arc::new(World::default()), 0))
         .build()
         .map_err(|e| (invariant::JOURNAL, format!("cannot build a checker: {e}")))?;
     let client = flujo.client().map_err(|e| (invariant::JOURNAL, format!("no client: {e}")))?;
@@ -363,32 +411,31 @@ async fn check(
         }
     }
 
-    // Exactly once.
+    // Exactly once: no walk makes an effect twice, and no effect happens after its step was committed.
     let prefix = format!("{RUN_ID}:");
-    let mut per_walk: HashMap<(&str, u64), u32> = HashMap::new();
+    let path_of = |key: &str| key.strip_prefix(&prefix).unwrap_or(key).to_owned();
     let effects = world.effects();
-    for e in &effects {
-        let path = e.key.strip_prefix(&prefix).unwrap_or(&e.key);
-        let n = per_walk.entry((path, e.incarnation)).or_default();
+    let commits = world.commit_marks();
+    let mut per_walk: HashMap<(String, u64), u32> = HashMap::new();
+    for (at, e) in effects.iter().enumerate() {
+        let path = path_of(&e.key);
+        let n = per_walk.entry((path.clone(), e.walk)).or_default();
         *n += 1;
         if *n > 1 {
-            return Err((invariant::EXACTLY_ONCE, format!("walk {} made the effect of {path} twice", e.incarnation)));
+            return Err((invariant::EXACTLY_ONCE, format!("walk {} made the effect of {path} twice", e.walk)));
         }
-        if out.committed_before.get(&e.incarnation).is_some_and(|done| done.contains(path)) {
+        if commits.get(&path).is_some_and(|&committed| at >= committed) {
             return Err((
                 invariant::EXACTLY_ONCE,
-                format!(
-                    "walk {} executed {path} again although it was committed before the walk started",
-                    e.incarnation
-                ),
+                format!("walk {} executed {path} again after it was committed", e.walk),
             ));
         }
     }
     let mut params = BTreeMap::new();
     leaves(&s.pipeline.steps, &mut params);
-    let made: HashSet<&str> = effects.iter().map(|e| e.key.strip_prefix(&prefix).unwrap_or(&e.key)).collect();
+    let made: HashSet<String> = effects.iter().map(|e| path_of(&e.key)).collect();
     for r in records.iter().filter(|r| r.status == StepStatus::Completed) {
-        if params.get(&r.step).is_some_and(|p| p.effect) && !made.contains(r.path.as_str()) {
+        if params.get(&r.step).is_some_and(|p| p.effect) && !made.contains(&r.path) {
             return Err((invariant::EXACTLY_ONCE, format!("{} is committed but its effect never happened", r.path)));
         }
     }

@@ -1,6 +1,7 @@
 //! The simulated world outside the engine: deterministic skills, the ledger of their side effects, and the
 //! process "incarnation" they run in (a crash ends one; the next runner is a new one).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,11 +14,11 @@ use serde_json::{json, Value};
 /// The skill id every generated leaf step calls.
 pub const SIM_SKILL: &str = "sim.step";
 
-/// One side effect: the idempotency key it was made under and the incarnation that made it.
+/// One side effect: the idempotency key it was made under and the walk (runner) that made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Effect {
     pub key: String,
-    pub incarnation: u64,
+    pub walk: u64,
 }
 
 /// State shared by the skills, the faulty store and the driver of one simulation.
@@ -29,6 +30,9 @@ pub struct World {
     pub down: AtomicBool,
     /// Every side effect made, in order.
     pub ledger: Mutex<Vec<Effect>>,
+    /// For each path, the ledger's length when a completed record of it was first committed: an effect of
+    /// that path at a later position ran a committed step again.
+    pub commits: Mutex<HashMap<String, usize>>,
     /// Calls made (attempts included), for the report.
     pub calls: AtomicU64,
     /// A deliberately broken world (tests of the simulator): every side effect is made twice.
@@ -57,8 +61,19 @@ impl World {
         self.down.store(false, Ordering::SeqCst);
     }
 
-    fn record(&self, key: &str) {
-        let effect = Effect { key: key.to_owned(), incarnation: self.incarnation.load(Ordering::SeqCst) };
+    /// A completed record of `path` is durable.
+    pub fn committed(&self, path: &str) {
+        let at = self.ledger.lock().unwrap_or_else(|p| p.into_inner()).len();
+        self.commits.lock().unwrap_or_else(|p| p.into_inner()).entry(path.to_owned()).or_insert(at);
+    }
+
+    /// The commit positions (see [`World::commits`]).
+    pub fn commit_marks(&self) -> HashMap<String, usize> {
+        self.commits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, key: &str, walk: u64) {
+        let effect = Effect { key: key.to_owned(), walk };
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         if self.double_effects.load(Ordering::SeqCst) {
             ledger.push(effect.clone());
@@ -133,6 +148,8 @@ impl LeafParams {
 struct SimSkill {
     params: LeafParams,
     world: Arc<World>,
+    /// The walk (runner) this skill instance belongs to.
+    walk: u64,
 }
 
 #[async_trait]
@@ -150,10 +167,10 @@ impl Skill for SimSkill {
             return Err(SkillError::new(format!("planned failure of attempt {}", call.attempt)));
         }
         if self.params.effect {
-            self.world.record(&call.idempotency_key);
+            self.world.record(&call.idempotency_key, self.walk);
         }
         let mut output = self.params.output(&call.input);
-        if self.params.drift && self.world.incarnation.load(Ordering::SeqCst) > 0 {
+        if self.params.drift && self.walk > 0 {
             output = json!(digest_value(&output) + 1);
         }
         Ok(SkillOutput::value(output))
@@ -169,8 +186,8 @@ pub fn leaf_params(params: &Value) -> Option<LeafParams> {
     LeafParams::from_json(params)
 }
 
-/// The built-in skills plus [`SIM_SKILL`], bound to `world`.
-pub fn registry(world: &Arc<World>) -> Arc<BuiltinRegistry> {
+/// The built-in skills plus [`SIM_SKILL`], bound to `world` for the runner of walk `walk`.
+pub fn registry(world: &Arc<World>, walk: u64) -> Arc<BuiltinRegistry> {
     let mut r = BuiltinRegistry::new();
     let world = world.clone();
     let factory: SkillFactory = Arc::new(move |params: &Value| {
@@ -178,7 +195,7 @@ pub fn registry(world: &Arc<World>) -> Arc<BuiltinRegistry> {
             id: SIM_SKILL.to_owned(),
             message: format!("not simulator params: {params}"),
         })?;
-        Ok(Arc::new(SimSkill { params, world: world.clone() }) as Arc<dyn Skill>)
+        Ok(Arc::new(SimSkill { params, world: world.clone(), walk }) as Arc<dyn Skill>)
     });
     r.register(SIM_SKILL, SkillInfo::new(SIM_SKILL, "a simulated step"), factory);
     Arc::new(r)

@@ -27,13 +27,14 @@ fn render(vs: &[Violation]) -> String {
 fn summary(name: &str, reports: &[SimReport]) -> String {
     let faults: u64 = reports.iter().map(|r| r.faults.total()).sum();
     let interrupted: u32 = reports.iter().map(|r| r.interrupted).sum();
+    let races: u32 = reports.iter().map(|r| r.races).sum();
     let walks: u32 = reports.iter().map(|r| r.walks).sum();
     let records: usize = reports.iter().map(|r| r.records).sum();
     let effects: usize = reports.iter().map(|r| r.effects).sum();
     let completed = reports.iter().filter(|r| r.status == flujo_core::RunStatus::Completed).count();
     format!(
-        "{name}: {} runs ({completed} completed), {walks} walks, {interrupted} interrupted, {faults} faults injected, \
-         {records} records, {effects} side effects",
+        "{name}: {} runs ({completed} completed), {walks} walks, {interrupted} interrupted, {races} raced by a second \
+         process, {faults} faults injected, {records} records, {effects} side effects",
         reports.len()
     )
 }
@@ -52,6 +53,8 @@ fn memory_store_under_faults() {
     assert!(reports.iter().map(|r| r.faults.total()).sum::<u64>() > 400, "{line}");
     assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 100, "{line}");
     assert!(reports.iter().any(|r| r.status == flujo_core::RunStatus::Failed), "{line}");
+    assert!(reports.iter().any(|r| r.status == flujo_core::RunStatus::Completed), "{line}");
+    assert!(reports.iter().map(|r| r.races).sum::<u32>() > 20, "{line}");
 }
 
 #[test]
