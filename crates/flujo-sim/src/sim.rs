@@ -21,6 +21,9 @@ use crate::skills::{registry, LeafParams, World, SIM_SKILL};
 pub enum Backend {
     Memory,
     Sqlite,
+    /// The server at `FLUJO_SIM_POSTGRES_URL` (else `FLUJO_TEST_POSTGRES_URL`, which the test command sets), a
+    /// fresh schema per simulation.
+    Postgres,
 }
 
 impl Backend {
@@ -28,8 +31,32 @@ impl Backend {
         match self {
             Backend::Memory => "memory",
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
+
+    /// The backend named `name` (`memory`, `sqlite`, `postgres`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "memory" => Some(Backend::Memory),
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" => Some(Backend::Postgres),
+            _ => None,
+        }
+    }
+
+    /// Whether simulated time is the runtime's own (paused) clock; the other backends answer from their own
+    /// threads or sockets, so they run in real time with simulated durations divided by 1000.
+    fn simulated_time(self) -> bool {
+        self == Backend::Memory
+    }
+}
+
+/// The Postgres server simulations use, if any.
+pub fn postgres_url() -> Option<String> {
+    ["FLUJO_SIM_POSTGRES_URL", "FLUJO_TEST_POSTGRES_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
 }
 
 /// How a simulation injects faults.
@@ -123,8 +150,9 @@ pub mod invariant {
 const MAX_WALKS: u32 = 200;
 /// Longest walk, in simulated time.
 const MAX_WALK: Duration = Duration::from_secs(24 * 3600);
-/// How much faster than simulated time the SQLite simulations run (a simulated second is a real millisecond).
-const SQLITE_TIME_DIVISOR: u64 = 1000;
+/// How much faster than simulated time the real-time (SQLite, Postgres) simulations run: a simulated second
+/// is a real millisecond.
+const REAL_TIME_DIVISOR: u64 = 1000;
 /// The run id every simulation uses.
 pub const RUN_ID: &str = "sim-run";
 
@@ -138,7 +166,7 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
     // with every simulated duration divided by `SQLITE_TIME_DIVISOR`.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .start_paused(opts.backend == Backend::Memory)
+        .start_paused(opts.backend.simulated_time())
         .build()
         .map_err(|e| violation(invariant::TERMINATES, format!("no runtime: {e}")))?;
     rt.block_on(async {
@@ -146,8 +174,8 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
         let reference_opts = SimOptions { write_fault_rate: 0, read_fault_rate: 0, ..SimOptions::new(Backend::Memory) };
         let reference_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let reference_world = Arc::new(World::default());
-        if opts.backend == Backend::Sqlite {
-            reference_world.time_divisor.store(SQLITE_TIME_DIVISOR, Ordering::SeqCst);
+        if !opts.backend.simulated_time() {
+            reference_world.time_divisor.store(REAL_TIME_DIVISOR, Ordering::SeqCst);
         }
         let reference = drive(&s, reference_store, &reference_opts, reference_world)
             .await
@@ -160,11 +188,25 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
                 SqliteStore::open(dir.path().join("sim.db"), flujo_store::SqliteOptions::default())
                     .map_err(|e| violation(invariant::TERMINATES, format!("cannot open SQLite: {e}")))?,
             ),
+            Backend::Postgres => {
+                let url = postgres_url().ok_or_else(|| {
+                    violation(invariant::TERMINATES, "no server: set FLUJO_SIM_POSTGRES_URL".to_owned())
+                })?;
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let uri = format!("{url}{sep}schema=sim_{}_{n}_{}", std::process::id(), seed % 1_000_000);
+                Arc::new(
+                    flujo_store::PostgresStore::connect(&uri)
+                        .await
+                        .map_err(|e| violation(invariant::TERMINATES, format!("cannot open Postgres: {e}")))?,
+                )
+            }
         };
         let world = Arc::new(World::default());
         world.double_effects.store(opts.double_effects, Ordering::SeqCst);
-        if opts.backend == Backend::Sqlite {
-            world.time_divisor.store(SQLITE_TIME_DIVISOR, Ordering::SeqCst);
+        if !opts.backend.simulated_time() {
+            world.time_divisor.store(REAL_TIME_DIVISOR, Ordering::SeqCst);
         }
         let out = drive(&s, inner.clone(), opts, world.clone()).await.map_err(|(inv, d)| violation(inv, d))?;
         check(&s, &inner, &world, &reference, &out).await.map_err(|(inv, d)| violation(inv, d))?;

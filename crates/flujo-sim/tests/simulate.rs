@@ -65,6 +65,19 @@ fn sqlite_store_under_faults() {
     assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 20, "{line}");
 }
 
+/// Over the test command's throwaway server (skipped, saying so, when there is none).
+#[test]
+fn postgres_store_under_faults() {
+    if flujo_sim::sim::postgres_url().is_none() {
+        eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
+        return;
+    }
+    let reports = run_seeds((2000..2040).map(budget_seed), &SimOptions::new(Backend::Postgres));
+    let line = summary("postgres", &reports);
+    eprintln!("{line}");
+    assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 10, "{line}");
+}
+
 #[test]
 fn one_seed_replays_exactly() {
     let opts = SimOptions::new(Backend::Memory);
@@ -85,10 +98,11 @@ fn saved_regressions() {
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let mut parts = line.split_whitespace();
         let seed: u64 = parts.next().and_then(|s| s.parse().ok()).expect("a seed");
-        let backend = match parts.next() {
-            Some("sqlite") => Backend::Sqlite,
-            _ => Backend::Memory,
-        };
+        let backend = parts.next().and_then(Backend::parse).unwrap_or(Backend::Memory);
+        if backend == Backend::Postgres && flujo_sim::sim::postgres_url().is_none() {
+            eprintln!("seed {seed}: no Postgres server, skipped");
+            continue;
+        }
         if let Err(v) = simulate(seed, &SimOptions::new(backend)) {
             panic!("{v}");
         }
@@ -100,8 +114,7 @@ fn saved_regressions() {
 fn replay() {
     let Ok(seed) = std::env::var("FLUJO_SIM_SEED") else { return };
     let seed: u64 = seed.trim().parse().expect("FLUJO_SIM_SEED is a number");
-    let backend =
-        if std::env::var("FLUJO_SIM_BACKEND").as_deref() == Ok("sqlite") { Backend::Sqlite } else { Backend::Memory };
+    let backend = std::env::var("FLUJO_SIM_BACKEND").ok().and_then(|b| Backend::parse(&b)).unwrap_or(Backend::Memory);
     let s = flujo_sim::gen::scenario(seed);
     eprintln!("pipeline of seed {seed}: {}", serde_json::to_string_pretty(&s.pipeline).unwrap());
     match simulate(seed, &SimOptions::new(backend)) {
@@ -139,7 +152,11 @@ fn a_store_that_forgets_commits_is_caught() {
 
 #[test]
 fn a_store_that_corrupts_records_is_caught() {
-    for backend in [Backend::Memory, Backend::Sqlite] {
+    let mut backends = vec![Backend::Memory, Backend::Sqlite];
+    if flujo_sim::sim::postgres_url().is_some() {
+        backends.push(Backend::Postgres);
+    }
+    for backend in backends {
         let opts = SimOptions { sabotage: Sabotage::CorruptRecords, ..SimOptions::new(backend) };
         let found = caught(&opts, 10);
         assert!(found.len() == 10 && found.iter().all(|i| *i == invariant::JOURNAL), "{backend:?}: {found:?}");

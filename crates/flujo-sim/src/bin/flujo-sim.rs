@@ -1,7 +1,7 @@
 //! Runs fresh simulation seeds until a time or run budget is spent (`scripts/simulate.sh HOURS`).
 //!
 //! ```text
-//! flujo-sim [--hours H | --runs N] [--backend memory|sqlite|both] [--start SEED] [--regressions FILE] [--threads N]
+//! flujo-sim [--hours H | --runs N] [--backend memory|sqlite|postgres|both|LIST] [--start SEED] [--regressions FILE] [--threads N]
 //! ```
 //! Every violation is printed with its replay command and, with `--regressions`, appended to that file as
 //! `SEED BACKEND  # invariant: detail`, so the test command replays it from then on. Exit status 1 when any
@@ -42,18 +42,23 @@ fn parse() -> Result<Args, String> {
             "--regressions" => args.regressions = Some(value()?),
             "--threads" => args.threads = value()?.parse().map_err(|_| "--threads takes a number")?,
             "--backend" => {
-                args.backends = match value()?.as_str() {
-                    "memory" => vec![Backend::Memory],
-                    "sqlite" => vec![Backend::Sqlite],
+                let v = value()?;
+                args.backends = match v.as_str() {
                     "both" => vec![Backend::Memory, Backend::Sqlite],
-                    other => return Err(format!("unknown backend {other} (memory, sqlite or both)")),
+                    list => list
+                        .split(',')
+                        .map(|b| {
+                            Backend::parse(b.trim())
+                                .ok_or_else(|| format!("unknown backend {b} (memory, sqlite, postgres or both)"))
+                        })
+                        .collect::<Result<_, _>>()?,
                 }
             }
-            "-h" | "--help" => {
-                return Err("usage: flujo-sim [--hours H | --runs N] [--backend memory|sqlite|both] [--start SEED] \
+            "-h" | "--help" => return Err(
+                "usage: flujo-sim [--hours H | --runs N] [--backend memory|sqlite|postgres|both|a,b] [--start SEED] \
                             [--regressions FILE] [--threads N]"
-                    .into())
-            }
+                    .into(),
+            ),
             other => return Err(format!("unknown argument {other}")),
         }
     }
