@@ -173,10 +173,7 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
         // The reference: the same pipeline straight through, in memory, with no faults.
         let reference_opts = SimOptions { write_fault_rate: 0, read_fault_rate: 0, ..SimOptions::new(Backend::Memory) };
         let reference_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let reference_world = Arc::new(World::default());
-        if !opts.backend.simulated_time() {
-            reference_world.time_divisor.store(REAL_TIME_DIVISOR, Ordering::SeqCst);
-        }
+        let reference_world = world_for(opts.backend);
         let reference = drive(&s, reference_store, &reference_opts, reference_world)
             .await
             .map_err(|(inv, d)| violation(inv, format!("the fault-free run: {d}")))?;
@@ -203,11 +200,8 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
                 )
             }
         };
-        let world = Arc::new(World::default());
+        let world = world_for(opts.backend);
         world.double_effects.store(opts.double_effects, Ordering::SeqCst);
-        if !opts.backend.simulated_time() {
-            world.time_divisor.store(REAL_TIME_DIVISOR, Ordering::SeqCst);
-        }
         let out = drive(&s, inner.clone(), opts, world.clone()).await.map_err(|(inv, d)| violation(inv, d))?;
         check(&s, &inner, &world, &reference, &out).await.map_err(|(inv, d)| violation(inv, d))?;
         Ok(SimReport {
@@ -234,6 +228,15 @@ impl flujo_core::Clock for SimClock {
         const EPOCH_MS: i64 = 1_800_000_000_000;
         EPOCH_MS + i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
     }
+}
+
+/// A fresh world whose durations run at `backend`'s pace (simulated, or real time ÷ [`REAL_TIME_DIVISOR`]).
+fn world_for(backend: Backend) -> Arc<World> {
+    let world = Arc::new(World::default());
+    if !backend.simulated_time() {
+        world.time_divisor.store(REAL_TIME_DIVISOR, Ordering::SeqCst);
+    }
+    world
 }
 
 /// How a drive ended.

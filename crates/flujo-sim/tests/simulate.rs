@@ -44,11 +44,17 @@ fn budget_seed(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED
 }
 
+/// The seeds of `indexes` on `backend` at the default fault rates: the reports and their summary (printed).
+fn budget(backend: Backend, indexes: std::ops::Range<u64>) -> (Vec<SimReport>, String) {
+    let reports = run_seeds(indexes.map(budget_seed), &SimOptions::new(backend));
+    let line = summary(backend.name(), &reports);
+    eprintln!("{line}");
+    (reports, line)
+}
+
 #[test]
 fn memory_store_under_faults() {
-    let reports = run_seeds((0..400).map(budget_seed), &SimOptions::new(Backend::Memory));
-    let line = summary("memory", &reports);
-    eprintln!("{line}");
+    let (reports, line) = budget(Backend::Memory, 0..400);
     // The budget is not idle: faults were injected and walks interrupted.
     assert!(reports.iter().map(|r| r.faults.total()).sum::<u64>() > 400, "{line}");
     assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 100, "{line}");
@@ -59,9 +65,7 @@ fn memory_store_under_faults() {
 
 #[test]
 fn sqlite_store_under_faults() {
-    let reports = run_seeds((1000..1080).map(budget_seed), &SimOptions::new(Backend::Sqlite));
-    let line = summary("sqlite", &reports);
-    eprintln!("{line}");
+    let (reports, line) = budget(Backend::Sqlite, 1000..1080);
     assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 20, "{line}");
 }
 
@@ -72,9 +76,7 @@ fn postgres_store_under_faults() {
         eprintln!("FLUJO_TEST_POSTGRES_URL is not set: skipping (scripts/test.sh starts a server and sets it)");
         return;
     }
-    let reports = run_seeds((2000..2040).map(budget_seed), &SimOptions::new(Backend::Postgres));
-    let line = summary("postgres", &reports);
-    eprintln!("{line}");
+    let (reports, line) = budget(Backend::Postgres, 2000..2040);
     assert!(reports.iter().map(|r| r.interrupted).sum::<u32>() > 10, "{line}");
 }
 
