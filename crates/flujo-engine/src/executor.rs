@@ -181,6 +181,11 @@ impl RunState {
         for r in records {
             replay.insert(r.path.clone(), Arc::new(r));
         }
+        // What the journal already spent counts before anything runs: a live call of one branch must not reserve
+        // budget a sibling branch spent before the crash just because that sibling's replay comes later.
+        if !replay.is_empty() {
+            quota.record(journaled_spend(&replay, generation));
+        }
         RunState {
             run_id,
             journal,
@@ -504,6 +509,13 @@ impl ExecutorCore {
             } else if run.verify_only && step.kind.is_composite() {
                 // Recompute the composite from its children's records and compare below.
                 verify_against = Some(rec.clone());
+            } else if let Some(interrupt) = stopped_interrupt(rec) {
+                // The budget stopped the run here (a crash came before the run row said so): replay stops it the
+                // same way, with the same typed error, after counting what the step paid.
+                let result = apply_record(step, rec, ctx, run);
+                let stop = run.stop_with(interrupt);
+                run.stopped_results.lock().unwrap_or_else(|p| p.into_inner()).push(result);
+                return Err(stop);
             } else {
                 return Ok(apply_record(step, rec, ctx, run));
             }
@@ -526,7 +538,7 @@ impl ExecutorCore {
         let fallback_input = step.fallback.as_ref().map(|_| input.clone());
 
         let mut outcome = if let Some(rec) = &pending_fallback {
-            run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
+            // Its usage was counted with the journal's (`journaled_spend`).
             for op in &rec.patch {
                 if let Err(e) = ctx.apply(op.clone()) {
                     tracing::warn!(path = %path, error = %e, "replaying a recorded patch failed");
@@ -1040,7 +1052,9 @@ impl ExecutorCore {
     }
 
     /// Runs an agent whose decision steers the walk (router, condition skill, loop exit skill) as a journaled
-    /// leaf at `path`, so replay reuses its recorded answer instead of calling it again.
+    /// leaf at `path`, so replay reuses its recorded answer instead of calling it again. Returns the decision
+    /// (or failure message) and the call's usage, which the deciding step adds to its own: a composite's record
+    /// stands for everything paid under it, so a resumed run that replays it counts the decision too.
     #[allow(clippy::too_many_arguments)]
     pub async fn journaled_decision(
         &self,
@@ -1051,13 +1065,11 @@ impl ExecutorCore {
         this: Option<&Value>,
         path: String,
         run: &RunState,
-    ) -> Result<Result<Value, String>, Interrupt> {
+    ) -> Result<Result<(Value, (TokenUsage, f64)), (String, (TokenUsage, f64))>, Interrupt> {
         let Some(skill) = self.prepared.agent(agent) else {
-            return Ok(Err(format!("agent for '{path}' was not resolved")));
+            return Ok(Err((format!("agent for '{path}' was not resolved"), (TokenUsage::default(), 0.0))));
         };
-        self.journaled_call(step, skill, agent_target(agent), "decision", input, ctx, this, path, run)
-            .await
-            .map(|r| r.map(|(v, _)| v).map_err(|(e, _)| e))
+        self.journaled_call(step, skill, agent_target(agent), "decision", input, ctx, this, path, run).await
     }
 
     /// Calls `skill` once as a journaled leaf at `path` (record kind `kind`): on replay the recorded answer is
@@ -1076,7 +1088,7 @@ impl ExecutorCore {
         run: &RunState,
     ) -> Result<Result<(Value, (TokenUsage, f64)), (String, (TokenUsage, f64))>, Interrupt> {
         if let Some(rec) = run.replayable(&path) {
-            run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
+            // Its usage was counted with the journal's (`journaled_spend`).
             return Ok(match rec.status {
                 StepStatus::Completed => Ok(((*rec.output).clone(), (rec.tokens, rec.cost_usd))),
                 StepStatus::Failed => Err((rec.feedback.clone().unwrap_or_default(), (rec.tokens, rec.cost_usd))),
@@ -1242,6 +1254,80 @@ fn make_record(
     }
 }
 
+/// Kinds of records of one call journaled inside a step (a decision, a model turn, a tool call, a proposal, an
+/// evaluation): such a record stands for that call alone, not for the records below its path (a model turn's
+/// tool calls are journaled under the turn).
+fn is_call_kind(kind: &str) -> bool {
+    matches!(kind, "decision" | "model_turn" | "tool_call" | "proposer" | "evaluator")
+}
+
+/// Kinds of records that stand for one call (or one human answer), never for children of their own kind.
+fn is_leaf_kind(kind: &str) -> bool {
+    matches!(kind, "step" | "hitl") || is_call_kind(kind)
+}
+
+/// What the journal's records spent, counted as a walk replaying them would: every record replay uses (a
+/// completed one, or a failed one of the current generation) unless a record of an ancestor path stands for
+/// it — except that a call journaled inside a step, a fallback-pending record and a composite the budget
+/// stopped stand only for themselves (a turn's tool calls are recorded below it; the fallback runs below the
+/// pending record; the stopped composite's figures miss the unfinished children that had paid, whose own
+/// records are counted instead).
+pub(crate) fn journaled_spend(replay: &foldhash::HashMap<String, Arc<JournalRecord>>, generation: u32) -> Usage {
+    let replayable = |r: &JournalRecord| r.status == StepStatus::Completed || r.generation >= generation;
+    let stopped_composite = |r: &JournalRecord| r.metadata.contains_key(META_STOPPED) && !is_leaf_kind(&r.kind);
+    let covers = |r: &JournalRecord| {
+        replayable(r) && !r.is_fallback_pending() && !stopped_composite(r) && !is_call_kind(&r.kind)
+    };
+    // Added up in journal order, so the sum is the same on every walk (floating-point addition is not
+    // associative, and the map's order is not fixed).
+    let mut counted: Vec<&JournalRecord> = Vec::new();
+    for (path, rec) in replay {
+        if !replayable(rec) || stopped_composite(rec) {
+            continue;
+        }
+        let mut ancestor = path.as_str();
+        let mut covered = false;
+        while let Some(i) = ancestor.rfind('/') {
+            ancestor = &ancestor[..i];
+            if replay.get(ancestor).is_some_and(|a| covers(a)) {
+                covered = true;
+                break;
+            }
+        }
+        if !covered {
+            counted.push(rec);
+        }
+    }
+    counted.sort_unstable_by_key(|r| r.seq);
+    let mut spent = Usage::default();
+    for rec in counted {
+        spent.cost_usd += rec.cost_usd;
+        spent.tokens += rec.tokens.total();
+    }
+    spent
+}
+
+/// The interrupt a record marked [`META_STOPPED`] stopped its run with, rebuilt from its kind and feedback (the
+/// interrupt's text) — for the kinds a paid step can be stopped by.
+fn stopped_interrupt(rec: &JournalRecord) -> Option<Interrupt> {
+    let kind = rec.metadata.get(META_STOPPED)?.as_str()?;
+    let feedback = rec.feedback.as_deref().unwrap_or_default();
+    match kind {
+        "usage_limit_exceeded" => {
+            // `usage limit exceeded at {path}: {message}` (the path is where the limit was hit, maybe a child).
+            let rest = feedback.strip_prefix("usage limit exceeded at ").unwrap_or(feedback);
+            let (path, message) = rest.split_once(": ").unwrap_or((rec.path.as_str(), rest));
+            Some(Interrupt::UsageLimitExceeded { path: path.to_owned(), message: message.to_owned() })
+        }
+        "pricing_not_configured" => {
+            let rest = feedback.strip_prefix("pricing not configured for ")?;
+            let (provider, model) = rest.split_once(':')?;
+            Some(Interrupt::PricingNotConfigured { provider: provider.to_owned(), model: model.to_owned() })
+        }
+        _ => None,
+    }
+}
+
 /// Applies a committed record instead of executing the step.
 fn apply_record(step: &Step, rec: &Arc<JournalRecord>, ctx: &mut Context, run: &RunState) -> StepResult {
     for op in &rec.patch {
@@ -1250,8 +1336,8 @@ fn apply_record(step: &Step, rec: &Arc<JournalRecord>, ctx: &mut Context, run: &
         }
     }
     ctx.set_step_output(&step.name, rec.output.clone());
-    // A composite record's usage stands for all its children, which are not walked.
-    run.quota.record(Usage { cost_usd: rec.cost_usd, tokens: rec.tokens.total() });
+    // Its usage (for a composite: its children's, which are not walked) was counted with the journal's
+    // (`journaled_spend`).
     let result = rec.to_step_result();
     run.emit(|| RunEvent::StepFinished { run_id: run.run_id.to_string(), result: result.clone(), replayed: true });
     result

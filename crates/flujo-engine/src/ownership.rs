@@ -92,15 +92,16 @@ pub fn new_owner() -> RunOwner {
     RunOwner { id: uuid::Uuid::now_v7().simple().to_string(), host: host_name(), pid, pid_start: pid_start(pid) }
 }
 
-/// `Some(description)` when `owner` may still be walking the run. The caller holds the run's [`ActiveWalk`]
-/// claim, so an owner in this very process is not walking it any more (that walk ended, e.g. on a store error).
+/// `Some(description)` when `owner` may still be walking the run, as seen from a runner on host `here`. The
+/// caller holds the run's [`ActiveWalk`] claim, so an owner in this very process is not walking it any more
+/// (that walk ended, e.g. on a store error).
 pub(crate) fn owner_alive(
     owner: &RunOwner,
+    here: &str,
     run_id: &str,
     lease_expires_at_ms: Option<i64>,
     now_ms: i64,
 ) -> Option<String> {
-    let here = host_name();
     let lease_alive = lease_expires_at_ms.is_some_and(|l| l > now_ms);
     if owner.host != here {
         return lease_alive.then(|| {
@@ -184,22 +185,38 @@ mod tests {
         let walk = ActiveWalk::claim(None, "r-x", &me.id).unwrap();
         assert!(ActiveWalk::claim(None, "r-x", "other").is_err(), "a second walk of the same run is refused");
         // Another runner of this process (through another store instance) sees this walk's owner alive.
-        assert!(owner_alive(&me, "r-x", Some(i64::MAX), 0).is_some());
+        assert!(owner_alive(&me, &host_name(), "r-x", Some(i64::MAX), 0).is_some());
         drop(walk);
         let _again = ActiveWalk::claim(None, "r-x", "other").unwrap();
-        assert!(owner_alive(&me, "r-x", Some(i64::MAX), 0).is_none(), "an ended walk of this process is dead");
+        assert!(
+            owner_alive(&me, &host_name(), "r-x", Some(i64::MAX), 0).is_none(),
+            "an ended walk of this process is dead"
+        );
     }
 
     #[test]
     fn dead_pid_on_this_host_is_not_alive_and_other_hosts_use_the_lease() {
         let mut dead = new_owner();
         dead.pid = u32::MAX - 7;
-        assert!(owner_alive(&dead, "r", Some(i64::MAX), 0).is_none(), "a dead pid is dead whatever its lease");
+        assert!(
+            owner_alive(&dead, &host_name(), "r", Some(i64::MAX), 0).is_none(),
+            "a dead pid is dead whatever its lease"
+        );
         let mut remote = new_owner();
         remote.host = "elsewhere".into();
-        assert!(owner_alive(&remote, "r", Some(1000), 999).is_some());
-        assert!(owner_alive(&remote, "r", Some(1000), 1000).is_none());
-        assert!(owner_alive(&remote, "r", None, 0).is_none());
+        assert!(owner_alive(&remote, &host_name(), "r", Some(1000), 999).is_some());
+        assert!(owner_alive(&remote, &host_name(), "r", Some(1000), 1000).is_none());
+        assert!(owner_alive(&remote, &host_name(), "r", None, 0).is_none());
+    }
+
+    #[test]
+    fn a_runner_named_as_another_host_trusts_only_the_lease() {
+        let me = new_owner();
+        let _walk = ActiveWalk::claim(None, "r-host", &me.id).unwrap();
+        // Walking in this process, but seen from a runner that calls itself another host: the lease decides.
+        assert!(owner_alive(&me, "elsewhere", "r-host", Some(1000), 999).is_some());
+        assert!(owner_alive(&me, "elsewhere", "r-host", Some(1000), 1000).is_none());
+        assert!(owner_alive(&me, &host_name(), "r-host", Some(1000), 1000).is_some(), "this host: the walk decides");
     }
 
     #[test]
@@ -207,6 +224,6 @@ mod tests {
         let mut other = new_owner();
         other.pid = 1; // init exists, but started at another time than recorded
         other.pid_start = Some(u64::MAX);
-        assert!(owner_alive(&other, "r", None, 0).is_none());
+        assert!(owner_alive(&other, &host_name(), "r", None, 0).is_none());
     }
 }

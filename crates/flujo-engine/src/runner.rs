@@ -53,6 +53,7 @@ pub struct FlujoRuntimeBuilder {
     usage_limits: UsageLimits,
     lease: std::time::Duration,
     origin: Option<RunOrigin>,
+    host: Option<String>,
 }
 
 /// Default lease of a run's owner; the heartbeat renews it every third of it.
@@ -81,7 +82,18 @@ impl FlujoRuntimeBuilder {
             usage_limits: UsageLimits::default(),
             lease: DEFAULT_LEASE,
             origin: None,
+            host: None,
         }
+    }
+
+    /// The host name this runner records as the owner of the runs it walks (default: the machine's, see
+    /// [`crate::ownership::host_name`]). A runner takes over a `running` run owned on another host only once
+    /// that owner's lease has expired; on its own host it checks whether the owning process is still there.
+    /// Give runners distinct names when they should treat each other as separate hosts (workers sharing a
+    /// host name, simulations of a multi-host deployment).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// How long another host must wait before taking over a run whose owner stopped heartbeating.
@@ -236,7 +248,10 @@ impl FlujoRuntimeBuilder {
                 usage_limits: self.usage_limits,
                 _skills: skills,
                 definition,
-                owner: crate::ownership::new_owner(),
+                owner: match self.host {
+                    Some(host) => RunOwner { host, ..crate::ownership::new_owner() },
+                    None => crate::ownership::new_owner(),
+                },
                 lease: self.lease,
                 origin: self.origin,
                 template,
@@ -895,7 +910,9 @@ impl Flujo {
             RunStatus::Running => {
                 // Left `running`: take it over only if its owner is gone (see `ownership`).
                 if let Some(owner) = &run.owner {
-                    if let Some(alive) = owner_alive(owner, run_id, run.lease_expires_at_ms, inner.clock.now_ms()) {
+                    if let Some(alive) =
+                        owner_alive(owner, &inner.owner.host, run_id, run.lease_expires_at_ms, inner.clock.now_ms())
+                    {
                         return Err(FlujoError::NotResumable {
                             run_id: run_id.to_owned(),
                             reason: format!("it is running in {alive}; it can be resumed once that process is gone"),

@@ -3,13 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use flujo_core::*;
-use flujo_engine::{Flujo, RunOptions};
+use flujo_engine::{Flujo, ResumeRequest, RunOptions};
 use flujo_skills::{BuiltinRegistry, SkillFactory};
+use flujo_store::MemoryStore;
+use harness::CrashingStore;
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -18,6 +22,8 @@ use serde_json::json;
 struct FakeModel {
     estimate: f64,
     frac: f64,
+    /// The first attempt fails (retryably), billed like a success.
+    fail_first: bool,
     calls: Arc<AtomicU64>,
 }
 
@@ -26,6 +32,9 @@ impl Skill for FakeModel {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
+        if self.fail_first && call.attempt == 1 {
+            return Err(SkillError::new("flaky").with_usage(TokenUsage::new(10, 5), self.estimate * self.frac));
+        }
         Ok({
             let mut out = SkillOutput::default();
             out.output = call.input;
@@ -53,6 +62,7 @@ fn registry(calls: &Arc<AtomicU64>) -> Arc<BuiltinRegistry> {
         Ok(Arc::new(FakeModel {
             estimate: params["estimate"].as_f64().unwrap_or(0.0),
             frac: params["frac"].as_f64().unwrap_or(1.0),
+            fail_first: params["fail_first"].as_bool().unwrap_or(false),
             calls: calls.clone(),
         }) as Arc<dyn Skill>)
     });
@@ -142,4 +152,114 @@ async fn a_call_that_does_not_fit_is_never_made_and_the_partial_result_is_kept()
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the third call (0.8 + 0.4 > 1.0) was refused before it was made");
     assert_eq!(r.step_history.len(), 2, "the partial result is kept");
     assert!((r.total_cost_usd - 0.8).abs() < 1e-9);
+}
+
+fn model(name: &str, estimate: f64, frac: f64) -> Step {
+    Step::skill(name, "test.model", json!({"estimate": estimate, "frac": frac}))
+}
+
+/// Runs `p` over a store that crashes after `appends` journal records (the walk ends with a store error),
+/// then resumes it over the same records with a new runner limited to `limit` USD; returns the journal's paths
+/// after the crash and the resumed result.
+async fn crash_then_resume(
+    p: Pipeline,
+    appends: u64,
+    first_limit: Option<f64>,
+    limit: f64,
+) -> (Vec<String>, RunResult) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let mem = Arc::new(MemoryStore::new());
+    let crashing: Arc<dyn Store> = Arc::new(CrashingStore::new(mem.clone(), appends));
+    let mut first = Flujo::builder(p.clone()).skills(registry(&calls)).store(crashing);
+    if let Some(l) = first_limit {
+        first = first.usage_limits(UsageLimits::new().with_cost_limit(l));
+    }
+    let err = first.build().unwrap().run_with(RunOptions::new(json!("b0")).run_id("r")).await.unwrap_err();
+    assert!(matches!(err, FlujoError::Store(_)), "{err:?}");
+    let paths = mem.load_journal("r").await.unwrap().into_iter().map(|r| r.path).collect();
+    let second = Flujo::builder(p)
+        .skills(registry(&calls))
+        .store(mem.clone())
+        .usage_limits(UsageLimits::new().with_cost_limit(limit))
+        .build()
+        .unwrap();
+    (paths, second.resume_with("r", ResumeRequest::default()).await.unwrap())
+}
+
+#[tokio::test]
+async fn a_routers_decision_is_paid_by_its_step_and_counted_again_on_resume() {
+    let router = |name: &str| {
+        let mut spec = RouterSpec::new(AgentRef::skill("test.model", json!({"estimate": 0.3, "frac": 1.0})));
+        spec.branches.push(Branch::new("b0", vec![model("inside", 0.2, 1.0)]));
+        Step::new(name, StepKind::DynamicRouter(spec))
+    };
+    let p = Pipeline::new("routed", vec![router("route"), model("after", 0.2, 1.0)]);
+    // Straight through: the decision (0.3) is part of the router step's cost, with its branch's (0.2).
+    let calls = Arc::new(AtomicU64::new(0));
+    let r = Flujo::builder(p.clone()).skills(registry(&calls)).build().unwrap().run(json!("b0")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!((r.step_history[0].cost_usd - 0.5).abs() < 1e-9, "{}", r.step_history[0].cost_usd);
+    assert!((r.total_cost_usd - 0.7).abs() < 1e-9);
+    // Crash after the router's record: the resumed run counts the decision from the router's record.
+    let (paths, r) = crash_then_resume(p, 3, None, 10.0).await;
+    assert_eq!(paths, ["0/router", "0/branch:b0/0", "0"]);
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!((r.total_cost_usd - 0.7).abs() < 1e-9, "spent {}", r.total_cost_usd);
+}
+
+#[tokio::test]
+async fn a_resumed_branch_cannot_spend_what_a_sibling_spent_before_the_crash() {
+    // b0: a cheap call, then a dear one; b1: one call. The first walk (no limit) records `a` and `y`, then
+    // crashes on `x`'s record; the resumed walk (limit 1.0) must count `y` before `x` reserves, so `x`
+    // (0.05 + 0.5 + 0.6 > 1.0) is refused although b1's replay comes after b0's.
+    let mut spec = ParallelSpec::default();
+    spec.branches = vec![
+        Branch::new("b0", vec![model("a", 0.05, 1.0), model("x", 0.6, 1.0)]),
+        Branch::new("b1", vec![model("y", 0.5, 1.0)]),
+    ];
+    let p = Pipeline::new("par", vec![Step::new("par", StepKind::Parallel(spec))]);
+    let (paths, r) = crash_then_resume(p, 2, None, 1.0).await;
+    assert_eq!(paths, ["0/branch:b0/0", "0/branch:b1/0"]);
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("usage_limit_exceeded"));
+    assert!(r.total_cost_usd <= 1.0 + 1e-9, "spent {} over the limit", r.total_cost_usd);
+    assert!((r.total_cost_usd - 0.55).abs() < 1e-9, "spent {}", r.total_cost_usd);
+}
+
+#[tokio::test]
+async fn a_run_the_budget_stopped_stops_the_same_way_when_resumed() {
+    // `b` costs twice what it announced: the run is over its limit after it, and stops with
+    // `usage_limit_exceeded`. The crash comes on the loop's record, before the run row says `failed`.
+    let body = vec![model("a", 0.4, 1.0), model("b", 0.4, 2.0)];
+    let p = Pipeline::new("stopped", vec![Step::loop_("loop", body).max_loops(1).build()]);
+    let (paths, r) = crash_then_resume(p, 2, Some(1.0), 1.0).await;
+    assert_eq!(paths, ["0/loop:0/0", "0/loop:0/1"]);
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("usage_limit_exceeded"), "{:?}", r.error);
+    assert!((r.total_cost_usd - 1.2).abs() < 1e-9, "spent {}", r.total_cost_usd);
+}
+
+#[tokio::test]
+async fn attempts_paid_before_the_budget_refuses_a_retry_stay_in_the_journal() {
+    // The first attempt bills 0.6 and fails; the retry's reservation (0.6 + 0.6 > 1.0) is refused.
+    let step =
+        Step::skill("flaky", "test.model", json!({"estimate": 0.6, "frac": 1.0, "fail_first": true})).with_retries(1);
+    let mem = Arc::new(MemoryStore::new());
+    let calls = Arc::new(AtomicU64::new(0));
+    let flujo = Flujo::builder(Pipeline::new("retry", vec![step]))
+        .skills(registry(&calls))
+        .store(mem.clone())
+        .usage_limits(UsageLimits::new().with_cost_limit(1.0))
+        .build()
+        .unwrap();
+    let r = flujo.run_with(RunOptions::new(json!(0)).run_id("r")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("usage_limit_exceeded"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the retry was never made");
+    assert!((r.total_cost_usd - 0.6).abs() < 1e-9);
+    let journal = mem.load_journal("r").await.unwrap();
+    assert_eq!(journal.len(), 1, "the paid attempt is journaled");
+    assert!((journal[0].cost_usd - 0.6).abs() < 1e-9);
+    assert_eq!(journal[0].attempts, 1);
+    assert_eq!(r.step_history.len(), 1);
 }

@@ -47,6 +47,10 @@ pub enum Sabotage {
     CorruptRecords,
     /// The journal reads back empty after a restart (a store that forgets what it committed).
     ForgetJournal,
+    /// Appends ignore who owns the run (a store without fencing: a walk that lost its run keeps writing).
+    NoFence,
+    /// A paused run keeps only its first pending pause (a store that loses part of a run row).
+    DropPending,
 }
 
 /// Counts of the faults injected.
@@ -137,16 +141,27 @@ pub struct FaultyStore {
     world: Arc<World>,
     /// The incarnation this view belongs to (a later one may not use it).
     incarnation: u64,
+    /// The view of a process on another host: it does not crash with the simulated process (its crash faults
+    /// become plain failures).
+    remote: bool,
 }
 
 impl FaultyStore {
     /// A view of `inner` for the world's current incarnation.
     pub fn new(inner: Arc<dyn Store>, plan: Arc<Mutex<FaultPlan>>, world: Arc<World>) -> Self {
         let incarnation = world.incarnation.load(Ordering::SeqCst);
-        FaultyStore { inner, plan, world, incarnation }
+        FaultyStore { inner, plan, world, incarnation, remote: false }
+    }
+
+    /// A view of `inner` for a process on another host.
+    pub fn remote(inner: Arc<dyn Store>, plan: Arc<Mutex<FaultPlan>>, world: Arc<World>) -> Self {
+        FaultyStore { remote: true, ..FaultyStore::new(inner, plan, world) }
     }
 
     fn alive(&self) -> Result<(), StoreError> {
+        if self.remote {
+            return Ok(());
+        }
         if self.world.down.load(Ordering::SeqCst) || self.world.incarnation.load(Ordering::SeqCst) != self.incarnation {
             return Err(StoreError::Unavailable("simulated crash: the process is down".into()));
         }
@@ -163,7 +178,11 @@ impl FaultyStore {
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
         self.alive()?;
-        let fault = self.plan().write();
+        let fault = match self.plan().write() {
+            Some(Fault::CrashBefore) if self.remote => Some(Fault::FailBefore),
+            Some(Fault::CrashAfter) if self.remote => Some(Fault::FailAfter),
+            f => f,
+        };
         let injected = |what: &str| StoreError::Unavailable(format!("injected fault: {what}"));
         match fault {
             None => op.await,
@@ -211,13 +230,20 @@ impl FaultyStore {
 #[async_trait]
 impl RunStore for FaultyStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.write(self.inner.create_run(run)).await
+        let owner = run.owner.as_ref().map(|o| o.id.as_str());
+        self.write(self.owning(owner, self.inner.create_run(run))).await
     }
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         self.read(self.inner.get_run(run_id)).await
     }
     async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
-        self.write(self.inner.update_run(update)).await
+        let owner = update.owner.as_ref().map(|o| o.id.as_str());
+        if self.sabotage() == Sabotage::DropPending && update.pending.len() > 1 {
+            let mut update = update.clone();
+            update.pending.truncate(1);
+            return self.write(self.owning(owner, self.inner.update_run(&update))).await;
+        }
+        self.write(self.owning(owner, self.inner.update_run(update))).await
     }
     async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError> {
         self.write(self.inner.heartbeat(run_id, owner_id, lease_expires_at_ms)).await
@@ -244,7 +270,26 @@ impl JournalStore for FaultyStore {
     }
     async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
         let record = self.sabotaged(record);
-        self.write(self.committing(&record, self.inner.append_fenced(&record, owner_id))).await
+        let fenced = async {
+            // Who held the run when this append was made: if it lands although another owner held it, two
+            // walks wrote one journal.
+            let holder = self.world.owner();
+            if self.sabotage() == Sabotage::NoFence {
+                self.inner.append(&record).await?;
+            } else {
+                self.inner.append_fenced(&record, owner_id).await?;
+            }
+            if holder.as_deref() != Some(owner_id) {
+                self.world.fence_broken(format!(
+                    "{} (seq {}) by owner {owner_id} landed while the run was held by {}",
+                    record.path,
+                    record.seq,
+                    holder.as_deref().unwrap_or("nobody")
+                ));
+            }
+            Ok(())
+        };
+        self.write(self.committing(&record, fenced)).await
     }
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         let records = self.read(self.inner.load_journal(run_id)).await?;
@@ -257,6 +302,17 @@ impl JournalStore for FaultyStore {
 }
 
 impl FaultyStore {
+    /// A run write that tells the world which owner the run row names once it is durable.
+    async fn owning(
+        &self,
+        owner: Option<&str>,
+        write: impl std::future::Future<Output = Result<(), StoreError>>,
+    ) -> Result<(), StoreError> {
+        write.await?;
+        self.world.owned_by(owner);
+        Ok(())
+    }
+
     /// `append` that tells the world when a completed record became durable.
     async fn committing(
         &self,

@@ -2,14 +2,19 @@
 //!
 //! Leaves call the simulator's skill ([`crate::skills::SIM_SKILL`]): some make side effects, some fail their
 //! first attempts (and are retried), some take simulated time; a few fail for good, so failed runs are
-//! simulated too. Composites — loops, maps, conditionals, parallel steps — nest up to three levels, and human
-//! steps (`hitl`) pause the run wherever they are, several at once inside parallel branches and maps.
+//! simulated too. Some leaves cost money and announce an upper bound of it. Simulated model agents (`sim:*`)
+//! answer as steps, route dynamic routers and plan agentic loops that call a tool with a side effect.
+//! Composites — loops, maps, conditionals, parallel steps, caches, routers — nest up to three levels, and human
+//! steps (`hitl`) pause the run wherever they are, several at once inside parallel branches and maps. About a
+//! third of the runs get a cost budget, often smaller than what the pipeline would spend.
 
-use flujo_core::{OnMaxLoops, Pipeline, Step};
+use flujo_core::{
+    AgentRef, AgenticLoopSpec, Branch, CacheSpec, OnMaxLoops, Pipeline, RouterSpec, Step, StepKind, UsageLimits,
+};
 use serde_json::{json, Value};
 
 use crate::rng::Rng;
-use crate::skills::{LeafParams, SIM_SKILL};
+use crate::skills::{usd, LeafParams, MODEL_MAX_COST, SIM_SKILL, SIM_TOOL, TOOL_MAX_COST};
 
 /// A generated pipeline and its input.
 #[derive(Debug, Clone)]
@@ -17,6 +22,24 @@ pub struct Scenario {
     pub seed: u64,
     pub pipeline: Pipeline,
     pub input: Value,
+    /// The run's cost budget, in micro-USD.
+    pub limit: Option<u64>,
+    /// Whether steps may run concurrently (parallel branches, maps over more than one item at once): then
+    /// which call a budget refuses depends on timing.
+    pub concurrent: bool,
+    /// Whether a cache step may answer from its cache (which a new runner starts empty, so a resumed run may
+    /// pay for a call the run straight through answered from the cache).
+    pub cached: bool,
+}
+
+impl Scenario {
+    /// The run's usage limits.
+    pub fn usage_limits(&self) -> UsageLimits {
+        match self.limit {
+            Some(l) => UsageLimits::new().with_cost_limit(usd(l)),
+            None => UsageLimits::new(),
+        }
+    }
 }
 
 /// Limits of the generator.
@@ -25,15 +48,31 @@ const MAX_STEPS: u32 = 40;
 
 /// The scenario of `seed`.
 pub fn scenario(seed: u64) -> Scenario {
-    let mut g = Gen { rng: Rng::new(seed, 1), steps: 0 };
+    let mut g = Gen { rng: Rng::new(seed, 1), steps: 0, announced: 0, concurrent: false, cached: false };
     let steps = g.sequence(0, 2, 6);
-    Scenario { seed, pipeline: Pipeline::new(format!("sim_{seed}"), steps), input: json!(g.rng.below(100)) }
+    let input = json!(g.rng.below(100));
+    // A budget between a third of what the steps announce (counting each once) and a little more than all of it.
+    let limit = g.rng.chance(330).then(|| (g.announced * g.rng.range(30, 120) / 100).max(1));
+    Scenario {
+        seed,
+        pipeline: Pipeline::new(format!("sim_{seed}"), steps),
+        input,
+        limit,
+        concurrent: g.concurrent,
+        cached: g.cached,
+    }
 }
 
 struct Gen {
     rng: Rng,
     /// Steps generated so far (bounded by [`MAX_STEPS`]).
     steps: u32,
+    /// The upper bounds the generated calls announce, each counted once, in micro-USD.
+    announced: u64,
+    /// Some steps may run concurrently.
+    concurrent: bool,
+    /// Some step is cached.
+    cached: bool,
 }
 
 impl Gen {
@@ -52,17 +91,27 @@ impl Gen {
         } else {
             0
         };
+        let cost = if self.rng.chance(500) { self.rng.range(100, 5000) } else { 0 };
+        let max_cost = if cost > 0 { cost + self.rng.below(2000) } else { 0 };
+        self.announced += max_cost;
         let params = LeafParams {
             k: self.rng.below(1000) as i64,
             list_len,
             effect: self.rng.chance(500),
             fail_attempts,
             sleep_ms: if self.rng.chance(150) { self.rng.range(1, 2000) } else { 0 },
+            cost,
+            max_cost,
             drift: false,
         };
         let mut step = Step::skill(self.name("s"), SIM_SKILL, params.to_json());
         step.config.max_retries = retries;
         step
+    }
+
+    /// A simulated model agent with `settings`.
+    fn model(settings: Value) -> AgentRef {
+        AgentRef::Model { model: "sim:model".into(), settings }
     }
 
     /// Steps of one sequence: between `min` and `max` of them, each possibly a composite.
@@ -74,7 +123,14 @@ impl Gen {
                 break;
             }
             let composite = depth < MAX_DEPTH && self.rng.chance(350);
-            match if composite { self.rng.below(5) } else { 5 } {
+            let special = !composite && self.rng.chance(150);
+            match if composite {
+                self.rng.below(7)
+            } else if special {
+                self.rng.range(7, 8)
+            } else {
+                9
+            } {
                 0 => {
                     // A loop: its iterations feed each other; it stops on a condition or after `max_loops`.
                     let mut body = self.sequence(depth + 1, 1, 3);
@@ -93,7 +149,9 @@ impl Gen {
                     let len = self.rng.below(4);
                     out.push(self.leaf(Some(len), false));
                     let body = self.sequence(depth + 1, 1, 2);
-                    out.push(Step::map(self.name("map"), body).concurrency(self.rng.range(1, 3) as usize).build());
+                    let concurrency = self.rng.range(1, 3) as usize;
+                    self.concurrent |= concurrency > 1 && len > 1;
+                    out.push(Step::map(self.name("map"), body).concurrency(concurrency).build());
                 }
                 2 => {
                     // A conditional on the (numeric) output of the step before it.
@@ -109,6 +167,7 @@ impl Gen {
                     );
                 }
                 3 => {
+                    self.concurrent = true;
                     let mut step = Step::parallel(self.name("par"));
                     for b in 0..self.rng.range(2, 3) {
                         let steps = self.sequence(depth + 1, 1, 2);
@@ -119,6 +178,41 @@ impl Gen {
                 4 => {
                     let name = self.name("ask");
                     out.push(Step::hitl(name, "a number, please", None));
+                }
+                5 => {
+                    // A cached step: repeated inputs (loop iterations, map items) may be answered from the cache.
+                    self.cached = true;
+                    let inner = self.leaf(None, false);
+                    out.push(Step::new(self.name("cache"), StepKind::Cache(CacheSpec::new(inner))));
+                }
+                6 => {
+                    // A dynamic router: a simulated model picks one of the branches from the input.
+                    let names: Vec<String> = (0..self.rng.range(2, 3)).map(|b| format!("r{b}")).collect();
+                    let mut spec = RouterSpec::new(Self::model(json!({"sim_branches": names})));
+                    self.announced += MODEL_MAX_COST;
+                    for n in &names {
+                        spec.branches.push(Branch::new(n.clone(), self.sequence(depth + 1, 1, 2)));
+                    }
+                    out.push(Step::new(self.name("route"), StepKind::DynamicRouter(spec)));
+                }
+                7 => {
+                    // An agentic loop: the planner calls the tool a few times (each call a side effect), then
+                    // answers; sometimes it keeps calling past `max_turns` and the step fails.
+                    let calls = self.rng.below(4);
+                    let mut spec =
+                        AgenticLoopSpec::new(Self::model(json!({"sim_calls": calls, "sim_k": self.rng.below(50)})));
+                    spec.tools = vec![SIM_TOOL.to_owned()];
+                    spec.max_turns = if self.rng.chance(100) { calls as u32 } else { calls as u32 + 1 }.max(1);
+                    self.announced += u64::from(spec.max_turns) * MODEL_MAX_COST + calls * TOOL_MAX_COST;
+                    let mut step = Step::new(self.name("agent"), StepKind::AgenticLoop(spec));
+                    step.config.max_retries = 0;
+                    out.push(step);
+                }
+                8 => {
+                    // A model agent as a plain step.
+                    let agent = Self::model(json!({"sim_k": self.rng.below(1000)}));
+                    self.announced += MODEL_MAX_COST;
+                    out.push(Step::new(self.name("ask_model"), StepKind::Step { agent: Some(agent) }));
                 }
                 _ => out.push(self.leaf(None, true)),
             }

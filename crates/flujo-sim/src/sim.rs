@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::faults::{FaultPlan, FaultStats, FaultyStore, Sabotage};
 use crate::gen::{answer_for, scenario, Scenario};
-use crate::skills::{registry, LeafParams, World, SIM_SKILL};
+use crate::skills::{registry, LeafParams, SimModels, World, SIM_SKILL};
 
 /// The real store under the faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,10 @@ pub struct SimOptions {
     pub hanging_skill: bool,
     /// Per-mille chance that a second process resumes an interrupted run at the same time as the first.
     pub race_rate: u64,
+    /// Per-mille chance that a runner on another host takes a walk's run over while it goes on.
+    pub takeover_rate: u64,
+    /// A deliberately broken world: costed calls announce less than they cost.
+    pub under_estimate: bool,
 }
 
 impl SimOptions {
@@ -93,6 +97,8 @@ impl SimOptions {
             drifting_skill: false,
             hanging_skill: false,
             race_rate: 250,
+            takeover_rate: 150,
+            under_estimate: false,
         }
     }
 }
@@ -108,6 +114,16 @@ pub struct SimReport {
     pub interrupted: u32,
     /// Walks raced by a second process resuming the same run.
     pub races: u32,
+    /// Walks another host took over (and walked to a pause or an end) while they went on.
+    pub takeovers: u32,
+    /// The run's cost budget and what it spent (micro-USD).
+    pub limit: Option<u64>,
+    /// The budget stopped the run (`usage_limit_exceeded`).
+    pub budget_refused: bool,
+    pub spent: u64,
+    /// What all walks paid together, in micro-USD (more than `spent` when a paid call's record was lost in a
+    /// crash and the call was made again).
+    pub paid: u64,
     pub faults: FaultStats,
     pub records: usize,
     pub effects: usize,
@@ -144,6 +160,14 @@ pub mod invariant {
     /// Every walk ends (within a simulated day), every error is a typed store failure caused by a fault, and
     /// the run settles within a bounded number of walks.
     pub const TERMINATES: &str = "terminates";
+    /// A run has one live owner: no append lands while the run row names another owner (a walk that lost its
+    /// run to another host never writes to its journal again).
+    pub const SINGLE_OWNER: &str = "single-owner";
+    /// Spending stays within the run's budget: what the run accounts, what each walk paid on top of what the
+    /// run had spent when it started, and (without faults) everything paid.
+    pub const BUDGET: &str = "budget";
+    /// The run pauses with the same pending sets, in the same order, as straight through.
+    pub const PAUSES: &str = "same-pauses";
 }
 
 /// Most walks of one simulated run.
@@ -171,12 +195,29 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
         .map_err(|e| violation(invariant::TERMINATES, format!("no runtime: {e}")))?;
     rt.block_on(async {
         // The reference: the same pipeline straight through, in memory, with no faults.
-        let reference_opts = SimOptions { write_fault_rate: 0, read_fault_rate: 0, ..SimOptions::new(Backend::Memory) };
+        let reference_opts = SimOptions {
+            write_fault_rate: 0,
+            read_fault_rate: 0,
+            race_rate: 0,
+            takeover_rate: 0,
+            ..SimOptions::new(Backend::Memory)
+        };
         let reference_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let reference_world = world_for(opts.backend);
-        let reference = drive(&s, reference_store, &reference_opts, reference_world)
+        reference_world.under_estimate.store(opts.under_estimate, Ordering::SeqCst);
+        let reference = drive(&s, reference_store, &reference_opts, reference_world.clone())
             .await
             .map_err(|(inv, d)| violation(inv, format!("the fault-free run: {d}")))?;
+        // Without faults every paid call is accounted: the budget bounds what was really paid.
+        if let Some(limit) = s.limit {
+            let paid: u64 = reference_world.payments().iter().map(|p| p.micros).sum();
+            if paid > limit {
+                return Err(violation(
+                    invariant::BUDGET,
+                    format!("the fault-free run paid {paid} µUSD, over its budget of {limit}"),
+                ));
+            }
+        }
 
         let dir = tempfile::tempdir().map_err(|e| violation(invariant::TERMINATES, format!("no temp dir: {e}")))?;
         let inner: Arc<dyn Store> = match opts.backend {
@@ -202,6 +243,7 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
         };
         let world = world_for(opts.backend);
         world.double_effects.store(opts.double_effects, Ordering::SeqCst);
+        world.under_estimate.store(opts.under_estimate, Ordering::SeqCst);
         let out = drive(&s, inner.clone(), opts, world.clone()).await.map_err(|(inv, d)| violation(inv, d))?;
         check(&s, &inner, &world, &reference, &out).await.map_err(|(inv, d)| violation(inv, d))?;
         Ok(SimReport {
@@ -210,6 +252,11 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
             walks: out.walks,
             interrupted: out.interrupted,
             races: out.races,
+            takeovers: out.takeovers,
+            limit: s.limit,
+            budget_refused: out.error.as_deref() == Some("usage_limit_exceeded"),
+            spent: out.spent,
+            paid: world.payments().iter().map(|p| p.micros).sum(),
             faults: out.faults,
             records: out.records,
             effects: world.effects().len(),
@@ -218,15 +265,26 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
 }
 
 /// The engine's wall clock in a simulation: a fixed epoch plus the runtime's time, which is simulated on the
-/// memory backend (so timestamps, leases and their expiry are the same on every replay of a seed).
+/// memory backend (so timestamps, leases and their expiry are the same on every replay of a seed), plus the
+/// jumps the driver makes (a host waiting out a lease, a clock that leaps forward under a walk).
 struct SimClock {
     start: tokio::time::Instant,
+    jumped_ms: std::sync::atomic::AtomicI64,
+}
+
+impl SimClock {
+    fn jump(&self, d: Duration) {
+        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+        self.jumped_ms.fetch_add(ms, Ordering::SeqCst);
+    }
 }
 
 impl flujo_core::Clock for SimClock {
     fn now_ms(&self) -> i64 {
         const EPOCH_MS: i64 = 1_800_000_000_000;
-        EPOCH_MS + i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 2)
+        EPOCH_MS
+            + i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 4)
+            + self.jumped_ms.load(Ordering::SeqCst)
     }
 }
 
@@ -244,18 +302,39 @@ fn world_for(backend: Backend) -> Arc<World> {
 struct Driven {
     status: RunStatus,
     output: Option<Value>,
+    /// The run's error, when it failed.
+    error: Option<String>,
+    /// What the run row says the run spent, in micro-USD.
+    spent: u64,
     walks: u32,
     interrupted: u32,
     /// Walks that raced a second process resuming the same run.
     races: u32,
+    /// Walks another host took over while they went on.
+    takeovers: u32,
     faults: FaultStats,
     records: usize,
+    /// The pending pauses the driver found, set after set (sorted ids; a set seen twice in a row counts once).
+    pauses: Vec<Vec<String>>,
+    /// For each runner (by walk id): what the run row said was spent when it started, in micro-USD.
+    starts: Vec<(u64, u64)>,
 }
 
 type Broken = (&'static str, String);
 
+/// The lease of every simulated runner.
+const LEASE: Duration = Duration::from_secs(3600);
+/// The host name runners on the "other host" record as owners.
+const REMOTE_HOST: &str = "sim-remote-host";
+
+fn micros(usd: f64) -> u64 {
+    (usd * 1e6).round().max(0.0) as u64
+}
+
 /// Drives the run to a final status: answers pauses, and after a crash or a failed walk starts a new runner
-/// (a new incarnation of the process) that resumes from what the store holds.
+/// (a new incarnation of the process) that resumes from what the store holds. Sometimes a second runner of the
+/// same process resumes an interrupted run at the same moment, and sometimes a runner on another host takes the
+/// run over while it is walked (the clock jumps past the lease first, as if the walker had stalled).
 async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Arc<World>) -> Result<Driven, Broken> {
     let mut plan = FaultPlan::new(s.seed, opts.write_fault_rate, opts.read_fault_rate, opts.fault_budget);
     plan.sabotage = opts.sabotage;
@@ -264,11 +343,14 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
     if opts.drifting_skill || opts.hanging_skill {
         break_skills(&mut pipeline.steps, opts);
     }
-    let clock = Arc::new(SimClock { start: tokio::time::Instant::now() });
+    let clock = Arc::new(SimClock { start: tokio::time::Instant::now(), jumped_ms: Default::default() });
     let mut race = crate::rng::Rng::new(s.seed, 3);
     let mut races = 0;
+    let mut takeovers = 0;
     let mut walks = 0;
     let mut interrupted = 0;
+    let mut pauses: Vec<Vec<String>> = Vec::new();
+    let mut starts = Vec::new();
     loop {
         if walks >= MAX_WALKS {
             return Err((invariant::TERMINATES, format!("the run did not settle in {MAX_WALKS} walks")));
@@ -280,30 +362,58 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
         // The driver sees the store as it is (no faults) to decide what a user would do next.
         let row = inner.get_run(RUN_ID).await.map_err(|e| (invariant::TERMINATES, format!("reading the run: {e}")))?;
         let records = inner.load_journal(RUN_ID).await.unwrap_or_default();
-        let mut runners = 0u64;
-        let mut runner = || {
-            // Each runner's skills know its walk number (the first walk of the run is 0).
-            let walk = u64::from(walks - 1) * 2 + runners;
-            runners += 1;
-            Flujo::builder(pipeline.clone())
-                .store(Arc::new(FaultyStore::new(inner.clone(), plan.clone(), world.clone())))
-                .skills(registry(&world, walk))
+        if let Some(r) = row.as_ref().filter(|r| r.status == RunStatus::Paused) {
+            let mut ids: Vec<String> = r.pending.iter().map(|p| p.pause_id.clone()).collect();
+            ids.sort();
+            if pauses.last() != Some(&ids) {
+                pauses.push(ids);
+            }
+        }
+        if let Some(r) = row.as_ref().filter(|r| r.status == RunStatus::Running) {
+            if r.owner.as_ref().is_some_and(|o| o.host == REMOTE_HOST) {
+                // The other host's walk stopped (a store fault): a user waits out its lease.
+                clock.jump(LEASE + Duration::from_secs(1));
+            }
+        }
+        let base = u64::from(walks - 1) * 4;
+        let spent_at_start = row.as_ref().map_or(0, |r| micros(r.total_cost_usd));
+        let mut runner = |index: u64, remote: bool| {
+            // Each runner's skills know its walk id (the first walk of the run is 0).
+            let walk = base + index;
+            starts.push((walk, spent_at_start));
+            let store: Arc<dyn Store> = if remote {
+                Arc::new(FaultyStore::remote(inner.clone(), plan.clone(), world.clone()))
+            } else {
+                Arc::new(FaultyStore::new(inner.clone(), plan.clone(), world.clone()))
+            };
+            let mut b = Flujo::builder(pipeline.clone())
+                .store(store)
+                .skills(registry(&world, walk, remote))
+                .models(SimModels::new(&world, walk, remote))
                 .clock(clock.clone())
-                .lease(Duration::from_secs(3600))
-                .build()
-                .map_err(|e| (invariant::TERMINATES, format!("the pipeline does not build: {e}")))
+                .lease(LEASE)
+                .usage_limits(s.usage_limits());
+            if remote {
+                b = b.host(REMOTE_HOST);
+            }
+            b.build().map_err(|e| (invariant::TERMINATES, format!("the pipeline does not build: {e}")))
         };
-        let flujo = runner()?;
+        let flujo = runner(0, false)?;
         // Sometimes a second process resumes the same interrupted run at the same moment.
         let rival = match &row {
-            Some(r) if r.status == RunStatus::Running && race.chance(opts.race_rate) => Some(runner()?),
+            Some(r) if r.status == RunStatus::Running && race.chance(opts.race_rate) => Some(runner(1, false)?),
             _ => None,
+        };
+        let takeover_after = race.chance(opts.takeover_rate).then(|| race.below(3000));
+        let remote = match takeover_after {
+            Some(_) => Some(runner(2, true)?),
+            None => None,
         };
         let walk: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
             match &row {
                 None => Box::pin(flujo.run_with(RunOptions::new(s.input.clone()).run_id(RUN_ID))),
                 Some(r) if r.status == RunStatus::Paused => {
-                    let Some(p) = r.pending.first() else {
+                    let Some(p) = r.pending.iter().min_by(|a, b| a.pause_id.cmp(&b.pause_id)) else {
                         return Err((invariant::TERMINATES, "the run is paused with nothing pending".into()));
                     };
                     Box::pin(flujo.resume_with(
@@ -316,11 +426,16 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
                     return Ok(Driven {
                         status: r.status,
                         output: r.output.clone(),
+                        error: r.error.as_ref().map(|e| e.kind.clone()),
+                        spent: micros(r.total_cost_usd),
                         walks: walks - 1,
                         interrupted,
                         races,
+                        takeovers,
                         faults: stats,
                         records: records.len(),
+                        pauses,
+                        starts,
                     });
                 }
                 Some(_) => Box::pin(flujo.resume_with(RUN_ID, ResumeRequest::default())),
@@ -346,22 +461,58 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
                 }
             }
         };
-        let ended = tokio::time::timeout(world.scaled(MAX_WALK), both).await;
+        // Another host takes the run over while it is walked: the walker seems to have stalled past its lease.
+        let take = async {
+            let (Some(after), Some(remote)) = (takeover_after, &remote) else { return None };
+            tokio::time::sleep(world.scaled(Duration::from_millis(after))).await;
+            match inner.get_run(RUN_ID).await {
+                Ok(Some(r)) if r.status == RunStatus::Running => {}
+                _ => return None, // nothing to take over (not created yet, paused or finished)
+            }
+            clock.jump(LEASE + Duration::from_secs(1));
+            world.taking_over(base);
+            Some(remote.resume_with(RUN_ID, ResumeRequest::default()).await)
+        };
+        let ended = tokio::time::timeout(world.scaled(MAX_WALK), async { tokio::join!(both, take) }).await;
         let faults_after = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
-        match ended {
+        let (main, taken) = match ended {
             Err(_) => {
                 return Err((invariant::TERMINATES, format!("walk {walks} did not end within a simulated day")));
             }
-            Ok(Ok(r)) => {
-                if !matches!(r.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Paused) {
+            Ok(pair) => pair,
+        };
+        let settled = |r: &flujo_core::RunResult| {
+            matches!(r.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Paused)
+        };
+        match &taken {
+            None => {}
+            Some(Ok(r)) if settled(r) => takeovers += 1,
+            Some(Ok(r)) => {
+                return Err((
+                    invariant::TERMINATES,
+                    format!("the takeover of walk {walks} returned status {:?}", r.status),
+                ));
+            }
+            // Refused (the walker's lease was renewed, the run paused or finished meanwhile) or stopped by a fault.
+            Some(Err(e)) if store_caused(e) => {}
+            Some(Err(e)) => {
+                return Err((
+                    invariant::TERMINATES,
+                    format!("the takeover of walk {walks} failed with an untyped or unexplained error: {e} ({e:?})"),
+                ));
+            }
+        }
+        match main {
+            Ok(r) => {
+                if !settled(&r) {
                     return Err((invariant::TERMINATES, format!("walk {walks} returned status {:?}", r.status)));
                 }
                 // Answered or final: the next turn of the loop reads the store and goes on (or returns).
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 // A walk may stop only because the store failed it (a fault was injected meanwhile), or lost
-                // the run to a rival.
-                let expected = (faults_after > faults_before || raced) && store_caused(&e);
+                // the run to a rival or to another host.
+                let expected = (faults_after > faults_before || raced || taken.is_some()) && store_caused(&e);
                 if !expected {
                     return Err((
                         invariant::TERMINATES,
@@ -433,14 +584,20 @@ fn leaves(steps: &[Step], out: &mut BTreeMap<String, LeafParams>) {
 async fn check(
     s: &Scenario,
     inner: &Arc<dyn Store>,
-    world: &World,
+    world: &Arc<World>,
     reference: &Driven,
     out: &Driven,
 ) -> Result<(), Broken> {
+    // One owner at a time: no append landed while another owner held the run.
+    if let Some(b) = world.fence_breaks().first() {
+        return Err((invariant::SINGLE_OWNER, format!("an append of a walk that did not own the run landed: {b}")));
+    }
     // Journal integrity: the chain and the run row's commitment, as `lens verify` checks them.
+    let idle = Arc::new(World::default());
     let flujo = Flujo::builder(s.pipeline.clone())
         .store(inner.clone())
-        .skills(registry(&Arc::new(World::default()), 0))
+        .skills(registry(&idle, 0, false))
+        .models(SimModels::new(&idle, 0, false))
         .build()
         .map_err(|e| (invariant::JOURNAL, format!("cannot build a checker: {e}")))?;
     let client = flujo.client().map_err(|e| (invariant::JOURNAL, format!("no client: {e}")))?;
@@ -449,6 +606,23 @@ async fn check(
         return Err((invariant::JOURNAL, format!("the journal does not verify: {broken:?}")));
     }
     let records = inner.load_journal(RUN_ID).await.map_err(|e| (invariant::JOURNAL, e.to_string()))?;
+    if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+        // A replay's journal and ledgers, for whoever investigates a seed.
+        for r in &records {
+            eprintln!(
+                "record {} g{} {} {} {:?} cost {} {:?} {:?}",
+                r.seq,
+                r.generation,
+                r.path,
+                r.kind,
+                r.status,
+                micros(r.cost_usd),
+                r.output,
+                r.metadata.get(flujo_engine::executor::META_STOPPED)
+            );
+        }
+        eprintln!("payments {:?}\nstarts {:?}\neffects {:?}", world.payments(), out.starts, world.effects());
+    }
     let mut completed = HashSet::new();
     for r in &records {
         if r.status == StepStatus::Completed && !completed.insert((r.path.clone(), r.generation)) {
@@ -456,20 +630,23 @@ async fn check(
         }
     }
 
-    // Exactly once: no walk makes an effect twice, and no effect happens after its step was committed.
+    // Exactly once: no walk makes an effect twice, and no call starts after its step was committed — except
+    // the work a walk started after another host took its run over (a zombie, stopped at its next write).
     let prefix = format!("{RUN_ID}:");
     let path_of = |key: &str| key.strip_prefix(&prefix).unwrap_or(key).to_owned();
     let effects = world.effects();
     let commits = world.commit_marks();
+    let takeovers = world.takeovers();
     let mut per_walk: HashMap<(String, u64), u32> = HashMap::new();
-    for (at, e) in effects.iter().enumerate() {
+    for e in &effects {
         let path = path_of(&e.key);
         let n = per_walk.entry((path.clone(), e.walk)).or_default();
         *n += 1;
         if *n > 1 {
             return Err((invariant::EXACTLY_ONCE, format!("walk {} made the effect of {path} twice", e.walk)));
         }
-        if commits.get(&path).is_some_and(|&committed| at >= committed) {
+        let zombie = takeovers.get(&e.walk).is_some_and(|&at| e.started > at);
+        if !zombie && commits.get(&path).is_some_and(|&committed| e.started > committed) {
             return Err((
                 invariant::EXACTLY_ONCE,
                 format!("walk {} executed {path} again after it was committed", e.walk),
@@ -480,21 +657,67 @@ async fn check(
     leaves(&s.pipeline.steps, &mut params);
     let made: HashSet<String> = effects.iter().map(|e| path_of(&e.key)).collect();
     for r in records.iter().filter(|r| r.status == StepStatus::Completed) {
-        if params.get(&r.step).is_some_and(|p| p.effect) && !made.contains(&r.path) {
+        let effectful = r.kind == "tool_call" || params.get(&r.step).is_some_and(|p| p.effect);
+        if effectful && !made.contains(&r.path) {
             return Err((invariant::EXACTLY_ONCE, format!("{} is committed but its effect never happened", r.path)));
         }
     }
+
+    // The budget: what the run accounts, and what each walk paid on top of what the run had spent before it.
+    if let Some(limit) = s.limit {
+        if out.spent > limit {
+            return Err((
+                invariant::BUDGET,
+                format!("the run accounts {} µUSD, over its budget of {limit}", out.spent),
+            ));
+        }
+        for &(walk, before) in &out.starts {
+            let paid = world.paid_by(walk);
+            if before + paid > limit {
+                return Err((
+                    invariant::BUDGET,
+                    format!(
+                        "walk {walk} paid {paid} µUSD on top of {before} already spent, over the budget of {limit}"
+                    ),
+                ));
+            }
+        }
+    }
+
     // Same result as straight through (checked last: a broken journal or a repeated effect explains a
-    // different result better).
-    if (out.status, &out.output) != (reference.status, &reference.output) {
+    // different result better). Which call a budget refuses depends on timing when steps run concurrently
+    // (an upper bound reserved by one branch may refuse another's call); then only the status is compared.
+    let budget_race = s.limit.is_some()
+        && s.concurrent
+        && [out, reference].iter().any(|d| d.error.as_deref() == Some("usage_limit_exceeded"));
+    let same = if budget_race {
+        out.status == reference.status || [out, reference].iter().all(|d| d.status != RunStatus::Paused)
+    } else {
+        (out.status, &out.output, &out.error) == (reference.status, &reference.output, &reference.error)
+    };
+    if !same {
         return Err((
             invariant::SAME_RESULT,
             format!(
-                "ended {:?} with {:?}; straight through it ends {:?} with {:?}",
-                out.status, out.output, reference.status, reference.output
+                "ended {:?} ({:?}) with {:?}; straight through it ends {:?} ({:?}) with {:?}",
+                out.status, out.error, out.output, reference.status, reference.error, reference.output
             ),
         ));
     }
-
+    // The same steps ran, so the run accounts the same spending (a call paid again after its record was lost
+    // in a crash is accounted once) — unless a cache, which every new runner starts empty, saved a call in one
+    // of them.
+    if !budget_race && !s.cached && out.spent.abs_diff(reference.spent) > 2 {
+        return Err((
+            invariant::BUDGET,
+            format!("the run accounts {} µUSD; straight through it accounts {}", out.spent, reference.spent),
+        ));
+    }
+    if !budget_race && out.pauses != reference.pauses {
+        return Err((
+            invariant::PAUSES,
+            format!("paused for {:?}; straight through it pauses for {:?}", out.pauses, reference.pauses),
+        ));
+    }
     Ok(())
 }

@@ -28,13 +28,17 @@ fn summary(name: &str, reports: &[SimReport]) -> String {
     let faults: u64 = reports.iter().map(|r| r.faults.total()).sum();
     let interrupted: u32 = reports.iter().map(|r| r.interrupted).sum();
     let races: u32 = reports.iter().map(|r| r.races).sum();
+    let takeovers: u32 = reports.iter().map(|r| r.takeovers).sum();
+    let budgeted = reports.iter().filter(|r| r.limit.is_some()).count();
+    let refused = reports.iter().filter(|r| r.budget_refused).count();
     let walks: u32 = reports.iter().map(|r| r.walks).sum();
     let records: usize = reports.iter().map(|r| r.records).sum();
     let effects: usize = reports.iter().map(|r| r.effects).sum();
     let completed = reports.iter().filter(|r| r.status == flujo_core::RunStatus::Completed).count();
     format!(
-        "{name}: {} runs ({completed} completed), {walks} walks, {interrupted} interrupted, {races} raced by a second \
-         process, {faults} faults injected, {records} records, {effects} side effects",
+        "{name}: {} runs ({completed} completed, {budgeted} with a budget, {refused} stopped by it), {walks} walks, \
+         {interrupted} interrupted, {races} raced by a second process, {takeovers} taken over by another host, \
+         {faults} faults injected, {records} records, {effects} side effects",
         reports.len()
     )
 }
@@ -61,6 +65,8 @@ fn memory_store_under_faults() {
     assert!(reports.iter().any(|r| r.status == flujo_core::RunStatus::Failed), "{line}");
     assert!(reports.iter().any(|r| r.status == flujo_core::RunStatus::Completed), "{line}");
     assert!(reports.iter().map(|r| r.races).sum::<u32>() > 20, "{line}");
+    assert!(reports.iter().map(|r| r.takeovers).sum::<u32>() > 20, "{line}");
+    assert!(reports.iter().filter(|r| r.budget_refused).count() > 20, "{line}");
 }
 
 #[test]
@@ -171,4 +177,27 @@ fn a_hanging_walk_is_caught_in_simulated_time() {
     let opts = SimOptions { hanging_skill: true, ..SimOptions::new(Backend::Memory) };
     let found = caught(&opts, 5);
     assert!(found.len() == 5 && found.iter().all(|i| *i == invariant::TERMINATES), "{found:?}");
+}
+
+#[test]
+fn a_store_without_fencing_is_caught() {
+    // Another host takes over every walk; a store that lets the old walker append makes two owners write.
+    let opts = SimOptions { sabotage: Sabotage::NoFence, takeover_rate: 1000, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 60);
+    assert!(found.contains(&invariant::SINGLE_OWNER), "{found:?}");
+}
+
+#[test]
+fn calls_that_cost_more_than_they_announce_are_caught() {
+    // Reservations of a quarter of the real cost fit where the real cost does not: the budget is overspent.
+    let opts = SimOptions { under_estimate: true, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 60);
+    assert!(found.contains(&invariant::BUDGET), "{found:?}");
+}
+
+#[test]
+fn a_store_that_loses_pending_pauses_is_caught() {
+    let opts = SimOptions { sabotage: Sabotage::DropPending, ..SimOptions::new(Backend::Memory) };
+    let found = caught(&opts, 200);
+    assert!(found.contains(&invariant::PAUSES), "{found:?}");
 }

@@ -99,7 +99,22 @@ impl StepPolicy for AgentStepPolicy {
                 flujo_core::AgentRef::Model { .. } => flujo_core::CallKind::Model,
                 _ => flujo_core::CallKind::Skill,
             };
-            let res = f.core.call_agent(skill, agent_target(agent), kind, call, f.run, f.step.config.timeout_s).await?;
+            let res =
+                match f.core.call_agent(skill, agent_target(agent), kind, call, f.run, f.step.config.timeout_s).await {
+                    Ok(res) => res,
+                    // The budget refused a retry: what the earlier attempts paid stays in the step's record, so a
+                    // resumed run still counts it.
+                    Err(e) if cost > 0.0 || tokens.total() > 0 => {
+                        let mut o = crate::executor::stopped_outcome(f.run, e, Value::Null, tokens, cost)?;
+                        o.attempts = attempt - 1;
+                        for (k, v) in metadata {
+                            o.metadata.entry(k).or_insert(v);
+                        }
+                        tag_model(&mut o, model);
+                        return Ok(o);
+                    }
+                    Err(e) => return Err(e),
+                };
             match res {
                 Ok(out) => {
                     tokens.add(out.tokens);
@@ -193,7 +208,17 @@ async fn tool_step(
         } else {
             crate::executor::child_path(f.path, format_args!("attempt:{attempt}"))
         };
-        let mut o = run_tool_loop(f, turn, target, set, &base).await?;
+        let mut o = match run_tool_loop(f, turn, target, set, &base).await {
+            Ok(o) => o,
+            // The budget refused this attempt's first call: the earlier attempts' paid work stays recorded.
+            Err(e) if cost > 0.0 || tokens.total() > 0 => {
+                let mut o = crate::executor::stopped_outcome(f.run, e, Value::Null, tokens, cost)?;
+                o.attempts = attempt - 1;
+                tag_model(&mut o, Some(target));
+                return Ok(o);
+            }
+            Err(e) => return Err(e),
+        };
         tokens.add(o.tokens);
         cost += o.cost_usd;
         o.attempts = attempt;

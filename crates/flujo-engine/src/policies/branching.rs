@@ -34,6 +34,8 @@ impl StepPolicy for ConditionalPolicy {
         let StepKind::Conditional(spec) = &f.step.kind else {
             return Ok(PolicyOutcome::failure(Value::Null, "conditional policy used for another kind"));
         };
+        // What the condition agent's call used (the step's own usage, with its branch's).
+        let mut decided = (TokenUsage::default(), 0.0);
         let key_value = if let Some(expr) = &spec.condition_expression {
             match f.core.eval_expr(expr, &f.input, f.ctx, f.lex, &[]) {
                 Ok(v) => v,
@@ -42,8 +44,14 @@ impl StepPolicy for ConditionalPolicy {
         } else if let Some(agent) = &spec.condition {
             let path = child_path(f.path, "condition");
             match f.core.journaled_decision(f.step, agent, f.input.clone(), f.ctx, f.lex.this, path, f.run).await? {
-                Ok(v) => v,
-                Err(e) => return Ok(PolicyOutcome::failure(Value::Null, format!("condition: {e}"))),
+                Ok((v, used)) => {
+                    decided = used;
+                    v
+                }
+                Err((e, used)) => {
+                    let o = PolicyOutcome::failure(Value::Null, format!("condition: {e}"));
+                    return Ok(with_usage(o, used));
+                }
             }
         } else {
             f.input.clone()
@@ -54,8 +62,9 @@ impl StepPolicy for ConditionalPolicy {
             None => match &spec.default_branch {
                 Some(d) => ("default".to_owned(), d),
                 None => {
-                    return Ok(PolicyOutcome::failure(Value::Null, format!("no branch for key '{key}'"))
-                        .with_meta("branch_key", Value::String(key)))
+                    let o = PolicyOutcome::failure(Value::Null, format!("no branch for key '{key}'"))
+                        .with_meta("branch_key", Value::String(key));
+                    return Ok(with_usage(o, decided));
                 }
             },
         };
@@ -68,6 +77,7 @@ impl StepPolicy for ConditionalPolicy {
         };
         o.tokens = seq.tokens;
         o.cost_usd = seq.cost_usd;
+        let mut o = with_usage(o, decided);
         o.metadata.insert("branch_key".into(), Value::String(key));
         o.metadata.insert("executed_branch".into(), Value::String(label));
         Ok(o)
@@ -116,30 +126,37 @@ impl StepPolicy for RouterPolicy {
             .await?
         {
             Ok(v) => v,
-            Err(e) => return Ok(PolicyOutcome::failure(Value::Null, format!("router_agent failed: {e}"))),
+            Err((e, used)) => {
+                return Ok(with_usage(PolicyOutcome::failure(Value::Null, format!("router_agent failed: {e}")), used))
+            }
         };
+        let (decision, decided) = decision;
         let chosen: Vec<String> = match &decision {
             Value::String(s) => vec![s.clone()],
             Value::Array(items) => {
                 items.iter().map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())).collect()
             }
             other => {
-                return Ok(PolicyOutcome::failure(
+                let o = PolicyOutcome::failure(
                     Value::Null,
                     format!("router_agent must return a branch name or a list of names, got {other}"),
-                ))
+                );
+                return Ok(with_usage(o, decided));
             }
         };
         let known: Vec<&str> = spec.branches.iter().map(|Branch { name: n, .. }| n.as_str()).collect();
         let unknown: Vec<&String> = chosen.iter().filter(|c| !known.contains(&c.as_str())).collect();
         if !unknown.is_empty() {
-            return Ok(PolicyOutcome::failure(
-                Value::Null,
-                format!(
-                    "router chose unknown branch(es) {} (known: {})",
-                    unknown.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", "),
-                    known.join(", ")
+            return Ok(with_usage(
+                PolicyOutcome::failure(
+                    Value::Null,
+                    format!(
+                        "router chose unknown branch(es) {} (known: {})",
+                        unknown.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", "),
+                        known.join(", ")
+                    ),
                 ),
+                decided,
             ));
         }
         let branches: Vec<&Branch> = spec.branches.iter().filter(|Branch { name: n, .. }| chosen.contains(n)).collect();
@@ -153,8 +170,15 @@ impl StepPolicy for RouterPolicy {
         )
         .await?;
         o.metadata.insert("routed_to".into(), Value::Array(chosen.into_iter().map(Value::String).collect()));
-        Ok(o)
+        Ok(with_usage(o, decided))
     }
+}
+
+/// `o` with a decision's usage added to its own.
+pub(crate) fn with_usage(mut o: PolicyOutcome, (tokens, cost): (TokenUsage, f64)) -> PolicyOutcome {
+    o.tokens.add(tokens);
+    o.cost_usd += cost;
+    o
 }
 
 /// Runs `branches` concurrently on isolated contexts, then merges and reduces.

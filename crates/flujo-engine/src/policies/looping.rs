@@ -55,17 +55,31 @@ impl StepPolicy for LoopPolicy {
                 return Ok(o);
             }
             last = seq.output;
+            // A failure from here on still carries what the iterations so far used.
+            let failed = |out: Value, message: String, tokens: TokenUsage, cost: f64| {
+                let mut o = PolicyOutcome::failure(out, message);
+                o.tokens = tokens;
+                o.cost_usd = cost;
+                o.metadata.insert("iterations".into(), iterations.into());
+                o
+            };
             if let Some(expr) = &spec.exit_expression {
                 match f.core.eval_bool(expr, &last, f.ctx, f.lex) {
                     Ok(true) => exited = true,
                     Ok(false) => {}
-                    Err(e) => return Ok(PolicyOutcome::failure(last, format!("exit_expression: {e}"))),
+                    Err(e) => return Ok(failed(last, format!("exit_expression: {e}"), tokens, cost)),
                 }
             } else if let Some(agent) = &spec.exit_condition {
                 let path = format!("{base}/exit");
-                match f.core.journaled_decision(f.step, agent, last.clone(), f.ctx, f.lex.this, path, f.run).await? {
-                    Ok(v) => exited = truthy(&v),
-                    Err(e) => return Ok(PolicyOutcome::failure(last, format!("exit_condition: {e}"))),
+                // The exit agent's usage is the loop's too.
+                let decision =
+                    f.core.journaled_decision(f.step, agent, last.clone(), f.ctx, f.lex.this, path, f.run).await?;
+                let (Ok((_, (t, c))) | Err((_, (t, c)))) = &decision;
+                tokens.add(*t);
+                cost += c;
+                match decision {
+                    Ok((v, _)) => exited = truthy(&v),
+                    Err((e, _)) => return Ok(failed(last, format!("exit_condition: {e}"), tokens, cost)),
                 }
             }
             if exited {
@@ -74,7 +88,7 @@ impl StepPolicy for LoopPolicy {
             iter_input = match &spec.iteration_input {
                 Some(tpl) => match f.core.render_value(tpl, &last, f.ctx, f.lex) {
                     Ok(v) => v,
-                    Err(e) => return Ok(PolicyOutcome::failure(last, format!("iteration_input: {e}"))),
+                    Err(e) => return Ok(failed(last, format!("iteration_input: {e}"), tokens, cost)),
                 },
                 None => last.clone(),
             };
@@ -83,7 +97,12 @@ impl StepPolicy for LoopPolicy {
         let output = match &spec.output {
             Some(tpl) => match f.core.render_value(tpl, &last, f.ctx, f.lex) {
                 Ok(v) => v,
-                Err(e) => return Ok(PolicyOutcome::failure(last, format!("output template: {e}"))),
+                Err(e) => {
+                    let mut o = PolicyOutcome::failure(last, format!("output template: {e}"));
+                    o.tokens = tokens;
+                    o.cost_usd = cost;
+                    return Ok(o);
+                }
             },
             None => last,
         };

@@ -73,6 +73,10 @@ struct Totals {
     runs: AtomicU64,
     walks: AtomicU64,
     interrupted: AtomicU64,
+    races: AtomicU64,
+    takeovers: AtomicU64,
+    budgeted: AtomicU64,
+    refused: AtomicU64,
     faults: AtomicU64,
     effects: AtomicU64,
     violations: AtomicU64,
@@ -118,6 +122,10 @@ fn main() {
                         totals.runs.fetch_add(1, Ordering::Relaxed);
                         totals.walks.fetch_add(u64::from(r.walks), Ordering::Relaxed);
                         totals.interrupted.fetch_add(u64::from(r.interrupted), Ordering::Relaxed);
+                        totals.races.fetch_add(u64::from(r.races), Ordering::Relaxed);
+                        totals.takeovers.fetch_add(u64::from(r.takeovers), Ordering::Relaxed);
+                        totals.budgeted.fetch_add(u64::from(r.limit.is_some()), Ordering::Relaxed);
+                        totals.refused.fetch_add(u64::from(r.budget_refused), Ordering::Relaxed);
                         totals.faults.fetch_add(r.faults.total(), Ordering::Relaxed);
                         totals.effects.fetch_add(r.effects as u64, Ordering::Relaxed);
                     }
@@ -175,11 +183,16 @@ fn main() {
 
 fn line(t: &Totals, started: Instant) -> String {
     format!(
-        "{:.0} s: {} simulated runs, {} walks ({} interrupted by faults), {} faults injected, {} side effects, {} violation(s)",
+        "{:.0} s: {} simulated runs ({} with a budget, {} stopped by it), {} walks ({} interrupted by faults, {} raced \
+         by a second runner, {} taken over by another host), {} faults injected, {} side effects, {} violation(s)",
         started.elapsed().as_secs_f64(),
         t.runs.load(Ordering::Relaxed),
+        t.budgeted.load(Ordering::Relaxed),
+        t.refused.load(Ordering::Relaxed),
         t.walks.load(Ordering::Relaxed),
         t.interrupted.load(Ordering::Relaxed),
+        t.races.load(Ordering::Relaxed),
+        t.takeovers.load(Ordering::Relaxed),
         t.faults.load(Ordering::Relaxed),
         t.effects.load(Ordering::Relaxed),
         t.violations.load(Ordering::Relaxed),
