@@ -65,6 +65,10 @@ struct Tail {
     last_hash: String,
     /// The output of the last top-level record committed by this writer, as journaled (redacted).
     last_top_output: Option<Arc<Value>>,
+    /// Why an append of this walk failed. Its record may be durable all the same (a commit whose answer was
+    /// lost), so the walk's view of the journal is no longer certain: nothing more is appended and the run row
+    /// is not finalized; the next walk reads the journal as it is.
+    broken: Option<String>,
 }
 
 /// Appends hash-chained records for one run, one at a time, in commit order, fenced by the walk's owner id
@@ -80,15 +84,19 @@ impl JournalWriter {
         JournalWriter {
             store,
             owner_id,
-            tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash, last_top_output: None }),
+            tail: tokio::sync::Mutex::new(Tail { next_seq, last_hash, last_top_output: None, broken: None }),
         }
     }
 
     /// The journal as committed so far: record count and last hash (what the run row commits to), and the
     /// output of the last top-level record this writer committed, as journaled.
-    pub(crate) async fn head(&self) -> (flujo_core::ChainHead, Option<Arc<Value>>) {
+    /// Fails once an append of this walk failed (see [`Tail::broken`]).
+    pub(crate) async fn head(&self) -> Result<(flujo_core::ChainHead, Option<Arc<Value>>), StoreError> {
         let tail = self.tail.lock().await;
-        (flujo_core::ChainHead { len: tail.next_seq, hash: tail.last_hash.clone() }, tail.last_top_output.clone())
+        if let Some(why) = &tail.broken {
+            return Err(broken_walk(why));
+        }
+        Ok((flujo_core::ChainHead { len: tail.next_seq, hash: tail.last_hash.clone() }, tail.last_top_output.clone()))
     }
 
     /// Redacts, seals and durably appends `record`; returns it sealed, with its original (unredacted) patch so
@@ -96,9 +104,15 @@ impl JournalWriter {
     async fn commit(&self, mut record: JournalRecord) -> Result<JournalRecord, StoreError> {
         let original_patch = redact_record(&mut record);
         let mut tail = self.tail.lock().await;
+        if let Some(why) = &tail.broken {
+            return Err(broken_walk(why));
+        }
         record.seq = tail.next_seq;
         record.seal(&tail.last_hash);
-        self.store.append_fenced(&record, &self.owner_id).await?;
+        if let Err(e) = self.store.append_fenced(&record, &self.owner_id).await {
+            tail.broken = Some(e.to_string());
+            return Err(e);
+        }
         tail.next_seq += 1;
         tail.last_hash.clone_from(&record.hash);
         if !record.path.contains('/') {
@@ -110,6 +124,11 @@ impl JournalWriter {
         }
         Ok(record)
     }
+}
+
+/// The error of a walk whose journal writer saw an append fail.
+fn broken_walk(why: &str) -> StoreError {
+    StoreError::Unavailable(format!("an append of this walk failed ({why}); the walk stops without writing more"))
 }
 
 /// Secrets never reach the journal (SPEC §14): values under secret-named keys are recorded as `[REDACTED]`.

@@ -1180,7 +1180,10 @@ impl Flujo {
         if let (true, Some(store)) = (persist, &inner.store) {
             let (journal_head, last_top_output) = match &state.journal {
                 Some(w) => {
-                    let (head, out) = w.head().await;
+                    // A walk that saw an append fail leaves the run as it is (the next walk resumes it): its
+                    // view of the journal is uncertain, and a final status given on another branch's account
+                    // would commit the row to the wrong journal.
+                    let (head, out) = w.head().await.map_err(FlujoError::Store)?;
                     (Some(head), out)
                 }
                 None => (None, None),

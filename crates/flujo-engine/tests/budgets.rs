@@ -263,3 +263,25 @@ async fn attempts_paid_before_the_budget_refuses_a_retry_stay_in_the_journal() {
     assert_eq!(journal[0].attempts, 1);
     assert_eq!(r.step_history.len(), 1);
 }
+
+#[tokio::test]
+async fn a_state_machine_that_fails_on_a_transition_keeps_what_its_states_paid() {
+    // The state's call is paid (0.3); the transition's condition cannot be evaluated on a string and fails the
+    // step: its record still carries the 0.3, so a resumed run counts it.
+    let machine = Step::state_machine("machine", "a")
+        .state("a", [model("paid", 0.3, 1.0)])
+        .end_state("end")
+        .state("end", [Step::passthrough("done")])
+        .transition_when("a", TransitionOn::Success, "end", "previous_step % 2 == 0")
+        .build();
+    let mem = Arc::new(MemoryStore::new());
+    let calls = Arc::new(AtomicU64::new(0));
+    let flujo = Flujo::builder(Pipeline::new("sm", vec![machine])).skills(registry(&calls)).store(mem.clone()).build();
+    let r = flujo.unwrap().run_with(RunOptions::new(json!("text")).run_id("r")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(r.step_history[0].feedback.as_deref().unwrap_or_default().contains("transition when"), "{r:?}");
+    assert!((r.step_history[0].cost_usd - 0.3).abs() < 1e-9, "{}", r.step_history[0].cost_usd);
+    let journal = mem.load_journal("r").await.unwrap();
+    let record = journal.iter().find(|rec| rec.path == "0").unwrap();
+    assert!((record.cost_usd - 0.3).abs() < 1e-9);
+}

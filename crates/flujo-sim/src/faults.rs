@@ -202,7 +202,7 @@ impl FaultyStore {
                 Err(injected("crash after the write was committed"))
             }
             Some(Fault::Slow(ms)) => {
-                tokio::time::sleep(self.world.scaled(Duration::from_millis(ms))).await;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
                 self.alive()?;
                 op.await
             }

@@ -8,8 +8,11 @@
 //! steps (`hitl`) pause the run wherever they are, several at once inside parallel branches and maps. About a
 //! third of the runs get a cost budget, often smaller than what the pipeline would spend.
 
+use std::sync::Arc;
+
 use flujo_core::{
-    AgentRef, AgenticLoopSpec, Branch, CacheSpec, OnMaxLoops, Pipeline, RouterSpec, Step, StepKind, UsageLimits,
+    AgentRef, AgenticLoopSpec, Branch, CacheSpec, ImportSpec, OnMaxLoops, Pipeline, RouterSpec, Step, StepKind,
+    TransitionOn, TreeSearchSpec, UsageLimits,
 };
 use serde_json::{json, Value};
 
@@ -125,11 +128,11 @@ impl Gen {
             let composite = depth < MAX_DEPTH && self.rng.chance(350);
             let special = !composite && self.rng.chance(150);
             match if composite {
-                self.rng.below(7)
+                self.rng.below(10)
             } else if special {
-                self.rng.range(7, 8)
+                self.rng.range(10, 11)
             } else {
-                9
+                u64::MAX // a leaf
             } {
                 0 => {
                     // A loop: its iterations feed each other; it stops on a condition or after `max_loops`.
@@ -195,7 +198,7 @@ impl Gen {
                     }
                     out.push(Step::new(self.name("route"), StepKind::DynamicRouter(spec)));
                 }
-                7 => {
+                10 => {
                     // An agentic loop: the planner calls the tool a few times (each call a side effect), then
                     // answers; sometimes it keeps calling past `max_turns` and the step fails.
                     let calls = self.rng.below(4);
@@ -208,11 +211,56 @@ impl Gen {
                     step.config.max_retries = 0;
                     out.push(step);
                 }
-                8 => {
+                11 => {
                     // A model agent as a plain step.
                     let agent = Self::model(json!({"sim_k": self.rng.below(1000)}));
                     self.announced += MODEL_MAX_COST;
                     out.push(Step::new(self.name("ask_model"), StepKind::Step { agent: Some(agent) }));
+                }
+                7 => {
+                    // A state machine: a ⇄ b until b's output says stop (or the hops run out: a typed error),
+                    // a failure in a goes to the end state.
+                    let m = self.rng.range(2, 4);
+                    let a = self.sequence(depth + 1, 1, 2);
+                    let b = self.sequence(depth + 1, 1, 2);
+                    let end = self.sequence(depth + 1, 1, 1);
+                    let hops = self.rng.range(3, 8) as u32;
+                    out.push(
+                        Step::state_machine(self.name("machine"), "a")
+                            .state("a", a)
+                            .state("b", b)
+                            .state("end", end)
+                            .end_state("end")
+                            .transition("a", TransitionOn::Success, "b")
+                            .transition("a", TransitionOn::Failure, "end")
+                            .transition_when("b", TransitionOn::Success, "a", format!("previous_step % {m} != 0"))
+                            .transition("b", TransitionOn::Success, "end")
+                            .max_hops(hops)
+                            .build(),
+                    );
+                }
+                8 => {
+                    // A tree search: simulated models propose candidates and score them.
+                    let mut spec = TreeSearchSpec::new(
+                        Self::model(json!({"sim_role": "propose", "sim_k": self.rng.below(100)})),
+                        Self::model(json!({"sim_role": "evaluate", "sim_k": self.rng.below(100)})),
+                    );
+                    spec.branching_factor = self.rng.range(1, 3) as u32;
+                    spec.beam_width = 2;
+                    spec.max_depth = 2;
+                    let iterations = self.rng.range(1, 3) as u32;
+                    spec.max_iterations = Some(iterations);
+                    spec.goal_score_threshold = 0.9;
+                    self.announced += u64::from(iterations * (1 + spec.branching_factor)) * MODEL_MAX_COST;
+                    let mut step = Step::new(self.name("search"), StepKind::TreeSearch(spec));
+                    step.config.max_retries = 0;
+                    out.push(step);
+                }
+                9 => {
+                    // A child pipeline, imported: it runs on a fresh context with this step's input.
+                    let steps = self.sequence(depth + 1, 1, 3);
+                    let child = Arc::new(Pipeline::new(self.name("child"), steps));
+                    out.push(Step::new(self.name("import"), StepKind::Import(ImportSpec::new("child", child))));
                 }
                 _ => out.push(self.leaf(None, true)),
             }

@@ -15,6 +15,7 @@
 pub mod faults;
 pub mod gen;
 pub mod rng;
+pub mod serial;
 pub mod sim;
 pub mod skills;
 

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::faults::{FaultPlan, FaultStats, FaultyStore, Sabotage};
 use crate::gen::{answer_for, scenario, Scenario};
+use crate::serial::SerialStore;
 use crate::skills::{registry, LeafParams, SimModels, World, SIM_SKILL};
 
 /// The real store under the faults.
@@ -43,12 +44,6 @@ impl Backend {
             "postgres" => Some(Backend::Postgres),
             _ => None,
         }
-    }
-
-    /// Whether simulated time is the runtime's own (paused) clock; the other backends answer from their own
-    /// threads or sockets, so they run in real time with simulated durations divided by 1000.
-    fn simulated_time(self) -> bool {
-        self == Backend::Memory
     }
 }
 
@@ -174,9 +169,6 @@ pub mod invariant {
 const MAX_WALKS: u32 = 200;
 /// Longest walk, in simulated time.
 const MAX_WALK: Duration = Duration::from_secs(24 * 3600);
-/// How much faster than simulated time the real-time (SQLite, Postgres) simulations run: a simulated second
-/// is a real millisecond.
-const REAL_TIME_DIVISOR: u64 = 1000;
 /// The run id every simulation uses.
 pub const RUN_ID: &str = "sim-run";
 
@@ -185,15 +177,50 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
     let s = scenario(seed);
     let violation =
         |invariant: &'static str, detail: String| Violation { seed, backend: opts.backend.name(), invariant, detail };
-    // Memory: simulated time (timers fire as soon as the runtime is idle). SQLite answers from its own threads,
-    // and an idle runtime waiting for them would jump to its next timer, so its simulations run in real time
-    // with every simulated duration divided by `SQLITE_TIME_DIVISOR`.
+    let broken = |e: String| violation(invariant::TERMINATES, e);
+    // The real store under test. SQLite and Postgres live on a runtime of their own, in real time; the
+    // simulation reaches them through a `SerialStore`, which keeps the simulated clock still during each call.
+    let dir = tempfile::tempdir().map_err(|e| broken(format!("no temp dir: {e}")))?;
+    let backend = match opts.backend {
+        Backend::Memory => None,
+        Backend::Sqlite | Backend::Postgres => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| broken(format!("no backend runtime: {e}")))?,
+        ),
+    };
+    let mut schema = None;
+    let inner: Arc<dyn Store> = match (opts.backend, &backend) {
+        (Backend::Sqlite, Some(rt)) => {
+            let _in = rt.enter();
+            let db = SqliteStore::open(dir.path().join("sim.db"), flujo_store::SqliteOptions::default())
+                .map_err(|e| broken(format!("cannot open SQLite: {e}")))?;
+            Arc::new(SerialStore::new(Arc::new(db), rt.handle().clone()))
+        }
+        (Backend::Postgres, Some(rt)) => {
+            let url = postgres_url().ok_or_else(|| broken("no server: set FLUJO_SIM_POSTGRES_URL".to_owned()))?;
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("sim_{}_{n}_{}", std::process::id(), seed % 1_000_000);
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let uri = format!("{url}{sep}schema={name}");
+            let db = rt
+                .block_on(flujo_store::PostgresStore::connect(&uri))
+                .map_err(|e| broken(format!("cannot open Postgres: {e}")))?;
+            schema = Some((url, name));
+            Arc::new(SerialStore::new(Arc::new(db), rt.handle().clone()))
+        }
+        _ => Arc::new(MemoryStore::new()),
+    };
+    // Every backend runs in simulated time: timers fire as soon as nothing else can run.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .start_paused(opts.backend.simulated_time())
+        .start_paused(true)
         .build()
-        .map_err(|e| violation(invariant::TERMINATES, format!("no runtime: {e}")))?;
-    rt.block_on(async {
+        .map_err(|e| broken(format!("no runtime: {e}")))?;
+    let result = rt.block_on(async {
         // The reference: the same pipeline straight through, in memory, with no faults.
         let reference_opts = SimOptions {
             write_fault_rate: 0,
@@ -203,7 +230,7 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
             ..SimOptions::new(Backend::Memory)
         };
         let reference_store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let reference_world = world_for(opts.backend);
+        let reference_world = Arc::new(World::default());
         reference_world.under_estimate.store(opts.under_estimate, Ordering::SeqCst);
         let reference = drive(&s, reference_store, &reference_opts, reference_world.clone())
             .await
@@ -218,30 +245,7 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
                 ));
             }
         }
-
-        let dir = tempfile::tempdir().map_err(|e| violation(invariant::TERMINATES, format!("no temp dir: {e}")))?;
-        let inner: Arc<dyn Store> = match opts.backend {
-            Backend::Memory => Arc::new(MemoryStore::new()),
-            Backend::Sqlite => Arc::new(
-                SqliteStore::open(dir.path().join("sim.db"), flujo_store::SqliteOptions::default())
-                    .map_err(|e| violation(invariant::TERMINATES, format!("cannot open SQLite: {e}")))?,
-            ),
-            Backend::Postgres => {
-                let url = postgres_url().ok_or_else(|| {
-                    violation(invariant::TERMINATES, "no server: set FLUJO_SIM_POSTGRES_URL".to_owned())
-                })?;
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let n = NEXT.fetch_add(1, Ordering::Relaxed);
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let uri = format!("{url}{sep}schema=sim_{}_{n}_{}", std::process::id(), seed % 1_000_000);
-                Arc::new(
-                    flujo_store::PostgresStore::connect(&uri)
-                        .await
-                        .map_err(|e| violation(invariant::TERMINATES, format!("cannot open Postgres: {e}")))?,
-                )
-            }
-        };
-        let world = world_for(opts.backend);
+        let world = Arc::new(World::default());
         world.double_effects.store(opts.double_effects, Ordering::SeqCst);
         world.under_estimate.store(opts.under_estimate, Ordering::SeqCst);
         let out = drive(&s, inner.clone(), opts, world.clone()).await.map_err(|(inv, d)| violation(inv, d))?;
@@ -261,7 +265,27 @@ pub fn simulate(seed: u64, opts: &SimOptions) -> Result<SimReport, Violation> {
             records: out.records,
             effects: world.effects().len(),
         })
-    })
+    });
+    drop(rt);
+    drop(inner);
+    if let (Some(backend), Some((url, name))) = (&backend, schema) {
+        // A long run must not fill the server with schemas: each simulation drops its own.
+        if let Err(e) = backend.block_on(drop_schema(&url, &name)) {
+            eprintln!("flujo-sim: could not drop schema {name}: {e}");
+        }
+    }
+    result
+}
+
+/// Drops the schema `name` of the server at `url` (a simulation's own).
+async fn drop_schema(url: &str, name: &str) -> Result<(), tokio_postgres::Error> {
+    let base = url.split('?').next().unwrap_or(url);
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(connection);
+    let dropped = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")).await;
+    drop(client);
+    let _ = conn.await;
+    dropped
 }
 
 /// The engine's wall clock in a simulation: a fixed epoch plus the runtime's time, which is simulated on the
@@ -286,15 +310,6 @@ impl flujo_core::Clock for SimClock {
             + i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX / 4)
             + self.jumped_ms.load(Ordering::SeqCst)
     }
-}
-
-/// A fresh world whose durations run at `backend`'s pace (simulated, or real time ÷ [`REAL_TIME_DIVISOR`]).
-fn world_for(backend: Backend) -> Arc<World> {
-    let world = Arc::new(World::default());
-    if !backend.simulated_time() {
-        world.time_divisor.store(REAL_TIME_DIVISOR, Ordering::SeqCst);
-    }
-    world
 }
 
 /// How a drive ended.
@@ -464,7 +479,7 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
         // Another host takes the run over while it is walked: the walker seems to have stalled past its lease.
         let take = async {
             let (Some(after), Some(remote)) = (takeover_after, &remote) else { return None };
-            tokio::time::sleep(world.scaled(Duration::from_millis(after))).await;
+            tokio::time::sleep(Duration::from_millis(after)).await;
             match inner.get_run(RUN_ID).await {
                 Ok(Some(r)) if r.status == RunStatus::Running => {}
                 _ => return None, // nothing to take over (not created yet, paused or finished)
@@ -473,7 +488,7 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
             world.taking_over(base);
             Some(remote.resume_with(RUN_ID, ResumeRequest::default()).await)
         };
-        let ended = tokio::time::timeout(world.scaled(MAX_WALK), async { tokio::join!(both, take) }).await;
+        let ended = tokio::time::timeout(MAX_WALK, async { tokio::join!(both, take) }).await;
         let faults_after = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
         let (main, taken) = match ended {
             Err(_) => {
@@ -481,6 +496,18 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
             }
             Ok(pair) => pair,
         };
+        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+            let brief = |r: &Result<flujo_core::RunResult, FlujoError>| match r {
+                Ok(r) => format!("{:?} {:?}", r.status, r.error.as_ref().map(|e| &e.kind)),
+                Err(e) => format!("error {e}"),
+            };
+            eprintln!(
+                "walk {walks} (ids from {base}): {}; takeover: {:?}; faults {faults_before}→{faults_after}; row {:?}",
+                brief(&main),
+                taken.as_ref().map(brief),
+                row.as_ref().map(|r| r.status)
+            );
+        }
         let settled = |r: &flujo_core::RunResult| {
             matches!(r.status, RunStatus::Completed | RunStatus::Failed | RunStatus::Paused)
         };
@@ -531,11 +558,50 @@ fn store_caused(e: &FlujoError) -> bool {
     matches!(e, FlujoError::Store(_) | FlujoError::RunNotFound(_) | FlujoError::NotResumable { .. })
 }
 
+/// Calls `f` on every step sequence nested directly in `step`: bodies, branches, states, a cached step, an
+/// imported pipeline's steps.
+fn nested(step: &Step, f: &mut dyn FnMut(&[Step])) {
+    match &step.kind {
+        StepKind::Loop(spec) => f(&spec.body),
+        StepKind::Map(spec) => f(&spec.body),
+        StepKind::Conditional(spec) => spec.branches.iter().for_each(|b| f(&b.steps)),
+        StepKind::Parallel(spec) => spec.branches.iter().for_each(|b| f(&b.steps)),
+        StepKind::DynamicRouter(spec) => spec.branches.iter().for_each(|b| f(&b.steps)),
+        StepKind::StateMachine(spec) => spec.states.iter().for_each(|b| f(&b.steps)),
+        StepKind::Cache(spec) => f(std::slice::from_ref(&*spec.wrapped_step)),
+        StepKind::Import(spec) => f(&spec.pipeline.steps),
+        _ => {}
+    }
+}
+
+/// [`nested`], for changing the steps.
+fn nested_mut(step: &mut Step, f: &mut dyn FnMut(&mut [Step])) {
+    match &mut step.kind {
+        StepKind::Loop(spec) => f(&mut spec.body),
+        StepKind::Map(spec) => f(&mut spec.body),
+        StepKind::Conditional(spec) => spec.branches.iter_mut().for_each(|b| f(&mut b.steps)),
+        StepKind::Parallel(spec) => spec.branches.iter_mut().for_each(|b| f(&mut b.steps)),
+        StepKind::DynamicRouter(spec) => spec.branches.iter_mut().for_each(|b| f(&mut b.steps)),
+        StepKind::StateMachine(spec) => spec.states.iter_mut().for_each(|b| f(&mut b.steps)),
+        StepKind::Cache(spec) => f(std::slice::from_mut(&mut *spec.wrapped_step)),
+        StepKind::Import(spec) => f(&mut Arc::make_mut(&mut spec.pipeline).steps),
+        _ => {}
+    }
+}
+
+/// The simulator params of a step, if it is a leaf calling [`SIM_SKILL`].
+fn sim_params(step: &Step) -> Option<&Value> {
+    match &step.kind {
+        StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { id, params }) } if id == SIM_SKILL => Some(params),
+        _ => None,
+    }
+}
+
 /// Makes the leaf skills drift (a different output after the first walk) or hang, for tests of the simulator.
 fn break_skills(steps: &mut [Step], opts: &SimOptions) {
     for step in steps {
-        match &mut step.kind {
-            StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { id, params }) } if id == SIM_SKILL => {
+        if sim_params(step).is_some() {
+            if let StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { params, .. }) } = &mut step.kind {
                 if let Some(obj) = params.as_object_mut() {
                     if opts.hanging_skill {
                         obj.insert("sleep_ms".into(), Value::from(7u64 * 24 * 3600 * 1000));
@@ -545,38 +611,18 @@ fn break_skills(steps: &mut [Step], opts: &SimOptions) {
                     }
                 }
             }
-            StepKind::Loop(spec) => break_skills(&mut spec.body, opts),
-            StepKind::Map(spec) => break_skills(&mut spec.body, opts),
-            StepKind::Conditional(spec) => {
-                for b in &mut spec.branches {
-                    break_skills(&mut b.steps, opts);
-                }
-            }
-            StepKind::Parallel(spec) => {
-                for b in &mut spec.branches {
-                    break_skills(&mut b.steps, opts);
-                }
-            }
-            _ => {}
         }
+        nested_mut(step, &mut |inner| break_skills(inner, opts));
     }
 }
 
 /// The leaf params of every simulator step, by step name.
 fn leaves(steps: &[Step], out: &mut BTreeMap<String, LeafParams>) {
     for step in steps {
-        match &step.kind {
-            StepKind::Step { agent: Some(flujo_core::AgentRef::Skill { id, params }) } if id == SIM_SKILL => {
-                if let Some(p) = crate::skills::leaf_params(params) {
-                    out.insert(step.name.clone(), p);
-                }
-            }
-            StepKind::Loop(spec) => leaves(&spec.body, out),
-            StepKind::Map(spec) => leaves(&spec.body, out),
-            StepKind::Conditional(spec) => spec.branches.iter().for_each(|b| leaves(&b.steps, out)),
-            StepKind::Parallel(spec) => spec.branches.iter().for_each(|b| leaves(&b.steps, out)),
-            _ => {}
+        if let Some(p) = sim_params(step).and_then(crate::skills::leaf_params) {
+            out.insert(step.name.clone(), p);
         }
+        nested(step, &mut |inner| leaves(inner, out));
     }
 }
 
@@ -591,19 +637,6 @@ async fn check(
     // One owner at a time: no append landed while another owner held the run.
     if let Some(b) = world.fence_breaks().first() {
         return Err((invariant::SINGLE_OWNER, format!("an append of a walk that did not own the run landed: {b}")));
-    }
-    // Journal integrity: the chain and the run row's commitment, as `lens verify` checks them.
-    let idle = Arc::new(World::default());
-    let flujo = Flujo::builder(s.pipeline.clone())
-        .store(inner.clone())
-        .skills(registry(&idle, 0, false))
-        .models(SimModels::new(&idle, 0, false))
-        .build()
-        .map_err(|e| (invariant::JOURNAL, format!("cannot build a checker: {e}")))?;
-    let client = flujo.client().map_err(|e| (invariant::JOURNAL, format!("no client: {e}")))?;
-    let report = client.verify(RUN_ID).await.map_err(|e| (invariant::JOURNAL, format!("verify failed: {e}")))?;
-    if let Some(broken) = report.broken {
-        return Err((invariant::JOURNAL, format!("the journal does not verify: {broken:?}")));
     }
     let records = inner.load_journal(RUN_ID).await.map_err(|e| (invariant::JOURNAL, e.to_string()))?;
     if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
@@ -622,6 +655,19 @@ async fn check(
             );
         }
         eprintln!("payments {:?}\nstarts {:?}\neffects {:?}", world.payments(), out.starts, world.effects());
+    }
+    // Journal integrity: the chain and the run row's commitment, as `lens verify` checks them.
+    let idle = Arc::new(World::default());
+    let flujo = Flujo::builder(s.pipeline.clone())
+        .store(inner.clone())
+        .skills(registry(&idle, 0, false))
+        .models(SimModels::new(&idle, 0, false))
+        .build()
+        .map_err(|e| (invariant::JOURNAL, format!("cannot build a checker: {e}")))?;
+    let client = flujo.client().map_err(|e| (invariant::JOURNAL, format!("no client: {e}")))?;
+    let report = client.verify(RUN_ID).await.map_err(|e| (invariant::JOURNAL, format!("verify failed: {e}")))?;
+    if let Some(broken) = report.broken {
+        return Err((invariant::JOURNAL, format!("the journal does not verify: {broken:?}")));
     }
     let mut completed = HashSet::new();
     for r in &records {

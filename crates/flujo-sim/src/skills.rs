@@ -65,8 +65,6 @@ pub struct World {
     pub double_effects: AtomicBool,
     /// A deliberately broken world: costed calls estimate less than they cost.
     pub under_estimate: AtomicBool,
-    /// Simulated durations are divided by this (0 or 1: as they are) when the runtime runs in real time.
-    pub time_divisor: AtomicU64,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,14 +90,6 @@ impl World {
     /// What walk `walk` paid, in micro-USD.
     pub fn paid_by(&self, walk: u64) -> u64 {
         locked(&self.payments).iter().filter(|p| p.walk == walk).map(|p| p.micros).sum()
-    }
-
-    /// `d` of simulated time as the runtime's time.
-    pub fn scaled(&self, d: Duration) -> Duration {
-        match self.time_divisor.load(Ordering::Relaxed) {
-            0 | 1 => d,
-            n => d / u32::try_from(n).unwrap_or(u32::MAX),
-        }
     }
 
     /// A new incarnation starts (a fresh process after a crash or a failed walk).
@@ -272,7 +262,7 @@ impl Worker {
     /// A simulated delay of `ms`.
     async fn sleep(&self, ms: u64) {
         if ms > 0 {
-            tokio::time::sleep(self.world.scaled(Duration::from_millis(ms))).await;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
     }
 }
@@ -391,6 +381,8 @@ struct SimModel {
     k: i64,
     /// As a router: the branch names it picks from.
     branches: Vec<String>,
+    /// In a tree search: `propose` (candidates) or `evaluate` (a score from 0 to 1).
+    role: Option<String>,
 }
 
 pub const MODEL_COST: u64 = 900;
@@ -426,6 +418,15 @@ impl Skill for SimModel {
                     ]})
                 } else {
                     json!({"content": seen.rem_euclid(1000).to_string(), "tool_calls": []})
+                }
+            }
+            None if self.role.is_some() => {
+                let text = call.input.as_str().map_or_else(|| call.input.to_string(), str::to_owned);
+                let h = crate::rng::digest(&text).wrapping_add(self.k as u64);
+                if self.role.as_deref() == Some("propose") {
+                    json!((0..3).map(|i| format!("candidate {}", (h + i) % 100)).collect::<Vec<_>>())
+                } else {
+                    json!({"score": (h % 100) as f64 / 100.0})
                 }
             }
             None if !self.branches.is_empty() => {
@@ -476,7 +477,8 @@ impl SimModels {
             .and_then(Value::as_array)
             .map(|b| b.iter().filter_map(Value::as_str).map(str::to_owned).collect())
             .unwrap_or_default();
-        Ok(Arc::new(SimModel { w: self.w.clone(), calls, k, branches }))
+        let role = settings.get("sim_role").and_then(Value::as_str).map(str::to_owned);
+        Ok(Arc::new(SimModel { w: self.w.clone(), calls, k, branches, role }))
     }
 }
 

@@ -270,7 +270,10 @@ pub(crate) async fn run_branches(
     };
     for op in ops {
         if let Err(e) = f.ctx.apply(op) {
-            return Ok(PolicyOutcome::failure(Value::Null, format!("merging branch contexts: {e}")));
+            let mut o = PolicyOutcome::failure(Value::Null, format!("merging branch contexts: {e}"));
+            o.tokens = tokens;
+            o.cost_usd = cost;
+            return Ok(o);
         }
     }
     let output = match reduce_mode {

@@ -258,7 +258,10 @@ impl StepPolicy for MapPolicy {
             let ops = merge_branches(MergeStrategy::Overwrite, &branch_ops).unwrap_or_default();
             for op in ops {
                 if let Err(e) = f.ctx.apply(op) {
-                    return Ok(PolicyOutcome::failure(Value::Null, format!("merging map item context: {e}")));
+                    let mut o = PolicyOutcome::failure(Value::Null, format!("merging map item context: {e}"));
+                    o.tokens = tokens;
+                    o.cost_usd = cost;
+                    return Ok(o);
                 }
             }
         }

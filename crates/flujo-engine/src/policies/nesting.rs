@@ -83,10 +83,12 @@ impl StepPolicy for ImportPolicy {
                         .cloned()
                         .unwrap_or(Value::Null);
                     if let Err(e) = f.ctx.apply(PatchOp::set(flujo_core::patch::split_context_path(&m.parent), value)) {
-                        return Ok(PolicyOutcome::failure(
-                            Value::Null,
-                            format!("import output mapping '{}': {e}", m.parent),
-                        ));
+                        // The child's paid work is the step's all the same.
+                        let mut o =
+                            PolicyOutcome::failure(Value::Null, format!("import output mapping '{}': {e}", m.parent));
+                        o.tokens = seq.tokens;
+                        o.cost_usd = seq.cost_usd;
+                        return Ok(o);
                     }
                 }
             }
@@ -154,7 +156,10 @@ impl StepPolicy for StateMachinePolicy {
         let mut cost = 0.0;
         for hop in 0..=spec.max_hops {
             let Some(Branch { steps, .. }) = spec.states.iter().find(|Branch { name: n, .. }| *n == current) else {
-                return Ok(PolicyOutcome::failure(Value::Null, format!("unknown state '{current}'")));
+                let mut o = PolicyOutcome::failure(Value::Null, format!("unknown state '{current}'"));
+                o.tokens = tokens;
+                o.cost_usd = cost;
+                return Ok(o);
             };
             visited.push(Value::String(current.clone()));
             let base = child_path(f.path, format_args!("state:{current}@{hop}"));
@@ -186,7 +191,11 @@ impl StepPolicy for StateMachinePolicy {
                                 match f.core.eval_bool_with(w, &seq.output, f.ctx, f.lex, &[("output", &payload)]) {
                                     Ok(b) => b,
                                     Err(e) => {
-                                        return Ok(PolicyOutcome::failure(seq.output, format!("transition when: {e}")))
+                                        // The states' paid work is the step's all the same.
+                                        let mut o = PolicyOutcome::failure(seq.output, format!("transition when: {e}"));
+                                        o.tokens = tokens;
+                                        o.cost_usd = cost;
+                                        return Ok(o);
                                     }
                                 }
                             }
