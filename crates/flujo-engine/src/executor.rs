@@ -196,14 +196,14 @@ impl RunState {
         telemetry: Option<Arc<dyn Telemetry>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // What the journal already spent counts before anything runs: a live call of one branch must not reserve
+        // budget a sibling branch spent before the crash just because that sibling's replay comes later.
+        if !records.is_empty() {
+            quota.record(journaled_spend(&records));
+        }
         let mut replay = foldhash::HashMap::with_capacity_and_hasher(records.len(), Default::default());
         for r in records {
             replay.insert(r.path.clone(), Arc::new(r));
-        }
-        // What the journal already spent counts before anything runs: a live call of one branch must not reserve
-        // budget a sibling branch spent before the crash just because that sibling's replay comes later.
-        if !replay.is_empty() {
-            quota.record(journaled_spend(&replay, generation));
         }
         RunState {
             run_id,
@@ -1280,48 +1280,56 @@ fn is_call_kind(kind: &str) -> bool {
     matches!(kind, "decision" | "model_turn" | "tool_call" | "proposer" | "evaluator")
 }
 
-/// Kinds of records that stand for one call (or one human answer), never for children of their own kind.
-fn is_leaf_kind(kind: &str) -> bool {
-    matches!(kind, "step" | "hitl") || is_call_kind(kind)
-}
-
-/// What the journal's records spent, counted as a walk replaying them would: every record replay uses (a
-/// completed one, or a failed one of the current generation) unless a record of an ancestor path stands for
-/// it — except that a call journaled inside a step, a fallback-pending record and a composite the budget
-/// stopped stand only for themselves (a turn's tool calls are recorded below it; the fallback runs below the
-/// pending record; the stopped composite's figures miss the unfinished children that had paid, whose own
-/// records are counted instead).
-pub(crate) fn journaled_spend(replay: &foldhash::HashMap<String, Arc<JournalRecord>>, generation: u32) -> Usage {
-    let replayable = |r: &JournalRecord| r.status == StepStatus::Completed || r.generation >= generation;
-    let stopped_composite = |r: &JournalRecord| r.metadata.contains_key(META_STOPPED) && !is_leaf_kind(&r.kind);
-    let covers = |r: &JournalRecord| {
-        replayable(r) && !r.is_fallback_pending() && !stopped_composite(r) && !is_call_kind(&r.kind)
+/// What the journal's records spent, each paid call once. A record's own spend is its cost minus what the
+/// records it used already account for: the latest record at each path below it that its execution used (a
+/// completed one, or one of its generation). So a plain step's own spend is its cost, a step with tool calls
+/// or a composite adds nothing beyond its children (a router's decision, a model turn and a tool call are
+/// records of their own), a fallback's final record adds nothing beyond the pending record and the fallback,
+/// and records of failed generations count too: a failed run resumed keeps what it spent. Every record counts,
+/// whether replay will use it or not; a composite whose figures miss something (a branch that paused has no
+/// figures to give) never subtracts more than its cost. Journaled calls (decisions, model turns, tool calls,
+/// proposals, evaluations) stand only for themselves: a turn's tool calls are recorded below it.
+pub(crate) fn journaled_spend(records: &[JournalRecord]) -> Usage {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_unstable_by_key(|&i| records[i].seq);
+    // Record indices by path, in journal order.
+    let mut by_path: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    for &i in &order {
+        by_path.entry(records[i].path.as_str()).or_default().push(i);
+    }
+    let latest_before = |idxs: &[usize], seq: u64| -> Option<usize> {
+        let at = idxs.partition_point(|&j| records[j].seq < seq);
+        at.checked_sub(1).and_then(|k| idxs.get(k)).copied()
     };
-    // Added up in journal order, so the sum is the same on every walk (floating-point addition is not
-    // associative, and the map's order is not fixed).
-    let mut counted: Vec<&JournalRecord> = Vec::new();
-    for (path, rec) in replay {
-        if !replayable(rec) || stopped_composite(rec) {
-            continue;
-        }
-        let mut ancestor = path.as_str();
-        let mut covered = false;
-        while let Some(i) = ancestor.rfind('/') {
-            ancestor = &ancestor[..i];
-            if replay.get(ancestor).is_some_and(|a| covers(a)) {
-                covered = true;
-                break;
+    let mut own = vec![(0.0f64, 0u64); records.len()];
+    let mut spent = Usage::default();
+    for &i in &order {
+        let r = &records[i];
+        let (mut cost, mut tokens) = (r.cost_usd, r.tokens.total());
+        if !is_call_kind(&r.kind) {
+            // Paths below `P` are `P/…`: from "P/" up to "P0" ('0' follows '/').
+            let (from, to) = (format!("{}/", r.path), format!("{}0", r.path));
+            let below = by_path
+                .range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Excluded(to.as_str())));
+            for (_, idxs) in below {
+                let Some(j) = latest_before(idxs, r.seq) else { continue };
+                let d = &records[j];
+                if d.status == StepStatus::Completed || d.generation >= r.generation {
+                    cost -= own[j].0;
+                    tokens = tokens.saturating_sub(own[j].1);
+                }
+            }
+            // A fallback's final record repeats the pending record's figures.
+            if let Some(p) = by_path.get(r.path.as_str()).and_then(|same| latest_before(same, r.seq)) {
+                if records[p].is_fallback_pending() && records[p].generation == r.generation {
+                    cost -= own[p].0;
+                    tokens = tokens.saturating_sub(own[p].1);
+                }
             }
         }
-        if !covered {
-            counted.push(rec);
-        }
-    }
-    counted.sort_unstable_by_key(|r| r.seq);
-    let mut spent = Usage::default();
-    for rec in counted {
-        spent.cost_usd += rec.cost_usd;
-        spent.tokens += rec.tokens.total();
+        own[i] = (cost.max(0.0), tokens);
+        spent.cost_usd += own[i].0;
+        spent.tokens += own[i].1;
     }
     spent
 }

@@ -343,6 +343,8 @@ pub struct ResumeRequest {
     pub stream_tokens: bool,
     /// The run's row as the caller just read it (see [`with_stored_run`](Self::with_stored_run)).
     pub stored_run: Option<Arc<RunRecord>>,
+    /// Take the run over only if it was left running (see [`interrupted_only`](Self::interrupted_only)).
+    pub interrupted_only: bool,
 }
 
 impl ResumeRequest {
@@ -360,6 +362,15 @@ impl ResumeRequest {
     /// Stream model answers as `RunEvent::TokenDelta` events while they are generated.
     pub fn stream_tokens(mut self, on: bool) -> Self {
         self.stream_tokens = on;
+        self
+    }
+
+    /// Continues the run only if it was left `running` (its process died): a run that is paused, failed,
+    /// finished or waiting in its queue is refused (`FlujoError::NotResumable`) and left as it is. For recovery
+    /// that must never retry a failed run by accident — e.g. a process resuming interrupted runs while another
+    /// may finish them meanwhile.
+    pub fn interrupted_only(mut self) -> Self {
+        self.interrupted_only = true;
         self
     }
 
@@ -797,6 +808,12 @@ impl Flujo {
                 run_id: run_id.to_owned(),
                 stored: run.pipeline_hash,
                 given: inner.pipeline_hash.clone(),
+            });
+        }
+        if req.interrupted_only && run.status != RunStatus::Running {
+            return Err(FlujoError::NotResumable {
+                run_id: run_id.to_owned(),
+                reason: format!("it is {}, not interrupted", run.status.as_str()),
             });
         }
         let mut answers = HashMap::new();

@@ -285,3 +285,33 @@ async fn a_state_machine_that_fails_on_a_transition_keeps_what_its_states_paid()
     let record = journal.iter().find(|rec| rec.path == "0").unwrap();
     assert!((record.cost_usd - 0.3).abs() < 1e-9);
 }
+
+#[tokio::test]
+async fn a_failed_run_resumed_keeps_what_it_spent() {
+    // `b` fails and bills 0.4; the run fails having spent 0.8 of 1.0. Resuming it retries `b`, whose
+    // reservation (0.8 + 0.4 > 1.0) must be refused: what the failed attempt paid still counts.
+    let p = Pipeline::new(
+        "retry_failed",
+        vec![
+            model("a", 0.4, 1.0),
+            Step::skill("b", "test.model", json!({"estimate": 0.4, "frac": 1.0, "fail_first": true})).with_retries(0),
+        ],
+    );
+    let mem = Arc::new(MemoryStore::new());
+    let calls = Arc::new(AtomicU64::new(0));
+    let flujo = Flujo::builder(p)
+        .skills(registry(&calls))
+        .store(mem.clone())
+        .usage_limits(UsageLimits::new().with_cost_limit(1.0))
+        .build()
+        .unwrap();
+    let r = flujo.run_with(RunOptions::new(json!(0)).run_id("r")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("step_failed"));
+    assert!((r.total_cost_usd - 0.8).abs() < 1e-9);
+    let r = flujo.resume_with("r", ResumeRequest::default()).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("usage_limit_exceeded"), "{:?}", r.error);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the retry of `b` was refused before it was made");
+    assert!(r.total_cost_usd <= 1.0 + 1e-9, "spent {}", r.total_cost_usd);
+}

@@ -21,6 +21,8 @@ pub struct CrashingStore {
     budget: AtomicU64,
     crashed: AtomicBool,
     pub rejected_paths: Mutex<Vec<String>>,
+    /// The append of this path commits, then reports a failure (a commit whose answer was lost).
+    lost_answer: Option<String>,
 }
 
 impl CrashingStore {
@@ -30,7 +32,13 @@ impl CrashingStore {
             budget: AtomicU64::new(budget),
             crashed: AtomicBool::new(false),
             rejected_paths: Mutex::default(),
+            lost_answer: None,
         }
+    }
+    /// The same store, except that the append of `path` commits and then reports a failure.
+    pub fn losing_the_answer_of(mut self, path: &str) -> Self {
+        self.lost_answer = Some(path.to_owned());
+        self
     }
     fn down(&self) -> StoreError {
         StoreError::Unavailable("simulated crash".into())
@@ -83,7 +91,11 @@ impl JournalStore for CrashingStore {
             self.rejected_paths.lock().unwrap().push(record.path.clone());
             return Err(self.down());
         }
-        self.inner.append(record).await
+        self.inner.append(record).await?;
+        if self.lost_answer.as_deref() == Some(record.path.as_str()) {
+            return Err(StoreError::Unavailable("the commit's answer was lost".into()));
+        }
+        Ok(())
     }
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         self.inner.load_journal(run_id).await
@@ -273,6 +285,8 @@ pub struct Outcome {
     pub counts: HashMap<String, u32>,
     pub crashes: usize,
     pub rejected_paths: Vec<String>,
+    /// The paths with a record when the store crashed (`None` without a crash).
+    pub committed_at_crash: Option<std::collections::HashSet<String>>,
     pub pauses_seen: usize,
     pub run_record: Option<RunRecord>,
 }
@@ -297,11 +311,16 @@ pub async fn drive(s: &Scenario, budget: Option<u64>) -> Outcome {
     let mut crashes = 0;
     let mut pauses_seen = 0;
     let mut res = flujo.run_with(RunOptions::new(s.input.clone()).run_id(run_id).context(s.context.clone())).await;
+    let mut committed_at_crash = None;
     for _round in 0..1000 {
         match res {
             Err(FlujoError::Store(_)) => {
                 // Crash: a new runner over the healthy store resumes from what was committed.
                 crashes += 1;
+                if committed_at_crash.is_none() {
+                    let records = mem.load_journal(run_id).await.unwrap();
+                    committed_at_crash = Some(records.into_iter().map(|r| r.path).collect());
+                }
                 flujo = build(s, mem.clone(), reg.clone(), &cache);
                 res = flujo.resume_with(run_id, ResumeRequest::default()).await;
             }
@@ -310,12 +329,12 @@ pub async fn drive(s: &Scenario, budget: Option<u64>) -> Outcome {
             Ok(r) if r.status == RunStatus::Paused => {
                 pauses_seen += 1;
                 let Some(p) = r.pending.iter().find(|p| answers.contains_key(p.pause_id.as_str())) else {
-                    return finish(r, &mem, &counter, crashes, &crashing, pauses_seen).await;
+                    return finish(r, &mem, &counter, crashes, &crashing, pauses_seen, committed_at_crash).await;
                 };
                 let answer = answers[p.pause_id.as_str()].clone();
                 res = flujo.resume_with(run_id, ResumeRequest::answer(answer).pause_id(p.pause_id.clone())).await;
             }
-            Ok(r) => return finish(r, &mem, &counter, crashes, &crashing, pauses_seen).await,
+            Ok(r) => return finish(r, &mem, &counter, crashes, &crashing, pauses_seen, committed_at_crash).await,
         }
     }
     panic!("{}: did not settle", s.name)
@@ -328,6 +347,7 @@ async fn finish(
     crashes: usize,
     crashing: &CrashingStore,
     pauses_seen: usize,
+    committed_at_crash: Option<std::collections::HashSet<String>>,
 ) -> Outcome {
     let records = mem.load_journal(&result.run_id).await.unwrap();
     verify_chain(&records).expect("hash chain verifies");
@@ -345,6 +365,7 @@ async fn finish(
         counts,
         crashes,
         rejected_paths: crashing.rejected_paths.lock().unwrap().clone(),
+        committed_at_crash,
         pauses_seen,
     }
 }
@@ -403,10 +424,12 @@ pub async fn run_scenario(s: &Scenario) {
         assert_eq!(o.result.error, straight.result.error, "{} k={k}: error", s.name);
         assert_eq!(ctx(&o.result), ctx(&straight.result), "{} k={k}: context", s.name);
         assert_eq!(o.journal, straight.journal, "{} k={k}: journal (latest record per path)", s.name);
-        // Exactly-once for committed work: a path may run again only if its record was the one rejected.
+        // Exactly-once for committed work: a path may run again only if its record had not landed when the walk
+        // stopped (the store rejected it, or the walk's writer refused it after an earlier append failed).
         for (path, n) in &o.counts {
             let base = straight.counts.get(path).copied().unwrap_or(0);
-            let rejected = o.rejected_paths.iter().any(|p| p == path);
+            let rejected = o.rejected_paths.iter().any(|p| p == path)
+                || o.committed_at_crash.as_ref().is_some_and(|c| !c.contains(path));
             let allowed = base + u32::from(rejected);
             assert!(
                 *n <= allowed && *n >= base,

@@ -4,93 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod harness;
+
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use flujo_core::*;
 use flujo_engine::{Flujo, ResumeRequest, RunOptions};
 use flujo_store::MemoryStore;
-use serde_json::{json, Value};
-
-/// The memory store, except that the append of `path` commits and then reports a failure.
-struct LostAnswer {
-    inner: Arc<MemoryStore>,
-    path: String,
-}
-
-#[async_trait]
-impl RunStore for LostAnswer {
-    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        self.inner.get_run(run_id).await
-    }
-    async fn update_run(&self, update: &RunUpdate) -> Result<(), StoreError> {
-        self.inner.update_run(update).await
-    }
-    async fn heartbeat(&self, run_id: &str, owner_id: &str, lease: i64) -> Result<(), StoreError> {
-        self.inner.heartbeat(run_id, owner_id, lease).await
-    }
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        self.inner.list_runs(filter).await
-    }
-    async fn find_runs_by_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
-        self.inner.find_runs_by_prefix(prefix, limit).await
-    }
-    async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
-        self.inner.delete_runs(older_than_ms, status).await
-    }
-}
-
-#[async_trait]
-impl JournalStore for LostAnswer {
-    async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
-        self.inner.append(record).await?;
-        if record.path == self.path {
-            return Err(StoreError::Unavailable("the commit's answer was lost".into()));
-        }
-        Ok(())
-    }
-    async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
-        self.inner.append_fenced(record, owner_id).await?;
-        if record.path == self.path {
-            return Err(StoreError::Unavailable("the commit's answer was lost".into()));
-        }
-        Ok(())
-    }
-    async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
-        self.inner.load_journal(run_id).await
-    }
-}
-
-#[async_trait]
-impl BlobStore for LostAnswer {
-    async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
-        self.inner.put_blob(bytes).await
-    }
-    async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get_blob(hash).await
-    }
-}
-
-#[async_trait]
-impl SystemStateStore for LostAnswer {
-    async fn get_state(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        self.inner.get_state(key).await
-    }
-    async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
-        self.inner.set_state(key, value).await
-    }
-}
-
-impl EvaluationStore for LostAnswer {}
-
-impl Store for LostAnswer {
-    fn describe(&self) -> String {
-        "lost-answer".into()
-    }
-}
+use harness::CrashingStore;
+use serde_json::json;
 
 #[tokio::test]
 async fn a_lost_commit_answer_in_one_branch_is_not_covered_by_another_branchs_error() {
@@ -106,7 +28,7 @@ async fn a_lost_commit_answer_in_one_branch_is_not_covered_by_another_branchs_er
     spec.branches = vec![Branch::new("b0", vec![machine]), Branch::new("b1", vec![Step::passthrough("lost")])];
     let p = Pipeline::new("lost", vec![Step::new("par", StepKind::Parallel(spec))]);
     let mem = Arc::new(MemoryStore::new());
-    let lossy = Arc::new(LostAnswer { inner: mem.clone(), path: "0/branch:b1/0".into() });
+    let lossy = Arc::new(CrashingStore::new(mem.clone(), u64::MAX).losing_the_answer_of("0/branch:b1/0"));
     let first = Flujo::builder(p.clone()).store(lossy).build().unwrap();
     let err = first.run_with(RunOptions::new(json!(1)).run_id("r")).await.unwrap_err();
     assert!(matches!(err, FlujoError::Store(_)), "{err:?}");
@@ -120,4 +42,26 @@ async fn a_lost_commit_answer_in_one_branch_is_not_covered_by_another_branchs_er
     assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("infinite_redirect"));
     let report = second.client().unwrap().verify("r").await.unwrap();
     assert!(report.broken.is_none(), "{:?}", report.broken);
+}
+
+#[tokio::test]
+async fn a_recovery_resume_takes_over_interrupted_runs_only() {
+    let p = Pipeline::new("two", vec![Step::passthrough("a"), Step::passthrough("b")]);
+    let mem = Arc::new(MemoryStore::new());
+    // Interrupted: the store goes down after the first record.
+    let crashing = Arc::new(CrashingStore::new(mem.clone(), 1));
+    let first = Flujo::builder(p.clone()).store(crashing).build().unwrap();
+    assert!(first.run_with(RunOptions::new(json!(1)).run_id("r")).await.is_err());
+    let second = Flujo::builder(p.clone()).store(mem.clone()).build().unwrap();
+    let r = second.resume_with("r", ResumeRequest::default().interrupted_only()).await.unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    // Finished (or failed, or paused): refused, and left as it is.
+    let err = second.resume_with("r", ResumeRequest::default().interrupted_only()).await.unwrap_err();
+    assert!(matches!(&err, FlujoError::NotResumable { reason, .. } if reason.contains("completed")), "{err:?}");
+    let failing = Pipeline::new("failing", vec![harness::fail("f")]);
+    let third = Flujo::builder(failing).store(mem.clone()).build().unwrap();
+    let r = third.run_with(RunOptions::new(json!(1)).run_id("f")).await.unwrap();
+    assert_eq!(r.status, RunStatus::Failed);
+    assert!(third.resume_with("f", ResumeRequest::default().interrupted_only()).await.is_err());
+    assert_eq!(mem.get_run("f").await.unwrap().unwrap().generation, 0, "a failed run is not retried");
 }

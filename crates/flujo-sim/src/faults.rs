@@ -173,7 +173,7 @@ impl FaultyStore {
     }
 
     /// Runs a write under the plan's next fault.
-    async fn write<T, F>(&self, op: F) -> Result<T, StoreError>
+    async fn write<T, F>(&self, what: &str, op: F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, StoreError>>,
     {
@@ -183,6 +183,9 @@ impl FaultyStore {
             Some(Fault::CrashAfter) if self.remote => Some(Fault::FailAfter),
             f => f,
         };
+        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+            eprintln!("write {what} by incarnation {}: {fault:?}", self.incarnation);
+        }
         let injected = |what: &str| StoreError::Unavailable(format!("injected fault: {what}"));
         match fault {
             None => op.await,
@@ -231,7 +234,7 @@ impl FaultyStore {
 impl RunStore for FaultyStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let owner = run.owner.as_ref().map(|o| o.id.as_str());
-        self.write(self.owning(owner, self.inner.create_run(run))).await
+        self.write("create_run", self.owning(owner, self.inner.create_run(run))).await
     }
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         self.read(self.inner.get_run(run_id)).await
@@ -241,12 +244,15 @@ impl RunStore for FaultyStore {
         if self.sabotage() == Sabotage::DropPending && update.pending.len() > 1 {
             let mut update = update.clone();
             update.pending.truncate(1);
-            return self.write(self.owning(owner, self.inner.update_run(&update))).await;
+            return self.write("update_run", self.owning(owner, self.inner.update_run(&update))).await;
         }
-        self.write(self.owning(owner, self.inner.update_run(update))).await
+        self.write("update_run", self.owning(owner, self.inner.update_run(update))).await
     }
     async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError> {
-        self.write(self.inner.heartbeat(run_id, owner_id, lease_expires_at_ms)).await
+        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+            eprintln!("heartbeat by incarnation {} until {lease_expires_at_ms}", self.incarnation);
+        }
+        self.write("heartbeat", self.inner.heartbeat(run_id, owner_id, lease_expires_at_ms)).await
     }
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.read(self.inner.list_runs(filter)).await
@@ -255,10 +261,10 @@ impl RunStore for FaultyStore {
         self.read(self.inner.find_runs_by_prefix(prefix, limit)).await
     }
     async fn delete_runs(&self, older_than_ms: i64, status: Option<RunStatus>) -> Result<u64, StoreError> {
-        self.write(self.inner.delete_runs(older_than_ms, status)).await
+        self.write("delete_runs", self.inner.delete_runs(older_than_ms, status)).await
     }
     async fn claim_runs(&self, claim: &ClaimRequest) -> Result<Vec<String>, StoreError> {
-        self.write(self.inner.claim_runs(claim)).await
+        self.write("claim_runs", self.inner.claim_runs(claim)).await
     }
 }
 
@@ -266,7 +272,7 @@ impl RunStore for FaultyStore {
 impl JournalStore for FaultyStore {
     async fn append(&self, record: &JournalRecord) -> Result<(), StoreError> {
         let record = self.sabotaged(record);
-        self.write(self.committing(&record, self.inner.append(&record))).await
+        self.write("append", self.committing(&record, self.inner.append(&record))).await
     }
     async fn append_fenced(&self, record: &JournalRecord, owner_id: &str) -> Result<(), StoreError> {
         let record = self.sabotaged(record);
@@ -289,7 +295,7 @@ impl JournalStore for FaultyStore {
             }
             Ok(())
         };
-        self.write(self.committing(&record, fenced)).await
+        self.write("append_fenced", self.committing(&record, fenced)).await
     }
     async fn load_journal(&self, run_id: &str) -> Result<Vec<JournalRecord>, StoreError> {
         let records = self.read(self.inner.load_journal(run_id)).await?;
@@ -319,7 +325,20 @@ impl FaultyStore {
         record: &JournalRecord,
         append: impl std::future::Future<Output = Result<(), StoreError>>,
     ) -> Result<(), StoreError> {
-        append.await?;
+        let r = append.await;
+        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+            eprintln!(
+                "append {} {} {:?} cost {} by incarnation {}{}: {:?}",
+                record.seq,
+                record.path,
+                record.status,
+                record.cost_usd,
+                self.incarnation,
+                if self.remote { " (remote)" } else { "" },
+                r.as_ref().err()
+            );
+        }
+        r?;
         if record.status == flujo_core::StepStatus::Completed {
             self.world.committed(&record.path);
         }
@@ -345,7 +364,7 @@ impl FaultyStore {
 #[async_trait]
 impl BlobStore for FaultyStore {
     async fn put_blob(&self, bytes: &[u8]) -> Result<String, StoreError> {
-        self.write(self.inner.put_blob(bytes)).await
+        self.write("put_blob", self.inner.put_blob(bytes)).await
     }
     async fn get_blob(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(self.inner.get_blob(hash)).await
@@ -358,13 +377,13 @@ impl SystemStateStore for FaultyStore {
         self.read(self.inner.get_state(key)).await
     }
     async fn set_state(&self, key: &str, value: &Value) -> Result<(), StoreError> {
-        self.write(self.inner.set_state(key, value)).await
+        self.write("set_state", self.inner.set_state(key, value)).await
     }
     async fn list_state(&self, prefix: &str) -> Result<Vec<(String, Value)>, StoreError> {
         self.read(self.inner.list_state(prefix)).await
     }
     async fn delete_state(&self, key: &str) -> Result<bool, StoreError> {
-        self.write(self.inner.delete_state(key)).await
+        self.write("delete_state", self.inner.delete_state(key)).await
     }
 }
 

@@ -107,8 +107,14 @@ impl Gen {
             max_cost,
             drift: false,
         };
+        let sleep_ms = params.sleep_ms;
         let mut step = Step::skill(self.name("s"), SIM_SKILL, params.to_json());
         step.config.max_retries = retries;
+        if sleep_ms > 1 && self.rng.chance(300) {
+            // A timeout: shorter than the call when the step may fail (every attempt times out), else longer.
+            let ms = if may_fail && self.rng.chance(500) { self.rng.range(1, sleep_ms - 1) } else { sleep_ms * 2 };
+            step.config.timeout_s = Some(ms as f64 / 1000.0);
+        }
         step
     }
 

@@ -2,14 +2,16 @@
 //!
 //! The simulation runs on a current-thread Tokio runtime with a paused clock: when nothing can run, the clock
 //! jumps to the next timer. A store that answers from its own threads or sockets would let the clock jump while
-//! a write is under way (a lease expires, a timeout fires: time that never passed). [`SerialStore`] makes
-//! each call on a blocking-pool thread, which keeps the paused clock where it is until the call returns, and
-//! drives the store's future on the backend's own real-time runtime. Calls go through one at a time, in the
-//! order the simulation makes them, so a seed replays the same interleaving of store calls on every backend.
+//! a write is under way (a lease expires, a timeout fires: time that never passed), and the moment its answer
+//! arrives would decide which task runs next. [`SerialStore`] makes each call synchronously: the simulation's
+//! thread hands the call to a thread of the store's own, which drives it on the backend's real-time runtime,
+//! and waits for the answer before it goes on. Nothing else runs meanwhile and the simulated clock stands
+//! still, so a seed replays the same interleaving of store calls on every backend.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use flujo_core::{
@@ -19,30 +21,41 @@ use flujo_core::{
 use serde_json::Value;
 
 type Call<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+type Job = Box<dyn FnOnce() + Send>;
 
-/// A store whose calls run one at a time, on the backend's runtime, without the simulated clock moving.
+/// A store whose calls are made one at a time, synchronously, on the backend's runtime.
 pub struct SerialStore {
     inner: Arc<dyn Store>,
     backend: tokio::runtime::Handle,
-    /// Taken in FIFO order: one call at a time, in the order they were made.
-    gate: tokio::sync::Mutex<()>,
+    /// The thread that drives each call on `backend` (it ends when this store is dropped).
+    jobs: Mutex<Sender<Job>>,
 }
 
 impl SerialStore {
     /// `inner`, whose futures run on `backend` (the runtime it was opened on).
     pub fn new(inner: Arc<dyn Store>, backend: tokio::runtime::Handle) -> Self {
-        SerialStore { inner, backend, gate: tokio::sync::Mutex::new(()) }
+        let (jobs, queue) = channel::<Job>();
+        std::thread::spawn(move || {
+            for job in queue {
+                job();
+            }
+        });
+        SerialStore { inner, backend, jobs: Mutex::new(jobs) }
     }
 
     async fn call<T: Send + 'static>(
         &self,
         op: impl FnOnce(Arc<dyn Store>) -> Call<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _turn = self.gate.lock().await;
         let (inner, backend) = (self.inner.clone(), self.backend.clone());
-        tokio::task::spawn_blocking(move || backend.block_on(op(inner)))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("the store call did not finish: {e}")))?
+        let (answer, answered) = sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = answer.send(backend.block_on(op(inner)));
+        });
+        let lost = || StoreError::Unavailable("the store's thread is gone".into());
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).map_err(|_| lost())?;
+        // Blocks the simulation's thread on purpose: nothing may run, and no simulated time pass, meanwhile.
+        answered.recv().map_err(|_| lost())?
     }
 }
 

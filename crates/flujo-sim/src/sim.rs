@@ -462,7 +462,8 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
                 None => walk.await,
                 Some(rival) => {
                     races += 1;
-                    let (a, b) = tokio::join!(walk, rival.resume_with(RUN_ID, ResumeRequest::default()));
+                    let (a, b) =
+                        tokio::join!(walk, rival.resume_with(RUN_ID, ResumeRequest::default().interrupted_only()));
                     // The loser must have been refused (or stopped) by the store; the winner's answer counts.
                     // Both may answer when the second read the run after the first had finished or paused it
                     // (a finished run's resume returns its result). That both walked it at once would show as
@@ -485,8 +486,10 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
                 _ => return None, // nothing to take over (not created yet, paused or finished)
             }
             clock.jump(LEASE + Duration::from_secs(1));
+            // Whichever of this turn's runners walks the run (the first, or its rival if that won the claim).
             world.taking_over(base);
-            Some(remote.resume_with(RUN_ID, ResumeRequest::default()).await)
+            world.taking_over(base + 1);
+            Some(remote.resume_with(RUN_ID, ResumeRequest::default().interrupted_only()).await)
         };
         let ended = tokio::time::timeout(MAX_WALK, async { tokio::join!(both, take) }).await;
         let faults_after = plan.lock().unwrap_or_else(|p| p.into_inner()).stats.total();
@@ -732,9 +735,10 @@ async fn check(
 
     // Same result as straight through (checked last: a broken journal or a repeated effect explains a
     // different result better). Which call a budget refuses depends on timing when steps run concurrently
-    // (an upper bound reserved by one branch may refuse another's call); then only the status is compared.
+    // (an upper bound reserved by one branch may refuse another's call), and on the walk when a cache may save
+    // a call (every runner starts with an empty cache); then only the status is compared.
     let budget_race = s.limit.is_some()
-        && s.concurrent
+        && (s.concurrent || s.cached)
         && [out, reference].iter().any(|d| d.error.as_deref() == Some("usage_limit_exceeded"));
     let same = if budget_race {
         out.status == reference.status || [out, reference].iter().all(|d| d.status != RunStatus::Paused)
@@ -752,8 +756,11 @@ async fn check(
     }
     // The same steps ran, so the run accounts the same spending (a call paid again after its record was lost
     // in a crash is accounted once) — unless a cache, which every new runner starts empty, saved a call in one
-    // of them.
-    if !budget_race && !s.cached && out.spent.abs_diff(reference.spent) > 2 {
+    // of them, or an error that stops the whole run (a budget, a state machine out of hops) came while other
+    // branches were still calling: which of their calls had been made by then depends on timing.
+    let stopped_concurrently =
+        s.concurrent && [out, reference].iter().any(|d| d.error.as_deref().is_some_and(|k| k != "step_failed"));
+    if !budget_race && !stopped_concurrently && !s.cached && out.spent.abs_diff(reference.spent) > 2 {
         return Err((
             invariant::BUDGET,
             format!("the run accounts {} µUSD; straight through it accounts {}", out.spent, reference.spent),

@@ -259,11 +259,18 @@ impl Worker {
         !self.remote && self.world.down.load(Ordering::SeqCst)
     }
 
-    /// A simulated delay of `ms`.
-    async fn sleep(&self, ms: u64) {
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+    /// The start of a call: counted, its start tick taken, `sleep_ms` of simulated time spent; an error when
+    /// the process went down meanwhile. Returns the start tick.
+    async fn begin(&self, sleep_ms: u64) -> Result<u64, SkillError> {
+        self.world.calls.fetch_add(1, Ordering::Relaxed);
+        let started = self.world.tick();
+        if sleep_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
         }
+        if self.down() {
+            return Err(SkillError::fatal("the process is down"));
+        }
+        Ok(started)
     }
 }
 
@@ -276,12 +283,7 @@ struct SimSkill {
 impl Skill for SimSkill {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         let world = &self.w.world;
-        world.calls.fetch_add(1, Ordering::Relaxed);
-        let started = world.tick();
-        self.w.sleep(self.params.sleep_ms).await;
-        if self.w.down() {
-            return Err(SkillError::fatal("the process is down"));
-        }
+        let started = self.w.begin(self.params.sleep_ms).await?;
         if call.attempt <= self.params.fail_attempts {
             let billed = self.params.cost / 4;
             world.pay(self.w.walk, billed);
@@ -324,13 +326,8 @@ pub const TOOL_MAX_COST: u64 = 200;
 impl Skill for SimTool {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         let world = &self.w.world;
-        world.calls.fetch_add(1, Ordering::Relaxed);
-        let started = world.tick();
         let x = digest_value(&call.input);
-        self.w.sleep(x.rem_euclid(3) as u64 * 700).await;
-        if self.w.down() {
-            return Err(SkillError::fatal("the process is down"));
-        }
+        let started = self.w.begin(x.rem_euclid(3) as u64 * 700).await?;
         world.record(&call.idempotency_key, self.w.walk, started);
         world.pay(self.w.walk, TOOL_COST);
         let (tokens, cost) = World::usage(TOOL_COST);
@@ -392,12 +389,7 @@ pub const MODEL_MAX_COST: u64 = 1200;
 impl Skill for SimModel {
     async fn call(&self, call: SkillCall) -> Result<SkillOutput, SkillError> {
         let world = &self.w.world;
-        world.calls.fetch_add(1, Ordering::Relaxed);
-        let _ = world.tick();
-        self.w.sleep(400).await;
-        if self.w.down() {
-            return Err(SkillError::fatal("the process is down"));
-        }
+        self.w.begin(400).await?;
         world.pay(self.w.walk, MODEL_COST);
         let (tokens, cost) = World::usage(MODEL_COST);
         let messages = call.input.get("messages").and_then(Value::as_array);

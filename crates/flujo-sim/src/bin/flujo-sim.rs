@@ -77,6 +77,8 @@ struct Totals {
     takeovers: AtomicU64,
     budgeted: AtomicU64,
     refused: AtomicU64,
+    /// Runs whose walks together paid more than the budget (calls paid again after a crash lost their record).
+    overpaid: AtomicU64,
     faults: AtomicU64,
     effects: AtomicU64,
     violations: AtomicU64,
@@ -126,6 +128,8 @@ fn main() {
                         totals.takeovers.fetch_add(u64::from(r.takeovers), Ordering::Relaxed);
                         totals.budgeted.fetch_add(u64::from(r.limit.is_some()), Ordering::Relaxed);
                         totals.refused.fetch_add(u64::from(r.budget_refused), Ordering::Relaxed);
+                        let overpaid = r.limit.is_some_and(|l| r.paid > l);
+                        totals.overpaid.fetch_add(u64::from(overpaid), Ordering::Relaxed);
                         totals.faults.fetch_add(r.faults.total(), Ordering::Relaxed);
                         totals.effects.fetch_add(r.effects as u64, Ordering::Relaxed);
                     }
@@ -183,12 +187,14 @@ fn main() {
 
 fn line(t: &Totals, started: Instant) -> String {
     format!(
-        "{:.0} s: {} simulated runs ({} with a budget, {} stopped by it), {} walks ({} interrupted by faults, {} raced \
-         by a second runner, {} taken over by another host), {} faults injected, {} side effects, {} violation(s)",
+        "{:.0} s: {} simulated runs ({} with a budget, {} stopped by it, {} paid past it by calls repeated after a \
+         crash), {} walks ({} interrupted by faults, {} raced by a second runner, {} taken over by another host), {} \
+         faults injected, {} side effects, {} violation(s)",
         started.elapsed().as_secs_f64(),
         t.runs.load(Ordering::Relaxed),
         t.budgeted.load(Ordering::Relaxed),
         t.refused.load(Ordering::Relaxed),
+        t.overpaid.load(Ordering::Relaxed),
         t.walks.load(Ordering::Relaxed),
         t.interrupted.load(Ordering::Relaxed),
         t.races.load(Ordering::Relaxed),
