@@ -1292,35 +1292,44 @@ fn is_call_kind(kind: &str) -> bool {
 pub(crate) fn journaled_spend(records: &[JournalRecord]) -> Usage {
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_unstable_by_key(|&i| records[i].seq);
-    // Record indices by path, in journal order.
-    let mut by_path: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
-    for &i in &order {
-        by_path.entry(records[i].path.as_str()).or_default().push(i);
-    }
-    let latest_before = |idxs: &[usize], seq: u64| -> Option<usize> {
-        let at = idxs.partition_point(|&j| records[j].seq < seq);
-        at.checked_sub(1).and_then(|k| idxs.get(k)).copied()
-    };
+    // Record indices sorted by (path, seq): the records of one path are adjacent, and those below `P` (paths
+    // from "P/" up to "P0", '0' following '/') form one run of the list.
+    let mut by_path = order.clone();
+    by_path
+        .sort_by(|&x, &y| (records[x].path.as_str(), records[x].seq).cmp(&(records[y].path.as_str(), records[y].seq)));
+    let first_at_or_after = |key: &str| by_path.partition_point(|&j| records[j].path.as_str() < key);
     let mut own = vec![(0.0f64, 0u64); records.len()];
     let mut spent = Usage::default();
+    let (mut from, mut to) = (String::new(), String::new());
     for &i in &order {
         let r = &records[i];
         let (mut cost, mut tokens) = (r.cost_usd, r.tokens.total());
         if !is_call_kind(&r.kind) {
-            // Paths below `P` are `P/…`: from "P/" up to "P0" ('0' follows '/').
-            let (from, to) = (format!("{}/", r.path), format!("{}0", r.path));
-            let below = by_path
-                .range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Excluded(to.as_str())));
-            for (_, idxs) in below {
-                let Some(j) = latest_before(idxs, r.seq) else { continue };
-                let d = &records[j];
-                if d.status == StepStatus::Completed || d.generation >= r.generation {
-                    cost -= own[j].0;
-                    tokens = tokens.saturating_sub(own[j].1);
+            from.clear();
+            from.push_str(&r.path);
+            from.push('/');
+            to.clear();
+            to.push_str(&r.path);
+            to.push('0');
+            let below = &by_path[first_at_or_after(&from)..first_at_or_after(&to)];
+            // For each path below, the latest record written before this one.
+            let mut k = 0;
+            while k < below.len() {
+                let path = records[below[k]].path.as_str();
+                let end = k + below[k..].iter().take_while(|&&j| records[j].path == path).count();
+                if let Some(&j) = below[k..end].iter().rev().find(|&&j| records[j].seq < r.seq) {
+                    let d = &records[j];
+                    if d.status == StepStatus::Completed || d.generation >= r.generation {
+                        cost -= own[j].0;
+                        tokens = tokens.saturating_sub(own[j].1);
+                    }
                 }
+                k = end;
             }
             // A fallback's final record repeats the pending record's figures.
-            if let Some(p) = by_path.get(r.path.as_str()).and_then(|same| latest_before(same, r.seq)) {
+            let same = &by_path[first_at_or_after(&r.path)..];
+            let earlier = same.iter().take_while(|&&j| records[j].path == r.path && records[j].seq < r.seq).last();
+            if let Some(&p) = earlier {
                 if records[p].is_fallback_pending() && records[p].generation == r.generation {
                     cost -= own[p].0;
                     tokens = tokens.saturating_sub(own[p].1);

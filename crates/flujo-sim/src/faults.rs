@@ -183,7 +183,7 @@ impl FaultyStore {
             Some(Fault::CrashAfter) if self.remote => Some(Fault::FailAfter),
             f => f,
         };
-        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+        if crate::dumping() {
             eprintln!("write {what} by incarnation {}: {fault:?}", self.incarnation);
         }
         let injected = |what: &str| StoreError::Unavailable(format!("injected fault: {what}"));
@@ -249,9 +249,6 @@ impl RunStore for FaultyStore {
         self.write("update_run", self.owning(owner, self.inner.update_run(update))).await
     }
     async fn heartbeat(&self, run_id: &str, owner_id: &str, lease_expires_at_ms: i64) -> Result<(), StoreError> {
-        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
-            eprintln!("heartbeat by incarnation {} until {lease_expires_at_ms}", self.incarnation);
-        }
         self.write("heartbeat", self.inner.heartbeat(run_id, owner_id, lease_expires_at_ms)).await
     }
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
@@ -326,7 +323,7 @@ impl FaultyStore {
         append: impl std::future::Future<Output = Result<(), StoreError>>,
     ) -> Result<(), StoreError> {
         let r = append.await;
-        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+        if crate::dumping() {
             eprintln!(
                 "append {} {} {:?} cost {} by incarnation {}{}: {:?}",
                 record.seq,

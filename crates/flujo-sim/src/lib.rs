@@ -21,3 +21,9 @@ pub mod skills;
 
 pub use faults::{FaultStats, Sabotage};
 pub use sim::{simulate, Backend, SimOptions, SimReport, Violation};
+
+/// Whether `FLUJO_SIM_DUMP` asks for a trace of the simulation (walks, writes, appends, the journal), read once.
+pub fn dumping() -> bool {
+    static DUMP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DUMP.get_or_init(|| std::env::var_os("FLUJO_SIM_DUMP").is_some())
+}

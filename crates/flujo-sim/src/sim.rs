@@ -499,7 +499,7 @@ async fn drive(s: &Scenario, inner: Arc<dyn Store>, opts: &SimOptions, world: Ar
             }
             Ok(pair) => pair,
         };
-        if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+        if crate::dumping() {
             let brief = |r: &Result<flujo_core::RunResult, FlujoError>| match r {
                 Ok(r) => format!("{:?} {:?}", r.status, r.error.as_ref().map(|e| &e.kind)),
                 Err(e) => format!("error {e}"),
@@ -642,7 +642,7 @@ async fn check(
         return Err((invariant::SINGLE_OWNER, format!("an append of a walk that did not own the run landed: {b}")));
     }
     let records = inner.load_journal(RUN_ID).await.map_err(|e| (invariant::JOURNAL, e.to_string()))?;
-    if std::env::var_os("FLUJO_SIM_DUMP").is_some() {
+    if crate::dumping() {
         // A replay's journal and ledgers, for whoever investigates a seed.
         for r in &records {
             eprintln!(
@@ -734,13 +734,14 @@ async fn check(
     }
 
     // Same result as straight through (checked last: a broken journal or a repeated effect explains a
-    // different result better). Which call a budget refuses depends on timing when steps run concurrently
-    // (an upper bound reserved by one branch may refuse another's call), and on the walk when a cache may save
-    // a call (every runner starts with an empty cache); then only the status is compared.
-    let budget_race = s.limit.is_some()
-        && (s.concurrent || s.cached)
-        && [out, reference].iter().any(|d| d.error.as_deref() == Some("usage_limit_exceeded"));
-    let same = if budget_race {
+    // different result better). When an error stops the whole run (a budget, a state machine out of hops) while
+    // other branches run, which of them had finished — the run's partial result, even which error came first —
+    // depends on timing; which call a budget refuses also depends on the walk when a cache may save a call
+    // (every runner starts with an empty cache). Then only the status is compared.
+    let stopped = |kinds: &dyn Fn(&str) -> bool| [out, reference].iter().any(|d| d.error.as_deref().is_some_and(kinds));
+    let timing_dependent = (s.concurrent && stopped(&|k| k != "step_failed"))
+        || (s.limit.is_some() && s.cached && stopped(&|k| k == "usage_limit_exceeded"));
+    let same = if timing_dependent {
         out.status == reference.status || [out, reference].iter().all(|d| d.status != RunStatus::Paused)
     } else {
         (out.status, &out.output, &out.error) == (reference.status, &reference.output, &reference.error)
@@ -755,18 +756,15 @@ async fn check(
         ));
     }
     // The same steps ran, so the run accounts the same spending (a call paid again after its record was lost
-    // in a crash is accounted once) — unless a cache, which every new runner starts empty, saved a call in one
-    // of them, or an error that stops the whole run (a budget, a state machine out of hops) came while other
-    // branches were still calling: which of their calls had been made by then depends on timing.
-    let stopped_concurrently =
-        s.concurrent && [out, reference].iter().any(|d| d.error.as_deref().is_some_and(|k| k != "step_failed"));
-    if !budget_race && !stopped_concurrently && !s.cached && out.spent.abs_diff(reference.spent) > 2 {
+    // in a crash is accounted once) — unless the run was stopped while other branches ran (see above) or a
+    // cache, which every new runner starts empty, saved a call in one of them.
+    if !timing_dependent && !s.cached && out.spent.abs_diff(reference.spent) > 2 {
         return Err((
             invariant::BUDGET,
             format!("the run accounts {} µUSD; straight through it accounts {}", out.spent, reference.spent),
         ));
     }
-    if !budget_race && out.pauses != reference.pauses {
+    if !timing_dependent && out.pauses != reference.pauses {
         return Err((
             invariant::PAUSES,
             format!("paused for {:?}; straight through it pauses for {:?}", out.pauses, reference.pauses),
