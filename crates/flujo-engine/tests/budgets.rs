@@ -154,6 +154,19 @@ async fn a_call_that_does_not_fit_is_never_made_and_the_partial_result_is_kept()
     assert!((r.total_cost_usd - 0.8).abs() < 1e-9);
 }
 
+/// A runner of `p` over a memory store, limited to `usd`, with its store and call counter.
+fn durable_with_limit(p: Pipeline, usd: f64) -> (Flujo, Arc<MemoryStore>, Arc<AtomicU64>) {
+    let mem = Arc::new(MemoryStore::new());
+    let calls = Arc::new(AtomicU64::new(0));
+    let flujo = Flujo::builder(p)
+        .skills(registry(&calls))
+        .store(mem.clone())
+        .usage_limits(UsageLimits::new().with_cost_limit(usd))
+        .build()
+        .unwrap();
+    (flujo, mem, calls)
+}
+
 fn model(name: &str, estimate: f64, frac: f64) -> Step {
     Step::skill(name, "test.model", json!({"estimate": estimate, "frac": frac}))
 }
@@ -244,14 +257,7 @@ async fn attempts_paid_before_the_budget_refuses_a_retry_stay_in_the_journal() {
     // The first attempt bills 0.6 and fails; the retry's reservation (0.6 + 0.6 > 1.0) is refused.
     let step =
         Step::skill("flaky", "test.model", json!({"estimate": 0.6, "frac": 1.0, "fail_first": true})).with_retries(1);
-    let mem = Arc::new(MemoryStore::new());
-    let calls = Arc::new(AtomicU64::new(0));
-    let flujo = Flujo::builder(Pipeline::new("retry", vec![step]))
-        .skills(registry(&calls))
-        .store(mem.clone())
-        .usage_limits(UsageLimits::new().with_cost_limit(1.0))
-        .build()
-        .unwrap();
+    let (flujo, mem, calls) = durable_with_limit(Pipeline::new("retry", vec![step]), 1.0);
     let r = flujo.run_with(RunOptions::new(json!(0)).run_id("r")).await.unwrap();
     assert_eq!(r.status, RunStatus::Failed);
     assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("usage_limit_exceeded"));
@@ -297,14 +303,7 @@ async fn a_failed_run_resumed_keeps_what_it_spent() {
             Step::skill("b", "test.model", json!({"estimate": 0.4, "frac": 1.0, "fail_first": true})).with_retries(0),
         ],
     );
-    let mem = Arc::new(MemoryStore::new());
-    let calls = Arc::new(AtomicU64::new(0));
-    let flujo = Flujo::builder(p)
-        .skills(registry(&calls))
-        .store(mem.clone())
-        .usage_limits(UsageLimits::new().with_cost_limit(1.0))
-        .build()
-        .unwrap();
+    let (flujo, _mem, calls) = durable_with_limit(p, 1.0);
     let r = flujo.run_with(RunOptions::new(json!(0)).run_id("r")).await.unwrap();
     assert_eq!(r.status, RunStatus::Failed);
     assert_eq!(r.error.as_ref().map(|e| e.kind.as_str()), Some("step_failed"));
