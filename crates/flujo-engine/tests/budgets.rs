@@ -154,9 +154,8 @@ async fn a_call_that_does_not_fit_is_never_made_and_the_partial_result_is_kept()
     assert!((r.total_cost_usd - 0.8).abs() < 1e-9);
 }
 
-/// A runner of `p` over a memory store, limited to `usd`, with its store and call counter.
-fn durable_with_limit(p: Pipeline, usd: f64) -> (Flujo, Arc<MemoryStore>, Arc<AtomicU64>) {
-    let mem = Arc::new(MemoryStore::new());
+/// A runner of `p` over `mem`, limited to `usd`, with its call counter.
+fn limited(p: Pipeline, usd: f64, mem: &Arc<MemoryStore>) -> (Flujo, Arc<AtomicU64>) {
     let calls = Arc::new(AtomicU64::new(0));
     let flujo = Flujo::builder(p)
         .skills(registry(&calls))
@@ -164,6 +163,13 @@ fn durable_with_limit(p: Pipeline, usd: f64) -> (Flujo, Arc<MemoryStore>, Arc<At
         .usage_limits(UsageLimits::new().with_cost_limit(usd))
         .build()
         .unwrap();
+    (flujo, calls)
+}
+
+/// [`limited`] over a new memory store, returned too.
+fn durable_with_limit(p: Pipeline, usd: f64) -> (Flujo, Arc<MemoryStore>, Arc<AtomicU64>) {
+    let mem = Arc::new(MemoryStore::new());
+    let (flujo, calls) = limited(p, usd, &mem);
     (flujo, mem, calls)
 }
 
@@ -190,12 +196,7 @@ async fn crash_then_resume(
     let err = first.build().unwrap().run_with(RunOptions::new(json!("b0")).run_id("r")).await.unwrap_err();
     assert!(matches!(err, FlujoError::Store(_)), "{err:?}");
     let paths = mem.load_journal("r").await.unwrap().into_iter().map(|r| r.path).collect();
-    let second = Flujo::builder(p)
-        .skills(registry(&calls))
-        .store(mem.clone())
-        .usage_limits(UsageLimits::new().with_cost_limit(limit))
-        .build()
-        .unwrap();
+    let (second, _) = limited(p, limit, &mem);
     (paths, second.resume_with("r", ResumeRequest::default()).await.unwrap())
 }
 
