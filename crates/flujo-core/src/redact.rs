@@ -34,13 +34,32 @@ fn normalize(key: &str) -> String {
 /// True when the value of `key` must not be shown, whatever it is (see the module docs; usage counters are
 /// decided by [`redact`], which also looks at the value).
 pub fn is_secret_key(key: &str) -> bool {
-    let k = normalize(key);
-    SECRET_FRAGMENTS.iter().any(|f| k.contains(f))
+    contains_fragment(key, SECRET_FRAGMENTS)
 }
 
 fn is_counter_key(key: &str) -> bool {
+    contains_fragment(key, COUNTER_FRAGMENTS)
+}
+
+/// True when the normalized `key` contains one of `fragments`. Keys are checked for every step record
+/// (its step name, its patch paths), so a short ASCII key is normalized on the stack; a key with other
+/// characters goes through [`normalize`] (Unicode lower case: `K`, the Kelvin sign, is a `k`).
+fn contains_fragment(key: &str, fragments: &[&str]) -> bool {
+    const SHORTEST: usize = 5; // "token", the shortest fragment
+    let mut buf = [0u8; 64];
+    if key.len() <= buf.len() && key.is_ascii() {
+        let mut n = 0;
+        for b in key.bytes() {
+            if !matches!(b, b'-' | b'_' | b'.') && !b.is_ascii_whitespace() && b != 0x0b {
+                buf[n] = b.to_ascii_lowercase();
+                n += 1;
+            }
+        }
+        let k = &buf[..n];
+        return n >= SHORTEST && fragments.iter().any(|f| k.windows(f.len()).any(|w| w == f.as_bytes()));
+    }
     let k = normalize(key);
-    COUNTER_FRAGMENTS.iter().any(|f| k.contains(f))
+    fragments.iter().any(|f| k.contains(f))
 }
 
 /// A number, null, or an object/array made only of those.
@@ -99,6 +118,41 @@ pub fn redact(value: &Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The stack path for short ASCII keys decides exactly as normalizing the key does: every ASCII
+    /// character spliced into every fragment, keys around the 64-byte boundary, and non-ASCII keys.
+    #[test]
+    fn the_ascii_fast_path_agrees_with_normalizing() {
+        let slow = |key: &str, fragments: &[&str]| {
+            let k = normalize(key);
+            fragments.iter().any(|f| k.contains(f))
+        };
+        let mut keys: Vec<String> = vec![String::new(), "s0".into(), "steps".into(), "tok".into()];
+        for fragment in SECRET_FRAGMENTS.iter().chain(COUNTER_FRAGMENTS) {
+            for b in 0u8..128 {
+                let c = char::from(b);
+                for at in 0..=fragment.len() {
+                    let mut k = fragment.to_uppercase();
+                    k.insert(at, c);
+                    keys.push(k);
+                }
+                keys.push(format!("{c}{fragment}s"));
+            }
+            for pad in 55..70 {
+                keys.push(format!("{}{fragment}", "x".repeat(pad)));
+                keys.push(format!("{}{}", "-".repeat(pad), fragment.to_uppercase()));
+            }
+            // Unicode: the Kelvin sign lower-cases to `k`, a non-breaking space is whitespace.
+            keys.push(fragment.replace('k', "\u{212a}"));
+            keys.push(format!("{}\u{a0}{}", &fragment[..2], &fragment[2..]));
+        }
+        for key in &keys {
+            for fragments in [SECRET_FRAGMENTS, COUNTER_FRAGMENTS] {
+                assert_eq!(contains_fragment(key, fragments), slow(key, fragments), "key {key:?}");
+            }
+        }
+        assert!(is_secret_key("API-\u{212a}EY") && is_secret_key("Pass word") && !is_secret_key("s0"));
+    }
 
     #[test]
     fn secret_keys_are_redacted_at_any_depth() {
