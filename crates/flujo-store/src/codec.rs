@@ -575,28 +575,28 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
     })
 }
 
-/// A `journal` row as read from the database.
+/// A `journal` row as read from the database, borrowed from the row (decoding copies only what the record
+/// keeps). The run id is not read back: the caller asked for it.
 #[derive(Debug, Clone)]
-pub(crate) struct StoredRecord {
-    pub run_id: String,
+pub(crate) struct StoredRecord<'a> {
     pub seq: i64,
-    pub path: String,
-    pub step: String,
-    pub kind: String,
-    pub status: String,
+    pub path: &'a str,
+    pub step: &'a str,
+    pub kind: &'a str,
+    pub status: std::borrow::Cow<'a, str>,
     pub generation: i64,
-    pub output: Option<String>,
-    pub output_ref: Option<String>,
-    pub patch: String,
+    pub output: Option<&'a str>,
+    pub output_ref: Option<&'a str>,
+    pub patch: &'a str,
     pub attempts: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub cost_usd: f64,
     pub started_at_ms: i64,
     pub latency_ms: f64,
-    pub metadata: Option<String>,
-    pub feedback: Option<String>,
-    pub hash: Vec<u8>,
+    pub metadata: Option<&'a str>,
+    pub feedback: Option<&'a str>,
+    pub hash: &'a [u8],
     pub hash_scheme: i64,
     pub cached_tokens: i64,
     pub cache_write_tokens: i64,
@@ -638,8 +638,9 @@ where
 /// Decodes a run's stored records, in seq order; `prev_hash` is the hash of the record before the first
 /// ([`flujo_core::journal::GENESIS_HASH`] when the first is seq 0). Each record's `prev_hash` is its
 /// predecessor's hash: stores keep only `hash`.
-pub(crate) fn decode_journal<F>(
-    stored: Vec<StoredRecord>,
+pub(crate) fn decode_journal<'a, F>(
+    run_id: &str,
+    stored: impl ExactSizeIterator<Item = Result<StoredRecord<'a>, StoreError>>,
     mut prev_hash: String,
     blobs: &mut BlobResolver<F>,
 ) -> Result<Vec<JournalRecord>, StoreError>
@@ -648,7 +649,7 @@ where
 {
     let mut records = Vec::with_capacity(stored.len());
     for s in stored {
-        let record = decode_record(s, prev_hash, blobs)?;
+        let record = decode_record(run_id, s?, prev_hash, blobs)?;
         prev_hash = record.hash.clone();
         records.push(record);
     }
@@ -675,22 +676,22 @@ pub(crate) fn hash_from_column(bytes: &[u8]) -> String {
     }
 }
 
-fn decode_record<F>(
-    mut s: StoredRecord,
+pub(crate) fn decode_record<F>(
+    run_id: &str,
+    s: StoredRecord<'_>,
     prev_hash: String,
     blobs: &mut BlobResolver<F>,
 ) -> Result<JournalRecord, StoreError>
 where
     F: FnMut(&str) -> Result<Option<Vec<u8>>, StoreError>,
 {
-    let run_id = std::mem::take(&mut s.run_id);
-    let row = JournalRowName { run_id: &run_id, seq: s.seq };
-    let output = match (s.output.as_deref(), s.output_ref.as_deref()) {
+    let row = JournalRowName { run_id, seq: s.seq };
+    let output = match (s.output, s.output_ref) {
         (Some(text), None) => Arc::new(from_json::<Value>(row, "output", text)?),
         (None, Some(hash)) => blobs.resolve(row, "output_ref", hash)?,
         _ => return Err(corrupt(row, "output", "exactly one of `output` and `output_ref` must be set")),
     };
-    let stored_ops: Vec<StoredOpIn> = from_json(row, "patch", &s.patch)?;
+    let stored_ops: Vec<StoredOpIn> = from_json(row, "patch", s.patch)?;
     let mut patch = Vec::with_capacity(stored_ops.len());
     for op in stored_ops {
         let value = match (op.value, op.value_ref) {
@@ -724,21 +725,21 @@ where
         cost_usd: s.cost_usd,
         started_at_ms: s.started_at_ms,
         latency_ms: s.latency_ms,
-        metadata: match s.metadata.as_deref() {
+        metadata: match s.metadata {
             Some(m) => from_json::<Map<String, Value>>(row, "metadata", m)?,
             None => Map::new(),
         },
-        feedback: s.feedback,
+        feedback: s.feedback.map(str::to_owned),
         prev_hash,
-        hash: hash_from_column(&s.hash),
+        hash: hash_from_column(s.hash),
         hash_scheme: u8::try_from(s.hash_scheme)
             .ok()
             .and_then(flujo_core::HashScheme::from_number)
             .ok_or_else(|| corrupt(row, "hash_scheme", format!("unknown scheme {}", s.hash_scheme)))?,
-        run_id,
-        path: s.path,
-        step: s.step,
-        kind: s.kind,
+        run_id: run_id.to_owned(),
+        path: s.path.to_owned(),
+        step: s.step.to_owned(),
+        kind: s.kind.to_owned(),
     })
 }
 
@@ -775,40 +776,42 @@ mod tests {
         r
     }
 
-    /// The row as the database would give it back, and the blobs it brought.
-    fn stored(row: RecordRow) -> (StoredRecord, HashMap<String, Vec<u8>>) {
-        let blobs = row.blobs.iter().map(|b| (b.hash.clone(), b.bytes.to_vec())).collect();
-        let stored = StoredRecord {
-            run_id: row.run_id,
+    /// The row as the database would give it back.
+    fn stored(row: &RecordRow) -> StoredRecord<'_> {
+        StoredRecord {
             seq: row.seq,
-            path: row.path,
-            step: row.step,
-            kind: row.kind,
-            status: row.status.to_owned(),
+            path: &row.path,
+            step: &row.step,
+            kind: &row.kind,
+            status: row.status.into(),
             generation: row.generation,
-            output: row.output,
-            output_ref: row.output_ref,
-            patch: row.patch,
+            output: row.output.as_deref(),
+            output_ref: row.output_ref.as_deref(),
+            patch: &row.patch,
             attempts: row.attempts,
             prompt_tokens: row.prompt_tokens,
             completion_tokens: row.completion_tokens,
             cost_usd: row.cost_usd,
             started_at_ms: row.started_at_ms,
             latency_ms: row.latency_ms,
-            metadata: row.metadata,
-            feedback: row.feedback,
-            hash: row.hash,
+            metadata: row.metadata.as_deref(),
+            feedback: row.feedback.as_deref(),
+            hash: &row.hash,
             hash_scheme: row.hash_scheme,
             cached_tokens: row.cached_tokens,
             cache_write_tokens: row.cache_write_tokens,
             reasoning_tokens: row.reasoning_tokens,
-        };
-        (stored, blobs)
+        }
     }
 
     fn try_decode(row: RecordRow) -> Result<JournalRecord, StoreError> {
-        let (stored, blobs) = stored(row);
-        decode_record(stored, String::new(), &mut BlobResolver::new(|h: &str| Ok(blobs.get(h).cloned())))
+        let blobs: HashMap<String, Vec<u8>> = row.blobs.iter().map(|b| (b.hash.clone(), b.bytes.to_vec())).collect();
+        decode_record(
+            &row.run_id,
+            stored(&row),
+            String::new(),
+            &mut BlobResolver::new(|h: &str| Ok(blobs.get(h).cloned())),
+        )
     }
 
     fn decode(row: RecordRow) -> JournalRecord {

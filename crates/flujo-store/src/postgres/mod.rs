@@ -567,15 +567,14 @@ fn stored_run(row: &Row) -> Result<StoredRun, StoreError> {
     })
 }
 
-fn stored_record(row: &Row) -> Result<StoredRecord, StoreError> {
+fn stored_record(row: &Row) -> Result<StoredRecord<'_>, StoreError> {
     let conv = |e: tokio_postgres::Error| StoreError::Corrupt(format!("journal row: {e}"));
     Ok(StoredRecord {
-        run_id: row.try_get(0).map_err(conv)?,
         seq: row.try_get(1).map_err(conv)?,
         path: row.try_get(2).map_err(conv)?,
         step: row.try_get(3).map_err(conv)?,
         kind: row.try_get(4).map_err(conv)?,
-        status: row.try_get(5).map_err(conv)?,
+        status: std::borrow::Cow::Borrowed(row.try_get(5).map_err(conv)?),
         generation: row.try_get(6).map_err(conv)?,
         output: row.try_get(7).map_err(conv)?,
         output_ref: row.try_get(8).map_err(conv)?,
@@ -1047,8 +1046,8 @@ impl JournalStore for PostgresStore {
         let stored = rows.iter().map(stored_record).collect::<Result<Vec<_>, _>>()?;
         let mut hashes: Vec<String> = Vec::new();
         for s in &stored {
-            hashes.extend(s.output_ref.clone());
-            hashes.extend(patch_value_refs(&s.patch));
+            hashes.extend(s.output_ref.map(str::to_owned));
+            hashes.extend(patch_value_refs(s.patch));
         }
         hashes.sort_unstable();
         hashes.dedup();
@@ -1069,7 +1068,7 @@ impl JournalStore for PostgresStore {
         };
         let _ = tx.commit().await;
         let mut resolver = BlobResolver::new(|hash: &str| Ok(blobs.get(hash).cloned()));
-        decode_journal(stored, prev_hash, &mut resolver)
+        decode_journal(run_id, stored.into_iter().map(Ok), prev_hash, &mut resolver)
     }
 }
 

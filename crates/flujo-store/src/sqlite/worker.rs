@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 use super::schema::sql_error;
 use super::SqliteStats;
 use crate::codec::{
-    decode_journal, decode_run, hash_from_column, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver,
+    decode_record, decode_run, hash_from_column, patch_value_refs, prefix_upper_bound, real_or_nan, BlobResolver,
     DefinitionCache, EvaluationRow, NewBlob, RecordRow, RunRow, StoredRecord, StoredRun, UpdateRow, DEFINITION_REF,
 };
 use crate::{seq_conflict, status_conflict};
@@ -962,31 +962,44 @@ fn list_runs(
     stored.into_iter().map(|s| resolve_definition(conn, s, &mut cache, definitions).and_then(decode_run)).collect()
 }
 
-fn stored_record(row: &Row<'_>) -> rusqlite::Result<StoredRecord> {
+/// A journal row of `LOAD_JOURNAL` (its columns without `run_id`), borrowed from the row.
+fn stored_record<'r>(row: &'r Row<'_>) -> rusqlite::Result<StoredRecord<'r>> {
+    let text = |i: usize| {
+        row.get_ref(i)?
+            .as_str()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    };
+    let opt_text = |i: usize| {
+        row.get_ref(i)?
+            .as_str_or_null()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e)))
+    };
     Ok(StoredRecord {
-        run_id: row.get(0)?,
-        seq: row.get(1)?,
-        path: row.get(2)?,
-        step: row.get(3)?,
-        kind: row.get(4)?,
-        status: status_from_code(row.get(5)?),
-        generation: row.get(6)?,
-        output: row.get(7)?,
-        output_ref: row.get(8)?,
-        patch: row.get(9)?,
-        attempts: row.get(10)?,
-        prompt_tokens: row.get(11)?,
-        completion_tokens: row.get(12)?,
-        cost_usd: real_or_nan(row.get(13)?),
-        started_at_ms: row.get(14)?,
-        latency_ms: real_or_nan(row.get(15)?),
-        metadata: row.get(16)?,
-        feedback: row.get(17)?,
-        hash: row.get(18)?,
-        hash_scheme: row.get(19)?,
-        cached_tokens: row.get(20)?,
-        cache_write_tokens: row.get(21)?,
-        reasoning_tokens: row.get(22)?,
+        seq: row.get(0)?,
+        path: text(1)?,
+        step: text(2)?,
+        kind: text(3)?,
+        status: status_from_code(row.get(4)?),
+        generation: row.get(5)?,
+        output: opt_text(6)?,
+        output_ref: opt_text(7)?,
+        patch: text(8)?,
+        attempts: row.get(9)?,
+        prompt_tokens: row.get(10)?,
+        completion_tokens: row.get(11)?,
+        cost_usd: real_or_nan(row.get(12)?),
+        started_at_ms: row.get(13)?,
+        latency_ms: real_or_nan(row.get(14)?),
+        metadata: opt_text(15)?,
+        feedback: opt_text(16)?,
+        hash: row
+            .get_ref(17)?
+            .as_blob()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(17, rusqlite::types::Type::Blob, Box::new(e)))?,
+        hash_scheme: row.get(18)?,
+        cached_tokens: row.get(19)?,
+        cache_write_tokens: row.get(20)?,
+        reasoning_tokens: row.get(21)?,
     })
 }
 
@@ -1000,11 +1013,11 @@ fn status_code(status: &str) -> i64 {
 }
 
 /// The inverse of [`status_code`]; a code no Flujo wrote becomes a name the decoder reports as corrupt.
-fn status_from_code(code: i64) -> String {
+fn status_from_code(code: i64) -> std::borrow::Cow<'static, str> {
     match code {
-        0 => "completed".to_owned(),
-        1 => "failed".to_owned(),
-        other => format!("status code {other}"),
+        0 => "completed".into(),
+        1 => "failed".into(),
+        other => format!("status code {other}").into(),
     }
 }
 
@@ -1012,29 +1025,43 @@ fn load_journal(conn: &Connection, run_id: &str, from_seq: u64) -> Result<Vec<Jo
     let from = i64::try_from(from_seq).unwrap_or(i64::MAX);
     // One read transaction: the records and the blobs they reference come from the same snapshot.
     let tx = conn.unchecked_transaction().map_err(|e| sql_error("load_journal", e))?;
-    let stored = tx
+    let records = decode_rows(&tx, run_id, from)?;
+    // Read-only: ending it either way releases the snapshot.
+    let _ = tx.finish();
+    Ok(records)
+}
+
+/// The journal rows of `run_id` from seq `from`, decoded as they are read (inside the caller's read
+/// transaction, so the rows and the blobs they reference come from one snapshot).
+fn decode_rows(conn: &Connection, run_id: &str, from: i64) -> Result<Vec<JournalRecord>, StoreError> {
+    let sql_err = |e| sql_error("load_journal", e);
+    let mut statement = conn
         .prepare_cached(
-            "SELECT run_id, seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
+            "SELECT seq, path, step, kind, status, generation, output, output_ref, patch, attempts, \
              prompt_tokens, completion_tokens, cost_usd, started_at_ms, latency_ms, metadata, feedback, hash, \
              hash_scheme, cached_tokens, cache_write_tokens, reasoning_tokens FROM journal WHERE run_id = ?1 AND seq >= ?2 \
              ORDER BY seq",
         )
-        .and_then(|mut s| s.query_map(params![run_id, from], stored_record)?.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| sql_error("load_journal", e))?;
-    // The first record's predecessor: its hash is the first record's `prev_hash` (not stored twice).
-    let prev_hash = match from.checked_sub(1) {
-        Some(prev) if prev >= 0 && !stored.is_empty() => tx
-            .prepare_cached("SELECT hash FROM journal WHERE run_id = ?1 AND seq = ?2")
-            .and_then(|mut s| s.query_row(params![run_id, prev], |row| row.get::<_, Vec<u8>>(0)).optional())
-            .map_err(|e| sql_error("load_journal", e))?
-            .map_or_else(String::new, |h| hash_from_column(&h)),
-        _ => flujo_core::journal::GENESIS_HASH.to_owned(),
-    };
-    let mut blobs = BlobResolver::new(|hash: &str| get_blob(&tx, hash).map_err(|e| sql_error("load_journal", e)));
-    let records = decode_journal(stored, prev_hash, &mut blobs)?;
-    drop(blobs);
-    // Read-only: ending it either way releases the snapshot.
-    let _ = tx.finish();
+        .map_err(sql_err)?;
+    let mut rows = statement.query(params![run_id, from]).map_err(sql_err)?;
+    let mut blobs = BlobResolver::new(|hash: &str| get_blob(conn, hash).map_err(sql_err));
+    let mut records: Vec<JournalRecord> = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_err)? {
+        let prev_hash = match records.last() {
+            Some(r) => r.hash.clone(),
+            // The first record's predecessor: its hash is the first record's `prev_hash` (not stored twice).
+            None => match from.checked_sub(1) {
+                Some(prev) if prev >= 0 => conn
+                    .prepare_cached("SELECT hash FROM journal WHERE run_id = ?1 AND seq = ?2")
+                    .and_then(|mut s| s.query_row(params![run_id, prev], |row| row.get::<_, Vec<u8>>(0)).optional())
+                    .map_err(sql_err)?
+                    .map_or_else(String::new, |h| hash_from_column(&h)),
+                _ => flujo_core::journal::GENESIS_HASH.to_owned(),
+            },
+        };
+        let stored = stored_record(row).map_err(sql_err)?;
+        records.push(decode_record(run_id, stored, prev_hash, &mut blobs)?);
+    }
     Ok(records)
 }
 
