@@ -202,7 +202,7 @@ pub fn servers_of_stored_run(run: &flujo_core::RunRecord) -> Vec<McpServerDecl> 
     let (Some(origin), Some(def)) = (&run.origin, &run.definition) else {
         return Vec::new();
     };
-    if !def.to_string().contains("\"mcp.") {
+    if !def.json().contains("\"mcp.") {
         return Vec::new();
     }
     let opts = flujo_blueprint::LoadOptions {

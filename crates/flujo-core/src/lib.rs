@@ -59,9 +59,9 @@ pub use skill::{
 };
 pub use step::*;
 pub use store::{
-    BlobStore, ChainHead, ClaimRequest, EvaluationFilter, EvaluationRecord, EvaluationStatus, EvaluationStore,
-    JournalStore, OriginFile, OriginRole, RateLimit, RunFilter, RunOrigin, RunOwner, RunRecord, RunStore, RunUpdate,
-    Store, SystemStateStore,
+    BlobStore, ChainHead, ClaimRequest, Definition, EvaluationFilter, EvaluationRecord, EvaluationStatus,
+    EvaluationStore, JournalStore, OriginFile, OriginRole, RateLimit, RunFilter, RunOrigin, RunOwner, RunRecord,
+    RunStore, RunUpdate, Store, SystemStateStore,
 };
 
 /// The JSON type of a value, for messages: `null`, `a boolean`, `a number`, `a string`, `an array`,

@@ -67,7 +67,8 @@ impl Pipeline {
         out
     }
 
-    /// blake3 of the canonical JSON form: identifies the definition a run was started with.
+    /// blake3 of the canonical JSON form: identifies the definition a run was started with (the hash of
+    /// [`crate::Definition::of`] the pipeline).
     pub fn definition_hash(&self) -> String {
         let bytes = serde_json::to_vec(self).unwrap_or_default();
         blake3::hash(&bytes).to_hex().to_string()

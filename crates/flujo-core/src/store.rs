@@ -11,6 +11,89 @@ use crate::error::StoreError;
 use crate::journal::JournalRecord;
 use crate::result::{PendingPause, RunError, RunStatus};
 
+/// A pipeline definition as runs store it: its canonical JSON text and the blake3 hash of that text (hex),
+/// which stores use as its content address. A runner serializes its pipeline once into a `Definition` and
+/// every run shares it; nothing parses the text until a stored run's pipeline is rebuilt from it
+/// (`flujo_engine::pipeline_from_definition`).
+///
+/// It serializes as the JSON value it holds (parsed on the way: only the rare serialization of a whole
+/// [`RunRecord`] pays for it) and compares by its text.
+///
+/// ```
+/// use flujo_core::Definition;
+/// let d = Definition::of(&serde_json::json!({"name": "p", "steps": []})).unwrap();
+/// assert_eq!(d.json(), r#"{"name":"p","steps":[]}"#);
+/// assert_eq!(d.hash(), blake3::hash(d.json().as_bytes()).to_hex().as_str());
+/// assert_eq!(d, Definition::from_json(d.json()));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Definition {
+    json: Arc<str>,
+    hash: String,
+}
+
+impl Definition {
+    /// The definition of `value`: its JSON text (as `serde_json::to_string` writes it) and that text's hash.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_string(value).map(Self::from_json)
+    }
+
+    /// A definition from JSON text as stored (its hash is computed here; the text is not parsed).
+    pub fn from_json(json: impl Into<Arc<str>>) -> Self {
+        let json = json.into();
+        let hash = blake3::hash(json.as_bytes()).to_hex().to_string();
+        Definition { json, hash }
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The JSON text, shared.
+    pub fn shared_json(&self) -> Arc<str> {
+        Arc::clone(&self.json)
+    }
+
+    /// blake3 of the text, 64 lowercase hex digits.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The text parsed (any depth: a definition nests as deep as its pipeline).
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        self.parse()
+    }
+
+    /// The text parsed into `T` (any depth, on a stack that grows as deep nesting needs).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(&self.json);
+        de.disable_recursion_limit();
+        let value = T::deserialize(serde_stacker::Deserializer::new(&mut de))?;
+        de.end()?;
+        Ok(value)
+    }
+}
+
+impl std::fmt::Debug for Definition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Definition").field("hash", &self.hash).field("bytes", &self.json.len()).finish()
+    }
+}
+
+impl Serialize for Definition {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_value().map_err(serde::ser::Error::custom)?.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Definition {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Definition::of(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The stored row of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -22,9 +105,9 @@ pub struct RunRecord {
     pub pipeline_version: String,
     /// Hash of the canonical pipeline definition the run was started with.
     pub pipeline_hash: String,
-    /// The canonical pipeline definition (so resume needs no file). Shared, not copied, between runs of one
-    /// pipeline; stores keep one copy per distinct definition.
-    pub definition: Option<Arc<Value>>,
+    /// The canonical pipeline definition (so resume needs no file): its JSON text and content hash. Shared,
+    /// not copied, between runs of one pipeline; stores keep one copy per distinct definition.
+    pub definition: Option<Arc<Definition>>,
     /// Where the run is in its lifecycle.
     pub status: RunStatus,
     /// The run's input, as given (stored unredacted: replay needs it).

@@ -599,7 +599,7 @@ impl TaskClient {
     /// The pipeline `run` was started with.
     pub fn pipeline_of(run: &RunRecord) -> Result<Pipeline, ClientError> {
         let def = run.definition.as_ref().ok_or_else(|| ClientError::NoDefinition(run.run_id.clone()))?;
-        Pipeline::deserialize(def.as_ref())
+        crate::pipeline_from_definition(def)
             .map_err(|e| ClientError::BadDefinition { run_id: run.run_id.clone(), message: e.to_string() })
     }
 

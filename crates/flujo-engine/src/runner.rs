@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use flujo_core::runtime::{PerRunQuotas, SystemClock};
 use flujo_core::{
-    ChainHead, Clock, Context, FlujoError, GovernancePolicy, IdGen, Interrupt, Map, ModelRegistry, Pipeline,
-    QuotaManager, RunError, RunEvent, RunOrigin, RunOwner, RunRecord, RunResult, RunStatus, RunUpdate, SkillRegistry,
-    StepStatus, Store, StoreError, Telemetry, UsageLimits, Value,
+    ChainHead, Clock, Context, Definition, FlujoError, GovernancePolicy, IdGen, Interrupt, Map, ModelRegistry,
+    Pipeline, QuotaManager, RunError, RunEvent, RunOrigin, RunOwner, RunRecord, RunResult, RunStatus, RunUpdate,
+    SkillRegistry, StepStatus, Store, StoreError, Telemetry, UsageLimits, Value,
 };
 use flujo_template::UndefinedMode;
 
@@ -213,13 +213,17 @@ impl FlujoRuntimeBuilder {
         let pipeline = Arc::new(pipeline);
         // Preparing, hashing and serializing recurse once per nesting level (up to MAX_NESTING_DEPTH); on a
         // thread with little stack left (a 2 MiB worker, a debug build) this continues on a fresh segment.
-        let (prepared, hash, definition) = stacker::maybe_grow(4 << 20, 16 << 20, || {
+        let (prepared, definition) = stacker::maybe_grow(4 << 20, 16 << 20, || {
             let mut prep = Preparer::new(&*skills, self.models.as_deref(), &self.dispatcher);
             prep.pipeline(&pipeline)?;
-            let hash = pipeline.definition_hash();
-            let definition = serde_json::to_value(&*pipeline).ok().map(Arc::new);
-            Ok::<_, FlujoError>((prep.out, hash, definition))
+            // Serialized once: the text every run stores and its hash, which identifies the definition.
+            let definition = Definition::of(&*pipeline).ok().map(Arc::new);
+            Ok::<_, FlujoError>((prep.out, definition))
         })?;
+        let hash = match &definition {
+            Some(d) => d.hash().to_owned(),
+            None => pipeline.definition_hash(),
+        };
         let cache = self.cache.unwrap_or_else(|| Arc::new(MemoryCache::new(self.clock.clone())));
         let core = ExecutorCore {
             dispatcher: self.dispatcher,
@@ -260,11 +264,11 @@ impl FlujoRuntimeBuilder {
     }
 }
 
-/// Reads a stored pipeline definition (`RunRecord::definition`) back into a [`Pipeline`]. Deserializing
-/// recurses once per nesting level, so this continues on a fresh stack segment when the current thread has
-/// little left.
-pub fn pipeline_from_definition(definition: &Value) -> Result<Pipeline, serde_json::Error> {
-    stacker::maybe_grow(4 << 20, 16 << 20, || serde::Deserialize::deserialize(definition))
+/// Reads a stored pipeline definition (`RunRecord::definition`) back into a [`Pipeline`], straight from its
+/// text. Deserializing recurses once per nesting level (steps buffer their fields, so some of it below the
+/// JSON reader), so this continues on a fresh stack segment when the current thread has little left.
+pub fn pipeline_from_definition(definition: &Definition) -> Result<Pipeline, serde_json::Error> {
+    stacker::maybe_grow(4 << 20, 16 << 20, || definition.parse())
 }
 
 /// Options of one run: `RunOptions::new(input).run_id("…").context(fields)`. More options may come, so it is
@@ -395,7 +399,7 @@ struct Inner {
     usage_limits: UsageLimits,
     _skills: Arc<dyn SkillRegistry>,
     /// The canonical definition stored with every run (computed once).
-    definition: Option<Arc<Value>>,
+    definition: Option<Arc<Definition>>,
     /// This runner's identity as the owner of the runs it walks.
     owner: RunOwner,
     lease: std::time::Duration,

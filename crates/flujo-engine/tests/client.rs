@@ -285,7 +285,7 @@ async fn unknown_runs_and_unreadable_definitions_are_typed_errors() {
         b.store.create_run(&record).await.unwrap();
         assert_eq!(client.replay("no-def").await.unwrap_err(), ClientError::NoDefinition("no-def".into()));
         record.run_id = "bad-def".into();
-        record.definition = Some(Arc::new(json!({"name": 5})));
+        record.definition = Some(Arc::new(flujo_core::Definition::from_json(json!({"name": 5}).to_string())));
         b.store.create_run(&record).await.unwrap();
         let err = client.resume("bad-def", ResumeRequest::default()).await.unwrap_err();
         assert_eq!(err.kind(), "bad_definition", "{}: {err}", b.name);

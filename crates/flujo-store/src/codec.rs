@@ -17,8 +17,8 @@ use std::io;
 use std::sync::Arc;
 
 use flujo_core::{
-    ChainHead, JournalRecord, Map, PatchOp, PendingPause, RunError, RunOrigin, RunOwner, RunRecord, RunStatus,
-    RunUpdate, StepStatus, StoreError, TokenUsage, Value,
+    ChainHead, Definition, JournalRecord, Map, PatchOp, PendingPause, RunError, RunOrigin, RunOwner, RunRecord,
+    RunStatus, RunUpdate, StepStatus, StoreError, TokenUsage, Value,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -44,49 +44,45 @@ pub(crate) struct NewBlob {
     pub bytes: Arc<[u8]>,
 }
 
-/// The pipeline definition a store encoded or decoded last, with its blob. Runs of one pipeline share one
-/// `Arc<Value>` definition: creating them does not serialize and hash it again (pointer identity with the
-/// held `Arc` means the same, unchanged value), and reading them back (a resume, a listing) does not parse
-/// the blob again (same blob hash, same content). The blob is still written with every run (`INSERT … ON
-/// CONFLICT DO NOTHING`), so a retention pass that deleted it in between cannot leave a run pointing at
-/// nothing.
+/// The pipeline definition a store read last. Runs of one pipeline share one [`Definition`]: creating them
+/// neither serializes nor hashes it again (its text is the blob, its hash the blob's address), and reading
+/// them back (a resume, a listing) does not fetch the blob again (same blob hash, same content). The blob is
+/// still given with every new run (the writer skips it when the store has it), so a retention pass that
+/// deleted it in between cannot leave a run pointing at nothing.
 #[derive(Debug, Default)]
-pub(crate) struct DefinitionCache(std::sync::Mutex<Option<(Arc<Value>, NewBlob)>>);
+pub(crate) struct DefinitionCache(std::sync::Mutex<Option<Arc<Definition>>>);
 
 impl DefinitionCache {
     /// The definition whose blob has this hash, when it is the one held.
-    pub(crate) fn value(&self, hash: &str) -> Option<Arc<Value>> {
+    pub(crate) fn value(&self, hash: &str) -> Option<Arc<Definition>> {
         let last = self.0.lock().ok()?;
-        last.as_ref().filter(|(_, b)| b.hash == hash).map(|(v, _)| Arc::clone(v))
+        last.as_ref().filter(|d| d.hash() == hash).map(Arc::clone)
     }
 
-    /// Parses a definition blob read from the database (or takes the held one) and holds it.
-    pub(crate) fn decode(&self, run_id: &str, hash: &str, bytes: &[u8]) -> Result<Arc<Value>, StoreError> {
+    /// A definition blob read from the database (or the held one), checked against its address, and held.
+    pub(crate) fn decode(&self, run_id: &str, hash: &str, bytes: &[u8]) -> Result<Arc<Definition>, StoreError> {
         if let Some(v) = self.value(hash) {
             return Ok(v);
         }
-        let value: Value = parse_json(bytes)
+        let text = std::str::from_utf8(bytes)
             .map_err(|e| StoreError::Corrupt(format!("run '{run_id}': definition blob {hash}: {e}")))?;
-        let value = Arc::new(value);
-        if let Ok(mut last) = self.0.lock() {
-            *last = Some((Arc::clone(&value), NewBlob { hash: hash.to_owned(), bytes: bytes.into() }));
+        let definition = Definition::from_json(text);
+        if definition.hash() != hash {
+            return Err(StoreError::Corrupt(format!(
+                "run '{run_id}': definition blob {hash}: its content hashes to {}",
+                definition.hash()
+            )));
         }
-        Ok(value)
+        let definition = Arc::new(definition);
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(Arc::clone(&definition));
+        }
+        Ok(definition)
     }
 
-    fn blob(&self, definition: &Arc<Value>) -> Result<NewBlob, StoreError> {
-        if let Ok(last) = self.0.lock() {
-            if let Some((value, blob)) = last.as_ref().filter(|(v, _)| Arc::ptr_eq(v, definition)) {
-                debug_assert!(**value == **definition);
-                return Ok(blob.clone());
-            }
-        }
-        let bytes = to_json("definition", definition.as_ref())?.into_bytes();
-        let blob = NewBlob { hash: blob_hash(&bytes), bytes: bytes.into() };
-        if let Ok(mut last) = self.0.lock() {
-            *last = Some((Arc::clone(definition), blob.clone()));
-        }
-        Ok(blob)
+    /// The blob of a definition: its text, addressed by its hash (nothing is serialized or hashed here).
+    fn blob(definition: &Definition) -> NewBlob {
+        NewBlob { hash: definition.hash().to_owned(), bytes: Arc::<[u8]>::from(definition.shared_json()) }
     }
 }
 
@@ -337,8 +333,8 @@ fn encode_patch(patch: &[PatchOp], blobs: &mut Vec<NewBlob>) -> Result<String, S
 /// Prefix of a `runs.definition` value that references a blob.
 pub(crate) const DEFINITION_REF: &str = "blob:";
 
-pub(crate) fn encode_run(run: &RunRecord, definitions: &DefinitionCache) -> Result<RunRow, StoreError> {
-    let definition_blob = run.definition.as_ref().map(|d| definitions.blob(d)).transpose()?;
+pub(crate) fn encode_run(run: &RunRecord) -> Result<RunRow, StoreError> {
+    let definition_blob = run.definition.as_deref().map(DefinitionCache::blob);
     Ok(RunRow {
         run_id: run.run_id.clone(),
         pipeline_name: run.pipeline_name.clone(),
@@ -523,7 +519,7 @@ pub(crate) struct StoredRun {
     /// The definition's JSON, or a `blob:HASH` reference resolved into `definition_value`.
     pub definition: Option<String>,
     /// The definition, when it came from a blob (shared between runs of one pipeline).
-    pub definition_value: Option<Arc<Value>>,
+    pub definition_value: Option<Arc<Definition>>,
     pub status: String,
     pub input: String,
     pub initial_context: String,
@@ -546,12 +542,8 @@ pub(crate) fn decode_run(s: StoredRun) -> Result<RunRecord, StoreError> {
     let row = format!("run '{}'", s.run_id);
     let row = row.as_str();
     Ok(RunRecord {
-        definition: match s.definition_value {
-            Some(v) => Some(v),
-            None => {
-                s.definition.as_deref().map(|d| from_json::<Value>(row, "definition", d).map(Arc::new)).transpose()?
-            }
-        },
+        // An inline definition (written before definitions became blobs) is its own text.
+        definition: s.definition_value.or_else(|| s.definition.as_deref().map(|d| Arc::new(Definition::from_json(d)))),
         status: RunStatus::parse(&s.status).ok_or_else(|| corrupt(row, "status", format!("unknown `{}`", s.status)))?,
         input: from_json(row, "input", &s.input)?,
         initial_context: from_json::<Map<String, Value>>(row, "initial_context", &s.initial_context)?,
@@ -637,7 +629,8 @@ where
 
 /// Decodes a run's stored records, in seq order; `prev_hash` is the hash of the record before the first
 /// ([`flujo_core::journal::GENESIS_HASH`] when the first is seq 0). Each record's `prev_hash` is its
-/// predecessor's hash: stores keep only `hash`.
+/// predecessor's hash: stores keep only `hash`. (SQLite decodes its rows one by one as it reads them.)
+#[cfg(feature = "postgres")]
 pub(crate) fn decode_journal<'a, F>(
     run_id: &str,
     stored: impl ExactSizeIterator<Item = Result<StoredRecord<'a>, StoreError>>,

@@ -37,8 +37,9 @@ use std::time::Duration;
 
 use flujo_core::journal::GENESIS_HASH;
 use flujo_core::{
-    verify_chain, ChainHead, ClaimRequest, JournalRecord, Map, OriginFile, OriginRole, PatchOp, PendingPause, RunError,
-    RunFilter, RunOrigin, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus, Store, StoreError, TokenUsage,
+    verify_chain, ChainHead, ClaimRequest, Definition, JournalRecord, Map, OriginFile, OriginRole, PatchOp,
+    PendingPause, RunError, RunFilter, RunOrigin, RunOwner, RunRecord, RunStatus, RunUpdate, StepStatus, Store,
+    StoreError, TokenUsage,
 };
 use serde_json::json;
 
@@ -230,7 +231,9 @@ pub fn sample_run(run_id: &str) -> RunRecord {
         pipeline_name: "demo".to_owned(),
         pipeline_version: "1.2.3".to_owned(),
         pipeline_hash: blob_hash(b"pipeline definition"),
-        definition: Some(Arc::new(json!({"name": "demo", "steps": [{"name": "a", "uses": "x"}]}))),
+        definition: Some(Arc::new(Definition::from_json(
+            json!({"name": "demo", "steps": [{"name": "a", "uses": "x"}]}).to_string(),
+        ))),
         status: RunStatus::Running,
         input: json!({"q": "héllo ✓", "nums": [1, 2.5, -3], "nested": {"z": null, "a": false}}),
         initial_context,
@@ -459,7 +462,7 @@ pub async fn duplicate_create_is_rejected(store: Arc<dyn Store>) -> CheckResult 
 pub async fn update_cas_success(store: Arc<dyn Store>) -> CheckResult {
     let mut run = fresh_run("r-cas", "demo", RunStatus::Running, 10);
     run.input = json!({"keep": "me"});
-    run.definition = Some(Arc::new(json!({"steps": []})));
+    run.definition = Some(Arc::new(Definition::from_json(json!({"steps": []}).to_string())));
     store.create_run(&run).await.ctx("create_run")?;
 
     let update = RunUpdate {
@@ -1161,12 +1164,14 @@ fn seal_all(mut records: Vec<JournalRecord>) -> Vec<JournalRecord> {
 /// definition's blob) stores the definition again: a store that remembers which definitions it wrote (the SQL
 /// stores keep the last one encoded) must not skip writing the blob.
 pub async fn a_definition_deleted_with_its_runs_is_stored_again(store: Arc<dyn Store>) -> CheckResult {
-    let def = Arc::new(json!({"name": "again", "steps": [{"name": "a"}], "doc": "x".repeat(100)}));
+    let def = Arc::new(Definition::from_json(
+        json!({"name": "again", "steps": [{"name": "a"}], "doc": "x".repeat(100)}).to_string(),
+    ));
     let mut first = fresh_run("def-1", "again", RunStatus::Completed, 1);
     first.definition = Some(Arc::clone(&def));
     store.create_run(&first).await.ctx("create_run")?;
     ensure_eq("deleted runs", &store.delete_runs(10, None).await.ctx("delete_runs")?, &1)?;
-    ensure(store.get_blob(&json_hash(&def)?).await.ctx("get_blob")?.is_none(), || {
+    ensure(store.get_blob(def.hash()).await.ctx("get_blob")?.is_none(), || {
         "the definition's blob must be deleted with its only run".to_owned()
     })?;
     let mut second = fresh_run("def-2", "again", RunStatus::Completed, 20);
@@ -1185,8 +1190,10 @@ pub async fn delete_runs_keeps_blobs_still_referenced(store: Arc<dyn Store>) -> 
     let shared_patch = large_value("shared-patch", BIG);
     let only_old = large_value("only-old", BIG);
     let only_old_patch = large_value("only-old-patch", BIG);
-    let shared_def = Arc::new(json!({"name": "shared", "steps": [], "doc": "d".repeat(BIG)}));
-    let own_def = Arc::new(json!({"name": "own", "steps": [], "doc": "o".repeat(BIG)}));
+    let shared_def =
+        Arc::new(Definition::from_json(json!({"name": "shared", "steps": [], "doc": "d".repeat(BIG)}).to_string()));
+    let own_def =
+        Arc::new(Definition::from_json(json!({"name": "own", "steps": [], "doc": "o".repeat(BIG)}).to_string()));
 
     // `keep` is new; `old-a` shares its definition and large values; `old-b` has only values of its own.
     let mut keep = fresh_run("keep", "shared", RunStatus::Completed, 100);
@@ -1225,21 +1232,23 @@ pub async fn delete_runs_keeps_blobs_still_referenced(store: Arc<dyn Store>) -> 
     ensure(store.get_blob(&user_blob).await.ctx("get_blob")?.is_some(), || {
         "a blob stored with put_blob that no run referenced must survive delete_runs".to_owned()
     })?;
-    for (what, v) in [
-        ("an output only a deleted run had", &only_old),
-        ("a patch value only deleted runs had", &only_old_patch),
-        ("a definition only a deleted run had", &own_def),
+    for (what, hash) in [
+        ("an output only a deleted run had", json_hash(&only_old)?),
+        ("a patch value only deleted runs had", json_hash(&only_old_patch)?),
+        ("a definition only a deleted run had", own_def.hash().to_owned()),
     ] {
-        ensure(store.get_blob(&json_hash(v)?).await.ctx("get_blob")?.is_none(), || {
+        ensure(store.get_blob(&hash).await.ctx("get_blob")?.is_none(), || {
             format!("the blob of {what} must be deleted with its runs")
         })?;
     }
 
     ensure_eq("deleting the last run", &store.delete_runs(i64::MAX, None).await.ctx("delete_runs")?, &1)?;
-    for (what, v) in
-        [("shared output", &shared_out), ("shared patch value", &shared_patch), ("shared definition", &shared_def)]
-    {
-        ensure(store.get_blob(&json_hash(v)?).await.ctx("get_blob")?.is_none(), || {
+    for (what, hash) in [
+        ("shared output", json_hash(&shared_out)?),
+        ("shared patch value", json_hash(&shared_patch)?),
+        ("shared definition", shared_def.hash().to_owned()),
+    ] {
+        ensure(store.get_blob(&hash).await.ctx("get_blob")?.is_none(), || {
             format!("the blob of the {what} must be deleted once no run references it")
         })?;
     }

@@ -171,6 +171,36 @@ async fn reopening_after_drop_keeps_everything() {
     assert_eq!((stats.journal_mode.as_str(), stats.synchronous), ("wal", 1));
 }
 
+/// A definition is stored as its text under its content hash: the text read back is checked against it, so
+/// a blob altered in the file fails the run's read with `Corrupt` naming the run, instead of rebuilding
+/// another pipeline than the one the run started with.
+#[tokio::test]
+async fn a_definition_blob_altered_in_the_file_is_reported_corrupt() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("def.db");
+    let run = sample_run("tampered");
+    let definition = run.definition.clone().expect("the sample run has a definition");
+    {
+        let store = open(&path);
+        store.create_run(&run).await.unwrap();
+        assert_eq!(store.get_run("tampered").await.unwrap().unwrap().definition, Some(definition.clone()));
+    }
+    let altered = definition.json().replacen("demo", "omed", 1);
+    assert_ne!(altered, definition.json());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE blobs SET bytes = ?1 WHERE hash = ?2",
+            rusqlite::params![altered.as_bytes(), definition.hash()],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "the definition is a blob addressed by its hash");
+    drop(conn);
+    let err = open(&path).get_run("tampered").await.unwrap_err();
+    let StoreError::Corrupt(message) = &err else { panic!("expected Corrupt, got {err:?}") };
+    assert!(message.contains("run 'tampered'") && message.contains(definition.hash()), "{message}");
+}
+
 #[tokio::test]
 async fn a_newer_schema_version_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();

@@ -625,7 +625,7 @@ fn definition_hash(s: &StoredRun) -> Option<String> {
 #[async_trait]
 impl RunStore for PostgresStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let r = codec::encode_run(run, &self.definitions)?;
+        let r = codec::encode_run(run)?;
         let conn = self.conn().await?;
         let st = conn.prepare_cached(&self.sql.create_run).await.map_err(|e| pg_error("create_run", e))?;
         let def_hash = r.definition_blob.as_ref().map(|b| b.hash.as_str());

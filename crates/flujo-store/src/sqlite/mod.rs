@@ -268,7 +268,7 @@ impl fmt::Debug for SqliteStore {
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        self.write(Write::CreateRun(codec::encode_run(run, &self.definitions)?)).await.map(drop)
+        self.write(Write::CreateRun(codec::encode_run(run)?)).await.map(drop)
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -527,7 +527,8 @@ mod tests {
 
         let store = SqliteStore::open_in_memory(SqliteOptions::default()).unwrap();
         let big = |tag: &str| serde_json::json!({"tag": tag, "text": "x".repeat(2 * INLINE_VALUE_LIMIT)});
-        let definition = Arc::new(serde_json::json!({"name": "p", "steps": []}));
+        let definition =
+            Arc::new(flujo_core::Definition::from_json(serde_json::json!({"name": "p", "steps": []}).to_string()));
         for (id, at) in [("old", 1), ("new", 100)] {
             let mut run = crate::conformance::fresh_run(id, "p", RunStatus::Completed, at);
             run.definition = Some(Arc::clone(&definition));

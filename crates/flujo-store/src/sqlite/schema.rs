@@ -486,7 +486,7 @@ mod tests {
             let mut damaged_run = run.clone();
             damaged_run.run_id = "r-damaged".into();
             for run in [&run, &damaged_run] {
-                let r = encode_run(run, &Default::default()).unwrap();
+                let r = encode_run(run).unwrap();
                 if let Some(b) = &r.definition_blob {
                     conn.execute(
                         "INSERT OR IGNORE INTO blobs (hash, bytes) VALUES (?1, ?2)",

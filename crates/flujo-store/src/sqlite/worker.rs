@@ -30,7 +30,8 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
 use flujo_core::{
-    ClaimRequest, EvaluationFilter, EvaluationRecord, JournalRecord, RunFilter, RunRecord, RunStatus, StoreError, Value,
+    ClaimRequest, Definition, EvaluationFilter, EvaluationRecord, JournalRecord, RunFilter, RunRecord, RunStatus,
+    StoreError, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row, Statement};
 use tokio::sync::oneshot;
@@ -560,9 +561,11 @@ fn create_run(conn: &Connection, r: &RunRow) -> Result<u64, ExecError> {
     if exists.is_some() {
         return Err(ExecError::Rejected(StoreError::RunExists(r.run_id.clone())));
     }
+    // A pipeline's definition is usually stored already (by its previous run): checked first, so that its
+    // text (≈ 150 bytes per step) is not bound and copied for a conflict.
     let blob_bytes = match &r.definition_blob {
-        Some(b) => insert_blob(conn, b)?,
-        None => 0,
+        Some(b) if !blob_exists(conn, &b.hash)? => insert_blob(conn, b)?,
+        _ => 0,
     };
     let inserted = conn
         .prepare_cached(
@@ -719,6 +722,13 @@ fn append(held: &mut Held<'_>, r: &RecordRow, cache: &mut AppendCache) -> Result
     }
     cache.runs.insert(r.run_id.clone(), CachedRun { status, owner_id, next_seq: next + 1 });
     Ok(bytes + r.payload_len())
+}
+
+fn blob_exists(conn: &Connection, hash: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM blobs WHERE hash = ?1")?
+        .query_row([hash], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
 }
 
 /// Inserts a blob unless its hash is already stored; counts its bytes only when inserted.
@@ -903,7 +913,7 @@ fn get_run(conn: &Connection, run_id: &str, definitions: &DefinitionCache) -> Re
 fn resolve_definition(
     conn: &Connection,
     mut s: StoredRun,
-    seen: &mut HashMap<String, Arc<Value>>,
+    seen: &mut HashMap<String, Arc<Definition>>,
     definitions: &DefinitionCache,
 ) -> Result<StoredRun, StoreError> {
     let Some(hash) = s.definition.as_deref().and_then(|d| d.strip_prefix(DEFINITION_REF)).map(str::to_owned) else {
