@@ -114,8 +114,9 @@ impl Persist {
                 }
             }
             Persist::Sqlite => {
-                // A fresh file per run, default durability (WAL, synchronous=NORMAL).
-                let dir = std::env::temp_dir().join(format!("flujo-bench-{}", std::process::id()));
+                // A fresh file per run, default durability (WAL, synchronous=NORMAL); the folder is removed
+                // after each workload (`remove_sqlite_files`).
+                let dir = sqlite_dir();
                 let _ = std::fs::create_dir_all(&dir);
                 let n = NEXT_DB.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let path = dir.join(format!("bench-{n}.db"));
@@ -221,6 +222,16 @@ async fn run_once(workload: &str, n: usize, p: &Pipeline, persist: Persist) -> R
             Ok(Sample { secs, store_bytes: bytes(&store), correct, p99_run_s: None })
         }
     }
+}
+
+/// The folder of this process's SQLite files.
+fn sqlite_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("flujo-bench-{}", std::process::id()))
+}
+
+/// Removes this process's SQLite files (a workload's runs leave one file each: `loop_100000`'s are large).
+fn remove_sqlite_files() {
+    let _ = std::fs::remove_dir_all(sqlite_dir());
 }
 
 fn workload(name: &str) -> Option<(&'static str, usize, Pipeline, usize)> {
@@ -546,7 +557,9 @@ fn main() {
                 failed = true;
             }
         }
+        remove_sqlite_files();
     }
+    remove_sqlite_files();
     if failed {
         std::process::exit(1);
     }

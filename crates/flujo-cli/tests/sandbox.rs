@@ -28,9 +28,20 @@ fn flujo(dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// Sandboxed runs of this binary one at a time, so that "nothing is left afterwards" sees only its own run.
-fn serial() -> MutexGuard<'static, ()> {
+fn serial() -> Serial {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+    let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // cargo-nextest runs each test in a process of its own: the tests that count the sandbox's processes
+    // must not see another test's, so they also hold a lock on a file every process shares.
+    let file = std::fs::File::create(std::env::temp_dir().join("flujo-cli-sandbox-tests.lock")).unwrap();
+    file.lock().unwrap();
+    Serial { _file: file, _guard: guard }
+}
+
+/// Held while a test runs sandboxed processes (released on drop, the file's lock with it).
+struct Serial {
+    _file: std::fs::File,
+    _guard: MutexGuard<'static, ()>,
 }
 
 const PROCESS: &str = "state_uri = \"sqlite:///state.db\"\n[sandbox]\nkind = \"process\"\ntimeout_s = 20\n";
