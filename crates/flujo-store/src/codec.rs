@@ -384,9 +384,14 @@ pub(crate) fn encode_update(update: &RunUpdate) -> Result<UpdateRow, StoreError>
 
 pub(crate) fn encode_record(r: &JournalRecord) -> Result<RecordRow, StoreError> {
     let mut blobs = Vec::new();
-    let (output, output_ref) = match externalize(&r.output, &mut blobs)? {
-        Some(hash) => (None, Some(hash)),
-        None => (Some(to_json("output", r.output.as_ref())?), None),
+    // Serialized once: inline when small, else the same text becomes the blob.
+    let text = to_json("output", r.output.as_ref())?;
+    let (output, output_ref) = if text.len() > INLINE_VALUE_LIMIT {
+        let hash = blob_hash(text.as_bytes());
+        blobs.push(NewBlob { hash: hash.clone(), bytes: text.into_bytes().into() });
+        (None, Some(hash))
+    } else {
+        (Some(text), None)
     };
     let patch = encode_patch(&r.patch, &mut blobs)?;
     Ok(RecordRow {

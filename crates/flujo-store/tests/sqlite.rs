@@ -171,6 +171,41 @@ async fn reopening_after_drop_keeps_everything() {
     assert_eq!((stats.journal_mode.as_str(), stats.synchronous), ("wal", 1));
 }
 
+/// WAL checkpoints run on a thread of their own: a long run's commits ask for one every 1000 writes, the
+/// checkpointer copies the WAL's pages into the database file (which grows), and the writer never waits
+/// for it; everything committed reads back after the store is reopened.
+#[tokio::test]
+async fn checkpoints_run_in_the_background_and_lose_nothing() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("ckpt.db");
+    let records = sealed_chain("long", 2500);
+    {
+        let store = open(&path);
+        store.create_run(&sample_run("long")).await.unwrap();
+        let db_size_before = std::fs::metadata(&path).unwrap().len();
+        for r in &records {
+            store.append(r).await.unwrap();
+        }
+        // The checkpointer answers no one: wait (bounded) for it to have done its work.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.group_commit_stats().checkpoints == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = store.group_commit_stats();
+        assert!(stats.checkpoints >= 1, "no background checkpoint after 2501 writes: {stats:?}");
+        assert!(stats.transactions >= 2, "{stats:?}");
+        let db_size_after = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            db_size_after > db_size_before,
+            "the checkpoint copied pages into the file: {db_size_before} → {db_size_after}"
+        );
+    }
+    let store = open(&path);
+    assert_eq!(store.load_journal("long").await.unwrap(), records);
+    // A short-lived store never starts the thread.
+    assert_eq!(store.group_commit_stats().checkpoints, 0);
+}
+
 /// A definition is stored as its text under its content hash: the text read back is checked against it, so
 /// a blob altered in the file fails the run's read with `Corrupt` naming the run, instead of rebuilding
 /// another pipeline than the one the run started with.

@@ -112,6 +112,9 @@ pub struct GroupCommitStats {
     pub transactions: u64,
     /// Writes committed in those transactions (rejected writes are not counted).
     pub writes: u64,
+    /// WAL checkpoints done in the background (a file database asks for one every 1000 writes; see the
+    /// module docs).
+    pub checkpoints: u64,
 }
 
 impl GroupCommitStats {
@@ -183,9 +186,13 @@ impl SqliteStore {
         let counters = Arc::new(Counters::default());
         let (writer, commands) = mpsc::channel();
         let writer_counters = Arc::clone(&counters);
+        let checkpoints = match &target {
+            Target::File(path) => Some(worker::Checkpointer::new(path.clone())),
+            Target::Memory => None,
+        };
         thread::Builder::new()
             .name("flujo-sqlite-writer".to_owned())
-            .spawn(move || worker::run_writer(writer_conn, commands, &writer_counters))
+            .spawn(move || worker::run_writer(writer_conn, commands, &writer_counters, checkpoints))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the sqlite writer thread: {e}")))?;
         let reader = match reader_conn {
             Some(conn) => {
@@ -226,6 +233,7 @@ impl SqliteStore {
         GroupCommitStats {
             transactions: self.counters.transactions.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
+            checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
         }
     }
 
@@ -586,6 +594,6 @@ mod tests {
     #[test]
     fn group_commit_average() {
         assert_eq!(GroupCommitStats::default().writes_per_transaction(), 0.0);
-        assert_eq!(GroupCommitStats { transactions: 2, writes: 5 }.writes_per_transaction(), 2.5);
+        assert_eq!(GroupCommitStats { transactions: 2, writes: 5, checkpoints: 0 }.writes_per_transaction(), 2.5);
     }
 }

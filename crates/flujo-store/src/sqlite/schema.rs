@@ -299,6 +299,9 @@ pub(crate) fn open_writer(location: Location<'_>, durability: Durability) -> Res
     };
     conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
         .map_err(|e| sql_error("cannot set synchronous", e))?;
+    // Checkpoints run in the background (`worker::Checkpointer`); the writer's own is a backstop.
+    conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {};", super::worker::WRITER_CHECKPOINT_PAGES))
+        .map_err(|e| sql_error("cannot set wal_autocheckpoint", e))?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -311,6 +314,16 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
         .map_err(|e| sql_error(&format!("cannot open {} for reading", path.display()), e))?;
     configure(&conn)?;
     conn.execute_batch("PRAGMA query_only = ON;").map_err(|e| sql_error("cannot set query_only", e))?;
+    Ok(conn)
+}
+
+/// Opens the background checkpointer's connection to a migrated file database (it writes only by
+/// checkpointing; `synchronous` as SQLite's default, FULL, so a checkpoint syncs what it copies).
+pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| sql_error(&format!("cannot open {} for checkpoints", path.display()), e))?;
+    configure(&conn)?;
     Ok(conn)
 }
 
