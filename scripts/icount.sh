@@ -33,7 +33,9 @@ fi
 cargo build --profile icount -p flujo-bench --quiet
 bin=target/icount/flujo-bench
 
-# workload:SIZE:RUNS — small enough for valgrind (≈50× slower), large enough for stable differences.
+# workload:SIZE:RUNS — small enough for valgrind (≈50× slower), large enough for stable differences, and
+# under 1000 writes per process even at 2×RUNS, so the SQLite store's background checkpoint (work whose
+# amount depends on timing) never starts.
 workloads=(linear_none:100:20 linear_sqlite:100:4 loop_sqlite:100:4 parallel_sqlite:20:5 resume_sqlite:50:4 load_yaml:100:8)
 
 # The SQLite writer polls briefly for its next command before it sleeps; under valgrind those polls would

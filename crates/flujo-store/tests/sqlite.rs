@@ -206,6 +206,31 @@ async fn checkpoints_run_in_the_background_and_lose_nothing() {
     assert_eq!(store.group_commit_stats().checkpoints, 0);
 }
 
+/// A WAL a previous process left large (it exited during a long busy stretch, before any checkpoint caught
+/// up) is checkpointed by the next store that opens the file: its pages reach the database file at once,
+/// instead of being read again by every later process to recover the WAL index.
+#[tokio::test]
+async fn a_large_wal_left_behind_is_checkpointed_when_the_file_is_opened() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("big-wal.db");
+    drop(open(&path));
+    let wal = dir.path().join("big-wal.db-wal");
+    // Another process's writes: 6 MB in the WAL, never checkpointed, the connection never closed.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE filler (b BLOB);").unwrap();
+    for _ in 0..1500 {
+        other.execute("INSERT INTO filler VALUES (zeroblob(4000))", []).unwrap();
+    }
+    std::mem::forget(other);
+    assert!(std::fs::metadata(&wal).unwrap().len() > 6 << 20);
+    let db_before = std::fs::metadata(&path).unwrap().len();
+    let store = open(&path);
+    let db_after = std::fs::metadata(&path).unwrap().len();
+    assert!(db_after > db_before + (5 << 20), "the WAL's pages were copied: {db_before} → {db_after}");
+    store.create_run(&sample_run("after")).await.unwrap();
+    assert!(store.get_run("after").await.unwrap().is_some());
+}
+
 /// A definition is stored as its text under its content hash: the text read back is checked against it, so
 /// a blob altered in the file fails the run's read with `Corrupt` naming the run, instead of rebuilding
 /// another pipeline than the one the run started with.

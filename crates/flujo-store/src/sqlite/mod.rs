@@ -9,6 +9,9 @@
 //!   resolves only once its record is committed, and concurrent runs share commits.
 //! * **Durability.** WAL mode; [`Durability::Normal`] (`synchronous=NORMAL`) survives a killed process,
 //!   [`Durability::Strict`] (`synchronous=FULL`) also survives power loss.
+//! * **Checkpoints.** A file database's WAL is copied into the file by a checkpoint thread of the store
+//!   (a `PASSIVE` checkpoint every 1000 writes), not on the writer thread, where copying and syncing would
+//!   stall every waiting commit; the writer's own automatic checkpoint remains as a bound at 4000 pages.
 //! * **Blobs.** Outputs and patch values larger than [`INLINE_VALUE_LIMIT`] bytes of JSON are stored once in
 //!   the content-addressed `blobs` table and referenced from journal rows, so the bytes a step writes do not
 //!   grow with the size of values it merely repeats. Loaded records are identical to the appended ones, so
@@ -112,8 +115,8 @@ pub struct GroupCommitStats {
     pub transactions: u64,
     /// Writes committed in those transactions (rejected writes are not counted).
     pub writes: u64,
-    /// WAL checkpoints done in the background (a file database asks for one every 1000 writes; see the
-    /// module docs).
+    /// WAL checkpoints done in the background (a file database asks for one every 1000 writes, on a thread
+    /// of its own, so that copying and syncing pages does not stall commits).
     pub checkpoints: u64,
 }
 

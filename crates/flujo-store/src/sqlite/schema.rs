@@ -300,9 +300,17 @@ pub(crate) fn open_writer(location: Location<'_>, durability: Durability) -> Res
     conn.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
         .map_err(|e| sql_error("cannot set synchronous", e))?;
     // Checkpoints run in the background (`worker::Checkpointer`); the writer's own is a backstop.
-    conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {};", super::worker::WRITER_CHECKPOINT_PAGES))
-        .map_err(|e| sql_error("cannot set wal_autocheckpoint", e))?;
+    // A WAL that grew during a long busy stretch is cut back to this size when SQLite restarts it.
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = {}; PRAGMA journal_size_limit = {};",
+        super::worker::WRITER_CHECKPOINT_PAGES,
+        super::worker::WAL_CHECKPOINT_ON_OPEN
+    ))
+    .map_err(|e| sql_error("cannot set wal_autocheckpoint", e))?;
     migrate(&mut conn)?;
+    if let Location::File(path) = location {
+        checkpoint_a_large_wal(&conn, path);
+    }
     Ok(conn)
 }
 
@@ -315,6 +323,18 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     configure(&conn)?;
     conn.execute_batch("PRAGMA query_only = ON;").map_err(|e| sql_error("cannot set query_only", e))?;
     Ok(conn)
+}
+
+/// Checkpoints a WAL a previous process left large (it exited during a long busy stretch): opening the
+/// file has just read all of it to recover its index, and every later process would read it again. Passive:
+/// it never waits for another process using the file, and a failure only leaves the WAL as it was.
+fn checkpoint_a_large_wal(conn: &Connection, path: &Path) {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > super::worker::WAL_CHECKPOINT_ON_OPEN);
+    if large {
+        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
 }
 
 /// Opens the background checkpointer's connection to a migrated file database (it writes only by

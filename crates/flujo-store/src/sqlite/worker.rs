@@ -1,5 +1,7 @@
 //! The SQLite threads: one writer thread that owns the read-write connection and group-commits, and (for a
-//! file database) one reader thread that owns a second, query-only connection.
+//! file database) one reader thread that owns a second, query-only connection, and a checkpoint thread
+//! with a third connection that copies the WAL into the database file in the background
+//! ([`Checkpointer`]), started by the writer at its first request.
 //!
 //! Async callers never touch SQLite. They encode their rows on their own task, send a command over a
 //! `std::sync::mpsc` channel (never blocks: it is unbounded, and bounded in practice because every caller
@@ -184,22 +186,27 @@ pub(crate) fn run_writer(
     }
 }
 
-/// Writes between two requests to the background checkpointer (SQLite's own automatic checkpoint runs
-/// every 1000 WAL pages, on the committing thread).
+/// Writes between two requests to the background checkpointer.
 const CHECKPOINT_EVERY: u64 = 1000;
 
 /// The WAL size (in pages) at which the writer checkpoints by itself, as SQLite's automatic checkpoint
-/// would: the background checkpoint copies pages while the writer goes on appending, so during a long
-/// busy stretch it never catches up with the end of the WAL, which SQLite then cannot restart; this bounds
-/// the WAL (≈ 40 MB) and finds most pages already copied.
-pub(crate) const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
+/// would (its default is 1000): the background checkpoint copies pages while the writer goes on appending,
+/// so during a long busy stretch it never catches up with the end of the WAL, which SQLite then cannot
+/// restart; this bounds the WAL (≈ 16 MB) and finds most pages already copied. A WAL left larger than
+/// [`WAL_CHECKPOINT_ON_OPEN`] by a process that exited mid-stretch is checkpointed by the next writer to
+/// open the file (`schema::open_writer`), so later processes do not each read it again to recover it.
+pub(crate) const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
+
+/// A WAL file larger than this (bytes) when a writer opens the database is checkpointed at once.
+pub(crate) const WAL_CHECKPOINT_ON_OPEN: u64 = 4 << 20;
 
 /// WAL checkpoints on a thread of their own. With `synchronous=NORMAL`, a commit only writes the WAL; the
 /// checkpoint that copies WAL pages into the database file is where SQLite syncs to disk (the WAL, then
 /// the database) — milliseconds that an automatic checkpoint spends on the writer thread while every
 /// waiting commit waits (≈ 12 µs per step of `linear_1000` on the benchmark machine). The writer instead
 /// asks this thread, every [`CHECKPOINT_EVERY`] writes, for a `PASSIVE` checkpoint on its own connection,
-/// which never waits for (or blocks) the writer or readers. The thread and its connection start at the
+/// which never waits for (or blocks) the writer or readers; the writer's own checkpoint remains, at
+/// [`WRITER_CHECKPOINT_PAGES`], as a bound. The thread and its connection start at the
 /// first request (short-lived stores never pay for them) and end with the writer.
 pub(crate) struct Checkpointer {
     path: std::path::PathBuf,
